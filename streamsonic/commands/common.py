@@ -1,0 +1,130 @@
+"""Options shared by subcommands, and turning them into config overrides."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from streamsonic.config import SCALE_NAMES, Config, find_config_file, load_config, parse_override
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line flag that overrides one config key."""
+
+    flags: tuple[str, ...]
+    key: str
+    type: Any = str
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+
+MUSIC_OPTIONS: tuple[Option, ...] = (
+    Option(("--influence",), "model.influence", float,
+           "0..1: 0 lets the model choose freely, 1 follows the data exactly (default 0.8)",
+           metavar="X"),
+    Option(("--temperature",), "model.temperature", float,
+           "sampling temperature; 0 chooses greedily (default 0)", metavar="T"),
+    Option(("--seed",), "model.seed", int, "random seed for sampling (default 0)", metavar="N"),
+    Option(("--weights",), "model.weights", str,
+           "pitch model checkpoint (default: weights/pitch.pt shipped with streamsonic)",
+           metavar="PATH"),
+    Option(("--temporal-weights",), "model.temporal_weights", str,
+           "temporal model checkpoint for --rhythm model (default: weights/temporal.pt)",
+           metavar="PATH"),
+    Option(("--rhythm",), "model.rhythm", str,
+           "who decides note timing: the clock, or the temporal model", choices=("clock", "model")),
+    Option(("--device",), "model.device", str,
+           "where the LSTM runs; auto = CUDA when present", choices=("auto", "cpu", "cuda")),
+    Option(("--scale",), "music.scale", str, "scale to play in (default major)",
+           choices=SCALE_NAMES),
+    Option(("--key",), "music.key", str, "tonic of the scale, e.g. C, F#, Bb (default C)",
+           metavar="NOTE"),
+    Option(("--low",), "music.low", int, "lowest MIDI pitch (default 50)", metavar="PITCH"),
+    Option(("--high",), "music.high", int, "highest MIDI pitch (default 89)", metavar="PITCH"),
+    Option(("--tempo",), "music.tempo", float, "beats per minute (default 120)", metavar="BPM"),
+    Option(("--note-length",), "music.note_length", float,
+           "note length in beats (default 0.5)", metavar="BEATS"),
+    Option(("--program",), "music.program", int,
+           "General MIDI program (0-127) for streams without a [[voices]] rule (default 0, piano)",
+           metavar="N"),
+    Option(("--clock",), "clock.mode", str,
+           "event: a note per sample as it arrives (rate-capped); tick: one note per stream "
+           "per step at the tempo", choices=("event", "tick")),
+    Option(("--step",), "clock.step", float,
+           "beats between ticks (tick clock) and between rows (render) (default 0.5)",
+           metavar="BEATS"),
+    Option(("--max-rate",), "clock.max_rate", float,
+           "event clock: at most this many notes per second per stream (default 8)",
+           metavar="HZ"),
+    Option(("--aggregate",), "clock.aggregate", str,
+           "how samples faster than the cap are combined", choices=("last", "mean", "min", "max")),
+    Option(("--window",), "normalize.window", int,
+           "rolling normalization window in samples (default 200)", metavar="N"),
+    Option(("--normalize-mode",), "normalize.mode", str,
+           "rolling normalization method (default robust)",
+           choices=("robust", "minmax", "zscore", "rank")),
+    Option(("--soundfont",), "audio.soundfont", str, "General MIDI SoundFont (.sf2) for audio",
+           metavar="PATH"),
+    Option(("--midi-api",), "midi.api", str, "MIDI backend for midi: outputs",
+           choices=("auto", "alsa", "jack")),
+)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """--config, --set and --log-level."""
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--config", metavar="PATH",
+                       help="config file (default: $STREAMSONIC_CONFIG, "
+                            "~/.config/streamsonic/config.toml, /etc/streamsonic/config.toml)")
+    group.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override any config key for this run, e.g. --set music.tempo=90 "
+                            "(repeatable; VALUE is TOML)")
+    group.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       help="log verbosity on stderr (default info)")
+
+
+def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], title: str) -> None:
+    """Add ``options`` as flags whose dest is the config key."""
+    group = parser.add_argument_group(title)
+    for opt in options:
+        group.add_argument(*opt.flags, dest=opt.key, type=opt.type, help=opt.help,
+                           choices=opt.choices, metavar=opt.metavar, default=None)
+
+
+def overrides_from(args: argparse.Namespace, options: tuple[Option, ...]) -> dict[str, Any]:
+    """The config overrides that the user gave on the command line."""
+    out: dict[str, Any] = {}
+    for text in getattr(args, "set", []) or []:
+        key, value = parse_override(text)
+        out[key] = value
+    for opt in options:
+        value = getattr(args, opt.key, None)
+        if value is not None:
+            out[opt.key] = value
+    if getattr(args, "log_level", None):
+        out["daemon.log_level"] = args.log_level
+    return out
+
+
+def config_from(args: argparse.Namespace, options: tuple[Option, ...],
+                extra: dict[str, Any] | None = None) -> Config:
+    """Load the config file and apply command-line overrides."""
+    overrides = overrides_from(args, options)
+    if extra:
+        overrides.update(extra)
+    return load_config(find_config_file(getattr(args, "config", None)), overrides)
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr, one line per record."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="streamsonic: %(levelname)s: %(message)s",
+        force=True,
+    )

@@ -1,0 +1,16 @@
+"""`streamsonic devices` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+from streamsonic.errors import UsageError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """No options yet."""
+
+
+def main(args: argparse.Namespace) -> int:
+    """Not built yet."""
+    raise UsageError("'streamsonic devices' is not part of this build yet")

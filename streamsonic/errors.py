@@ -1,0 +1,82 @@
+"""The error hierarchy.
+
+Library code raises these; the CLI prints ``str(err)`` as one line and exits with
+``err.exit_status``. Messages say what was wrong (naming the file, key, port, topic...)
+and how to fix it. Exit statuses follow BSD ``sysexits.h`` where one fits.
+"""
+
+from __future__ import annotations
+
+
+class StreamsonicError(Exception):
+    """Base class of every error streamsonic raises on purpose."""
+
+    exit_status: int = 1
+
+
+class UsageError(StreamsonicError):
+    """The command line itself is wrong (EX_USAGE)."""
+
+    exit_status = 64
+
+
+class InputDataError(StreamsonicError):
+    """An input file cannot be used: no numeric column, empty, unreadable (EX_DATAERR)."""
+
+    exit_status = 65
+
+
+class ConfigError(StreamsonicError):
+    """A configuration file or value is invalid: unknown key, wrong type (EX_CONFIG)."""
+
+    exit_status = 78
+
+
+class CheckpointError(StreamsonicError):
+    """A weights file is missing, not a streamsonic checkpoint, or incompatible (EX_NOINPUT)."""
+
+    exit_status = 66
+
+
+class DeviceError(StreamsonicError):
+    """The requested compute device (e.g. CUDA) is not available (EX_UNAVAILABLE)."""
+
+    exit_status = 69
+
+
+class OutputError(StreamsonicError):
+    """An output (sink) could not be opened or used (EX_UNAVAILABLE)."""
+
+    exit_status = 69
+
+
+class AudioError(OutputError):
+    """No usable audio device, or the audio stream failed."""
+
+
+class SoundFontError(OutputError):
+    """No General MIDI SoundFont was found or it could not be loaded."""
+
+
+class MidiPortError(OutputError):
+    """A MIDI port could not be found or opened."""
+
+
+class SourceError(StreamsonicError):
+    """An input source (stdin, MQTT) could not be opened (EX_UNAVAILABLE)."""
+
+    exit_status = 69
+
+
+class MqttError(SourceError):
+    """The MQTT broker refused us or cannot be reached (bad URL, TLS, auth)."""
+
+
+class TrainingError(StreamsonicError):
+    """Training cannot run: no usable MIDI files, bad options (EX_DATAERR)."""
+
+    exit_status = 65
+
+
+#: Exit status for an interrupted command (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130

@@ -1,0 +1,82 @@
+"""The values that flow through the pipeline, and the Source protocol.
+
+    Source -> Sample -> (normalize, step, map) -> NoteEvent -> Scheduler -> Sink
+
+Everything here is plain data: no I/O, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One numeric observation of one stream.
+
+    ``time`` is the sample's own time in seconds since the epoch: the timestamp the input
+    carried, or the arrival time when it carried none.
+    """
+
+    stream: str
+    time: float
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class NoteEvent:
+    """One note that a stream played.
+
+    ``time`` is the sample time (epoch seconds) of the data that made the note; ``start`` is
+    when the note sounds on the scheduler's clock (seconds; monotonic for live runs, from 0
+    for offline renders); ``duration`` is in seconds.
+    """
+
+    stream: str
+    time: float
+    value: float
+    normalized: float
+    pitch: int
+    velocity: int
+    duration: float
+    channel: int
+    program: int
+    start: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pitch <= 127:
+            raise ValueError(f"pitch {self.pitch} outside MIDI range 0..127")
+        if not 1 <= self.velocity <= 127:
+            raise ValueError(f"velocity {self.velocity} outside 1..127")
+        if not 0 <= self.channel <= 15:
+            raise ValueError(f"channel {self.channel} outside 0..15")
+        if not 0 <= self.program <= 127:
+            raise ValueError(f"program {self.program} outside 0..127")
+        if not self.duration > 0:
+            raise ValueError(f"duration {self.duration} must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The note as a JSON-ready dict (the ``events`` output format)."""
+        return asdict(self)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A source of samples: an async context manager and an async iterator.
+
+    Iteration ends when the source is exhausted (EOF on stdin); network sources iterate
+    until they are closed. Bad input is counted in ``stats`` and never raised.
+    """
+
+    async def __aenter__(self) -> Source: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[Sample]: ...
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters, e.g. ``{"samples": 120, "skipped.nan": 2}``."""
+        ...

@@ -1,0 +1,1 @@
+"""Networks (plain nn.Modules), steppers (state and device) and checkpoints."""

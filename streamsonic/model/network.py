@@ -1,0 +1,71 @@
+"""The networks, as plain ``nn.Module``s: no state, no device policy, no I/O.
+
+``PitchLSTM`` is the research's pitch-based model: one scalar input per step, an LSTM of
+256 units, a second LSTM whose width defaults to the number of classes (38 for the
+Clementi corpus), and a linear head over the pitch classes.
+
+State is passed explicitly as ``(h1, c1, h2, c2)``, each of shape ``(batch, hidden)``,
+so a stepper can keep it per stream.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+PitchState = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+class PitchLSTM(nn.Module):
+    """Two stacked LSTMs and a linear head over pitch classes."""
+
+    def __init__(
+        self,
+        n_classes: int,
+        hidden1: int = 256,
+        hidden2: int | None = None,
+        input_size: int = 1,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.hidden1 = hidden1
+        self.hidden2 = hidden2 if hidden2 is not None else n_classes
+        self.input_size = input_size
+        self.lstm1 = nn.LSTM(input_size, hidden1, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.lstm2 = nn.LSTM(hidden1, self.hidden2, batch_first=True)
+        self.head = nn.Linear(self.hidden2, n_classes)
+
+    def arch(self) -> dict[str, int]:
+        """Sizes needed to rebuild this network (stored in checkpoints)."""
+        return {
+            "n_classes": self.n_classes,
+            "hidden1": self.hidden1,
+            "hidden2": self.hidden2,
+            "input_size": self.input_size,
+        }
+
+    def initial_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> PitchState:
+        """Zero state for ``batch`` sequences."""
+        kw = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        return (
+            torch.zeros(batch, self.hidden1, **kw),
+            torch.zeros(batch, self.hidden1, **kw),
+            torch.zeros(batch, self.hidden2, **kw),
+            torch.zeros(batch, self.hidden2, **kw),
+        )
+
+    def forward(self, x: Tensor, state: PitchState | None = None) -> tuple[Tensor, PitchState]:
+        """``x``: (batch, time, input_size) -> logits (batch, time, n_classes), new state."""
+        if state is None:
+            out1, (h1, c1) = self.lstm1(x)
+            out2, (h2, c2) = self.lstm2(self.drop(out1))
+        else:
+            s_h1, s_c1, s_h2, s_c2 = (s.unsqueeze(0) for s in state)
+            out1, (h1, c1) = self.lstm1(x, (s_h1, s_c1))
+            out2, (h2, c2) = self.lstm2(self.drop(out1), (s_h2, s_c2))
+        logits = self.head(out2)
+        return logits, (h1[0], c1[0], h2[0], c2[0])

@@ -1,0 +1,68 @@
+"""``--output`` specs -> sinks. Each backend module is imported only when used.
+
+Specs: ``events``, ``file:PATH`` (Standard MIDI File), ``audio[:DEVICE]`` (FluidSynth through
+sounddevice), ``midi:NAME`` (existing MIDI port by name or substring),
+``midi-virtual:NAME`` (a new virtual port), ``wav:PATH`` (offline audio through FluidSynth),
+``mqtt:PREFIX`` (notes as JSON on an MQTT topic prefix).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from streamsonic.config import Config
+from streamsonic.errors import UsageError
+from streamsonic.sinks.base import Sink
+
+#: spec kind -> (module, factory function, whether the part after ':' is required)
+BACKENDS: dict[str, tuple[str, str, bool]] = {
+    "events": ("streamsonic.sinks.events", "open_sink", False),
+    "file": ("streamsonic.sinks.midifile", "open_sink", True),
+    "audio": ("streamsonic.sinks.fluid", "open_sink", False),
+    "midi": ("streamsonic.sinks.midiport", "open_sink", True),
+    "midi-virtual": ("streamsonic.sinks.midiport", "open_virtual_sink", True),
+    "wav": ("streamsonic.sinks.wav", "open_sink", True),
+    "mqtt": ("streamsonic.sinks.mqtt", "open_sink", True),
+}
+
+#: Outputs that render offline (no real-time clock needed); ``render`` accepts only these.
+OFFLINE_KINDS = frozenset({"events", "file", "wav"})
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One parsed ``--output`` value."""
+
+    kind: str
+    arg: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.arg}" if self.arg else self.kind
+
+
+def parse_output(text: str) -> OutputSpec:
+    """Parse ``kind[:arg]``; a bare path ending in .mid/.midi/.wav is accepted too."""
+    raw = text.strip()
+    kind, sep, arg = raw.partition(":")
+    if kind not in BACKENDS:
+        lower = raw.lower()
+        if lower.endswith((".mid", ".midi")):
+            return OutputSpec("file", raw)
+        if lower.endswith(".wav"):
+            return OutputSpec("wav", raw)
+        raise UsageError(
+            f"unknown output {text!r}; use one of: events, file:PATH, audio[:DEVICE], "
+            "midi:NAME, midi-virtual:NAME, wav:PATH, mqtt:PREFIX"
+        )
+    if BACKENDS[kind][2] and not arg:
+        raise UsageError(f"output {kind!r} needs a value: write {kind}:VALUE")
+    return OutputSpec(kind, arg if sep else "")
+
+
+def open_output(spec: OutputSpec, config: Config) -> Sink:
+    """Open the sink for ``spec``; errors are OutputError subclasses with a fix in the text."""
+    module_name, factory, _ = BACKENDS[spec.kind]
+    module = importlib.import_module(module_name)
+    sink: Sink = getattr(module, factory)(spec.arg, config)
+    return sink

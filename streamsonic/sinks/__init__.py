@@ -1,0 +1,1 @@
+"""Sinks: where notes go. Each backend lives in its own module and is imported lazily."""

@@ -1,0 +1,123 @@
+"""The small abstract sink every output implements.
+
+Modelled on mido's ports: public ``send``/``panic``/``close``, context-manager use, an
+idempotent ``close``; subclasses fill in ``_send`` and ``_close``. The base class tracks the
+notes that are sounding, so ``panic()`` (and therefore ``close()``) can silence each one
+and then send All Notes Off / All Sound Off on every channel the sink used.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+import mido
+
+from streamsonic.errors import OutputError
+from streamsonic.events import NoteEvent
+
+log = logging.getLogger(__name__)
+
+CC_ALL_SOUND_OFF = 120
+CC_ALL_NOTES_OFF = 123
+
+
+class Sink(ABC):
+    """An output for timed MIDI messages.
+
+    ``send(msg, time)`` is called by the scheduler in time order. ``time`` is in seconds on
+    the scheduler's clock (``time.monotonic()`` for live runs, seconds from 0 for offline
+    renders). A sink with ``lookahead > 0`` receives each message up to that many seconds
+    before its time and must place it at ``time`` itself (audio sinks do this to render
+    onsets at the exact sample); sinks with ``lookahead == 0`` get messages at their time.
+    """
+
+    #: Seconds before its time that the scheduler hands a message to this sink.
+    lookahead: float = 0.0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed = False
+        self._sounding: dict[tuple[int, int], int] = {}
+        self._channels: set[int] = set()
+        self._last_time = 0.0
+
+    # -- public API -------------------------------------------------------------------
+    def note(self, event: NoteEvent) -> None:  # noqa: B027 - optional hook
+        """Called once per note when its note_on is sent; sinks that log notes override it."""
+
+    def send(self, msg: mido.Message, time: float) -> None:
+        """Send one channel message at ``time``; tracks sounding notes for ``panic``."""
+        if self.closed:
+            raise OutputError(f"output {self.name!r} is closed; cannot send {msg.type}")
+        if hasattr(msg, "channel"):
+            self._channels.add(msg.channel)
+        if msg.type == "note_on" and msg.velocity > 0:
+            key = (msg.channel, msg.note)
+            self._sounding[key] = self._sounding.get(key, 0) + 1
+        elif msg.type in ("note_on", "note_off"):
+            key = (msg.channel, msg.note)
+            left = self._sounding.get(key, 0) - 1
+            if left > 0:
+                self._sounding[key] = left
+            else:
+                self._sounding.pop(key, None)
+        self._last_time = max(self._last_time, time)
+        self._send(msg, time)
+
+    @property
+    def sounding(self) -> set[tuple[int, int]]:
+        """The (channel, note) pairs that are sounding now."""
+        return set(self._sounding)
+
+    def panic(self, time: float | None = None) -> None:
+        """Silence everything: note_off for each sounding note, then All Notes Off and
+        All Sound Off on every channel this sink used."""
+        if self.closed:
+            return
+        when = self._last_time if time is None else time
+        for channel, note in sorted(self._sounding):
+            self._send(mido.Message("note_off", channel=channel, note=note, velocity=0), when)
+        self._sounding.clear()
+        for channel in sorted(self._channels):
+            for control in (CC_ALL_NOTES_OFF, CC_ALL_SOUND_OFF):
+                self._send(
+                    mido.Message("control_change", channel=channel, control=control, value=0),
+                    when,
+                )
+
+    def close(self, time: float | None = None) -> None:
+        """Panic, then release the output. Safe to call more than once."""
+        if self.closed:
+            return
+        try:
+            self.panic(time)
+        except Exception:  # a failing output must still be released
+            log.exception("output %s: silencing notes failed during close", self.name)
+        finally:
+            self.closed = True
+            self._close()
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<{type(self).__name__} {self.name!r} ({state})>"
+
+    # -- for subclasses ---------------------------------------------------------------
+    @abstractmethod
+    def _send(self, msg: mido.Message, time: float) -> None:
+        """Deliver one message. Raise OutputError (or a subclass) when delivery fails."""
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release the backend's resources (called once, after panic)."""

@@ -1,0 +1,21 @@
+"""Sources: async iterators of samples. Each backend is imported only when used."""
+
+from __future__ import annotations
+
+from streamsonic.config import Config
+from streamsonic.events import Source
+
+
+def open_source(config: Config, play_notes: bool = False) -> Source:
+    """The configured source: MQTT when ``mqtt.url`` is set, else stdin.
+
+    With ``play_notes`` the MQTT source yields the NoteEvents that another streamsonic
+    published with ``--output mqtt:PREFIX`` instead of samples.
+    """
+    if config.mqtt.url:
+        from streamsonic.sources.mqtt import MqttSource  # noqa: PLC0415 - lazy backend
+
+        return MqttSource.from_config(config, play_notes=play_notes)
+    from streamsonic.sources.stdin import StdinSource  # noqa: PLC0415 - lazy backend
+
+    return StdinSource.from_config(config)

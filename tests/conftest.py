@@ -1,0 +1,31 @@
+"""Shared fixtures. Real-component fixtures live in their own plugin modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures_jack", "tests.fixtures_mqtt"]
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+#: The Clementi corpus's pitch table: 50..89 without two pitches it never uses.
+CLASSES = [p for p in range(50, 90) if p not in (51, 88)]
+
+
+@pytest.fixture(scope="session")
+def random_pitch_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pitch checkpoint with random (seeded) weights, for tests of the pipeline."""
+    import torch
+
+    from streamsonic.model.checkpoint import Checkpoint, save_checkpoint
+    from streamsonic.model.network import PitchLSTM
+
+    torch.manual_seed(1234)
+    net = PitchLSTM(n_classes=len(CLASSES))
+    path = tmp_path_factory.mktemp("weights") / "random-pitch.pt"
+    save_checkpoint(path, Checkpoint(kind="pitch", arch=net.arch(), classes=CLASSES,
+                                     state_dict=net.state_dict(), meta={"note": "random"}))
+    return path

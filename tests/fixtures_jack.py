@@ -1,0 +1,1 @@
+"""JACK dummy-server fixtures (filled in by the live-outputs work)."""

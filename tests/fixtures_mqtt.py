@@ -1,0 +1,1 @@
+"""mosquitto broker fixtures (filled in by the MQTT work)."""
