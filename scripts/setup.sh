@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Set up everything streamsonic needs on Debian/Ubuntu, idempotently:
+#   1. system packages through apt-get (sudo when not root), only those that are missing;
+#   2. a virtual environment at .venv;
+#   3. torch (pinned: a CPU wheel where one is on disk), then the project with its test extras.
+# A second run is fast: apt is skipped when every package is installed, pip when the stamp
+# in .venv matches pyproject.toml (and this script's pins and the checkout's path).
+#
+# Environment: PYTHON (default python3, must be >= 3.11), STREAMSONIC_FORCE_SETUP=1 to
+# reinstall the Python packages even when the stamp matches.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=(libfluidsynth3 timgm6mb-soundfont libportaudio2 mosquitto mosquitto-clients
+              jackd2 fluidsynth)
+TORCH_VERSION=2.13.0
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.streamsonic-setup
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+installed() {  # installed PACKAGE: true when dpkg has it fully installed
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to install system packages: run as root, or install sudo"
+    fi
+}
+
+# -- 1. system packages -------------------------------------------------------------------
+command -v dpkg-query >/dev/null 2>&1 || die "this script needs Debian or Ubuntu (dpkg and apt-get)"
+wanted=("${APT_PACKAGES[@]}")
+# A Python with venv (Debian splits ensurepip out into python3-venv).
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    [ "$PYTHON" = python3 ] || die "PYTHON=$PYTHON not found"
+    wanted+=(python3 python3-venv)
+elif ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    [ "$PYTHON" = python3 ] || die "$PYTHON has no venv/ensurepip module"
+    wanted+=(python3-venv)
+fi
+missing=()
+for pkg in "${wanted[@]}"; do
+    installed "$pkg" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    say "system packages already installed"
+else
+    say "installing system packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}"
+fi
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$PYTHON is $("$PYTHON" -V 2>&1); streamsonic needs Python 3.11 or newer (set PYTHON=...)"
+
+# -- 2. virtual environment -----------------------------------------------------------------
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    say "creating $VENV"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+# -- 3. Python packages -------------------------------------------------------------------
+stamp_of() {
+    {
+        sha256sum pyproject.toml
+        echo "torch==$TORCH_VERSION"
+        "$VENV/bin/python" -V
+        pwd
+    } | sha256sum | cut -d' ' -f1
+}
+want=$(stamp_of)
+if [ "${STREAMSONIC_FORCE_SETUP:-0}" != 1 ] && [ -x "$VENV/bin/streamsonic" ] \
+        && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
+    say "Python packages up to date ($VENV)"
+else
+    rm -f "$STAMP"
+    pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+    say "installing torch==$TORCH_VERSION"
+    "${pip[@]}" install -q "torch==$TORCH_VERSION"
+    say "installing streamsonic and its test tools (pip install -e '.[test]')"
+    "${pip[@]}" install -q -e '.[test]'
+    echo "$want" > "$STAMP"
+fi
+say "ready: $VENV/bin/streamsonic"
