@@ -1,0 +1,110 @@
+"""The WAV sink renders real FluidSynth audio with the TimGM6mb SoundFont; pitches by HPS."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+
+from streamsonic.config import AudioConfig, Config, MusicConfig
+from streamsonic.errors import OutputError, SoundFontError
+from streamsonic.sinks import wav
+from tests.pitchdetect import (
+    SOUNDFONT,
+    cents,
+    fundamental,
+    locate,
+    midi_to_hz,
+    read_wav,
+    reference_note,
+)
+
+pytestmark = pytest.mark.skipif(not SOUNDFONT.is_file(),
+                                reason="needs timgm6mb-soundfont (apt install timgm6mb-soundfont)")
+
+NOTES = [60, 64, 67, 72, 57, 69, 62]
+STEP = 0.5
+LENGTH = 0.4
+
+
+def config(program: int = 0, sample_rate: int = 48000) -> Config:
+    return Config(audio=AudioConfig(soundfont=str(SOUNDFONT), sample_rate=sample_rate),
+                  music=MusicConfig(program=program))
+
+
+def render(path: Path, notes: list[int], program: int, channel: int = 0,
+           sample_rate: int = 48000) -> None:
+    sink = wav.open_sink(str(path), config(sample_rate=sample_rate))
+    with sink:
+        sink.send(mido.Message("program_change", channel=channel, program=program), 0.0)
+        for i, note in enumerate(notes):
+            start = 0.1 + i * STEP
+            sink.send(mido.Message("note_on", channel=channel, note=note, velocity=100), start)
+            sink.send(mido.Message("note_off", channel=channel, note=note), start + LENGTH)
+
+
+@pytest.mark.parametrize("program", [0, 73], ids=["piano", "flute"])
+def test_rendered_pitches_within_25_cents(tmp_path: Path, program: int) -> None:
+    path = tmp_path / "notes.wav"
+    render(path, NOTES, program)
+    audio, rate = read_wav(path)
+    assert rate == 48000
+    assert audio.shape[1] == 2
+    for i, note in enumerate(NOTES):
+        start = int((0.1 + i * STEP + 0.03) * rate)
+        segment = audio[start: start + int(0.3 * rate)].mean(axis=1)
+        f0 = fundamental(segment, rate)
+        assert abs(cents(f0, midi_to_hz(note))) < 25, (note, f0)
+
+
+def test_onsets_at_exact_sample_positions(tmp_path: Path) -> None:
+    path = tmp_path / "onsets.wav"
+    render(path, NOTES, 0)
+    audio, rate = read_wav(path)
+    for i, note in enumerate(NOTES):
+        expected = round((0.1 + i * STEP) * rate)
+        found, score = locate(audio, reference_note(note, 100, 0, rate), expected + 300, 1200)
+        assert score > 0.95
+        assert found == expected, (note, found - expected)
+
+
+def test_release_tail_and_silence_at_end(tmp_path: Path) -> None:
+    path = tmp_path / "tail.wav"
+    sink = wav.open_sink(str(path), config())
+    sink.send(mido.Message("note_on", note=60, velocity=110), 0.0)
+    sink.send(mido.Message("note_on", note=67, velocity=110), 0.5)  # never released by caller
+    sink.close()
+    audio, rate = read_wav(path)
+    duration = len(audio) / rate
+    assert 0.5 + wav.TAIL_MIN <= duration <= 0.5 + wav.TAIL_MAX + 0.06
+    assert np.abs(audio[-rate // 50:]).max() < 1e-3  # faded out: no stuck note at the end
+    assert sink.sounding == set()
+
+
+def test_wav_header_is_16_bit_stereo(tmp_path: Path) -> None:
+    path = tmp_path / "h.wav"
+    render(path, [69], 0, sample_rate=44100)
+    with wave.open(str(path), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 44100)
+
+
+def test_unwritable_path_is_an_output_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="cannot write WAV file"):
+        wav.open_sink(str(tmp_path / "missing" / "x.wav"), config())
+
+
+def test_missing_soundfont_names_the_fix(tmp_path: Path) -> None:
+    cfg = Config(audio=AudioConfig(soundfont=str(tmp_path / "nope.sf2")))
+    with pytest.raises(SoundFontError, match="does not exist"):
+        wav.open_sink(str(tmp_path / "x.wav"), cfg)
+
+
+def test_invalid_soundfont_file(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.sf2"
+    bogus.write_bytes(b"not a soundfont")
+    cfg = Config(audio=AudioConfig(soundfont=str(bogus)))
+    with pytest.raises(SoundFontError, match="cannot load SoundFont"):
+        wav.open_sink(str(tmp_path / "x.wav"), cfg)
