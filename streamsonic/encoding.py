@@ -17,7 +17,7 @@ class PitchEncoding:
     """Maps MIDI pitches <-> class indices <-> the network's scalar input."""
 
     def __init__(self, classes: Sequence[int]) -> None:
-        table = np.asarray(sorted(set(int(c) for c in classes)), dtype=np.int64)
+        table = np.asarray(sorted({int(c) for c in classes}), dtype=np.int64)
         if table.size < 2:
             raise ValueError("a pitch encoding needs at least two classes")
         if table[0] < 0 or table[-1] > 127:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import logging
 from dataclasses import dataclass, field
 
@@ -72,7 +73,7 @@ def velocity_for(z: float, vmin: int, vmax: int, z_full: float) -> int:
     Ordinary values (|z| near 0) play at ``vmin``; anomalies reach ``vmax`` at ``|z| >=
     z_full``. NaN (no spread yet) plays at ``vmin``.
     """
-    if not z == z:  # NaN
+    if math.isnan(z):
         return vmin
     frac = min(abs(z) / z_full, 1.0)
     return round(vmin + (vmax - vmin) * frac)

@@ -10,6 +10,7 @@ from streamsonic.commands.common import (
     add_config_options,
     add_options,
     config_from,
+    overrides_from,
     setup_logging,
 )
 
@@ -67,4 +68,6 @@ def main(args: argparse.Namespace) -> int:
     setup_logging(config.daemon.log_level)
     from streamsonic.daemon import run_daemon  # noqa: PLC0415 - keeps --help light
 
-    return run_daemon(config, outputs=list(args.output), play_notes=args.play_notes)
+    return run_daemon(config, outputs=list(args.output), play_notes=args.play_notes,
+                      config_path=args.config,
+                      cli_overrides=overrides_from(args, MUSIC_OPTIONS + MQTT_OPTIONS) | extra)

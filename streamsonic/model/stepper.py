@@ -221,7 +221,9 @@ class TorchPitchStepper:
     def _x(self, inputs: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(inputs), dtype=self.dtype).to(self.device)
 
-    def _layer1(self, base: torch.Tensor, x: torch.Tensor, c1: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _layer1(
+        self, base: torch.Tensor, x: torch.Tensor, c1: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         gates = torch.addcmul(base, x[:, None], self._w_ih1)
         i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c1 + torch.sigmoid(i) * torch.tanh(g)
@@ -231,7 +233,6 @@ class TorchPitchStepper:
     def step(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One timestep: inputs (batch,) -> logits (batch, n_classes), new state."""
         logits, pending = self.propose(inputs, state)
-        h1, c1, h2, c2 = pending.state
         return logits, self.commit(pending, inputs)
 
     @torch.inference_mode()

@@ -1,0 +1,82 @@
+"""Choosing a note: the model's distribution, weighted by the data (influence).
+
+For each candidate pitch ``p`` (the scale's pitches inside the configured range) the score is
+
+    score(p) = (1 - influence) * log P_model(p)  +  influence * -(p - d)^2 / (2 * width^2)
+
+where ``d`` is the data's pitch (the normalized value scaled into the range) and ``width``
+is ``kernel_width`` in semitones. ``influence = 1`` plays the candidate nearest to the data
+(the data, quantized to the scale); ``influence = 0`` plays what the model finds most likely
+(the data then reaches the music only as the network's input); values between let the model
+move a note away from the data when it is confident enough. ``temperature = 0`` takes the
+best score; above 0 it samples from ``softmax(score / temperature)`` with a seeded generator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamsonic.encoding import PitchEncoding
+
+
+class Chooser:
+    """Turns logits over the model's classes into one candidate pitch per row."""
+
+    def __init__(
+        self,
+        encoding: PitchEncoding,
+        candidates: np.ndarray,
+        influence: float,
+        temperature: float = 0.0,
+        kernel_width: float = 1.5,
+    ) -> None:
+        if candidates.size == 0:
+            raise ValueError("no candidate pitches")
+        self.encoding = encoding
+        self.candidates = np.asarray(candidates, dtype=np.int64)
+        self.low = int(self.candidates[0])
+        self.high = int(self.candidates[-1])
+        self.influence = float(influence)
+        self.temperature = float(temperature)
+        self._cand_f = self.candidates.astype(np.float64)
+        self._cand_class = encoding.nearest_class_for(self.candidates)
+        self._cand_inputs = np.asarray(encoding.input_for_pitch(self._cand_f), dtype=np.float64)
+        self._kernel_scale = 1.0 / (2.0 * kernel_width * kernel_width)
+
+    def data_pitch(self, normalized: np.ndarray) -> np.ndarray:
+        """Normalized values (0..1) -> fractional pitches in the configured range."""
+        return self.low + np.asarray(normalized, dtype=np.float64) * (self.high - self.low)
+
+    def data_input(self, data_pitch: np.ndarray) -> np.ndarray:
+        """The network input that encodes each data pitch."""
+        return np.asarray(self.encoding.input_for_pitch(data_pitch), dtype=np.float64)
+
+    def candidate_input(self, index: np.ndarray) -> np.ndarray:
+        """The network input that encodes each chosen candidate."""
+        return self._cand_inputs[index]
+
+    def scores(self, logits: np.ndarray, data_pitch: np.ndarray) -> np.ndarray:
+        """Scores (batch, n_candidates) for logits (batch, n_classes)."""
+        logits = np.asarray(logits, dtype=np.float64)
+        sub = logits[:, self._cand_class]
+        sub = sub - sub.max(axis=1, keepdims=True)
+        log_p = sub - np.log(np.exp(sub).sum(axis=1, keepdims=True))
+        dist = self._cand_f[None, :] - np.asarray(data_pitch, dtype=np.float64)[:, None]
+        kernel = -(dist * dist) * self._kernel_scale
+        return (1.0 - self.influence) * log_p + self.influence * kernel
+
+    def choose(
+        self, logits: np.ndarray, data_pitch: np.ndarray, rngs: list[np.random.Generator]
+    ) -> np.ndarray:
+        """Index into ``candidates`` for each row (one generator per row)."""
+        s = self.scores(logits, data_pitch)
+        if self.temperature <= 0.0:
+            return s.argmax(axis=1)
+        z = s / self.temperature
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        out = np.empty(s.shape[0], dtype=np.int64)
+        for i, rng in enumerate(rngs):
+            out[i] = min(int(np.searchsorted(np.cumsum(p[i]), rng.random())), p.shape[1] - 1)
+        return out

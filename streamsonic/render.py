@@ -1,0 +1,187 @@
+"""``streamsonic render``: a CSV column -> notes, offline, deterministic.
+
+One note per row in file order, spaced ``clock.step`` beats apart at ``music.tempo``;
+faster than real time (a :class:`VirtualClock` drives the same scheduler and sinks the
+daemon uses). Values are normalized over the whole file (``normalize.render_mode``,
+default ``rank``) or, with ``--normalize rolling``, exactly as the daemon would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamsonic.config import Config
+from streamsonic.errors import InputDataError, UsageError
+from streamsonic.events import NoteEvent, Sample
+from streamsonic.music import seconds_per_beat
+from streamsonic.outputs import OFFLINE_KINDS, OutputSpec, parse_output
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Series:
+    """One column of a file: its name, the values, and the 1-based line of each value."""
+
+    name: str
+    values: np.ndarray
+    lines: list[int]
+    skipped: dict[str, int]
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_series(text: str, column: str | None, source: str) -> Series:
+    """Parse CSV ``text`` and pick ``column`` (header name or 0-based index)."""
+    sample = text[:4096]
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(f.strip() for f in r)]
+    if not rows:
+        raise InputDataError(f"{source} has no rows")
+    header: list[str] | None = None
+    first_line = 1
+    if any(_number(f) is None and f.strip() for f in rows[0]) and len(rows) > 1:
+        header = [f.strip() for f in rows[0]]
+        rows = rows[1:]
+        first_line = 2
+    width = max(len(r) for r in rows)
+    names = header or ([f"col{i}" for i in range(width)] if width > 1 else ["value"])
+    index = _pick_column(rows, names, column, source)
+    values: list[float] = []
+    lines: list[int] = []
+    skipped: dict[str, int] = {}
+    for n, row in enumerate(rows, start=first_line):
+        field = row[index] if index < len(row) else ""
+        value = _number(field)
+        if value is None:
+            reason = "missing" if not field.strip() else "not_numeric"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        values.append(value)
+        lines.append(n)
+    if not values:
+        raise InputDataError(f"{source}: column {names[index]!r} has no numeric values")
+    if skipped:
+        log.warning("%s: skipped %s row(s) of column %r (%s)", source, sum(skipped.values()),
+                    names[index], ", ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return Series(names[index], np.asarray(values, dtype=np.float64), lines, skipped)
+
+
+def _pick_column(rows: list[list[str]], names: list[str], column: str | None, source: str) -> int:
+    if column is not None:
+        if column in names:
+            return names.index(column)
+        if column.lstrip("-").isdigit():
+            idx = int(column)
+            if 0 <= idx < len(names):
+                return idx
+        raise UsageError(
+            f"{source} has no column {column!r}; columns are: "
+            + ", ".join(f"{i}={n!r}" for i, n in enumerate(names))
+        )
+    best, best_count = 0, -1
+    probe = rows[:200]
+    for i in range(len(names)):
+        count = sum(1 for r in probe if i < len(r) and _number(r[i]) is not None)
+        if count > best_count:
+            best, best_count = i, count
+    if best_count <= 0:
+        raise InputDataError(f"{source} has no numeric column; pick one with --column")
+    return best
+
+
+def _outputs(outputs: list[str]) -> list[OutputSpec]:
+    specs = [parse_output(o) for o in outputs]
+    for spec in specs:
+        if spec.kind not in OFFLINE_KINDS:
+            raise UsageError(
+                f"render writes files: output {str(spec)!r} is live-only; use OUT.mid, OUT.wav, "
+                "file:PATH, wav:PATH or events"
+            )
+    return specs
+
+
+def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> list[NoteEvent]:
+    """Play ``series`` through the conductor into the sinks of ``specs``; return the notes."""
+    from streamsonic.conductor import Conductor, Cue  # noqa: PLC0415 - torch import
+    from streamsonic.daemon import open_outputs  # noqa: PLC0415
+    from streamsonic.model.loader import load_pitch_model  # noqa: PLC0415
+    from streamsonic.normalize import normalize_global  # noqa: PLC0415
+    from streamsonic.scheduler import Scheduler, VirtualClock  # noqa: PLC0415
+
+    stepper, encoding, _ = load_pitch_model(config.model)
+    conductor = Conductor(config, stepper, encoding)
+    step = config.clock.step * seconds_per_beat(config.music.tempo)
+    rolling = config.normalize.render_scope == "rolling"
+    normalized = (
+        None if rolling else normalize_global(series.values, config.normalize.render_mode,
+                                              config.normalize)
+    )
+    clock = VirtualClock()
+    sinks = open_outputs(specs, config)
+    scheduler = Scheduler(clock, sinks)
+    notes: list[NoteEvent] = []
+    try:
+        for i, value in enumerate(series.values):
+            start = i * step
+            clock.run_until(start)
+            sample = Sample(series.name, float(i), float(value))
+            conductor.observe(sample)
+            cue = Cue(sample, start, None if normalized is None else float(normalized[i]))
+            for note in conductor.play([cue]):
+                scheduler.play(note)
+                notes.append(note)
+        clock.run_all()
+    finally:
+        scheduler.close()
+    return notes
+
+
+def render_file(
+    config: Config,
+    file: str,
+    column: str | None = None,
+    outputs: list[str] | None = None,
+    plot: str | None = None,
+) -> int:
+    """The ``render`` command. Returns the exit status."""
+    if not outputs and not plot:
+        raise UsageError("render needs at least one output: -o OUT.mid, -o OUT.wav, "
+                         "-o events or --plot OUT.png")
+    specs = _outputs(outputs or [])
+    if file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(file).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            raise InputDataError(f"input file {file} does not exist") from None
+        except OSError as err:
+            raise InputDataError(f"cannot read {file}: {err.strerror}") from None
+    series = read_series(text, column, file)
+    notes = render_notes(config, series, specs)
+    if plot:
+        from streamsonic.plot import plot_render  # noqa: PLC0415 - matplotlib import
+
+        plot_render(series, notes, plot, config)
+    written = [s.arg for s in specs if s.kind != "events"] + ([plot] if plot else [])
+    log.info("rendered %d notes from column %r of %s%s", len(notes), series.name, file,
+             f" -> {', '.join(written)}" if written else "")
+    return 0

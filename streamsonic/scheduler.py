@@ -1,0 +1,218 @@
+"""The scheduler: notes -> timed MIDI messages for every sink, note-offs included.
+
+Each stream is monophonic: a new note of a stream ends the stream's sounding note first.
+Every note_on gets its note_off (at ``start + duration``, or earlier when the stream's next
+note starts). A channel gets a program change before its first note.
+
+Sinks with ``lookahead > 0`` receive each message that much before its time (they place it
+themselves, sample-exactly); the engine starts live notes at ``now + latency`` (the
+largest lookahead), so a message already handed to a sink never needs to be taken back.
+
+The scheduler runs on a :class:`Clock`: the asyncio loop for live runs, a
+:class:`VirtualClock` for offline renders (same code, no waiting).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import mido
+
+from streamsonic.events import NoteEvent
+from streamsonic.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+
+class Handle(Protocol):
+    """A scheduled callback that can be cancelled."""
+
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """What the scheduler needs from a clock (``asyncio.AbstractEventLoop`` fits)."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Handle: ...
+
+
+class _VirtualHandle:
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class VirtualClock:
+    """A clock that jumps from one scheduled callback to the next (offline rendering)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self._queue: list[tuple[float, int, Callable[[], object], _VirtualHandle]] = []
+        self._seq = itertools.count()
+
+    def time(self) -> float:
+        """Current virtual time."""
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> _VirtualHandle:
+        """Schedule ``callback`` at virtual time ``when``."""
+        handle = _VirtualHandle()
+        heapq.heappush(self._queue, (when, next(self._seq), callback, handle))
+        return handle
+
+    def run_until(self, when: float) -> None:
+        """Run every callback due at or before ``when``, in time order; time becomes ``when``."""
+        while self._queue and self._queue[0][0] <= when:
+            t, _, callback, handle = heapq.heappop(self._queue)
+            self.now = max(self.now, t)
+            if not handle.cancelled:
+                callback()
+        self.now = max(self.now, when)
+
+    def run_all(self) -> None:
+        """Run everything that is scheduled."""
+        while self._queue:
+            self.run_until(self._queue[0][0])
+
+
+class _Sounding:
+    __slots__ = ("channel", "handles", "off_time", "pitch")
+
+    def __init__(self, channel: int, pitch: int, off_time: float) -> None:
+        self.channel = channel
+        self.pitch = pitch
+        self.off_time = off_time
+        self.handles: list[Handle] = []
+
+
+class Scheduler:
+    """Sends notes to sinks at their times, with note-offs and program changes."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        sinks: list[Sink],
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.sinks = list(sinks)
+        self.latency = max((s.lookahead for s in self.sinks), default=0.0)
+        self._on_idle = on_idle
+        self._sounding: dict[str, _Sounding] = {}
+        self._programs: dict[int, int] = {}
+        self._pending: dict[int, Handle] = {}
+        self._ids = itertools.count()
+        self.failed: list[tuple[Sink, BaseException]] = []
+        self.notes = 0
+
+    @property
+    def idle(self) -> bool:
+        """No message is waiting to be sent."""
+        return not self._pending
+
+    @property
+    def end_time(self) -> float:
+        """When the last scheduled note-off happens (the clock's now if none)."""
+        return max((s.off_time for s in self._sounding.values()), default=self.clock.time())
+
+    def play(self, note: NoteEvent) -> None:
+        """Schedule ``note`` at ``note.start`` (clock time)."""
+        start = note.start
+        previous = self._sounding.pop(note.stream, None)
+        if previous is not None and previous.off_time > start:
+            for h in previous.handles:
+                h.cancel()
+                self._pending.pop(id(h), None)
+            self._dispatch(_off(previous.channel, previous.pitch), start)
+        if self._programs.get(note.channel) != note.program:
+            self._programs[note.channel] = note.program
+            self._dispatch(
+                mido.Message("program_change", channel=note.channel, program=note.program), start
+            )
+        self._dispatch(
+            mido.Message("note_on", channel=note.channel, note=note.pitch, velocity=note.velocity),
+            start,
+            note,
+        )
+        off_time = start + note.duration
+        sounding = _Sounding(note.channel, note.pitch, off_time)
+        off = _off(note.channel, note.pitch)
+        sounding.handles = self._dispatch(off, off_time, stream=note.stream)
+        self._sounding[note.stream] = sounding
+        self.notes += 1
+
+    def _dispatch(
+        self,
+        msg: mido.Message,
+        when: float,
+        note: NoteEvent | None = None,
+        stream: str | None = None,
+    ) -> list[Handle]:
+        handles: list[Handle] = []
+        now = self.clock.time()
+        for sink in self.sinks:
+            at = when - sink.lookahead
+            if at <= now:
+                self._deliver(sink, msg, when, note, stream)
+                continue
+            key = next(self._ids)
+
+            def fire(sink: Sink = sink, key: int = key) -> None:
+                self._pending.pop(key, None)
+                self._deliver(sink, msg, when, note, stream)
+                if not self._pending and self._on_idle is not None:
+                    self._on_idle()
+
+            handle = self.clock.call_at(at, fire)
+            self._pending[key] = handle
+            handles.append(handle)
+        return handles
+
+    def _deliver(
+        self, sink: Sink, msg: mido.Message, when: float, note: NoteEvent | None,
+        stream: str | None,
+    ) -> None:
+        if sink.closed:
+            return
+        try:
+            sink.send(msg, when)
+            if note is not None:
+                sink.note(note)
+        except Exception as err:  # one failing output must not take the others down
+            log.error("output %s failed (%s); closing it", sink.name, err)
+            self.failed.append((sink, err))
+            self.sinks = [s for s in self.sinks if s is not sink]
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing failed output %s", sink.name)
+        if stream is not None and msg.type == "note_off":
+            current = self._sounding.get(stream)
+            if current is not None and current.off_time <= when:
+                del self._sounding[stream]
+
+    def close(self) -> None:
+        """Cancel what is still scheduled, silence every sink and close it."""
+        for handle in list(self._pending.values()):
+            handle.cancel()
+        self._pending.clear()
+        self._sounding.clear()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing output %s failed", sink.name)
+
+
+def _off(channel: int, pitch: int) -> mido.Message:
+    return mido.Message("note_off", channel=channel, note=pitch, velocity=0)

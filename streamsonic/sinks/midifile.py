@@ -1,0 +1,75 @@
+"""The ``file:PATH`` output: a Standard MIDI File (type 0) written with mido.
+
+Messages are collected with their times and written on ``close()`` (atomically: a temp
+file renamed over the target), so the file is complete and valid after a normal exit,
+EOF, SIGINT or SIGTERM: the daemon closes every sink on each of those paths.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mido
+
+from streamsonic import __version__
+from streamsonic.config import Config
+from streamsonic.errors import OutputError
+from streamsonic.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+TICKS_PER_BEAT = 480
+
+
+class MidiFileSink(Sink):
+    """Collects timed messages and writes them as one track at ``tempo``."""
+
+    def __init__(self, path: str | Path, tempo: float = 120.0) -> None:
+        super().__init__(f"file:{path}")
+        self.path = Path(path)
+        self.tempo = tempo
+        self._events: list[tuple[float, int, mido.Message]] = []
+        self._t0: float | None = None
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise OutputError(f"cannot write {self.path}: folder {parent} does not exist")
+
+    def _send(self, msg: mido.Message, time: float) -> None:
+        if self._t0 is None:
+            self._t0 = time
+        # note_offs sort before note_ons at the same time so repeated pitches retrigger.
+        order = 0 if msg.type == "note_off" else 1
+        self._events.append((time, order, msg))
+
+    def to_midifile(self) -> mido.MidiFile:
+        """The MIDI file as it would be written now."""
+        mid = mido.MidiFile(type=0, ticks_per_beat=TICKS_PER_BEAT)
+        track = mido.MidiTrack()
+        mid.tracks.append(track)
+        track.append(mido.MetaMessage("track_name", name="streamsonic", time=0))
+        track.append(mido.MetaMessage("text", text=f"made by streamsonic {__version__}", time=0))
+        track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(self.tempo), time=0))
+        t0 = self._t0 or 0.0
+        ticks_per_second = TICKS_PER_BEAT * self.tempo / 60.0
+        last_tick = 0
+        for time, _, msg in sorted(self._events, key=lambda e: (e[0], e[1])):
+            tick = max(round((time - t0) * ticks_per_second), last_tick)
+            track.append(msg.copy(time=tick - last_tick))
+            last_tick = tick
+        track.append(mido.MetaMessage("end_of_track", time=0))
+        return mid
+
+    def _close(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".part")
+        try:
+            self.to_midifile().save(tmp)
+            tmp.replace(self.path)
+        except OSError as err:
+            raise OutputError(f"cannot write MIDI file {self.path}: {err.strerror}") from None
+        log.info("wrote %s (%d messages)", self.path, len(self._events))
+
+
+def open_sink(arg: str, config: Config) -> MidiFileSink:
+    """``--output file:PATH``."""
+    return MidiFileSink(arg, tempo=config.music.tempo)
