@@ -1,1 +1,212 @@
-"""mosquitto broker fixtures (filled in by the MQTT work)."""
+"""mosquitto broker fixtures: a session broker and a factory for special ones.
+
+``mqtt_broker`` (session): mosquitto on a free loopback port, anonymous, persistence in a
+temporary directory, stopped by PID at the end. ``mqtt_broker_factory`` (function): makes
+brokers with TLS and/or a password file that tests may stop and start again on the same
+port. ``mqtt_certs`` (session): a throwaway CA, a server certificate for 127.0.0.1/localhost
+signed by it, and a second CA that signed nothing we use (made with the openssl CLI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0,
+              proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:port (or ``proc`` exits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise OSError(f"process exited with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@dataclass
+class Certs:
+    """Paths of the throwaway PKI."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    other_ca: Path
+    client_cert: Path
+    client_key: Path
+
+
+@dataclass
+class Broker:
+    """One mosquitto process with its own config; restartable on the same port."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    certs: Certs | None = None
+    users: dict[str, str] | None = None
+    require_client_cert: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL to give ``--mqtt``."""
+        scheme = "mqtts" if self.certs else "mqtt"
+        host = "localhost" if self.certs else "127.0.0.1"
+        return f"{scheme}://{host}:{self.port}"
+
+    def _write_config(self) -> Path:
+        data = self.workdir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "per_listener_settings false",
+            f"listener {self.port} 127.0.0.1",
+            "persistence true",
+            f"persistence_location {data}/",
+            "autosave_interval 1",
+            "max_queued_messages 100000",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+        ]
+        if os.geteuid() == 0:  # mosquitto would drop to its own user and lose our files
+            lines.append("user root")
+        if self.users is not None:
+            pwfile = self.workdir / "passwords"
+            pwfile.write_text("")
+            for user, password in self.users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pwfile), user, password],
+                               check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {pwfile}"]
+        else:
+            lines.append("allow_anonymous true")
+        if self.certs is not None:
+            lines += [
+                f"cafile {self.certs.ca}",
+                f"certfile {self.certs.server_cert}",
+                f"keyfile {self.certs.server_key}",
+            ]
+            if self.require_client_cert:
+                lines.append("require_certificate true")
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def start(self) -> None:
+        """Start mosquitto and wait until it accepts connections."""
+        conf = self._write_config()
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
+        try:
+            wait_port(self.port, proc=self.proc)
+        except OSError:
+            self.stop()
+            text = (self.workdir / "mosquitto.log").read_text(errors="replace")
+            raise RuntimeError(f"mosquitto did not start on port {self.port}:\n{text}") from None
+
+    def stop(self) -> None:
+        """Stop mosquitto (SIGTERM to its PID, then SIGKILL) and wait for it."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """Kill mosquitto abruptly (SIGKILL), as a crash would."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port."""
+        self.stop()
+        self.start()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_ca(cwd: Path, name: str) -> tuple[Path, Path]:
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-keyout", f"{name}.key", "-out", f"{name}.crt", "-subj", f"/CN={name}", cwd=cwd)
+    return cwd / f"{name}.crt", cwd / f"{name}.key"
+
+
+def _make_leaf(cwd: Path, name: str, ca: str, san: str) -> tuple[Path, Path]:
+    ext = cwd / f"{name}.ext"
+    ext.write_text(f"subjectAltName={san}\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+             "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=cwd)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", ext.name,
+             cwd=cwd)
+    return cwd / f"{name}.crt", cwd / f"{name}.key"
+
+
+@pytest.fixture(scope="session")
+def mqtt_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A throwaway CA, a server certificate signed by it, a client certificate, another CA."""
+    cwd = tmp_path_factory.mktemp("pki")
+    ca, _ = _make_ca(cwd, "test-ca")
+    other_ca, _ = _make_ca(cwd, "other-ca")
+    server_cert, server_key = _make_leaf(cwd, "server", "test-ca",
+                                         "DNS:localhost,IP:127.0.0.1")
+    client_cert, client_key = _make_leaf(cwd, "client", "test-ca", "DNS:client")
+    return Certs(ca, server_cert, server_key, other_ca, client_cert, client_key)
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """An anonymous mosquitto on a free loopback port for the whole session."""
+    broker = Broker(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mqtt_broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        type[Broker]]:
+    """Make (and start) extra brokers: ``factory(certs=..., users={...})``; all are stopped
+    when the test ends."""
+    made: list[Broker] = []
+
+    def factory(certs: Certs | None = None, users: dict[str, str] | None = None,
+                require_client_cert: bool = False) -> Broker:
+        broker = Broker(tmp_path_factory.mktemp("mosquitto"), certs=certs, users=users,
+                        require_client_cert=require_client_cert)
+        broker.start()
+        made.append(broker)
+        return broker
+
+    yield factory  # type: ignore[misc]
+    for broker in made:
+        broker.stop()

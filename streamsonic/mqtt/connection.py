@@ -1,0 +1,239 @@
+"""Broker URL, credentials and TLS -> a configured paho-mqtt 2.x client.
+
+Everything that can go wrong before the first CONNACK is turned into one-line
+``MqttError``s that name the broker, the reason and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from streamsonic.config import MqttConfig
+from streamsonic.errors import MqttError
+
+log = logging.getLogger(__name__)
+
+#: Environment variable that may hold the broker password.
+PASSWORD_ENV = "STREAMSONIC_MQTT_PASSWORD"
+#: File name looked up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=mqtt-password:...``).
+CREDENTIAL_NAME = "mqtt-password"
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """A parsed ``mqtt://[user@]host[:port][/path]`` or ``mqtts://`` URL."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str = ""
+    path: str = ""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection uses TLS."""
+        return self.scheme == "mqtts"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def parse_url(url: str) -> BrokerUrl:
+    """Parse a broker URL; a password in it is refused (it would show in ``ps``)."""
+    text = url.strip()
+    if "://" not in text:
+        text = "mqtt://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as err:
+        raise MqttError(
+            f"MQTT URL {url!r} is not valid ({err}); write mqtt://host[:port]"
+        ) from None
+    if parts.scheme not in DEFAULT_PORTS:
+        raise MqttError(
+            f"MQTT URL {url!r} has scheme {parts.scheme!r}; use mqtt://host[:port] "
+            "or mqtts://host[:port] for TLS"
+        )
+    if not parts.hostname:
+        raise MqttError(f"MQTT URL {url!r} names no host; write mqtt://host[:port]")
+    if parts.password is not None:
+        raise MqttError(
+            f"MQTT URL for {parts.hostname} contains a password; passwords never go on the "
+            f"command line: use mqtt.password_file, ${PASSWORD_ENV} or the systemd credential "
+            f"{CREDENTIAL_NAME!r}"
+        )
+    return BrokerUrl(
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port or DEFAULT_PORTS[parts.scheme],
+        username=unquote(parts.username or ""),
+        path=parts.path.strip("/"),
+    )
+
+
+def resolve_password(config: MqttConfig) -> tuple[str | None, str]:
+    """The password and where it came from, first found of: ``mqtt.password``,
+    ``$STREAMSONIC_MQTT_PASSWORD``, ``mqtt.password_file``,
+    ``$CREDENTIALS_DIRECTORY/mqtt-password``; ``(None, "")`` when none is set."""
+    if config.password:
+        return config.password, "mqtt.password"
+    env = os.environ.get(PASSWORD_ENV)
+    if env:
+        return env, f"${PASSWORD_ENV}"
+    if config.password_file:
+        return _read_secret(Path(config.password_file), "mqtt.password_file"), str(
+            config.password_file
+        )
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        path = Path(cred_dir) / CREDENTIAL_NAME
+        if path.is_file():
+            return _read_secret(path, "the systemd credential"), f"credential {CREDENTIAL_NAME}"
+    return None, ""
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as err:
+        raise MqttError(
+            f"cannot read the MQTT password from {path} ({what}): {err.strerror}; "
+            "check the path and its permissions"
+        ) from None
+
+
+def _check_file(path: str, key: str) -> str:
+    if path and not Path(path).is_file():
+        raise MqttError(f"{key} = {path!r} does not exist; give the path of a PEM file")
+    return path
+
+
+def client_id_for(config: MqttConfig, suffix: str = "") -> str:
+    """The configured client id (plus ``suffix``), or a random one."""
+    if config.client_id:
+        return config.client_id + suffix
+    return f"streamsonic-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def build_client(config: MqttConfig, url: BrokerUrl, client_id: str) -> paho.Client:
+    """A paho client with protocol, credentials and TLS set; not connected yet."""
+    v5 = config.protocol == "5"
+    protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
+    if not config.clean_start and not config.client_id:
+        raise MqttError(
+            "mqtt.clean_start = false (persistent session) needs a fixed client id; "
+            "set mqtt.client_id or pass --client-id"
+        )
+    kwargs: dict[str, object] = {}
+    if protocol == MQTTProtocolVersion.MQTTv311:
+        kwargs["clean_session"] = config.clean_start
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=protocol,
+        reconnect_on_failure=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    username = config.username or url.username
+    password, origin = resolve_password(config)
+    if username:
+        client.username_pw_set(username, password)
+    elif password is not None:
+        log.warning("MQTT password from %s ignored: no username (set mqtt.username)", origin)
+    if url.tls:
+        ca = _check_file(config.ca_file, "mqtt.ca_file") or None
+        cert = _check_file(config.cert_file, "mqtt.cert_file") or None
+        key = _check_file(config.key_file, "mqtt.key_file") or None
+        if key and not cert:
+            raise MqttError("mqtt.key_file is set without mqtt.cert_file; set both or neither")
+        try:
+            client.tls_set(ca_certs=ca, certfile=cert, keyfile=key,
+                           cert_reqs=ssl.CERT_REQUIRED)
+        except (ssl.SSLError, OSError) as err:
+            raise MqttError(
+                f"TLS setup for {url} failed: {err}; check mqtt.ca_file, mqtt.cert_file "
+                "and mqtt.key_file are PEM files (and the key matches the certificate)"
+            ) from None
+    elif config.ca_file or config.cert_file:
+        raise MqttError(
+            f"mqtt.ca_file/cert_file are set but the URL {url} is not TLS; use mqtts://"
+        )
+    return client
+
+
+def connect_args(config: MqttConfig, url: BrokerUrl) -> dict[str, object]:
+    """Keyword arguments for ``client.connect``: keepalive, clean start, session expiry."""
+    args: dict[str, object] = {"host": url.host, "port": url.port, "keepalive": config.keepalive}
+    if config.protocol == "5":
+        args["clean_start"] = config.clean_start
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0 if config.clean_start else config.session_expiry
+        args["properties"] = props
+    return args
+
+
+def explain_socket_error(err: BaseException, url: BrokerUrl) -> MqttError:
+    """A one-line MqttError for a failure to open the connection to ``url``."""
+    where = f"MQTT broker {url}"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        reason = err.verify_message or str(err)
+        return MqttError(
+            f"{where}: TLS certificate verification failed ({reason}); set mqtt.ca_file to "
+            "the CA that signed the broker's certificate, and connect by the name in it"
+        )
+    if isinstance(err, ssl.SSLError):
+        return MqttError(
+            f"{where}: TLS handshake failed ({err.reason or err}); check that the port speaks "
+            "TLS and that mqtt.cert_file/key_file are what the broker expects"
+        )
+    if isinstance(err, ConnectionRefusedError):
+        return MqttError(
+            f"{where} refused the connection (nothing listening); check the host and port "
+            "in --mqtt / mqtt.url and that the broker is running"
+        )
+    if isinstance(err, socket.gaierror):
+        return MqttError(f"{where}: host name {url.host!r} cannot be resolved; check mqtt.url")
+    if isinstance(err, TimeoutError | socket.timeout):
+        return MqttError(
+            f"{where} did not answer in time; check the address and any firewall in between"
+        )
+    if isinstance(err, ConnectionError | OSError):
+        detail = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        return MqttError(f"{where} cannot be reached ({detail}); check mqtt.url and the network")
+    return MqttError(f"{where}: connection failed ({err}); check mqtt.url")
+
+
+def explain_refusal(reason: object, url: BrokerUrl, username: str) -> MqttError:
+    """A one-line MqttError for a CONNACK that refused us."""
+    text = str(reason)
+    who = f"user {username!r}" if username else "an anonymous client"
+    lower = text.lower()
+    if "password" in lower or "not authori" in lower or "bad user" in lower:
+        return MqttError(
+            f"MQTT broker {url} refused {who}: {text}; check mqtt.username and the password "
+            f"(mqtt.password_file, ${PASSWORD_ENV} or the systemd credential {CREDENTIAL_NAME!r})"
+        )
+    if "identifier" in lower:
+        return MqttError(
+            f"MQTT broker {url} refused the client id: {text}; set another mqtt.client_id"
+        )
+    if "protocol" in lower:
+        return MqttError(
+            f"MQTT broker {url} refused the protocol: {text}; try mqtt.protocol = \"3.1.1\""
+        )
+    return MqttError(f"MQTT broker {url} refused the connection: {text}")

@@ -1,0 +1,290 @@
+"""MQTT payloads -> samples (or, for ``--play-notes``, NoteEvents).
+
+Formats (``mqtt.payload``): ``number`` (a plain number), ``json`` (one field by dotted path
+``mqtt.json_field``, else every numeric field is a stream named ``<stream>.<dotted.path>``),
+``line`` (any stdin line format, through ``streamsonic.parse.LineParser``; several lines
+per payload are fine), and ``auto`` (number, else JSON if it looks like JSON, else line).
+``mqtt.timestamp_field`` names a JSON field holding the sample time (epoch seconds,
+milliseconds or ISO 8601); without it the arrival time is used.
+
+Nothing here raises on bad input: ``decode`` returns the reasons a payload (or part of
+it) was skipped, and the source counts and logs them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from streamsonic.config import Config
+from streamsonic.events import NoteEvent, Sample
+from streamsonic.mqtt.naming import stream_name
+
+#: Payloads larger than this many times ``input.max_line_bytes`` are skipped unread.
+PAYLOAD_LINES_LIMIT = 16
+
+_NOTE_FIELDS = {f.name: f.type for f in fields(NoteEvent)}
+_INT_FIELDS = {"pitch", "velocity", "channel", "program"}
+
+
+@dataclass
+class Decoded:
+    """What one payload gave: samples or notes, and skip reasons."""
+
+    items: list[Sample | NoteEvent] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+class PayloadDecoder:
+    """Decodes payloads per the ``[mqtt]`` config; keeps one line parser per topic."""
+
+    def __init__(self, config: Config, play_notes: bool = False) -> None:
+        self.config = config
+        self.mqtt = config.mqtt
+        self.play_notes = play_notes
+        self.max_bytes = config.input.max_line_bytes * PAYLOAD_LINES_LIMIT
+        self._line_parsers: dict[str, Any] = {}
+
+    def decode(self, topic: str, payload: bytes, now: float) -> Decoded:
+        """Decode one message's payload received at ``now`` (epoch seconds)."""
+        out = Decoded()
+        if len(payload) > self.max_bytes:
+            out.skipped.append("too_large")
+            return out
+        try:
+            text = payload.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            out.skipped.append("not_utf8")
+            return out
+        if not text:
+            out.skipped.append("empty")
+            return out
+        if self.play_notes:
+            self._decode_note(text, out)
+            return out
+        try:
+            base = stream_name(self.mqtt.stream_name, topic)
+        except (LookupError, ValueError):
+            out.skipped.append("stream_name")
+            return out
+        kind = self.mqtt.payload
+        if kind == "auto":
+            kind = _sniff(text)
+        if kind == "number":
+            self._decode_number(base, text, now, out)
+        elif kind == "json":
+            self._decode_json(base, text, now, out)
+        else:
+            self._decode_lines(topic, base, text, now, out)
+        return out
+
+    # -- formats ----------------------------------------------------------------------
+    def _decode_number(self, base: str, text: str, now: float, out: Decoded) -> None:
+        try:
+            value = float(text)
+        except ValueError:
+            out.skipped.append("not_number")
+            return
+        _add(out, base, now, value)
+
+    def _decode_json(self, base: str, text: str, now: float, out: Decoded) -> None:
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError):
+            out.skipped.append("bad_json")
+            return
+        when = now
+        ts_field = self.mqtt.timestamp_field
+        if ts_field and isinstance(doc, dict):
+            raw = _lookup(doc, ts_field)
+            if raw is not _MISSING:
+                parsed = parse_timestamp(raw)
+                if parsed is None:
+                    out.skipped.append("bad_timestamp")
+                    return
+                when = parsed
+        if self.mqtt.json_field:
+            value = _lookup(doc, self.mqtt.json_field) if isinstance(doc, dict) else _MISSING
+            if value is _MISSING:
+                out.skipped.append("no_field")
+                return
+            number = _as_number(value, strings=True)
+            if number is None:
+                out.skipped.append("not_number")
+                return
+            _add(out, base, when, number)
+            return
+        if _as_number(doc) is not None:  # a bare JSON number
+            _add(out, base, when, float(doc))
+            return
+        found = False
+        for path, value in _numeric_leaves(doc, ""):
+            if path == ts_field:
+                continue
+            found = True
+            _add(out, f"{base}.{path}", when, value)
+        if not found:
+            out.skipped.append("no_numbers")
+
+    def _decode_lines(self, topic: str, base: str, text: str, now: float, out: Decoded) -> None:
+        parser = self._line_parser(topic)
+        if parser is None:
+            out.skipped.append("not_number")
+            return
+        default_name = self.config.input.stream
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                parsed = parser.parse_line(line, now)
+            except Exception:  # a parser bug must not kill the network thread
+                out.skipped.append("line_error")
+                continue
+            for sample in parsed.samples:
+                name = base if sample.stream == default_name else f"{base}.{sample.stream}"
+                _add(out, name, sample.time, sample.value)
+            skipped = parsed.skipped
+            if isinstance(skipped, int):
+                out.skipped.extend(["line"] * skipped)
+            else:
+                out.skipped.extend(f"line.{reason}" for reason in skipped)
+
+    def _line_parser(self, topic: str) -> Any:
+        parser = self._line_parsers.get(topic)
+        if parser is None:
+            try:
+                from streamsonic.parse import LineParser  # noqa: PLC0415 - optional module
+            except ImportError:
+                return None
+            if len(self._line_parsers) >= 10000:  # bound memory with huge topic trees
+                self._line_parsers.clear()
+            parser = self._line_parsers[topic] = LineParser(self.config.input)
+        return parser
+
+    def _decode_note(self, text: str, out: Decoded) -> None:
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError):
+            out.skipped.append("bad_note")
+            return
+        note = note_from_dict(doc)
+        if note is None:
+            out.skipped.append("bad_note")
+        else:
+            out.items.append(note)
+
+
+_MISSING: Any = object()
+
+
+def _sniff(text: str) -> str:
+    try:
+        float(text)
+    except ValueError:
+        pass
+    else:
+        return "number"
+    return "json" if text[0] in "{[" else "line"
+
+
+def _add(out: Decoded, stream: str, when: float, value: float) -> None:
+    if math.isfinite(value):
+        out.items.append(Sample(stream, when, value))
+    else:
+        out.skipped.append("nan")
+
+
+def _as_number(value: Any, strings: bool = False) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if strings and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _lookup(doc: Any, dotted: str) -> Any:
+    node = doc
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def _numeric_leaves(node: Any, prefix: str) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    stack: list[tuple[str, Any]] = [(prefix, node)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{i}" if path else str(i), v)
+                         for i, v in reversed(list(enumerate(item))))
+        else:
+            number = _as_number(item)
+            if number is not None and path:
+                out.append((path, number))
+    return out
+
+
+def parse_timestamp(raw: Any) -> float | None:
+    """Epoch seconds from a number (seconds, ms or µs) or an ISO 8601 string; None if bad."""
+    number = _as_number(raw, strings=True)
+    if number is not None:
+        if not math.isfinite(number) or number < 0:
+            return None
+        if number > 1e14:
+            return number / 1e6
+        if number > 1e11:
+            return number / 1e3
+        return number
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    return None
+
+
+def note_from_dict(doc: Any) -> NoteEvent | None:
+    """A NoteEvent from the JSON the ``mqtt:`` output publishes, or None if it is not one."""
+    if not isinstance(doc, dict):
+        return None
+    kwargs: dict[str, Any] = {}
+    for name in _NOTE_FIELDS:
+        if name not in doc:
+            if name == "start":
+                continue
+            return None
+        value = doc[name]
+        if name == "stream":
+            if not isinstance(value, str):
+                return None
+        elif name in _INT_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return None
+        else:
+            number = _as_number(value)
+            if number is None or not math.isfinite(number):
+                return None
+            value = number
+        kwargs[name] = value
+    try:
+        return NoteEvent(**kwargs)
+    except (TypeError, ValueError):
+        return None
