@@ -1,0 +1,150 @@
+"""MIDI port sinks against real JACK MIDI ports (jackd dummy server)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import mido
+import pytest
+
+from streamsonic.config import Config, DaemonConfig, MidiConfig
+from streamsonic.errors import MidiPortError
+from streamsonic.sinks import midiport
+from tests.jackmidi import Receiver
+
+
+def jack_config(interval: float = 60.0) -> Config:
+    return Config(midi=MidiConfig(api="jack", reconnect_interval=interval),
+                  daemon=DaemonConfig(warn_interval=0.01))
+
+
+def note_on(note: int, channel: int = 0) -> mido.Message:
+    return mido.Message("note_on", channel=channel, note=note, velocity=90)
+
+
+def note_off(note: int, channel: int = 0) -> mido.Message:
+    return mido.Message("note_off", channel=channel, note=note, velocity=0)
+
+
+def kinds(messages: list[tuple[float, mido.Message]]) -> list[tuple[str, int]]:
+    out = []
+    for _, m in messages:
+        out.append((m.type, m.note if hasattr(m, "note") else m.control))
+    return out
+
+
+def test_match_port_exact_then_substring() -> None:
+    ports = ["FLUID Synth (123):Synth input port", "fluid", "Midi Through:0"]
+    assert midiport.match_port(ports, "fluid") == 1
+    assert midiport.match_port(ports, "FLUID Synth") == 0
+    assert midiport.match_port(ports, "synth input") == 0
+    assert midiport.match_port(ports, "nothing") is None
+
+
+@pytest.mark.jack
+def test_virtual_port_delivers_and_close_silences(jack_server) -> None:
+    sink = midiport.open_virtual_sink("ss-virtual", jack_config())
+    rx = Receiver("rx-virtual")
+    try:
+        rx.connect_from("ss-virtual:out")
+        sink.send(note_on(60), 0.0)
+        sink.send(note_on(64, channel=1), 0.0)
+        sink.send(note_off(60), 0.1)
+        got = rx.take(3)
+        assert kinds(got) == [("note_on", 60), ("note_on", 64), ("note_off", 60)]
+        assert got[1][1].channel == 1
+        sink.close()  # 64 still sounds: note_off, then CC123 + CC120 on channels 0 and 1
+        got = rx.take(5)
+        assert kinds(got)[0] == ("note_off", 64)
+        ccs = sorted((m.channel, m.control) for _, m in got[1:])
+        assert ccs == [(0, 120), (0, 123), (1, 120), (1, 123)]
+        assert sink.stats["sent"] == 3 + 5
+    finally:
+        sink.close()
+        rx.close()
+
+
+@pytest.mark.jack
+def test_existing_port_by_substring_and_reconnect(jack_server) -> None:
+    rx = Receiver("synth-rx")
+    sink = midiport.open_sink("synth-rx", jack_config())
+    try:
+        assert sink.port == "synth-rx:in"
+        sink.send(note_on(60), 0.0)
+        assert kinds(rx.take(1)) == [("note_on", 60)]
+
+        rx.close()  # the port goes away
+        sink.check()
+        assert not sink.connected
+        assert sink.sounding == set()  # forgotten: they went away with the port
+        sink.send(note_on(62), 1.0)  # dropped, counted, the daemon lives on
+        sink.send(note_off(62), 1.1)
+        assert sink.stats["dropped"] == 2
+        assert sink.stats["disconnects"] == 1
+
+        rx = Receiver("synth-rx")  # it comes back
+        sink.check()
+        assert sink.connected
+        assert sink.stats["reconnects"] == 1
+        sink.send(note_on(67), 2.0)
+        got = kinds(rx.take(2))
+        assert got == [("control_change", 123), ("note_on", 67)]
+    finally:
+        sink.close()
+        rx.close()
+
+
+@pytest.mark.jack
+def test_background_thread_reconnects(jack_server) -> None:
+    rx = Receiver("auto-rx")
+    sink = midiport.open_sink("auto-rx", jack_config(interval=0.05))
+    try:
+        rx.close()
+        deadline = time.monotonic() + 10
+        while sink.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not sink.connected
+        rx = Receiver("auto-rx")
+        while not sink.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sink.connected
+        sink.send(note_on(72), 0.0)
+        assert ("note_on", 72) in kinds(rx.take(1))
+    finally:
+        sink.close()
+        rx.close()
+
+
+@pytest.mark.jack
+def test_missing_port_lists_what_exists(jack_server) -> None:
+    rx = Receiver("listed-rx")
+    try:
+        with pytest.raises(MidiPortError) as info:
+            midiport.open_sink("no-such-synth", jack_config())
+        text = str(info.value)
+        assert "'no-such-synth'" in text
+        assert "listed-rx:in" in text
+        assert "midi-virtual:NAME" in text
+    finally:
+        rx.close()
+
+
+@pytest.mark.skipif(Path("/dev/snd/seq").exists(), reason="this machine has an ALSA sequencer")
+def test_alsa_without_sequencer_is_a_clear_error() -> None:
+    cfg = Config(midi=MidiConfig(api="alsa"))
+    with pytest.raises(MidiPortError, match="alsa"):
+        midiport.open_virtual_sink("x", cfg)
+
+
+@pytest.mark.jack
+@pytest.mark.skipif(Path("/dev/snd/seq").exists(), reason="auto would pick ALSA here")
+def test_auto_falls_back_to_jack(jack_server) -> None:
+    sink = midiport.open_virtual_sink("ss-auto", Config())
+    try:
+        assert sink.api == "jack"
+        assert any(p.startswith("ss-auto:") for p in jack_server.ports())
+    finally:
+        sink.close()
+    assert os.environ["JACK_DEFAULT_SERVER"] == jack_server.name
