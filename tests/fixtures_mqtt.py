@@ -210,3 +210,40 @@ def mqtt_broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield factory  # type: ignore[misc]
     for broker in made:
         broker.stop()
+
+
+# -- publishing helpers -------------------------------------------------------------------
+
+def publish(broker: Broker, topic: str, payloads: list[str | bytes], qos: int = 1,
+            retain: bool = False, **auth: str) -> None:
+    """Publish ``payloads`` in order with a paho client and wait until all are sent."""
+    import paho.mqtt.client as paho  # noqa: PLC0415
+
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    if auth:
+        client.username_pw_set(auth["username"], auth["password"])
+    if broker.certs is not None:
+        client.tls_set(ca_certs=str(broker.certs.ca))
+    client.connect("localhost" if broker.certs else "127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, p, qos=qos, retain=retain) for p in payloads]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def mosquitto_pub(broker: Broker, topic: str, message: str | bytes, qos: int = 1,
+                  retain: bool = False) -> None:
+    """Publish one message with the ``mosquitto_pub`` command-line client."""
+    args = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", topic,
+            "-q", str(qos)]
+    if retain:
+        args.append("-r")
+    if isinstance(message, bytes):
+        args.append("-s")  # message from stdin, as bytes
+        subprocess.run(args, input=message, check=True, capture_output=True, timeout=10)
+    else:
+        subprocess.run([*args, "-m", message], check=True, capture_output=True, timeout=10)

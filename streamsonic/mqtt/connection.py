@@ -130,8 +130,12 @@ def client_id_for(config: MqttConfig, suffix: str = "") -> str:
     return f"streamsonic-{uuid.uuid4().hex[:12]}{suffix}"
 
 
-def build_client(config: MqttConfig, url: BrokerUrl, client_id: str) -> paho.Client:
-    """A paho client with protocol, credentials and TLS set; not connected yet."""
+def build_client(config: MqttConfig, url: BrokerUrl, client_id: str,
+                 paho_reconnects: bool = False) -> paho.Client:
+    """A paho client with protocol, credentials and TLS set; not connected yet.
+
+    ``paho_reconnects``: let paho's own thread (``loop_start``) reconnect (the output does);
+    the source runs its own jittered reconnect loop instead."""
     v5 = config.protocol == "5"
     protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
     if not config.clean_start and not config.client_id:
@@ -146,7 +150,7 @@ def build_client(config: MqttConfig, url: BrokerUrl, client_id: str) -> paho.Cli
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=protocol,
-        reconnect_on_failure=False,
+        reconnect_on_failure=paho_reconnects,
         **kwargs,  # type: ignore[arg-type]
     )
     username = config.username or url.username

@@ -4,9 +4,13 @@ Formats (``mqtt.payload``): ``number`` (a plain number), ``json`` (one field by 
 ``mqtt.json_field``, else every numeric field is a stream named ``<stream>.<dotted.path>``),
 ``line`` (any stdin line format, through ``streamsonic.parse.LineParser``; several lines
 per payload are fine), and ``auto`` (number, else JSON if it looks like JSON, else line).
-``mqtt.timestamp_field`` names a JSON field holding the sample time (epoch seconds,
-milliseconds or ISO 8601); without it the arrival time is used.
+``mqtt.timestamp_field`` names a JSON field (dotted path) holding the sample time (epoch
+seconds, ms, µs or ISO 8601); without it a top-level ``time``/``timestamp``/``ts`` field is
+used as the stdin JSON format does, else the arrival time.
 
+Skip reasons are those of ``streamsonic.parse.REASONS`` (``not_numeric``, ``nan``,
+``inf``, ``bad_json``, ...) plus ``too_large``, ``no_field`` (``json_field`` absent),
+``stream_name`` (the topic has too few levels for ``mqtt.stream_name``) and ``bad_note``.
 Nothing here raises on bad input: ``decode`` returns the reasons a payload (or part of
 it) was skipped, and the source counts and logs them.
 """
@@ -16,12 +20,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from typing import Any
 
 from streamsonic.config import Config
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.mqtt.naming import stream_name
+from streamsonic.parse import (
+    BENIGN_REASONS,
+    TIME_KEYS,
+    LineParser,
+    parse_number,
+    parse_time_value,
+)
 
 #: Payloads larger than this many times ``input.max_line_bytes`` are skipped unread.
 PAYLOAD_LINES_LIMIT = 16
@@ -32,10 +42,12 @@ _INT_FIELDS = {"pitch", "velocity", "channel", "program"}
 
 @dataclass
 class Decoded:
-    """What one payload gave: samples or notes, and skip reasons."""
+    """What one payload gave: samples or notes, skip reasons (bad input), and ignored
+    reasons (not bad: header and comment lines)."""
 
     items: list[Sample | NoteEvent] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
 
 class PayloadDecoder:
@@ -46,7 +58,7 @@ class PayloadDecoder:
         self.mqtt = config.mqtt
         self.play_notes = play_notes
         self.max_bytes = config.input.max_line_bytes * PAYLOAD_LINES_LIMIT
-        self._line_parsers: dict[str, Any] = {}
+        self._line_parsers: dict[str, LineParser] = {}
 
     def decode(self, topic: str, payload: bytes, now: float) -> Decoded:
         """Decode one message's payload received at ``now`` (epoch seconds)."""
@@ -57,7 +69,7 @@ class PayloadDecoder:
         try:
             text = payload.decode("utf-8").strip()
         except UnicodeDecodeError:
-            out.skipped.append("not_utf8")
+            out.skipped.append("invalid_utf8")
             return out
         if not text:
             out.skipped.append("empty")
@@ -83,12 +95,11 @@ class PayloadDecoder:
 
     # -- formats ----------------------------------------------------------------------
     def _decode_number(self, base: str, text: str, now: float, out: Decoded) -> None:
-        try:
-            value = float(text)
-        except ValueError:
-            out.skipped.append("not_number")
-            return
-        _add(out, base, now, value)
+        value = parse_number(text)
+        if isinstance(value, str):
+            out.skipped.append(value)
+        else:
+            _add(out, base, now, value)
 
     def _decode_json(self, base: str, text: str, now: float, out: Decoded) -> None:
         try:
@@ -98,10 +109,12 @@ class PayloadDecoder:
             return
         when = now
         ts_field = self.mqtt.timestamp_field
-        if ts_field and isinstance(doc, dict):
-            raw = _lookup(doc, ts_field)
+        if isinstance(doc, dict):
+            if not ts_field:
+                ts_field = next((k for k in doc if k in TIME_KEYS), "")
+            raw = _lookup(doc, ts_field) if ts_field else _MISSING
             if raw is not _MISSING:
-                parsed = parse_timestamp(raw)
+                parsed = parse_time_value(raw)
                 if parsed is None:
                     out.skipped.append("bad_timestamp")
                     return
@@ -111,54 +124,47 @@ class PayloadDecoder:
             if value is _MISSING:
                 out.skipped.append("no_field")
                 return
-            number = _as_number(value, strings=True)
-            if number is None:
-                out.skipped.append("not_number")
-                return
-            _add(out, base, when, number)
+            number = parse_number(value) if isinstance(value, str) else _leaf(value)
+            if isinstance(number, str):
+                out.skipped.append(number)
+            else:
+                _add(out, base, when, number)
             return
-        if _as_number(doc) is not None:  # a bare JSON number
-            _add(out, base, when, float(doc))
+        if not isinstance(doc, dict | list):  # a bare JSON number (or junk)
+            number = _leaf(doc)
+            if isinstance(number, str):
+                out.skipped.append(number)
+            else:
+                _add(out, base, when, number)
             return
         found = False
-        for path, value in _numeric_leaves(doc, ""):
+        for path, value in _leaves(doc):
             if path == ts_field:
                 continue
-            found = True
-            _add(out, f"{base}.{path}", when, value)
-        if not found:
-            out.skipped.append("no_numbers")
+            if isinstance(value, str):
+                out.skipped.append(value)
+            else:
+                found = True
+                _add(out, f"{base}.{path}", when, value)
+        if not found and not out.skipped:
+            out.skipped.append("no_value")
 
     def _decode_lines(self, topic: str, base: str, text: str, now: float, out: Decoded) -> None:
         parser = self._line_parser(topic)
-        if parser is None:
-            out.skipped.append("not_number")
-            return
         default_name = self.config.input.stream
         for line in text.splitlines():
             if not line.strip():
                 continue
-            try:
-                parsed = parser.parse_line(line, now)
-            except Exception:  # a parser bug must not kill the network thread
-                out.skipped.append("line_error")
-                continue
+            parsed = parser.parse_line(line, now)  # never raises
             for sample in parsed.samples:
                 name = base if sample.stream == default_name else f"{base}.{sample.stream}"
                 _add(out, name, sample.time, sample.value)
-            skipped = parsed.skipped
-            if isinstance(skipped, int):
-                out.skipped.extend(["line"] * skipped)
-            else:
-                out.skipped.extend(f"line.{reason}" for reason in skipped)
+            for reason in parsed.skipped:
+                (out.ignored if reason in BENIGN_REASONS else out.skipped).append(reason)
 
-    def _line_parser(self, topic: str) -> Any:
+    def _line_parser(self, topic: str) -> LineParser:
         parser = self._line_parsers.get(topic)
         if parser is None:
-            try:
-                from streamsonic.parse import LineParser  # noqa: PLC0415 - optional module
-            except ImportError:
-                return None
             if len(self._line_parsers) >= 10000:  # bound memory with huge topic trees
                 self._line_parsers.clear()
             parser = self._line_parsers[topic] = LineParser(self.config.input)
@@ -181,33 +187,35 @@ _MISSING: Any = object()
 
 
 def _sniff(text: str) -> str:
-    try:
-        float(text)
-    except ValueError:
-        pass
-    else:
-        return "number"
-    return "json" if text[0] in "{[" else "line"
+    if text[0] in "{[":
+        return "json"
+    reason = parse_number(text)
+    return "number" if not isinstance(reason, str) or reason in ("nan", "inf") else "line"
 
 
 def _add(out: Decoded, stream: str, when: float, value: float) -> None:
     if math.isfinite(value):
         out.items.append(Sample(stream, when, value))
     else:
-        out.skipped.append("nan")
+        out.skipped.append("nan" if math.isnan(value) else "inf")
 
 
-def _as_number(value: Any, strings: bool = False) -> float | None:
-    if isinstance(value, bool):
+def _leaf(value: Any) -> float | str:
+    """A JSON value as a float, or the skip reason."""
+    if value is None:
+        return "missing"
+    number = _as_number(value)
+    return "not_numeric" if number is None else number
+
+
+def _as_number(value: Any) -> float | None:
+    """A JSON number (not a boolean) as a float (inf when too large), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, int | float):
+    try:
         return float(value)
-    if strings and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    except OverflowError:
+        return math.inf
 
 
 def _lookup(doc: Any, dotted: str) -> Any:
@@ -222,9 +230,10 @@ def _lookup(doc: Any, dotted: str) -> Any:
     return node
 
 
-def _numeric_leaves(node: Any, prefix: str) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
-    stack: list[tuple[str, Any]] = [(prefix, node)]
+def _leaves(node: Any) -> list[tuple[str, float | str]]:
+    """Every leaf of a JSON document by dotted path: a float, or the skip reason."""
+    out: list[tuple[str, float | str]] = []
+    stack: list[tuple[str, Any]] = [("", node)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, dict):
@@ -232,33 +241,9 @@ def _numeric_leaves(node: Any, prefix: str) -> list[tuple[str, float]]:
         elif isinstance(item, list):
             stack.extend((f"{path}.{i}" if path else str(i), v)
                          for i, v in reversed(list(enumerate(item))))
-        else:
-            number = _as_number(item)
-            if number is not None and path:
-                out.append((path, number))
+        elif path:
+            out.append((path, _leaf(item)))
     return out
-
-
-def parse_timestamp(raw: Any) -> float | None:
-    """Epoch seconds from a number (seconds, ms or µs) or an ISO 8601 string; None if bad."""
-    number = _as_number(raw, strings=True)
-    if number is not None:
-        if not math.isfinite(number) or number < 0:
-            return None
-        if number > 1e14:
-            return number / 1e6
-        if number > 1e11:
-            return number / 1e3
-        return number
-    if isinstance(raw, str):
-        try:
-            parsed = datetime.fromisoformat(raw.strip())
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    return None
 
 
 def note_from_dict(doc: Any) -> NoteEvent | None:

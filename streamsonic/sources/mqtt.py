@@ -117,8 +117,10 @@ class MqttSource:
     # -- Source protocol ----------------------------------------------------------------
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: received, samples/notes, dropped.queue_full, skipped.<reason>,
-        by_topic.<topic>.<reason>, connects, disconnects, subscribed."""
+        """Counters: received, samples/notes (yielded), dropped.queue_full,
+        skipped.<reason> (bad input), by_topic.<topic>.<reason> (the same per topic),
+        ignored.<reason> (header/comment lines), skipped.retained, connects, disconnects,
+        subscribed."""
         return self._counters.snapshot()
 
     @property
@@ -290,6 +292,8 @@ class MqttSource:
         decoded = self._decoder.decode(topic, msg.payload, now)
         for reason in decoded.skipped:
             self._skip(topic, reason, msg.payload)
+        for reason in decoded.ignored:
+            self._counters.add(f"ignored.{reason}")
         if decoded.items:
             self._push(decoded.items)
 

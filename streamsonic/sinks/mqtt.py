@@ -1,0 +1,170 @@
+"""The ``mqtt:PREFIX`` output: each note as JSON on ``PREFIX/<stream>``.
+
+Another streamsonic can play them with ``--mqtt URL --topic 'PREFIX/#' --play-notes``
+(compute on one host, sound on another). The broker is ``mqtt.url`` (with its TLS and
+credential settings), or a URL given in the spec itself: ``mqtt:mqtts://host:8883/notes``,
+which lets a daemon that reads stdin publish its notes. Publishing never blocks the
+engine: paho's own thread sends, and reconnects after a lost connection; notes that
+cannot be queued (QoS 0 while disconnected, or a full queue) are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import ssl
+import threading
+
+import mido
+import paho.mqtt.client as paho
+
+from streamsonic.config import Config, MqttConfig
+from streamsonic.errors import MqttError, OutputError
+from streamsonic.events import NoteEvent
+from streamsonic.mqtt.connection import (
+    BrokerUrl,
+    build_client,
+    client_id_for,
+    connect_args,
+    explain_refusal,
+    explain_socket_error,
+    parse_url,
+)
+from streamsonic.mqtt.naming import publish_topic
+from streamsonic.sinks.base import Sink
+from streamsonic.stats import Counters, RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for the broker's CONNACK when opening, and for QoS>0 notes on close.
+CONNECT_TIMEOUT = 10.0
+FLUSH_TIMEOUT = 3.0
+#: Notes paho may hold while the broker is unreachable (QoS 1/2).
+MAX_QUEUED = 10000
+
+
+class MqttSink(Sink):
+    """Publishes NoteEvents as JSON; ignores raw channel messages."""
+
+    def __init__(self, prefix: str, url: BrokerUrl, config: Config) -> None:
+        super().__init__(f"mqtt:{prefix}")
+        self.prefix = prefix
+        self.url = url
+        self.qos = config.mqtt.qos
+        self.counters = Counters()
+        self._warn = RateLimitedLog(log, config.daemon.warn_interval)
+        # The output needs no persistent session; its id must differ from the source's.
+        mqtt = dataclasses.replace(config.mqtt, clean_start=True)
+        try:
+            self._client = build_client(mqtt, url, client_id_for(config.mqtt, "-notes"),
+                                        paho_reconnects=True)
+        except MqttError as err:
+            raise OutputError(f"output {self.name}: {err}") from None
+        self._client.max_queued_messages_set(MAX_QUEUED)
+        self._client.reconnect_delay_set(config.mqtt.reconnect_min,
+                                         max(1, round(config.mqtt.reconnect_max)))
+        self._connack = threading.Event()
+        self._refusal: object | None = None
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._last: paho.MQTTMessageInfo | None = None
+        self._open(mqtt)
+
+    def _open(self, mqtt: MqttConfig) -> None:
+        try:
+            self._client.connect(**connect_args(mqtt, self.url))  # type: ignore[arg-type]
+        except (OSError, ssl.SSLError) as err:
+            reason = explain_socket_error(err, self.url)
+            raise OutputError(f"output {self.name}: {reason}") from None
+        self._client.loop_start()
+        if not self._connack.wait(CONNECT_TIMEOUT) or self._refusal is not None:
+            self._client.loop_stop()
+            self._client.disconnect()
+            if self._refusal is None:
+                raise OutputError(f"output {self.name}: MQTT broker {self.url} did not accept "
+                                  f"the connection within {CONNECT_TIMEOUT:.0f} s")
+            err = explain_refusal(self._refusal, self.url, self._client.username or "")
+            raise OutputError(f"output {self.name}: {err}")
+
+    def _on_connect(self, _client: paho.Client, _userdata: object, _flags: object,
+                    reason: paho.ReasonCode, _props: object) -> None:
+        if reason.is_failure and not self._connack.is_set():
+            self._refusal = reason
+        elif reason.is_failure:
+            log.error("output %s: %s", self.name,
+                      explain_refusal(reason, self.url, self._client.username or ""))
+        else:
+            log.info("output %s: connected to MQTT broker %s", self.name, self.url)
+        self._connack.set()
+
+    def _on_disconnect(self, _client: paho.Client, _userdata: object, _flags: object,
+                       reason: paho.ReasonCode, _props: object) -> None:
+        if not self.closed:
+            log.warning("output %s: disconnected from %s (%s); reconnecting", self.name,
+                        self.url, reason)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: published, dropped.<reason>."""
+        return self.counters.snapshot()
+
+    def note(self, event: NoteEvent) -> None:
+        """Publish ``event`` to ``PREFIX/<stream>`` (never blocks)."""
+        if self.closed:
+            return
+        payload = json.dumps(event.to_dict(), separators=(",", ":"))
+        try:
+            info = self._client.publish(publish_topic(self.prefix, event.stream), payload,
+                                        qos=self.qos)
+        except ValueError as err:  # e.g. a topic the broker cannot take
+            self._drop("bad_topic", str(err))
+            return
+        if info.rc == paho.MQTT_ERR_SUCCESS:
+            self.counters.add("published")
+            self._last = info
+        else:
+            self._drop(paho.error_string(info.rc).replace(" ", "_").lower(), "not queued")
+
+    def _drop(self, reason: str, detail: str) -> None:
+        self.counters.add(f"dropped.{reason}")
+        self._warn.warning(f"drop\0{reason}", "output %s: dropped a note (%s: %s)",
+                           self.name, reason, detail)
+
+    def _send(self, msg: mido.Message, time: float) -> None:
+        """Channel messages (note on/off, panic) are not published; notes are."""
+
+    def _close(self) -> None:
+        last = self._last
+        if last is not None and self.qos > 0 and not last.is_published():
+            with contextlib.suppress(RuntimeError, ValueError):
+                last.wait_for_publish(FLUSH_TIMEOUT)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def open_sink(arg: str, config: Config) -> MqttSink:
+    """``--output mqtt:PREFIX`` (broker: mqtt.url) or ``mqtt:mqtt[s]://host[:port]/PREFIX``."""
+    if arg.startswith(("mqtt://", "mqtts://")):
+        try:
+            url = parse_url(arg)
+        except MqttError as err:
+            raise OutputError(f"output mqtt:{arg}: {err}") from None
+        prefix = url.path
+    elif config.mqtt.url:
+        try:
+            url = parse_url(config.mqtt.url)
+        except MqttError as err:
+            raise OutputError(f"output mqtt:{arg}: {err}") from None
+        prefix = arg
+    else:
+        raise OutputError(
+            f"output mqtt:{arg} needs a broker: pass --mqtt URL (or set mqtt.url), or write "
+            f"the broker into the output: mqtt:mqtt://HOST[:PORT]/{arg.strip('/')}"
+        )
+    if not prefix.strip("/"):
+        raise OutputError(f"output mqtt:{arg}: give a topic prefix, e.g. mqtt:notes")
+    if any(c in prefix for c in "+#"):
+        raise OutputError(f"output mqtt:{arg}: the prefix must not contain + or #")
+    return MqttSink(prefix.strip("/"), url, config)

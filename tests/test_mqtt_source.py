@@ -1,0 +1,334 @@
+"""The MQTT source against a real mosquitto: mapping, payloads, garbage, queue, reconnects,
+persistent sessions, TLS and auth, shared subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from collections.abc import Callable
+
+import pytest
+
+from streamsonic.config import load_config
+from streamsonic.errors import MqttError
+from streamsonic.events import NoteEvent, Sample
+from streamsonic.sources import open_source
+from streamsonic.sources.mqtt import MqttSource
+from tests.fixtures_mqtt import Broker, mosquitto_pub, publish
+
+pytestmark = pytest.mark.mqtt
+
+#: Generous guard against hangs; tests never assert on speed.
+WAIT = 20.0
+
+
+def make_source(broker: Broker, topics: list[str], play_notes: bool = False,
+                **mqtt: object) -> MqttSource:
+    overrides = {"mqtt.url": broker.url, "mqtt.topics": topics, "mqtt.reconnect_min": 0.1,
+                 "mqtt.reconnect_max": 0.5}
+    overrides.update({f"mqtt.{k}": v for k, v in mqtt.items()})
+    source = open_source(load_config(None, overrides), play_notes=play_notes)
+    assert isinstance(source, MqttSource)
+    return source
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.02)
+    try:
+        await asyncio.wait_for(poll(), WAIT)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting for {what}")
+
+
+async def subscribed(source: MqttSource, times: int = 1) -> None:
+    await until(lambda: source.stats.get("subscribed", 0) >= times, "SUBACK")
+
+
+async def take(source: MqttSource, n: int) -> list[Sample | NoteEvent]:
+    out: list[Sample | NoteEvent] = []
+
+    async def collect() -> None:
+        async for item in source:
+            out.append(item)
+            if len(out) == n:
+                return
+    try:
+        await asyncio.wait_for(collect(), WAIT)
+    except TimeoutError:
+        pytest.fail(f"got {len(out)} of {n} items: {out[-5:]}; stats {source.stats}")
+    return out
+
+
+async def pub(*args: object, **kwargs: object) -> None:
+    await asyncio.to_thread(publish, *args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_wildcard_topics_become_streams(mqtt_broker: Broker) -> None:
+    async with make_source(mqtt_broker, ["w1/+/temperature", "w1/+/pressure"]) as source:
+        await subscribed(source)
+        await pub(mqtt_broker, "w1/a/temperature", ["20.5"])
+        await pub(mqtt_broker, "w1/a/humidity", ["99"])  # not subscribed
+        await pub(mqtt_broker, "w1/b/pressure", ["1013"])
+        await asyncio.to_thread(mosquitto_pub, mqtt_broker, "w1/c/temperature", "-4")
+        got = await take(source, 3)
+    assert [(s.stream, s.value) for s in got] == [
+        ("w1/a/temperature", 20.5), ("w1/b/pressure", 1013.0), ("w1/c/temperature", -4.0)]
+    assert source.stats["received"] == 3
+
+
+async def test_stream_name_rule_shortens_and_groups(mqtt_broker: Broker) -> None:
+    async with make_source(mqtt_broker, ["w2/#"], stream_name="{topic[1]}-{topic[-1]}") as source:
+        await subscribed(source)
+        await pub(mqtt_broker, "w2/p7/x/temp", ["1"])
+        await pub(mqtt_broker, "w2/onlytwo", ["2"])
+        got = await take(source, 2)
+    assert [s.stream for s in got] == ["p7-temp", "onlytwo-onlytwo"]
+
+
+async def test_payload_formats(mqtt_broker: Broker) -> None:
+    async with make_source(mqtt_broker, ["fmt/#"], timestamp_field="meta.t") as source:
+        await subscribed(source)
+        await asyncio.to_thread(mosquitto_pub, mqtt_broker, "fmt/num", " 3.25\n")
+        await pub(mqtt_broker, "fmt/json", ['{"a": 1, "b": {"c": 2.5}, "s": "x", "ok": true}'])
+        await pub(mqtt_broker, "fmt/ts", ['{"v": 7, "meta": {"t": "2024-01-02T03:04:05Z"}}'])
+        await pub(mqtt_broker, "fmt/ms", ['{"v": 8, "meta": {"t": 1700000000000}}'])
+        await pub(mqtt_broker, "fmt/bare", ["42e0"])
+        await pub(mqtt_broker, "fmt/csv", ["temp,hum\n20,50\n21,51"])
+        await pub(mqtt_broker, "fmt/pairs", ["cpu=0.5 mem=0.25"])
+        await pub(mqtt_broker, "fmt/prom", ['load{host="a"} 1.5'])
+        got = await take(source, 12)
+    pairs = [(s.stream, s.value) for s in got]
+    assert pairs == [
+        ("fmt/num", 3.25),
+        ("fmt/json.a", 1.0), ("fmt/json.b.c", 2.5),
+        ("fmt/ts.v", 7.0),
+        ("fmt/ms.v", 8.0),
+        ("fmt/bare", 42.0),
+        ("fmt/csv.temp", 20.0), ("fmt/csv.hum", 50.0),
+        ("fmt/csv.temp", 21.0), ("fmt/csv.hum", 51.0),
+        ("fmt/pairs.cpu", 0.5), ("fmt/pairs.mem", 0.25),
+    ]
+    assert got[3].time == 1704164645.0
+    assert got[4].time == 1700000000.0
+    stats = source.stats
+    assert stats["skipped.not_numeric"] == 2  # "s" and "ok" in fmt/json
+    assert stats["ignored.header"] == 1
+    # the Prometheus line is the 13th sample; not taken, but decoded and queued
+    assert stats["received"] == 8
+
+
+async def test_json_field_path(mqtt_broker: Broker) -> None:
+    async with make_source(mqtt_broker, ["jf/+"], payload="json",
+                           json_field="data.temp") as source:
+        await subscribed(source)
+        await pub(mqtt_broker, "jf/a", ['{"data": {"temp": 21.5, "hum": 3}}',
+                                        '{"data": {"hum": 3}}', '{"data": {"temp": "22"}}'])
+        got = await take(source, 2)
+    assert [(s.stream, s.value) for s in got] == [("jf/a", 21.5), ("jf/a", 22.0)]
+    assert source.stats["skipped.no_field"] == 1
+    assert source.stats["by_topic.jf/a.no_field"] == 1
+
+
+async def test_garbage_is_counted_and_never_fatal(mqtt_broker: Broker) -> None:
+    rng = __import__("random").Random(5)
+    junk = [bytes(rng.randrange(256) for _ in range(200)) for _ in range(20)]
+    async with make_source(mqtt_broker, ["junk/#"]) as source:
+        await subscribed(source)
+        await pub(mqtt_broker, "junk/bytes", junk)
+        await pub(mqtt_broker, "junk/huge", [b"1" * (2 * 1024 * 1024)])
+        await pub(mqtt_broker, "junk/nan", ["NaN", "inf", '{"x": NaN}', "", "[[[[[[", "1e999",
+                                            '{"x": 1' + "0" * 400 + "}", "nope"])
+        await asyncio.to_thread(mosquitto_pub, mqtt_broker, "junk/bytes", b"\xff\xfe\x00")
+        await pub(mqtt_broker, "junk/ok", ["5"])
+        got = await take(source, 1)
+    assert [(s.stream, s.value) for s in got] == [("junk/ok", 5.0)]
+    stats = source.stats
+    assert stats["received"] == 20 + 1 + 8 + 1 + 1
+    skipped = sum(v for k, v in stats.items() if k.startswith("skipped."))
+    assert skipped == 29  # everything but "nope" (a CSV header line for all we know) and "5"
+    assert stats["ignored.header"] == 1
+    assert stats["skipped.invalid_utf8"] == 21
+    assert stats["skipped.too_large"] == 1
+    assert stats["skipped.nan"] == 2
+    assert stats["skipped.inf"] >= 2
+    assert stats["by_topic.junk/nan.nan"] == 2
+    assert all(math.isfinite(s.value) for s in got)
+
+
+async def test_retained_ignored_by_default_and_optional(mqtt_broker: Broker) -> None:
+    await pub(mqtt_broker, "ret/a", ["11"], retain=True)
+    async with make_source(mqtt_broker, ["ret/#"]) as source:
+        await subscribed(source)
+        await until(lambda: source.stats.get("skipped.retained", 0) == 1, "retained count")
+        await pub(mqtt_broker, "ret/a", ["12"])
+        got = await take(source, 1)
+    assert [s.value for s in got] == [12.0]
+    async with make_source(mqtt_broker, ["ret/#"], retained=True) as source:
+        got = await take(source, 1)
+    assert [s.value for s in got] == [11.0]
+    await pub(mqtt_broker, "ret/a", [""], retain=True)  # clear it
+
+
+async def test_full_queue_drops_oldest_and_counts(mqtt_broker: Broker) -> None:
+    async with make_source(mqtt_broker, ["q/x"], queue_size=10) as source:
+        await subscribed(source)
+        await pub(mqtt_broker, "q/x", [str(i) for i in range(50)])
+        await until(lambda: source.stats.get("received", 0) == 50, "50 messages")
+        assert source.queued == 10
+        got = await take(source, 10)
+    assert [s.value for s in got] == [float(i) for i in range(40, 50)]
+    assert source.stats["dropped.queue_full"] == 40
+
+
+async def test_play_notes_roundtrip_through_mqtt_output(mqtt_broker: Broker) -> None:
+    from streamsonic.sinks.mqtt import open_sink
+
+    config = load_config(None, {"mqtt.url": mqtt_broker.url})
+    notes = [NoteEvent(stream="plant/1/t", time=1.5 + i, value=i, normalized=0.5, pitch=60 + i,
+                       velocity=90, duration=0.25, channel=1, program=5, start=2.0)
+             for i in range(3)]
+    async with make_source(mqtt_broker, ["notes/#"], play_notes=True) as source:
+        await subscribed(source)
+        sink = open_sink("notes/", config)
+        for note in notes:
+            sink.note(note)
+        sink.close()
+        assert sink.stats["published"] == 3
+        await pub(mqtt_broker, "notes/bad", ['{"pitch": 999}', "not json"])
+        got = await take(source, 3)
+    assert got == notes
+    await until(lambda: source.stats.get("skipped.bad_note", 0) == 2, "bad notes counted")
+
+
+async def test_mqtt_311_protocol(mqtt_broker: Broker) -> None:
+    async with make_source(mqtt_broker, ["v3/#"], protocol="3.1.1") as source:
+        await subscribed(source)
+        await pub(mqtt_broker, "v3/a", ["1", "2"])
+        got = await take(source, 2)
+    assert [s.value for s in got] == [1.0, 2.0]
+
+
+async def test_unreachable_broker_is_a_clear_error() -> None:
+    from tests.fixtures_mqtt import free_port
+
+    config = load_config(None, {"mqtt.url": f"mqtt://127.0.0.1:{free_port()}",
+                                "mqtt.topics": ["a"]})
+    with pytest.raises(MqttError, match=r"refused the connection.*broker is running") as err:
+        async with MqttSource.from_config(config):
+            pass
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+async def test_broker_restart_reconnects_and_resubscribes(mqtt_broker_factory) -> None:
+    broker = mqtt_broker_factory()
+    async with make_source(broker, ["rs/#"]) as source:
+        await subscribed(source)
+        await pub(broker, "rs/a", ["1"])
+        assert [s.value for s in await take(source, 1)] == [1.0]
+        broker.kill()
+        await until(lambda: source.stats.get("disconnects", 0) >= 1, "the disconnect")
+        await asyncio.sleep(0.5)  # a few failed reconnect attempts
+        await asyncio.to_thread(broker.start)
+        await subscribed(source, times=2)
+        await pub(broker, "rs/a", [str(i) for i in range(2, 52)])
+        got = await take(source, 50)
+    assert [s.value for s in got] == [float(i) for i in range(2, 52)]
+    assert source.stats["connects"] == 2
+
+
+@pytest.mark.slow
+async def test_persistent_session_delivers_what_was_published_while_away(
+        mqtt_broker: Broker) -> None:
+    opts = {"client_id": f"persist-{os.getpid()}", "clean_start": False, "session_expiry": 300,
+            "qos": 1}
+    async with make_source(mqtt_broker, ["ps/x"], **opts) as source:
+        await subscribed(source)
+    await pub(mqtt_broker, "ps/x", [str(i) for i in range(100)], qos=1)
+    async with make_source(mqtt_broker, ["ps/x"], **opts) as source:
+        got = await take(source, 100)
+        await subscribed(source)
+        await pub(mqtt_broker, "ps/x", ["100"])
+        got += await take(source, 1)
+    assert [s.value for s in got] == [float(i) for i in range(101)]
+
+
+async def test_shared_subscription_splits_the_stream(mqtt_broker: Broker) -> None:
+    topic = "$share/grp/sh/+"
+    async with make_source(mqtt_broker, [topic]) as one, make_source(mqtt_broker, [topic]) as two:
+        await subscribed(one)
+        await subscribed(two)
+        await pub(mqtt_broker, "sh/a", [str(i) for i in range(200)])
+        await until(lambda: one.stats.get("received", 0) + two.stats.get("received", 0) == 200,
+                    "200 messages between the two")
+        first = await take(one, one.queued)
+        second = await take(two, two.queued)
+    a = {s.value for s in first}
+    b = {s.value for s in second}
+    assert a and b, "both members should get a share"
+    assert not a & b
+    assert a | b == {float(i) for i in range(200)}
+    assert len(first) + len(second) == 200
+    assert {s.stream for s in first + second} == {"sh/a"}
+
+
+class TestTls:
+    """mosquitto with TLS and a password file."""
+
+    USERS = {"alice": "s3cret"}
+
+    @pytest.fixture
+    def broker(self, mqtt_broker_factory, mqtt_certs) -> Broker:
+        return mqtt_broker_factory(certs=mqtt_certs, users=self.USERS)
+
+    async def test_good_ca_and_password_connect(self, broker: Broker, tmp_path,
+                                                monkeypatch) -> None:
+        pw = tmp_path / "pw"
+        pw.write_text("s3cret\n")
+        monkeypatch.delenv("STREAMSONIC_MQTT_PASSWORD", raising=False)
+        async with make_source(broker, ["tls/#"], ca_file=str(broker.certs.ca),
+                               username="alice", password_file=str(pw)) as source:
+            await subscribed(source)
+            await pub(broker, "tls/a", ["3"], username="alice", password="s3cret")
+            got = await take(source, 1)
+        assert [s.value for s in got] == [3.0]
+
+    async def test_password_from_env_and_systemd_credentials(self, broker: Broker, tmp_path,
+                                                             monkeypatch) -> None:
+        monkeypatch.setenv("STREAMSONIC_MQTT_PASSWORD", "s3cret")
+        async with make_source(broker, ["tls/#"], ca_file=str(broker.certs.ca),
+                               username="alice") as source:
+            await subscribed(source)
+        monkeypatch.delenv("STREAMSONIC_MQTT_PASSWORD")
+        (tmp_path / "mqtt-password").write_text("s3cret")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        async with make_source(broker, ["tls/#"], ca_file=str(broker.certs.ca),
+                               username="alice") as source:
+            await subscribed(source)
+
+    async def test_wrong_ca_is_refused_clearly(self, broker: Broker, monkeypatch) -> None:
+        monkeypatch.setenv("STREAMSONIC_MQTT_PASSWORD", "s3cret")
+        source = make_source(broker, ["tls/#"], ca_file=str(broker.certs.other_ca),
+                             username="alice")
+        with pytest.raises(MqttError, match=r"certificate verification failed.*mqtt.ca_file"):
+            async with source:
+                pass
+
+    async def test_wrong_password_is_refused_clearly(self, broker: Broker, monkeypatch) -> None:
+        monkeypatch.setenv("STREAMSONIC_MQTT_PASSWORD", "wrong")
+        source = make_source(broker, ["tls/#"], ca_file=str(broker.certs.ca), username="alice")
+        with pytest.raises(MqttError, match=r"refused user 'alice'.*password") as err:
+            async with source:
+                pass
+        assert "\n" not in str(err.value)
+        assert "wrong" not in str(err.value)
+
+    async def test_plain_mqtt_to_tls_port_fails_clearly(self, broker: Broker) -> None:
+        source = make_source(broker, ["x"])
+        source.url = source.url.__class__("mqtt", "127.0.0.1", broker.port)
+        with pytest.raises(MqttError, match="MQTT broker"):
+            async with source:
+                pass
