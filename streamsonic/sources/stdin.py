@@ -1,0 +1,202 @@
+"""The stdin source: lines of text in, samples out, as the lines arrive.
+
+A daemon reader thread reads stdin (pipe, regular file or terminal alike: asyncio's
+``connect_read_pipe`` cannot read regular files) line by line with a bounded
+``readline``, parses each line with ``streamsonic.parse.LineParser`` and hands the samples
+to the event loop through a bounded queue. A full queue makes the thread wait (stdin is
+never dropped: ``< big.csv`` plays every row); the event loop is woken only when it is
+waiting. Lines over ``input.max_line_bytes`` are discarded in chunks, never held whole.
+Iteration ends at EOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
+from streamsonic.config import Config, InputConfig
+from streamsonic.errors import SourceError
+from streamsonic.events import Sample
+from streamsonic.parse import BENIGN_REASONS, REASONS, LineParser, ParsedLine
+from streamsonic.stats import Counters, RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+#: Lines' worth of samples the reader may run ahead of the consumer.
+QUEUE_LINES = 1024
+
+#: Chunk size for discarding the rest of an over-long line.
+_DISCARD_CHUNK = 65536
+
+
+class _End:
+    """End of input (EOF)."""
+
+
+_END = _End()
+
+
+class StdinSource:
+    """Samples from lines on stdin (or any binary stream); an async context manager."""
+
+    def __init__(
+        self,
+        config: InputConfig,
+        stream: BinaryIO | None = None,
+        warn_interval: float = 10.0,
+    ) -> None:
+        self.config = config
+        self._stream = stream
+        self._parser = LineParser(config)
+        self._counters = Counters()
+        self._warn = RateLimitedLog(log, warn_interval)
+        self._queue: queue.Queue[list[Sample] | _End | OSError] = queue.Queue(QUEUE_LINES)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._waiting = False
+        self._header_logged = False
+
+    @classmethod
+    def from_config(cls, config: Config) -> StdinSource:
+        """The stdin source for a full configuration."""
+        return cls(config.input)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """``lines``, ``samples`` and ``skipped.<reason>`` counters."""
+        counts = {"lines": 0, "samples": 0}
+        counts.update(self._counters.snapshot())
+        return counts
+
+    # -- context manager and iteration ------------------------------------------------
+    async def __aenter__(self) -> StdinSource:
+        self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop reading. A thread blocked in ``read`` is a daemon and ends with the process."""
+        self._stop.set()
+        skipped = {k: v for k, v in self.stats.items() if k.startswith("skipped.")}
+        if skipped:
+            log.info("stdin: %d lines, %d samples; skipped %s", self.stats["lines"],
+                     self.stats["samples"], ", ".join(f"{k[8:]}={v}" for k, v in
+                                                      sorted(skipped.items())))
+
+    def __aiter__(self) -> AsyncIterator[Sample]:
+        return self._samples()
+
+    async def _samples(self) -> AsyncIterator[Sample]:
+        self._start()
+        assert self._wakeup is not None
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                self._wakeup.clear()
+                self._waiting = True  # publish before re-checking: the reader tests it after put
+                try:
+                    if self._queue.empty():
+                        await self._wakeup.wait()
+                finally:
+                    self._waiting = False
+                continue
+            if isinstance(item, _End):
+                return
+            if isinstance(item, OSError):
+                raise SourceError(f"reading stdin failed: {item}; check what feeds stdin") \
+                    from item
+            for sample in item:
+                yield sample
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        stream = self._stream
+        if stream is None:
+            if sys.stdin is None:
+                raise SourceError("stdin is closed; pipe numbers in, or set mqtt.url to read "
+                                  "from MQTT")
+            stream = sys.stdin.buffer
+        try:
+            if stream.isatty():
+                log.info("reading numbers from the terminal: one line each, Ctrl-D ends")
+        except (OSError, ValueError):
+            pass
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._thread = threading.Thread(target=self._read_loop, args=(stream,),
+                                        name="streamsonic-stdin", daemon=True)
+        self._thread.start()
+
+    # -- reader thread ----------------------------------------------------------------
+    def _read_loop(self, stream: BinaryIO) -> None:
+        limit = self.config.max_line_bytes
+        lineno = 0
+        try:
+            while not self._stop.is_set():
+                line = stream.readline(limit + 1)
+                if not line:
+                    break
+                lineno += 1
+                if len(line) > limit and not line.endswith(b"\n"):
+                    self._discard_rest(stream)
+                    parsed = ParsedLine(skipped=["too_long"])
+                else:
+                    parsed = self._parser.parse_line(line, time.time())
+                self._account(parsed, lineno, line)
+                if parsed.samples and not self._put(parsed.samples):
+                    return
+        except (OSError, ValueError) as err:  # ValueError: the stream was closed under us
+            self._put(err if isinstance(err, OSError) else OSError(str(err)))
+            return
+        self._put(_END)
+
+    @staticmethod
+    def _discard_rest(stream: BinaryIO) -> None:
+        """Read and drop the rest of an over-long line, a chunk at a time."""
+        while True:
+            chunk = stream.readline(_DISCARD_CHUNK)
+            if not chunk or chunk.endswith(b"\n"):
+                return
+
+    def _account(self, parsed: ParsedLine, lineno: int, line: bytes) -> None:
+        counters = self._counters
+        counters.add("lines")
+        if parsed.samples:
+            counters.add("samples", len(parsed.samples))
+        for reason in parsed.skipped:
+            counters.add(f"skipped.{reason}")
+            if reason not in BENIGN_REASONS:
+                self._warn.warning(reason, "stdin line %d: skipped %s (%s): %.60r", lineno,
+                                   reason, REASONS.get(reason, reason), line[:60])
+            elif reason == "header" and not self._header_logged and self._parser.header:
+                self._header_logged = True
+                log.info("stdin: header line names the columns: %s",
+                         ", ".join(self._parser.header))
+
+    def _put(self, item: list[Sample] | _End | OSError) -> bool:
+        """Queue ``item``, waiting while the queue is full; False if stopped meanwhile."""
+        while True:
+            try:
+                self._queue.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                if self._stop.is_set():
+                    return False
+        if self._waiting and self._loop is not None and self._wakeup is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._wakeup.set)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                return False
+        return True

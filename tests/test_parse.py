@@ -1,0 +1,420 @@
+"""LineParser: every input format, header handling, timestamps, skip reasons, properties."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamsonic.config import InputConfig
+from streamsonic.events import Sample
+from streamsonic.parse import (
+    BENIGN_REASONS,
+    REASONS,
+    LineParser,
+    parse_iso,
+    parse_number,
+    parse_time_value,
+)
+from tests.conftest import SHARED_DATA
+
+NOW = 1000.0
+T0 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
+
+
+def parse(*lines: str | bytes, **config: object) -> list[tuple[list[tuple], list[str]]]:
+    """Parse ``lines`` with one parser; per line ``([(stream, time, value)...], skipped)``."""
+    parser = LineParser(InputConfig(**config))  # type: ignore[arg-type]
+    out = []
+    for line in lines:
+        got = parser.parse_line(line, NOW)
+        out.append(([(s.stream, s.time, s.value) for s in got.samples], got.skipped))
+    return out
+
+
+def one(line: str | bytes, **config: object) -> tuple[list[tuple], list[str]]:
+    return parse(line, **config)[0]
+
+
+# -- single lines, auto-detected ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("line", "samples", "skipped"),
+    [
+        # bare numbers
+        ("3.5", [("value", NOW, 3.5)], []),
+        ("-1e3", [("value", NOW, -1000.0)], []),
+        ("+7", [("value", NOW, 7.0)], []),
+        (".5", [("value", NOW, 0.5)], []),
+        ("  42  \r\n", [("value", NOW, 42.0)], []),
+        ("\ufeff12", [("value", NOW, 12.0)], []),
+        # delimited columns, each a stream
+        ("1,2,3", [("col0", NOW, 1.0), ("col1", NOW, 2.0), ("col2", NOW, 3.0)], []),
+        ("1;2;3", [("col0", NOW, 1.0), ("col1", NOW, 2.0), ("col2", NOW, 3.0)], []),
+        ("1\t2", [("col0", NOW, 1.0), ("col1", NOW, 2.0)], []),
+        ("1  2   3", [("col0", NOW, 1.0), ("col1", NOW, 2.0), ("col2", NOW, 3.0)], []),
+        ("1|2", [("col0", NOW, 1.0), ("col1", NOW, 2.0)], []),
+        ("1, 2, 3", [("col0", NOW, 1.0), ("col1", NOW, 2.0), ("col2", NOW, 3.0)], []),
+        ("1,5;2,5", [("col0", NOW, 1.5), ("col1", NOW, 2.5)], []),  # decimal commas
+        # quoted CSV fields with delimiters inside; text fields skipped, numbers kept
+        ('7502,"https://x/?q=51.1,-115.5",Banff', [("col0", NOW, 7502.0)],
+         ["not_numeric", "not_numeric"]),
+        ('"a;b",1,2', [("col1", NOW, 1.0), ("col2", NOW, 2.0)], ["not_numeric"]),
+        ("1,,3", [("col0", NOW, 1.0), ("col2", NOW, 3.0)], ["missing"]),
+        ("1,null,3", [("col0", NOW, 1.0), ("col2", NOW, 3.0)], ["missing"]),
+        ("1,NaN,inf,-Infinity,4", [("col0", NOW, 1.0), ("col4", NOW, 4.0)],
+         ["nan", "inf", "inf"]),
+        ("1,1e999", [("col0", NOW, 1.0)], ["inf"]),
+        ("1,12ms,0x10,1_000", [("col0", NOW, 1.0)], ["not_numeric"] * 3),
+        # name=value and name: value pairs
+        ("cpu=3.5", [("cpu", NOW, 3.5)], []),
+        ("a=1 b=2; c: 3, d:4", [("a", NOW, 1.0), ("b", NOW, 2.0), ("c", NOW, 3.0),
+                                ("d", NOW, 4.0)], []),
+        ("cpu.load = 0.5", [("cpu.load", NOW, 0.5)], []),
+        ('host="web1" cpu="3"', [("cpu", NOW, 3.0)], ["not_numeric"]),
+        ("x=2 junk y=NaN z=", [("x", NOW, 2.0)], ["bad_pair", "nan", "missing"]),
+        ("temp: 21.5", [("temp", NOW, 21.5)], []),
+        ("a=1 ts=2024-01-02T03:04:05Z", [("a", T0, 1.0)], []),
+        # Prometheus text lines
+        ('http_requests_total{code="200"} 1.5', [('http_requests_total{code="200"}', NOW, 1.5)],
+         []),
+        ('http_requests_total{code="200",method="get"} 7 1704164645000',
+         [('http_requests_total{code="200",method="get"}', T0, 7.0)], []),
+        ('m{path="/a b{c}",q="x\\"y"} 2', [('m{path="/a b{c}",q="x\\"y"}', NOW, 2.0)], []),
+        ("up 1", [("up", NOW, 1.0)], []),
+        ("job:rate5m 0.25", [("job:rate5m", NOW, 0.25)], []),
+        ('le_bucket{le="+Inf"} 100', [('le_bucket{le="+Inf"}', NOW, 100.0)], []),
+        ("go_gc{quantile=\"0.5\"} NaN", [], ["nan"]),
+        ("m +Inf", [], ["inf"]),
+        ("# HELP http_requests_total The total.", [], ["comment"]),
+        ("# TYPE http_requests_total counter", [], ["comment"]),
+        # JSON objects
+        ('{"a": 1, "b": 2.5}', [("a", NOW, 1.0), ("b", NOW, 2.5)], []),
+        ('{"a": {"b": {"c": 3}}, "l": [4, {"m": 5}]}',
+         [("a.b.c", NOW, 3.0), ("l.0", NOW, 4.0), ("l.1.m", NOW, 5.0)], []),
+        ('{"ok": true, "name": "x", "n": null, "v": 1}', [("v", NOW, 1.0)],
+         ["not_numeric", "not_numeric", "missing"]),
+        ('{"v": NaN, "w": Infinity, "x": 1}', [("x", NOW, 1.0)], ["nan", "inf"]),
+        ('{"v": 1e400}', [], ["inf"]),
+        ('{"time": "2024-01-02T03:04:05Z", "v": 1}', [("v", T0, 1.0)], []),
+        ('{"timestamp": 1704164645, "v": 1}', [("v", T0, 1.0)], []),
+        ('{"ts": 1704164645000, "v": 1}', [("v", T0, 1.0)], []),
+        ('{"ts": "soon", "v": 1}', [("v", NOW, 1.0)], ["bad_timestamp"]),
+        ("[1, 2]", [("col0", NOW, 1.0), ("col1", NOW, 2.0)], []),
+        ("{}", [], ["no_value"]),
+        ('{"a": 1', [], ["bad_json"]),
+        ("{not json}", [], ["bad_json"]),
+        ("[" * 5000 + "]" * 5000, [], ["bad_json"]),
+        # leading timestamps
+        ("2024-01-02T03:04:05Z 3.5", [("value", T0, 3.5)], []),
+        ("2024-01-02T03:04:05+00:00,3.5", [("value", T0, 3.5)], []),
+        ("2024-01-02T05:04:05+02:00 3.5", [("value", T0, 3.5)], []),
+        ("2024-01-02 03:04:05 3.5", [("value", T0, 3.5)], []),
+        ("2024-01-02T03:04:05.250Z 1", [("value", T0 + 0.25, 1.0)], []),
+        ("2024-01-02T03:04:05 3.5", [("value", T0, 3.5)], []),  # naive = UTC
+        ("[2024-01-02 03:04:05] 4", [("value", T0, 4.0)], []),
+        ("2024-01-02 03:04:05,1,2", [("col0", T0, 1.0), ("col1", T0, 2.0)], []),
+        ("2024-01-02T03:04:05Z cpu=3", [("cpu", T0, 3.0)], []),
+        ('2024-01-02T03:04:05Z {"v": 2}', [("v", T0, 2.0)], []),
+        ("1704164645 3.5", [("value", T0, 3.5)], []),
+        ("1704164645.5,1,2", [("col0", T0 + 0.5, 1.0), ("col1", T0 + 0.5, 2.0)], []),
+        ("1704164645", [("value", NOW, 1704164645.0)], []),  # alone: a value, not a time
+        ("123 4", [("col0", NOW, 123.0), ("col1", NOW, 4.0)], []),  # implausible epoch
+        ("2024-01-02T03:04:05Z", [], ["no_value"]),
+        ("35457.16,2018-11-16", [("value", datetime(2018, 11, 16, tzinfo=UTC).timestamp(),
+                                  35457.16)], []),
+        # bad lines
+        ("", [], ["empty"]),
+        ("   \t ", [], ["empty"]),
+        ("nan", [], ["nan"]),
+        ("-inf", [], ["inf"]),
+        ("a,b\x00c,1", [("col2", NOW, 1.0)], ["not_numeric", "not_numeric"]),
+    ],
+)
+def test_formats(line: str, samples: list[tuple], skipped: list[str]) -> None:
+    got_samples, got_skipped = parse("1", line)[1]  # after a data line: no header detection
+    assert got_samples == samples
+    assert got_skipped == skipped
+
+
+@pytest.mark.parametrize(
+    ("line", "skipped"),
+    [
+        (b"\xff\xfe3", ["invalid_utf8"]),
+        (b"1,\xc3(", ["invalid_utf8"]),
+        ("1\ud800", ["invalid_utf8"]),  # a lone surrogate in a str
+        (b"1" * 65537, ["too_long"]),
+        ("1" * 65537, ["too_long"]),
+    ],
+)
+def test_undecodable_and_long(line: str | bytes, skipped: list[str]) -> None:
+    assert one(line) == ([], skipped)
+
+
+def test_line_of_exactly_max_bytes_is_kept() -> None:
+    line = b"1" + b" " * 65534 + b"2\n"  # 65536 bytes before the newline
+    assert one(line) == ([("col0", NOW, 1.0), ("col1", NOW, 2.0)], [])
+
+
+def test_every_reason_is_documented() -> None:
+    assert BENIGN_REASONS.issubset(REASONS)
+
+
+# -- headers ----------------------------------------------------------------------------
+def test_data_csv_header_and_quoted_rows() -> None:
+    path = SHARED_DATA / "seed-test-series" / "data.csv"
+    if not path.exists():
+        pytest.skip("shared data not present")
+    lines = path.read_bytes().splitlines()
+    parser = LineParser(InputConfig())
+    first = parser.parse_line(lines[0], NOW)
+    assert first.skipped == ["header"] and first.samples == []
+    assert parser.header == ["population", "location", "asciiname"]
+    rows = [parser.parse_line(line, NOW) for line in lines[1:]]
+    assert all(len(r.samples) == 1 and r.samples[0].stream == "population" for r in rows)
+    assert all(r.skipped == ["not_numeric", "not_numeric"] for r in rows)
+    assert rows[0].samples[0].value == 2600000.0
+
+
+def test_data_csv_row_from_the_brief() -> None:
+    got = parse("population,location,asciiname", '7502,"https://x/?q=51.1,-115.5",Banff')
+    assert got[1] == ([("population", NOW, 7502.0)], ["not_numeric", "not_numeric"])
+
+
+def test_header_names_columns_and_extra_columns_get_indices() -> None:
+    got = parse("cpu;mem", "1;2", "3;4;5", "6")
+    assert got[0] == ([], ["header"])
+    assert got[1][0] == [("cpu", NOW, 1.0), ("mem", NOW, 2.0)]
+    assert got[2][0] == [("cpu", NOW, 3.0), ("mem", NOW, 4.0), ("col2", NOW, 5.0)]
+    assert got[3][0] == [("cpu", NOW, 6.0)]
+
+
+def test_single_column_header_names_bare_numbers() -> None:
+    got = parse("temperature", "21.5", "22")
+    assert got[1][0] == [("temperature", NOW, 21.5)]
+    assert got[2][0] == [("temperature", NOW, 22.0)]
+
+
+def test_header_only_on_the_first_line() -> None:
+    got = parse("1,2", "a,b", "3,4")
+    assert got[1] == ([], ["not_numeric", "not_numeric"])
+    assert got[2][0] == [("col0", NOW, 3.0), ("col1", NOW, 4.0)]
+
+
+def test_header_after_blank_and_comment_lines() -> None:
+    got = parse("", "# exported by x", "a,b", "1,2")
+    assert got[2] == ([], ["header"])
+    assert got[3][0] == [("a", NOW, 1.0), ("b", NOW, 2.0)]
+
+
+def test_repeated_header_is_skipped_as_header() -> None:
+    got = parse("a,b", "1,2", "a,b", "3,4")  # cat a.csv b.csv
+    assert got[2] == ([], ["header"])
+    assert got[3][0] == [("a", NOW, 3.0), ("b", NOW, 4.0)]
+
+
+def test_header_no_treats_names_as_bad_fields() -> None:
+    got = parse("a,b", "1,2", header="no")
+    assert got[0] == ([], ["not_numeric", "not_numeric"])
+    assert got[1][0] == [("col0", NOW, 1.0), ("col1", NOW, 2.0)]
+
+
+def test_header_yes_takes_any_first_line() -> None:
+    got = parse("x,2024", "1,2", header="yes")
+    assert got[0] == ([], ["header"])
+    assert got[1][0] == [("x", NOW, 1.0), ("2024", NOW, 2.0)]
+
+
+def test_header_with_time_column_iso_and_epoch() -> None:
+    got = parse("time,value", "2024-01-02T03:04:05Z,3.5", "1704164645,4.5",
+                "1704164645000,5.5", "soon,6.5")
+    assert got[1][0] == [("value", T0, 3.5)]
+    assert got[2][0] == [("value", T0, 4.5)]
+    assert got[3][0] == [("value", T0, 5.5)]
+    assert got[4] == ([("value", NOW, 6.5)], ["bad_timestamp"])
+
+
+def test_trading_csv_date_column_is_the_time() -> None:
+    got = parse("Adj Close,Date", "35457.16016,2018-11-16", "null,2019-01-01")
+    assert got[0] == ([], ["header"])
+    day = datetime(2018, 11, 16, tzinfo=UTC).timestamp()
+    assert got[1] == ([("Adj Close", day, 35457.16016)], [])
+    assert got[2] == ([], ["missing"])
+
+
+def test_header_without_time_column_keeps_epoch_like_values() -> None:
+    got = parse("bytes,errors", "1704164645,3")
+    assert got[1][0] == [("bytes", NOW, 1704164645.0), ("errors", NOW, 3.0)]
+
+
+def test_header_with_leading_iso_timestamp_not_in_header() -> None:
+    got = parse("cpu mem", "2024-01-02 03:04:05 1 2")
+    assert got[1][0] == [("cpu", T0, 1.0), ("mem", T0, 2.0)]
+
+
+def test_header_delimiter_is_sticky() -> None:
+    got = parse("a;b", "1,5;2")
+    assert got[1][0] == [("a", NOW, 1.5), ("b", NOW, 2.0)]
+
+
+def test_reset_forgets_the_header() -> None:
+    parser = LineParser(InputConfig())
+    parser.parse_line("a,b", NOW)
+    parser.reset()
+    assert parser.header is None
+    assert parser.parse_line("c,d", NOW).skipped == ["header"]
+    assert parser.header == ["c", "d"]
+
+
+# -- fixed formats and options ------------------------------------------------------------
+def test_format_number_rejects_columns() -> None:
+    assert one("1,2", format="number") == ([], ["not_numeric"])
+    assert one("2.5", format="number", stream="load") == ([("load", NOW, 2.5)], [])
+
+
+def test_format_delimited_reads_pairs_as_bad_fields() -> None:
+    assert one("a=1,2", format="delimited") == ([("col1", NOW, 2.0)], ["not_numeric"])
+
+
+def test_format_prometheus() -> None:
+    assert one("x 1 5", format="prometheus") == ([("x", 0.005, 1.0)], [])
+    assert one("1,2", format="prometheus") == ([], ["bad_prometheus"])
+    assert one("# TYPE x gauge", format="prometheus") == ([], ["comment"])
+
+
+def test_format_pairs_and_json() -> None:
+    assert one("1 2", format="pairs") == ([], ["bad_pair", "bad_pair"])
+    assert one("3", format="json") == ([], ["bad_json"])
+
+
+def test_fixed_delimiter() -> None:
+    assert one("1,5 2", delimiter=" ") == ([("col1", NOW, 2.0)], ["not_numeric"])
+    assert one("1|2,5", delimiter="|") == ([("col0", NOW, 1.0)], ["not_numeric"])
+
+
+def test_timestamps_off() -> None:
+    got = one("2024-01-02T03:04:05Z 3.5", timestamp="none")
+    assert got == ([("col1", NOW, 3.5)], ["not_numeric"])
+    got = one('{"time": 1704164645, "v": 1}', timestamp="none")
+    assert got == ([("time", NOW, 1704164645.0), ("v", NOW, 1.0)], [])
+
+
+# -- helpers ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1", 1.0), ("-0", -0.0), ("1.", 1.0), ("1e5", 1e5), (" 2 ", 2.0), ("", "missing"),
+     ("N/A", "missing"), ("NaN", "nan"), ("-inf", "inf"), ("Infinity", "inf"),
+     ("1e309", "inf"), ("1_0", "not_numeric"), ("٣", "not_numeric"), ("e5", "not_numeric"),
+     ("0x1", "not_numeric"), ("true", "not_numeric")],
+)
+def test_parse_number(text: str, expected: float | str) -> None:
+    assert parse_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1704164645, T0), (1704164645000, T0), (1704164645000000, T0),
+     (1704164645000000000, T0), ("1704164645", T0), ("2024-01-02T03:04:05Z", T0),
+     (True, None), ("x", None), (None, None), (float("nan"), None), (10**400, None)],
+)
+def test_parse_time_value(value: object, expected: float | None) -> None:
+    got = parse_time_value(value)
+    assert got == pytest.approx(expected) if expected is not None else got is None
+
+
+def test_parse_iso_rejects_impossible_dates() -> None:
+    assert parse_iso("2024-13-02") is None
+    assert parse_iso("2024-01-02T25:00") is None
+    assert parse_iso("2024-01-02T03:04:05.123456789Z") == pytest.approx(T0 + 0.123456)
+
+
+# -- properties ---------------------------------------------------------------------------
+CONFIGS = [
+    InputConfig(),
+    InputConfig(header="yes"),
+    InputConfig(header="no", timestamp="none"),
+    InputConfig(format="delimited", delimiter=";"),
+    InputConfig(format="pairs"),
+    InputConfig(format="prometheus"),
+    InputConfig(format="json"),
+    InputConfig(format="number", max_line_bytes=64),
+]
+
+
+def _check(parser: LineParser, line: str | bytes) -> None:
+    got = parser.parse_line(line, NOW)
+    assert "internal_error" not in got.skipped
+    assert got.samples or got.skipped
+    for sample in got.samples:
+        assert isinstance(sample, Sample) and isinstance(sample.stream, str)
+        assert math.isfinite(sample.value) and math.isfinite(sample.time)
+    assert all(reason in REASONS for reason in got.skipped)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(CONFIGS), st.lists(st.binary(max_size=200), min_size=1, max_size=4))
+def test_arbitrary_bytes_never_raise(config: InputConfig, lines: list[bytes]) -> None:
+    parser = LineParser(config)
+    for line in lines:
+        _check(parser, line)
+
+
+_TOKENS = st.sampled_from(
+    ["1", "-2.5e3", "nan", "inf", "NaN", "null", "x", ",", ";", "\t", " ", "=", ":", "{", "}",
+     "[", "]", '"', "\\", "#", "2024-01-02T03:04:05Z", "1704164645", "a", "b.c", "{\"a\":",
+     "1e999", "\x00", "le=\"+Inf\"", "\ud800", "\u00e9", "\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(CONFIGS),
+       st.lists(st.one_of(st.text(max_size=60), st.lists(_TOKENS, max_size=12).map("".join)),
+                min_size=1, max_size=4))
+def test_arbitrary_text_never_raises(config: InputConfig, lines: list[str]) -> None:
+    parser = LineParser(config)
+    for line in lines:
+        _check(parser, line)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=6),
+       st.sampled_from([",", ";", "\t", " ", "|"]))
+def test_rows_of_floats_round_trip(values: list[float], delimiter: str) -> None:
+    row = delimiter.join(repr(v) for v in values)
+    names = [f"n{i}" for i in range(len(values))]
+    # With a header, every column is a value (a 10-digit first column is not a time).
+    got, skipped = parse(delimiter.join(names), row)[1]
+    assert skipped == []
+    assert got == [(n, NOW, v) for n, v in zip(names, values, strict=True)]
+    # Without one, only timestamps="none" promises that.
+    got, skipped = parse("0", row, timestamp="none")[1]
+    assert skipped == []
+    assert [v for _, _, v in got] == values
+
+
+def test_adversarial_long_lines_are_fast_enough_to_finish() -> None:
+    # Patterns that could make a backtracking regex explode; each must just finish.
+    parser = LineParser(InputConfig())
+    for line in ['m{a="' + "\\\\" * 30000, "m{" + 'a="b",' * 9000, "a=" * 30000,
+                 "1," * 30000, "2024-01-02" * 6000, " " * 60000 + "x", '"' * 65000]:
+        _check(parser, line)
+
+
+def test_config_replace_keeps_validation() -> None:
+    # The parser reads only InputConfig; make sure the fields it uses exist.
+    config = replace(InputConfig(), stream="s")
+    assert one("1", stream="s") == ([("s", NOW, 1.0)], [])
+    assert config.stream == "s"
+
+
+def test_shared_data_files_parse_without_internal_errors() -> None:
+    directory = SHARED_DATA / "seed-test-series"
+    if not directory.exists():
+        pytest.skip("shared data not present")
+    for path in sorted(Path(directory).glob("*.csv")):
+        parser = LineParser(InputConfig())
+        results = [parser.parse_line(line, NOW) for line in path.read_bytes().splitlines()]
+        assert sum(len(r.samples) for r in results) >= len(results) - 2, path.name
