@@ -1,0 +1,214 @@
+"""StdinSource on real OS pipes, regular files and a pseudo-terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import pty
+import sys
+import termios
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from streamsonic.config import Config, InputConfig
+from streamsonic.errors import SourceError
+from streamsonic.events import Sample, Source
+from streamsonic.sources import open_source
+from streamsonic.sources.stdin import QUEUE_LINES, StdinSource
+
+#: Guard against hangs only; nothing here asserts on speed.
+HANG = 20.0
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[BinaryIO, int]]:
+    """A real OS pipe: (read end as a binary stream, write fd)."""
+    read_fd, write_fd = os.pipe()
+    reader = os.fdopen(read_fd, "rb")
+    yield reader, write_fd
+    for close in (lambda: os.close(write_fd), reader.close):
+        with contextlib.suppress(OSError):
+            close()
+
+
+async def _next(it: AsyncIterator[Sample]) -> Sample:
+    return await asyncio.wait_for(anext(it), HANG)
+
+
+async def _all(source: StdinSource) -> list[Sample]:
+    async def collect() -> list[Sample]:
+        async with source:
+            return [s async for s in source]
+
+    return await asyncio.wait_for(collect(), HANG)
+
+
+async def test_pipe_yields_each_line_before_eof(pipe: tuple[BinaryIO, int]) -> None:
+    reader, write_fd = pipe
+    source = StdinSource(InputConfig(), stream=reader)
+    async with source:
+        it = aiter(source)
+        for i in range(5):
+            # The writer keeps the pipe open: a sample can only arrive if lines are
+            # delivered as they come, not at EOF.
+            os.write(write_fd, f"{i}.5\n".encode())
+            sample = await _next(it)
+            assert (sample.stream, sample.value) == ("value", i + 0.5)
+        os.write(write_fd, b"a=1 b=2\n")
+        assert [(s.stream, s.value) for s in (await _next(it), await _next(it))] == [
+            ("a", 1.0), ("b", 2.0)]
+        os.write(write_fd, b"7")  # a last line without a newline
+        os.close(write_fd)
+        assert (await _next(it)).value == 7.0
+        with pytest.raises(StopAsyncIteration):
+            await _next(it)
+    assert source.stats == {"lines": 7, "samples": 8}
+
+
+async def test_pipe_partial_line_waits_for_its_newline(pipe: tuple[BinaryIO, int]) -> None:
+    reader, write_fd = pipe
+    source = StdinSource(InputConfig(), stream=reader)
+    async with source:
+        it = aiter(source)
+        os.write(write_fd, b"12")
+        pending = asyncio.ensure_future(anext(it))
+        await asyncio.sleep(0.05)
+        assert not pending.done()  # "12" might still become "123"
+        os.write(write_fd, b"3\n")
+        assert (await asyncio.wait_for(pending, HANG)).value == 123.0
+        os.close(write_fd)
+
+
+async def test_regular_file(tmp_path: Path) -> None:
+    path = tmp_path / "series.csv"
+    path.write_text("time,temp,hum\n"
+                    "2024-01-02T03:04:05Z,21.5,40\n"
+                    "2024-01-02T03:04:06Z,22,41\n")
+    with path.open("rb") as stream:
+        samples = await _all(source := StdinSource(InputConfig(), stream=stream))
+    assert [(s.stream, s.value) for s in samples] == [
+        ("temp", 21.5), ("hum", 40.0), ("temp", 22.0), ("hum", 41.0)]
+    assert samples[2].time - samples[0].time == 1.0
+    assert source.stats == {"lines": 3, "samples": 4, "skipped.header": 1}
+
+
+async def test_file_with_bad_lines_counts_reasons_and_warns_once_per_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "bad.txt"
+    long_line = b"9" * 200_000  # over 64 KiB: dropped without holding it whole
+    path.write_bytes(b"1\n\nnan\nNaN\ninf\n\xff\xfe\n" + long_line + b"\n2,x,3\n"
+                     b'{"a": 4, "b": "x"}\n{broken\n# comment\n5\n' + long_line)
+    caplog.set_level(logging.INFO, logger="streamsonic.sources.stdin")
+    with path.open("rb") as stream:
+        source = StdinSource(InputConfig(), stream=stream, warn_interval=3600)
+        samples = await _all(source)
+    assert [s.value for s in samples] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert source.stats == {
+        "lines": 13, "samples": 5,
+        "skipped.empty": 1, "skipped.nan": 2, "skipped.inf": 1, "skipped.invalid_utf8": 1,
+        "skipped.too_long": 2, "skipped.not_numeric": 2, "skipped.bad_json": 1,
+        "skipped.comment": 1,
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 7  # one per bad reason (rate-limited), none for the comment
+    assert any("line 3: skipped nan" in w for w in warnings)
+    assert not any("line 4" in w for w in warnings)  # the second NaN was suppressed
+    summary = [r.getMessage() for r in caplog.records if "skipped bad_json=1" in r.getMessage()]
+    assert summary  # the closing summary names every reason
+
+
+async def test_line_of_exactly_max_bytes_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "edge.txt"
+    path.write_bytes(b"1" + b" " * 14 + b"2\n" + b"3" + b" " * 15 + b"4\n5\n")
+    with path.open("rb") as stream:
+        source = StdinSource(InputConfig(max_line_bytes=16), stream=stream)
+        samples = await _all(source)
+    assert [s.value for s in samples] == [1.0, 2.0, 5.0]
+    assert source.stats["skipped.too_long"] == 1
+
+
+async def test_more_lines_than_the_queue_holds_arrive_in_order(tmp_path: Path) -> None:
+    n = QUEUE_LINES * 3
+    path = tmp_path / "many.txt"
+    path.write_text("".join(f"{i}\n" for i in range(n)))
+    with path.open("rb") as stream:
+        source = StdinSource(InputConfig(), stream=stream)
+        async with source:
+            values = []
+            async for sample in source:
+                values.append(sample.value)
+                if len(values) % 500 == 0:
+                    await asyncio.sleep(0.01)  # a slow consumer: the reader must wait
+    assert values == [float(i) for i in range(n)]
+
+
+async def test_pseudo_terminal(tmp_path: Path) -> None:
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    tty = os.fdopen(slave, "rb", buffering=0)
+    try:
+        source = StdinSource(InputConfig(), stream=tty)  # type: ignore[arg-type]
+        async with source:
+            it = aiter(source)
+            os.write(master, b"3\n")
+            assert (await _next(it)).value == 3.0
+            os.write(master, b"x=4\n")
+            assert (await _next(it)).stream == "x"
+            os.write(master, b"\x04")  # Ctrl-D at the start of a line: EOF
+            with pytest.raises(StopAsyncIteration):
+                await _next(it)
+    finally:
+        tty.close()
+        os.close(master)
+
+
+async def test_closing_early_does_not_wait_for_eof(pipe: tuple[BinaryIO, int]) -> None:
+    reader, write_fd = pipe
+    source = StdinSource(InputConfig(), stream=reader)
+    async with source:
+        os.write(write_fd, b"1\n")
+        assert (await _next(aiter(source))).value == 1.0
+    # Left the context with the writer still open; the reader thread is a daemon.
+    os.close(write_fd)
+
+
+async def test_read_error_is_a_source_error() -> None:
+    class Broken(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: object) -> int:
+            raise OSError(5, "Input/output error")
+
+    stream = io.BufferedReader(Broken())
+    with pytest.raises(SourceError, match="reading stdin failed"):
+        await _all(StdinSource(InputConfig(), stream=stream))  # type: ignore[arg-type]
+
+
+async def test_from_config_reads_sys_stdin(monkeypatch: pytest.MonkeyPatch,
+                                           pipe: tuple[BinaryIO, int]) -> None:
+    reader, write_fd = pipe
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(reader))
+    config = Config()
+    source = open_source(config)
+    assert isinstance(source, StdinSource) and isinstance(source, Source)
+    os.write(write_fd, b"ts=1704164645 v=2\n")
+    os.close(write_fd)
+    samples = await _all(source)
+    assert [(s.stream, s.time, s.value) for s in samples] == [("v", 1704164645.0, 2.0)]
+
+
+async def test_closed_stdin_is_a_source_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", None)
+    with pytest.raises(SourceError, match="stdin is closed"):
+        async with StdinSource(InputConfig()):
+            pass
