@@ -1,0 +1,199 @@
+"""`streamsonic demo`: the embedded demo series, played live or rendered to files.
+
+The demo first renders the series to the output directory (MIDI, WAV, a plot and the
+event log, through ``render_file``), then, when an audio device opens, plays the logged
+notes live through FluidSynth on a real-time clock. Without one (a server, CI, a
+container) it says why and prints how to play the files. Rendering happens before the
+audio stream opens, so the heavy work (torch, matplotlib) never starves the callback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from streamsonic.commands.common import (
+    MUSIC_OPTIONS,
+    add_config_options,
+    add_options,
+    config_from,
+    setup_logging,
+)
+from streamsonic.config import Config
+from streamsonic.errors import OutputError, SoundFontError
+from streamsonic.events import NoteEvent
+from streamsonic.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+#: Debian's timgm6mb-soundfont, named in the hint we print when no SoundFont is found.
+DEBIAN_SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
+#: Seconds of silence before the first live note (the audio stream settles).
+LEAD_IN = 0.3
+#: Seconds the last live note is given to ring out before the audio stream closes.
+RING_OUT = 1.5
+
+DESCRIPTION = """\
+Play the embedded demo series: one made-up day of a web server's load, a row every
+5 minutes, with a daily rhythm, a runaway process pinning the CPU from 14:30 to 15:10 and
+a crash at 20:00. Listen for the high, loud run and the sudden drop.
+
+It renders MIDI, WAV, a plot and the event log into the output directory, then plays
+the notes live through FluidSynth when there is an audio device; without one it prints
+how to play the files. The music and model options are those of
+'streamsonic render'.
+
+examples:
+  streamsonic demo
+  streamsonic demo --column requests --scale minor-pentatonic --influence 0.5
+  streamsonic demo --files --output-dir /tmp/demo"""
+
+COLUMNS = ("cpu", "requests")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the demo options."""
+    parser.add_argument("--column", choices=COLUMNS, default="cpu",
+                        help="which series to play (default cpu)")
+    parser.add_argument("--output-dir", metavar="DIR", default="demo-output",
+                        help="where the files go (default ./demo-output)")
+    parser.add_argument("--files", action="store_true",
+                        help="render to files even when an audio device exists; play nothing")
+    add_options(parser, MUSIC_OPTIONS, "music and model")
+    add_config_options(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Play the demo, or render it to files when there is no audio device."""
+    config = config_from(args, MUSIC_OPTIONS)
+    setup_logging(config.daemon.log_level)
+    out_dir = Path(args.output_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the demo's output directory {out_dir}: "
+                          f"{err.strerror}; pass another one with --output-dir") from None
+    files = _render(config, args.column, out_dir)
+    audio = None if args.files else _open_audio(config)
+    if audio is None:
+        _print_files(files, config, "The demo was rendered to files" if args.files else
+                     "No audio device here, so the demo was rendered to files")
+        if not args.files:
+            print("On a machine with speakers, 'streamsonic demo' plays it live.")
+        return 0
+    with audio:
+        notes = _read_events(files["events"])
+        end = max(n.start + n.duration for n in notes)
+        print(f"streamsonic demo: playing {len(notes)} notes of the {args.column!r} series "
+              f"live ({end:.0f} s); Ctrl-C stops.", flush=True)
+        asyncio.run(_play(notes, audio))
+    _print_files(files, config, "The demo's files")
+    return 0
+
+
+@contextlib.contextmanager
+def demo_series() -> Iterator[Path]:
+    """The embedded CSV as a file path (package data: ``streamsonic/data/demo.csv``)."""
+    with resources.as_file(resources.files("streamsonic") / "data" / "demo.csv") as path:
+        yield path
+
+
+def _open_audio(config: Config) -> Sink | None:
+    """The live audio output, or None (with the reason logged) when there is none."""
+    from streamsonic.outputs import open_output, parse_output  # noqa: PLC0415 - lazy backend
+
+    try:
+        return open_output(parse_output("audio"), config)
+    except OutputError as err:
+        log.warning("no live audio: %s", err)
+        return None
+
+
+def _render(config: Config, column: str, out_dir: Path) -> dict[str, Path]:
+    """Render the demo series into ``out_dir``; return the files by kind.
+
+    Without a SoundFont the WAV file is left out (with a warning) and the rest is rendered.
+    """
+    files = {"wav": out_dir / "demo.wav", "mid": out_dir / "demo.mid",
+             "events": out_dir / "demo.jsonl", "png": out_dir / "demo.png"}
+    try:
+        _render_files(config, column, files)
+    except SoundFontError as err:
+        log.warning("no WAV file (%s); rendering MIDI, plot and events only", err)
+        del files["wav"]
+        _render_files(config, column, files)
+    return files
+
+
+def _render_files(config: Config, column: str, files: dict[str, Path]) -> None:
+    """``render_file`` on the embedded series; the events log goes to ``files["events"]``."""
+    from streamsonic.render import render_file  # noqa: PLC0415 - torch import
+
+    outputs = [f"file:{files['mid']}", "events"]
+    if "wav" in files:
+        outputs.append(f"wav:{files['wav']}")
+    with demo_series() as series, files["events"].open("w", encoding="utf-8") as events, \
+            contextlib.redirect_stdout(events):
+        render_file(config, str(series), column=column, outputs=outputs, plot=str(files["png"]))
+
+
+def _read_events(path: Path) -> list[NoteEvent]:
+    """The notes of an ``events`` log, in order."""
+    with path.open(encoding="utf-8") as fh:
+        return [NoteEvent(**json.loads(line)) for line in fh if line.strip()]
+
+
+async def _play(notes: list[NoteEvent], sink: Sink) -> None:
+    """Play rendered notes (start times from 0) on the real-time clock into ``sink``."""
+    from streamsonic.scheduler import Scheduler  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    scheduler = Scheduler(loop, [sink])
+    t0 = loop.time() + scheduler.latency + LEAD_IN
+    try:
+        for note in notes:
+            scheduler.play(dataclasses.replace(note, start=t0 + note.start))
+        await asyncio.sleep(max(0.0, scheduler.end_time - loop.time()) + RING_OUT)
+    finally:
+        scheduler.close()
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _soundfont_hint(config: Config) -> str:
+    """The SoundFont to name in the fluidsynth command we suggest."""
+    from streamsonic.soundfont import find_soundfont  # noqa: PLC0415
+
+    try:
+        return str(find_soundfont(config.audio.soundfont))
+    except SoundFontError:
+        return DEBIAN_SOUNDFONT
+
+
+def _print_files(files: dict[str, Path], config: Config, head: str) -> None:
+    """Say where the files are and how to play them."""
+    soundfont = _soundfont_hint(config)
+    what = {
+        "wav": ("audio", f"play it: aplay {_shown(files.get('wav', Path()))}"),
+        "mid": ("MIDI", f"play it: fluidsynth -a alsa {soundfont} {_shown(files['mid'])}"),
+        "png": ("the data and the notes on one plot", ""),
+        "events": ("one JSON line per note", ""),
+    }
+    print(f"{head} (in {_shown(files['mid'].parent)}/):")
+    width = max(len(_shown(p)) for p in files.values())
+    for kind, path in files.items():
+        label, hint = what[kind]
+        print(f"  {_shown(path):<{width}}  {label}" + (f"; {hint}" if hint else ""))
