@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import random
 from collections.abc import Callable
 
 import pytest
@@ -13,9 +14,10 @@ import pytest
 from streamsonic.config import load_config
 from streamsonic.errors import MqttError
 from streamsonic.events import NoteEvent, Sample
+from streamsonic.sinks.mqtt import open_sink
 from streamsonic.sources import open_source
 from streamsonic.sources.mqtt import MqttSource
-from tests.fixtures_mqtt import Broker, mosquitto_pub, publish
+from tests.fixtures_mqtt import Broker, free_port, mosquitto_pub, publish
 
 pytestmark = pytest.mark.mqtt
 
@@ -133,7 +135,7 @@ async def test_json_field_path(mqtt_broker: Broker) -> None:
 
 
 async def test_garbage_is_counted_and_never_fatal(mqtt_broker: Broker) -> None:
-    rng = __import__("random").Random(5)
+    rng = random.Random(5)
     junk = [bytes(rng.randrange(256) for _ in range(200)) for _ in range(20)]
     async with make_source(mqtt_broker, ["junk/#"]) as source:
         await subscribed(source)
@@ -184,8 +186,6 @@ async def test_full_queue_drops_oldest_and_counts(mqtt_broker: Broker) -> None:
 
 
 async def test_play_notes_roundtrip_through_mqtt_output(mqtt_broker: Broker) -> None:
-    from streamsonic.sinks.mqtt import open_sink
-
     config = load_config(None, {"mqtt.url": mqtt_broker.url})
     notes = [NoteEvent(stream="plant/1/t", time=1.5 + i, value=i, normalized=0.5, pitch=60 + i,
                        velocity=90, duration=0.25, channel=1, program=5, start=2.0)
@@ -212,8 +212,6 @@ async def test_mqtt_311_protocol(mqtt_broker: Broker) -> None:
 
 
 async def test_unreachable_broker_is_a_clear_error() -> None:
-    from tests.fixtures_mqtt import free_port
-
     config = load_config(None, {"mqtt.url": f"mqtt://127.0.0.1:{free_port()}",
                                 "mqtt.topics": ["a"]})
     with pytest.raises(MqttError, match=r"refused the connection.*broker is running") as err:
@@ -222,7 +220,6 @@ async def test_unreachable_broker_is_a_clear_error() -> None:
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.slow
 async def test_broker_restart_reconnects_and_resubscribes(mqtt_broker_factory) -> None:
     broker = mqtt_broker_factory()
     async with make_source(broker, ["rs/#"]) as source:
@@ -240,7 +237,6 @@ async def test_broker_restart_reconnects_and_resubscribes(mqtt_broker_factory) -
     assert source.stats["connects"] == 2
 
 
-@pytest.mark.slow
 async def test_persistent_session_delivers_what_was_published_while_away(
         mqtt_broker: Broker) -> None:
     opts = {"client_id": f"persist-{os.getpid()}", "clean_start": False, "session_expiry": 300,
@@ -278,11 +274,9 @@ async def test_shared_subscription_splits_the_stream(mqtt_broker: Broker) -> Non
 class TestTls:
     """mosquitto with TLS and a password file."""
 
-    USERS = {"alice": "s3cret"}
-
     @pytest.fixture
     def broker(self, mqtt_broker_factory, mqtt_certs) -> Broker:
-        return mqtt_broker_factory(certs=mqtt_certs, users=self.USERS)
+        return mqtt_broker_factory(certs=mqtt_certs, users={"alice": "s3cret"})
 
     async def test_good_ca_and_password_connect(self, broker: Broker, tmp_path,
                                                 monkeypatch) -> None:

@@ -261,7 +261,7 @@ class MqttSource:
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any,
                        reason: Any, _props: Any) -> None:
         self._counters.add("disconnects")
-        if self._stop.is_set():
+        if self._stop.is_set() or self._thread is None:  # stopping, or startup (it raises)
             return
         log.warning("MQTT broker %s: disconnected (%s); will reconnect", self.url, reason)
 
