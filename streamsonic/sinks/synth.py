@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 DRUM_CHANNEL = 9
 MIDI_CHANNELS = 16
+#: FluidSynth renders in blocks of 64 frames (FLUID_BUFSIZE): a message takes effect at the
+#: next 64-frame boundary of the synth's output, so placing it there is as exact as it gets.
+GRAIN = 64
 
 
 def _import_fluidsynth() -> ModuleType:
@@ -53,13 +56,16 @@ class FluidSynth:
     """One FluidSynth instance with a General MIDI SoundFont loaded.
 
     ``apply(msg)`` plays one mido channel message now; ``render(out)`` writes
-    ``len(out)`` stereo float32 frames into a C-contiguous ``(n, 2)`` array slice.
+    ``len(out)`` stereo float32 frames into a C-contiguous ``(n, 2)`` array slice. A message
+    applied when ``frames`` (the output position) is a multiple of ``GRAIN`` starts exactly
+    there; otherwise at the next multiple.
     Not thread-safe: one thread (the audio callback or the WAV writer) drives it.
     """
 
     def __init__(self, soundfont: Path, sample_rate: int, gain: float, program: int = 0) -> None:
         module = _import_fluidsynth()
         self.sample_rate = sample_rate
+        self.frames = 0  # frames rendered so far
         self._synth = module.Synth(gain=float(gain), samplerate=float(sample_rate),
                                    channels=MIDI_CHANNELS)
         self._write = _write_float(module)
@@ -103,6 +109,7 @@ class FluidSynth:
             return
         ptr = out.ctypes.data
         self._write(self._handle, frames, ptr, 0, 2, ptr, 1, 2)
+        self.frames += frames
 
     def active_voices(self) -> int:
         """Voices sounding now (0 once every note has fully released)."""

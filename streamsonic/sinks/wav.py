@@ -18,7 +18,7 @@ import numpy as np
 from streamsonic.config import Config
 from streamsonic.errors import OutputError
 from streamsonic.sinks.base import CC_ALL_SOUND_OFF, Sink
-from streamsonic.sinks.synth import FluidSynth
+from streamsonic.sinks.synth import GRAIN, FluidSynth
 from streamsonic.soundfont import find_soundfont
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class WavSink(Sink):
             frames -= n
 
     def _send(self, msg: mido.Message, time: float) -> None:
-        target = round(max(time, 0.0) * self.sample_rate)
+        # FluidSynth starts notes on its 64-frame grid: apply at the nearest grid point
+        target = round(max(time, 0.0) * self.sample_rate / GRAIN) * GRAIN
         if target > self.frames:
             self._render(target - self.frames)
         if msg.type == "control_change" and msg.control == CC_ALL_SOUND_OFF:
