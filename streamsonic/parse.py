@@ -259,6 +259,15 @@ class LineParser:
         if text.startswith("#"):
             return ParsedLine(skipped=["comment"])
         fmt = self.config.format
+        if fmt in ("auto", "number") and _NUMBER.fullmatch(text) and not (
+            self._header_pending and self.config.header == "yes"
+        ):  # fast path for the commonest line: one bare number
+            value = float(text)
+            if not math.isfinite(value):
+                return ParsedLine(skipped=["inf"])
+            self._header_pending = False
+            name = self.config.stream if fmt == "number" else self._column_name(self.header, 0, 1)
+            return ParsedLine(samples=[Sample(name, now, value)])
         if fmt == "json" or (fmt == "auto" and text.startswith("{")):
             return self._done(self._json(text, None, now))
         if self._header_pending and self.config.header == "yes":

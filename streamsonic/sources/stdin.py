@@ -3,17 +3,18 @@
 A daemon reader thread reads stdin (pipe, regular file or terminal alike: asyncio's
 ``connect_read_pipe`` cannot read regular files) line by line with a bounded
 ``readline``, parses each line with ``streamsonic.parse.LineParser`` and hands the samples
-to the event loop through a bounded queue. A full queue makes the thread wait (stdin is
-never dropped: ``< big.csv`` plays every row); the event loop is woken only when it is
-waiting. Lines over ``input.max_line_bytes`` are discarded in chunks, never held whole.
-Iteration ends at EOF.
+to the event loop through a bounded buffer. The consumer takes everything buffered at
+once, so a fast reader hands over big batches (few thread switches) while a line that
+arrives alone (``tail -f``) is handed over alone, at once. A full buffer makes the thread
+wait (stdin is never dropped: ``< big.csv`` plays every row); the event loop is woken only
+when it is waiting. Lines over ``input.max_line_bytes`` are discarded in chunks, never
+held whole. Iteration ends at EOF.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from streamsonic.stats import Counters, RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-#: Lines' worth of samples the reader may run ahead of the consumer.
+#: Lines the reader may run ahead of the consumer.
 QUEUE_LINES = 1024
 
 #: Chunk size for discarding the rest of an over-long line.
@@ -56,12 +57,17 @@ class StdinSource:
         self._parser = LineParser(config)
         self._counters = Counters()
         self._warn = RateLimitedLog(log, warn_interval)
-        self._queue: queue.Queue[list[Sample] | _End | OSError] = queue.Queue(QUEUE_LINES)
+        # Guarded by _cond: samples read but not yet taken, how many lines they came
+        # from, how reading ended (None: not yet), and whether the consumer sleeps.
+        self._cond = threading.Condition()
+        self._pending: list[Sample] = []
+        self._pending_lines = 0
+        self._end: _End | OSError | None = None
+        self._waiting = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
-        self._waiting = False
         self._header_logged = False
 
     @classmethod
@@ -98,26 +104,27 @@ class StdinSource:
 
     async def _samples(self) -> AsyncIterator[Sample]:
         self._start()
-        assert self._wakeup is not None
+        wakeup = self._wakeup
+        assert wakeup is not None
         while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                self._wakeup.clear()
-                self._waiting = True  # publish before re-checking: the reader tests it after put
-                try:
-                    if self._queue.empty():
-                        await self._wakeup.wait()
-                finally:
-                    self._waiting = False
-                continue
-            if isinstance(item, _End):
+            with self._cond:
+                batch, self._pending, self._pending_lines = self._pending, [], 0
+                end = self._end
+                if batch:
+                    self._cond.notify()
+                elif end is None:
+                    wakeup.clear()
+                    self._waiting = True
+            if batch:
+                for sample in batch:
+                    yield sample
+            elif isinstance(end, OSError):
+                raise SourceError(f"reading stdin failed: {end}; check what feeds stdin") \
+                    from end
+            elif end is not None:
                 return
-            if isinstance(item, OSError):
-                raise SourceError(f"reading stdin failed: {item}; check what feeds stdin") \
-                    from item
-            for sample in item:
-                yield sample
+            else:
+                await wakeup.wait()
 
     def _start(self) -> None:
         if self._thread is not None:
@@ -158,9 +165,9 @@ class StdinSource:
                 if parsed.samples and not self._put(parsed.samples):
                     return
         except (OSError, ValueError) as err:  # ValueError: the stream was closed under us
-            self._put(err if isinstance(err, OSError) else OSError(str(err)))
+            self._finish(err if isinstance(err, OSError) else OSError(str(err)))
             return
-        self._put(_END)
+        self._finish(_END)
 
     @staticmethod
     def _discard_rest(stream: BinaryIO) -> None:
@@ -185,18 +192,34 @@ class StdinSource:
                 log.info("stdin: header line names the columns: %s",
                          ", ".join(self._parser.header))
 
-    def _put(self, item: list[Sample] | _End | OSError) -> bool:
-        """Queue ``item``, waiting while the queue is full; False if stopped meanwhile."""
-        while True:
-            try:
-                self._queue.put(item, timeout=0.1)
-                break
-            except queue.Full:
+    def _put(self, samples: list[Sample]) -> bool:
+        """Hand one line's samples over, waiting while the buffer is full.
+
+        Returns False when the source was closed meanwhile.
+        """
+        with self._cond:
+            while self._pending_lines >= QUEUE_LINES:
                 if self._stop.is_set():
                     return False
-        if self._waiting and self._loop is not None and self._wakeup is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._wakeup.set)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                return False
+                self._cond.wait(0.1)
+            self._pending.extend(samples)
+            self._pending_lines += 1
+            wake, self._waiting = self._waiting, False
+        return not wake or self._wake()
+
+    def _finish(self, end: _End | OSError) -> None:
+        """Record how reading ended and wake the consumer."""
+        with self._cond:
+            self._end = end
+            self._waiting = False
+        self._wake()
+
+    def _wake(self) -> bool:
+        """Wake the consumer; False when its event loop is gone."""
+        if self._loop is None or self._wakeup is None:
+            return False
+        try:
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return False
         return True
