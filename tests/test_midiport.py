@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -148,3 +151,29 @@ def test_auto_falls_back_to_jack(jack_server) -> None:
     finally:
         sink.close()
     assert os.environ["JACK_DEFAULT_SERVER"] == jack_server.name
+
+
+@pytest.mark.jack
+def test_devices_command_lists_audio_and_midi(jack_server) -> None:
+
+    rx = Receiver("listed-by-devices")
+    try:
+        out = subprocess.run([sys.executable, "-m", "streamsonic", "devices", "--json"],
+                             env=jack_server.env(), capture_output=True, text=True, timeout=60,
+                             check=True)
+    finally:
+        rx.close()
+    listing = json.loads(out.stdout)
+    assert any(d["name"] == "system" for d in listing["audio"]["devices"])
+    assert "listed-by-devices:in" in listing["midi"]["jack"]["ports"]
+
+
+def test_devices_command_works_with_nothing(tmp_path) -> None:
+
+    env = {"JACK_DEFAULT_SERVER": "absent-server", "JACK_NO_START_SERVER": "1",
+           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "streamsonic", "devices"], env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0
+    assert "audio output devices" in out.stdout
+    assert "MIDI output ports" in out.stdout
