@@ -6,8 +6,9 @@
 # A second run is fast: apt is skipped when every package is installed, pip when the stamp
 # in .venv matches pyproject.toml (and this script's pins and the checkout's path).
 #
-# Environment: PYTHON (default python3, must be >= 3.11), STREAMSONIC_FORCE_SETUP=1 to
-# reinstall the Python packages even when the stamp matches.
+# Environment: PYTHON (default python3, must be >= 3.11); STREAMSONIC_FORCE_SETUP=1
+# reinstalls the Python packages even when the stamp matches; STREAMSONIC_SETUP_CHECK_ONLY=1
+# installs nothing and exits 3 if anything would be installed (0 if all is current).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,7 +20,12 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.streamsonic-setup
 
+CHECK_ONLY=${STREAMSONIC_SETUP_CHECK_ONLY:-0}
+
 say() { printf 'setup: %s\n' "$*"; }
+would() {  # would WHAT: in check-only mode, say what would be done and stop
+    if [ "$CHECK_ONLY" = 1 ]; then say "would $*"; exit 3; fi
+}
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 installed() {  # installed PACKAGE: true when dpkg has it fully installed
@@ -54,6 +60,7 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
     say "system packages already installed"
 else
+    would "install system packages: ${missing[*]}"
     say "installing system packages: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
@@ -65,6 +72,7 @@ fi
 
 # -- 2. virtual environment -----------------------------------------------------------------
 if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    would "create $VENV"
     say "creating $VENV"
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
@@ -84,6 +92,7 @@ if [ "${STREAMSONIC_FORCE_SETUP:-0}" != 1 ] && [ -x "$VENV/bin/streamsonic" ] \
         && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
     say "Python packages up to date ($VENV)"
 else
+    would "install the Python packages into $VENV"
     rm -f "$STAMP"
     pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
     say "installing torch==$TORCH_VERSION"

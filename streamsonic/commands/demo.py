@@ -84,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     audio = None if args.files else _open_audio(config)
     if audio is None:
         _print_files(files, config, "The demo was rendered to files" if args.files else
-                     "No audio device here, so the demo was rendered to files")
+                     "No usable audio device, so the demo was rendered to files")
         if not args.files:
             print("On a machine with speakers, 'streamsonic demo' plays it live.")
         return 0

@@ -1,0 +1,181 @@
+"""The README's two commands: scripts/setup.sh + test.sh, and `streamsonic demo`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import tomllib
+import wave
+from importlib import resources
+from pathlib import Path
+
+import mido
+import pytest
+
+from tests.fixtures_jack import JackServer
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+NOTE_KEYS = {"stream", "time", "value", "normalized", "pitch", "velocity", "duration",
+             "channel"}
+
+
+# -- the embedded series ----------------------------------------------------------------
+
+def demo_rows() -> list[dict[str, str]]:
+    text = (resources.files("streamsonic") / "data" / "demo.csv").read_text(encoding="utf-8")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_demo_series_is_package_data_with_two_anomalies() -> None:
+    rows = demo_rows()
+    assert len(rows) == 288  # a day, every 5 minutes
+    assert list(rows[0]) == ["time", "cpu", "requests"]
+    cpu = [float(r["cpu"]) for r in rows]
+    by_time = {r["time"][11:16]: float(r["cpu"]) for r in rows}
+    assert by_time["14:45"] > 90 > max(cpu[:150])  # the runaway process
+    assert by_time["20:10"] < 5 < min(cpu[:200])  # the crash
+    with (REPO / "pyproject.toml").open("rb") as fh:
+        package_data = tomllib.load(fh)["tool"]["setuptools"]["package-data"]["streamsonic"]
+    assert "data/*" in package_data
+
+
+def test_demo_series_regenerates_identically() -> None:
+    made = subprocess.run([sys.executable, str(SCRIPTS / "make-demo-data.py")],
+                          capture_output=True, text=True, check=True, timeout=60)
+    shipped = (resources.files("streamsonic") / "data" / "demo.csv").read_text(encoding="utf-8")
+    assert made.stdout == shipped
+
+
+# -- streamsonic demo -------------------------------------------------------------------
+
+def run_demo(out_dir: Path, weights: Path, *args: str,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamsonic", "demo", "--output-dir", str(out_dir),
+         "--weights", str(weights), "--tempo", "1000", *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        env=env if env is not None else dict(os.environ), cwd=out_dir.parent, check=False,
+    )
+
+
+def check_demo_files(out_dir: Path, wav: bool = True) -> None:
+    notes = [json.loads(line) for line in (out_dir / "demo.jsonl").read_text().splitlines()]
+    assert len(notes) == 288
+    assert set(notes[0]) >= NOTE_KEYS
+    assert {n["stream"] for n in notes} == {"cpu"}
+    midi = mido.MidiFile(out_dir / "demo.mid")
+    note_ons = [m for m in midi if m.type == "note_on" and m.velocity > 0]
+    assert [m.note for m in note_ons] == [n["pitch"] for n in notes]
+    assert (out_dir / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if wav:
+        with wave.open(str(out_dir / "demo.wav")) as fh:
+            seconds = fh.getnframes() / fh.getframerate()
+        last = notes[-1]
+        assert seconds >= last["start"] + last["duration"]
+
+
+@pytest.mark.slow
+def test_demo_without_audio_device_renders_files(tmp_path: Path,
+                                                 random_pitch_checkpoint: Path) -> None:
+    """No usable audio device: the files are rendered and the output says how to play them."""
+    out_dir = tmp_path / "demo-output"
+    result = run_demo(out_dir, random_pitch_checkpoint, "--set", "audio.device=no-such-device")
+    assert result.returncode == 0, result.stderr
+    assert "no live audio" in result.stderr
+    assert "no-such-device" in result.stderr
+    assert "No usable audio device" in result.stdout
+    assert "aplay demo-output/demo.wav" in result.stdout
+    assert "fluidsynth -a alsa" in result.stdout
+    assert "demo-output/demo.mid" in result.stdout
+    assert "playing" not in result.stdout
+    check_demo_files(out_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.jack
+def test_demo_plays_live_on_jack(tmp_path: Path, random_pitch_checkpoint: Path,
+                                 jack_server: JackServer) -> None:
+    """With an audio device (JACK's dummy server) the demo plays the notes live."""
+    out_dir = tmp_path / "demo-output"
+    result = run_demo(out_dir, random_pitch_checkpoint, env=jack_server.env())
+    assert result.returncode == 0, result.stderr
+    assert "playing 288 notes of the 'cpu' series live" in result.stdout
+    assert "The demo's files" in result.stdout
+    assert "no live audio" not in result.stderr
+    check_demo_files(out_dir)
+
+
+def test_demo_rejects_unknown_column(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
+    result = run_demo(tmp_path / "out", random_pitch_checkpoint, "--column", "memory")
+    assert result.returncode == 2
+    assert "memory" in result.stderr
+
+
+# -- the scripts ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script", ["setup.sh", "test.sh", "demo.sh"])
+def test_script_syntax(script: str) -> None:
+    path = SCRIPTS / script
+    assert os.access(path, os.X_OK), f"{path} is not executable"
+    subprocess.run(["bash", "-n", str(path)], check=True, timeout=30)
+
+
+def test_ci_runs_the_test_script() -> None:
+    ci = REPO / ".ci" / "run"
+    assert os.access(ci, os.X_OK)
+    assert "exec ./scripts/test.sh" in ci.read_text()
+
+
+def test_setup_second_run_skips_apt_and_pip() -> None:
+    """Right after a setup (test.sh runs one first) both slow steps are skipped."""
+    result = subprocess.run([str(SCRIPTS / "setup.sh")], capture_output=True, text=True,
+                            timeout=120, check=False, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "STREAMSONIC_SETUP_CHECK_ONLY": "1"})
+    if result.returncode == 3:
+        pytest.skip(f"setup is not current here ({result.stdout.strip()}); run scripts/setup.sh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "system packages already installed" in result.stdout
+    assert "Python packages up to date" in result.stdout
+
+
+def fake_checkout(tmp_path: Path, ruff_status: int, pytest_status: int) -> Path:
+    """test.sh beside stand-ins for setup.sh, ruff and python (exit statuses chosen)."""
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    (root / ".venv" / "bin").mkdir(parents=True)
+    (root / "scripts" / "test.sh").write_text((SCRIPTS / "test.sh").read_text())
+    stubs = {
+        root / "scripts" / "setup.sh": "echo setup: ok\n",
+        root / ".venv" / "bin" / "ruff": f"echo ruff: ran\nexit {ruff_status}\n",
+        root / ".venv" / "bin" / "python": f"echo '== 3 passed in 0.1s =='\nexit {pytest_status}\n",
+    }
+    for path, body in {**stubs, root / "scripts" / "test.sh": None}.items():
+        if body is not None:
+            path.write_text("#!/usr/bin/env bash\n" + body)
+        path.chmod(0o755)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("ruff_status", "pytest_status", "expected"),
+    [(0, 0, 0), (0, 1, 1), (0, 5, 1), (1, 0, 1)],
+    ids=["pass", "tests-fail", "no-tests-is-failure", "ruff-fails"],
+)
+def test_test_script_exit_status(tmp_path: Path, ruff_status: int, pytest_status: int,
+                                 expected: int) -> None:
+    """Unit test of test.sh's plumbing with stand-ins (CI runs the real thing)."""
+    root = fake_checkout(tmp_path, ruff_status, pytest_status)
+    result = subprocess.run([str(root / "scripts" / "test.sh")], capture_output=True,
+                            text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+    assert result.returncode == expected, result.stdout + result.stderr
+    if ruff_status:
+        assert "passed" not in result.stdout  # pytest never ran
+    else:
+        assert result.stdout.rstrip().endswith("== 3 passed in 0.1s ==")
+    if pytest_status == 5:
+        assert "no tests" in result.stderr
