@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-import math
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np

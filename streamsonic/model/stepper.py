@@ -10,8 +10,9 @@ first layer's recurrent product ``W_hh @ h`` does not depend on the input, so
 
 Two backends with one interface:
 
-* :class:`NumpyPitchStepper` - CPU. For batch sizes of a few streams, NumPy's small-matrix
-  calls cost a fraction of PyTorch's per-operator dispatch (measured in ``bench/step.py``).
+* :class:`NumpyPitchStepper` - CPU: one compiled (numba) kernel call per timestep, since at
+  batch sizes of a few streams PyTorch's per-operator dispatch would cost more than the
+  arithmetic (measured in ``bench/step.py``).
 * :class:`TorchPitchStepper` - any torch device (CUDA), inference mode.
 
 Logits always come back as a NumPy array ``(batch, n_classes)`` for the chooser.
@@ -97,39 +98,30 @@ def _weights(network: PitchLSTM) -> dict[str, np.ndarray]:
 
 
 class NumpyPitchStepper:
-    """CPU stepper on NumPy arrays.
-
-    Sigmoid is computed as ``0.5 * tanh(x / 2) + 0.5`` with the 1/2 folded into the input,
-    forget and output gate weights ahead of time, so each LSTM cell needs a single ``tanh``
-    over all four gates.
-    """
+    """CPU stepper: NumPy arrays, each timestep one compiled kernel call
+    (:mod:`streamsonic.model.kernels`)."""
 
     def __init__(self, network: PitchLSTM, dtype: torch.dtype = torch.float32) -> None:
         if network.input_size != 1:
             raise ValueError("the pitch stepper needs a network with a scalar input")
+        from streamsonic.model import kernels  # noqa: PLC0415 - numba import, CPU only
+
+        self._k = kernels
         self.device = torch.device("cpu")
         self.n_classes = network.n_classes
         self.h1 = network.hidden1
         self.h2 = network.hidden2
         self.dtype = np.float64 if dtype == torch.float64 else np.float32
         w = _weights(network)
-        s1 = self._gate_scale(self.h1)
-        s2 = self._gate_scale(self.h2)
         f = self.dtype
-        self._w_ih1 = (w["w_ih1"][:, 0] * s1).astype(f)
-        self._w_hh1_t = np.ascontiguousarray((w["w_hh1"] * s1[:, None]).T).astype(f)
-        self._b1 = (w["b1"] * s1).astype(f)
-        w2 = np.concatenate([w["w_ih2"], w["w_hh2"]], axis=1) * s2[:, None]
-        self._w2_t = np.ascontiguousarray(w2.T).astype(f)
-        self._b2 = (w["b2"] * s2).astype(f)
-        self._head_t = np.ascontiguousarray(w["head_w"].T).astype(f)
-        self._head_b = w["head_b"].astype(f)
-
-    @staticmethod
-    def _gate_scale(hidden: int) -> np.ndarray:
-        scale = np.full(4 * hidden, 0.5)
-        scale[2 * hidden : 3 * hidden] = 1.0  # the cell candidate g uses tanh itself
-        return scale
+        self._w_ih1 = np.ascontiguousarray(w["w_ih1"][:, 0], dtype=f)
+        self._w_hh1_t = np.ascontiguousarray(w["w_hh1"].T, dtype=f)
+        self._b1 = np.ascontiguousarray(w["b1"], dtype=f)
+        w2 = np.concatenate([w["w_ih2"], w["w_hh2"]], axis=1)
+        self._w2_t = np.ascontiguousarray(w2.T, dtype=f)
+        self._b2 = np.ascontiguousarray(w["b2"], dtype=f)
+        self._head_t = np.ascontiguousarray(w["head_w"].T, dtype=f)
+        self._head_b = np.ascontiguousarray(w["head_b"], dtype=f)
 
     def initial_state(self, batch: int = 1) -> State:
         """Zero state for ``batch`` streams."""
@@ -137,48 +129,32 @@ class NumpyPitchStepper:
         z2 = np.zeros((batch, self.h2), self.dtype)
         return (z1, z1.copy(), z2, z2.copy())
 
-    @staticmethod
-    def _cell(gates: np.ndarray, c: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray]:
-        t = np.tanh(gates)
-        i = t[:, :hidden] * 0.5 + 0.5
-        f = t[:, hidden : 2 * hidden] * 0.5 + 0.5
-        g = t[:, 2 * hidden : 3 * hidden]
-        o = t[:, 3 * hidden :] * 0.5 + 0.5
-        c_new = f * c + i * g
-        return o * np.tanh(c_new), c_new
-
-    def _layer1(self, base: np.ndarray, x: np.ndarray, c1: np.ndarray) -> tuple[np.ndarray, ...]:
-        gates = base + x.astype(self.dtype, copy=False)[:, None] * self._w_ih1
-        return self._cell(gates, c1, self.h1)
-
-    def _layer2(self, h1: np.ndarray, h2: np.ndarray, c2: np.ndarray) -> tuple[np.ndarray, ...]:
-        gates = np.concatenate([h1, h2], axis=1) @ self._w2_t + self._b2
-        return self._cell(gates, c2, self.h2)
-
-    def _base(self, h1: np.ndarray) -> np.ndarray:
-        return h1 @ self._w_hh1_t + self._b1
+    def _x(self, inputs: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.atleast_1d(inputs), dtype=self.dtype)
 
     def step(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One timestep: inputs (batch,) -> logits (batch, n_classes), new state."""
-        h1, c1, h2, c2 = state
-        h1n, c1n = self._layer1(self._base(h1), np.asarray(inputs), c1)
-        h2n, c2n = self._layer2(h1n, h2, c2)
-        return h2n @ self._head_t + self._head_b, (h1n, c1n, h2n, c2n)
+        logits, pending = self.propose(inputs, state)
+        return logits, self.commit(pending, inputs)
 
     def propose(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, Pending]:
         """Logits for the next note with ``inputs`` (the data), state left unchanged."""
         h1, c1, h2, c2 = state
-        base = self._base(h1)
-        h1n, _ = self._layer1(base, np.asarray(inputs), c1)
-        h2n, _ = self._layer2(h1n, h2, c2)
-        return h2n @ self._head_t + self._head_b, Pending(state, base)
+        batch = h1.shape[0]
+        base = np.empty((batch, 4 * self.h1), self.dtype)
+        logits = np.empty((batch, self.n_classes), self.dtype)
+        self._k.propose(h1, c1, h2, c2, self._x(inputs), self._w_hh1_t, self._w_ih1, self._b1,
+                        self._w2_t, self._b2, self._head_t, self._head_b, base, logits)
+        return logits, Pending(state, base)
 
     def commit(self, pending: Pending, inputs: np.ndarray) -> State:
         """The state after the same timestep with ``inputs`` (the chosen notes) instead."""
         _, c1, h2, c2 = pending.state
-        h1n, c1n = self._layer1(pending.base, np.asarray(inputs), c1)
-        h2n, c2n = self._layer2(h1n, h2, c2)
-        return (h1n, c1n, h2n, c2n)
+        batch = c1.shape[0]
+        out = self.initial_state(batch)
+        self._k.commit(pending.base, c1, h2, c2, self._x(inputs), self._w_ih1, self._w2_t,
+                       self._b2, *out)
+        return out
 
     def stack(self, states: list[State]) -> State:
         """Per-stream states (batch 1 each) -> one batched state."""
@@ -190,7 +166,8 @@ class NumpyPitchStepper:
         """One batched state -> per-stream states (batch 1 each)."""
         if batch == 1:
             return [state]
-        return [tuple(s[i : i + 1] for s in state) for i in range(batch)]  # type: ignore[misc]
+        return [tuple(np.ascontiguousarray(s[i : i + 1]) for s in state)  # type: ignore[misc]
+                for i in range(batch)]
 
 
 class TorchPitchStepper:
