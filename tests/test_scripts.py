@@ -57,7 +57,7 @@ def run_demo(out_dir: Path, weights: Path, *args: str,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "streamsonic", "demo", "--output-dir", str(out_dir),
-         "--weights", str(weights), "--tempo", "1000", *args],
+         "--weights", str(weights), "--tempo", "1000", "--step", "0.1", *args],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
         env=env if env is not None else dict(os.environ), cwd=out_dir.parent, check=False,
     )
