@@ -1,16 +1,108 @@
-"""`streamsonic info` (placeholder until its issue lands)."""
+"""`streamsonic info CHECKPOINT`: what a weights file holds."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
 
-from streamsonic.errors import UsageError
+DESCRIPTION = """\
+Show what a checkpoint holds: its kind, pitch classes and range, architecture, the
+training data (files and their sha256), validation metrics against the baselines, how it
+was trained, and the library versions that made it.
+
+examples:
+  streamsonic info weights/pitch.pt
+  streamsonic info weights/temporal.pt --json"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """No options yet."""
+    """Add the info options."""
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file")
+    parser.add_argument("--json", action="store_true", help="print everything as JSON")
+    parser.add_argument("--files", action="store_true",
+                        help="list every training file with its sha256")
+
+
+NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def note_name(pitch: int) -> str:
+    """MIDI pitch -> scientific pitch name (60 -> C4)."""
+    return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def describe(ckpt: Any, files: bool = False) -> str:
+    """The human-readable description of a loaded checkpoint."""
+    from streamsonic.train.report import metrics_table  # noqa: PLC0415
+
+    meta = ckpt.meta or {}
+    data = meta.get("data", {})
+    training = meta.get("training", {})
+    metrics = meta.get("metrics", {})
+    size = Path(ckpt.path).stat().st_size if ckpt.path else 0
+    lo, hi = min(ckpt.classes), max(ckpt.classes)
+    n_params = sum(int(v.numel()) for v in ckpt.state_dict.values())
+    missing = [str(p) for p in range(lo, hi + 1) if p not in ckpt.classes]
+    arch = {k: v for k, v in ckpt.arch.items() if not isinstance(v, list | dict)}
+    lines = [
+        f"file:        {ckpt.path} ({size / 1e6:.2f} MB)",
+        f"kind:        {ckpt.kind}",
+        f"classes:     {len(ckpt.classes)} pitches, {lo}..{hi} "
+        f"({note_name(lo)}..{note_name(hi)})",
+        f"missing:     {', '.join(missing) or 'none'}",
+        f"network:     {', '.join(f'{k}={v}' for k, v in arch.items())}; {n_params:,} parameters",
+        f"seq_len:     {ckpt.seq_len}",
+    ]
+    if "gap_grid" in ckpt.arch:
+        grid = ", ".join(f"{g:g}" for g in ckpt.arch["gap_grid"])
+        lines.append(f"timing:      gap/duration bins in beats: {grid}")
+        lines.append(f"first note:  {ckpt.arch.get('default_timing')}")
+    if data:
+        lines.append(f"data:        {data.get('n_files', '?')} files, {data.get('n_notes', '?')} "
+                     f"notes from {data.get('root', '?')} (tracks: {data.get('tracks', '?')})")
+        split = data.get("split", {})
+        if split:
+            lines.append(f"split:       {len(split.get('train', []))} train / "
+                         f"{len(split.get('val', []))} validation files (seed "
+                         f"{split.get('seed')}); validation: {', '.join(split.get('val', []))}")
+        if data.get("skipped"):
+            lines.append(f"skipped:     {', '.join(s['name'] for s in data['skipped'])}")
+        if files:
+            lines.extend(f"  {f['sha256']}  {f['name']} ({f['notes']} notes)"
+                         for f in data.get("files", []))
+    if training:
+        lines.append(f"training:    best epoch {training.get('best_epoch')} of "
+                     f"{training.get('epochs_run')} ({training.get('stopped')}), "
+                     f"{training.get('seconds')} s on {training.get('device')}, "
+                     f"{training.get('windows_per_second')} windows/s")
+        if training.get("command"):
+            lines.append(f"command:     {training['command']}")
+    if metrics.get("val"):
+        lines.append("validation:")
+        lines.extend("  " + row for row in
+                     metrics_table(metrics["val"], metrics.get("baselines", {})).splitlines())
+    versions = meta.get("versions", {})
+    if versions:
+        lines.append("versions:    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if meta.get("created"):
+        lines.append(f"created:     {meta['created']}")
+    other = {k: v for k, v in meta.items()
+             if k not in ("data", "training", "metrics", "versions", "created")}
+    if other:
+        lines.append(f"meta:        {json.dumps(other, default=str)}")
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    raise UsageError("'streamsonic info' is not part of this build yet")
+    """Print the description (or JSON)."""
+    from streamsonic.model.checkpoint import load_checkpoint  # noqa: PLC0415
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if args.json:
+        print(json.dumps({"kind": ckpt.kind, "arch": ckpt.arch, "classes": ckpt.classes,
+                          "seq_len": ckpt.seq_len, "meta": ckpt.meta}, indent=2, default=str))
+    else:
+        print(describe(ckpt, files=args.files))
+    return 0

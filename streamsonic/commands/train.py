@@ -1,16 +1,85 @@
-"""`streamsonic train` (placeholder until its issue lands)."""
+"""`streamsonic train pitch|temporal DIR -o OUT.pt`: train a model from MIDI files."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
-from streamsonic.errors import UsageError
+from streamsonic.errors import EXIT_INTERRUPTED
+
+DESCRIPTION = """\
+Train the pitch model (next note from the previous ones) or the temporal model (next
+note's pitch, gap, duration and velocity) on every .mid/.midi file under DIR. The melody
+of each file is its highest note per onset. Pieces are split into training and
+validation by FILE (seeded). The best model by validation loss is written to OUT as soon
+as it improves; Ctrl-C stops cleanly and --resume continues from the last finished epoch
+(state in OUT.resume). No config file is read or written.
+
+examples:
+  streamsonic train pitch ./midi -o weights/mine.pt
+  streamsonic train temporal ./midi -o weights/mine-temporal.pt --epochs 30
+  streamsonic train pitch ./midi -o weights/mine.pt --resume
+  streamsonic --weights weights/mine.pt            play with it
+  streamsonic info weights/mine.pt                 what is inside"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """No options yet."""
+    """Add the train options."""
+    parser.add_argument("kind", choices=("pitch", "temporal"), help="which model to train")
+    parser.add_argument("data", metavar="DIR", help="folder of MIDI files (searched recursively)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.pt",
+                        help="checkpoint to write (the best epoch by validation loss)")
+    g = parser.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=60, metavar="N",
+                   help="most epochs to run (default 60; early stopping usually ends sooner)")
+    g.add_argument("--patience", type=int, default=6, metavar="N",
+                   help="stop after N epochs without a better validation loss (default 6)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run saved in OUT.resume (same options and data)")
+    g.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the split, initial weights and batch order (default 0)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train; auto = CUDA when present (default)")
+    g.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for PyTorch (default 0: PyTorch's choice; "
+                        "1 is fastest on a busy machine)")
+    g.add_argument("--seq-len", type=int, default=50, metavar="N",
+                   help="notes per training window (default 50)")
+    g.add_argument("--stride", type=int, default=4, metavar="N",
+                   help="notes between the starts of training windows (default 4)")
+    g.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="windows per batch (default 32)")
+    g.add_argument("--lr", type=float, default=3e-3, metavar="X",
+                   help="AdamW learning rate (default 0.003)")
+    g.add_argument("--weight-decay", type=float, default=0.01, metavar="X",
+                   help="AdamW weight decay (default 0.01)")
+    g.add_argument("--clip", type=float, default=1.0, metavar="X",
+                   help="gradient norm clipping (default 1.0)")
+    g.add_argument("--val-fraction", type=float, default=0.2, metavar="X",
+                   help="fraction of FILES held out for validation (default 0.2)")
+    g.add_argument("--tracks", choices=("all", "first"), default="all",
+                   help="melody from all tracks merged (default) or the first track with notes")
+    g.add_argument("--hidden1", type=int, default=256, metavar="N",
+                   help="units of the first LSTM (default 256)")
+    g.add_argument("--hidden2", type=int, default=None, metavar="N",
+                   help="units of the second LSTM (default: number of pitch classes for "
+                        "pitch, 128 for temporal)")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    raise UsageError("'streamsonic train' is not part of this build yet")
+    """Train, print the report; 130 when interrupted."""
+    from streamsonic.train.loop import TrainOptions, train  # noqa: PLC0415 - keeps --help light
+    from streamsonic.train.report import report  # noqa: PLC0415
+
+    opts = TrainOptions(
+        kind=args.kind, data=args.data, out=args.output, epochs=args.epochs,
+        seq_len=args.seq_len, stride=args.stride, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, clip=args.clip, val_fraction=args.val_fraction,
+        seed=args.seed, device=args.device, tracks=args.tracks, patience=args.patience,
+        hidden1=args.hidden1, hidden2=args.hidden2, resume=args.resume, threads=args.threads,
+        command=shlex.join(["streamsonic", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "",
+    )
+    result = train(opts)
+    print(report(result))
+    return EXIT_INTERRUPTED if result.stopped == "interrupted" else 0

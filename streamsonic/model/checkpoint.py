@@ -64,19 +64,44 @@ def default_weights(kind: str) -> Path:
     return WEIGHTS_DIR / f"{kind}.pt"
 
 
+def plain(value: Any) -> Any:
+    """``value`` as the plain types ``torch.load(weights_only=True)`` accepts.
+
+    Containers become dicts/lists, ``str`` subclasses (``torch.__version__``) become
+    ``str``, NumPy scalars become Python numbers, paths become strings.
+    """
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, str | Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # NumPy scalars
+        return value.item()
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
-    """Write ``ckpt`` atomically (temp file + rename)."""
+    """Write ``ckpt`` atomically (temp file + rename); metadata is made plain first."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": ckpt.kind,
-        "arch": dict(ckpt.arch),
+        "arch": plain(dict(ckpt.arch)),
         "classes": [int(c) for c in ckpt.classes],
         "seq_len": int(ckpt.seq_len),
         "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
-        "meta": ckpt.meta,
+        "meta": plain(ckpt.meta),
     }
     tmp = target.with_name(target.name + ".tmp")
     torch.save(payload, tmp)

@@ -69,3 +69,78 @@ class PitchLSTM(nn.Module):
             out2, (h2, c2) = self.lstm2(self.drop(out1), (s_h2, s_c2))
         logits = self.head(out2)
         return logits, (h1[0], c1[0], h2[0], c2[0])
+
+
+TemporalState = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+class TemporalLSTM(nn.Module):
+    """Two stacked LSTMs over a note vector (pitch plus timing) and one linear head.
+
+    Input per step: ``input_size`` features (see ``streamsonic.model.temporal.TimingEncoding``).
+    Output per step: one vector of ``n_classes + n_gap + n_duration + 1`` values: pitch
+    logits, gap-bin logits, duration-bin logits and a velocity regression (0..1 scale).
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        n_gap: int,
+        n_duration: int,
+        input_size: int,
+        hidden1: int = 256,
+        hidden2: int = 128,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.n_gap = n_gap
+        self.n_duration = n_duration
+        self.input_size = input_size
+        self.hidden1 = hidden1
+        self.hidden2 = hidden2
+        self.lstm1 = nn.LSTM(input_size, hidden1, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.lstm2 = nn.LSTM(hidden1, hidden2, batch_first=True)
+        self.head = nn.Linear(hidden2, n_classes + n_gap + n_duration + 1)
+
+    def arch(self) -> dict[str, int]:
+        """Sizes needed to rebuild this network (stored in checkpoints)."""
+        return {
+            "n_classes": self.n_classes,
+            "n_gap": self.n_gap,
+            "n_duration": self.n_duration,
+            "input_size": self.input_size,
+            "hidden1": self.hidden1,
+            "hidden2": self.hidden2,
+        }
+
+    def split(self, out: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Head output (..., n_out) -> (pitch logits, gap logits, duration logits, velocity)."""
+        c, g, d = self.n_classes, self.n_gap, self.n_duration
+        return out[..., :c], out[..., c : c + g], out[..., c + g : c + g + d], out[..., -1]
+
+    def initial_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> TemporalState:
+        """Zero state for ``batch`` sequences."""
+        kw = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        return (
+            torch.zeros(batch, self.hidden1, **kw),
+            torch.zeros(batch, self.hidden1, **kw),
+            torch.zeros(batch, self.hidden2, **kw),
+            torch.zeros(batch, self.hidden2, **kw),
+        )
+
+    def forward(
+        self, x: Tensor, state: TemporalState | None = None
+    ) -> tuple[Tensor, TemporalState]:
+        """``x``: (batch, time, input_size) -> head output (batch, time, n_out), new state."""
+        if state is None:
+            out1, (h1, c1) = self.lstm1(x)
+            out2, (h2, c2) = self.lstm2(self.drop(out1))
+        else:
+            s_h1, s_c1, s_h2, s_c2 = (s.unsqueeze(0) for s in state)
+            out1, (h1, c1) = self.lstm1(x, (s_h1, s_c1))
+            out2, (h2, c2) = self.lstm2(self.drop(out1), (s_h2, s_c2))
+        return self.head(out2), (h1[0], c1[0], h2[0], c2[0])

@@ -1,0 +1,1 @@
+"""Training: MIDI datasets, the training loop and baselines (shares only network and encoding)."""

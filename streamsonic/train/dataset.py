@@ -1,0 +1,252 @@
+"""MIDI files -> melodies -> training windows, with mido only (no music21).
+
+A *melody* is the highest note sounding at each onset: at every tick where at least one
+note starts, the highest starting pitch is kept (the research's extraction; for a
+right-hand part it is the melody line). ``tracks="first"`` reads only the first track
+that has notes; ``"all"`` merges every track first.
+
+Timing is kept in **beats** (ticks / ticks-per-beat), not seconds: set_tempo events are
+ignored, so a piece means the same whatever tempo its file asks for, and the live engine
+turns beats into seconds at its own tempo (see :mod:`streamsonic.model.temporal`).
+Each note carries its own ``gap`` (beats from its onset to the next onset; the last note
+of a piece uses its duration), ``duration`` (beats) and ``velocity``.
+
+Unreadable or empty files are skipped and reported by name in :attr:`Corpus.skipped`,
+never fatal. The split is by file, seeded, so validation windows come from pieces the
+model never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import mido
+import numpy as np
+
+from streamsonic.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+MIDI_SUFFIXES = (".mid", ".midi")
+Tracks = Literal["all", "first"]
+
+
+@dataclass(frozen=True)
+class Melody:
+    """One piece's melody as parallel arrays, one entry per note."""
+
+    name: str
+    sha256: str
+    pitches: np.ndarray  # int64 MIDI pitches
+    gaps: np.ndarray  # float64 beats from this onset to the next
+    durations: np.ndarray  # float64 beats
+    velocities: np.ndarray  # int64 1..127
+
+    def __len__(self) -> int:
+        return int(self.pitches.size)
+
+
+@dataclass
+class Corpus:
+    """Every usable melody under a folder, and what was skipped and why."""
+
+    root: str
+    melodies: list[Melody] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+
+    @property
+    def n_notes(self) -> int:
+        """Total notes over all melodies."""
+        return sum(len(m) for m in self.melodies)
+
+    def classes(self) -> list[int]:
+        """The pitch vocabulary: every pitch that occurs, sorted."""
+        if not self.melodies:
+            return []
+        return sorted({int(p) for m in self.melodies for p in m.pitches})
+
+    def summary(self) -> dict[str, object]:
+        """What a checkpoint records about its training data."""
+        return {
+            "root": self.root,
+            "files": [{"name": m.name, "sha256": m.sha256, "notes": len(m)} for m in self.melodies],
+            "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
+            "n_files": len(self.melodies),
+            "n_notes": self.n_notes,
+        }
+
+
+def find_midi_files(root: str | Path) -> list[Path]:
+    """Every ``.mid``/``.midi`` file under ``root`` (recursively), sorted by path."""
+    base = Path(root)
+    if not base.is_dir():
+        raise TrainingError(f"training data folder {base} does not exist or is not a folder; "
+                            "pass a folder of .mid files")
+    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
+
+
+def extract_melody(mid: mido.MidiFile, tracks: Tracks = "all") -> tuple[np.ndarray, ...]:
+    """Highest note per onset of ``mid`` -> (pitches, gaps, durations, velocities).
+
+    Times are in beats. Drum channel 10 (index 9) is ignored.
+    """
+    tpb = float(mid.ticks_per_beat or 480)
+    if tracks == "first":
+        chosen = next((t for t in mid.tracks if any(_is_on(m) for m in t)), None)
+        messages = list(chosen) if chosen is not None else []
+    else:
+        messages = list(mido.merge_tracks(mid.tracks))
+    onsets: dict[int, tuple[int, int]] = {}  # tick -> (pitch, velocity) of the highest note
+    sounding: dict[tuple[int, int], list[int]] = {}  # (channel, pitch) -> start ticks
+    ends: dict[tuple[int, int], int] = {}  # (start tick, pitch) -> end tick
+    tick = 0
+    for msg in messages:
+        tick += msg.time
+        if msg.type not in ("note_on", "note_off") or msg.channel == 9:
+            continue
+        key = (msg.channel, msg.note)
+        if _is_on(msg):
+            sounding.setdefault(key, []).append(tick)
+            best = onsets.get(tick)
+            if best is None or msg.note > best[0]:
+                onsets[tick] = (msg.note, msg.velocity)
+        elif sounding.get(key):
+            start = sounding[key].pop(0)
+            ends[(start, msg.note)] = max(ends.get((start, msg.note), 0), tick)
+    starts = sorted(onsets)
+    n = len(starts)
+    pitches = np.array([onsets[s][0] for s in starts], dtype=np.int64)
+    velocities = np.array([onsets[s][1] for s in starts], dtype=np.int64)
+    durations = np.empty(n, dtype=np.float64)
+    gaps = np.empty(n, dtype=np.float64)
+    for i, s in enumerate(starts):
+        end = ends.get((s, int(pitches[i])))
+        if end is None:  # never released: let it last until the next onset
+            end = starts[i + 1] if i + 1 < n else s + tpb
+        durations[i] = max(end - s, 1) / tpb
+        gaps[i] = (starts[i + 1] - s) / tpb if i + 1 < n else durations[i]
+    return pitches, gaps, durations, velocities
+
+
+def _is_on(msg: mido.Message) -> bool:
+    return msg.type == "note_on" and msg.velocity > 0
+
+
+def load_melody(path: Path, name: str, tracks: Tracks = "all", min_notes: int = 2) -> Melody:
+    """Read one file; raises ``ValueError`` with a reason when it cannot be used."""
+    data = path.read_bytes()
+    try:
+        mid = mido.MidiFile(file=io.BytesIO(data))
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise ValueError(f"not a readable MIDI file ({type(err).__name__}: {err})") from None
+    pitches, gaps, durations, velocities = extract_melody(mid, tracks)
+    if pitches.size < min_notes:
+        raise ValueError(f"has {pitches.size} notes, need at least {min_notes}")
+    return Melody(name, hashlib.sha256(data).hexdigest(), pitches, gaps, durations, velocities)
+
+
+def load_corpus(root: str | Path, tracks: Tracks = "all", min_notes: int = 2) -> Corpus:
+    """Every usable melody under ``root``; bad files go to ``skipped`` with a reason."""
+    corpus = Corpus(root=str(root))
+    for path in find_midi_files(root):
+        rel = str(path.relative_to(root))
+        try:
+            corpus.melodies.append(load_melody(path, rel, tracks, min_notes))
+        except (ValueError, OSError) as err:
+            log.warning("skipping %s: %s", rel, err)
+            corpus.skipped.append((rel, str(err)))
+    if not corpus.melodies:
+        why = f" ({len(corpus.skipped)} skipped: see the warnings above)" if corpus.skipped else ""
+        raise TrainingError(f"no usable MIDI files under {root}{why}; "
+                            "pass a folder that holds .mid or .midi files with notes")
+    return corpus
+
+
+def split_by_file(melodies: Sequence[Melody], val_fraction: float,
+                  seed: int) -> tuple[list[Melody], list[Melody]]:
+    """Shuffle whole pieces with ``seed`` and hold ``val_fraction`` of them out.
+
+    At least one piece is held out and at least one kept for training.
+    """
+    if len(melodies) < 2:
+        raise TrainingError(
+            f"need at least 2 MIDI files to split training and validation by file, got "
+            f"{len(melodies)}; add more files"
+        )
+    if not 0.0 < val_fraction < 1.0:
+        raise TrainingError(f"--val-fraction {val_fraction} must be between 0 and 1")
+    order = sorted(melodies, key=lambda m: m.name)
+    perm = np.random.default_rng(seed).permutation(len(order))
+    n_val = min(max(1, round(len(order) * val_fraction)), len(order) - 1)
+    val = [order[i] for i in sorted(perm[:n_val])]
+    train = [order[i] for i in sorted(perm[n_val:])]
+    return train, val
+
+
+def window_starts(length: int, seq_len: int, stride: int) -> list[int]:
+    """Start notes of the windows cut from a piece of ``length`` notes.
+
+    A window starting at ``s`` covers the transitions ``s -> s+1 .. s+seq_len-1 -> s+seq_len``;
+    windows start every ``stride`` notes until one reaches the end (the last may be
+    shorter and is padded). With ``stride == seq_len`` they tile the piece: every
+    transition exactly once (how validation is cut).
+    """
+    starts: list[int] = []
+    for s in range(0, max(length - 1, 0), stride):
+        if starts and starts[-1] + seq_len >= length - 1:
+            break
+        starts.append(s)
+    return starts
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Fixed-length training windows: inputs, per-step targets and a mask for padding."""
+
+    x: np.ndarray  # (N, T, F) float32: note t's input vector
+    targets: dict[str, np.ndarray]  # name -> (N, T): note t + 1's target
+    mask: np.ndarray  # (N, T) bool: False on padding
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def make_windows(pieces: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]], seq_len: int,
+                 stride: int) -> Windows:
+    """Cut encoded pieces into windows of ``seq_len`` steps.
+
+    Each piece is ``(features (L, F), targets name -> (L,))`` where row ``i`` describes
+    note ``i``; a window starting at ``s`` reads notes ``s .. s+T-1`` and predicts notes
+    ``s+1 .. s+T``. Pieces shorter than a window are padded and masked.
+    """
+    if seq_len < 1 or stride < 1:
+        raise TrainingError("--seq-len and --stride must be at least 1")
+    xs: list[np.ndarray] = []
+    ys: dict[str, list[np.ndarray]] = {}
+    masks: list[np.ndarray] = []
+    n_feat = pieces[0][0].shape[1] if pieces else 1
+    for feats, targets in pieces:
+        length = feats.shape[0]
+        for s in window_starts(length, seq_len, stride):
+            steps = min(seq_len, length - 1 - s)
+            x = np.zeros((seq_len, n_feat), dtype=np.float32)
+            x[:steps] = feats[s : s + steps]
+            xs.append(x)
+            m = np.zeros(seq_len, dtype=bool)
+            m[:steps] = True
+            masks.append(m)
+            for name, values in targets.items():
+                y = np.zeros(seq_len, dtype=values.dtype)
+                y[:steps] = values[s + 1 : s + 1 + steps]
+                ys.setdefault(name, []).append(y)
+    if not xs:
+        return Windows(np.zeros((0, seq_len, n_feat), np.float32),
+                       {k: np.zeros((0, seq_len)) for k in (pieces[0][1] if pieces else {})},
+                       np.zeros((0, seq_len), bool))
+    return Windows(np.stack(xs), {k: np.stack(v) for k, v in ys.items()}, np.stack(masks))
