@@ -89,8 +89,8 @@ _PROMETHEUS = re.compile(
     r"[ \t]+(?P<value>\S+)"
     r"(?:[ \t]+(?P<ts>-?[0-9]+))?[ \t]*"
 )
-#: Prometheus timestamps (ms) below this are not plausible in auto-detection (1973).
-_PROMETHEUS_MIN_TS_MS = 1e11
+#: Epoch seconds below this (2001) are not plausible as a timestamp in auto-detection.
+_MIN_EPOCH = 1e9
 
 _PAIR = re.compile(
     r"(?P<name>[A-Za-z_][^\s=:,;\"'{}]*)\s*(?:=|:(?=[\s+\-.0-9]|$))\s*"
@@ -204,6 +204,13 @@ def _json_number(value: object) -> float | str:
     return "not_numeric"
 
 
+def _prometheus_time(ts: str) -> float:
+    """A Prometheus timestamp as epoch seconds: milliseconds, as the format says, unless it
+    is plausible only as seconds (10 digits, as people often write by hand)."""
+    value = float(ts)
+    return value if _MIN_EPOCH <= value < 1e11 else value / 1000.0
+
+
 def _is_time_name(name: str) -> bool:
     return name.strip().lower() in TIME_COLUMNS
 
@@ -282,7 +289,9 @@ class LineParser:
         if fmt == "auto":
             if rest[0] in "{[":
                 return self._done(self._json(rest, when, now))
-            if _PAIR.match(rest):
+            if self.header is not None:  # a header said the input is columns
+                fmt = "delimited"
+            elif _PAIR.match(rest):
                 fmt = "pairs"
             elif self._looks_prometheus(rest):
                 fmt = "prometheus"
@@ -368,7 +377,7 @@ class LineParser:
         if parse_number(match.group("value")) in ("not_numeric", "missing"):
             return False
         ts = match.group("ts")
-        return ts is None or float(ts) >= _PROMETHEUS_MIN_TS_MS
+        return ts is None or _prometheus_time(ts) >= _MIN_EPOCH
 
     def _prometheus(self, text: str, when: float | None, now: float) -> ParsedLine:
         match = _PROMETHEUS.fullmatch(text)
@@ -379,7 +388,7 @@ class LineParser:
             return ParsedLine(skipped=[value])
         ts = match.group("ts")
         if ts is not None:
-            when = float(ts) / 1000.0
+            when = _prometheus_time(ts)
         time = now if when is None else when
         return ParsedLine(samples=[Sample(match.group("name"), time, value)])
 

@@ -86,6 +86,7 @@ def one(line: str | bytes, **config: object) -> tuple[list[tuple], list[str]]:
          [('http_requests_total{code="200",method="get"}', T0, 7.0)], []),
         ('m{path="/a b{c}",q="x\\"y"} 2', [('m{path="/a b{c}",q="x\\"y"}', NOW, 2.0)], []),
         ("up 1", [("up", NOW, 1.0)], []),
+        ('load{host="a"} 1.5 1704164645', [('load{host="a"}', T0, 1.5)], []),  # seconds
         ("job:rate5m 0.25", [("job:rate5m", NOW, 0.25)], []),
         ('le_bucket{le="+Inf"} 100', [('le_bucket{le="+Inf"}', NOW, 100.0)], []),
         ("go_gc{quantile=\"0.5\"} NaN", [], ["nan"]),
@@ -254,6 +255,12 @@ def test_header_without_time_column_keeps_epoch_like_values() -> None:
 def test_header_with_leading_iso_timestamp_not_in_header() -> None:
     got = parse("cpu mem", "2024-01-02 03:04:05 1 2")
     assert got[1][0] == [("cpu", T0, 1.0), ("mem", T0, 2.0)]
+
+
+def test_after_a_header_rows_are_columns_not_prometheus_or_pairs() -> None:
+    got = parse("host value", "web1 3.5", "x=1 2")
+    assert got[1] == ([("value", NOW, 3.5)], ["not_numeric"])
+    assert got[2] == ([("value", NOW, 2.0)], ["not_numeric"])
 
 
 def test_header_delimiter_is_sticky() -> None:
