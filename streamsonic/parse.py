@@ -289,11 +289,9 @@ class LineParser:
         if fmt == "auto":
             if rest[0] in "{[":
                 return self._done(self._json(rest, when, now))
-            if self.header is not None:  # a header said the input is columns
-                fmt = "delimited"
-            elif _PAIR.match(rest):
+            if _PAIR.match(rest):
                 fmt = "pairs"
-            elif self._looks_prometheus(rest):
+            elif self.header is None and self._looks_prometheus(rest):  # header: columns
                 fmt = "prometheus"
             else:
                 fmt = "delimited"

@@ -257,10 +257,10 @@ def test_header_with_leading_iso_timestamp_not_in_header() -> None:
     assert got[1][0] == [("cpu", T0, 1.0), ("mem", T0, 2.0)]
 
 
-def test_after_a_header_rows_are_columns_not_prometheus_or_pairs() -> None:
-    got = parse("host value", "web1 3.5", "x=1 2")
+def test_after_a_header_rows_are_columns_not_prometheus() -> None:
+    got = parse("host value", "web1 3.5", "x=1 y=2")
     assert got[1] == ([("value", NOW, 3.5)], ["not_numeric"])
-    assert got[2] == ([("value", NOW, 2.0)], ["not_numeric"])
+    assert got[2] == ([("x", NOW, 1.0), ("y", NOW, 2.0)], [])  # pairs still name themselves
 
 
 def test_header_delimiter_is_sticky() -> None:
