@@ -1,0 +1,284 @@
+"""`streamsonic train` / `info`: dataset extraction, split, baselines, training, resume.
+
+The MIDI files are written here with mido: scales and arpeggios with a little rhythm.
+Networks are tiny (hidden 24/12) and windows short so the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+import torch
+
+from streamsonic.cli import main as cli_main
+from streamsonic.errors import CheckpointError, TrainingError
+from streamsonic.model.checkpoint import load_checkpoint
+from streamsonic.model.stepper import make_stepper
+from streamsonic.model.temporal import TemporalStepper
+from streamsonic.train.baselines import baselines
+from streamsonic.train.dataset import (
+    extract_melody,
+    load_corpus,
+    make_windows,
+    split_by_file,
+    window_starts,
+)
+from streamsonic.train.loop import TrainOptions, resume_path, train
+
+TPB = 480
+
+
+def write_midi(path: Path, tracks: list[list[tuple[int, float, float, int]]]) -> Path:
+    """Each track: (pitch, start beat, duration beats, velocity) notes."""
+    mid = mido.MidiFile(ticks_per_beat=TPB)
+    for notes in tracks:
+        events = []
+        for pitch, start, dur, vel in notes:
+            events.append((round(start * TPB), 1, mido.Message("note_on", note=pitch,
+                                                                  velocity=vel)))
+            events.append((round((start + dur) * TPB), 0, mido.Message("note_off", note=pitch,
+                                                                          velocity=0)))
+        events.sort(key=lambda e: (e[0], e[1]))
+        track = mido.MidiTrack()
+        now = 0
+        for tick, _, msg in events:
+            track.append(msg.copy(time=tick - now))
+            now = tick
+        mid.tracks.append(track)
+    mid.save(path)
+    return path
+
+
+def scale_piece(root: int, n: int = 40, offset: int = 0) -> list[tuple[int, float, float, int]]:
+    """Up and down a major scale from step ``offset``; long-short rhythm, accents."""
+    steps = [0, 2, 4, 5, 7, 9, 11, 12, 11, 9, 7, 5, 4, 2]
+    out, t = [], 0.0
+    for i in range(offset, offset + n):
+        gap = 0.75 if i % 2 == 0 else 0.25
+        out.append((root + steps[i % len(steps)], t, gap, 100 if i % 4 == 0 else 70))
+        t += gap
+    return out
+
+
+def arpeggio_piece(root: int, n: int = 40, offset: int = 0) -> list[tuple[int, float, float, int]]:
+    """A broken triad from step ``offset``, even eighths."""
+    steps = [0, 4, 7, 12, 7, 4]
+    return [(root + steps[i % 6], (i - offset) * 0.5, 0.5, 80) for i in range(offset, offset + n)]
+
+
+@pytest.fixture
+def midi_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    for i in range(4):
+        write_midi(folder / f"scale_{i}.mid", [scale_piece(60, 36 + 4 * i, offset=3 * i)])
+        write_midi(folder / f"arp_{i}.mid", [arpeggio_piece(60, 36 + 4 * i, offset=i)])
+    return folder
+
+
+def tiny(kind: str, data: Path, out: Path, **kw: object) -> TrainOptions:
+    base = {"epochs": 4, "seq_len": 12, "stride": 3, "batch_size": 8, "hidden1": 24,
+            "hidden2": 12, "lr": 0.01, "patience": 50, "device": "cpu", "threads": 1,
+            "val_fraction": 0.25}
+    base.update(kw)
+    return TrainOptions(kind=kind, data=str(data), out=str(out), **base)  # type: ignore[arg-type]
+
+
+# -- dataset ---------------------------------------------------------------------------
+
+
+def test_melody_is_highest_note_per_onset(tmp_path):
+    chords = [(60, 0, 1, 80), (64, 0, 1, 90), (67, 0, 1, 70), (62, 1, 0.5, 60), (55, 1, 2, 60),
+              (65, 2, 1, 50)]
+    mid = mido.MidiFile(write_midi(tmp_path / "c.mid", [chords]))
+    pitches, gaps, durs, vels = extract_melody(mid)
+    assert pitches.tolist() == [67, 62, 65]
+    assert vels.tolist() == [70, 60, 50]
+    assert gaps.tolist() == [1.0, 1.0, 1.0]  # the last note's gap is its duration
+    assert durs.tolist() == [1.0, 0.5, 1.0]
+
+
+def test_tracks_all_merges_first_reads_one(tmp_path):
+    melody = [(72, 0, 1, 80), (74, 1, 1, 80)]
+    bass = [(48, 0, 1, 80), (79, 1, 1, 80), (50, 2, 1, 80)]
+    mid = mido.MidiFile(write_midi(tmp_path / "two.mid", [melody, bass]))
+    assert extract_melody(mid, "all")[0].tolist() == [72, 79, 50]
+    assert extract_melody(mid, "first")[0].tolist() == [72, 74]
+
+
+def test_bad_files_are_skipped_by_name(tmp_path, caplog):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    write_midi(folder / "good.mid", [scale_piece(60, 10)])
+    (folder / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    write_midi(folder / "empty.midi", [[]])
+    (folder / "notes.txt").write_text("not midi")
+    corpus = load_corpus(folder)
+    assert [m.name for m in corpus.melodies] == ["good.mid"]
+    assert sorted(n for n, _ in corpus.skipped) == ["corrupt.mid", "empty.midi"]
+    assert "corrupt.mid" in caplog.text and "empty.midi" in caplog.text
+    reasons = dict(corpus.skipped)
+    assert "not a readable MIDI file" in reasons["corrupt.mid"]
+    assert "0 notes" in reasons["empty.midi"]
+
+
+def test_no_usable_files_is_a_clear_error(tmp_path):
+    (tmp_path / "x.mid").write_bytes(b"nope")
+    with pytest.raises(TrainingError, match=r"no usable MIDI files under .*1 skipped"):
+        load_corpus(tmp_path)
+    with pytest.raises(TrainingError, match="does not exist"):
+        load_corpus(tmp_path / "missing")
+
+
+def test_split_is_by_file_seeded_and_disjoint(midi_dir):
+    corpus = load_corpus(midi_dir)
+    train_a, val_a = split_by_file(corpus.melodies, 0.25, seed=3)
+    train_b, val_b = split_by_file(list(reversed(corpus.melodies)), 0.25, seed=3)
+    names = lambda ms: [m.name for m in ms]  # noqa: E731
+    assert names(val_a) == names(val_b) and names(train_a) == names(train_b)
+    assert len(val_a) == 2 and len(train_a) == 6
+    assert not set(names(val_a)) & set(names(train_a))
+    assert {names(split_by_file(corpus.melodies, 0.25, seed=s)[1])[0] for s in range(8)} != 1
+
+
+def test_windows_tile_or_overlap():
+    assert window_starts(10, 4, 4) == [0, 4, 8]
+    assert window_starts(10, 4, 1) == [0, 1, 2, 3, 4, 5]
+    assert window_starts(3, 50, 4) == [0]
+    assert window_starts(1, 50, 4) == []
+    feats = np.arange(10, dtype=np.float32)[:, None]
+    w = make_windows([(feats, {"pitch": np.arange(10)})], seq_len=4, stride=4)
+    assert w.x.shape == (3, 4, 1)
+    assert w.targets["pitch"][2].tolist() == [9, 0, 0, 0]
+    assert w.mask.sum() == 9  # every transition exactly once
+    assert (w.x[w.mask][:, 0] + 1 == w.targets["pitch"][w.mask]).all()
+
+
+def test_baselines():
+    train_t = [{"pitch": np.array([1, 2, 2, 2, 3])}]
+    val_t = [{"pitch": np.array([2, 2, 5, 2])}]
+    b = baselines(train_t, val_t)
+    assert b["repeat_previous"]["accuracy"] == pytest.approx(1 / 3)
+    assert b["most_frequent"]["accuracy"] == pytest.approx(2 / 3)
+
+
+# -- training -------------------------------------------------------------------------
+
+
+def test_pitch_training_lowers_loss_and_round_trips(midi_dir, tmp_path):
+    out = tmp_path / "p.pt"
+    result = train(tiny("pitch", midi_dir, out, epochs=6))
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0] * 0.8
+    assert result.best["loss"] < result.history[0]["val_loss"]
+    ckpt = load_checkpoint(out, kind="pitch")
+    assert ckpt.classes == [60, 62, 64, 65, 67, 69, 71, 72]
+    assert ckpt.seq_len == 12
+    meta = ckpt.meta
+    assert meta["training"]["best_epoch"] == result.best_epoch
+    assert meta["metrics"]["val"]["accuracy"] == pytest.approx(result.best["accuracy"])
+    assert set(meta["metrics"]["baselines"]) == {"repeat_previous", "most_frequent"}
+    assert len(meta["data"]["files"]) == 8 and len(meta["data"]["files"][0]["sha256"]) == 64
+    assert set(meta["versions"]) >= {"torch", "numpy", "mido", "streamsonic", "python"}
+    # the trained weights drive the live stepper
+    stepper = make_stepper(ckpt.pitch_network())
+    logits, _ = stepper.step(np.array([0.5]), stepper.initial_state(1))
+    assert logits.shape == (1, len(ckpt.classes))
+
+
+def test_temporal_training_lowers_loss_and_drives_stepper(midi_dir, tmp_path):
+    out = tmp_path / "t.pt"
+    result = train(tiny("temporal", midi_dir, out, epochs=6))
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0] * 0.8
+    assert {"gap_accuracy", "duration_accuracy", "velocity_mae"} <= set(result.best)
+    assert "gap_accuracy" in result.baselines["most_frequent"]
+    stepper = TemporalStepper.from_checkpoint(load_checkpoint(out, kind="temporal"),
+                                              torch.device("cpu"), tempo=120)
+    state = stepper.initial_state(2)
+    logits, timings, pending = stepper.propose(np.array([0.2, 0.8]), state)
+    assert logits.shape == (2, stepper.n_classes) and len(timings) == 2
+    for t in timings:
+        assert t.delay in {b * 0.5 for b in stepper.timing_encoding.gap_grid}
+        assert 1 <= t.velocity <= 127 and t.duration > 0
+    state = stepper.commit(pending, np.array([0.25, 0.75]))
+    assert state.h1.shape == (2, 24)
+
+
+def test_resume_continues_from_saved_epoch_exactly(midi_dir, tmp_path):
+    straight = train(tiny("pitch", midi_dir, tmp_path / "a.pt", epochs=4))
+    first = train(tiny("pitch", midi_dir, tmp_path / "b.pt", epochs=2))
+    assert first.epochs_run == 2 and resume_path(tmp_path / "b.pt").is_file()
+    resumed = train(tiny("pitch", midi_dir, tmp_path / "b.pt", epochs=4, resume=True))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    assert resumed.best_epoch == straight.best_epoch
+    again = train(tiny("pitch", midi_dir, tmp_path / "b.pt", epochs=4, resume=True))
+    assert again.stopped == "already-finished"
+
+
+def test_ctrl_c_keeps_best_and_resume_picks_up(midi_dir, tmp_path):
+    out = tmp_path / "c.pt"
+
+    def stop(epoch: int) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    result = train(tiny("pitch", midi_dir, out, epochs=5), on_epoch=stop)
+    assert result.stopped == "interrupted" and result.epochs_run == 2
+    assert load_checkpoint(out).meta["training"]["stopped"] == "interrupted"
+    resumed = train(tiny("pitch", midi_dir, out, epochs=3, resume=True))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+
+def test_resume_refuses_other_options_and_missing_state(midi_dir, tmp_path):
+    out = tmp_path / "r.pt"
+    with pytest.raises(CheckpointError, match="no resume state"):
+        train(tiny("pitch", midi_dir, out, resume=True))
+    train(tiny("pitch", midi_dir, out, epochs=1))
+    with pytest.raises(TrainingError, match=r"seq_len=12 \(now 10\)"):
+        train(tiny("pitch", midi_dir, out, epochs=2, seq_len=10, resume=True))
+
+
+def test_early_stopping(midi_dir, tmp_path):
+    result = train(tiny("pitch", midi_dir, tmp_path / "e.pt", epochs=30, patience=1, lr=0.05))
+    assert result.stopped == "early-stopped"
+    assert result.epochs_run == result.best_epoch + 1
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def test_cli_train_then_info(midi_dir, tmp_path, capsys):
+    out = tmp_path / "cli.pt"
+    (midi_dir / "broken.mid").write_bytes(b"broken")
+    status = cli_main(["train", "pitch", str(midi_dir), "-o", str(out), "--epochs", "2",
+                       "--seq-len", "12", "--hidden1", "16", "--hidden2", "8", "--threads", "1",
+                       "--device", "cpu", "--val-fraction", "0.25"])
+    captured = capsys.readouterr()
+    assert status == 0
+    assert "skipped broken.mid" in captured.err
+    assert "epoch 2/2" in captured.err
+    assert "most frequent" in captured.out and f"saved {out}" in captured.out
+    assert cli_main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    for text in ("kind:        pitch", "60..72", "validation:", "torch", "8 files",
+                 "skipped:     broken.mid"):
+        assert text in info
+
+
+def test_cli_info_on_foreign_file(tmp_path, capsys):
+    path = tmp_path / "x.pt"
+    path.write_text("hello")
+    assert cli_main(["info", str(path)]) == CheckpointError.exit_status
+    assert "is not a streamsonic checkpoint" in capsys.readouterr().err
+
+
+def test_cli_train_bad_folder(tmp_path, capsys):
+    status = cli_main(["train", "pitch", str(tmp_path / "none"), "-o", str(tmp_path / "o.pt")])
+    assert status == TrainingError.exit_status
+    assert "does not exist" in capsys.readouterr().err
