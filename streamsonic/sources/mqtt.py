@@ -208,7 +208,12 @@ class MqttSource:
         client = self._client
         assert client is not None
         while not self._stop.is_set():
-            rc = client.loop(timeout=LOOP_TIMEOUT)
+            try:
+                rc = client.loop(timeout=LOOP_TIMEOUT)
+            except Exception:  # a bug must not end the network thread silently
+                log.exception("MQTT broker %s: network loop failed; reconnecting", self.url)
+                self._counters.add("errors.network_loop")
+                rc = paho.MQTT_ERR_UNKNOWN
             if rc == paho.MQTT_ERR_SUCCESS or self._stop.is_set():
                 continue
             delay = backoff_delay(self._attempt, self.config.mqtt.reconnect_min,
@@ -279,6 +284,15 @@ class MqttSource:
                      ", ".join(repr(t) for t in topics if t not in failed))
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            self._handle_message(msg)
+        except Exception:  # never let one message end the network thread
+            self._counters.add("skipped.internal_error")
+            if self._warn.warning("internal_error", "MQTT topic %s: failed to handle a message",
+                                  msg.topic):
+                log.debug("the failure", exc_info=True)
+
+    def _handle_message(self, msg: paho.MQTTMessage) -> None:
         now = time.time()
         self._counters.add("received")
         topic = msg.topic
