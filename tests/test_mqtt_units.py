@@ -1,0 +1,223 @@
+"""Pure parts of the MQTT support: URLs, credentials, naming, payloads, backoff, queue."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from streamsonic.config import load_config
+from streamsonic.errors import ConfigError, MqttError, OutputError
+from streamsonic.events import NoteEvent, Sample
+from streamsonic.mqtt.connection import build_client, parse_url, resolve_password
+from streamsonic.mqtt.naming import check_filter, check_template, publish_topic, stream_name
+from streamsonic.mqtt.payload import PayloadDecoder, note_from_dict
+from streamsonic.sinks.mqtt import open_sink
+from streamsonic.sources.mqtt import MqttSource, backoff_delay
+
+
+def cfg(**mqtt: object):
+    return load_config(None, {f"mqtt.{k}": v for k, v in mqtt.items()})
+
+
+# -- URLs and credentials -----------------------------------------------------------------
+
+def test_parse_url() -> None:
+    url = parse_url("mqtt://broker")
+    assert (url.scheme, url.host, url.port, url.tls) == ("mqtt", "broker", 1883, False)
+    url = parse_url("mqtts://u@10.0.0.1:9999/notes/")
+    assert (url.host, url.port, url.tls, url.username, url.path) == (
+        "10.0.0.1", 9999, True, "u", "notes")
+    assert parse_url("localhost").port == 1883
+    assert parse_url("mqtts://h").port == 8883
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("mqtt://u:secret@h", "never go on the command line"),
+    ("http://h", "use mqtt://"),
+    ("mqtt://", "names no host"),
+    ("mqtt://h:99999", "not valid"),
+])
+def test_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(MqttError, match=message) as err:
+        parse_url(url)
+    assert "secret" not in str(err.value)
+
+
+def test_password_sources_in_order(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("STREAMSONIC_MQTT_PASSWORD", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert resolve_password(cfg().mqtt) == (None, "")
+    (tmp_path / "mqtt-password").write_text("from-systemd\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert resolve_password(cfg().mqtt)[0] == "from-systemd"
+    (tmp_path / "pw").write_text("from-file\r\n")
+    assert resolve_password(cfg(password_file=str(tmp_path / "pw")).mqtt)[0] == "from-file"
+    monkeypatch.setenv("STREAMSONIC_MQTT_PASSWORD", "from-env")
+    assert resolve_password(cfg(password_file=str(tmp_path / "pw")).mqtt)[0] == "from-env"
+    assert resolve_password(cfg(password="from-config").mqtt)[0] == "from-config"
+
+
+def test_unreadable_password_file_names_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("STREAMSONIC_MQTT_PASSWORD", raising=False)
+    with pytest.raises(MqttError, match=r"cannot read the MQTT password from .*missing"):
+        resolve_password(cfg(password_file=str(tmp_path / "missing")).mqtt)
+
+
+def test_client_setup_errors(tmp_path) -> None:
+    with pytest.raises(MqttError, match="needs a fixed client id"):
+        build_client(cfg(clean_start=False).mqtt, parse_url("mqtt://h"), "x")
+    with pytest.raises(MqttError, match="use mqtts://"):
+        build_client(cfg(ca_file="/x").mqtt, parse_url("mqtt://h"), "x")
+    with pytest.raises(MqttError, match=r"mqtt\.ca_file = ./nope. does not exist"):
+        build_client(cfg(ca_file="/nope").mqtt, parse_url("mqtts://h"), "x")
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(MqttError, match=r"TLS setup .* failed"):
+        build_client(cfg(ca_file=str(bad)).mqtt, parse_url("mqtts://h"), "x")
+
+
+def test_source_checks_topics_up_front() -> None:
+    with pytest.raises(MqttError, match="--topic"):
+        MqttSource.from_config(cfg(url="mqtt://h"))
+    with pytest.raises(ConfigError, match="'#' must be a whole level"):
+        MqttSource.from_config(cfg(url="mqtt://h", topics=["a/#/b"]))
+    with pytest.raises(ConfigError, match="stream_name"):
+        MqttSource.from_config(cfg(url="mqtt://h", topics=["a"], stream_name="{nope}"))
+
+
+def test_output_needs_a_broker() -> None:
+    with pytest.raises(OutputError, match="needs a broker"):
+        open_sink("notes", cfg())
+    with pytest.raises(OutputError, match="prefix"):
+        open_sink("mqtt://h", cfg())
+    with pytest.raises(OutputError, match=r"\+ or #"):
+        open_sink("no+tes", cfg(url="mqtt://h"))
+
+
+# -- naming -------------------------------------------------------------------------------
+
+def test_stream_name_templates() -> None:
+    topic = "plant/7/line-2/temperature"
+    assert stream_name("{topic}", topic) == topic
+    assert stream_name("{topic[1]}", topic) == "7"
+    assert stream_name("{topic[-1]}", topic) == "temperature"
+    assert stream_name("p{topic[1]}.{topic[-1]}", topic) == "p7.temperature"
+    with pytest.raises(IndexError):
+        stream_name("{topic[9]}", topic)
+
+
+@pytest.mark.parametrize("template", ["{x}", "no fields", "{topic", "{0}"])
+def test_bad_templates(template: str) -> None:
+    with pytest.raises(ConfigError, match=r"mqtt\.stream_name"):
+        check_template(template)
+
+
+@pytest.mark.parametrize("good", ["a", "a/+/b", "#", "a/#", "+", "$share/g/a/+/c", "/a"])
+def test_good_filters(good: str) -> None:
+    check_filter(good)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b#", "a/#/b", "a+/b", "$share/g", "$share//a",
+                                 "$share/g+/a"])
+def test_bad_filters(bad: str) -> None:
+    with pytest.raises(ConfigError, match="topic filter"):
+        check_filter(bad)
+
+
+def test_publish_topic() -> None:
+    assert publish_topic("notes/", "plant/1") == "notes/plant/1"
+    assert publish_topic("notes", "a+b#") == "notes/a_b_"
+
+
+# -- payloads -----------------------------------------------------------------------------
+
+def decode(data_: bytes | str, topic: str = "t", play_notes: bool = False, **mqtt: object):
+    data = data_.encode() if isinstance(data_, str) else data_
+    return PayloadDecoder(cfg(**mqtt), play_notes=play_notes).decode(topic, data, 100.0)
+
+
+def test_number_payloads() -> None:
+    assert decode(" 1.5 ").items == [Sample("t", 100.0, 1.5)]
+    assert decode("nan").skipped == ["nan"]
+    assert decode("1e999").skipped == ["inf"]
+    assert decode("12", payload="number").items == [Sample("t", 100.0, 12.0)]
+    assert decode("x", payload="number").skipped == ["not_numeric"]
+
+
+def test_json_payloads() -> None:
+    out = decode('{"a": {"b": [1, 2]}, "c": "x", "ts": 1700000000}')
+    assert out.items == [Sample("t.a.b.0", 1700000000.0, 1.0),
+                         Sample("t.a.b.1", 1700000000.0, 2.0)]
+    assert out.skipped == ["not_numeric"]
+    out = decode('{"a": 1, "when": "2024-01-01T00:00:00+01:00"}', timestamp_field="when")
+    assert out.items == [Sample("t.a", 1704063600.0, 1.0)]
+    assert decode('{"a": 1, "when": "soon"}', timestamp_field="when").skipped == [
+        "bad_timestamp"]
+    assert decode('{"a": {"b": 3}}', json_field="a.b").items == [Sample("t", 100.0, 3.0)]
+    assert decode('{"a": {"b": null}}', json_field="a.b").skipped == ["missing"]
+    assert decode("[1, 2]", json_field="a").skipped == ["no_field"]
+    assert decode("{}").skipped == ["no_value"]
+    assert decode("{bad").skipped == ["bad_json"]
+    assert decode("[" * 100000).skipped == ["bad_json"]
+
+
+def test_line_payloads_keep_a_header_per_topic() -> None:
+    decoder = PayloadDecoder(cfg(payload="line"))
+    assert decoder.decode("a", b"x,y", 1.0).ignored == ["header"]
+    assert decoder.decode("b", b"1,2", 1.0).items == [Sample("b.col0", 1.0, 1.0),
+                                                      Sample("b.col1", 1.0, 2.0)]
+    assert decoder.decode("a", b"3,4", 1.0).items == [Sample("a.x", 1.0, 3.0),
+                                                      Sample("a.y", 1.0, 4.0)]
+
+
+def test_limits_and_encoding() -> None:
+    assert decode(b"1" * (65536 * 16 + 1)).skipped == ["too_large"]
+    assert decode(b"\xff").skipped == ["invalid_utf8"]
+    assert decode(b"  ").skipped == ["empty"]
+    assert decode("1", topic="a", stream_name="{topic[3]}").skipped == ["stream_name"]
+
+
+def test_notes() -> None:
+    note = NoteEvent("s", 1.0, 2.0, 0.5, 60, 90, 0.5, 3, 4, start=9.0)
+    assert note_from_dict(note.to_dict()) == note
+    doc = note.to_dict()
+    del doc["start"]
+    assert note_from_dict(doc) == NoteEvent("s", 1.0, 2.0, 0.5, 60, 90, 0.5, 3, 4)
+    for bad in ({**note.to_dict(), "pitch": 200}, {**note.to_dict(), "pitch": 60.5},
+                {**note.to_dict(), "stream": 1}, {"pitch": 60}, [1], None,
+                {**note.to_dict(), "duration": float("nan")}):
+        assert note_from_dict(bad) is None
+    assert decode("[]", play_notes=True).skipped == ["bad_note"]
+
+
+# -- reconnect backoff and the queue ------------------------------------------------------
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    rng = random.Random(1)
+    for attempt in range(40):
+        ceiling = min(30.0, 0.5 * 2 ** attempt)
+        delays = [backoff_delay(attempt, 0.5, 30.0, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+
+
+class FakeLoop:
+    """Unit-test stand-in for the event loop: records call_soon_threadsafe callbacks."""
+
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+
+    def call_soon_threadsafe(self, fn: object) -> None:
+        self.calls.append(fn)
+
+
+def test_push_drops_oldest_and_wakes_once() -> None:
+    source = MqttSource(cfg(url="mqtt://h", topics=["a"], queue_size=3))
+    loop = FakeLoop()
+    source._loop = loop  # type: ignore[assignment]
+    source._push([Sample("a", 0, float(i)) for i in range(5)])
+    source._push([Sample("a", 0, 5.0)])
+    assert [s.value for s in source._queue] == [3.0, 4.0, 5.0]
+    assert source.stats["dropped.queue_full"] == 3
+    assert len(loop.calls) == 1  # one wake-up pending at a time
