@@ -16,7 +16,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 APT_PACKAGES=(libfluidsynth3 timgm6mb-soundfont libportaudio2 mosquitto mosquitto-clients
               jackd2 fluidsynth)
 TORCH_VERSION=2.13.0
-PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.streamsonic-setup
 
@@ -42,16 +41,30 @@ as_root() {
     fi
 }
 
+new_enough() {  # new_enough PYTHON: true for Python 3.11 or newer
+    "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
+}
+
+# The interpreter for the venv: $PYTHON, else the first Python >= 3.11 on PATH.
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    for candidate in python3 python3.13 python3.12 python3.11; do
+        if command -v "$candidate" >/dev/null 2>&1 && new_enough "$candidate"; then
+            PYTHON=$candidate
+            break
+        fi
+    done
+fi
+
 # -- 1. system packages -------------------------------------------------------------------
 command -v dpkg-query >/dev/null 2>&1 || die "this script needs Debian or Ubuntu (dpkg and apt-get)"
 wanted=("${APT_PACKAGES[@]}")
-# A Python with venv (Debian splits ensurepip out into python3-venv).
+# A Python with venv (Debian splits ensurepip out into python3-venv, python3.11-venv ...).
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     [ "$PYTHON" = python3 ] || die "PYTHON=$PYTHON not found"
     wanted+=(python3 python3-venv)
 elif ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    [ "$PYTHON" = python3 ] || die "$PYTHON has no venv/ensurepip module"
-    wanted+=(python3-venv)
+    wanted+=("$(basename "$PYTHON")-venv")
 fi
 missing=()
 for pkg in "${wanted[@]}"; do
@@ -67,8 +80,8 @@ else
         "${missing[@]}"
 fi
 
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || die "$PYTHON is $("$PYTHON" -V 2>&1); streamsonic needs Python 3.11 or newer (set PYTHON=...)"
+new_enough "$PYTHON" || die "$PYTHON is $("$PYTHON" -V 2>&1); streamsonic needs Python 3.11 or \
+newer: install one (Ubuntu 22.04: apt-get install python3.11 python3.11-venv) or set PYTHON=..."
 
 # -- 2. virtual environment -----------------------------------------------------------------
 if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
