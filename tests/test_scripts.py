@@ -97,6 +97,22 @@ def test_demo_without_audio_device_renders_files(tmp_path: Path,
 
 
 @pytest.mark.slow
+def test_demo_without_soundfont_still_renders_midi(tmp_path: Path,
+                                                   random_pitch_checkpoint: Path) -> None:
+    """No SoundFont: no WAV (one warning naming the fix), the other files all the same."""
+    out_dir = tmp_path / "demo-output"
+    result = run_demo(out_dir, random_pitch_checkpoint, "--files",
+                      "--soundfont", str(tmp_path / "missing.sf2"))
+    assert result.returncode == 0, result.stderr
+    assert "no WAV file" in result.stderr
+    assert "missing.sf2" in result.stderr
+    assert not (out_dir / "demo.wav").exists()
+    assert "demo.wav" not in result.stdout
+    assert "The demo was rendered to files" in result.stdout
+    check_demo_files(out_dir, wav=False)
+
+
+@pytest.mark.slow
 @pytest.mark.jack
 def test_demo_plays_live_on_jack(tmp_path: Path, random_pitch_checkpoint: Path,
                                  jack_server: JackServer) -> None:

@@ -185,15 +185,15 @@ def _soundfont_hint(config: Config) -> str:
 
 def _print_files(files: dict[str, Path], config: Config, head: str) -> None:
     """Say where the files are and how to play them."""
-    soundfont = _soundfont_hint(config)
-    what = {
-        "wav": ("audio", f"play it: aplay {_shown(files.get('wav', Path()))}"),
-        "mid": ("MIDI", f"play it: fluidsynth -a alsa {soundfont} {_shown(files['mid'])}"),
-        "png": ("the data and the notes on one plot", ""),
-        "events": ("one JSON line per note", ""),
+    labels = {
+        "wav": "audio; play it: aplay {path}",
+        "mid": "MIDI; play it: fluidsynth -a alsa {soundfont} {path}",
+        "events": "one JSON line per note",
+        "png": "the data and the notes on one plot",
     }
+    soundfont = _soundfont_hint(config)
+    shown = {kind: _shown(path) for kind, path in files.items()}
+    width = max(map(len, shown.values()))
     print(f"{head} (in {_shown(files['mid'].parent)}/):")
-    width = max(len(_shown(p)) for p in files.values())
-    for kind, path in files.items():
-        label, hint = what[kind]
-        print(f"  {_shown(path):<{width}}  {label}" + (f"; {hint}" if hint else ""))
+    for kind, text in shown.items():
+        print(f"  {text:<{width}}  " + labels[kind].format(path=text, soundfont=soundfont))
