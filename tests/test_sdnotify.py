@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,3 +113,54 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     assert watchdog_interval() is None
     monkeypatch.setenv("WATCHDOG_USEC", "0")
     assert watchdog_interval() is None
+
+
+# -- the daemon under a (simulated) systemd -----------------------------------------------
+
+def wait_for(sock: socket.socket, first_line: str, seen: list[list[str]]) -> list[str]:
+    """Read datagrams (collected in ``seen``) until one starts with ``first_line``."""
+    while True:
+        lines = receive(sock)  # the socket's timeout ends a wait that never succeeds
+        seen.append(lines)
+        if lines[0] == first_line:
+            return lines
+
+
+@pytest.mark.slow
+def test_daemon_reports_ready_watchdog_reload_stopping(
+    notify_socket: socket.socket, tmp_path: Path, random_pitch_checkpoint: Path
+) -> None:
+    """`streamsonic run` in a subprocess, with NOTIFY_SOCKET and WATCHDOG_USEC as systemd
+    sets them for Type=notify with WatchdogSec=2s: READY, pings, SIGHUP reload, SIGTERM."""
+    notify_socket.settimeout(60)  # first READY waits for torch and the model to load
+    env = {**os.environ, "WATCHDOG_USEC": "2000000", "XDG_CONFIG_HOME": str(tmp_path)}
+    env.pop("STREAMSONIC_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamsonic", "run", "--output", "events",
+         "--weights", str(random_pitch_checkpoint)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    seen: list[list[str]] = []
+    try:
+        ready = wait_for(notify_socket, "READY=1", seen)
+        assert any(line.startswith("STATUS=") and "events" in line for line in ready)
+        assert proc.stdin is not None
+        proc.stdin.write(b"1\n5\n3\n")
+        proc.stdin.flush()
+        notify_socket.settimeout(10)
+        wait_for(notify_socket, "WATCHDOG=1", seen)
+        proc.send_signal(signal.SIGHUP)
+        reloading = wait_for(notify_socket, "RELOADING=1", seen)
+        assert reloading[1].startswith("MONOTONIC_USEC=")
+        wait_for(notify_socket, "READY=1", seen)
+        proc.send_signal(signal.SIGTERM)
+        wait_for(notify_socket, "STOPPING=1", seen)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert out.decode().splitlines(), "the daemon played no note"  # it ran, not just started
+    firsts = [lines[0] for lines in seen]
+    assert firsts.index("READY=1") < firsts.index("RELOADING=1") < firsts.index("STOPPING=1")
