@@ -323,6 +323,18 @@ class TestTls:
     async def test_plain_mqtt_to_tls_port_fails_clearly(self, broker: Broker) -> None:
         source = make_source(broker, ["x"])
         source.url = source.url.__class__("mqtt", "127.0.0.1", broker.port)
-        with pytest.raises(MqttError, match="MQTT broker"):
+        with pytest.raises(MqttError, match=r"MQTT broker.*mqtts://"):
             async with source:
                 pass
+
+
+async def test_client_certificate(mqtt_broker_factory, mqtt_certs) -> None:
+    broker = mqtt_broker_factory(certs=mqtt_certs, require_client_cert=True)
+    async with make_source(broker, ["cc/#"], ca_file=str(mqtt_certs.ca),
+                           cert_file=str(mqtt_certs.client_cert),
+                           key_file=str(mqtt_certs.client_key)) as source:
+        await subscribed(source)
+    with pytest.raises(MqttError, match=r"mqtts://localhost.*set mqtt\.cert_file") as err:
+        async with make_source(broker, ["cc/#"], ca_file=str(mqtt_certs.ca)):
+            pass
+    assert "\n" not in str(err.value)

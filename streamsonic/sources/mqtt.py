@@ -186,10 +186,14 @@ class MqttSource:
         while not self._connack.is_set():
             rc = client.loop(timeout=LOOP_TIMEOUT)
             if rc != paho.MQTT_ERR_SUCCESS and not self._connack.is_set():
+                if self.url.tls:
+                    fix = ("if the broker requires a client certificate, set mqtt.cert_file "
+                           "and mqtt.key_file; else check the port speaks MQTT over TLS")
+                else:
+                    fix = "check the port speaks plain MQTT (a TLS port needs mqtts://)"
                 raise MqttError(
                     f"MQTT broker {self.url} closed the connection before accepting it "
-                    f"({paho.error_string(rc)}); check the port speaks MQTT"
-                    + (" over TLS (mqtts://)" if not self.url.tls else "")
+                    f"({paho.error_string(rc).rstrip('.')}); {fix}"
                 )
             if time.monotonic() > deadline:
                 client.disconnect()
