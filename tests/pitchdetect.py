@@ -53,15 +53,26 @@ def fundamental(x: np.ndarray, rate: int, fmin: float = 50.0, fmax: float = 2000
         product += hps[::h][:limit]
     band = (freqs[:limit] >= fmin) & (freqs[:limit] <= fmax)
     idx = np.flatnonzero(band)
-    guess = idx[np.argmax(product[idx])]
-    # refine on the plain spectrum within ±3 % of the guess
-    lo = max(1, int(guess * 0.97))
-    hi = min(len(spectrum) - 2, int(guess * 1.03) + 1)
-    k = lo + int(np.argmax(spectrum[lo:hi + 1]))
+    guess = int(idx[np.argmax(product[idx])])
+    k = _peak_near(spectrum, guess)
+    # HPS can land below a high note (on a spurious low region): move up an octave while
+    # the spectrum there is much stronger than at the guess
+    while 2 * k < len(spectrum) - 2:
+        up = _peak_near(spectrum, 2 * k)
+        if spectrum[up] < 5.0 * spectrum[k]:
+            break
+        k = up
     a, b, c = (math.log(spectrum[k + d] + 1e-12) for d in (-1, 0, 1))
     denom = a - 2 * b + c
     shift = 0.5 * (a - c) / denom if denom else 0.0
     return float((k + shift) * rate / n)
+
+
+def _peak_near(spectrum: np.ndarray, k: int, width: float = 0.03) -> int:
+    """Index of the largest bin within ±``width`` (relative) of bin ``k``."""
+    lo = max(1, int(k * (1 - width)))
+    hi = min(len(spectrum) - 2, int(k * (1 + width)) + 1)
+    return lo + int(np.argmax(spectrum[lo:hi + 1]))
 
 
 def reference_note(note: int, velocity: int, program: int, rate: int, gain: float = 0.5,

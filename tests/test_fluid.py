@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import threading
 import time
 
 import mido
@@ -17,6 +16,7 @@ from streamsonic.errors import AudioError
 from streamsonic.sinks import fluid
 from streamsonic.sinks.blocks import BlockRenderer, StreamClock
 from streamsonic.sinks.synth import GRAIN, FluidSynth
+from tests.jackaudio import Capture
 from tests.pitchdetect import SOUNDFONT, cents, fundamental, locate, midi_to_hz, reference_note
 
 needs_soundfont = pytest.mark.skipif(not SOUNDFONT.is_file(),
@@ -118,39 +118,6 @@ def test_unknown_device_lists_the_outputs(jack_server) -> None:
 
 
 # -- live on JACK --------------------------------------------------------------------------
-class Capture:
-    """A capture stream in this process; records audio and (monotonic, frame) per block."""
-
-    def __init__(self, sd, rate: int, block: int) -> None:
-        self.rate = rate
-        self.chunks: list[np.ndarray] = []
-        self.stamps: list[tuple[float, int, bool]] = []
-        self.frames = 0
-        self.lock = threading.Lock()
-        self.stream = sd.InputStream(samplerate=rate, blocksize=block, channels=2,
-                                     dtype="float32", callback=self._callback)
-
-    def _callback(self, indata, frames, time_info, status) -> None:
-        self.stamps.append((time.monotonic(), self.frames, bool(status.input_overflow)))
-        self.chunks.append(indata.copy())
-        self.frames += frames
-
-    def audio(self) -> np.ndarray:
-        return np.concatenate(self.chunks)
-
-    def frame_of(self, t: float, window: int = 16) -> int:
-        """The captured frame that was at clock time ``t``.
-
-        Each block's start time is its callback time less the wake-up delay; the delay is
-        estimated by the least-late callback among this block and the next ``window`` (a
-        dropout only ever moves later blocks later, so looking forward is safe).
-        """
-        stamps = np.array([(s[0], s[1]) for s in self.stamps])
-        observed = stamps[:, 0] - stamps[:, 1] / self.rate
-        i = max(0, int(np.searchsorted(stamps[:, 0], t)) - 1)
-        return round((t - observed[i:i + window].min()) * self.rate)
-
-
 @pytest.mark.jack
 @needs_soundfont
 def test_live_audio_sink_on_jack(jack_server) -> None:
