@@ -6,6 +6,9 @@ Networks are tiny (hidden 24/12) and windows short so the whole file runs in sec
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import mido
@@ -282,3 +285,25 @@ def test_cli_train_bad_folder(tmp_path, capsys):
     status = cli_main(["train", "pitch", str(tmp_path / "none"), "-o", str(tmp_path / "o.pt")])
     assert status == TrainingError.exit_status
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigint_in_a_real_process_saves_and_exits_130(midi_dir, tmp_path):
+    """Ctrl-C on the real command: exit 130, best checkpoint kept, resume hint printed."""
+    out = tmp_path / "sig.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamsonic", "train", "pitch", str(midi_dir), "-o", str(out),
+         "--epochs", "500", "--patience", "500", "--seq-len", "12", "--hidden1", "16",
+         "--hidden2", "8", "--threads", "1", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("epoch 2/500"):
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted; continue with --resume" in stdout
+    ckpt = load_checkpoint(out, kind="pitch")
+    assert ckpt.meta["training"]["stopped"] == "interrupted"
+    assert ckpt.meta["training"]["epochs_run"] >= 2
