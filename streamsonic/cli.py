@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("streamsonic.commands.train", "train the pitch or temporal model from MIDI files"),
     "info": ("streamsonic.commands.info", "show what a checkpoint contains"),
     "devices": ("streamsonic.commands.devices", "list audio devices and MIDI ports"),
+    "demo": ("streamsonic.commands.demo", "play (or render) the embedded demo series"),
 }
 
 DESCRIPTION = """\

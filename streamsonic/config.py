@@ -373,7 +373,7 @@ def _build(cls: type, data: Any, prefix: str, origin: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(
-            f"{origin}: unknown key {prefix}{unknown[0]!r} in {where}; "
+            f"{origin}: unknown key '{prefix}{unknown[0]}' in {where}; "
             f"known keys: {', '.join(sorted(names))}"
         )
     kwargs: dict[str, Any] = {}

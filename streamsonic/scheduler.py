@@ -92,7 +92,7 @@ class _Sounding:
         self.channel = channel
         self.pitch = pitch
         self.off_time = off_time
-        self.handles: list[Handle] = []
+        self.handles: list[tuple[int, Handle]] = []
 
 
 class Scheduler:
@@ -130,9 +130,9 @@ class Scheduler:
         start = note.start
         previous = self._sounding.pop(note.stream, None)
         if previous is not None and previous.off_time > start:
-            for h in previous.handles:
-                h.cancel()
-                self._pending.pop(id(h), None)
+            for key, handle in previous.handles:
+                handle.cancel()
+                self._pending.pop(key, None)
             self._dispatch(_off(previous.channel, previous.pitch), start)
         if self._programs.get(note.channel) != note.program:
             self._programs[note.channel] = note.program
@@ -157,8 +157,8 @@ class Scheduler:
         when: float,
         note: NoteEvent | None = None,
         stream: str | None = None,
-    ) -> list[Handle]:
-        handles: list[Handle] = []
+    ) -> list[tuple[int, Handle]]:
+        handles: list[tuple[int, Handle]] = []
         now = self.clock.time()
         for sink in self.sinks:
             at = when - sink.lookahead
@@ -175,7 +175,7 @@ class Scheduler:
 
             handle = self.clock.call_at(at, fire)
             self._pending[key] = handle
-            handles.append(handle)
+            handles.append((key, handle))
         return handles
 
     def _deliver(
