@@ -207,3 +207,29 @@ def test_wrong_password_is_one_line_and_exit_69(mqtt_broker_factory, mqtt_certs,
     assert status == 69
     assert len(errors) == 1, daemon.log
     assert "refused user 'bob'" in errors[0] and "password" in errors[0]
+
+
+def test_compute_here_play_there(mqtt_broker: Broker, weights: Path) -> None:
+    """stdin -> daemon A --output mqtt:URL/PREFIX -> broker -> daemon B --play-notes."""
+    player = Daemon(run_args(mqtt_broker, weights, "far/#", play_notes=True))
+    try:
+        player.wait_log("subscribed to")
+        computer = subprocess.Popen(
+            [sys.executable, "-X", "faulthandler", "-m", "streamsonic", "run",
+             "--weights", str(weights), "--max-rate", "1000", "--output", "events",
+             "--output", f"mqtt:{mqtt_broker.url}/far/notes"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = computer.communicate("1\n5\n3\n9\n", timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            computer.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            out, err = computer.communicate()
+            pytest.fail(f"the stdin daemon did not exit:\n{err}")
+        assert computer.returncode == 0, err
+        sent = [json.loads(line) for line in out.splitlines()]
+        played = player.take(len(sent))
+    finally:
+        assert player.stop() == 0
+    assert len(sent) >= 1
+    keys = ("stream", "value", "pitch", "velocity", "duration", "channel", "program")
+    assert [{k: n[k] for k in keys} for n in played] == [{k: n[k] for k in keys} for n in sent]
