@@ -264,7 +264,7 @@ def test_cli_train_then_info(midi_dir, tmp_path, capsys):
                        "--device", "cpu", "--val-fraction", "0.25"])
     captured = capsys.readouterr()
     assert status == 0
-    assert "skipped broken.mid" in captured.err
+    assert "streamsonic: WARNING: skipping broken.mid: not a readable MIDI file" in captured.err
     assert "epoch 2/2" in captured.err
     assert "most frequent" in captured.out and f"saved {out}" in captured.out
     assert cli_main(["info", str(out)]) == 0

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 
+from streamsonic.commands.common import setup_logging
 from streamsonic.errors import EXIT_INTERRUPTED
 
 DESCRIPTION = """\
@@ -60,6 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="fraction of FILES held out for validation (default 0.2)")
     g.add_argument("--tracks", choices=("all", "first"), default="all",
                    help="melody from all tracks merged (default) or the first track with notes")
+    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   default="info", help="log verbosity on stderr (default info)")
     g.add_argument("--hidden1", type=int, default=256, metavar="N",
                    help="units of the first LSTM (default 256)")
     g.add_argument("--hidden2", type=int, default=None, metavar="N",
@@ -72,6 +75,7 @@ def main(args: argparse.Namespace) -> int:
     from streamsonic.train.loop import TrainOptions, train  # noqa: PLC0415 - keeps --help light
     from streamsonic.train.report import report  # noqa: PLC0415
 
+    setup_logging(args.log_level)
     opts = TrainOptions(
         kind=args.kind, data=args.data, out=args.output, epochs=args.epochs,
         seq_len=args.seq_len, stride=args.stride, batch_size=args.batch_size, lr=args.lr,

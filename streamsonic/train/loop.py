@@ -174,9 +174,6 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
         torch.set_num_threads(opts.threads)
     started = time.monotonic()
     corpus = load_corpus(opts.data, opts.tracks)  # type: ignore[arg-type]
-    progress_out = Progress(1, 1, stream=stream)
-    for name, reason in corpus.skipped:
-        progress_out.message(f"skipped {name}: {reason}")
     train_m, val_m = split_by_file(corpus.melodies, opts.val_fraction, opts.seed)
     classes = corpus.classes()
     if len(classes) < 2:
