@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=(libfluidsynth3 timgm6mb-soundfont libportaudio2 mosquitto mosquitto-clients
-              jackd2 fluidsynth)
+              jackd2 fluidsynth openssl)
 TORCH_VERSION=2.13.0
 VENV=.venv
 STAMP=$VENV/.streamsonic-setup

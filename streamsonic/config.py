@@ -160,11 +160,13 @@ class ClockConfig:
     mode: Literal["event", "tick"] = "event"
     max_rate: float = 8.0
     aggregate: Literal["last", "mean", "min", "max"] = "last"
+    backlog: int = 16
     step: float = 0.5
 
     def __post_init__(self) -> None:
         _check(0.1 <= self.max_rate <= 1000.0, "clock.max_rate", "must be 0.1..1000 notes/s")
         _check(0.01 <= self.step <= 16.0, "clock.step", "must be 0.01..16 beats")
+        _check(0 <= self.backlog <= 100_000, "clock.backlog", "must be 0..100000 samples")
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,20 @@
 Clock policies:
 
 * ``event``: a note per sample as it arrives, at most ``clock.max_rate`` notes per second
-  per stream; samples that come faster are aggregated (last, mean, min or max) and the
-  aggregate plays as soon as the stream may play again.
-* ``tick``: every ``clock.step`` beats, one note for each stream that received data since
-  the previous tick (the aggregate of those samples), all streams stepped as one batch.
+  per stream. A sample that comes sooner waits in its stream's queue and plays as soon as
+  the stream may play again. Up to ``clock.backlog`` samples wait one by one, so a short
+  burst (``printf '1\n5\n3\n9\n' | streamsonic``) is heard note by note; beyond that,
+  samples fold into the last waiting note, which plays their aggregate (last, mean, min or
+  max: ``clock.aggregate``), so a stream faster than the cap is aggregated with a latency
+  of at most ``backlog / max_rate`` seconds.
+* ``tick``: every ``clock.step`` beats, one note for each stream with waiting samples (the
+  head of its queue, filled the same way), all streams stepped as one batch.
 * ``rhythm = "model"`` (with a temporal checkpoint): the temporal model decides when each
   stream's next note starts, how long it lasts and how loud it is; the newest data (the
   aggregate since the stream's previous note) chooses its pitch.
 
-Every sample enters its stream's rolling window, played or not.
+Every sample enters its stream's rolling window, played or not. When the input ends, the
+queues play out and the daemon waits for the last note-off.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -34,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Aggregate:
-    """Samples of one stream waiting to be played as one note."""
+    """Samples of one stream that will play as one note."""
 
     count: int = 0
     last: float = math.nan
@@ -42,6 +48,13 @@ class Aggregate:
     low: float = math.inf
     high: float = -math.inf
     time: float = 0.0
+
+    @classmethod
+    def of(cls, sample: Sample) -> Aggregate:
+        """An aggregate holding one sample."""
+        agg = cls()
+        agg.add(sample)
+        return agg
 
     def add(self, sample: Sample) -> None:
         """Fold one sample in."""
@@ -77,9 +90,10 @@ class Engine:
         self.scheduler = scheduler
         self.loop = loop
         self.rhythm = rhythm
-        self._pending: dict[str, tuple[Aggregate, str]] = {}
+        self._queues: dict[str, deque[Aggregate]] = {}
         self._next_allowed: dict[str, float] = {}
         self._flush: dict[str, Handle] = {}
+        self.aggregated = 0
         self._tick_handle: Handle | None = None
         self._tick_index = 0
         self._tick_origin = 0.0
@@ -110,15 +124,15 @@ class Engine:
             return
         clock = self.config.clock
         if clock.mode == "tick":
-            self._aggregate(sample)
+            self._enqueue(sample)
             self._ensure_ticking()
             return
         now = self.loop.time()
-        if stream not in self._pending and now >= self._next_allowed.get(stream, -math.inf):
+        if not self._queues.get(stream) and now >= self._next_allowed.get(stream, -math.inf):
             self._next_allowed[stream] = now + 1.0 / clock.max_rate
             self._play([Cue(sample, now + self.scheduler.latency)])
             return
-        self._aggregate(sample)
+        self._enqueue(sample)
         if stream not in self._flush:
             when = self._next_allowed.get(stream, now)
             self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
@@ -130,19 +144,25 @@ class Engine:
         self.played += 1
 
     # -- policies --------------------------------------------------------------------------
-    def _aggregate(self, sample: Sample) -> None:
-        entry = self._pending.get(sample.stream)
-        if entry is None:
-            entry = (Aggregate(), sample.stream)
-            self._pending[sample.stream] = entry
-        entry[0].add(sample)
+    def _enqueue(self, sample: Sample) -> None:
+        queue = self._queues.setdefault(sample.stream, deque())
+        if len(queue) < max(self.config.clock.backlog, 1):
+            queue.append(Aggregate.of(sample))
+        else:
+            queue[-1].add(sample)
+            self.aggregated += 1
 
     def _take(self, stream: str) -> Sample | None:
-        entry = self._pending.pop(stream, None)
-        if entry is None:
+        queue = self._queues.get(stream)
+        if not queue:
             return None
-        agg = entry[0]
+        agg = queue.popleft()
         return Sample(stream, agg.time, agg.value(self.config.clock.aggregate))
+
+    @property
+    def waiting(self) -> int:
+        """Notes waiting in the queues."""
+        return sum(len(q) for q in self._queues.values())
 
     def _flush_stream(self, stream: str) -> None:
         self._flush.pop(stream, None)
@@ -152,6 +172,9 @@ class Engine:
         now = self.loop.time()
         self._next_allowed[stream] = now + 1.0 / self.config.clock.max_rate
         self._play([Cue(sample, now + self.scheduler.latency)])
+        if self._queues.get(stream):
+            when = self._next_allowed[stream]
+            self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
 
     def tick_period(self) -> float:
         """Seconds between ticks."""
@@ -166,7 +189,7 @@ class Engine:
     def _tick(self) -> None:
         self._tick_handle = None
         start = self.loop.time() + self.scheduler.latency
-        cues = [Cue(s, start) for s in (self._take(n) for n in list(self._pending)) if s]
+        cues = [Cue(s, start) for s in (self._take(n) for n in list(self._queues)) if s]
         if not cues:
             return  # idle: ticking restarts with the next sample
         self._play(cues)
@@ -181,22 +204,14 @@ class Engine:
 
     # -- shutdown --------------------------------------------------------------------------
     async def drain(self) -> None:
-        """After the input ended: play what is pending, then wait for the last note-off."""
-        for handle in self._flush.values():
-            handle.cancel()
-        self._flush.clear()
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
-            self._tick_handle = None
+        """After the input ended: let the queues play out, then wait for the last note-off."""
         if self.rhythm is not None:
             await self.rhythm.drain()  # type: ignore[attr-defined]
-        start = self.loop.time() + self.scheduler.latency
-        leftovers = [s for s in (self._take(n) for n in list(self._pending)) if s]
-        if leftovers:
-            self._play([Cue(s, start) for s in leftovers])
-        while not self.scheduler.idle:
-            wait = max(self.scheduler.end_time - self.loop.time(), 0.0) + 0.005
-            await asyncio.sleep(min(wait, 0.25))
+        while self.waiting or not self.scheduler.idle:
+            if self.waiting and self.config.clock.mode == "tick":
+                self._ensure_ticking()
+            end = self.scheduler.end_time if not self.waiting else self.loop.time() + 0.05
+            await asyncio.sleep(min(max(end - self.loop.time(), 0.0) + 0.005, 0.25))
 
     def cancel(self) -> None:
         """Stop scheduling anything new (the daemon then closes the scheduler)."""

@@ -14,7 +14,9 @@ held whole. Iteration ends at EOF.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -134,7 +136,13 @@ class StdinSource:
             if sys.stdin is None:
                 raise SourceError("stdin is closed; pipe numbers in, or set mqtt.url to read "
                                   "from MQTT")
-            stream = sys.stdin.buffer
+            # A private reader on a duplicate of fd 0: the reader thread may be blocked in
+            # read() when the process exits, and if it held sys.stdin.buffer's lock then,
+            # interpreter shutdown would abort ("could not acquire lock ... daemon threads").
+            try:
+                stream = io.BufferedReader(io.FileIO(os.dup(sys.stdin.fileno()), "rb"))
+            except (OSError, ValueError, io.UnsupportedOperation):
+                stream = sys.stdin.buffer
         try:
             if stream.isatty():
                 log.info("reading numbers from the terminal: one line each, Ctrl-D ends")

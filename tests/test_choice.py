@@ -1,0 +1,76 @@
+"""The influence kernel: 1 follows the data, 0 follows the model, between trades off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamsonic.encoding import PitchEncoding
+from streamsonic.model.choice import Chooser
+from streamsonic.music import scale_pitches
+from tests.conftest import CLASSES
+
+
+def make(influence: float, temperature: float = 0.0, scale: str = "major") -> Chooser:
+    return Chooser(PitchEncoding(CLASSES), scale_pitches(scale, "C", 50, 89), influence,
+                   temperature=temperature)
+
+
+def peaked_logits(pitch: int, strength: float = 6.0) -> np.ndarray:
+    logits = np.zeros((1, len(CLASSES)))
+    logits[0, CLASSES.index(pitch)] = strength
+    return logits
+
+
+def test_influence_one_plays_nearest_scale_pitch() -> None:
+    c = make(1.0)
+    for d in np.linspace(50, 89, 57):
+        idx = c.choose(peaked_logits(60, 50.0), np.array([d]), [np.random.default_rng()])[0]
+        assert c.candidates[idx] == c.candidates[np.argmin(np.abs(c.candidates - d))]
+
+
+def test_influence_zero_plays_the_model() -> None:
+    c = make(0.0)
+    idx = c.choose(peaked_logits(76), np.array([52.0]), [np.random.default_rng()])[0]
+    assert c.candidates[idx] == 76
+
+
+def test_half_influence_moves_only_when_the_model_is_confident() -> None:
+    c = make(0.5)
+    near = c.choose(peaked_logits(64, 2.0), np.array([62.0]), [np.random.default_rng()])[0]
+    far = c.choose(peaked_logits(84, 2.0), np.array([62.0]), [np.random.default_rng()])[0]
+    assert c.candidates[near] == 64  # one scale step away, modest confidence: moves
+    assert c.candidates[far] == 62  # 22 semitones away: the data wins
+
+
+def test_out_of_scale_classes_are_never_chosen() -> None:
+    c = make(0.0, scale="pentatonic")
+    idx = c.choose(peaked_logits(61, 30.0), np.array([61.0]), [np.random.default_rng()])[0]
+    assert c.candidates[idx] % 12 in (0, 2, 4, 7, 9)
+
+
+def test_temperature_sampling_is_seeded() -> None:
+    c = make(0.3, temperature=1.0)
+    logits = np.random.default_rng(0).normal(size=(1, len(CLASSES)))
+    draws_a = [c.choose(logits, np.array([70.0]), [g])[0]
+               for g in [np.random.default_rng(5)] for _ in range(50)]
+    draws_b = [c.choose(logits, np.array([70.0]), [g])[0]
+               for g in [np.random.default_rng(5)] for _ in range(50)]
+    assert draws_a == draws_b
+    assert len(set(draws_a)) > 3
+
+
+def test_range_wider_than_the_model_uses_octave_equivalent_logits() -> None:
+    enc = PitchEncoding(CLASSES)
+    c = Chooser(enc, scale_pitches("major", "C", 36, 100), 0.0)
+    # C7 (96) is outside the model's range: it borrows the logit of the nearest C (84).
+    mapped = dict(zip(c.candidates.tolist(), c._cand_class.tolist(), strict=True))
+    assert CLASSES[mapped[96]] == 84
+    assert CLASSES[mapped[36]] == 60 or CLASSES[mapped[36]] % 12 == 0
+
+
+@pytest.mark.parametrize("value", [0.0, 0.25, 1.0])
+def test_data_input_matches_encoding(value: float) -> None:
+    c = make(1.0)
+    d = c.data_pitch(np.array([value]))
+    assert 0.0 <= c.data_input(d)[0] <= 1.0

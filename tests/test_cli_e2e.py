@@ -1,0 +1,220 @@
+"""End to end: the real `streamsonic` CLI in a subprocess, stdin in, files and JSON out."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+
+from streamsonic.music import in_scale
+
+EXE = [sys.executable, "-m", "streamsonic"]
+
+
+def run(args: list[str], stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*EXE, *args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def notes_of(path: Path) -> list[tuple[str, int]]:
+    mid = mido.MidiFile(path)
+    return [(m.type, m.note) for m in mid if m.type in ("note_on", "note_off")]
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(x: list[float]) -> np.ndarray:
+        arr = np.asarray(x, dtype=float)
+        order = arr.argsort(kind="stable")
+        r = np.empty(len(arr))
+        r[order] = np.arange(len(arr))
+        for v in np.unique(arr):  # average ties
+            m = arr == v
+            r[m] = r[m].mean()
+        return r
+
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def test_printf_numbers_to_midi_file(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
+    out = tmp_path / "out.mid"
+    res = run(["--output", f"file:{out}", "--weights", str(random_pitch_checkpoint),
+               "--influence", "1"], "1\n5\n3\n9\n")
+    assert res.returncode == 0, res.stderr
+    seq = notes_of(out)
+    ons = [n for k, n in seq if k == "note_on"]
+    offs = [n for k, n in seq if k == "note_off"]
+    assert len(ons) == 4 and sorted(ons) == sorted(offs)
+    # notes follow the numbers: 9 is the highest, 1 the lowest of the notes after the first
+    assert ons[3] >= ons[1] > ons[2]
+
+
+def test_events_stream_before_eof(random_pitch_checkpoint: Path) -> None:
+    proc = subprocess.Popen([*EXE, "--output", "events", "--weights", str(random_pitch_checkpoint)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdin and proc.stdout
+    try:
+        proc.stdin.write("cpu=0.5 mem=3\n")
+        proc.stdin.flush()
+        got = [json.loads(proc.stdout.readline()) for _ in range(2)]  # before EOF
+        assert {g["stream"] for g in got} == {"cpu", "mem"}
+        for g in got:
+            for key in ("stream", "time", "value", "normalized", "pitch", "velocity",
+                        "duration", "channel"):
+                assert key in g
+        assert proc.poll() is None  # still running: stdin is open
+        proc.stdin.write("cpu=0.7\n")
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=60) == 0
+        assert json.loads(rest.splitlines()[0])["stream"] == "cpu"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sine_follows_the_data_in_scale(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
+    values = [math.sin(2 * math.pi * i / 40) * 50 + 100 for i in range(240)]
+    res = run(["--output", "events", "--weights", str(random_pitch_checkpoint),
+               "--influence", "1", "--scale", "dorian", "--key", "D", "--max-rate", "1000",
+               "--note-length", "0.01", "--window", "80", "--set", "clock.backlog=1000"],
+              "".join(f"{v}\n" for v in values))
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(events) == len(values)
+    assert [e["value"] for e in events] == pytest.approx(values)
+    pitches = [e["pitch"] for e in events]
+    assert all(in_scale(p, "dorian", "D") and 50 <= p <= 89 for p in pitches)
+    assert spearman(values, pitches) >= 0.8
+
+
+def test_render_sine_rolling_follows_the_data(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
+    csv = tmp_path / "sine.csv"
+    values = [math.sin(2 * math.pi * i / 50) for i in range(300)]
+    csv.write_text("t,wave\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
+    res = run(["render", str(csv), "--column", "wave", "-o", "events", "--normalize", "rolling",
+               "--influence", "1", "--scale", "pentatonic", "--weights",
+               str(random_pitch_checkpoint)])
+    assert res.returncode == 0, res.stderr
+    pitches = [json.loads(line)["pitch"] for line in res.stdout.splitlines()]
+    assert len(pitches) == 300
+    assert all(p % 12 in (0, 2, 4, 7, 9) for p in pitches)
+    assert spearman(values[60:], pitches[60:]) >= 0.8
+
+
+def test_render_is_deterministic_per_seed(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
+    csv = tmp_path / "walk.csv"
+    walk = np.cumsum(np.random.default_rng(0).normal(size=200))
+    csv.write_text("".join(f"{v}\n" for v in walk))
+    common = ["render", str(csv), "-o", "events", "--temperature", "1.0", "--influence", "0.3",
+              "--weights", str(random_pitch_checkpoint)]
+    a = run([*common, "--seed", "1"])
+    b = run([*common, "--seed", "1"])
+    c = run([*common, "--seed", "2"])
+    assert a.returncode == b.returncode == c.returncode == 0, a.stderr
+    assert a.stdout == b.stdout
+    assert a.stdout != c.stdout
+
+
+def test_render_heavy_tailed_data_stays_audible(tmp_path: Path,
+                                                random_pitch_checkpoint: Path) -> None:
+    rng = np.random.default_rng(3)
+    pops = np.sort((rng.pareto(1.0, 300) + 1) * 5000)[::-1].astype(int)
+    csv = tmp_path / "cities.csv"
+    csv.write_text("population,location,name\n" + "".join(
+        f'{p},"https://maps/?q={rng.random():.4f},-{rng.random():.4f}",City{i}\n'
+        for i, p in enumerate(pops)))
+    midi, png = tmp_path / "out.mid", tmp_path / "out.png"
+    res = run(["render", str(csv), "--column", "population", "-o", str(midi), "--plot", str(png),
+               "--influence", "1", "--weights", str(random_pitch_checkpoint)])
+    assert res.returncode == 0, res.stderr
+    ons = [n for k, n in notes_of(midi) if k == "note_on"]
+    assert len(ons) == 300
+    assert len(set(ons)) >= 15  # plain min-max would put nearly all on one pitch
+    assert max(ons.count(p) for p in set(ons)) < 40
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sigint_leaves_a_valid_file_with_every_note_off(tmp_path: Path,
+                                                        random_pitch_checkpoint: Path) -> None:
+    out = tmp_path / "live.mid"
+    proc = subprocess.Popen([*EXE, "--output", f"file:{out}", "--output", "events",
+                             "--weights", str(random_pitch_checkpoint), "--note-length", "16",
+                             "--tempo", "30"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdin and proc.stdout
+    proc.stdin.write("a=1 b=2\n")
+    proc.stdin.flush()
+    for _ in range(2):
+        proc.stdout.readline()  # both notes are sounding now (32 s long)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    seq = notes_of(out)
+    ons = sorted(n for k, n in seq if k == "note_on")
+    offs = sorted(n for k, n in seq if k == "note_off")
+    assert len(ons) == 2 and ons == offs
+    proc.stdin.close()
+
+
+def test_sigterm_exits_zero(random_pitch_checkpoint: Path) -> None:
+    proc = subprocess.Popen([*EXE, "--output", "events", "--weights", str(random_pitch_checkpoint)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdin and proc.stdout
+    proc.stdin.write("1\n")
+    proc.stdin.flush()
+    proc.stdout.readline()
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    proc.stdin.close()
+
+
+def test_clear_errors_and_exit_statuses(tmp_path: Path) -> None:
+    res = run(["--weights", str(tmp_path / "missing.pt"), "--output", "events"], "1\n")
+    assert res.returncode == 66
+    assert res.stderr.strip().splitlines()[-1].startswith("streamsonic: error: weights file")
+    assert "streamsonic train pitch" in res.stderr
+    not_ckpt = tmp_path / "x.pt"
+    not_ckpt.write_bytes(b"garbage")
+    res = run(["--weights", str(not_ckpt), "--output", "events"], "1\n")
+    assert res.returncode == 66 and "not a streamsonic checkpoint" in res.stderr
+    res = run(["--output", "bogus:thing"], "1\n")
+    assert res.returncode == 64 and "unknown output" in res.stderr
+    res = run(["render", str(tmp_path / "nope.csv"), "-o", "events"])
+    assert res.returncode == 65 and "does not exist" in res.stderr
+    csv = tmp_path / "a.csv"
+    csv.write_text("x,y\n1,2\n")
+    res = run(["render", str(csv), "--column", "z", "-o", "events"])
+    assert res.returncode == 64 and "columns are" in res.stderr
+    res = run(["render", str(csv), "-o", "audio"])
+    assert res.returncode == 64 and "live-only" in res.stderr
+    res = run(["--key", "H"], "")
+    assert res.returncode == 78 and "music.key" in res.stderr
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    for args in (["--help"], ["run", "--help"], ["render", "--help"], ["train", "--help"]):
+        res = subprocess.run([sys.executable, "-X", "importtime", "-m", "streamsonic", *args],
+                             capture_output=True, text=True, check=False,
+                             env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+        assert res.returncode == 0, res.stderr
+        imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines()}
+        assert not {"torch", "numba", "rtmidi", "fluidsynth", "numpy"} & imported, args
+    assert "--influence" in run(["run", "--help"]).stdout
+
+
+def test_shipped_weights_are_the_default() -> None:
+    res = run(["--output", "events", "--influence", "0.5"], "1\n2\n")
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.splitlines()) == 2
+    assert Path(__file__).parents[1].joinpath("weights", "pitch.pt").is_file()

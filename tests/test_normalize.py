@@ -1,0 +1,124 @@
+"""Rolling normalizers: window maintenance, edge cases, robustness to spikes."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from streamsonic.config import NormalizeConfig
+from streamsonic.normalize import RollingNormalizer, normalize_global
+
+MODES = ["robust", "minmax", "zscore", "rank"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_first_sample_and_constant_stream_map_to_middle(mode: str) -> None:
+    n = RollingNormalizer(mode=mode, window=10)
+    assert n.update(0.0, 5.0)[0] == 0.5
+    for t in range(1, 30):
+        norm, z = n.update(float(t), 5.0)
+        assert norm == 0.5
+        assert z == 0.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_distinct_values_are_not_one_pitch(mode: str) -> None:
+    n = RollingNormalizer(mode=mode, window=50)
+    outs = {v: n.update(float(i), v)[0] for i, v in enumerate([1.0, 2.0] * 20)}
+    assert outs[2.0] - outs[1.0] > 0.3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_output_is_in_unit_interval_and_monotone_within_window(mode: str) -> None:
+    rng = random.Random(1)
+    n = RollingNormalizer(mode=mode, window=64)
+    for i in range(500):
+        norm, _ = n.update(float(i), rng.gauss(0, 1) * 1e6)
+        assert 0.0 <= norm <= 1.0
+    probes = sorted(rng.gauss(0, 1) * 1e6 for _ in range(20))
+    mapped = [n.normalize(p) for p in probes]
+    assert mapped == sorted(mapped)
+
+
+def test_minmax_deques_match_brute_force() -> None:
+    rng = random.Random(2)
+    n = RollingNormalizer(mode="minmax", window=17)
+    window: list[float] = []
+    for i in range(1000):
+        v = rng.choice([rng.random(), float(rng.randint(0, 3))])
+        n.push(float(i), v)
+        window = ([*window, v])[-17:]
+        assert n.minimum == min(window)
+        assert n.maximum == max(window)
+        assert n.mean == pytest.approx(sum(window) / len(window))
+        assert n.std == pytest.approx(float(np.std(window)), abs=1e-9)
+
+
+def test_time_window_evicts_old_samples() -> None:
+    n = RollingNormalizer(mode="minmax", window=1000, window_seconds=10.0)
+    n.push(0.0, 100.0)
+    for t in range(1, 12):
+        n.push(float(t), 1.0 + t)
+    assert n.maximum == 12.0  # the 100 at t=0 is older than 10 s
+    assert len(n) == 11
+
+
+@pytest.mark.parametrize("mode", ["robust", "rank"])
+def test_one_spike_does_not_flatten_the_rest(mode: str) -> None:
+    n = RollingNormalizer(mode=mode, window=100)
+    values = [float(i % 10) for i in range(99)] + [1e9]
+    for i, v in enumerate(values):
+        n.push(float(i), v)
+    mapped = {n.normalize(float(v)) for v in range(10)}
+    assert len(mapped) == 10  # ten distinct levels remain distinct
+    assert max(mapped) - min(mapped) > 0.5
+    assert n.normalize(1e9) == 1.0
+
+
+def test_minmax_is_flattened_by_a_spike_which_is_why_it_is_not_default() -> None:
+    n = RollingNormalizer(mode="minmax", window=100)
+    for i, v in enumerate([float(i % 10) for i in range(99)] + [1e9]):
+        n.push(float(i), v)
+    assert n.normalize(9.0) < 1e-6
+
+
+def test_zscore_flags_anomalies() -> None:
+    n = RollingNormalizer(mode="robust", window=100)
+    for i in range(100):
+        n.push(float(i), 10.0 + (i % 2))
+    assert abs(n.zscore(10.5)) < 0.1
+    assert n.zscore(30.0) > 10
+
+
+def test_large_offsets_keep_precision() -> None:
+    n = RollingNormalizer(mode="zscore", window=50)
+    for i in range(5000):
+        n.push(float(i), 1e12 + (i % 5))
+    assert n.std == pytest.approx(float(np.std([1e12 + (i % 5) for i in range(4950, 5000)])),
+                                  rel=1e-6)
+
+
+def test_global_rank_spreads_heavy_tails() -> None:
+    values = np.array([2_600_000, 1_600_000, 1_019_942] + list(range(6000, 6400)), float)
+    out = normalize_global(values, "rank", NormalizeConfig())
+    assert out.min() == 0.0 and out.max() == 1.0
+    minmax = normalize_global(values, "minmax", NormalizeConfig())
+    # min-max puts nearly everything at the bottom; rank does not.
+    assert (minmax < 0.01).mean() > 0.95
+    assert (out < 0.01).mean() < 0.05
+
+
+def test_global_ties_get_equal_positions() -> None:
+    out = normalize_global(np.array([3.0, 1.0, 3.0, 2.0]), "rank", NormalizeConfig())
+    assert out[0] == out[2]
+    assert out[1] < out[3] < out[0]
+    assert list(normalize_global(np.array([4.0, 4.0]), "rank", NormalizeConfig())) == [0.5, 0.5]
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        RollingNormalizer(mode="bogus")
+    with pytest.raises(ValueError, match="window"):
+        RollingNormalizer(window=1)
