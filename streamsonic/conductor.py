@@ -128,18 +128,24 @@ class Conductor:
         data_pitch = self.chooser.data_pitch(normalized)
         batch_state = self.stepper.stack([st.model_state for st in states])
         logits, pending = self.stepper.propose(self.chooser.data_input(data_pitch), batch_state)
+        # A temporal model also predicts each note's duration and loudness.
+        timings = getattr(self.stepper, "last_timings", None)
         chosen = self.chooser.choose(logits, data_pitch, [st.rng for st in states])
         new_state = self.stepper.commit(pending, self.chooser.candidate_input(chosen))
         for st, s in zip(states, self.stepper.split(new_state, len(states)), strict=True):
             st.model_state = s
         music = self.config.music
         notes: list[NoteEvent] = []
-        for cue, st, norm, idx in zip(cues, states, normalized, chosen, strict=True):
+        for i, (cue, st, norm, idx) in enumerate(zip(cues, states, normalized, chosen,
+                                                     strict=True)):
             st.notes += 1
             voice = self.allocator.voice(st.name)
             if voice.muted:
                 continue
-            velocity = cue.velocity
+            velocity, duration = cue.velocity, cue.duration
+            if timings:
+                velocity = timings[i].velocity if velocity is None else velocity
+                duration = timings[i].duration if duration is None else duration
             if velocity is None:
                 z = st.normalizer.zscore(cue.sample.value)
                 velocity = velocity_for(z, music.velocity_min, music.velocity_max, music.velocity_z)
@@ -151,7 +157,7 @@ class Conductor:
                     normalized=float(norm),
                     pitch=int(self.chooser.candidates[idx]),
                     velocity=int(velocity),
-                    duration=float(cue.duration if cue.duration is not None else self.note_seconds),
+                    duration=float(duration if duration is not None else self.note_seconds),
                     channel=voice.channel,
                     program=voice.program,
                     start=cue.start,

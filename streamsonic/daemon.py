@@ -83,16 +83,18 @@ class Daemon:
         from streamsonic.sources import open_source  # noqa: PLC0415
 
         loop = asyncio.get_running_loop()
-        stepper, encoding, _ = load_pitch_model(self.config.model)
+        use_rhythm = self.config.model.rhythm == "model" and not self.play_notes
+        if use_rhythm:
+            from streamsonic.rhythm import RhythmDriver, load_temporal_model  # noqa: PLC0415
+
+            stepper, encoding = load_temporal_model(self.config)
+        else:
+            stepper, encoding, _ = load_pitch_model(self.config.model)
         conductor = Conductor(self.config, stepper, encoding)
         source = open_source(self.config, play_notes=self.play_notes)
         sinks = open_outputs(self.specs, self.config)
         scheduler = Scheduler(loop, sinks)
-        rhythm = None
-        if self.config.model.rhythm == "model" and not self.play_notes:
-            from streamsonic.rhythm import RhythmDriver  # noqa: PLC0415
-
-            rhythm = RhythmDriver.from_config(self.config, conductor, scheduler, loop)
+        rhythm = RhythmDriver(conductor, scheduler, loop) if use_rhythm else None
         engine = Engine(conductor, scheduler, loop, rhythm=rhythm)
         self._install_signals(loop, engine)
         status = 0

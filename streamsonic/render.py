@@ -1,6 +1,7 @@
 """``streamsonic render``: a CSV column -> notes, offline, deterministic.
 
-One note per row in file order, spaced ``clock.step`` beats apart at ``music.tempo``;
+One note per row in file order, spaced ``clock.step`` beats apart at ``music.tempo`` (or as
+the temporal model decides, with ``rhythm = "model"``);
 faster than real time (a :class:`VirtualClock` drives the same scheduler and sinks the
 daemon uses). Values are normalized over the whole file (``normalize.render_mode``,
 default ``rank``) or, with ``--normalize rolling``, exactly as the daemon would.
@@ -126,7 +127,13 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
     from streamsonic.normalize import normalize_global  # noqa: PLC0415
     from streamsonic.scheduler import Scheduler, VirtualClock  # noqa: PLC0415
 
-    stepper, encoding, _ = load_pitch_model(config.model)
+    rhythm = config.model.rhythm == "model"
+    if rhythm:
+        from streamsonic.rhythm import load_temporal_model  # noqa: PLC0415
+
+        stepper, encoding = load_temporal_model(config)
+    else:
+        stepper, encoding, _ = load_pitch_model(config.model)
     conductor = Conductor(config, stepper, encoding)
     step = config.clock.step * seconds_per_beat(config.music.tempo)
     rolling = config.normalize.render_scope == "rolling"
@@ -138,9 +145,9 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
     sinks = open_outputs(specs, config)
     scheduler = Scheduler(clock, sinks)
     notes: list[NoteEvent] = []
+    start = 0.0
     try:
         for i, value in enumerate(series.values):
-            start = i * step
             clock.run_until(start)
             sample = Sample(series.name, float(i), float(value))
             conductor.observe(sample)
@@ -148,6 +155,8 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
             for note in conductor.play([cue]):
                 scheduler.play(note)
                 notes.append(note)
+            # The temporal model says when the next note starts; otherwise the clock step.
+            start += stepper.last_timings[0].delay if rhythm else step  # type: ignore[attr-defined]
         clock.run_all()
     finally:
         scheduler.close()

@@ -1,0 +1,127 @@
+"""``rhythm = "model"``: the temporal model decides when notes start, how long, how loud.
+
+:class:`TemporalAdapter` gives the :class:`~streamsonic.model.temporal.TemporalStepper`
+the pitch stepper's interface, so the :class:`~streamsonic.conductor.Conductor` plays it
+unchanged (data in the pitch slot, the chooser picks the pitch, the chosen note is what the
+network remembers); the timing the model predicted for each note is kept in
+``last_timings``. :class:`RhythmDriver` runs each stream on its own clock: a stream's next
+note starts ``delay`` seconds after its previous one, as the model predicted, and plays
+the aggregate of the samples that arrived since (``clock.aggregate``). A stream that
+received nothing by then falls silent; its next sample plays at once and restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+
+from streamsonic.conductor import Conductor, Cue
+from streamsonic.config import Config
+from streamsonic.encoding import PitchEncoding
+from streamsonic.engine import Aggregate
+from streamsonic.events import Sample
+from streamsonic.model.checkpoint import default_weights, load_checkpoint
+from streamsonic.model.stepper import Pending, resolve_device
+from streamsonic.model.temporal import TemporalStepper, Timing
+from streamsonic.scheduler import Handle, Scheduler
+
+log = logging.getLogger(__name__)
+
+
+class TemporalAdapter:
+    """A temporal stepper behind the pitch stepper's ``propose``/``commit`` interface."""
+
+    def __init__(self, stepper: TemporalStepper) -> None:
+        self.inner = stepper
+        self.n_classes = stepper.n_classes
+        self.device = stepper.device
+        self.last_timings: list[Timing] = []
+
+    def initial_state(self, batch: int = 1) -> object:
+        """Zero state for ``batch`` streams."""
+        return self.inner.initial_state(batch)
+
+    def propose(self, inputs: np.ndarray, state: object) -> tuple[np.ndarray, Pending]:
+        """Logits for the next pitch; the predicted timing goes to ``last_timings``."""
+        logits, timings, pending = self.inner.propose(inputs, state)  # type: ignore[arg-type]
+        self.last_timings = timings
+        return logits, pending  # type: ignore[return-value]
+
+    def commit(self, pending: Pending, inputs: np.ndarray) -> object:
+        """Remember the chosen pitch (with its predicted timing)."""
+        return self.inner.commit(pending, inputs)  # type: ignore[arg-type]
+
+    def step(self, inputs: np.ndarray, state: object) -> tuple[np.ndarray, object]:
+        """Propose and commit with the same input."""
+        logits, pending = self.propose(inputs, state)
+        return logits, self.commit(pending, inputs)
+
+    def stack(self, states: list[object]) -> object:
+        """Per-stream states -> one batch."""
+        return self.inner.stack(states)  # type: ignore[arg-type]
+
+    def split(self, state: object, batch: int) -> list[object]:
+        """One batch -> per-stream states."""
+        return self.inner.split(state, batch)  # type: ignore[arg-type, return-value]
+
+
+def load_temporal_model(config: Config) -> tuple[TemporalAdapter, PitchEncoding]:
+    """The temporal checkpoint (``model.temporal_weights``, default shipped) as a stepper."""
+    path = config.model.temporal_weights or default_weights("temporal")
+    ckpt = load_checkpoint(path, kind="temporal")
+    device = resolve_device(config.model.device)
+    stepper = TemporalStepper.from_checkpoint(ckpt, device, tempo=config.music.tempo)
+    log.info("temporal model %s on %s decides the rhythm", path, device)
+    return TemporalAdapter(stepper), stepper.encoding
+
+
+class RhythmDriver:
+    """Per-stream note clocks driven by the temporal model's predicted gaps."""
+
+    def __init__(self, conductor: Conductor, scheduler: Scheduler,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        if not isinstance(conductor.stepper, TemporalAdapter):
+            raise TypeError("rhythm = 'model' needs a conductor built on the temporal model")
+        self.conductor = conductor
+        self.scheduler = scheduler
+        self.loop = loop
+        self._waiting: dict[str, Aggregate] = {}
+        self._timers: dict[str, Handle] = {}
+        self.played = 0
+
+    def feed(self, sample: Sample) -> None:
+        """A sample arrives: it waits for its stream's next onset, or plays now if idle."""
+        agg = self._waiting.get(sample.stream)
+        if agg is None:
+            agg = self._waiting[sample.stream] = Aggregate()
+        agg.add(sample)
+        if sample.stream not in self._timers:
+            self._play(sample.stream, self.loop.time() + self.scheduler.latency)
+
+    def _play(self, stream: str, start: float) -> None:
+        agg = self._waiting.pop(stream, None)
+        if agg is None:
+            self._timers.pop(stream, None)  # nothing new: the stream rests until data comes
+            return
+        sample = Sample(stream, agg.time, agg.value(self.conductor.config.clock.aggregate))
+        for note in self.conductor.play([Cue(sample, start)]):
+            self.scheduler.play(note)
+            self.played += 1
+        timing = self.conductor.stepper.last_timings[0]  # type: ignore[attr-defined]
+        nxt = start + timing.delay
+        self._timers[stream] = self.loop.call_at(nxt - self.scheduler.latency,
+                                                 lambda: self._play(stream, nxt))
+
+    async def drain(self) -> None:
+        """Wait until every waiting sample has played."""
+        while self._waiting:
+            await asyncio.sleep(0.05)
+
+    def cancel(self) -> None:
+        """Stop every stream's clock."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self._waiting.clear()
