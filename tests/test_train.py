@@ -27,6 +27,7 @@ from streamsonic.train.dataset import (
     load_corpus,
     make_windows,
     split_by_file,
+    transposed,
     window_starts,
 )
 from streamsonic.train.loop import TrainOptions, resume_path, train
@@ -145,6 +146,16 @@ def test_split_is_by_file_seeded_and_disjoint(midi_dir):
     assert len(val_a) == 2 and len(train_a) == 6
     assert not set(names(val_a)) & set(names(train_a))
     assert {names(split_by_file(corpus.melodies, 0.25, seed=s)[1])[0] for s in range(8)} != 1
+
+
+def test_transposed_copies_stay_in_the_vocabulary(midi_dir):
+    arp = next(m for m in load_corpus(midi_dir).melodies if m.name == "arp_0.mid")
+    assert set(arp.pitches.tolist()) == {60, 64, 67, 72}
+    classes = [58, 59, *range(60, 74)]
+    out = transposed([arp], 2, classes)
+    assert [m.name for m in out] == ["arp_0.mid", "arp_0.mid@-2", "arp_0.mid@-1", "arp_0.mid@+1"]
+    assert out[1].pitches.tolist()[:4] == [58, 62, 65, 70]
+    assert transposed([arp], 0, classes) == [arp]
 
 
 def test_windows_tile_or_overlap():

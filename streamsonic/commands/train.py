@@ -59,6 +59,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="gradient norm clipping (default 1.0)")
     g.add_argument("--val-fraction", type=float, default=0.2, metavar="X",
                    help="fraction of FILES held out for validation (default 0.2)")
+    g.add_argument("--transpose", type=int, default=0, metavar="N",
+                   help="also train on copies of each training file shifted by up to N "
+                        "semitones either way, where they stay in the pitch range (default 0)")
     g.add_argument("--tracks", choices=("all", "first"), default="all",
                    help="melody from all tracks merged (default) or the first track with notes")
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -82,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, clip=args.clip, val_fraction=args.val_fraction,
         seed=args.seed, device=args.device, tracks=args.tracks, patience=args.patience,
         hidden1=args.hidden1, hidden2=args.hidden2, resume=args.resume, threads=args.threads,
+        transpose=args.transpose,
         command=shlex.join(["streamsonic", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "",
     )
     result = train(opts)

@@ -250,3 +250,23 @@ def make_windows(pieces: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]], seq
                        {k: np.zeros((0, seq_len)) for k in (pieces[0][1] if pieces else {})},
                        np.zeros((0, seq_len), bool))
     return Windows(np.stack(xs), {k: np.stack(v) for k, v in ys.items()}, np.stack(masks))
+
+
+def transposed(melodies: Sequence[Melody], max_shift: int,
+               classes: Sequence[int]) -> list[Melody]:
+    """``melodies`` plus copies shifted by ``-max_shift .. +max_shift`` semitones.
+
+    A copy is kept only if every pitch stays in ``classes`` (the vocabulary), so no label
+    is invented. Used on the training files only (validation stays as written).
+    """
+    allowed = {int(c) for c in classes}
+    out = list(melodies)
+    for m in melodies:
+        for shift in range(-max_shift, max_shift + 1):
+            if shift == 0:
+                continue
+            pitches = m.pitches + shift
+            if all(int(p) in allowed for p in np.unique(pitches)):
+                out.append(Melody(f"{m.name}@{shift:+d}", m.sha256, pitches, m.gaps,
+                                  m.durations, m.velocities))
+    return out

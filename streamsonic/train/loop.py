@@ -33,7 +33,13 @@ from streamsonic.errors import CheckpointError, TrainingError
 from streamsonic.model.checkpoint import Checkpoint, save_checkpoint
 from streamsonic.model.stepper import resolve_device
 from streamsonic.train.baselines import baselines
-from streamsonic.train.dataset import Windows, load_corpus, make_windows, split_by_file
+from streamsonic.train.dataset import (
+    Windows,
+    load_corpus,
+    make_windows,
+    split_by_file,
+    transposed,
+)
 from streamsonic.train.progress import Progress
 from streamsonic.train.tasks import Task, TemporalTask, make_task, metrics_from, to_tensors
 
@@ -42,7 +48,7 @@ RESUME_VERSION = 1
 
 #: Options that must be the same for ``--resume`` to continue a run.
 FINGERPRINT_KEYS = ("kind", "seq_len", "stride", "batch_size", "lr", "weight_decay", "clip",
-                    "val_fraction", "seed", "tracks", "hidden1", "hidden2")
+                    "val_fraction", "seed", "tracks", "hidden1", "hidden2", "transpose")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class TrainOptions:
     patience: int = 6
     hidden1: int = 256
     hidden2: int | None = None
+    transpose: int = 0
     resume: bool = False
     threads: int = 0
     command: str = ""
@@ -79,6 +86,8 @@ class TrainOptions:
                             ("--patience", self.patience), ("--hidden1", self.hidden1)):
             if value < 1:
                 raise TrainingError(f"{name} must be at least 1, got {value}")
+        if not 0 <= self.transpose <= 12:
+            raise TrainingError(f"--transpose must be 0..12 semitones, got {self.transpose}")
         if self.threads < 0:
             raise TrainingError(f"--threads must be >= 0 (0: default), got {self.threads}")
         if self.hidden2 is not None and self.hidden2 < 1:
@@ -182,7 +191,7 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     task = make_task(opts.kind, classes)
     if isinstance(task, TemporalTask):
         task.set_default_timing(train_m)
-    enc_train = [task.encode(m) for m in train_m]
+    enc_train = [task.encode(m) for m in transposed(train_m, opts.transpose, classes)]
     enc_val = [task.encode(m) for m in val_m]
     w_train = make_windows(enc_train, opts.seq_len, opts.stride)
     w_val = make_windows(enc_val, opts.seq_len, opts.seq_len)
