@@ -68,15 +68,19 @@ class Chooser:
     def choose(
         self, logits: np.ndarray, data_pitch: np.ndarray, rngs: list[np.random.Generator]
     ) -> np.ndarray:
-        """Index into ``candidates`` for each row (one generator per row)."""
-        s = self.scores(logits, data_pitch)
-        if self.temperature <= 0.0:
-            return s.argmax(axis=1)
-        z = s / self.temperature
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        out = np.empty(s.shape[0], dtype=np.int64)
-        for i, rng in enumerate(rngs):
-            out[i] = min(int(np.searchsorted(np.cumsum(p[i]), rng.random())), p.shape[1] - 1)
+        """Index into ``candidates`` for each row (one generator per row).
+
+        Computes :meth:`scores` and its argmax (or a sample) in one compiled call.
+        """
+        from streamsonic.model import kernels  # noqa: PLC0415 - numba, loaded on first use
+
+        batch = logits.shape[0]
+        out = np.empty(batch, dtype=np.int64)
+        if self.temperature > 0.0:
+            uniform = np.array([rng.random() for rng in rngs], dtype=np.float64)
+        else:
+            uniform = np.zeros(batch, dtype=np.float64)
+        kernels.choose(np.asarray(logits, dtype=np.float64), self._cand_class, self._cand_f,
+                       np.asarray(data_pitch, dtype=np.float64), self.influence,
+                       self._kernel_scale, self.temperature, uniform, out)
         return out
