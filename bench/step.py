@@ -24,17 +24,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamsonic.conductor import Conductor, Cue  # noqa: E402
-from streamsonic.config import load_config  # noqa: E402
-from streamsonic.encoding import PitchEncoding  # noqa: E402
-from streamsonic.events import Sample  # noqa: E402
-from streamsonic.model.checkpoint import default_weights, load_checkpoint  # noqa: E402
-from streamsonic.model.choice import Chooser  # noqa: E402
-from streamsonic.model.stepper import NumpyPitchStepper, TorchPitchStepper  # noqa: E402
-from streamsonic.music import scale_pitches  # noqa: E402
+from streamsonic.conductor import Conductor, Cue
+from streamsonic.config import load_config
+from streamsonic.encoding import PitchEncoding
+from streamsonic.events import Sample
+from streamsonic.model.checkpoint import default_weights, load_checkpoint
+from streamsonic.model.choice import Chooser
+from streamsonic.model.stepper import NumpyPitchStepper, TorchPitchStepper
+from streamsonic.music import scale_pitches
 
 
-def timed(fn, n: int) -> list[float]:  # noqa: ANN001
+def timed(fn, n: int) -> list[float]:
     out = []
     for i in range(n):
         t0 = time.perf_counter_ns()
@@ -90,7 +90,8 @@ def main() -> int:
         return timed(one, args.samples)
 
     if dev.type == "cpu":
-        rows.append(("streamsonic stepper, compiled CPU kernels", streaming(NumpyPitchStepper(net))))
+        rows.append(("streamsonic stepper, compiled CPU kernels",
+                     streaming(NumpyPitchStepper(net))))
     rows.append((f"streamsonic stepper, torch on {dev.type}",
                  streaming(TorchPitchStepper(net, device=dev))))
 

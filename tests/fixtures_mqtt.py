@@ -217,7 +217,7 @@ def mqtt_broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def publish(broker: Broker, topic: str, payloads: list[str | bytes], qos: int = 1,
             retain: bool = False, **auth: str) -> None:
     """Publish ``payloads`` in order with a paho client and wait until all are sent."""
-    import paho.mqtt.client as paho  # noqa: PLC0415
+    import paho.mqtt.client as paho
 
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     if auth:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mido
@@ -97,7 +96,8 @@ def test_sine_follows_the_data_in_scale(tmp_path: Path, random_pitch_checkpoint:
     assert spearman(values, pitches) >= 0.8
 
 
-def test_render_sine_rolling_follows_the_data(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
+def test_render_sine_rolling_follows_the_data(tmp_path: Path,
+                                              random_pitch_checkpoint: Path) -> None:
     csv = tmp_path / "sine.csv"
     values = [math.sin(2 * math.pi * i / 50) for i in range(300)]
     csv.write_text("t,wave\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))

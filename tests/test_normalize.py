@@ -49,7 +49,7 @@ def test_minmax_deques_match_brute_force() -> None:
     for i in range(1000):
         v = rng.choice([rng.random(), float(rng.randint(0, 3))])
         n.push(float(i), v)
-        window = ([*window, v])[-17:]
+        window = [*window, v][-17:]
         assert n.minimum == min(window)
         assert n.maximum == max(window)
         assert n.mean == pytest.approx(sum(window) / len(window))
@@ -101,7 +101,7 @@ def test_large_offsets_keep_precision() -> None:
 
 
 def test_global_rank_spreads_heavy_tails() -> None:
-    values = np.array([2_600_000, 1_600_000, 1_019_942] + list(range(6000, 6400)), float)
+    values = np.array([2_600_000, 1_600_000, 1_019_942, *range(6000, 6400)], float)
     out = normalize_global(values, "rank", NormalizeConfig())
     assert out.min() == 0.0 and out.max() == 1.0
     minmax = normalize_global(values, "minmax", NormalizeConfig())
