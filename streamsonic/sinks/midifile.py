@@ -38,9 +38,9 @@ class MidiFileSink(Sink):
     def _send(self, msg: mido.Message, time: float) -> None:
         if self._t0 is None:
             self._t0 = time
-        # note_offs sort before note_ons at the same time so repeated pitches retrigger.
-        order = 0 if msg.type == "note_off" else 1
-        self._events.append((time, order, msg))
+        # Kept in send order: at equal times the scheduler already sends a stream's
+        # note_off before its next note_on, and panic's note_offs after the note_ons.
+        self._events.append((time, len(self._events), msg))
 
     def to_midifile(self) -> mido.MidiFile:
         """The MIDI file as it would be written now."""
@@ -53,7 +53,7 @@ class MidiFileSink(Sink):
         t0 = self._t0 or 0.0
         ticks_per_second = TICKS_PER_BEAT * self.tempo / 60.0
         last_tick = 0
-        for time, _, msg in sorted(self._events, key=lambda e: (e[0], e[1])):
+        for time, _, msg in sorted(self._events, key=lambda e: (e[0], e[1])):  # stable
             tick = max(round((time - t0) * ticks_per_second), last_tick)
             track.append(msg.copy(time=tick - last_tick))
             last_tick = tick
