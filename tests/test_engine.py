@@ -1,0 +1,126 @@
+"""The live engine's clock policies, on a real asyncio loop with a recording sink."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import mido
+import pytest
+
+from streamsonic.conductor import Conductor
+from streamsonic.config import Config, load_config
+from streamsonic.engine import Engine
+from streamsonic.events import NoteEvent, Sample
+from streamsonic.model.loader import load_pitch_model
+from streamsonic.scheduler import Scheduler
+from streamsonic.sinks.base import Sink
+
+
+class Recorder(Sink):
+    """Unit-test sink: records (loop time when sent, message time, message) and notes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__("recorder")
+        self.loop = loop
+        self.log: list[tuple[float, float, mido.Message]] = []
+        self.notes: list[NoteEvent] = []
+
+    def note(self, event: NoteEvent) -> None:
+        self.notes.append(event)
+
+    def _send(self, msg: mido.Message, time: float) -> None:
+        self.log.append((self.loop.time(), time, msg))
+
+
+def build(config: Config, loop: asyncio.AbstractEventLoop) -> tuple[Engine, Recorder]:
+    stepper, encoding, _ = load_pitch_model(config.model)
+    rec = Recorder(loop)
+    engine = Engine(Conductor(config, stepper, encoding), Scheduler(loop, [rec]), loop)
+    return engine, rec
+
+
+def cfg(weights: Path, **overrides: object) -> Config:
+    return load_config(None, {"model.weights": str(weights), "music.note_length": 0.1,
+                              **overrides})
+
+
+def balanced(rec: Recorder) -> bool:
+    ons = sorted((m.channel, m.note) for _, _, m in rec.log if m.type == "note_on")
+    offs = sorted((m.channel, m.note) for _, _, m in rec.log if m.type == "note_off")
+    return ons == offs and not rec.sounding
+
+
+async def test_event_clock_caps_rate_and_queues_a_burst(random_pitch_checkpoint: Path) -> None:
+    loop = asyncio.get_running_loop()
+    engine, rec = build(cfg(random_pitch_checkpoint, **{"clock.max_rate": 20.0}), loop)
+    for v in [1.0, 5.0, 3.0, 9.0]:
+        engine.feed(Sample("s", 0.0, v))
+    await engine.drain()
+    assert [n.value for n in rec.notes] == [1.0, 5.0, 3.0, 9.0]
+    starts = [n.start for n in rec.notes]
+    assert all(b - a >= 1 / 20 - 1e-3 for a, b in zip(starts, starts[1:], strict=False))
+    assert balanced(rec)
+
+
+@pytest.mark.parametrize(("how", "expected"), [("last", 7.0), ("mean", 5.0), ("min", 1.0),
+                                               ("max", 9.0)])
+async def test_overflow_beyond_backlog_is_aggregated(random_pitch_checkpoint: Path, how: str,
+                                                     expected: float) -> None:
+    loop = asyncio.get_running_loop()
+    config = cfg(random_pitch_checkpoint, **{"clock.max_rate": 50.0, "clock.backlog": 1,
+                                             "clock.aggregate": how})
+    engine, rec = build(config, loop)
+    engine.feed(Sample("s", 0.0, 100.0))  # plays at once
+    for v in [1.0, 9.0, 3.0, 7.0]:  # faster than the cap, backlog 1: one aggregate
+        engine.feed(Sample("s", 0.0, v))
+    await engine.drain()
+    assert [n.value for n in rec.notes] == [100.0, expected]
+    assert engine.aggregated == 3
+    assert balanced(rec)
+
+
+async def test_streams_have_independent_caps(random_pitch_checkpoint: Path) -> None:
+    loop = asyncio.get_running_loop()
+    engine, rec = build(cfg(random_pitch_checkpoint, **{"clock.max_rate": 2.0}), loop)
+    engine.feed(Sample("a", 0.0, 1.0))
+    engine.feed(Sample("b", 0.0, 2.0))
+    await asyncio.sleep(0.05)
+    assert {n.stream for n in rec.notes} == {"a", "b"}  # both at once, no waiting
+    assert len({n.channel for n in rec.notes}) == 2
+    await engine.drain()
+
+
+async def test_tick_clock_one_note_per_stream_per_tick(random_pitch_checkpoint: Path) -> None:
+    loop = asyncio.get_running_loop()
+    config = cfg(random_pitch_checkpoint, **{"clock.mode": "tick", "clock.step": 0.1,
+                                             "music.tempo": 120.0, "clock.backlog": 0})
+    engine, rec = build(config, loop)
+    period = engine.tick_period()
+    assert period == pytest.approx(0.05)
+    for i in range(3):  # three samples of a, one of b, before the first tick
+        engine.feed(Sample("a", 0.0, float(i)))
+        if i == 0:
+            engine.feed(Sample("b", 0.0, 10.0))
+    await asyncio.sleep(period * 0.5)
+    engine.feed(Sample("a", 0.0, 42.0))
+    await engine.drain()
+    by_stream = {s: [n for n in rec.notes if n.stream == s] for s in ("a", "b")}
+    assert len(by_stream["b"]) == 1
+    # a: the first sample opened the tick; the next two and 42 folded into the next tick
+    assert [n.value for n in by_stream["a"]] == [0.0, 42.0]
+    starts = sorted({n.start for n in rec.notes})
+    assert starts[1] - starts[0] == pytest.approx(period, abs=0.02)
+    assert balanced(rec)
+
+
+async def test_every_note_on_has_its_note_off_under_load(random_pitch_checkpoint: Path) -> None:
+    loop = asyncio.get_running_loop()
+    config = cfg(random_pitch_checkpoint, **{"clock.max_rate": 200.0, "music.note_length": 2.0})
+    engine, rec = build(config, loop)
+    for i in range(60):
+        engine.feed(Sample(f"s{i % 4}", 0.0, float(i % 7)))
+        await asyncio.sleep(0.002)
+    await engine.drain()
+    assert len(rec.notes) > 20
+    assert balanced(rec)
