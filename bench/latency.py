@@ -157,11 +157,17 @@ def bench_midi(weights: list[str], lines: int, interval: float) -> tuple[np.ndar
         proc.write(str(i))
         time.sleep(interval)
     events = proc.finish()
-    arrivals = [t for t, m in rx.drain(0.5) if m.type == "note_on" and m.velocity > 0]
+    arrivals = [(t, m.note) for t, m in rx.drain(0.5) if m.type == "note_on" and m.velocity > 0]
     rx.close()
-    pairs = zip(events, arrivals, strict=False)
-    latency = [t - written[e["value"]] for e, t in pairs if e["value"] in written]
-    print(f"midi: {len(events)} notes from {lines} lines, {len(arrivals)} note_ons received")
+    # Pair the measured lines' notes with the last note_ons received (the warm-up notes may
+    # arrive before the receiver is connected), and check that the pitches agree.
+    counted = [e for e in events if e["value"] in written]
+    tail = arrivals[-len(counted):] if counted else []
+    pairs = list(zip(counted, tail, strict=False))
+    mismatched = sum(e["pitch"] != note for e, (_, note) in pairs)
+    latency = [t - written[e["value"]] for e, (t, _) in pairs]
+    print(f"midi: {len(events)} notes from {lines} lines (+3 warm-up), {len(arrivals)} note_ons "
+          f"received, {mismatched} pitch mismatches in pairing")
     return np.array(latency), np.array(base)
 
 
