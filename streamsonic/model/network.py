@@ -16,6 +16,20 @@ from torch import Tensor, nn
 PitchState = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
+def zero_state(
+    batch: int, hidden1: int, hidden2: int, device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(h1, c1, h2, c2)`` zeros for two stacked LSTMs."""
+    kw = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+    return (
+        torch.zeros(batch, hidden1, **kw),
+        torch.zeros(batch, hidden1, **kw),
+        torch.zeros(batch, hidden2, **kw),
+        torch.zeros(batch, hidden2, **kw),
+    )
+
+
 class PitchLSTM(nn.Module):
     """Two stacked LSTMs and a linear head over pitch classes."""
 
@@ -50,13 +64,7 @@ class PitchLSTM(nn.Module):
         self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> PitchState:
         """Zero state for ``batch`` sequences."""
-        kw = {"device": device, "dtype": dtype or torch.get_default_dtype()}
-        return (
-            torch.zeros(batch, self.hidden1, **kw),
-            torch.zeros(batch, self.hidden1, **kw),
-            torch.zeros(batch, self.hidden2, **kw),
-            torch.zeros(batch, self.hidden2, **kw),
-        )
+        return zero_state(batch, self.hidden1, self.hidden2, device, dtype)
 
     def forward(self, x: Tensor, state: PitchState | None = None) -> tuple[Tensor, PitchState]:
         """``x``: (batch, time, input_size) -> logits (batch, time, n_classes), new state."""
@@ -124,13 +132,7 @@ class TemporalLSTM(nn.Module):
         self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> TemporalState:
         """Zero state for ``batch`` sequences."""
-        kw = {"device": device, "dtype": dtype or torch.get_default_dtype()}
-        return (
-            torch.zeros(batch, self.hidden1, **kw),
-            torch.zeros(batch, self.hidden1, **kw),
-            torch.zeros(batch, self.hidden2, **kw),
-            torch.zeros(batch, self.hidden2, **kw),
-        )
+        return zero_state(batch, self.hidden1, self.hidden2, device, dtype)
 
     def forward(
         self, x: Tensor, state: TemporalState | None = None

@@ -74,6 +74,33 @@ class PitchStepper(Protocol):
     def split(self, state: State, batch: int) -> list[State]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StepWeights:
+    """A stacked-LSTM network's weights laid out for one-timestep evaluation (torch)."""
+
+    w_ih1_t: torch.Tensor  # (input_size, 4 * hidden1)
+    w_hh1_t: torch.Tensor  # (hidden1, 4 * hidden1)
+    b1: torch.Tensor  # both first-layer biases, summed
+    w2: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # for torch.lstm_cell
+    head_t: torch.Tensor
+    head_b: torch.Tensor
+
+
+def step_weights(network: torch.nn.Module) -> StepWeights:
+    """The weights of a network with ``lstm1``, ``lstm2`` and ``head`` (pitch or temporal)."""
+    n: Any = network
+    with torch.no_grad():
+        return StepWeights(
+            w_ih1_t=n.lstm1.weight_ih_l0.detach().t().contiguous(),
+            w_hh1_t=n.lstm1.weight_hh_l0.detach().t().contiguous(),
+            b1=(n.lstm1.bias_ih_l0 + n.lstm1.bias_hh_l0).detach(),
+            w2=(n.lstm2.weight_ih_l0.detach(), n.lstm2.weight_hh_l0.detach(),
+                n.lstm2.bias_ih_l0.detach(), n.lstm2.bias_hh_l0.detach()),
+            head_t=n.head.weight.detach().t().contiguous(),
+            head_b=n.head.bias.detach(),
+        )
+
+
 def make_stepper(network: PitchLSTM, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> PitchStepper:
     """The fastest stepper for ``device``: NumPy on CPU, torch elsewhere."""
@@ -181,15 +208,10 @@ class TorchPitchStepper:
         self.dtype = dtype
         self.n_classes = network.n_classes
         self.network = network.to(device=self.device, dtype=dtype).eval()
-        n = self.network
-        with torch.no_grad():
-            self._w_ih1 = n.lstm1.weight_ih_l0[:, 0].detach().clone()
-            self._w_hh1_t = n.lstm1.weight_hh_l0.detach().t().contiguous()
-            self._b1 = (n.lstm1.bias_ih_l0 + n.lstm1.bias_hh_l0).detach()
-            self._w2 = tuple(p.detach() for p in (n.lstm2.weight_ih_l0, n.lstm2.weight_hh_l0,
-                                                   n.lstm2.bias_ih_l0, n.lstm2.bias_hh_l0))
-            self._head_t = n.head.weight.detach().t().contiguous()
-            self._head_b = n.head.bias.detach()
+        w = step_weights(self.network)
+        self._w_ih1 = w.w_ih1_t[0].contiguous()  # the scalar input's column
+        self._w_hh1_t, self._b1, self._w2 = w.w_hh1_t, w.b1, w.w2
+        self._head_t, self._head_b = w.head_t, w.head_b
 
     def initial_state(self, batch: int = 1) -> State:
         """Zero state for ``batch`` streams on the device."""

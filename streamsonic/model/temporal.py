@@ -48,6 +48,7 @@ import torch
 from streamsonic.encoding import PitchEncoding
 from streamsonic.model.checkpoint import Checkpoint
 from streamsonic.model.network import TemporalLSTM
+from streamsonic.model.stepper import step_weights
 
 #: Grid of note values in beats (gap and duration bins share it).
 BEAT_GRID: tuple[float, ...] = (
@@ -185,15 +186,9 @@ class TemporalStepper:
         self.timing_encoding = timing
         self.seconds_per_beat = 60.0 / tempo
         self.network = network.to(self.device).eval()
-        n = self.network
-        with torch.no_grad():
-            self._w_ih1_t = n.lstm1.weight_ih_l0.detach().t().contiguous()
-            self._w_hh1_t = n.lstm1.weight_hh_l0.detach().t().contiguous()
-            self._b1 = (n.lstm1.bias_ih_l0 + n.lstm1.bias_hh_l0).detach()
-            self._w2 = tuple(p.detach() for p in (n.lstm2.weight_ih_l0, n.lstm2.weight_hh_l0,
-                                                   n.lstm2.bias_ih_l0, n.lstm2.bias_hh_l0))
-            self._head_t = n.head.weight.detach().t().contiguous()
-            self._head_b = n.head.bias.detach()
+        w = step_weights(self.network)
+        self._w_ih1_t, self._w_hh1_t, self._b1, self._w2 = w.w_ih1_t, w.w_hh1_t, w.b1, w.w2
+        self._head_t, self._head_b = w.head_t, w.head_b
         d = default_timing or {"gap": 0.5, "duration": 0.5, "velocity": 80}
         first = timing.timing_features(timing.gap_bin(np.array([d["gap"]])),
                                        timing.duration_bin(np.array([d["duration"]])),
