@@ -12,12 +12,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from streamsonic.config import Config, find_config_file, load_config
 from streamsonic.errors import EXIT_INTERRUPTED, OutputError, StreamsonicError
 from streamsonic.outputs import OutputSpec, open_output, parse_output
 from streamsonic.sdnotify import Notifier, watchdog_interval
 from streamsonic.sinks.base import Sink
+
+if TYPE_CHECKING:  # the runtime imports are deferred: they load torch
+    from streamsonic.engine import Engine
+    from streamsonic.events import Source
+    from streamsonic.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +118,11 @@ class Daemon:
             scheduler.close()
             self._remove_signals(loop)
             log.info("stopped: %d samples, %d notes; input %s", engine.samples, engine.played,
-                     _fmt_stats(getattr(source, "stats", {})))
+                     _fmt_stats(source.stats))
         return status
 
-    async def _run(self, engine: object, source: object, scheduler: object) -> int:
-        from streamsonic.engine import Engine  # noqa: PLC0415
-        from streamsonic.scheduler import Scheduler  # noqa: PLC0415
-
-        assert isinstance(engine, Engine) and isinstance(scheduler, Scheduler)
-        consume = asyncio.create_task(engine.consume(source))  # type: ignore[arg-type]
+    async def _run(self, engine: Engine, source: Source, scheduler: Scheduler) -> int:
+        consume = asyncio.create_task(engine.consume(aiter(source)))
         stopper = asyncio.create_task(self._stop.wait())
         housekeeping = asyncio.create_task(self._housekeeping(engine, source, scheduler))
         try:
@@ -146,11 +148,8 @@ class Daemon:
             raise OutputError("every output failed; see the errors above")
         return 0
 
-    async def _housekeeping(self, engine: object, source: object, scheduler: object) -> None:
+    async def _housekeeping(self, engine: Engine, source: Source, scheduler: Scheduler) -> None:
         """Watchdog pings, periodic stats, and stopping when every output failed."""
-        from streamsonic.scheduler import Scheduler  # noqa: PLC0415
-
-        assert isinstance(scheduler, Scheduler)
         interval = watchdog_interval()
         ping = interval / 2 if interval else 1.0
         stats_every = self.config.daemon.stats_interval
@@ -163,12 +162,11 @@ class Daemon:
                 self.request_stop("outputs failed")
             if loop.time() >= next_stats:
                 next_stats += stats_every
-                log.info("stats: %d samples, %d notes, %d streams; input %s",
-                         getattr(engine, "samples", 0), getattr(engine, "played", 0),
-                         len(engine.conductor.streams),
-                         _fmt_stats(getattr(source, "stats", {})))
+                log.info("stats: %d samples, %d notes, %d streams, %d waiting; input %s",
+                         engine.samples, engine.played, len(engine.conductor.streams),
+                         engine.waiting, _fmt_stats(source.stats))
 
-    def _install_signals(self, loop: asyncio.AbstractEventLoop, engine: object) -> None:
+    def _install_signals(self, loop: asyncio.AbstractEventLoop, engine: Engine) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._reload, engine)
@@ -178,7 +176,7 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
-    def _reload(self, engine: object) -> None:
+    def _reload(self, engine: Engine) -> None:
         """SIGHUP: re-read the config file; apply musical settings, keep stream state."""
         self.notifier.reloading()
         try:

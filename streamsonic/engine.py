@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from streamsonic.conductor import Conductor, Cue
+from streamsonic.config import Config
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.music import seconds_per_beat
 from streamsonic.scheduler import Handle, Scheduler
@@ -101,7 +102,7 @@ class Engine:
         self.played = 0
 
     @property
-    def config(self):  # noqa: ANN201 - the conductor's current Config
+    def config(self) -> Config:
         """The current configuration (changes on reload)."""
         return self.conductor.config
 
