@@ -218,3 +218,17 @@ def test_shipped_weights_are_the_default() -> None:
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.splitlines()) == 2
     assert Path(__file__).parents[1].joinpath("weights", "pitch.pt").is_file()
+
+
+def test_events_stdout_stays_json_when_fluidsynth_loads(tmp_path: Path,
+                                                        random_pitch_checkpoint: Path) -> None:
+    """pyfluidsynth prints to stdout on import when $CI is set; events must stay clean."""
+    csv = tmp_path / "x.csv"
+    csv.write_text("1\n3\n2\n")
+    res = subprocess.run([*EXE, "render", str(csv), "-o", "events", "-o", str(tmp_path / "x.wav"),
+                          "--weights", str(random_pitch_checkpoint)],
+                         capture_output=True, text=True, timeout=120, check=False,
+                         env={**os.environ, "CI": "true"})
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(line)["value"] for line in res.stdout.splitlines()] == [1.0, 3.0, 2.0]
+    assert (tmp_path / "x.wav").stat().st_size > 44

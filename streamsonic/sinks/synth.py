@@ -7,8 +7,10 @@ absence becomes an AudioError that names the package to install.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,7 +31,10 @@ GRAIN = 64
 
 def _import_fluidsynth() -> ModuleType:
     try:
-        import fluidsynth  # noqa: PLC0415 - heavy, optional at import time
+        # pyfluidsynth prints where it found the library when $CI is set; stdout may be
+        # carrying our JSON events, so keep its print off it.
+        with contextlib.redirect_stdout(sys.stderr):
+            import fluidsynth  # noqa: PLC0415 - heavy, optional at import time
     except ImportError as err:  # raised by pyfluidsynth when libfluidsynth is missing too
         raise AudioError(
             f"FluidSynth is not available ({err}); install the library (Debian/Ubuntu: apt "
