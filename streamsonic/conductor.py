@@ -125,9 +125,9 @@ class Conductor:
             ],
             dtype=np.float64,
         )
-        data_pitch = self.chooser.data_pitch(normalized)
+        data_pitch, data_input = self.chooser.encode(normalized)
         batch_state = self.stepper.stack([st.model_state for st in states])
-        logits, pending = self.stepper.propose(self.chooser.data_input(data_pitch), batch_state)
+        logits, pending = self.stepper.propose(data_input, batch_state)
         # A temporal model also predicts each note's duration and loudness.
         timings = getattr(self.stepper, "last_timings", None)
         chosen = self.chooser.choose(logits, data_pitch, [st.rng for st in states])

@@ -74,3 +74,11 @@ def test_data_input_matches_encoding(value: float) -> None:
     c = make(1.0)
     d = c.data_pitch(np.array([value]))
     assert 0.0 <= c.data_input(d)[0] <= 1.0
+
+
+def test_compiled_encode_matches_numpy() -> None:
+    c = make(1.0)
+    values = np.concatenate([np.linspace(-0.1, 1.1, 301), [0.0, 1.0, 0.5]])
+    pitch, inputs = c.encode(values)
+    np.testing.assert_allclose(pitch, c.data_pitch(values))
+    np.testing.assert_allclose(inputs, c.data_input(c.data_pitch(values)), atol=1e-12)

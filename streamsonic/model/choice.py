@@ -39,6 +39,7 @@ class Chooser:
         self.influence = float(influence)
         self.temperature = float(temperature)
         self._cand_f = self.candidates.astype(np.float64)
+        self._classes_f = encoding.classes.astype(np.float64)
         self._cand_class = encoding.nearest_class_for(self.candidates)
         self._cand_inputs = np.asarray(encoding.input_for_pitch(self._cand_f), dtype=np.float64)
         self._kernel_scale = 1.0 / (2.0 * kernel_width * kernel_width)
@@ -50,6 +51,17 @@ class Chooser:
     def data_input(self, data_pitch: np.ndarray) -> np.ndarray:
         """The network input that encodes each data pitch."""
         return np.asarray(self.encoding.input_for_pitch(data_pitch), dtype=np.float64)
+
+    def encode(self, normalized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`data_pitch` and :meth:`data_input` of ``normalized`` in one compiled call."""
+        from streamsonic.model import kernels  # noqa: PLC0415 - numba, loaded on first use
+
+        values = np.asarray(normalized, dtype=np.float64)
+        pitch = np.empty(values.shape[0], dtype=np.float64)
+        inputs = np.empty(values.shape[0], dtype=np.float64)
+        kernels.encode(values, float(self.low), float(self.high - self.low), self._classes_f,
+                       pitch, inputs)
+        return pitch, inputs
 
     def candidate_input(self, index: np.ndarray) -> np.ndarray:
         """The network input that encodes each chosen candidate."""

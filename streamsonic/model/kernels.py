@@ -178,9 +178,31 @@ def _choose_py(
                 break
 
 
+def _encode_py(
+    normalized: np.ndarray, low: float, span: float, classes: np.ndarray,
+    pitch_out: np.ndarray, input_out: np.ndarray,
+) -> None:
+    """Normalized values -> data pitches in the range and their network inputs
+    (the position of each pitch in the class table, interpolated, scaled to 0..1)."""
+    n = classes.shape[0]
+    for b in range(normalized.shape[0]):
+        p = low + normalized[b] * span
+        pitch_out[b] = p
+        if p <= classes[0]:
+            pos = 0.0
+        elif p >= classes[n - 1]:
+            pos = n - 1.0
+        else:
+            k = 0
+            while classes[k + 1] < p:
+                k += 1
+            pos = k + (p - classes[k]) / (classes[k + 1] - classes[k])
+        input_out[b] = pos / (n - 1)
+
+
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging the kernels in plain Python
     _cell, _layer2, propose, commit = _cell_py, _layer2_py, _propose_py, _commit_py
-    choose, _tanh = _choose_py, _tanh_py
+    choose, _tanh, encode = _choose_py, _tanh_py, _encode_py
 else:
     _tanh = _jit(_tanh_py)
     _cell = _jit(_cell_py)
@@ -188,3 +210,4 @@ else:
     propose = _jit(_propose_py)
     commit = _jit(_commit_py)
     choose = _jit(_choose_py)
+    encode = _jit(_encode_py)
