@@ -41,12 +41,22 @@ class StreamState:
 
 
 @dataclass(frozen=True, slots=True)
+class Reading:
+    """Where a value stood in its stream's rolling window when it was read."""
+
+    normalized: float  # 0..1, the pitch position
+    zscore: float  # deviation from the rolling mean in standard deviations (loudness)
+
+
+@dataclass(frozen=True, slots=True)
 class Cue:
     """A request to play one note: the sample that drives it and when it starts.
 
-    ``normalized`` overrides the stream's rolling normalization (``render`` normalizes over
-    the whole file); ``duration``/``velocity`` override the configured ones (the temporal
-    model decides them in rhythm = "model").
+    ``reading`` is the sample's place in its window when it arrived (a sample that waited in
+    a queue plays as it stood then, not against values that came after it); without one,
+    the window as it is now decides. ``normalized`` overrides the pitch position only
+    (``render`` normalizes over the whole file); ``duration``/``velocity`` override the
+    configured ones (the temporal model decides them in rhythm = "model").
     """
 
     sample: Sample
@@ -54,6 +64,7 @@ class Cue:
     normalized: float | None = None
     duration: float | None = None
     velocity: int | None = None
+    reading: Reading | None = None
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -103,11 +114,18 @@ class Conductor:
             self.allocator.voice(stream)
         return st
 
-    def observe(self, sample: Sample) -> None:
-        """Add a sample to its stream's rolling window (every sample, played or not)."""
+    def observe(self, sample: Sample) -> Reading:
+        """Add a sample to its stream's rolling window (every sample, played or not) and
+        return where its value stands in the window."""
         st = self.state(sample.stream)
         st.normalizer.push(sample.time, sample.value)
         st.samples += 1
+        return Reading(st.normalizer.normalize(sample.value), st.normalizer.zscore(sample.value))
+
+    def read(self, stream: str, value: float) -> Reading:
+        """Where ``value`` stands in ``stream``'s current window (for aggregates)."""
+        n = self.state(stream).normalizer
+        return Reading(n.normalize(value), n.zscore(value))
 
     def play(self, cues: list[Cue]) -> list[NoteEvent]:
         """One LSTM timestep for each cue's stream (one cue per stream), as one batch.
@@ -118,11 +136,10 @@ class Conductor:
         if not cues:
             return []
         states = [self.state(c.sample.stream) for c in cues]
+        readings = [c.reading or self.read(c.sample.stream, c.sample.value) for c in cues]
         normalized = np.array(
-            [
-                st.normalizer.normalize(c.sample.value) if c.normalized is None else c.normalized
-                for c, st in zip(cues, states, strict=True)
-            ],
+            [r.normalized if c.normalized is None else c.normalized
+             for c, r in zip(cues, readings, strict=True)],
             dtype=np.float64,
         )
         data_pitch, data_input = self.chooser.encode(normalized)
@@ -136,8 +153,9 @@ class Conductor:
             st.model_state = s
         music = self.config.music
         notes: list[NoteEvent] = []
-        for i, (cue, st, norm, idx) in enumerate(zip(cues, states, normalized, chosen,
-                                                     strict=True)):
+        for i, (cue, st, norm, idx, reading) in enumerate(
+            zip(cues, states, normalized, chosen, readings, strict=True)
+        ):
             st.notes += 1
             voice = self.allocator.voice(st.name)
             if voice.muted:
@@ -147,8 +165,8 @@ class Conductor:
                 velocity = timings[i].velocity if velocity is None else velocity
                 duration = timings[i].duration if duration is None else duration
             if velocity is None:
-                z = st.normalizer.zscore(cue.sample.value)
-                velocity = velocity_for(z, music.velocity_min, music.velocity_max, music.velocity_z)
+                velocity = velocity_for(reading.zscore, music.velocity_min, music.velocity_max,
+                                        music.velocity_z)
             notes.append(
                 NoteEvent(
                     stream=st.name,

@@ -76,7 +76,7 @@ class InputConfig:
 class NormalizeConfig:
     """Rolling normalization of each stream into 0..1."""
 
-    mode: Literal["robust", "minmax", "zscore", "rank"] = "robust"
+    mode: Literal["robust", "minmax", "zscore", "rank"] = "rank"
     window: int = 200
     window_seconds: float = 0.0
     low_percentile: float = 5.0

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from streamsonic.conductor import Conductor, Cue
+from streamsonic.conductor import Conductor, Cue, Reading
 from streamsonic.config import Config
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.music import seconds_per_beat
@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Aggregate:
-    """Samples of one stream that will play as one note."""
+    """Samples of one stream that will play as one note, and the reading of their
+    aggregate value taken when the last of them arrived."""
 
+    reading: Reading | None = None
     count: int = 0
     last: float = math.nan
     total: float = 0.0
@@ -51,10 +53,11 @@ class Aggregate:
     time: float = 0.0
 
     @classmethod
-    def of(cls, sample: Sample) -> Aggregate:
+    def of(cls, sample: Sample, reading: Reading) -> Aggregate:
         """An aggregate holding one sample."""
         agg = cls()
         agg.add(sample)
+        agg.reading = reading
         return agg
 
     def add(self, sample: Sample) -> None:
@@ -75,6 +78,13 @@ class Aggregate:
         if how == "max":
             return self.high
         return self.last
+
+
+def fold(agg: Aggregate, sample: Sample, reading: Reading, conductor: Conductor,
+         how: str) -> None:
+    """Fold ``sample`` into ``agg``; its reading becomes the aggregate value's, as of now."""
+    agg.add(sample)
+    agg.reading = reading if how == "last" else conductor.read(sample.stream, agg.value(how))
 
 
 class Engine:
@@ -118,22 +128,22 @@ class Engine:
     def feed(self, sample: Sample) -> None:
         """One sample arrives."""
         self.samples += 1
-        self.conductor.observe(sample)
+        reading = self.conductor.observe(sample)
         stream = sample.stream
         if self.rhythm is not None:
-            self.rhythm.feed(sample)  # type: ignore[attr-defined]
+            self.rhythm.feed(sample, reading)  # type: ignore[attr-defined]
             return
         clock = self.config.clock
         if clock.mode == "tick":
-            self._enqueue(sample)
+            self._enqueue(sample, reading)
             self._ensure_ticking()
             return
         now = self.loop.time()
         if not self._queues.get(stream) and now >= self._next_allowed.get(stream, -math.inf):
             self._next_allowed[stream] = now + 1.0 / clock.max_rate
-            self._play([Cue(sample, now + self.scheduler.latency)])
+            self._play([Cue(sample, now + self.scheduler.latency, reading=reading)])
             return
-        self._enqueue(sample)
+        self._enqueue(sample, reading)
         if stream not in self._flush:
             when = self._next_allowed.get(stream, now)
             self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
@@ -145,20 +155,22 @@ class Engine:
         self.played += 1
 
     # -- policies --------------------------------------------------------------------------
-    def _enqueue(self, sample: Sample) -> None:
+    def _enqueue(self, sample: Sample, reading: Reading) -> None:
         queue = self._queues.setdefault(sample.stream, deque())
         if len(queue) < max(self.config.clock.backlog, 1):
-            queue.append(Aggregate.of(sample))
+            queue.append(Aggregate.of(sample, reading))
         else:
-            queue[-1].add(sample)
+            fold(queue[-1], sample, reading, self.conductor, self.config.clock.aggregate)
             self.aggregated += 1
 
-    def _take(self, stream: str) -> Sample | None:
+    def _take(self, stream: str) -> Cue | None:
+        """The head of the stream's queue as a cue (its start is set by the caller)."""
         queue = self._queues.get(stream)
         if not queue:
             return None
         agg = queue.popleft()
-        return Sample(stream, agg.time, agg.value(self.config.clock.aggregate))
+        sample = Sample(stream, agg.time, agg.value(self.config.clock.aggregate))
+        return Cue(sample, 0.0, reading=agg.reading)
 
     @property
     def waiting(self) -> int:
@@ -167,12 +179,12 @@ class Engine:
 
     def _flush_stream(self, stream: str) -> None:
         self._flush.pop(stream, None)
-        sample = self._take(stream)
-        if sample is None:
+        cue = self._take(stream)
+        if cue is None:
             return
         now = self.loop.time()
         self._next_allowed[stream] = now + 1.0 / self.config.clock.max_rate
-        self._play([Cue(sample, now + self.scheduler.latency)])
+        self._play([replace(cue, start=now + self.scheduler.latency)])
         if self._queues.get(stream):
             when = self._next_allowed[stream]
             self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
@@ -190,7 +202,7 @@ class Engine:
     def _tick(self) -> None:
         self._tick_handle = None
         start = self.loop.time() + self.scheduler.latency
-        cues = [Cue(s, start) for s in (self._take(n) for n in list(self._queues)) if s]
+        cues = [replace(c, start=start) for c in (self._take(n) for n in list(self._queues)) if c]
         if not cues:
             return  # idle: ticking restarts with the next sample
         self._play(cues)

@@ -150,8 +150,9 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
         for i, value in enumerate(series.values):
             clock.run_until(start)
             sample = Sample(series.name, float(i), float(value))
-            conductor.observe(sample)
-            cue = Cue(sample, start, None if normalized is None else float(normalized[i]))
+            reading = conductor.observe(sample)
+            cue = Cue(sample, start, None if normalized is None else float(normalized[i]),
+                      reading=reading)
             for note in conductor.play([cue]):
                 scheduler.play(note)
                 notes.append(note)

@@ -17,10 +17,10 @@ import logging
 
 import numpy as np
 
-from streamsonic.conductor import Conductor, Cue
+from streamsonic.conductor import Conductor, Cue, Reading
 from streamsonic.config import Config
 from streamsonic.encoding import PitchEncoding
-from streamsonic.engine import Aggregate
+from streamsonic.engine import Aggregate, fold
 from streamsonic.events import Sample
 from streamsonic.model.checkpoint import default_weights, load_checkpoint
 from streamsonic.model.stepper import Pending, resolve_device
@@ -91,12 +91,13 @@ class RhythmDriver:
         self._timers: dict[str, Handle] = {}
         self.played = 0
 
-    def feed(self, sample: Sample) -> None:
+    def feed(self, sample: Sample, reading: Reading) -> None:
         """A sample arrives: it waits for its stream's next onset, or plays now if idle."""
         agg = self._waiting.get(sample.stream)
         if agg is None:
-            agg = self._waiting[sample.stream] = Aggregate()
-        agg.add(sample)
+            self._waiting[sample.stream] = Aggregate.of(sample, reading)
+        else:
+            fold(agg, sample, reading, self.conductor, self.conductor.config.clock.aggregate)
         if sample.stream not in self._timers:
             self._play(sample.stream, self.loop.time() + self.scheduler.latency)
 
@@ -106,7 +107,7 @@ class RhythmDriver:
             self._timers.pop(stream, None)  # nothing new: the stream rests until data comes
             return
         sample = Sample(stream, agg.time, agg.value(self.conductor.config.clock.aggregate))
-        for note in self.conductor.play([Cue(sample, start)]):
+        for note in self.conductor.play([Cue(sample, start, reading=agg.reading)]):
             self.scheduler.play(note)
             self.played += 1
         timing = self.conductor.stepper.last_timings[0]  # type: ignore[attr-defined]

@@ -232,3 +232,18 @@ def test_events_stdout_stays_json_when_fluidsynth_loads(tmp_path: Path,
     assert res.returncode == 0, res.stderr
     assert [json.loads(line)["value"] for line in res.stdout.splitlines()] == [1.0, 3.0, 2.0]
     assert (tmp_path / "x.wav").stat().st_size > 44
+
+
+def test_a_spike_does_not_flatten_the_other_values(random_pitch_checkpoint: Path) -> None:
+    wave = [1, 4, 7, 10, 8, 5, 2, 3, 6, 9]
+    values = [*wave, *wave, 10**9, *[v + 0.5 for v in wave]]
+    res = run(["--output", "events", "--weights", str(random_pitch_checkpoint), "--influence",
+               "1", "--scale", "chromatic", "--set", "clock.backlog=100", "--max-rate", "200"],
+              "".join(f"{v}\n" for v in values))
+    assert res.returncode == 0, res.stderr
+    pitches = {json.loads(line)["value"]: json.loads(line)["pitch"]
+               for line in res.stdout.splitlines()}
+    assert pitches[1e9] == 89
+    after = [pitches[v + 0.5] for v in wave]
+    assert len(set(after)) >= 8  # still the same melody after the spike, not one pitch
+    assert spearman([float(v) for v in wave], after) >= 0.9

@@ -125,3 +125,17 @@ async def test_every_note_on_has_its_note_off_under_load(random_pitch_checkpoint
     await engine.drain()
     assert len(rec.notes) > 20
     assert balanced(rec)
+
+
+async def test_queued_samples_play_as_they_stood_on_arrival(random_pitch_checkpoint: Path) -> None:
+    loop = asyncio.get_running_loop()
+    config = cfg(random_pitch_checkpoint, **{"clock.max_rate": 100.0, "model.influence": 1.0,
+                                             "music.scale": "chromatic"})
+    engine, rec = build(config, loop)
+    for v in [1.0, 2.0, 3.0, 1e9]:  # 2 and 3 wait in the queue while 1e9 arrives
+        engine.feed(Sample("s", 0.0, v))
+    await engine.drain()
+    by_value = {n.value: n for n in rec.notes}
+    assert by_value[2.0].normalized == 1.0  # a new high when it arrived
+    assert by_value[3.0].normalized == 1.0
+    assert by_value[3.0].pitch == by_value[1e9].pitch == 89

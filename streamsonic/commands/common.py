@@ -66,7 +66,7 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
     Option(("--window",), "normalize.window", int,
            "rolling normalization window in samples (default 200)", metavar="N"),
     Option(("--normalize-mode",), "normalize.mode", str,
-           "rolling normalization method (default robust)",
+           "rolling normalization method (default rank)",
            choices=("robust", "minmax", "zscore", "rank")),
     Option(("--soundfont",), "audio.soundfont", str, "General MIDI SoundFont (.sf2) for audio",
            metavar="PATH"),
