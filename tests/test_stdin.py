@@ -27,14 +27,33 @@ HANG = 20.0
 
 
 @pytest.fixture
-def pipe() -> Iterator[tuple[BinaryIO, int]]:
-    """A real OS pipe: (read end as a binary stream, write fd)."""
+def pipe() -> Iterator[tuple[BinaryIO, WriteEnd]]:
+    """A real OS pipe: (read end as a binary stream, write end)."""
     read_fd, write_fd = os.pipe()
     reader = os.fdopen(read_fd, "rb")
-    yield reader, write_fd
-    for close in (lambda: os.close(write_fd), reader.close):
-        with contextlib.suppress(OSError):
-            close()
+    writer = WriteEnd(write_fd)
+    yield reader, writer
+    writer.close()
+    with contextlib.suppress(OSError):
+        reader.close()
+
+
+class WriteEnd:
+    """The write end of a test pipe; ``close`` is idempotent, so the fixture never closes
+    an fd number twice (a second close could hit a descriptor reused meanwhile, such as an
+    event loop's self-pipe)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
 
 
 async def _next(it: AsyncIterator[Sample]) -> Sample:
@@ -49,40 +68,40 @@ async def _all(source: StdinSource) -> list[Sample]:
     return await asyncio.wait_for(collect(), HANG)
 
 
-async def test_pipe_yields_each_line_before_eof(pipe: tuple[BinaryIO, int]) -> None:
-    reader, write_fd = pipe
+async def test_pipe_yields_each_line_before_eof(pipe: tuple[BinaryIO, WriteEnd]) -> None:
+    reader, writer = pipe
     source = StdinSource(InputConfig(), stream=reader)
     async with source:
         it = aiter(source)
         for i in range(5):
             # The writer keeps the pipe open: a sample can only arrive if lines are
             # delivered as they come, not at EOF.
-            os.write(write_fd, f"{i}.5\n".encode())
+            writer.write(f"{i}.5\n".encode())
             sample = await _next(it)
             assert (sample.stream, sample.value) == ("value", i + 0.5)
-        os.write(write_fd, b"a=1 b=2\n")
+        writer.write(b"a=1 b=2\n")
         assert [(s.stream, s.value) for s in (await _next(it), await _next(it))] == [
             ("a", 1.0), ("b", 2.0)]
-        os.write(write_fd, b"7")  # a last line without a newline
-        os.close(write_fd)
+        writer.write(b"7")  # a last line without a newline
+        writer.close()
         assert (await _next(it)).value == 7.0
         with pytest.raises(StopAsyncIteration):
             await _next(it)
     assert source.stats == {"lines": 7, "samples": 8}
 
 
-async def test_pipe_partial_line_waits_for_its_newline(pipe: tuple[BinaryIO, int]) -> None:
-    reader, write_fd = pipe
+async def test_pipe_partial_line_waits_for_its_newline(pipe: tuple[BinaryIO, WriteEnd]) -> None:
+    reader, writer = pipe
     source = StdinSource(InputConfig(), stream=reader)
     async with source:
         it = aiter(source)
-        os.write(write_fd, b"12")
+        writer.write(b"12")
         pending = asyncio.ensure_future(anext(it))
         await asyncio.sleep(0.05)
         assert not pending.done()  # "12" might still become "123"
-        os.write(write_fd, b"3\n")
+        writer.write(b"3\n")
         assert (await asyncio.wait_for(pending, HANG)).value == 123.0
-        os.close(write_fd)
+        writer.close()
 
 
 async def test_regular_file(tmp_path: Path) -> None:
@@ -171,14 +190,14 @@ async def test_pseudo_terminal(tmp_path: Path) -> None:
         os.close(master)
 
 
-async def test_closing_early_does_not_wait_for_eof(pipe: tuple[BinaryIO, int]) -> None:
-    reader, write_fd = pipe
+async def test_closing_early_does_not_wait_for_eof(pipe: tuple[BinaryIO, WriteEnd]) -> None:
+    reader, writer = pipe
     source = StdinSource(InputConfig(), stream=reader)
     async with source:
-        os.write(write_fd, b"1\n")
+        writer.write(b"1\n")
         assert (await _next(aiter(source))).value == 1.0
     # Left the context with the writer still open; the reader thread is a daemon.
-    os.close(write_fd)
+    writer.close()
 
 
 async def test_read_error_is_a_source_error() -> None:
@@ -195,14 +214,14 @@ async def test_read_error_is_a_source_error() -> None:
 
 
 async def test_from_config_reads_sys_stdin(monkeypatch: pytest.MonkeyPatch,
-                                           pipe: tuple[BinaryIO, int]) -> None:
-    reader, write_fd = pipe
+                                           pipe: tuple[BinaryIO, WriteEnd]) -> None:
+    reader, writer = pipe
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(reader))
     config = Config()
     source = open_source(config)
     assert isinstance(source, StdinSource) and isinstance(source, Source)
-    os.write(write_fd, b"ts=1704164645 v=2\n")
-    os.close(write_fd)
+    writer.write(b"ts=1704164645 v=2\n")
+    writer.close()
     samples = await _all(source)
     assert [(s.stream, s.time, s.value) for s in samples] == [("v", 1704164645.0, 2.0)]
 
