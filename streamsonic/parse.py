@@ -228,12 +228,16 @@ class LineParser:
         self.header: list[str] | None = None
         self._header_delimiter: str | None = None
         self._header_pending = config.header != "no"
+        # A later line of names with another width (vmstat prints a banner line, then the
+        # real column names): it replaces the header once data of its width arrives.
+        self._next_header: tuple[list[str], str] | None = None
 
     def reset(self) -> None:
         """Forget the header (a new input begins)."""
         self.header = None
         self._header_delimiter = None
         self._header_pending = self.config.header != "no"
+        self._next_header = None
 
     # -- entry point ----------------------------------------------------------------
     def parse_line(self, line: bytes | str, now: float) -> ParsedLine:
@@ -470,6 +474,15 @@ class LineParser:
             return ParsedLine(skipped=["header"])  # e.g. `cat a.csv b.csv`
         if self._header_pending and not stripped and self._is_header(fields):
             return self._take_header((fields, delimiter))
+        if (self.header is not None and self.config.header != "no" and not stripped
+                and len(fields) != len(self.header) and self._is_header(fields)):
+            self._next_header = (fields, delimiter)
+            return ParsedLine(skipped=["header"])
+        if (self._next_header is not None and self.header is not None
+                and len(fields) != len(self.header)
+                and len(fields) == len(self._next_header[0])):
+            self._take_header(self._next_header)
+            self._next_header = None
         names = self.header
         if names is not None and stripped and (
             _is_time_name(names[0]) or len(names) == len(fields) + 1

@@ -425,3 +425,20 @@ def test_shared_data_files_parse_without_internal_errors() -> None:
         parser = LineParser(InputConfig())
         results = [parser.parse_line(line, NOW) for line in path.read_bytes().splitlines()]
         assert sum(len(r.samples) for r in results) >= len(results) - 2, path.name
+
+
+def test_a_later_header_of_the_data_width_replaces_a_banner() -> None:
+    """vmstat: a banner line of group names, then the real column names, then data."""
+    parser = LineParser(InputConfig())
+    lines = [
+        "procs -----------memory---------- ---swap-- -----io---- -system-- ------cpu-----",
+        " r  b   swpd   free   buff  cache   si   so    bi    bo   in   cs us sy id wa st",
+        " 1  0      0 2000000  1000 50000    0    0     1     2   10   20  1  1 98  0  0",
+    ]
+    results = [parser.parse_line(line, 0.0) for line in lines]
+    assert results[0].skipped == ["header"] and results[1].skipped == ["header"]
+    names = [s.stream for s in results[2].samples]
+    assert names[:4] == ["r", "b", "swpd", "free"] and names[-1] == "st"
+    assert not results[2].skipped
+    # the header printed again later (vmstat repeats it) is still a header
+    assert parser.parse_line(lines[1], 0.0).skipped == ["header"]
