@@ -32,13 +32,11 @@ import mido
 import numpy as np
 import rtmidi
 import sounddevice as sd
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streamsonic.model.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
-from streamsonic.model.network import PitchLSTM  # noqa: E402
+from bench.common import pitch_weights  # noqa: E402
 from streamsonic.sinks import fluid  # noqa: E402
 from tests.jackaudio import Capture  # noqa: E402
 from tests.jackmidi import Receiver  # noqa: E402
@@ -69,19 +67,6 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-def weights_args(tmp: Path) -> list[str]:
-    shipped = REPO / "weights" / "pitch.pt"
-    if shipped.is_file():
-        return ["--weights", str(shipped)]
-    classes = [p for p in range(50, 90) if p not in (51, 88)]
-    torch.manual_seed(0)
-    net = PitchLSTM(n_classes=len(classes))
-    path = tmp / "pitch.pt"
-    save_checkpoint(path, Checkpoint(kind="pitch", arch=net.arch(), classes=classes,
-                                     state_dict=net.state_dict(), meta={}))
-    return ["--weights", str(path)]
 
 
 class Daemon:
@@ -223,7 +208,7 @@ def main() -> int:
     period_ms = args.period / RATE * 1000
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            weights = weights_args(Path(tmp))
+            weights = ["--weights", str(pitch_weights(Path(tmp)))]
             latency, base = bench_midi(weights, args.lines, args.interval)
             errors = bench_audio(weights, args.notes, args.period)
     finally:

@@ -36,6 +36,7 @@ import paho.mqtt.client as paho
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import pitch_weights  # noqa: E402
 from streamsonic.config import load_config  # noqa: E402
 from streamsonic.sources.mqtt import MqttSource  # noqa: E402
 
@@ -142,24 +143,6 @@ async def source_throughput(port: int, n: int, qos: int) -> tuple[float, dict[st
 
 # -- latency ------------------------------------------------------------------------------
 
-def weights_path(tmp: Path) -> Path:
-    shipped = REPO / "weights" / "pitch.pt"
-    if shipped.is_file():
-        return shipped
-    import torch  # noqa: PLC0415
-
-    from streamsonic.model.checkpoint import Checkpoint, save_checkpoint  # noqa: PLC0415
-    from streamsonic.model.network import PitchLSTM  # noqa: PLC0415
-
-    classes = [p for p in range(50, 90) if p not in (51, 88)]
-    torch.manual_seed(0)
-    net = PitchLSTM(n_classes=len(classes))
-    path = tmp / "pitch.pt"
-    save_checkpoint(path, Checkpoint(kind="pitch", arch=net.arch(), classes=classes,
-                                     state_dict=net.state_dict(), meta={}))
-    return path
-
-
 #: Values of the warm-up messages (not counted in the latency table).
 WARMUP = 1_000_000
 
@@ -174,7 +157,7 @@ def latency(port: int, n: int, rate: float, tmp: Path) -> tuple[list[float], lis
     base: dict[int, float] = {}
     note_at: dict[int, float] = {}
     cmd = [sys.executable, "-m", "streamsonic", "run", "--mqtt", f"mqtt://127.0.0.1:{port}",
-           "--topic", "lat/#", "--output", "events", "--weights", str(weights_path(tmp)),
+           "--topic", "lat/#", "--output", "events", "--weights", str(pitch_weights(tmp)),
            "--max-rate", "1000", "--log-level", "info"]
     daemon = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               stdin=subprocess.DEVNULL, cwd=REPO)
