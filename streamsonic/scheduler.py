@@ -113,7 +113,6 @@ class Scheduler:
         self._pending: dict[int, Handle] = {}
         self._ids = itertools.count()
         self.failed: list[tuple[Sink, BaseException]] = []
-        self.notes = 0
 
     @property
     def idle(self) -> bool:
@@ -149,7 +148,6 @@ class Scheduler:
         off = _off(note.channel, note.pitch)
         sounding.handles = self._dispatch(off, off_time, stream=note.stream)
         self._sounding[note.stream] = sounding
-        self.notes += 1
 
     def _dispatch(
         self,

@@ -82,3 +82,14 @@ def test_compiled_encode_matches_numpy() -> None:
     pitch, inputs = c.encode(values)
     np.testing.assert_allclose(pitch, c.data_pitch(values))
     np.testing.assert_allclose(inputs, c.data_input(c.data_pitch(values)), atol=1e-12)
+
+
+@pytest.mark.parametrize("influence", [0.0, 0.3, 0.8, 1.0])
+def test_compiled_choice_is_the_argmax_of_the_reference_scores(influence: float) -> None:
+    c = make(influence)
+    rng = np.random.default_rng(11)
+    logits = rng.normal(scale=3.0, size=(64, len(CLASSES)))
+    data = rng.uniform(48, 92, size=64)
+    expected = c.scores(logits, data).argmax(axis=1)
+    got = c.choose(logits, data, [np.random.default_rng(0)] * 64)
+    assert list(got) == list(expected)

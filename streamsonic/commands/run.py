@@ -18,7 +18,8 @@ DESCRIPTION = """\
 Sonify live streams. Reads numbers from stdin (or MQTT with --mqtt), one note per sample
 (event clock) or per tick (tick clock), and plays them until the input ends; then waits
 for the last note to finish and exits 0. SIGINT/SIGTERM stop it cleanly (every sounding
-note is released); SIGHUP is logged.
+note is released); SIGHUP re-reads the config file's musical settings, keeping every
+stream's state.
 
 stdin formats (auto-detected per line): a bare number; comma/semicolon/tab/space
 separated columns (a first line of names is a header); name=value or name: value pairs;

@@ -68,7 +68,8 @@ class Chooser:
         return self._cand_inputs[index]
 
     def scores(self, logits: np.ndarray, data_pitch: np.ndarray) -> np.ndarray:
-        """Scores (batch, n_candidates) for logits (batch, n_classes)."""
+        """Scores (batch, n_candidates) for logits (batch, n_classes), in NumPy: the
+        reference that the compiled :meth:`choose` is tested against."""
         logits = np.asarray(logits, dtype=np.float64)
         sub = logits[:, self._cand_class]
         sub = sub - sub.max(axis=1, keepdims=True)
