@@ -7,9 +7,30 @@ Everything here is plain data: no I/O, no torch.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
+
+#: Longest stream name kept as it is; longer names are cut and given a checksum suffix.
+MAX_NAME_CHARS = 200
+
+
+def clean_name(name: str) -> str:
+    """A stream name that every output can encode: valid Unicode, at most ``MAX_NAME_CHARS``.
+
+    JSON can spell lone UTF-16 surrogates (``{"\\ud800": 1}``), which no UTF-8 encoder
+    accepts; they become U+FFFD. Over-long names (a 64 KiB JSON key) are cut, with a CRC-32
+    of the whole name appended so that distinct long names stay distinct streams.
+    """
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        name = name.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        raw = name.encode("utf-8")
+    if len(name) > MAX_NAME_CHARS:
+        name = f"{name[: MAX_NAME_CHARS - 9]}~{zlib.crc32(raw):08x}"
+    return name
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streamsonic.config import InputConfig
-from streamsonic.events import Sample
+from streamsonic.events import Sample, clean_name
 
 #: Every skip reason, with what it means and what to do about it (used in warnings).
 REASONS: dict[str, str] = {
@@ -312,6 +312,9 @@ class LineParser:
     def _done(self, out: ParsedLine) -> ParsedLine:
         if out.samples:
             self._header_pending = False
+            # Names from the input (JSON keys, headers, pairs) must be encodable and short.
+            out.samples = [s if (name := clean_name(s.stream)) is s.stream
+                           else Sample(name, s.time, s.value) for s in out.samples]
         elif not out.skipped:
             out.skipped.append("no_value")
         return out
@@ -450,7 +453,7 @@ class LineParser:
 
     def _take_header(self, split: tuple[list[str], str]) -> ParsedLine:
         names, delimiter = split
-        self.header = [n or f"col{i}" for i, n in enumerate(names)]
+        self.header = [clean_name(n) if n else f"col{i}" for i, n in enumerate(names)]
         self._header_delimiter = delimiter if delimiter != " " else None
         self._header_pending = False
         return ParsedLine(skipped=["header"])

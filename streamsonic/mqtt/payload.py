@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from streamsonic.config import Config
-from streamsonic.events import NoteEvent, Sample
+from streamsonic.events import NoteEvent, Sample, clean_name
 from streamsonic.mqtt.naming import stream_name
 from streamsonic.parse import (
     BENIGN_REASONS,
@@ -195,7 +195,7 @@ def _sniff(text: str) -> str:
 
 def _add(out: Decoded, stream: str, when: float, value: float) -> None:
     if math.isfinite(value):
-        out.items.append(Sample(stream, when, value))
+        out.items.append(Sample(clean_name(stream), when, value))
     else:
         out.skipped.append("nan" if math.isnan(value) else "inf")
 
@@ -260,6 +260,7 @@ def note_from_dict(doc: Any) -> NoteEvent | None:
         if name == "stream":
             if not isinstance(value, str):
                 return None
+            value = clean_name(value)
         elif name in _INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int):
                 return None
