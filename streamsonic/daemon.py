@@ -119,6 +119,7 @@ class Daemon:
             self._remove_signals(loop)
             log.info("stopped: %d samples, %d notes; input %s", engine.samples, engine.played,
                      _fmt_stats(source.stats))
+        scheduler.check_written()  # a file that could not be written is a failed run
         return status
 
     async def _run(self, engine: Engine, source: Source, scheduler: Scheduler) -> int:

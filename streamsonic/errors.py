@@ -50,6 +50,12 @@ class OutputError(StreamsonicError):
     exit_status = 69
 
 
+class OutputWriteError(OutputError):
+    """Writing an output file failed (disk full, I/O error): its data is lost (EX_IOERR)."""
+
+    exit_status = 74
+
+
 class AudioError(OutputError):
     """No usable audio device, or the audio stream failed."""
 

@@ -161,6 +161,7 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
         clock.run_all()
     finally:
         scheduler.close()
+    scheduler.check_written()
     return notes
 
 

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import mido
 
+from streamsonic.errors import OutputWriteError, StreamsonicError
 from streamsonic.events import NoteEvent
 from streamsonic.sinks.base import Sink
 
@@ -192,8 +193,8 @@ class Scheduler:
             self.sinks = [s for s in self.sinks if s is not sink]
             try:
                 sink.close()
-            except Exception:
-                log.exception("closing failed output %s", sink.name)
+            except Exception:  # it failed already; its error was logged above
+                log.debug("closing failed output %s", sink.name, exc_info=True)
         if stream is not None and msg.type == "note_off":
             current = self._sounding.get(stream)
             if current is not None and current.off_time <= when:
@@ -208,8 +209,19 @@ class Scheduler:
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception:
+            except StreamsonicError as err:
+                log.error("%s", err)
+                self.failed.append((sink, err))
+            except Exception as err:
                 log.exception("closing output %s failed", sink.name)
+                self.failed.append((sink, err))
+
+    def check_written(self) -> None:
+        """Raise :class:`OutputWriteError` if an output lost data it should have written
+        (a file that could not be written); call after :meth:`close`."""
+        lost = [str(err) for _, err in self.failed if isinstance(err, OutputWriteError)]
+        if lost:
+            raise OutputWriteError("; ".join(lost))
 
 
 def _off(channel: int, pitch: int) -> mido.Message:

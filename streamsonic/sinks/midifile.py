@@ -1,8 +1,11 @@
 """The ``file:PATH`` output: a Standard MIDI File (type 0) written with mido.
 
-Messages are collected with their times and written on ``close()`` (atomically: a temp
-file renamed over the target), so the file is complete and valid after a normal exit,
-EOF, SIGINT or SIGTERM: the daemon closes every sink on each of those paths.
+Messages are collected with their times and written on ``close()`` through
+:class:`~streamsonic.sinks.outfile.OutputFile` (a temporary file renamed over a regular
+target; a device such as ``/dev/stdout`` is written in place, never replaced), so the file
+is complete and valid after a normal exit, EOF, SIGINT or SIGTERM: the daemon closes every
+sink on each of those paths. A failed write raises ``OutputWriteError`` and leaves the old
+file as it was.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import mido
 
 from streamsonic import __version__
 from streamsonic.config import Config
-from streamsonic.errors import OutputError
 from streamsonic.sinks.base import Sink
+from streamsonic.sinks.outfile import OutputFile
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +34,7 @@ class MidiFileSink(Sink):
         self.tempo = tempo
         self._events: list[tuple[float, int, mido.Message]] = []
         self._t0: float | None = None
-        parent = self.path.parent
-        if not parent.is_dir():
-            raise OutputError(f"cannot write {self.path}: folder {parent} does not exist")
+        self._out = OutputFile(self.path, "MIDI file")  # fails now, not after the music
 
     def _send(self, msg: mido.Message, time: float) -> None:
         if self._t0 is None:
@@ -61,12 +62,14 @@ class MidiFileSink(Sink):
         return mid
 
     def _close(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".part")
         try:
-            self.to_midifile().save(tmp)
-            tmp.replace(self.path)
+            self.to_midifile().save(file=self._out.file)
         except OSError as err:
-            raise OutputError(f"cannot write MIDI file {self.path}: {err.strerror}") from None
+            raise self._out.fail(err) from None
+        except BaseException:
+            self._out.discard()
+            raise
+        self._out.commit()
         log.info("wrote %s (%d messages)", self.path, len(self._events))
 
 

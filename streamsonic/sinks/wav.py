@@ -18,6 +18,7 @@ import numpy as np
 from streamsonic.config import Config
 from streamsonic.errors import OutputError
 from streamsonic.sinks.base import CC_ALL_SOUND_OFF, Sink
+from streamsonic.sinks.outfile import OutputFile
 from streamsonic.sinks.synth import GRAIN, FluidSynth
 from streamsonic.soundfont import find_soundfont
 
@@ -42,13 +43,11 @@ class WavSink(Sink):
         self.peak = 0.0
         self.clipped = 0
         try:
-            self._file = path.open("wb")
-        except OSError as err:
+            self._out = OutputFile(path, "WAV file")
+        except OutputError:
             synth.delete()
-            raise OutputError(
-                f"cannot write WAV file {str(path)!r}: {err.strerror}; choose a writable path"
-            ) from None
-        self._wav = wave.open(self._file, "wb")  # noqa: SIM115 - closed in _close
+            raise
+        self._wav = wave.open(self._out.file, "wb")  # noqa: SIM115 - closed in _close
         self._wav.setnchannels(2)
         self._wav.setsampwidth(2)
         self._wav.setframerate(self.sample_rate)
@@ -63,7 +62,10 @@ class WavSink(Sink):
             if peak > 1.0:
                 self.clipped += int(np.count_nonzero(np.abs(block) > 1.0))
             pcm = (np.clip(block, -1.0, 1.0) * 32767.0).astype("<i2")
-            self._wav.writeframesraw(pcm.tobytes())
+            try:
+                self._wav.writeframesraw(pcm.tobytes())
+            except OSError as err:
+                raise self._out.fail(err) from None
             self.frames += n
             frames -= n
 
@@ -92,11 +94,16 @@ class WavSink(Sink):
             if self.clipped:
                 log.warning("%s: %d samples clipped (peak %.2f); lower audio.gain",
                             self.name, self.clipped, self.peak)
-            log.info("%s: wrote %.1f s of audio", self.name, self.frames / self.sample_rate)
-        finally:
             self._wav.close()
-            self._file.close()
+        except OSError as err:
+            raise self._out.fail(err) from None
+        except BaseException:
+            self._out.discard()
+            raise
+        finally:
             self.synth.delete()
+        self._out.commit()
+        log.info("%s: wrote %.1f s of audio", self.name, self.frames / self.sample_rate)
 
 
 def open_sink(path: str, config: Config) -> WavSink:
