@@ -21,6 +21,7 @@ from streamsonic.errors import CheckpointError, TrainingError
 from streamsonic.model.checkpoint import load_checkpoint
 from streamsonic.model.stepper import make_stepper
 from streamsonic.model.temporal import TemporalStepper
+from streamsonic.train import loop
 from streamsonic.train.baselines import baselines
 from streamsonic.train.dataset import (
     extract_melody,
@@ -33,6 +34,8 @@ from streamsonic.train.dataset import (
 from streamsonic.train.loop import TrainOptions, resume_path, train
 
 TPB = 480
+#: The real validation pass (tests replace ``loop.evaluate`` to script losses around it).
+EVALUATE = loop.evaluate
 
 
 def write_midi(path: Path, tracks: list[list[tuple[int, float, float, int]]]) -> Path:
@@ -145,7 +148,9 @@ def test_split_is_by_file_seeded_and_disjoint(midi_dir):
     assert names(val_a) == names(val_b) and names(train_a) == names(train_b)
     assert len(val_a) == 2 and len(train_a) == 6
     assert not set(names(val_a)) & set(names(train_a))
-    assert {names(split_by_file(corpus.melodies, 0.25, seed=s)[1])[0] for s in range(8)} != 1
+    # other seeds hold out other files
+    assert len({names(split_by_file(corpus.melodies, 0.25, seed=s)[1])[0]
+                for s in range(8)}) > 1
 
 
 def test_transposed_copies_stay_in_the_vocabulary(midi_dir):
@@ -247,6 +252,114 @@ def test_ctrl_c_keeps_best_and_resume_picks_up(midi_dir, tmp_path):
     assert load_checkpoint(out).meta["training"]["stopped"] == "interrupted"
     resumed = train(tiny("pitch", midi_dir, out, epochs=3, resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+
+def script_val_loss(monkeypatch: pytest.MonkeyPatch, losses: list[float]) -> list[float]:
+    """Make the validation loss of each following epoch ``losses[i]`` (the other metrics stay
+    real), so a test decides which epochs improve. Returns the list of losses still unused."""
+    left = list(losses)
+
+    def scripted(*args: object, **kwargs: object) -> dict[str, float]:
+        return {**EVALUATE(*args, **kwargs), "loss": left.pop(0)}  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "evaluate", scripted)
+    return left
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_keeps_best_checkpoint_and_patience(midi_dir, tmp_path, monkeypatch):
+    """A worse epoch after --resume leaves the best weights alone and counts towards patience
+    from where the saved run stopped (1 bad epoch before, 2 after: early stop at epoch 5)."""
+    out = tmp_path / "k.pt"
+    script_val_loss(monkeypatch, [1.0, 0.5, 0.9])
+    first = train(tiny("pitch", midi_dir, out, epochs=3, patience=3))
+    assert first.best_epoch == 2 and first.stopped == "completed"
+    best_weights = load_checkpoint(out).state_dict
+
+    left = script_val_loss(monkeypatch, [0.8, 0.7, 0.6, 0.1, 0.1])
+    second = train(tiny("pitch", midi_dir, out, epochs=4, patience=3, resume=True))
+    assert [h["val_loss"] for h in second.history] == [1.0, 0.5, 0.9, 0.8]
+    assert second.stopped == "completed" and second.best_epoch == 2
+    assert second.best["loss"] == 0.5
+    ckpt = load_checkpoint(out)
+    assert same_weights(ckpt.state_dict, best_weights)
+    assert ckpt.meta["training"]["best_epoch"] == 2
+    assert ckpt.meta["training"]["epochs_run"] == 4
+    assert ckpt.meta["metrics"]["val"]["loss"] == 0.5
+
+    third = train(tiny("pitch", midi_dir, out, epochs=10, patience=3, resume=True))
+    assert third.stopped == "early-stopped" and third.epochs_run == 5
+    assert left == [0.6, 0.1, 0.1]  # epochs 6.. never ran
+    assert third.best_epoch == 2 and third.best["loss"] == 0.5
+    ckpt = load_checkpoint(out)
+    assert same_weights(ckpt.state_dict, best_weights)
+    assert ckpt.meta["training"]["stopped"] == "early-stopped"
+    assert ckpt.meta["training"]["epochs_run"] == 5 and ckpt.meta["training"]["best_epoch"] == 2
+
+
+def test_resume_after_improvement_saves_the_new_best(midi_dir, tmp_path, monkeypatch):
+    out = tmp_path / "n.pt"
+    script_val_loss(monkeypatch, [1.0, 0.5, 0.9])
+    train(tiny("pitch", midi_dir, out, epochs=3, patience=3))
+    old = load_checkpoint(out).state_dict
+    script_val_loss(monkeypatch, [0.8, 0.4, 0.45])
+    result = train(tiny("pitch", midi_dir, out, epochs=6, patience=3, resume=True))
+    assert result.best_epoch == 5 and result.stopped == "completed"
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["training"]["best_epoch"] == 5 and ckpt.meta["metrics"]["val"]["loss"] == 0.4
+    assert not same_weights(ckpt.state_dict, old)
+    # the saved best is epoch 5's weights, which a run of 5 epochs from scratch reproduces
+    script_val_loss(monkeypatch, [1.0, 0.5, 0.9, 0.8, 0.4])
+    train(tiny("pitch", midi_dir, tmp_path / "five.pt", epochs=5, patience=3))
+    assert same_weights(ckpt.state_dict, load_checkpoint(tmp_path / "five.pt").state_dict)
+
+
+def test_resume_with_more_patience_continues_an_early_stopped_run(midi_dir, tmp_path,
+                                                                  monkeypatch):
+    out = tmp_path / "p.pt"
+    script_val_loss(monkeypatch, [1.0, 0.5, 0.9, 0.8])
+    first = train(tiny("pitch", midi_dir, out, epochs=10, patience=2))
+    assert first.stopped == "early-stopped" and first.epochs_run == 4
+    again = train(tiny("pitch", midi_dir, out, epochs=10, patience=2, resume=True))
+    assert again.stopped == "already-finished" and again.epochs_run == 4
+    left = script_val_loss(monkeypatch, [0.7, 0.3, 0.9])
+    more = train(tiny("pitch", midi_dir, out, epochs=7, patience=4, resume=True))
+    assert left == [] and more.stopped == "completed" and more.best_epoch == 6
+    assert load_checkpoint(out).meta["training"]["best_epoch"] == 6
+
+
+def test_interrupt_in_the_middle_of_an_epoch_repeats_it_on_resume(midi_dir, tmp_path,
+                                                                  monkeypatch):
+    """Ctrl-C during epoch 3 (its training already moved the weights): the checkpoint keeps
+    epoch 2's best, and --resume reruns epoch 3 from the saved state exactly."""
+    straight = train(tiny("pitch", midi_dir, tmp_path / "s.pt", epochs=4))
+    out = tmp_path / "i.pt"
+    calls = []
+
+    def interrupting(*args: object, **kwargs: object) -> dict[str, float]:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return EVALUATE(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "evaluate", interrupting)
+    stopped = train(tiny("pitch", midi_dir, out, epochs=4))
+    assert stopped.stopped == "interrupted" and stopped.epochs_run == 2
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["training"]["stopped"] == "interrupted"
+    assert ckpt.meta["training"]["best_epoch"] == stopped.best_epoch
+    train(tiny("pitch", midi_dir, tmp_path / "two.pt", epochs=2))  # epoch 3 never happened
+    assert same_weights(ckpt.state_dict, load_checkpoint(tmp_path / "two.pt").state_dict)
+    monkeypatch.setattr(loop, "evaluate", EVALUATE)
+    resumed = train(tiny("pitch", midi_dir, out, epochs=4, resume=True))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    assert same_weights(load_checkpoint(out).state_dict,
+                        load_checkpoint(tmp_path / "s.pt").state_dict)
 
 
 def test_resume_refuses_other_options_and_missing_state(midi_dir, tmp_path):

@@ -3,8 +3,11 @@
 AdamW, gradient clipping, validation after every epoch on held-out *files*, the best
 model by validation loss written to ``OUT`` as soon as it improves, early stopping after
 ``patience`` epochs without improvement, and a resume file ``OUT.resume`` written after
-every epoch (last weights, optimizer, counters). Ctrl-C stops between batches: the best
-checkpoint is already on disk and ``--resume`` continues from the last finished epoch.
+every epoch (last weights, optimizer, best loss, best weights, epochs without improvement,
+history). Ctrl-C stops between batches: the best checkpoint is already on disk and
+``--resume`` continues from the last finished epoch, so an epoch after the resume replaces
+the best checkpoint only if it beats the saved run's best, and patience counts on from the
+saved run (with the patience given now: a larger one continues an early-stopped run).
 
 Runs are deterministic for a given ``--seed``: the split, the initial weights, the
 order of windows and the dropout masks of epoch ``e`` are all derived from
@@ -204,6 +207,9 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     data_hashes = [m.sha256 for m in corpus.melodies]
     if opts.resume:
         _load_resume(opts, run, net, optimizer, data_hashes, device)
+        # --patience may differ from the saved run's: the epochs without improvement carry
+        # over and the new patience decides (a larger one continues an early-stopped run)
+        run.early_stopped = run.bad_epochs >= opts.patience
 
     n_params = sum(p.numel() for p in net.parameters())
     summary = corpus.summary()
@@ -383,4 +389,3 @@ def _load_resume(opts: TrainOptions, run: _Run, net: nn.Module,
     run.seconds = float(data["seconds"])
     run.windows_seen = int(data["windows_seen"])
     run.train_seconds = float(data["train_seconds"])
-    run.early_stopped = bool(data["early_stopped"])
