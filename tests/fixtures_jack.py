@@ -3,7 +3,8 @@
 ``jack_server`` (session scope) starts ``jackd -d dummy`` under a server name no other test
 run uses (``JACK_DEFAULT_SERVER``, exported to this process and so to every subprocess),
 waits until it answers, and stops it by PID at the end. Tests that use it are skipped, with
-the reason, only when jackd is not installed (``apt install --no-install-recommends jackd2``).
+the reason, only when jackd is not installed (``apt install --no-install-recommends jackd2``);
+in CI they fail instead (``tests/components.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.components import missing
 
 SAMPLE_RATE = 48000
 #: Frames per JACK period. 1024 (21 ms) keeps the dummy driver free of xruns on a loaded
@@ -95,7 +98,7 @@ def jack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackServer
     """A JACK dummy server (48 kHz, ``PERIOD``-frame periods) for the whole test session."""
     jackd = shutil.which("jackd")
     if jackd is None or shutil.which("jack_wait") is None:
-        pytest.skip("jackd is not installed (apt install --no-install-recommends jackd2)")
+        missing("jackd is not installed (apt install --no-install-recommends jackd2)")
     name = f"streamsonic-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     log = tmp_path_factory.mktemp("jack") / "jackd.log"
     env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}

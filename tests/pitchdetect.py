@@ -10,8 +10,7 @@ import mido
 import numpy as np
 
 from streamsonic.sinks.synth import FluidSynth
-
-SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+from tests.components import SOUNDFONT  # the audio tests and bench import it from here
 
 
 def midi_to_hz(note: float) -> float:

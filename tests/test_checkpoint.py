@@ -17,6 +17,7 @@ from streamsonic.model.checkpoint import (
 )
 from streamsonic.model.network import PitchLSTM, TemporalLSTM
 from streamsonic.model.temporal import TimingEncoding, temporal_parts
+from tests.components import missing
 
 CLASSES = [60, 62, 64, 65, 67]
 
@@ -125,7 +126,7 @@ def test_temporal_checkpoint_round_trip(tmp_path):
 def test_shipped_weights_load(kind):
     path = default_weights(kind)
     if not path.is_file():
-        pytest.skip(f"{path} not trained yet")
+        missing(f"shipped weights {path} are missing (they are in git: git checkout weights/)")
     ckpt = load_checkpoint(path, kind=kind)
     assert path.stat().st_size < 8_000_000
     assert ckpt.meta["data"]["n_files"] >= 2

@@ -19,8 +19,7 @@ from streamsonic.sinks.synth import GRAIN, FluidSynth
 from tests.jackaudio import Capture
 from tests.pitchdetect import SOUNDFONT, cents, fundamental, locate, midi_to_hz, reference_note
 
-needs_soundfont = pytest.mark.skipif(not SOUNDFONT.is_file(),
-                                     reason="needs timgm6mb-soundfont")
+needs_soundfont = pytest.mark.usefixtures("soundfont")  # skipped without it, failed in CI
 RATE = 48000
 BLOCK = 256
 

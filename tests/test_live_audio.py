@@ -24,7 +24,7 @@ from tests.pitchdetect import SOUNDFONT, cents, fundamental, locate, midi_to_hz,
 pytestmark = [
     pytest.mark.jack,
     pytest.mark.slow,
-    pytest.mark.skipif(not SOUNDFONT.is_file(), reason="needs timgm6mb-soundfont"),
+    pytest.mark.usefixtures("soundfont"),  # skipped without it, failed in CI
 ]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from streamsonic.errors import SoundFontError
 from streamsonic.soundfont import ENV_VAR, find_soundfont
+from tests.components import missing
 
 
 def sf2(folder: Path, name: str) -> Path:
@@ -63,5 +64,5 @@ def test_none_found_names_packages_and_flags() -> None:
 
 def test_finds_the_debian_soundfont_on_this_machine() -> None:
     if not Path("/usr/share/sounds/sf2/TimGM6mb.sf2").is_file():
-        pytest.skip("timgm6mb-soundfont is not installed")
+        missing("timgm6mb-soundfont is not installed (apt install timgm6mb-soundfont)")
     assert find_soundfont("", env={}).suffix == ".sf2"

@@ -10,6 +10,7 @@ from streamsonic.errors import CheckpointError
 from streamsonic.model.checkpoint import Checkpoint, default_weights, load_checkpoint
 from streamsonic.model.network import TemporalLSTM
 from streamsonic.model.temporal import BEAT_GRID, TemporalStepper, TimingEncoding
+from tests.components import missing
 
 CLASSES = [60, 62, 64, 65, 67, 69, 71, 72]
 
@@ -111,7 +112,7 @@ def test_batched_equals_one_by_one_and_stack_split(stepper_parts):
 def test_shipped_temporal_weights_step():
     path = default_weights("temporal")
     if not path.is_file():
-        pytest.skip("weights/temporal.pt not trained yet")
+        missing(f"shipped weights {path} are missing (they are in git: git checkout weights/)")
     stepper = TemporalStepper.from_checkpoint(load_checkpoint(path, kind="temporal"),
                                               torch.device("cpu"))
     state = stepper.initial_state(1)

@@ -23,8 +23,7 @@ from tests.pitchdetect import (
     reference_note,
 )
 
-pytestmark = pytest.mark.skipif(not SOUNDFONT.is_file(),
-                                reason="needs timgm6mb-soundfont (apt install timgm6mb-soundfont)")
+pytestmark = pytest.mark.usefixtures("soundfont")  # skipped without it, failed in CI
 
 NOTES = [60, 64, 67, 72, 57, 69, 62]
 STEP = 0.5
