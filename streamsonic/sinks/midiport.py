@@ -10,13 +10,20 @@ disappears the sink keeps the daemon alive: it logs (rate-limited), drops and co
 messages while the port is away, and a background thread that looks every
 ``midi.reconnect_interval`` seconds reopens it when it returns. Notes that were sounding
 when the port went away are forgotten (the synth on the other side is gone with them).
+
+On JACK the same thread also watches the server (rtmidi reports nothing when it dies and
+keeps accepting messages for a port that no longer exists): a small watcher client's
+shutdown callback wakes it, it logs one error line, drops and counts messages, and opens a
+new rtmidi client and port (``NAME:out`` again for a virtual port) once the server is back,
+with jittered exponential backoff. The outputs never start a JACK server.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from contextlib import suppress
+from contextlib import nullcontext, suppress
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -24,13 +31,17 @@ import mido
 
 from streamsonic.config import Config
 from streamsonic.errors import MidiPortError
+from streamsonic.sinks import jackclient
 from streamsonic.sinks.base import CC_ALL_NOTES_OFF, Sink
+from streamsonic.sinks.reconnect import Backoff
 from streamsonic.stats import Counters, RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 CLIENT_NAME = "streamsonic"
 VIRTUAL_PORT = "out"
+WATCH_CLIENT = "streamsonic-watch"
+SERVER_GONE = "the JACK server went away"
 API_LABELS = {"alsa": "ALSA", "jack": "JACK"}
 
 
@@ -88,42 +99,84 @@ def match_port(ports: list[str], wanted: str) -> int | None:
 
 
 class MidiPortSink(Sink):
-    """Sends messages to one rtmidi output (an existing port or our own virtual port)."""
+    """Sends messages to one rtmidi output (an existing port or our own virtual port).
+
+    A background thread watches what can go away: an existing port (``wanted``), looked
+    for every ``reconnect_interval`` seconds, and, on JACK, the server itself (a watcher
+    client's shutdown callback wakes the thread at once). While the port or the server is
+    away, messages are dropped and counted; when it returns the port is reopened (a new
+    rtmidi client and virtual port after a server restart), with jittered exponential
+    backoff up to ``reconnect_interval`` between attempts.
+    """
 
     def __init__(self, name: str, out: Any, *, api: str, port: str,
                  wanted: str | None = None, reconnect_interval: float = 1.0,
-                 warn_interval: float = 10.0) -> None:
+                 warn_interval: float = 10.0, api_id: int | None = None,
+                 client: str = CLIENT_NAME, virtual: bool = False,
+                 generation: int | None = None) -> None:
         super().__init__(name)
         self.api = api
         self.port = port
         self.counters = Counters()
-        self._out = out
+        self._out: Any = out
         self._wanted = wanted
+        self._virtual = virtual
+        self._api_id = api_id
+        self._client = client
         self._lock = threading.Lock()
         self._connected = True
+        self._lost_reason: str | None = None
         self._warn = RateLimitedLog(log, interval=warn_interval)
-        self._stop = threading.Event()
+        self._interval = reconnect_interval
+        self._backoff = Backoff(min(0.25, reconnect_interval), reconnect_interval)
+        self._wake = threading.Event()
+        self._stopping = False
+        # JACK: the generation (server life) of our clients, and a client that tells us
+        # when the server goes away (rtmidi does not).
+        self._jack = api == "jack" and generation is not None
+        self._gen = generation
+        self._token: int | None = None
+        self._watch_client: jackclient.JackClient | None = None
+        self._server_gone = threading.Event()
+        if self._jack:
+            assert generation is not None
+            self._token = jackclient.track(generation, partial(self._release, out))
+            try:
+                self._watch_client = self._new_watch_client()
+            except jackclient.JackError as err:
+                self._release(out)
+                jackclient.untrack(self._token)
+                raise MidiPortError(f"output {name}: cannot watch the JACK server: {err}") \
+                    from None
         self._watcher: threading.Thread | None = None
-        if wanted is not None:
-            self._interval = reconnect_interval
+        if wanted is not None or self._jack:
             self._watcher = threading.Thread(target=self._watch, name=f"{name}-watch",
                                              daemon=True)
             self._watcher.start()
 
     @property
     def connected(self) -> bool:
-        """Whether the port is there now (a virtual port always is)."""
-        return self._connected
+        """Whether the port is there now."""
+        return self._connected and not self._server_gone.is_set()
+
+    @property
+    def lost(self) -> str | None:
+        """Why messages are being dropped (port or JACK server away), or None."""
+        if self.connected:
+            return None
+        return self._lost_reason or "the MIDI port went away"
 
     @property
     def stats(self) -> dict[str, int]:
         """``sent``, ``dropped``, ``disconnects``, ``reconnects``."""
         return self.counters.snapshot()
 
+    # -- asyncio side ------------------------------------------------------------------
     def _send(self, msg: mido.Message, time: float) -> None:
         data = msg.bytes()
         with self._lock:
-            if self._connected:
+            if self._connected and self._out is not None and not self._server_gone.is_set() \
+                    and not (self._jack and jackclient.is_dead(self._gen or 0)):
                 try:
                     self._out.send_message(data)
                 except Exception as err:  # rtmidi raises its own SystemError subclasses
@@ -136,62 +189,204 @@ class MidiPortSink(Sink):
                            "until it returns (%d dropped so far)", self.name, self.port,
                            self.counters.get("dropped"))
 
+    # -- watch thread ------------------------------------------------------------------
     def _lost(self, why: str) -> None:
         """Mark the port as gone (caller holds the lock)."""
         if self._connected:
             self._connected = False
+            self._lost_reason = f"MIDI port {self.port!r} disappeared ({why})"
             self.counters.add("disconnects")
             self._sounding.clear()  # the far side lost them with the port
             log.warning("output %s: MIDI port %r disappeared (%s); will reconnect when it "
                         "returns", self.name, self.port, why)
 
-    def check(self) -> None:
-        """Look for the port once: notice that it left, or reopen it if it came back."""
-        assert self._wanted is not None
+    def _on_shutdown(self, reason: str) -> None:
+        """JACK thread: the server went away. Only flags; the watch thread does the rest."""
+        self._server_gone.set()
+        self._wake.set()
+
+    def _new_watch_client(self) -> jackclient.JackClient:
+        return jackclient.JackClient(WATCH_CLIENT, on_shutdown=self._on_shutdown)
+
+    def _release(self, out: Any) -> None:
+        """Free an rtmidi client (of a dead server, or at close); idempotent."""
         with self._lock:
-            if self.closed:
-                return
+            if self._out is out:
+                self._out = None
+        _delete(out)
+
+    def check(self) -> float:
+        """Look once: notice that the port or the server left, or reopen what came back.
+
+        Returns the seconds until the next look (backoff while the server is away).
+        """
+        if self.closed:
+            return self._interval
+        if self._server_gone.is_set():
+            self._server_lost()
+            return self._reopen_after_restart()
+        if self._wanted is None:
+            return self._interval
+        with self._lock:
+            if self.closed or self._out is None:
+                return self._interval
             try:
                 ports = list(self._out.get_ports())
             except Exception as err:
                 self._warn.warning("list", "output %s: cannot list MIDI ports: %s", self.name,
                                    err)
-                return
+                return self._interval
             index = match_port(ports, self._wanted)
             if self._connected:
                 if index is None or ports[index] != self.port:
                     self._lost("no longer listed")
-                return
+                return self._interval
             if index is None:
-                return
+                return self._interval
             try:
                 self._out.close_port()
                 self._out.open_port(index)
             except Exception as err:
                 self._warn.warning("reopen", "output %s: reopening MIDI port %r failed: %s",
                                    self.name, ports[index], err)
-                return
+                return self._interval
             self.port = ports[index]
-            self._connected = True
-            self.counters.add("reconnects")
-            for channel in sorted(self._channels):  # nothing of ours should sound there
-                with suppress(Exception):
-                    self._out.send_message([0xB0 | channel, CC_ALL_NOTES_OFF, 0])
+            self._reconnected()
         log.info("output %s: MIDI port %r is back; sending again", self.name, self.port)
+        return self._interval
+
+    def _reconnected(self) -> None:
+        """The port is open again (caller holds the lock)."""
+        self._connected = True
+        self._lost_reason = None
+        self.counters.add("reconnects")
+        for channel in sorted(self._channels):  # nothing of ours should sound there
+            with suppress(Exception):
+                self._out.send_message([0xB0 | channel, CC_ALL_NOTES_OFF, 0])
+
+    def _server_lost(self) -> None:
+        """The JACK server went away: one error line, then drop until it returns."""
+        with self._lock:
+            if self._lost_reason == SERVER_GONE:
+                return
+            if self._connected:
+                self.counters.add("disconnects")
+            self._connected = False
+            self._lost_reason = SERVER_GONE
+            self._sounding.clear()  # they went away with the server
+        log.error("output %s: the JACK server went away; port %r is gone, dropping MIDI "
+                  "messages (counted) and reopening it when the server returns", self.name,
+                  self.port)
+
+    def _reopen_after_restart(self) -> float:
+        """Open a new rtmidi client (and port) on the restarted server, if it is back."""
+        assert self._api_id is not None
+        out: Any = None
+        watch: jackclient.JackClient | None = None
+        try:
+            with jackclient.opening() as gen:  # frees our dead clients (and others') first
+                watch = self._new_watch_client()  # first: fails quietly while it is away
+                out = _new_out(self._api_id, self._client)
+                port = self._open_on(out)
+                token = jackclient.track(gen, partial(self._release, out))
+                with self._lock:
+                    if self.closed:
+                        jackclient.untrack(token)
+                        raise MidiPortError("closed meanwhile")
+                    self._out, self._gen, self._token = out, gen, token
+                    old_watch, self._watch_client = self._watch_client, watch
+                    self._server_gone.clear()
+                    if port is not None:
+                        self.port = port
+                        self._reconnected()
+                    else:
+                        self._lost_reason = f"MIDI port matching {self._wanted!r} not back yet"
+        except Exception as err:
+            if out is not None and self._out is not out:
+                _delete(out)
+            if watch is not None and self._watch_client is not watch:
+                watch.close()
+            if not self.closed:
+                self._warn.warning("restart", "output %s: JACK server not back yet (%s)",
+                                   self.name, err)
+            return self._backoff.next()
+        if old_watch is not None:
+            old_watch.close()
+        self._backoff.reset()
+        if port is not None:
+            log.info("output %s: the JACK server is back; MIDI port %r open again, sending",
+                     self.name, self.port)
+        else:
+            log.info("output %s: the JACK server is back; waiting for a port matching %r",
+                     self.name, self._wanted)
+        return self._interval
+
+    def _open_on(self, out: Any) -> str | None:
+        """Open our port on a fresh rtmidi client: the virtual port, or the wanted one."""
+        if self._virtual:
+            out.open_virtual_port(VIRTUAL_PORT)
+            return f"{self._client}:{VIRTUAL_PORT}"
+        assert self._wanted is not None
+        ports = list(out.get_ports())
+        index = match_port(ports, self._wanted)
+        if index is None:
+            return None
+        out.open_port(index)
+        return ports[index]
 
     def _watch(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.check()
+        delay = self._interval
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                delay = self.check()
+            except Exception:  # the watcher must outlive a surprise
+                log.exception("output %s: checking the MIDI port failed", self.name)
+                delay = self._interval
 
     def _close(self) -> None:
-        self._stop.set()
+        stats = self.stats
+        if stats.get("dropped"):
+            log.info("output %s: %d MIDI messages dropped while the port was away "
+                     "(%d disconnects, %d reconnects)", self.name, stats["dropped"],
+                     stats.get("disconnects", 0), stats.get("reconnects", 0))
+        self._stopping = True
+        self._wake.set()
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5.0)
-        with self._lock:
-            try:
-                self._out.close_port()
-            finally:
-                self._out.delete()
+        if not self._jack:
+            with self._lock:
+                out, self._out = self._out, None
+            if out is not None:
+                _delete(out)
+            return
+        with jackclient.opening():  # no client is freed under us meanwhile
+            with self._lock:
+                out, self._out = self._out, None
+                token, self._token = self._token, None
+                watch, self._watch_client = self._watch_client, None
+            if token is not None:
+                jackclient.untrack(token)
+            if out is not None:
+                _delete(out)
+            if watch is not None:
+                watch.close()
+
+
+def _delete(out: Any) -> None:
+    """Close an rtmidi output's port and free it (errors of a dead backend ignored)."""
+    with suppress(Exception):
+        out.close_port()
+    with suppress(Exception):
+        out.delete()
+
+
+def _opening(label: str) -> Any:
+    """``jackclient.opening()`` for JACK (see there why), nothing for other APIs."""
+    return jackclient.opening() if label == "jack" else nullcontext(None)
 
 
 def open_sink(arg: str, config: Config) -> MidiPortSink:
@@ -199,28 +394,30 @@ def open_sink(arg: str, config: Config) -> MidiPortSink:
     listing: list[str] = []
     failures: list[str] = []
     for label, api in api_ids(config.midi.api):
-        try:
-            out = _new_out(api, CLIENT_NAME)
-        except Exception as err:  # e.g. ALSA without /dev/snd/seq
-            failures.append(f"{label}: {err}")
-            continue
-        ports = list(out.get_ports())
-        index = match_port(ports, arg)
-        if index is None:
-            listing.extend(f"{p} ({label})" for p in ports)
-            out.delete()
-            continue
-        try:
-            out.open_port(index)
-        except Exception as err:
-            out.delete()
-            raise MidiPortError(
-                f"MIDI port {ports[index]!r} ({label}) cannot be opened: {err}"
-            ) from None
-        log.info("output midi:%s: sending to %r (%s)", arg, ports[index], label)
-        return MidiPortSink(f"midi:{arg}", out, api=label, port=ports[index], wanted=arg,
-                            reconnect_interval=config.midi.reconnect_interval,
-                            warn_interval=config.daemon.warn_interval)
+        with _opening(label) as gen:
+            try:
+                out = _new_out(api, CLIENT_NAME)
+            except Exception as err:  # e.g. ALSA without /dev/snd/seq
+                failures.append(f"{label}: {err}")
+                continue
+            ports = list(out.get_ports())
+            index = match_port(ports, arg)
+            if index is None:
+                listing.extend(f"{p} ({label})" for p in ports)
+                _delete(out)
+                continue
+            try:
+                out.open_port(index)
+            except Exception as err:
+                _delete(out)
+                raise MidiPortError(
+                    f"MIDI port {ports[index]!r} ({label}) cannot be opened: {err}"
+                ) from None
+            log.info("output midi:%s: sending to %r (%s)", arg, ports[index], label)
+            return MidiPortSink(f"midi:{arg}", out, api=label, port=ports[index], wanted=arg,
+                                reconnect_interval=config.midi.reconnect_interval,
+                                warn_interval=config.daemon.warn_interval, api_id=api,
+                                client=CLIENT_NAME, generation=gen)
     available = "; ".join(listing) if listing else "none"
     why = f" (unavailable: {'; '.join(failures)})" if failures else ""
     raise MidiPortError(
@@ -234,20 +431,25 @@ def open_virtual_sink(arg: str, config: Config) -> MidiPortSink:
     """Factory for ``midi-virtual:NAME``: a new port ``NAME:out`` that others connect to."""
     failures: list[str] = []
     for label, api in api_ids(config.midi.api):
-        try:
-            out = _new_out(api, arg)
-        except Exception as err:
-            failures.append(f"{label}: {err}")
-            continue
-        try:
-            out.open_virtual_port(VIRTUAL_PORT)
-        except Exception as err:  # e.g. Windows MM has no virtual ports
-            failures.append(f"{label}: {err}")
-            out.delete()
-            continue
-        log.info("output midi-virtual:%s: opened virtual port %s:%s (%s)", arg, arg,
-                 VIRTUAL_PORT, label)
-        return MidiPortSink(f"midi-virtual:{arg}", out, api=label, port=f"{arg}:{VIRTUAL_PORT}")
+        with _opening(label) as gen:
+            try:
+                out = _new_out(api, arg)
+            except Exception as err:
+                failures.append(f"{label}: {err}")
+                continue
+            try:
+                out.open_virtual_port(VIRTUAL_PORT)
+            except Exception as err:  # e.g. Windows MM has no virtual ports
+                failures.append(f"{label}: {err}")
+                _delete(out)
+                continue
+            log.info("output midi-virtual:%s: opened virtual port %s:%s (%s)", arg, arg,
+                     VIRTUAL_PORT, label)
+            return MidiPortSink(f"midi-virtual:{arg}", out, api=label,
+                                port=f"{arg}:{VIRTUAL_PORT}",
+                                reconnect_interval=config.midi.reconnect_interval,
+                                warn_interval=config.daemon.warn_interval, api_id=api,
+                                client=arg, virtual=True, generation=gen)
     raise MidiPortError(
         f"cannot open virtual MIDI port {arg!r} ({'; '.join(failures) or 'no MIDI API'}); "
         "on Linux load the ALSA sequencer (modprobe snd-seq) or start JACK and use "

@@ -1,0 +1,239 @@
+"""JACK killed (SIGKILL) while the daemon plays, then restarted: the real components.
+
+Each test runs its own JACK dummy server (a name no other test uses, so killing it touches
+nobody else), the daemon as a CLI subprocess with an ``events`` output beside the JACK one,
+and a steady feed of numbers. It checks: the daemon says once that the server went away and
+stays alive; the events output keeps receiving every note; the port is back in ``jack_lsp``
+soon after the server returns and receives notes again; SIGTERM then exits 0 and every note
+that went out over the new port is released.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_jack import JackServer
+from tests.jackmidi import Receiver
+from tests.test_live_midi import unmatched_note_ons
+
+pytestmark = [pytest.mark.jack, pytest.mark.slow]
+
+RATE = 48000
+PERIOD = 1024
+
+
+class KillableJack:
+    """A JACK dummy server of our own that a test may SIGKILL and start again."""
+
+    def __init__(self, log: Path) -> None:
+        self.name = f"streamsonic-loss-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.server: JackServer | None = None
+
+    def start(self) -> JackServer:
+        env = {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1"}
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                ["jackd", "--no-realtime", "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
+                env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        ready = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True,
+                               timeout=30, check=False)
+        if ready.returncode != 0 or self.proc.poll() is not None:
+            raise RuntimeError(f"jackd did not start: {self.log.read_text(errors='replace')}")
+        self.server = JackServer(self.name, self.proc.pid, RATE, PERIOD, self.log)
+        return self.server
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def killable_jack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KillableJack]:
+    """Our own JACK server; this process's JACK clients (receivers) use it too."""
+    if shutil.which("jackd") is None or shutil.which("jack_wait") is None:
+        pytest.skip("jackd is not installed (apt install --no-install-recommends jackd2)")
+    jack = KillableJack(tmp_path / "jackd.log")
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack.name)
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    jack.start()
+    try:
+        yield jack
+    finally:
+        jack.stop()
+
+
+class Daemon:
+    """``streamsonic run`` fed a steady stream of numbers; stdout events and stderr lines
+    are collected with their arrival times."""
+
+    def __init__(self, env: dict[str, str], checkpoint: Path, *outputs: str) -> None:
+        cmd = [sys.executable, "-m", "streamsonic", "run", "--weights", str(checkpoint),
+               "--device", "cpu", "--midi-api", "jack", "--log-level", "info",
+               "--set", "midi.reconnect_interval=0.5"]
+        for spec in outputs:
+            cmd += ["--output", spec]
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events: queue.Queue[tuple[float, dict[str, object]]] = queue.Queue()
+        self.log: list[tuple[float, str]] = []
+        self._feeding = threading.Event()
+        self._threads = [threading.Thread(target=self._read_events, daemon=True),
+                         threading.Thread(target=self._read_log, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_events(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.events.put((time.monotonic(), json.loads(line)))
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append((time.monotonic(), line.rstrip()))
+
+    def wait_log(self, text: str, timeout: float, after: float = 0.0) -> float:
+        """Arrival time of the first log line containing ``text`` (after ``after``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, line in list(self.log):
+                if t >= after and text in line:
+                    return t
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"daemon never logged {text!r}; log:\n" + self.log_text())
+
+    def log_text(self) -> str:
+        return "\n".join(line for _, line in self.log)
+
+    def start_feeding(self, interval: float = 0.3) -> None:
+        """Write numbers forever (until stop_feeding), one every ``interval`` seconds."""
+        self._feeding.set()
+
+        def feed() -> None:
+            assert self.proc.stdin is not None
+            i = 0
+            while self._feeding.is_set():
+                try:
+                    self.proc.stdin.write(f"{(i * 7) % 11}\n")
+                    self.proc.stdin.flush()
+                except (BrokenPipeError, ValueError):
+                    return
+                i += 1
+                time.sleep(interval)
+
+        threading.Thread(target=feed, daemon=True).start()
+
+    def stop_feeding(self) -> None:
+        self._feeding.clear()
+
+    def events_after(self, t: float, count: int, timeout: float) -> list[dict[str, object]]:
+        """At least ``count`` events that arrived after ``t`` (fewer if time runs out)."""
+        got: list[dict[str, object]] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            try:
+                arrived, event = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if arrived > t:
+                got.append(event)
+        return got
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        self.stop_feeding()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            for thread in self._threads:
+                thread.join(timeout=5)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_port(jack: JackServer, name: str, timeout: float) -> float:
+    """Seconds until ``name`` is listed by jack_lsp."""
+    start = time.monotonic()
+    jack.wait_for_ports(name, 1, timeout=timeout)
+    return time.monotonic() - start
+
+
+def note_ons(received: list[tuple[float, object]]) -> list[object]:
+    return [m for _, m in received if m.type == "note_on" and m.velocity > 0]  # type: ignore[attr-defined]
+
+
+def test_midi_virtual_survives_jack_restart(killable_jack: KillableJack,
+                                            random_pitch_checkpoint: Path) -> None:
+    jack = killable_jack.server
+    assert jack is not None
+    daemon = Daemon(jack.env(), random_pitch_checkpoint, "midi-virtual:ss-loss", "events")
+    rx: Receiver | None = None
+    try:
+        daemon.wait_log("ready: outputs", 120)
+        rx = Receiver("loss-rx")
+        rx.connect_from("ss-loss:out", timeout=30)
+        daemon.start_feeding()
+        assert note_ons(rx.take(6, timeout=30)), "no notes reached the port before the kill"
+
+        killed = time.monotonic()
+        killable_jack.kill()
+        rx.close()  # dead: free it before this process opens another JACK client
+        rx = None
+        daemon.wait_log("the JACK server went away", 20, after=killed)
+        # the events output keeps receiving every note while the port is away
+        assert len(daemon.events_after(killed, 5, timeout=30)) == 5, daemon.log_text()
+        assert daemon.proc.poll() is None
+
+        jack = killable_jack.start()
+        back = wait_port(jack, "ss-loss:out", timeout=20)
+        print(f"port back {back:.2f} s after jackd answered")
+        daemon.wait_log("the JACK server is back", 20)
+        rx = Receiver("loss-rx2")
+        rx.connect_from("ss-loss:out", timeout=30)
+        received = rx.take(6, timeout=30)
+        assert note_ons(received), "no notes reached the port after the restart"
+        assert daemon.proc.poll() is None
+
+        status = daemon.terminate()
+        received += rx.drain(0.5)
+    finally:
+        daemon.kill()
+        if rx is not None:
+            rx.close()
+    log = daemon.log_text()
+    assert status == 0, log
+    assert log.count("the JACK server went away") == 1, log  # one error line, not a flood
+    messages = [m for _, m in received]
+    assert unmatched_note_ons(messages) == []  # SIGTERM released what sounded on the new port
+    assert "dropped" in log, log  # the messages sent while the port was away were counted
