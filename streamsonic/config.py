@@ -11,10 +11,12 @@ the key and the file (exit status 78), never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -37,6 +39,10 @@ SCALE_NAMES = (
 )
 
 
+#: The longest input line ``input.max_line_bytes`` may allow (16 MiB).
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
 class _Invalid(ValueError):
     """Raised inside ``__post_init__``; the loader adds the file name."""
 
@@ -49,6 +55,15 @@ class _Invalid(ValueError):
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise _Invalid(key, message)
+
+
+def _within(value: float, low: float, high: float, key: str, unit: str = "") -> None:
+    """``low <= value <= high`` (NaN never is), else an error naming the allowed range."""
+    _check(low <= value <= high, key, f"must be {_num(low)}..{_num(high)}{unit}")
+
+
+def _num(x: float) -> str:
+    return f"{x:_}" if isinstance(x, int) and abs(x) >= 10_000 else f"{x:g}"
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,7 @@ class InputConfig:
             'use "auto" or one of "," ";" "\\t" " " "|"',
         )
         _check(bool(self.stream.strip()), "input.stream", "must be a non-empty name")
-        _check(self.max_line_bytes >= 16, "input.max_line_bytes", "must be at least 16")
+        _within(self.max_line_bytes, 16, MAX_LINE_BYTES, "input.max_line_bytes", " bytes")
 
 
 @dataclass(frozen=True)
@@ -86,14 +101,16 @@ class NormalizeConfig:
     render_mode: Literal["robust", "minmax", "zscore", "rank"] = "rank"
 
     def __post_init__(self) -> None:
-        _check(self.window >= 2, "normalize.window", "must be at least 2 samples")
-        _check(self.window_seconds >= 0, "normalize.window_seconds", "must be >= 0 (0: off)")
+        _within(self.window, 2, 100_000, "normalize.window", " samples")
+        _within(self.window_seconds, 0.0, 604_800.0, "normalize.window_seconds",
+                " seconds (0: off)")
         _check(
             0 <= self.low_percentile < self.high_percentile <= 100,
             "normalize.low_percentile",
             "need 0 <= low_percentile < high_percentile <= 100",
         )
-        _check(self.zscore_clip > 0, "normalize.zscore_clip", "must be > 0")
+        _check(0 < self.zscore_clip <= 100, "normalize.zscore_clip",
+               "must be > 0 and at most 100 standard deviations")
 
 
 @dataclass(frozen=True)
@@ -110,10 +127,11 @@ class ModelConfig:
     rhythm: Literal["clock", "model"] = "clock"
 
     def __post_init__(self) -> None:
-        _check(0.0 <= self.influence <= 1.0, "model.influence", "must be in 0..1")
-        _check(self.temperature >= 0.0, "model.temperature", "must be >= 0 (0: greedy)")
-        _check(self.kernel_width > 0.0, "model.kernel_width", "must be > 0 semitones")
-        _check(self.seed >= 0, "model.seed", "must be >= 0")
+        _within(self.influence, 0.0, 1.0, "model.influence")
+        _within(self.temperature, 0.0, 100.0, "model.temperature", " (0: greedy)")
+        _check(0.0 < self.kernel_width <= 128.0, "model.kernel_width",
+               "must be > 0 and at most 128 semitones")
+        _within(self.seed, 0, 2**32 - 1, "model.seed")
 
 
 @dataclass(frozen=True)
@@ -147,7 +165,8 @@ class MusicConfig:
             "music.velocity_min",
             "need 1 <= velocity_min <= velocity_max <= 127",
         )
-        _check(self.velocity_z > 0, "music.velocity_z", "must be > 0")
+        _check(0 < self.velocity_z <= 100, "music.velocity_z",
+               "must be > 0 and at most 100 standard deviations")
         _check(10.0 <= self.tempo <= 1000.0, "music.tempo", "must be 10..1000 beats per minute")
         _check(0.01 <= self.note_length <= 16.0, "music.note_length", "must be 0.01..16 beats")
         _check(0 <= self.program <= 127, "music.program", "General MIDI programs are 0..127")
@@ -209,7 +228,7 @@ class AudioConfig:
         _check(8000 <= self.sample_rate <= 192000, "audio.sample_rate", "must be 8000..192000")
         _check(16 <= self.block_size <= 8192, "audio.block_size", "must be 16..8192 frames")
         _check(0.0 <= self.gain <= 10.0, "audio.gain", "must be 0..10")
-        _check(self.latency >= 0.0, "audio.latency", "must be >= 0 seconds (0: device default)")
+        _within(self.latency, 0.0, 10.0, "audio.latency", " seconds (0: device default)")
 
 
 @dataclass(frozen=True)
@@ -220,7 +239,8 @@ class MidiConfig:
     reconnect_interval: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self.reconnect_interval > 0, "midi.reconnect_interval", "must be > 0 seconds")
+        _check(0 < self.reconnect_interval <= 3600, "midi.reconnect_interval",
+               "must be > 0 and at most 3600 seconds")
 
 
 @dataclass(frozen=True)
@@ -252,13 +272,13 @@ class MqttConfig:
 
     def __post_init__(self) -> None:
         _check(self.qos in (0, 1, 2), "mqtt.qos", "must be 0, 1 or 2")
-        _check(self.keepalive >= 5, "mqtt.keepalive", "must be >= 5 seconds")
-        _check(self.session_expiry >= 0, "mqtt.session_expiry", "must be >= 0 seconds")
-        _check(self.queue_size >= 1, "mqtt.queue_size", "must be >= 1")
+        _within(self.keepalive, 5, 65535, "mqtt.keepalive", " seconds")
+        _within(self.session_expiry, 0, 2**32 - 1, "mqtt.session_expiry", " seconds")
+        _within(self.queue_size, 1, 1_000_000, "mqtt.queue_size", " messages")
         _check(
-            0 < self.reconnect_min <= self.reconnect_max,
+            0 < self.reconnect_min <= self.reconnect_max <= 3600,
             "mqtt.reconnect_min",
-            "need 0 < reconnect_min <= reconnect_max",
+            "need 0 < reconnect_min <= reconnect_max <= 3600 seconds",
         )
 
 
@@ -271,8 +291,9 @@ class DaemonConfig:
     warn_interval: float = 10.0
 
     def __post_init__(self) -> None:
-        _check(self.stats_interval >= 0, "daemon.stats_interval", "must be >= 0 (0: off)")
-        _check(self.warn_interval > 0, "daemon.warn_interval", "must be > 0 seconds")
+        _within(self.stats_interval, 0.0, 86_400.0, "daemon.stats_interval", " seconds (0: off)")
+        _check(0 < self.warn_interval <= 86_400, "daemon.warn_interval",
+               "must be > 0 and at most 86400 seconds")
 
 
 @dataclass(frozen=True)
@@ -310,30 +331,73 @@ def find_config_file(explicit: str | None) -> Path | None:
     return next((p for p in default_paths() if p.is_file()), None)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Load ``path`` (None: defaults only) and apply dotted-key ``overrides``."""
+#: A config file larger than this is refused unread (config.toml is about 12 kB).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class _Origin:
+    """Where the values being checked came from, as error messages name it."""
+
+    def __init__(self, name: str, given: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.given = given or {}
+
+    def of(self, key: str) -> str:
+        """The origin of ``key``: the file, or the option that set it."""
+        option = self.given.get(key)
+        return f"{self.name} ({option})" if option else self.name
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The TOML tables of ``path``; every way it can be unusable is a ``ConfigError``."""
+    origin = str(path)
+    try:
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {origin} does not exist; pass an existing file to --config"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"config file {origin} cannot be read: {err.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {origin} is larger than {MAX_CONFIG_BYTES} bytes; "
+                          "is it the right file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"config file {origin} is not UTF-8 text (byte {raw[err.start]:#04x} "
+                          f"on line {line}); save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {origin} is not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {origin} nests arrays or tables too deeply to be a "
+                          "streamsonic config; see config.toml for its shape") from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                given: Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (None: defaults only) and apply dotted-key ``overrides``.
+
+    ``given`` names the option that set each override (``{"music.tempo": "--tempo"}``) for
+    error messages; an override it does not name came from ``--set``.
+    """
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
         origin = str(path)
-        try:
-            with Path(path).open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(
-                f"config file {origin} does not exist; pass an existing file to --config"
-            ) from None
-        except OSError as err:
-            raise ConfigError(f"config file {origin} cannot be read: {err.strerror}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"config file {origin} is not valid TOML: {err}") from None
-    config = _build(Config, data, "", origin)
+        data = read_config_file(path)
+    config = _build(Config, data, "", _Origin(origin))
     if overrides:
-        config = apply_overrides(config, overrides)
+        config = apply_overrides(config, overrides, given)
     return config
 
 
-def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+def apply_overrides(config: Config, overrides: dict[str, Any],
+                    given: Mapping[str, str] | None = None) -> Config:
     """Return ``config`` with dotted keys (``"music.scale"``) replaced, validated."""
     data = to_dict(config)
     for dotted, value in overrides.items():
@@ -341,7 +405,8 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
         if section not in data or not isinstance(data[section], dict) or key not in data[section]:
             raise ConfigError(f"unknown setting {dotted!r} on the command line; see config.toml")
         data[section][key] = value
-    return _build(Config, data, "", "the command line")
+    options = {k: (given or {}).get(k, "--set") for k in overrides}
+    return _build(Config, data, "", _Origin("the command line", options))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -354,6 +419,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value nests too deeply") from None
     return key, value
 
 
@@ -366,65 +433,84 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _build(cls: type, data: Any, prefix: str, origin: str) -> Any:
+def _build(cls: type, data: Any, prefix: str, origin: _Origin) -> Any:
     where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: {where} must be a table")
+        raise ConfigError(f"{origin.of(prefix.rstrip('.'))}: {where} must be a table")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(
-            f"{origin}: unknown key '{prefix}{unknown[0]}' in {where}; "
+            f"{origin.of(prefix + unknown[0])}: unknown key '{prefix}{unknown[0]}' in {where}; "
             f"known keys: {', '.join(sorted(names))}"
         )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value, f"{prefix}{name}", origin)
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except _Invalid as err:
-        raise ConfigError(f"{origin}: {err.key} = {_show(kwargs, err.key)} {err.detail}") from None
+        raise ConfigError(
+            f"{origin.of(err.key)}: {err.key} = {_show(kwargs, err.key)} {err.detail}"
+        ) from None
+    for name, value in kwargs.items():  # a safety net: every number key has its own range
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{origin.of(prefix + name)}: {prefix}{name} = {value!r}: "
+                              "must be a finite number")
+    return built
 
 
 def _show(kwargs: dict[str, Any], dotted: str) -> str:
     value = kwargs.get(dotted.rsplit(".", 1)[-1], "(default)")
-    return f"{value!r}:" if value != "(default)" else "(default):"
+    return f"{_shown(value)}:" if value != "(default)" else "(default):"
 
 
-def _convert(tp: Any, value: Any, key: str, origin: str) -> Any:
+def _shown(value: object) -> str:
+    """``repr(value)``, cut short: an error message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _convert(tp: Any, value: Any, key: str, origin: _Origin) -> Any:
     origin_tp = get_origin(tp)
+    at = origin.of(key)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, f"{key}.", origin)
     if origin_tp is Literal:
         choices = get_args(tp)
         if value not in choices:
             shown = ", ".join(repr(c) for c in choices)
-            raise ConfigError(f"{origin}: {key} = {value!r} is not allowed; choose one of {shown}")
+            raise ConfigError(
+                f"{at}: {key} = {_shown(value)} is not allowed; choose one of {shown}"
+            )
         return value
     if origin_tp is tuple:
         item_tp = get_args(tp)[0]
         if isinstance(value, str) and item_tp is str:
             value = [value]
         if not isinstance(value, list):
-            raise ConfigError(f"{origin}: {key} must be a list, got {type(value).__name__}")
+            raise ConfigError(f"{at}: {key} must be a list, got {type(value).__name__}")
         return tuple(_convert(item_tp, v, f"{key}", origin) for v in value)
     if origin_tp in (types.UnionType, typing.Union):
-        raise ConfigError(f"{origin}: {key}: unsupported type")  # pragma: no cover
+        raise ConfigError(f"{at}: {key}: unsupported type")  # pragma: no cover
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}")
+            raise ConfigError(f"{at}: {key} must be true or false, got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{origin}: {key} must be an integer, got {value!r}")
+            raise ConfigError(f"{at}: {key} must be an integer, got {_shown(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{origin}: {key} must be a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{at}: {key} must be a number, got {_shown(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range; _build rejects the inf
+            return math.inf
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{origin}: {key} must be a string, got {value!r}")
+            raise ConfigError(f"{at}: {key} must be a string, got {_shown(value)}")
         return value
-    raise ConfigError(f"{origin}: {key}: unsupported type {tp}")  # pragma: no cover
+    raise ConfigError(f"{at}: {key}: unsupported type {tp}")  # pragma: no cover

@@ -178,18 +178,29 @@ class Daemon:
             loop.remove_signal_handler(sig)
 
     def _reload(self, engine: Engine) -> None:
-        """SIGHUP: re-read the config file; apply musical settings, keep stream state."""
+        """SIGHUP: re-read the config file; apply musical settings, keep stream state.
+
+        Whatever goes wrong, the running configuration stays, one error line says why, and
+        READY=1 follows RELOADING=1 (systemd would otherwise wait for it forever).
+        """
         self.notifier.reloading()
         try:
             new = load_config(find_config_file(self.config_path), self.cli_overrides)
-        except StreamsonicError as err:
-            log.error("reload failed, keeping the running configuration: %s", err)
-        else:
-            conductor = engine.conductor
-            conductor.configure(new)
+            try:
+                engine.conductor.configure(new)
+            except Exception:
+                engine.conductor.configure(self.config)  # undo a partial change
+                raise
             self.config = new
             log.info("reloaded configuration (music, model influence, clock)")
-        self.notifier.ready()
+        except StreamsonicError as err:
+            log.error("reload failed, keeping the running configuration: %s", err)
+        except Exception as err:  # a bug must not leave systemd waiting or kill the daemon
+            log.error("reload failed, keeping the running configuration: %s: %s",
+                      type(err).__name__, err)
+            log.debug("reload failure", exc_info=True)
+        finally:
+            self.notifier.ready()
 
 
 def _fmt_stats(stats: dict[str, int]) -> str:

@@ -117,7 +117,10 @@ def config_from(args: argparse.Namespace, options: tuple[Option, ...],
     overrides = overrides_from(args, options)
     if extra:
         overrides.update(extra)
-    return load_config(find_config_file(getattr(args, "config", None)), overrides)
+    given = {opt.key: opt.flags[0] for opt in options if getattr(args, opt.key, None) is not None}
+    if getattr(args, "log_level", None):
+        given["daemon.log_level"] = "--log-level"
+    return load_config(find_config_file(getattr(args, "config", None)), overrides, given)
 
 
 def setup_logging(level: str) -> None:
