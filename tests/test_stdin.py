@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import pty
+import subprocess
 import sys
 import termios
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +17,7 @@ from typing import BinaryIO
 
 import pytest
 
-from streamsonic.config import Config, InputConfig
+from streamsonic.config import MAX_LINE_BYTES, Config, InputConfig
 from streamsonic.errors import SourceError
 from streamsonic.events import Sample, Source
 from streamsonic.sources import open_source
@@ -231,3 +232,81 @@ async def test_closed_stdin_is_a_source_error(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(SourceError, match="stdin is closed"):
         async with StdinSource(InputConfig()):
             pass
+
+
+async def test_nonblocking_empty_pipe_is_not_the_end(pipe: tuple[BinaryIO, WriteEnd]) -> None:
+    """O_NONBLOCK stdin with no data yet reads EAGAIN: wait for data, do not end."""
+    reader, writer = pipe
+    os.set_blocking(reader.fileno(), False)
+    source = StdinSource(InputConfig(), stream=reader)
+    async with source:
+        it = aiter(source)
+        pending = asyncio.ensure_future(anext(it))
+        await asyncio.sleep(0.3)
+        assert not pending.done(), "an empty non-blocking pipe was taken for the end of input"
+        writer.write(b"4\n")
+        assert (await asyncio.wait_for(pending, HANG)).value == 4.0
+        writer.write(b"1")  # half a line: EAGAIN in the middle must not cut it
+        pending = asyncio.ensure_future(anext(it))
+        await asyncio.sleep(0.3)
+        assert not pending.done()
+        writer.write(b"2\n")
+        assert (await asyncio.wait_for(pending, HANG)).value == 12.0
+        writer.close()
+        with pytest.raises(StopAsyncIteration):
+            await _next(it)
+    assert source.stats == {"lines": 2, "samples": 2}
+
+
+def test_cli_waits_on_nonblocking_empty_stdin(tmp_path: Path,
+                                              random_pitch_checkpoint: Path) -> None:
+    """`streamsonic` whose stdin is a pipe in O_NONBLOCK mode (as some parents leave it)
+    plays what arrives later instead of exiting 0 at once."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamsonic", "run", "--output", "events",
+             "--weights", str(random_pitch_checkpoint)],
+            stdin=read_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(read_fd)
+    try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=8)  # model loading, then the empty pipe: it must keep waiting
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        os.write(write_fd, b"1\n5\n")
+        os.close(write_fd)
+        write_fd = -1
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if write_fd >= 0:
+            os.close(write_fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert len(out.decode().splitlines()) == 2
+
+
+async def test_max_line_bytes_at_its_bound_reads(tmp_path: Path) -> None:
+    """The largest allowed input.max_line_bytes works (2^63 - 1 made readline overflow)."""
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"1\n2\n")
+    with path.open("rb") as stream:
+        samples = await _all(StdinSource(InputConfig(max_line_bytes=MAX_LINE_BYTES),
+                                         stream=stream))
+    assert [s.value for s in samples] == [1.0, 2.0]
+
+
+async def test_reader_bug_ends_the_input_instead_of_hanging() -> None:
+    class Buggy(io.RawIOBase):  # a unit-level fake: an unexpected exception in the reader
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: object) -> int:
+            raise RuntimeError("boom")
+
+    with pytest.raises(SourceError, match="RuntimeError: boom"):
+        await _all(StdinSource(InputConfig(), stream=io.BufferedReader(Buggy())))  # type: ignore[arg-type]

@@ -8,7 +8,11 @@ once, so a fast reader hands over big batches (few thread switches) while a line
 arrives alone (``tail -f``) is handed over alone, at once. A full buffer makes the thread
 wait (stdin is never dropped: ``< big.csv`` plays every row); the event loop is woken only
 when it is waiting. Lines over ``input.max_line_bytes`` are discarded in chunks, never
-held whole. Iteration ends at EOF.
+held whole. Iteration ends at EOF; a non-blocking stdin (``O_NONBLOCK``, set by some parent
+processes) that has no data yet is waited on, not taken for the end (EAGAIN is not EOF).
+
+However fast lines arrive, the consumer hands control back to the event loop at least every
+``YIELD_SECONDS``, so signals (SIGTERM), timers and note-offs are served at any load.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import asyncio
 import io
 import logging
 import os
+import select
 import sys
 import threading
 import time
+import typing
 from collections.abc import AsyncIterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from streamsonic.config import Config, InputConfig
 from streamsonic.errors import SourceError
@@ -36,6 +42,15 @@ QUEUE_LINES = 1024
 
 #: Chunk size for discarding the rest of an over-long line.
 _DISCARD_CHUNK = 65536
+
+#: Longest time the consumer keeps the event loop busy taking samples in a row.
+YIELD_SECONDS = 0.02
+
+#: Seconds between checks for a stop request while the reader waits for input.
+_POLL_SECONDS = 0.2
+
+#: Stream names shown when a header line is logged.
+_HEADER_NAMES_SHOWN = 20
 
 
 class _End:
@@ -108,6 +123,7 @@ class StdinSource:
         self._start()
         wakeup = self._wakeup
         assert wakeup is not None
+        last_yield = time.monotonic()
         while True:
             with self._cond:
                 batch, self._pending, self._pending_lines = self._pending, [], 0
@@ -120,6 +136,11 @@ class StdinSource:
             if batch:
                 for sample in batch:
                     yield sample
+                    if time.monotonic() - last_yield >= YIELD_SECONDS:
+                        # The reader may always have more: without this, a firehose keeps
+                        # the loop from ever running a signal handler or a timer.
+                        await asyncio.sleep(0)
+                        last_yield = time.monotonic()
             elif isinstance(end, OSError):
                 raise SourceError(f"reading stdin failed: {end}; check what feeds stdin") \
                     from end
@@ -127,6 +148,7 @@ class StdinSource:
                 return
             else:
                 await wakeup.wait()
+                last_yield = time.monotonic()
 
     def _start(self) -> None:
         if self._thread is not None:
@@ -136,13 +158,14 @@ class StdinSource:
             if sys.stdin is None:
                 raise SourceError("stdin is closed; pipe numbers in, or set mqtt.url to read "
                                   "from MQTT")
-            # A private reader on a duplicate of fd 0: the reader thread may be blocked in
-            # read() when the process exits, and if it held sys.stdin.buffer's lock then,
-            # interpreter shutdown would abort ("could not acquire lock ... daemon threads").
-            try:
-                stream = io.BufferedReader(io.FileIO(os.dup(sys.stdin.fileno()), "rb"))
-            except (OSError, ValueError, io.UnsupportedOperation):
-                stream = sys.stdin.buffer
+            # A private reader on a duplicate of fd 0 (_reader): the reader thread may be
+            # blocked in read() when the process exits, and if it held sys.stdin.buffer's lock
+            # then, interpreter shutdown would abort ("could not acquire lock ... daemon
+            # threads").
+            reader = self._reader(sys.stdin)
+            stream = reader if reader is not None else sys.stdin.buffer
+        else:
+            stream = self._reader(stream) or stream
         try:
             if stream.isatty():
                 log.info("reading numbers from the terminal: one line each, Ctrl-D ends")
@@ -154,8 +177,27 @@ class StdinSource:
                                         name="streamsonic-stdin", daemon=True)
         self._thread.start()
 
+    def _reader(self, stream: typing.IO[Any]) -> BinaryIO | None:
+        """A private buffered reader of a duplicate of ``stream``'s file descriptor, through
+        :class:`_WaitingRaw`; None when ``stream`` has no descriptor (in-memory streams)."""
+        try:
+            raw = _WaitingRaw(os.dup(stream.fileno()), self._stop)
+        except (OSError, ValueError, io.UnsupportedOperation, AttributeError):
+            return None
+        return io.BufferedReader(raw, buffer_size=_DISCARD_CHUNK)  # type: ignore[return-value]
+
     # -- reader thread ----------------------------------------------------------------
     def _read_loop(self, stream: BinaryIO) -> None:
+        try:
+            self._read_lines(stream)
+        except Exception as err:  # a bug here must end the input, never hang the daemon
+            log.error("stdin reader failed: %s: %s", type(err).__name__, err)
+            self._finish(OSError(f"{type(err).__name__}: {err}"))
+        finally:
+            if isinstance(stream, io.BufferedReader) and isinstance(stream.raw, _WaitingRaw):
+                stream.close()
+
+    def _read_lines(self, stream: BinaryIO) -> None:
         limit = self.config.max_line_bytes
         lineno = 0
         try:
@@ -197,8 +239,11 @@ class StdinSource:
                                    reason, REASONS.get(reason, reason), line[:60])
             elif reason == "header" and not self._header_logged and self._parser.header:
                 self._header_logged = True
-                log.info("stdin: header line names the columns: %s",
-                         ", ".join(self._parser.header))
+                names = self._parser.header
+                more = len(names) - _HEADER_NAMES_SHOWN
+                log.info("stdin: header line names %d columns: %s%s", len(names),
+                         ", ".join(names[:_HEADER_NAMES_SHOWN]),
+                         f" and {more} more" if more > 0 else "")
 
     def _put(self, samples: list[Sample]) -> bool:
         """Hand one line's samples over, waiting while the buffer is full.
@@ -231,3 +276,46 @@ class StdinSource:
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return False
         return True
+
+
+class _WaitingRaw(io.RawIOBase):
+    """A file descriptor read for the reader thread: it waits for data in ``poll``.
+
+    On a descriptor in non-blocking mode ``read`` fails with EAGAIN while no data is there;
+    a plain reader takes that for the end of input. Here that only means waiting. The wait
+    wakes up now and then to notice ``stop`` (the source was closed), so the thread ends
+    and closes its descriptor (a duplicate: closing it does not close the caller's).
+    """
+
+    def __init__(self, fd: int, stop: threading.Event) -> None:
+        super().__init__()
+        self._fd = fd
+        self._stop = stop
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN | select.POLLPRI)
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._stop.is_set():
+            if not self._poll.poll(int(_POLL_SECONDS * 1000)):
+                continue  # nothing yet (and no hang-up): check for a stop, wait again
+            try:
+                return os.readv(self._fd, [buffer])
+            except BlockingIOError:
+                continue  # EAGAIN: readiness without data (another reader took it)
+        return 0  # closed meanwhile: end the reader thread as if at the end of input
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                os.close(self._fd)
+            finally:
+                super().close()

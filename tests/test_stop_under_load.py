@@ -1,0 +1,99 @@
+"""SIGTERM stops the daemon at any load: exit 0, every note released, the file written."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mido
+import pytest
+
+#: Guards against a hang only; the stop normally takes well under a second plus the
+#: interpreter's exit.
+STOP_TIMEOUT = 15.0
+
+
+def feed(stdin: object, header: bytes, row: bytes) -> None:
+    """Write the header, then the same row as fast as the pipe takes it, until closed."""
+    try:
+        stdin.write(header)  # type: ignore[attr-defined]
+        while True:
+            stdin.write(row)  # type: ignore[attr-defined]
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+
+
+def sounding_at_end(path: Path) -> set[tuple[int, int]]:
+    """(channel, note) keys still sounding at the end of a MIDI file: a note-off releases
+    its key, All Notes Off (123) or All Sound Off (120) every key of its channel."""
+    sounding: set[tuple[int, int]] = set()
+    for msg in mido.MidiFile(path):
+        if msg.type == "note_on" and msg.velocity > 0:
+            sounding.add((msg.channel, msg.note))
+        elif msg.type in ("note_off", "note_on"):
+            sounding.discard((msg.channel, msg.note))
+        elif msg.type == "control_change" and msg.control in (120, 123):
+            sounding = {key for key in sounding if key[0] != msg.channel}
+    return sounding
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_firehose_of_thousands_of_streams(
+    tmp_path: Path, random_pitch_checkpoint: Path
+) -> None:
+    """2,000 streams per line, lines as fast as the pipe goes, at most one note per stream
+    every 10 s: the event loop always has more input. Before the source handed control back
+    to the loop, SIGTERM was never served and the daemon ran on."""
+    streams = 2000
+    header = (",".join(f"s{i}" for i in range(streams)) + "\n").encode()
+    row = (",".join(f"{i % 97}.5" for i in range(streams)) + "\n").encode()
+    midi = tmp_path / "out.mid"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamsonic", "run", "--output", "events",
+         "--output", f"file:{midi}", "--weights", str(random_pitch_checkpoint),
+         "--max-rate", "0.1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+    )
+    writer = threading.Thread(target=feed, args=(proc.stdin, header, row), daemon=True)
+    writer.start()
+    notes: list[bytes] = []
+    started = threading.Event()
+
+    def read_notes() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            notes.append(line)
+            if len(notes) >= 100:
+                started.set()
+
+    reader = threading.Thread(target=read_notes, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(120), "the daemon played nothing"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"SIGTERM under load: still running {STOP_TIMEOUT:.0f} s later")
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+    reader.join(10)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode(errors="replace")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    print(f"stopped {took:.2f} s after SIGTERM, {len(notes)} notes played")
+    assert not sounding_at_end(midi), "notes left sounding after SIGTERM"
+    assert len(notes) >= 100
