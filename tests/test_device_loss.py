@@ -25,7 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.components import missing
 from tests.fixtures_jack import JackServer
+from tests.jackaudio import JackCapture
 from tests.jackmidi import Receiver
 from tests.test_live_midi import unmatched_note_ons
 
@@ -76,7 +78,7 @@ class KillableJack:
 def killable_jack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KillableJack]:
     """Our own JACK server; this process's JACK clients (receivers) use it too."""
     if shutil.which("jackd") is None or shutil.which("jack_wait") is None:
-        pytest.skip("jackd is not installed (apt install --no-install-recommends jackd2)")
+        missing("jackd is not installed (apt install --no-install-recommends jackd2)")
     jack = KillableJack(tmp_path / "jackd.log")
     monkeypatch.setenv("JACK_DEFAULT_SERVER", jack.name)
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
@@ -91,10 +93,11 @@ class Daemon:
     """``streamsonic run`` fed a steady stream of numbers; stdout events and stderr lines
     are collected with their arrival times."""
 
-    def __init__(self, env: dict[str, str], checkpoint: Path, *outputs: str) -> None:
+    def __init__(self, env: dict[str, str], checkpoint: Path, *outputs: str,
+                 extra: tuple[str, ...] = ()) -> None:
         cmd = [sys.executable, "-m", "streamsonic", "run", "--weights", str(checkpoint),
                "--device", "cpu", "--midi-api", "jack", "--log-level", "info",
-               "--set", "midi.reconnect_interval=0.5"]
+               "--set", "midi.reconnect_interval=0.5", *extra]
         for spec in outputs:
             cmd += ["--output", spec]
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
@@ -237,3 +240,51 @@ def test_midi_virtual_survives_jack_restart(killable_jack: KillableJack,
     messages = [m for _, m in received]
     assert unmatched_note_ons(messages) == []  # SIGTERM released what sounded on the new port
     assert "dropped" in log, log  # the messages sent while the port was away were counted
+
+
+def test_audio_survives_jack_restart(killable_jack: KillableJack, random_pitch_checkpoint: Path,
+                                     soundfont: Path) -> None:
+    jack = killable_jack.server
+    assert jack is not None
+    # an organ (program 19) sustains while a note is on: a note left hanging by the outage
+    # would sound on after the restart; long notes, so some note sounds at the kill
+    daemon = Daemon(jack.env(), random_pitch_checkpoint, "audio", "events",
+                    extra=("--soundfont", str(soundfont), "--program", "19",
+                           "--note-length", "2", "--set", f"audio.block_size={PERIOD}"))
+    capture: JackCapture | None = None
+    try:
+        daemon.wait_log("ready: outputs", 120)
+        ours = jack.wait_for_ports("streamsonic:out_", 2, timeout=30)
+        capture = JackCapture("loss-cap")
+        capture.connect_from(ours)
+        started = time.monotonic()
+        daemon.start_feeding()
+        capture.wait_sound(started, timeout=60)
+
+        killed = time.monotonic()
+        killable_jack.kill()
+        daemon.wait_log("the JACK server went away", 20, after=killed)
+        assert len(daemon.events_after(killed, 5, timeout=30)) == 5, daemon.log_text()
+        assert daemon.proc.poll() is None
+
+        jack = killable_jack.start()
+        back = wait_port(jack, "streamsonic:out_", timeout=20)
+        print(f"audio ports back {back:.2f} s after jackd answered")
+        daemon.wait_log("audio stream open again", 20)
+        capture = JackCapture("loss-cap2")  # frees the dead one first
+        capture.connect_from(jack.wait_for_ports("streamsonic:out_", 2))
+        daemon.stop_feeding()
+        stopped = time.monotonic()
+        # nothing from before the kill sounds on: silence once the last notes have ended
+        capture.wait_silence(stopped, hold=1.5, timeout=20)
+        daemon.start_feeding()
+        capture.wait_sound(time.monotonic(), timeout=30)  # and new notes play
+        status = daemon.terminate()
+    finally:
+        daemon.kill()
+        if capture is not None:
+            capture.close()
+    log = daemon.log_text()
+    assert status == 0, log
+    assert log.count("the JACK server went away") == 1, log
+    assert "messages dropped while the device was away" in log, log

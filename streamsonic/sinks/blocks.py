@@ -87,6 +87,10 @@ class BlockRenderer:
         """Queue ``msg`` for clock time ``time`` (``seq`` keeps equal times in order)."""
         heapq.heappush(self._heap, (time, seq, msg))
 
+    def clear(self) -> None:
+        """Forget every queued message."""
+        self._heap.clear()
+
     @property
     def pending(self) -> int:
         """Messages not yet applied."""

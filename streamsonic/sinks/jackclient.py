@@ -209,7 +209,7 @@ class JackClient:
             raise JackError(f"cannot connect to the JACK server (status 0x{status.value:x}; "
                             "is jackd running, and JACK_DEFAULT_SERVER right?)")
         self._client: int | None = handle
-        self._on_shutdown = on_shutdown
+        self.on_shutdown = on_shutdown
         self.dead = threading.Event()
         self.reason = ""
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive the client
@@ -224,8 +224,8 @@ class JackClient:
         self.reason = (reason or b"").decode(errors="replace") or f"status 0x{code:x}"
         mark_dead(self.generation)
         self.dead.set()
-        if self._on_shutdown is not None:
-            self._on_shutdown(self.reason)
+        if self.on_shutdown is not None:
+            self.on_shutdown(self.reason)
 
     @property
     def handle(self) -> int:
@@ -259,8 +259,14 @@ class JackClient:
 
     def register_output(self, name: str) -> int:
         """Register an audio output port ``client:name``; returns the ``jack_port_t*``."""
-        port = self._jack.jack_port_register(self.handle, name.encode(), AUDIO_TYPE,
-                                             JackPortIsOutput, 0)
+        return self._register(name, JackPortIsOutput)
+
+    def register_input(self, name: str) -> int:
+        """Register an audio input port ``client:name``; returns the ``jack_port_t*``."""
+        return self._register(name, JackPortIsInput)
+
+    def _register(self, name: str, flags: int) -> int:
+        port = self._jack.jack_port_register(self.handle, name.encode(), AUDIO_TYPE, flags, 0)
         if not port:
             raise JackError(f"cannot register JACK port {self.name}:{name}")
         return int(port)
