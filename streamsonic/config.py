@@ -208,6 +208,7 @@ class OutputConfig:
     """Where notes go when no --output is given."""
 
     targets: tuple[str, ...] = ("audio",)
+    on_device_loss: Literal["reconnect", "exit"] = "reconnect"
 
     def __post_init__(self) -> None:
         _check(len(self.targets) > 0, "output.targets", "name at least one output")

@@ -147,6 +147,9 @@ class Daemon:
             return EXIT_INTERRUPTED
         if self.stop_reason == "outputs failed":
             raise OutputError("every output failed; see the errors above")
+        if self.stop_reason and self.stop_reason.startswith("device lost: "):
+            raise OutputError(f"output {self.stop_reason[13:]}; exiting, as "
+                              "output.on_device_loss = \"exit\" asks")
         return 0
 
     async def _housekeeping(self, engine: Engine, source: Source, scheduler: Scheduler) -> None:
@@ -161,6 +164,10 @@ class Daemon:
             self.notifier.watchdog()
             if scheduler.failed and not scheduler.sinks:
                 self.request_stop("outputs failed")
+            if self.config.output.on_device_loss == "exit" and self.stop_reason is None:
+                gone = [f"{sink.name}: {sink.lost}" for sink in scheduler.sinks if sink.lost]
+                if gone:  # output.on_device_loss = "exit": let a supervisor restart us
+                    self.request_stop("device lost: " + "; ".join(gone))
             if loop.time() >= next_stats:
                 next_stats += stats_every
                 log.info("stats: %d samples, %d notes, %d streams, %d waiting; input %s",

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import mido
 import pytest
 
 from tests.components import missing
@@ -288,3 +289,32 @@ def test_audio_survives_jack_restart(killable_jack: KillableJack, random_pitch_c
     assert status == 0, log
     assert log.count("the JACK server went away") == 1, log
     assert "messages dropped while the device was away" in log, log
+
+
+def test_exit_on_device_loss_releases_notes_elsewhere(killable_jack: KillableJack,
+                                                      random_pitch_checkpoint: Path,
+                                                      tmp_path: Path) -> None:
+    """``output.on_device_loss = "exit"``: exit 69 with one line; the file output is
+    written and every note in it is released (long notes, so some sound at the exit)."""
+    jack = killable_jack.server
+    assert jack is not None
+    song = tmp_path / "out.mid"
+    daemon = Daemon(jack.env(), random_pitch_checkpoint, "midi-virtual:ss-exit", f"file:{song}",
+                    "events", extra=("--set", "output.on_device_loss=exit",
+                                     "--note-length", "8"))
+    try:
+        daemon.wait_log("ready: outputs", 120)
+        daemon.start_feeding()
+        assert len(daemon.events_after(0.0, 3, timeout=60)) == 3, daemon.log_text()
+        killable_jack.kill()
+        status = daemon.proc.wait(timeout=30)
+        daemon.stop_feeding()
+    finally:
+        daemon.kill()
+    log = daemon.log_text()
+    assert status == 69, log
+    last = log.strip().splitlines()[-1]
+    assert "on_device_loss" in last and "JACK server went away" in last, log
+    messages = [m for m in mido.MidiFile(song) if not m.is_meta]
+    assert any(m.type == "note_on" and m.velocity > 0 for m in messages)
+    assert unmatched_note_ons(messages) == []

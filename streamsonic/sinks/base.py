@@ -44,6 +44,14 @@ class Sink(ABC):
         self._last_time = 0.0
 
     # -- public API -------------------------------------------------------------------
+    @property
+    def lost(self) -> str | None:
+        """Why this output's device is away (it drops messages until it returns), or None.
+
+        Live outputs whose device can vanish (a JACK server, a MIDI port) override it.
+        """
+        return None
+
     def note(self, event: NoteEvent) -> None:  # noqa: B027 - optional hook
         """Called once per note when its note_on is sent; sinks that log notes override it."""
 
