@@ -10,18 +10,28 @@ batch. It knows nothing about time or outputs: the engine (live) or the renderer
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from streamsonic.anomaly import AnomalyScorer
 from streamsonic.config import Config
 from streamsonic.encoding import PitchEncoding
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.choice import Chooser
 from streamsonic.model.stepper import PitchStepper
-from streamsonic.music import VoiceAllocator, scale_pitches, seconds_per_beat, velocity_for
+from streamsonic.music import (
+    PERCUSSION_CHANNEL,
+    VoiceAllocator,
+    beyond_pitch,
+    earcon_for,
+    scale_pitches,
+    seconds_per_beat,
+    velocity_for,
+)
 from streamsonic.normalize import RollingNormalizer
 
 log = logging.getLogger(__name__)
@@ -33,6 +43,7 @@ class StreamState:
 
     name: str
     normalizer: RollingNormalizer
+    scorer: AnomalyScorer
     model_state: Any
     rng: np.random.Generator
     notes: int = 0
@@ -41,10 +52,12 @@ class StreamState:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """Where a value stood in its stream's rolling window when it was read."""
+    """Where a value stood in its stream when it was read, and how surprising it was."""
 
-    normalized: float  # 0..1, the pitch position
-    zscore: float  # deviation from the rolling mean in standard deviations (loudness)
+    normalized: float  # 0..1, the place in the ordinary range (music.low..high)
+    anomaly: float = 0.0  # 0..1, the stream's anomaly score for the value
+    direction: int = 0  # +1 above what was expected, -1 below, 0 neither
+    beyond: float | None = None  # beyond the ordinary range: the pitch it plays (headroom)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,18 +91,28 @@ class Conductor:
         self.stepper = stepper
         self.encoding = encoding
         self.streams: dict[str, StreamState] = {}
-        self.allocator = VoiceAllocator(
-            rules=config.voices,
-            default_program=config.music.program,
-            overflow=config.music.overflow,
-        )
+        self.allocator = VoiceAllocator()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
         """Apply (or re-apply, on reload) the musical settings; stream state is kept."""
         self.config = config
         music = config.music
+        accent = config.accent
+        reserved = {PERCUSSION_CHANNEL}
+        if accent.enabled and accent.earcon:
+            reserved.add(accent.earcon_channel - 1)
+        self.allocator.rules = config.voices
+        self.allocator.default_program = music.program
+        self.allocator.overflow = music.overflow
+        self.allocator.palette = music.palette
+        self.allocator.pan_spread = music.pan_spread
+        self.allocator.reserved = frozenset(reserved)
+        self.earcon = earcon_for(accent)
         candidates = scale_pitches(music.scale, music.key, music.low, music.high)
+        # The scale's pitches in the headroom bands, for values beyond the ordinary range.
+        self.beyond = scale_pitches(music.scale, music.key, music.low - music.headroom,
+                                    music.high + music.headroom)
         self.chooser = Chooser(
             self.encoding,
             candidates,
@@ -106,6 +129,7 @@ class Conductor:
             st = StreamState(
                 name=stream,
                 normalizer=RollingNormalizer.from_config(self.config.normalize),
+                scorer=AnomalyScorer(),
                 model_state=self.stepper.initial_state(1),
                 rng=np.random.default_rng(stream_seed(self.config.model.seed, stream)),
             )
@@ -119,12 +143,25 @@ class Conductor:
         st = self.state(sample.stream)
         st.normalizer.push(sample.time, sample.value)
         st.samples += 1
-        return Reading(st.normalizer.normalize(sample.value), st.normalizer.zscore(sample.value))
+        position = st.normalizer.position(sample.value)
+        beyond = position - 1.0 if position > 1.0 else min(position, 0.0)
+        anomaly, direction = st.scorer.update(sample.value, beyond)
+        return self._reading(position, anomaly, direction)
 
-    def read(self, stream: str, value: float) -> Reading:
-        """Where ``value`` stands in ``stream``'s current window (for aggregates)."""
-        n = self.state(stream).normalizer
-        return Reading(n.normalize(value), n.zscore(value))
+    def read(self, stream: str, value: float, anomaly: float = 0.0,
+             direction: int = 0) -> Reading:
+        """Where ``value`` stands in ``stream``'s current window (for aggregates: their
+        value's place, with the anomaly score of their most anomalous sample)."""
+        position = self.state(stream).normalizer.position(value)
+        return self._reading(position, anomaly, direction)
+
+    def _reading(self, position: float, anomaly: float, direction: int) -> Reading:
+        music = self.config.music
+        if math.isnan(position):
+            position = 0.5
+        beyond = (None if 0.0 <= position <= 1.0 else
+                  beyond_pitch(position, music.low, music.high, music.headroom))
+        return Reading(min(1.0, max(0.0, position)), anomaly, direction, beyond)
 
     def play(self, cues: list[Cue]) -> list[NoteEvent]:
         """One LSTM timestep for each cue's stream (one cue per stream), as one batch.
@@ -136,24 +173,32 @@ class Conductor:
             return []
         states = [self.state(c.sample.stream) for c in cues]
         readings = [c.reading or self.read(c.sample.stream, c.sample.value) for c in cues]
-        normalized = np.array(
-            [r.normalized if c.normalized is None else c.normalized
-             for c, r in zip(cues, readings, strict=True)],
-            dtype=np.float64,
-        )
+        # A cue's own position (render's whole-file normalization) replaces the reading's.
+        readings = [r if c.normalized is None else
+                    self._reading(c.normalized, r.anomaly, r.direction)
+                    for c, r in zip(cues, readings, strict=True)]
+        normalized = np.array([r.normalized for r in readings], dtype=np.float64)
         data_pitch, data_input = self.chooser.encode(normalized)
         batch_state = self.stepper.stack([st.model_state for st in states])
         logits, pending = self.stepper.propose(data_input, batch_state)
         # A temporal model also predicts each note's duration and loudness.
         timings = getattr(self.stepper, "last_timings", None)
         chosen = self.chooser.choose(logits, data_pitch, [st.rng for st in states])
-        new_state = self.stepper.commit(pending, self.chooser.candidate_input(chosen))
+        pitches = self.chooser.candidates[chosen]
+        inputs = self.chooser.candidate_input(chosen)
+        for i, reading in enumerate(readings):
+            if reading.beyond is not None:
+                # Beyond the ordinary range the data alone decides: how far out it plays
+                # is the message, and the model must not pull it back in.
+                pitches[i] = self.beyond[np.abs(self.beyond - reading.beyond).argmin()]
+        new_state = self.stepper.commit(pending, inputs)
         for st, s in zip(states, self.stepper.split(new_state, len(states)), strict=True):
             st.model_state = s
         music = self.config.music
+        accent_cfg = self.config.accent
         notes: list[NoteEvent] = []
-        for i, (cue, st, norm, idx, reading) in enumerate(
-            zip(cues, states, normalized, chosen, readings, strict=True)
+        for i, (cue, st, norm, pitch, reading) in enumerate(
+            zip(cues, states, normalized, pitches, readings, strict=True)
         ):
             st.notes += 1
             voice = self.allocator.voice(st.name)
@@ -164,20 +209,27 @@ class Conductor:
                 velocity = timings[i].velocity if velocity is None else velocity
                 duration = timings[i].duration if duration is None else duration
             if velocity is None:
-                velocity = velocity_for(reading.zscore, music.velocity_min, music.velocity_max,
-                                        music.velocity_z)
+                velocity = velocity_for(reading.anomaly, music.velocity_min, music.velocity_max,
+                                        accent_cfg.threshold)
+            accent = accent_cfg.enabled and reading.anomaly >= accent_cfg.threshold
+            if accent:  # nothing (not the temporal model either) plays an accent softly
+                velocity = accent_cfg.velocity
             notes.append(
                 NoteEvent(
                     stream=st.name,
                     time=cue.sample.time,
                     value=cue.sample.value,
                     normalized=float(norm),
-                    pitch=int(self.chooser.candidates[idx]),
+                    pitch=int(pitch),
                     velocity=int(velocity),
                     duration=float(duration if duration is not None else self.note_seconds),
                     channel=voice.channel,
                     program=voice.program,
                     start=cue.start,
+                    anomaly=reading.anomaly,
+                    accent=accent,
+                    direction=reading.direction if accent else 0,
+                    pan=voice.pan,
                 )
             )
         return notes

@@ -38,6 +38,11 @@ SCALE_NAMES = (
     "whole-tone",
 )
 
+#: General MIDI programs given to new streams in turn (``music.program = -1``): no
+#: percussion, timbres that stay distinct at low volume, the most different ones first.
+#: Piano, flute, trumpet, vibraphone, violin, nylon guitar, clarinet, church organ,
+#: marimba, oboe, harp, French horn, choir, cello, square lead.
+DEFAULT_PALETTE: tuple[int, ...] = (0, 73, 56, 11, 40, 24, 71, 19, 12, 68, 46, 60, 52, 42, 80)
 
 #: The longest input line ``input.max_line_bytes`` may allow (16 MiB).
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -91,14 +96,15 @@ class InputConfig:
 class NormalizeConfig:
     """Rolling normalization of each stream into 0..1."""
 
-    mode: Literal["robust", "minmax", "zscore", "rank"] = "rank"
+    mode: Literal["auto", "rank", "robust", "minmax", "zscore"] = "auto"
     window: int = 200
     window_seconds: float = 0.0
     low_percentile: float = 5.0
     high_percentile: float = 95.0
     zscore_clip: float = 2.5
+    exit_after: int = 4
     render_scope: Literal["global", "rolling"] = "global"
-    render_mode: Literal["robust", "minmax", "zscore", "rank"] = "rank"
+    render_mode: Literal["auto", "rank", "robust", "minmax", "zscore"] = "auto"
 
     def __post_init__(self) -> None:
         _within(self.window, 2, 100_000, "normalize.window", " samples")
@@ -111,6 +117,7 @@ class NormalizeConfig:
         )
         _check(0 < self.zscore_clip <= 100, "normalize.zscore_clip",
                "must be > 0 and at most 100 standard deviations")
+        _within(self.exit_after, 1, 1000, "normalize.exit_after", " samples")
 
 
 @dataclass(frozen=True)
@@ -143,11 +150,13 @@ class MusicConfig:
     low: int = 50
     high: int = 89
     velocity_min: int = 56
-    velocity_max: int = 120
-    velocity_z: float = 3.0
+    velocity_max: int = 100
+    headroom: int = 12
     tempo: float = 120.0
     note_length: float = 0.5
-    program: int = 0
+    program: int = -1
+    palette: tuple[int, ...] = DEFAULT_PALETTE
+    pan_spread: float = 0.8
     overflow: Literal["share", "drop"] = "share"
 
     def __post_init__(self) -> None:
@@ -165,11 +174,16 @@ class MusicConfig:
             "music.velocity_min",
             "need 1 <= velocity_min <= velocity_max <= 127",
         )
-        _check(0 < self.velocity_z <= 100, "music.velocity_z",
-               "must be > 0 and at most 100 standard deviations")
+        _check(self.low - self.headroom >= 0 and self.high + self.headroom <= 127,
+               "music.headroom", "must be >= 0 and keep low - headroom and high + headroom "
+               "within MIDI's 0..127")
+        _check(bool(self.palette) and all(0 <= p <= 127 for p in self.palette),
+               "music.palette", "must list General MIDI programs 0..127")
+        _within(self.pan_spread, 0.0, 1.0, "music.pan_spread")
         _check(10.0 <= self.tempo <= 1000.0, "music.tempo", "must be 10..1000 beats per minute")
         _check(0.01 <= self.note_length <= 16.0, "music.note_length", "must be 0.01..16 beats")
-        _check(0 <= self.program <= 127, "music.program", "General MIDI programs are 0..127")
+        _check(-1 <= self.program <= 127, "music.program",
+               "General MIDI programs are 0..127 (-1: each stream its own, from the palette)")
 
 
 @dataclass(frozen=True)
@@ -178,7 +192,7 @@ class ClockConfig:
 
     mode: Literal["event", "tick"] = "event"
     max_rate: float = 8.0
-    aggregate: Literal["last", "mean", "min", "max"] = "last"
+    aggregate: Literal["anomalous", "last", "mean", "min", "max"] = "anomalous"
     backlog: int = 16
     step: float = 0.5
 
@@ -186,6 +200,34 @@ class ClockConfig:
         _check(0.1 <= self.max_rate <= 1000.0, "clock.max_rate", "must be 0.1..1000 notes/s")
         _check(0.01 <= self.step <= 16.0, "clock.step", "must be 0.01..16 beats")
         _check(0 <= self.backlog <= 100_000, "clock.backlog", "must be 0..100000 samples")
+
+
+@dataclass(frozen=True)
+class AccentConfig:
+    """Anomalies: how they are scored and how an accented note sounds."""
+
+    enabled: bool = True
+    threshold: float = 0.5
+    velocity: int = 127
+    earcon: bool = True
+    earcon_channel: int = 10
+    earcon_program: int = 0
+    earcon_note_up: int = 81
+    earcon_note_down: int = 76
+    earcon_velocity: int = 110
+    earcon_delay: float = 0.06
+    earcon_length: float = 0.3
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.threshold <= 1.0, "accent.threshold", "must be > 0 and at most 1")
+        _within(self.velocity, 1, 127, "accent.velocity")
+        _within(self.earcon_channel, 1, 16, "accent.earcon_channel")
+        _within(self.earcon_program, 0, 127, "accent.earcon_program")
+        _within(self.earcon_note_up, 0, 127, "accent.earcon_note_up")
+        _within(self.earcon_note_down, 0, 127, "accent.earcon_note_down")
+        _within(self.earcon_velocity, 1, 127, "accent.earcon_velocity")
+        _within(self.earcon_delay, 0.0, 2.0, "accent.earcon_delay", " seconds")
+        _within(self.earcon_length, 0.01, 4.0, "accent.earcon_length", " seconds")
 
 
 @dataclass(frozen=True)
@@ -270,9 +312,13 @@ class MqttConfig:
     queue_size: int = 10000
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
+    on_takeover: Literal["retry", "exit"] = "retry"
+    takeover_retry: float = 60.0
 
     def __post_init__(self) -> None:
         _check(self.qos in (0, 1, 2), "mqtt.qos", "must be 0, 1 or 2")
+        _check(1.0 <= self.takeover_retry <= 86_400.0, "mqtt.takeover_retry",
+               "must be 1..86400 seconds")
         _within(self.keepalive, 5, 65535, "mqtt.keepalive", " seconds")
         _within(self.session_expiry, 0, 2**32 - 1, "mqtt.session_expiry", " seconds")
         _within(self.queue_size, 1, 1_000_000, "mqtt.queue_size", " messages")
@@ -306,6 +352,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     music: MusicConfig = field(default_factory=MusicConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
+    accent: AccentConfig = field(default_factory=AccentConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     midi: MidiConfig = field(default_factory=MidiConfig)

@@ -99,7 +99,7 @@ class Daemon:
         conductor = Conductor(self.config, stepper, encoding)
         source = open_source(self.config, play_notes=self.play_notes)
         sinks = open_outputs(self.specs, self.config)
-        scheduler = Scheduler(loop, sinks)
+        scheduler = Scheduler(loop, sinks, earcon=conductor.earcon)
         rhythm = RhythmDriver(conductor, scheduler, loop) if use_rhythm else None
         engine = Engine(conductor, scheduler, loop, rhythm=rhythm)
         self._install_signals(loop, engine)
@@ -195,6 +195,7 @@ class Daemon:
             new = load_config(find_config_file(self.config_path), self.cli_overrides)
             try:
                 engine.conductor.configure(new)
+                engine.scheduler.earcon = engine.conductor.earcon
             except Exception:
                 engine.conductor.configure(self.config)  # undo a partial change
                 raise

@@ -8,9 +8,11 @@ Clock policies:
   per stream. A sample that comes sooner waits in its stream's queue and plays as soon as
   the stream may play again. Up to ``clock.backlog`` samples wait one by one, so a short
   burst (``printf '1\n5\n3\n9\n' | streamsonic``) is heard note by note; beyond that,
-  samples fold into the last waiting note, which plays their aggregate (last, mean, min or
-  max: ``clock.aggregate``), so a stream faster than the cap is aggregated with a latency
-  of at most ``backlog / max_rate`` seconds.
+  samples fold into the last waiting note, which plays their aggregate (``clock.aggregate``:
+  by default ``anomalous``, the most anomalous of them, so that no spike is lost; or last,
+  mean, min, max), so a stream faster than the cap is aggregated with a latency of at most
+  ``backlog / max_rate`` seconds. Whatever the mode, the note carries the highest anomaly
+  score of the samples it folds, so an accent is never aggregated away.
 * ``tick``: every ``clock.step`` beats, one note for each stream with waiting samples (the
   head of its queue, filled the same way), all streams stepped as one batch.
 * ``rhythm = "model"`` (with a temporal checkpoint): the temporal model decides when each
@@ -51,26 +53,34 @@ class Aggregate:
     low: float = math.inf
     high: float = -math.inf
     time: float = 0.0
+    peak: Reading | None = None  # the reading of the most anomalous sample
+    peak_value: float = math.nan
 
     @classmethod
     def of(cls, sample: Sample, reading: Reading) -> Aggregate:
         """An aggregate holding one sample."""
         agg = cls()
-        agg.add(sample)
+        agg.add(sample, reading)
         agg.reading = reading
         return agg
 
-    def add(self, sample: Sample) -> None:
-        """Fold one sample in."""
+    def add(self, sample: Sample, reading: Reading) -> None:
+        """Fold one sample (and how it read when it arrived) in."""
         self.count += 1
         self.last = sample.value
         self.total += sample.value
         self.low = min(self.low, sample.value)
         self.high = max(self.high, sample.value)
         self.time = sample.time
+        if self.peak is None or reading.anomaly > self.peak.anomaly:
+            self.peak = reading
+            self.peak_value = sample.value
 
     def value(self, how: str) -> float:
-        """The aggregate value: last, mean, min or max."""
+        """The aggregate value: anomalous (the most anomalous sample's), last, mean, min
+        or max."""
+        if how == "anomalous":
+            return self.peak_value
         if how == "mean":
             return self.total / self.count
         if how == "min":
@@ -82,9 +92,18 @@ class Aggregate:
 
 def fold(agg: Aggregate, sample: Sample, reading: Reading, conductor: Conductor,
          how: str) -> None:
-    """Fold ``sample`` into ``agg``; its reading becomes the aggregate value's, as of now."""
-    agg.add(sample)
-    agg.reading = reading if how == "last" else conductor.read(sample.stream, agg.value(how))
+    """Fold ``sample`` into ``agg``. The aggregate plays the reading of its value (for
+    ``anomalous`` and ``last`` as it was when that sample arrived, for the others as of
+    now) with the anomaly score of its most anomalous sample."""
+    agg.add(sample, reading)
+    peak = agg.peak or reading
+    if how == "anomalous":
+        agg.reading = peak
+    elif how == "last":
+        agg.reading = replace(reading, anomaly=peak.anomaly, direction=peak.direction)
+    else:
+        agg.reading = conductor.read(sample.stream, agg.value(how), peak.anomaly,
+                                     peak.direction)
 
 
 class Engine:

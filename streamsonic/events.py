@@ -52,7 +52,10 @@ class NoteEvent:
 
     ``time`` is the sample time (epoch seconds) of the data that made the note; ``start`` is
     when the note sounds on the scheduler's clock (seconds; monotonic for live runs, from 0
-    for offline renders); ``duration`` is in seconds.
+    for offline renders); ``duration`` is in seconds. ``anomaly`` is the sample's anomaly
+    score (0..1), ``accent`` whether it crossed the accent threshold, ``direction`` which
+    way it deviated (+1 above what was expected, -1 below, 0 neither), ``pan`` the voice's
+    stereo position (MIDI 0..127).
     """
 
     stream: str
@@ -65,6 +68,10 @@ class NoteEvent:
     channel: int
     program: int
     start: float = 0.0
+    anomaly: float = 0.0
+    accent: bool = False
+    direction: int = 0
+    pan: int = 64
 
     def __post_init__(self) -> None:
         if not 0 <= self.pitch <= 127:
@@ -77,6 +84,10 @@ class NoteEvent:
             raise ValueError(f"program {self.program} outside 0..127")
         if not self.duration > 0:
             raise ValueError(f"duration {self.duration} must be positive")
+        if not 0.0 <= self.anomaly <= 1.0:
+            raise ValueError(f"anomaly {self.anomaly} outside 0..1")
+        if not 0 <= self.pan <= 127:
+            raise ValueError(f"pan {self.pan} outside 0..127")
 
     def to_dict(self) -> dict[str, Any]:
         """The note as a JSON-ready dict (the ``events`` output format)."""

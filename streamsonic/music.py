@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamsonic.config import VoiceRule
+from streamsonic.config import AccentConfig, VoiceRule
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +67,81 @@ def in_scale(pitch: int, scale: str, key: str) -> bool:
     return (pitch - parse_key(key)) % 12 in SCALES[scale]
 
 
-def velocity_for(z: float, vmin: int, vmax: int, z_full: float) -> int:
-    """Loudness from how far the value lies from its rolling mean, in standard deviations.
+def velocity_for(anomaly: float, vmin: int, vmax: int, threshold: float) -> int:
+    """Loudness of an ordinary (unaccented) note from its anomaly score (0..1).
 
-    Ordinary values (|z| near 0) play at ``vmin``; anomalies reach ``vmax`` at ``|z| >=
-    z_full``. NaN (no spread yet) plays at ``vmin``.
+    Expected values play at ``vmin``; the closer the score comes to the accent
+    ``threshold``, the louder, up to ``vmax`` (accented notes play at the accent velocity,
+    above every ordinary note). NaN plays at ``vmin``.
     """
-    if math.isnan(z):
+    if math.isnan(anomaly) or anomaly <= 0.0:
         return vmin
-    frac = min(abs(z) / z_full, 1.0)
+    frac = min(anomaly / threshold, 1.0)
     return round(vmin + (vmax - vmin) * frac)
+
+
+#: An excess of this many widths of the ordinary range reaches the end of the headroom
+#: band: 3 decades of excess over the band (an octave by default: 4 semitones a decade).
+EXCESS_FULL = 1000.0
+
+
+def beyond_pitch(position: float, low: int, high: int, headroom: int) -> float:
+    """The (fractional) pitch of a value beyond the ordinary range.
+
+    Ordinary values (``position`` 0..1) play in ``low..high``; a value beyond them plays
+    in a band of ``headroom`` semitones above ``high`` (or below ``low``), further out for
+    a larger excess, on a log scale: a value 0.1 range-widths out plays about half a
+    semitone beyond the range, 10 widths out 4 semitones, 1000 widths out (or more) at the
+    band's end. Order is kept and one extreme value never squeezes the others.
+    """
+    excess = position - 1.0 if position > 1.0 else -position
+    reach = headroom * min(math.log1p(max(excess, 0.0)) / math.log1p(EXCESS_FULL), 1.0)
+    return high + reach if position > 1.0 else low - reach
+
+
+def pan_for(index: int, spread: float) -> int:
+    """MIDI pan (0..127) of the ``index``-th voice: the first in the centre, the next ones
+    spread over the stereo field (-spread..+spread) so that neighbours stay apart."""
+    # van der Corput sequence in base 2, from its second term: 1/2, 1/4, 3/4, 1/8, 5/8...
+    k, x, denom = index + 1, 0.0, 1.0
+    while k:
+        denom *= 2.0
+        x += (k & 1) / denom
+        k >>= 1
+    return max(0, min(127, round(64 + (2.0 * x - 1.0) * spread * 63)))
 
 
 def seconds_per_beat(tempo: float) -> float:
     """Seconds per beat at ``tempo`` beats per minute."""
     return 60.0 / tempo
+
+
+@dataclass(frozen=True, slots=True)
+class Earcon:
+    """The short sound that marks an accented note: its own timbre on its own channel
+    (General MIDI percussion by default), just after the note so it does not mask it, a
+    different sound for a value above what was expected than for one below."""
+
+    channel: int  # 0-based
+    program: int
+    note_up: int
+    note_down: int
+    velocity: int
+    delay: float  # seconds after the note starts
+    length: float  # seconds
+
+    def note_for(self, direction: int) -> int:
+        """The earcon's MIDI note for an anomaly in ``direction`` (+1 up, -1 down)."""
+        return self.note_down if direction < 0 else self.note_up
+
+
+def earcon_for(accent: AccentConfig) -> Earcon | None:
+    """The earcon ``accent`` asks for, or None when accents or earcons are off."""
+    if not (accent.enabled and accent.earcon):
+        return None
+    return Earcon(accent.earcon_channel - 1, accent.earcon_program, accent.earcon_note_up,
+                  accent.earcon_note_down, accent.earcon_velocity, accent.earcon_delay,
+                  accent.earcon_length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +151,7 @@ class Voice:
     channel: int  # 0-based MIDI channel
     program: int
     muted: bool = False
+    pan: int = 64  # MIDI pan of the channel: 0 left, 64 centre, 127 right
 
 
 @dataclass
@@ -100,7 +161,10 @@ class VoiceAllocator:
     Rules (``[[voices]]`` in the config) are matched in order by fnmatch glob on the stream
     name; the first match decides the program, an explicit channel, and muting. Streams
     without an explicit channel get the free melodic channels (1-9, 11-16) in order of first
-    appearance; channel 10 stays for percussion. When there are more streams than channels,
+    appearance; channel 10 stays for percussion (and the accent earcon; ``reserved``).
+    Without a rule's or a fixed ``default_program`` (-1), each channel takes the next
+    program of ``palette``; each channel gets its own place in the stereo field
+    (:func:`pan_for`). When there are more streams than channels,
     ``overflow = "share"`` gives the extra streams the channel with the fewest streams
     (they then share its program: the first stream's), and ``"drop"`` mutes them; a warning
     is logged once either way.
@@ -109,9 +173,13 @@ class VoiceAllocator:
     rules: tuple[VoiceRule, ...] = ()
     default_program: int = 0
     overflow: str = "share"
+    palette: tuple[int, ...] = (0,)
+    pan_spread: float = 0.0
+    reserved: frozenset[int] = frozenset({PERCUSSION_CHANNEL})
     _voices: dict[str, Voice] = field(default_factory=dict)
     _load: dict[int, int] = field(default_factory=dict)
     _program: dict[int, int] = field(default_factory=dict)
+    _pan: dict[int, int] = field(default_factory=dict)
     _warned: bool = False
 
     def voice(self, stream: str) -> Voice:
@@ -121,6 +189,8 @@ class VoiceAllocator:
             return found
         rule = next((r for r in self.rules if fnmatch.fnmatchcase(stream, r.match)), None)
         program = self.default_program
+        if program < 0:  # each channel its own timbre, from the palette
+            program = self.palette[len(self._program) % len(self.palette)]
         if rule is not None and rule.program >= 0:
             program = rule.program
         muted = bool(rule and rule.mute)
@@ -131,20 +201,22 @@ class VoiceAllocator:
             muted = muted or muted_by_overflow
         # A channel plays one program: the first stream that claims it sets it.
         program = self._program.setdefault(channel, program)
+        pan = self._pan.setdefault(channel, pan_for(len(self._pan), self.pan_spread))
         self._load[channel] = self._load.get(channel, 0) + 1
-        voice = Voice(channel=channel, program=program, muted=muted)
+        voice = Voice(channel=channel, program=program, muted=muted, pan=pan)
         self._voices[stream] = voice
         return voice
 
     def _free_channel(self, stream: str) -> tuple[int, bool]:
-        melodic = [c for c in range(16) if c != PERCUSSION_CHANNEL]
+        melodic = [c for c in range(16) if c not in self.reserved]
         for c in melodic:
             if self._load.get(c, 0) == 0:
                 return c, False
         if not self._warned:
             log.warning(
-                "more streams than the 15 melodic MIDI channels; from stream %r on, %s "
+                "more streams than the %d melodic MIDI channels; from stream %r on, %s "
                 "(music.overflow)",
+                len(melodic),
                 stream,
                 "streams share channels" if self.overflow == "share" else "extra streams are muted",
             )

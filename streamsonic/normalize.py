@@ -10,6 +10,19 @@ Every normalizer keeps a window of the last ``window`` samples (and/or the last
 * ``rank``   - the fraction of the window below v (ties count half): a quantile transform,
   immune to outliers and heavy tails, ignores magnitudes.
 * ``zscore`` - (v - mean) / std clipped to +-``zscore_clip``, mapped onto 0..1.
+* ``auto``   - auto-ranging, like an oscilloscope (the live default). A *reference* (the
+  window's quantile function, from its 2nd to its 98th percentile) stays fixed while the
+  signal stays inside it, so the mapping does not move under the music and every local
+  rise and fall is heard; inside the reference a value maps through that frozen quantile
+  function (ordinary values use the whole range, heavy tails included, like ``rank``).
+  When the signal leaves the reference for ``exit_after`` samples in a row (a trend, a
+  level shift), the reference is rebuilt from the window and moved so that the new value
+  sits in its middle: a steady trend plays a rising (or falling) line that steps back
+  every so often. A single far value does not move it: it maps beyond 0..1 (see
+  :meth:`RollingNormalizer.position`), which the conductor plays above or below the
+  ordinary pitch range, further for larger excursions. The reference is also rebuilt
+  when the window's spread has shrunk to under a third of it, or when half of the last
+  ``RECENT`` values fell outside it.
 
 Defined edge cases: the first sample and a constant window map to 0.5 (the middle of the
 range); with two distinct values in the window they map to the two ends (not one pitch).
@@ -21,6 +34,7 @@ mean in standard deviations, which drives velocity (anomalies are louder).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import deque
 
@@ -29,6 +43,25 @@ import numpy as np
 from streamsonic.config import NormalizeConfig
 
 MIDDLE = 0.5
+
+MODES = ("auto", "rank", "robust", "minmax", "zscore")
+#: Quantile knots of the auto-ranging reference: from its lowest to its highest.
+REF_LOW_Q, REF_HIGH_Q, REF_KNOTS = 0.02, 0.98, 17
+#: Samples for which auto-ranging rebuilds its reference every time (the window is young).
+WARMUP = 16
+#: How many recent samples auto-ranging looks at to decide that its reference is stale.
+RECENT = 32
+#: When the last RECENT values span less than this share of the reference, it zooms in:
+#: to the last 2 * RECENT values, ZOOM_WIDTH times as wide as they spread.
+ZOOM, ZOOM_WIDTH = 0.1, 3.0
+#: Where a trending signal lands after the reference moved (from the edge it came in by).
+TREND_LAND = 0.15
+#: ... and the reference is sized so that, at its recent rate, the trend crosses it in
+#: about this many samples (a 30-sample stretch then rises through a few scale notes).
+TREND_PERIOD = 100
+#: After an exit, the window's own range is kept when it holds the signal's level at
+#: least this far from its edges (an oscillation); otherwise the reference moves.
+EDGE = 0.1
 
 
 class RollingNormalizer:
@@ -42,8 +75,9 @@ class RollingNormalizer:
         low_percentile: float = 5.0,
         high_percentile: float = 95.0,
         zscore_clip: float = 2.5,
+        exit_after: int = 4,
     ) -> None:
-        if mode not in ("robust", "minmax", "zscore", "rank"):
+        if mode not in MODES:
             raise ValueError(f"unknown normalization mode {mode!r}")
         if window < 2:
             raise ValueError("a normalization window needs at least 2 samples")
@@ -62,6 +96,17 @@ class RollingNormalizer:
         self._sum = 0.0
         self._sumsq = 0.0
         self._since_refresh = 0
+        self._sorts = mode in ("robust", "rank", "auto")
+        # auto-ranging: the reference's knots (values at equal quantile steps), how many
+        # samples in a row lay outside it (signed: + above), samples since it was built,
+        # and which of the last RECENT values lay outside it.
+        self.exit_after = exit_after
+        self._knots: list[float] = []
+        self._run = 0
+        self._since_snap = 0
+        self._outside: deque[bool] = deque(maxlen=RECENT)
+        self._last_exit = 0  # direction of the last exit that moved the reference
+        self._recent: deque[float] = deque(maxlen=RECENT)  # their positions (clipped)
 
     @classmethod
     def from_config(cls, config: NormalizeConfig, mode: str | None = None) -> RollingNormalizer:
@@ -73,6 +118,7 @@ class RollingNormalizer:
             low_percentile=config.low_percentile,
             high_percentile=config.high_percentile,
             zscore_clip=config.zscore_clip,
+            exit_after=config.exit_after,
         )
 
     def __len__(self) -> int:
@@ -92,7 +138,7 @@ class RollingNormalizer:
         while self._max and self._max[-1][1] <= value:
             self._max.pop()
         self._max.append((seq, value))
-        if self.mode in ("robust", "rank"):
+        if self._sorts:
             bisect.insort(self._sorted, value)
         d = value - self._shift
         self._sum += d
@@ -101,6 +147,8 @@ class RollingNormalizer:
         self._since_refresh += 1
         if self._since_refresh >= 4 * self.window:
             self._refresh_sums()
+        if self.mode == "auto":
+            self._auto_range(value)
 
     def _evict(self, newest_seq: int, newest_time: float) -> None:
         oldest_seq = newest_seq - self.window + 1
@@ -112,7 +160,7 @@ class RollingNormalizer:
                 self._min.popleft()
             if self._max and self._max[0][0] <= seq:
                 self._max.popleft()
-            if self.mode in ("robust", "rank"):
+            if self._sorts:
                 del self._sorted[bisect.bisect_left(self._sorted, value)]
             d = value - self._shift
             self._sum -= d
@@ -174,11 +222,114 @@ class RollingNormalizer:
             return 0.0 if abs(diff) <= scale else math.copysign(math.inf, diff)
         return diff / sd
 
+    # -- auto-ranging --------------------------------------------------------------------
+    def _auto_range(self, value: float) -> None:
+        """Keep, move or rebuild the reference after ``value`` joined the window."""
+        knots = self._knots
+        n = len(self._sorted)
+        if not knots or n <= WARMUP:
+            self._snap(value, centered=False)
+            return
+        above, below = value > knots[-1], value < knots[0]
+        self._run = (max(self._run, 0) + 1 if above else min(self._run, 0) - 1 if below
+                     else 0)
+        self._outside.append(above or below)
+        self._since_snap += 1
+        if abs(self._run) >= self.exit_after:
+            # A level shift or a trend: follow it. The first exit re-centres the reference
+            # on where the signal is now; another exit the same way soon after means a
+            # trend, and the signal then lands near the far edge, with room to go on.
+            direction = 1 if self._run > 0 else -1
+            trend = direction == self._last_exit and self._since_snap < self.window
+            land = 0.5 - direction * (0.5 - TREND_LAND) if trend else 0.5
+            level = self._recent_median(self.exit_after)
+            self._snap(level, centered=True, land=land)
+            if trend:
+                self._stretch_for_trend(level, land, direction)
+            self._last_exit = direction
+            return
+        self._recent.append(min(1.0, max(0.0, knot_position(knots, value))))
+        if self._since_snap < RECENT:
+            return
+        recent = self._recent
+        if sum(self._outside) > RECENT // 2:
+            self._snap(value, centered=False)  # the signal grew wilder: take the window's
+            self._last_exit = 0
+        elif max(recent) - min(recent) < ZOOM:
+            self._zoom(value)  # the recent values sit in a sliver of the range: zoom in
+
+    def _stretch_for_trend(self, level: float, land: float, direction: int) -> None:
+        """Size the reference so that the trend, at its recent rate, takes about
+        TREND_PERIOD samples to cross from ``land`` to the far edge."""
+        items = self._items
+        n = min(len(items), RECENT)
+        if n < 8 or not self._knots:
+            return
+        newest = [v for _, _, v in itertools.islice(items, len(items) - 4, None)]
+        oldest = [v for _, _, v in itertools.islice(items, len(items) - n, len(items) - n + 4)]
+        rate = abs(sorted(newest)[2] - sorted(oldest)[2]) / (n - 4)
+        knots = self._knots
+        far = knots[-1] if direction > 0 else knots[0]
+        span = abs(far - level)
+        if rate <= 0.0 or span <= _tiny(far, level):
+            return
+        factor = rate * TREND_PERIOD / span
+        self._knots = [level + factor * (k - level) for k in knots]
+
+    def _recent_median(self, count: int) -> float:
+        values = sorted(v for _, _, v in itertools.islice(
+            self._items, max(0, len(self._items) - count), None))
+        return values[len(values) // 2]
+
+    def _zoom(self, value: float) -> None:
+        """Rebuild the reference from the last ``2 * RECENT`` values, ``ZOOM_WIDTH`` times
+        as wide as they spread, with ``value`` in the middle."""
+        recent = sorted(v for _, _, v in itertools.islice(
+            self._items, max(0, len(self._items) - 2 * RECENT), None))
+        knots = _quantile_knots(recent)
+        mid = knots[REF_KNOTS // 2]
+        if knots[-1] - knots[0] <= _tiny(knots[0], knots[-1]):
+            return  # the recent values are all equal: nothing to zoom into
+        self._set_reference([value + ZOOM_WIDTH * (k - mid) for k in knots])
+
+    def _snap(self, value: float, centered: bool, land: float = 0.5) -> None:
+        """Rebuild the reference from the window; ``centered`` moves it so that ``value``
+        sits at position ``land`` (the middle by default)."""
+        knots = _quantile_knots(self._sorted)
+        if knots[-1] - knots[0] <= _tiny(knots[0], knots[-1]):
+            lo, hi = self.minimum, self.maximum  # mostly one value: use the extremes
+            if hi - lo <= _tiny(lo, hi):
+                self._knots = []  # a constant window: everything plays the middle
+                return
+            knots = [lo + (hi - lo) * k / (REF_KNOTS - 1) for k in range(REF_KNOTS)]
+        if centered and not EDGE <= knot_position(knots, value) <= 1.0 - EDGE:
+            # The window's own range does not hold the signal's level well (it is at its
+            # edge: a trend, a level shift): move the reference to the level.
+            shift = value - knot_value(knots, land)
+            knots = [k + shift for k in knots]
+        self._set_reference(knots)
+
+    def _set_reference(self, knots: list[float]) -> None:
+        self._knots = knots
+        self._run = 0
+        self._since_snap = 0
+        self._outside.clear()
+        self._recent.clear()
+
+    def position(self, value: float) -> float:
+        """Where ``value`` lies in the ordinary range: 0..1 inside it; beyond it (auto mode
+        only), 1 + the excess in range widths above, minus the excess below."""
+        if self.mode != "auto":
+            return self.normalize(value)
+        return knot_position(self._knots, value) if self._knots else MIDDLE
+
     # -- mapping -------------------------------------------------------------------------
     def normalize(self, value: float) -> float:
         """``value`` mapped into 0..1 relative to the current window."""
         if not self._items:
             return MIDDLE
+        if self.mode == "auto":
+            return min(1.0, max(0.0, self.position(value)))
         if self.mode == "rank":
             return _rank(self._sorted, value)
         if self.mode == "zscore":
@@ -198,6 +349,41 @@ class RollingNormalizer:
         """Push the sample, then return ``(normalized, zscore)`` of its value."""
         self.push(time, value)
         return self.normalize(value), self.zscore(value)
+
+
+def _quantile_knots(sorted_values: list[float]) -> list[float]:
+    """REF_KNOTS values at equal quantile steps from REF_LOW_Q to REF_HIGH_Q (linear
+    interpolation) of an ascending list."""
+    n = len(sorted_values)
+    out = []
+    for k in range(REF_KNOTS):
+        pos = (REF_LOW_Q + (REF_HIGH_Q - REF_LOW_Q) * k / (REF_KNOTS - 1)) * (n - 1)
+        i = int(pos)
+        j = min(i + 1, n - 1)
+        out.append(sorted_values[i] + (sorted_values[j] - sorted_values[i]) * (pos - i))
+    return out
+
+
+def knot_value(knots: list[float], position: float) -> float:
+    """The value at ``position`` (0..1) of a reference: the inverse of knot_position."""
+    pos = position * (len(knots) - 1)
+    i = min(int(pos), len(knots) - 2)
+    return knots[i] + (knots[i + 1] - knots[i]) * (pos - i)
+
+
+def knot_position(knots: list[float], value: float) -> float:
+    """``value`` through a reference given by its quantile knots (ascending, equal quantile
+    steps): 0..1 inside (piecewise linear), affine beyond, in widths of the reference."""
+    lo, hi = knots[0], knots[-1]
+    if value > hi:
+        return 1.0 + (value - hi) / (hi - lo)
+    if value < lo:
+        return (value - lo) / (hi - lo)
+    last = len(knots) - 1
+    i = min(bisect.bisect_right(knots, value) - 1, last - 1)
+    a, b = knots[i], knots[i + 1]
+    frac = (value - a) / (b - a) if b > a else 0.5
+    return (i + frac) / last
 
 
 def _tiny(a: float, b: float) -> float:
@@ -227,6 +413,14 @@ def normalize_global(values: np.ndarray, mode: str, config: NormalizeConfig) -> 
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return v
+    if mode == "auto":
+        # The live reference over the whole file: ordinary values spread like ranks,
+        # the few beyond the 2nd/98th percentiles placed by how far out they are.
+        qs = np.linspace(REF_LOW_Q, REF_HIGH_Q, REF_KNOTS)
+        knots = [float(k) for k in np.quantile(v, qs)]
+        if knots[-1] - knots[0] <= _tiny(knots[0], knots[-1]):
+            return normalize_global(v, "minmax", config)
+        return np.array([knot_position(knots, float(x)) for x in v])
     if mode == "rank":
         order = np.argsort(v, kind="stable")
         ranks = np.empty(v.size)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from streamsonic.errors import InputDataError, UsageError
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.music import seconds_per_beat
 from streamsonic.outputs import OFFLINE_KINDS, OutputSpec, parse_output
+from streamsonic.parse import parse_number
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +39,28 @@ class Series:
 
 
 def _number(text: str) -> float | None:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+    value = parse_number(text)
+    return None if isinstance(value, str) else value
 
 
 def read_series(text: str, column: str | None, source: str) -> Series:
-    """Parse CSV ``text`` and pick ``column`` (header name or 0-based index)."""
+    """Parse CSV ``text`` and pick ``column`` (header name or 0-based index).
+
+    Fields are numbers as ``run`` reads them (:func:`streamsonic.parse.parse_number`); a
+    field that is not one is skipped and counted by the same reasons (``invalid_utf8`` for
+    one that held bytes that are not UTF-8, decoded as U+FFFD), the other rows kept.
+    """
     sample = text[:4096]
     try:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(f.strip() for f in r)]
+    reader = csv.reader(io.StringIO(text), dialect)
+    try:
+        rows = [r for r in reader if any(f.strip() for f in r)]
+    except csv.Error as err:
+        raise InputDataError(f"{source} line {reader.line_num}: cannot be read as CSV ({err}); "
+                             "check the quoting on that line") from None
     if not rows:
         raise InputDataError(f"{source} has no rows")
     header: list[str] | None = None
@@ -69,12 +76,11 @@ def read_series(text: str, column: str | None, source: str) -> Series:
     lines: list[int] = []
     skipped: dict[str, int] = {}
     for n, row in enumerate(rows, start=first_line):
-        field = row[index] if index < len(row) else ""
-        value = _number(field)
-        if value is None:
-            reason = "missing" if not field.strip() else "not_numeric"
-            skipped[reason] = skipped.get(reason, 0) + 1
+        parsed = parse_number(row[index] if index < len(row) else "")
+        if isinstance(parsed, str):
+            skipped[parsed] = skipped.get(parsed, 0) + 1
             continue
+        value = parsed
         values.append(value)
         lines.append(n)
     if not values:
@@ -143,7 +149,7 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
     )
     clock = VirtualClock()
     sinks = open_outputs(specs, config)
-    scheduler = Scheduler(clock, sinks)
+    scheduler = Scheduler(clock, sinks, earcon=conductor.earcon)
     notes: list[NoteEvent] = []
     start = 0.0
     try:
@@ -178,7 +184,10 @@ def render_file(
                          "-o events or --plot OUT.png")
     specs = _outputs(outputs or [])
     if file == "-":
-        text = sys.stdin.read()
+        # As files are read: undecodable bytes become U+FFFD, universal newlines.
+        wrapper = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        text = wrapper.read()
+        wrapper.detach()  # leave sys.stdin open
     else:
         try:
             text = Path(file).read_text(encoding="utf-8", errors="replace")

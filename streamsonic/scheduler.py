@@ -24,9 +24,12 @@ import mido
 
 from streamsonic.errors import OutputWriteError, StreamsonicError
 from streamsonic.events import NoteEvent
+from streamsonic.music import Earcon
 from streamsonic.sinks.base import Sink
 
 log = logging.getLogger(__name__)
+
+CC_PAN = 10
 
 
 class Handle(Protocol):
@@ -104,13 +107,17 @@ class Scheduler:
         clock: Clock,
         sinks: list[Sink],
         on_idle: Callable[[], None] | None = None,
+        earcon: Earcon | None = None,
     ) -> None:
         self.clock = clock
         self.sinks = list(sinks)
+        self.earcon = earcon  # played after each accented note (None: no earcons)
+        self.earcons = 0
         self.latency = max((s.lookahead for s in self.sinks), default=0.0)
         self._on_idle = on_idle
         self._sounding: dict[str, _Sounding] = {}
         self._programs: dict[int, int] = {}
+        self._pans: dict[int, int] = {}
         self._pending: dict[int, Handle] = {}
         self._ids = itertools.count()
         self.failed: list[tuple[Sink, BaseException]] = []
@@ -134,11 +141,7 @@ class Scheduler:
                 handle.cancel()
                 self._pending.pop(key, None)
             self._dispatch(_off(previous.channel, previous.pitch), start)
-        if self._programs.get(note.channel) != note.program:
-            self._programs[note.channel] = note.program
-            self._dispatch(
-                mido.Message("program_change", channel=note.channel, program=note.program), start
-            )
+        self._setup_channel(note.channel, note.program, note.pan, start)
         self._dispatch(
             mido.Message("note_on", channel=note.channel, note=note.pitch, velocity=note.velocity),
             start,
@@ -149,6 +152,28 @@ class Scheduler:
         off = _off(note.channel, note.pitch)
         sounding.handles = self._dispatch(off, off_time, stream=note.stream)
         self._sounding[note.stream] = sounding
+        if note.accent and self.earcon is not None:
+            self._play_earcon(self.earcon, note, start)
+
+    def _setup_channel(self, channel: int, program: int, pan: int | None, when: float) -> None:
+        """Program change and pan (CC 10) for ``channel``, when they differ from the last."""
+        if self._programs.get(channel) != program:
+            self._programs[channel] = program
+            self._dispatch(mido.Message("program_change", channel=channel, program=program),
+                           when)
+        if pan is not None and self._pans.get(channel) != pan:
+            self._pans[channel] = pan
+            self._dispatch(mido.Message("control_change", channel=channel, control=CC_PAN,
+                                        value=pan), when)
+
+    def _play_earcon(self, earcon: Earcon, note: NoteEvent, start: float) -> None:
+        at = start + earcon.delay
+        pitch = earcon.note_for(note.direction)
+        self._setup_channel(earcon.channel, earcon.program, None, at)
+        self._dispatch(mido.Message("note_on", channel=earcon.channel, note=pitch,
+                                    velocity=earcon.velocity), at)
+        self._dispatch(_off(earcon.channel, pitch), at + earcon.length)
+        self.earcons += 1
 
     def _dispatch(
         self,

@@ -7,12 +7,14 @@ import math
 
 import pytest
 
-from streamsonic.config import VoiceRule
+from streamsonic.config import DEFAULT_PALETTE, VoiceRule
 from streamsonic.music import (
     PERCUSSION_CHANNEL,
     SCALES,
     VoiceAllocator,
+    beyond_pitch,
     in_scale,
+    pan_for,
     parse_key,
     scale_pitches,
     velocity_for,
@@ -49,12 +51,41 @@ def test_required_scales_exist() -> None:
     assert list(scale_pitches("blues", "A", 57, 69)) == [57, 60, 62, 63, 64, 67, 69]
 
 
-def test_velocity_grows_with_deviation() -> None:
-    assert velocity_for(0.0, 50, 120, 3.0) == 50
-    assert velocity_for(1.5, 50, 120, 3.0) == 85
-    assert velocity_for(-3.0, 50, 120, 3.0) == 120
-    assert velocity_for(math.inf, 50, 120, 3.0) == 120
-    assert velocity_for(math.nan, 50, 120, 3.0) == 50
+def test_velocity_grows_with_anomaly_up_to_the_threshold() -> None:
+    assert velocity_for(0.0, 50, 100, 0.5) == 50
+    assert velocity_for(0.25, 50, 100, 0.5) == 75
+    assert velocity_for(0.5, 50, 100, 0.5) == 100
+    assert velocity_for(1.0, 50, 100, 0.5) == 100
+    assert velocity_for(math.nan, 50, 100, 0.5) == 50
+
+
+def test_beyond_pitch_orders_magnitudes_on_a_log_scale() -> None:
+    just_over = beyond_pitch(1.1, 50, 89, 12)
+    ten = beyond_pitch(1.0 + 10, 50, 89, 12)
+    far = beyond_pitch(1.0 + 1e6, 50, 89, 12)
+    assert 89 < just_over < 90 < ten < far == 89 + 12
+    assert ten - just_over >= 3  # 10 widths out is clearly higher than 0.1 out
+    assert beyond_pitch(-0.1, 50, 89, 12) == pytest.approx(50 - (just_over - 89))
+    assert beyond_pitch(-1e9, 50, 89, 12) == 50 - 12
+
+
+def test_palette_and_pan_make_streams_distinct() -> None:
+    alloc = VoiceAllocator(default_program=-1, palette=DEFAULT_PALETTE, pan_spread=0.8)
+    voices = [alloc.voice(f"s{i}") for i in range(8)]
+    assert len({v.program for v in voices}) == 8
+    assert len({v.pan for v in voices}) == 8
+    assert voices[0].pan == 64  # the first stream plays in the centre
+    assert all(13 <= v.pan <= 114 for v in voices)  # within +-0.8 of the field
+    assert [v.program for v in voices] == list(DEFAULT_PALETTE[:8])
+    # a rule still overrides the palette
+    ruled = VoiceAllocator(rules=(VoiceRule(match="cpu", program=40),), default_program=-1,
+                           palette=DEFAULT_PALETTE)
+    assert ruled.voice("cpu").program == 40
+
+
+def test_pan_sequence_spreads_neighbours() -> None:
+    pans = [pan_for(i, 1.0) for i in range(4)]
+    assert pans == [64, 32, 96, 17]
 
 
 def test_voices_skip_percussion_and_follow_rules() -> None:

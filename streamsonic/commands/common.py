@@ -50,8 +50,8 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
     Option(("--note-length",), "music.note_length", float,
            "note length in beats (default 0.5)", metavar="BEATS"),
     Option(("--program",), "music.program", int,
-           "General MIDI program (0-127) for streams without a [[voices]] rule (default 0, piano)",
-           metavar="N"),
+           "General MIDI program (0-127) for every stream without a [[voices]] rule; "
+           "default -1: each stream its own, from music.palette", metavar="N"),
     Option(("--clock",), "clock.mode", str,
            "event: a note per sample as it arrives (rate-capped); tick: one note per stream "
            "per step at the tempo", choices=("event", "tick")),
@@ -62,12 +62,16 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
            "event clock: at most this many notes per second per stream (default 8)",
            metavar="HZ"),
     Option(("--aggregate",), "clock.aggregate", str,
-           "how samples faster than the cap are combined", choices=("last", "mean", "min", "max")),
+           "how samples faster than the cap are combined into one note (default anomalous: "
+           "the most anomalous of them)", choices=("anomalous", "last", "mean", "min", "max")),
     Option(("--window",), "normalize.window", int,
            "rolling normalization window in samples (default 200)", metavar="N"),
     Option(("--normalize-mode",), "normalize.mode", str,
-           "rolling normalization method (default rank)",
-           choices=("robust", "minmax", "zscore", "rank")),
+           "rolling normalization method (default auto: auto-ranging, keeps level, contour "
+           "and magnitude)", choices=("auto", "rank", "robust", "minmax", "zscore")),
+    Option(("--accent-threshold",), "accent.threshold", float,
+           "anomaly score (0..1) from which a note is accented (default 0.5)",
+           metavar="SCORE"),
     Option(("--soundfont",), "audio.soundfont", str, "General MIDI SoundFont (.sf2) for audio",
            metavar="PATH"),
     Option(("--midi-api",), "midi.api", str, "MIDI backend for midi: outputs",

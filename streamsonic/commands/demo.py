@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamsonic.commands.common import (
     MUSIC_OPTIONS,
@@ -30,6 +31,9 @@ from streamsonic.config import Config
 from streamsonic.errors import OutputError, SoundFontError
 from streamsonic.events import NoteEvent
 from streamsonic.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from streamsonic.music import Earcon
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,9 @@ def main(args: argparse.Namespace) -> int:
         end = max(n.start + n.duration for n in notes)
         print(f"streamsonic demo: playing {len(notes)} notes of the {args.column!r} series "
               f"live ({end:.0f} s); Ctrl-C stops.", flush=True)
-        asyncio.run(_play(notes, audio))
+        from streamsonic.music import earcon_for  # noqa: PLC0415 - numpy import
+
+        asyncio.run(_play(notes, audio, earcon_for(config.accent)))
     _print_files(files, config, "The demo's files")
     return 0
 
@@ -150,12 +156,12 @@ def _read_events(path: Path) -> list[NoteEvent]:
         return [NoteEvent(**json.loads(line)) for line in fh if line.strip()]
 
 
-async def _play(notes: list[NoteEvent], sink: Sink) -> None:
+async def _play(notes: list[NoteEvent], sink: Sink, earcon: Earcon | None) -> None:
     """Play rendered notes (start times from 0) on the real-time clock into ``sink``."""
     from streamsonic.scheduler import Scheduler  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
-    scheduler = Scheduler(loop, [sink])
+    scheduler = Scheduler(loop, [sink], earcon=earcon)
     t0 = loop.time() + scheduler.latency + LEAD_IN
     try:
         for note in notes:

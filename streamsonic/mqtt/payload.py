@@ -37,7 +37,9 @@ from streamsonic.parse import (
 PAYLOAD_LINES_LIMIT = 16
 
 _NOTE_FIELDS = {f.name: f.type for f in fields(NoteEvent)}
-_INT_FIELDS = {"pitch", "velocity", "channel", "program"}
+_INT_FIELDS = {"pitch", "velocity", "channel", "program", "direction", "pan"}
+#: Fields a note may leave out (older publishers): the NoteEvent defaults apply.
+_OPTIONAL_FIELDS = {"start", "anomaly", "accent", "direction", "pan"}
 
 
 @dataclass
@@ -253,11 +255,14 @@ def note_from_dict(doc: Any) -> NoteEvent | None:
     kwargs: dict[str, Any] = {}
     for name in _NOTE_FIELDS:
         if name not in doc:
-            if name == "start":
+            if name in _OPTIONAL_FIELDS:
                 continue
             return None
         value = doc[name]
-        if name == "stream":
+        if name == "accent":
+            if not isinstance(value, bool):
+                return None
+        elif name == "stream":
             if not isinstance(value, str):
                 return None
             value = clean_name(value)

@@ -84,7 +84,7 @@ class FluidSynth:
             )
         self.soundfont = soundfont
         self.sfid = sfid
-        if program:
+        if program > 0:  # -1: per-stream programs come as program changes
             for channel in range(MIDI_CHANNELS):
                 if channel != DRUM_CHANNEL:
                     self._synth.program_change(channel, program)

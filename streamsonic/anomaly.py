@@ -1,0 +1,182 @@
+"""A streaming anomaly score per stream: 0 (expected) .. 1 (alarming). Pure: no I/O.
+
+The score combines two views of each new value, because a listener on watch needs both:
+
+* **Surprise**: the residual against a short-horizon robust forecast (the median of the
+  previous ``forecast`` values), scaled by the robust spread of recent residuals. The
+  median forecast follows trends and seasonality with a constant lag, and the residual's
+  own median absorbs that lag, so a steady trend or a smooth season scores low; a spike,
+  the first samples of a dropout or of a level shift, and a burst of variance score high.
+* **Level**: how far the value lies beyond the stream's ordinary range (the auto-ranging
+  reference of :mod:`streamsonic.normalize`), in widths of that range: catches a value far
+  outside what the stream has been doing even when its recent residuals are noisy.
+
+Both become a z-like number; the larger, ``z``, maps to ``score = z^2 / (z^2 + z_ref^2)``,
+which is 0.5 at ``z = z_ref``: the default accent threshold. Constant streams have no
+spread: their first change scores 1. Cost per sample: O(log n) for the sorted residual
+window (``history`` values, bisect), O(1) otherwise. Never NaN, always in 0..1.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections import deque
+
+#: Robust z at which the score is 0.5 (the default accent threshold).
+Z_REF = 5.0
+#: A value one range-width beyond the ordinary range counts as this many robust sigmas.
+LEVEL_Z_PER_WIDTH = 2.5
+#: Gaussian-consistent scale of the interquartile range.
+IQR_TO_SIGMA = 1.0 / 1.349
+#: The tail quantile used for the scale, and its Gaussian-consistent factor (2.5%..97.5%).
+TAIL_Q, TAIL_TO_SIGMA = 0.1, 1.0 / 2.563
+#: Residuals enter the history clipped to this many robust sigmas from its median.
+WINSOR = 3.0
+#: Values the forecast line is fitted through (trailing medians of 3).
+FORECAST = 6
+#: A burst: the median |z| of the last BURST_SAMPLES residuals, times BURST_GAIN.
+BURST_SAMPLES, BURST_GAIN = 3, 1.6
+
+
+def score_of(z: float, z_ref: float = Z_REF) -> float:
+    """Map a non-negative z onto 0..1 (0.5 at ``z_ref``); inf -> 1, NaN -> 0."""
+    if math.isnan(z) or z <= 0.0:
+        return 0.0
+    if math.isinf(z):
+        return 1.0
+    q = (z / z_ref) ** 2
+    return q / (1.0 + q)
+
+
+class _Residuals:
+    """A window of one forecaster's residuals, sorted, with its robust scale."""
+
+    __slots__ = ("_abs_sum", "_order", "_sorted", "history")
+
+    def __init__(self, history: int) -> None:
+        self.history = history
+        self._order: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._abs_sum = 0.0  # sum of |residual| (a floor for the scale)
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def center_scale(self) -> tuple[float, float]:
+        """The median residual and a robust sigma: the largest of the IQR's, the 10%-90%
+        spread's (heavy tails) and half the mean |residual| (a mostly constant stream)."""
+        s = self._sorted
+        n = len(s)
+        k = max(1, round(TAIL_Q * (n - 1)))
+        scale = max((s[(3 * n) // 4] - s[n // 4]) * IQR_TO_SIGMA,
+                    (s[n - 1 - k] - s[k]) * TAIL_TO_SIGMA, 0.5 * self._abs_sum / n)
+        return s[n // 2], scale
+
+    def add(self, residual: float) -> None:
+        """Remember a residual, clipped to WINSOR robust sigmas: anomalies must not widen
+        the scale that judges the next ones (a lasting change still widens it, step by
+        step)."""
+        if len(self._sorted) >= 8:
+            center, scale = self.center_scale()
+            residual = min(max(residual, center - WINSOR * scale), center + WINSOR * scale)
+        self._order.append(residual)
+        bisect.insort(self._sorted, residual)
+        self._abs_sum += abs(residual)
+        if len(self._order) > self.history:
+            old = self._order.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+            self._abs_sum = max(self._abs_sum - abs(old), 0.0)
+
+
+class AnomalyScorer:
+    """One stream's anomaly score, updated once per sample.
+
+    Three short-horizon forecasts run side by side (the last value, the median of the last
+    five, a line through the trailing medians of three): a random walk is best predicted
+    by its last value, noise by a median, a smooth curve by the line. Each sample is judged
+    by the forecast whose recent residuals are the tightest.
+    """
+
+    __slots__ = ("_hist", "_recent_z", "_residuals", "history", "z_ref")
+
+    def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
+        if history < 16:
+            raise ValueError("need history >= 16")
+        self.history = history
+        self.z_ref = z_ref
+        self._hist: deque[float] = deque(maxlen=FORECAST + 2)  # the last values
+        self._residuals = [_Residuals(history) for _ in _FORECASTERS]
+        self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
+
+    def update(self, value: float, overflow: float = 0.0) -> tuple[float, int]:
+        """Score ``value`` (then remember it): ``(score 0..1, direction -1/0/+1)``.
+
+        ``overflow`` is how far the value lies beyond the ordinary range, in range widths
+        (0 inside it; negative below, positive above).
+        """
+        z_res = 0.0
+        direction = 0
+        if self._hist:
+            residuals = [value - f(self._hist) for f in _FORECASTERS]
+            z_res, residual = self._surprise(residuals)
+            if residual:
+                direction = 1 if residual > 0 else -1
+            for window, r in zip(self._residuals, residuals, strict=True):
+                window.add(r)
+        self._hist.append(value)
+        # A burst of variance: most of the last few residuals are unusual, though none
+        # alone may be extreme (the median of their |z| ignores one single spike).
+        self._recent_z.append(z_res)
+        if len(self._recent_z) == BURST_SAMPLES:
+            z_res = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
+        z_level = abs(overflow) * LEVEL_Z_PER_WIDTH
+        if z_level > z_res:
+            direction = 1 if overflow > 0 else -1
+        z = max(z_res, z_level)
+        return score_of(z, self.z_ref), direction if z > 0 else 0
+
+    def _surprise(self, residuals: list[float]) -> tuple[float, float]:
+        """The robust z of the residual of the tightest forecaster, and that residual."""
+        if len(self._residuals[0]) < 8:  # too little history: nothing is surprising yet
+            return 0.0, 0.0
+        best = min(range(len(residuals)), key=lambda i: self._residuals[i].center_scale()[1])
+        center, scale = self._residuals[best].center_scale()
+        residual = residuals[best]
+        diff = abs(residual - center)
+        tiny = max(abs(center), abs(residual), 1.0) * 1e-12
+        if scale <= tiny:
+            return (0.0 if diff <= tiny else math.inf), residual
+        return diff / scale, residual
+
+
+def _last(values: deque[float]) -> float:
+    return values[-1]
+
+
+def _median5(values: deque[float]) -> float:
+    v = sorted(itertools.islice(values, max(0, len(values) - 5), None))
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+
+def _line(values: deque[float]) -> float:
+    """The next value: a straight line through the trailing medians of 3 of the last
+    values, extrapolated (a single spike in the history does not move it)."""
+    v = list(values)
+    n = len(v)
+    if n < 3:
+        return sorted(v)[(n - 1) // 2] if n == 2 else v[0]
+    meds = [sorted(v[i - 2:i + 1])[1] for i in range(2, n)]  # m_j lags v by one sample
+    m = len(meds)
+    if m == 1:
+        return meds[0]
+    xbar = (m - 1) / 2.0
+    ybar = sum(meds) / m
+    sxx = sum((j - xbar) ** 2 for j in range(m))
+    slope = sum((j - xbar) * (y - ybar) for j, y in enumerate(meds)) / sxx
+    return ybar + slope * (m + 1 - xbar)
+
+
+_FORECASTERS = (_last, _median5, _line)

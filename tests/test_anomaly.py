@@ -1,0 +1,134 @@
+"""The streaming anomaly score and the auto-ranging pitch reference, on synthetic cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamsonic.anomaly import AnomalyScorer, score_of
+from streamsonic.normalize import RollingNormalizer
+
+RNG_SEED = 3
+
+
+def scores(values: np.ndarray | list[float]) -> np.ndarray:
+    """Score a series the way the conductor does (position from auto-ranging first)."""
+    norm = RollingNormalizer(mode="auto")
+    scorer = AnomalyScorer()
+    out = []
+    for i, v in enumerate(values):
+        norm.push(float(i), float(v))
+        p = norm.position(float(v))
+        out.append(scorer.update(float(v), p - 1.0 if p > 1.0 else min(p, 0.0))[0])
+    return np.array(out)
+
+
+def noise(n: int = 400) -> np.ndarray:
+    return np.random.default_rng(RNG_SEED).normal(0.0, 1.0, n)
+
+
+def test_score_of_is_monotone_and_bounded() -> None:
+    assert score_of(0.0) == 0.0
+    assert score_of(math.nan) == 0.0
+    assert score_of(math.inf) == 1.0
+    assert score_of(5.0) == 0.5
+    assert score_of(2.0) < score_of(5.0) < score_of(20.0) < 1.0
+
+
+def test_clean_series_are_quiet() -> None:
+    t = np.arange(600, dtype=float)
+    rng = np.random.default_rng(RNG_SEED)
+    cases = {
+        "noise": noise(600),
+        "trend": 0.5 * t + rng.normal(0, 2, 600),
+        "season": 10 * np.sin(2 * np.pi * t / 50) + rng.normal(0, 1, 600),
+        "walk": np.cumsum(rng.normal(0, 1, 600)),
+    }
+    for name, x in cases.items():
+        rate = float(np.mean(scores(x) >= 0.5))
+        assert rate <= 0.01, (name, rate)
+
+
+def test_each_kind_of_anomaly_is_caught_within_three_samples() -> None:
+    base = noise()
+    spike = base.copy()
+    spike[300] += 9.0
+    dropout = base.copy()
+    dropout[300:303] = -10.0
+    shift = base.copy()
+    shift[300:] += 9.0
+    burst = base.copy()
+    burst[300:315] += np.random.default_rng(9).normal(0, 6.0, 15)
+    for name, x in {"spike": spike, "dropout": dropout, "shift": shift}.items():
+        assert scores(x)[300:303].max() >= 0.5, name
+    assert scores(base)[300:303].max() < 0.5
+    assert scores(burst)[300:310].max() >= 0.5
+
+
+def test_trend_and_seasonality_do_not_score_but_a_spike_on_them_does() -> None:
+    t = np.arange(500, dtype=float)
+    season = 300 + 0.05 * t + 3 * np.sin(2 * np.pi * t / 52) + \
+        np.random.default_rng(RNG_SEED).normal(0, 0.1, 500)
+    s = scores(season)
+    assert s[100:].max() < 0.5
+    season[400] += 2.0  # 20 noise sigmas, less than the seasonal swing
+    assert scores(season)[400] >= 0.5
+
+
+def test_constant_and_two_value_streams() -> None:
+    const = [5.0] * 100
+    assert scores(const).max() == 0.0
+    changed = [*const, 6.0]
+    assert scores(changed)[-1] == 1.0  # the first change of a constant stream
+    flip = np.random.default_rng(RNG_SEED).integers(0, 2, 300).astype(float)
+    assert float(np.mean(scores(flip) >= 0.5)) <= 0.01
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300,
+                          max_value=1e300), min_size=1, max_size=80))
+def test_score_is_always_in_0_1_and_never_nan(values: list[float]) -> None:
+    s = scores(values)
+    assert np.all((s >= 0.0) & (s <= 1.0))
+
+
+def test_auto_range_follows_a_trend_locally() -> None:
+    t = np.arange(600, dtype=float)
+    x = 0.5 * t + np.random.default_rng(RNG_SEED).normal(0, 2, 600)
+    norm = RollingNormalizer(mode="auto")
+    pos = []
+    for i, v in enumerate(x):
+        norm.push(float(i), float(v))
+        pos.append(norm.position(float(v)))
+    p = np.array(pos)
+    assert np.ptp(np.clip(p[300:], 0, 1)) > 0.5  # not one pitch: it climbs through the range
+    rising = [np.corrcoef(x[i:i + 30], p[i:i + 30])[0, 1] for i in range(200, 570)]
+    assert np.median(rising) > 0.8
+
+
+def test_auto_range_keeps_a_single_spike_beyond_without_moving() -> None:
+    x = noise(300)
+    x[250] = 100.0
+    norm = RollingNormalizer(mode="auto")
+    pos = []
+    for i, v in enumerate(x):
+        norm.push(float(i), float(v))
+        pos.append(norm.position(float(v)))
+    assert pos[250] > 10  # far beyond the ordinary range
+    after = np.clip(pos[251:], 0, 1)
+    assert np.ptp(after) > 0.6  # the others still spread over the range
+
+
+def test_auto_range_constant_and_first_samples() -> None:
+    norm = RollingNormalizer(mode="auto")
+    norm.push(0.0, 3.0)
+    assert norm.position(3.0) == 0.5
+    norm.push(1.0, 4.0)
+    assert norm.position(3.0) < norm.position(4.0)  # two values, two places
+    const = RollingNormalizer(mode="auto")
+    for i in range(50):
+        const.push(float(i), 7.0)
+    assert const.position(7.0) == 0.5

@@ -1,0 +1,114 @@
+"""End to end, the real CLI: what a listener hears (issue "Hear what matters").
+
+Injected anomalies must be accented, clean stretches must not, a 10x spike must play
+clearly higher than a 1.1x one, 8 streams must get distinct timbres and places, and a feed
+faster than the rate cap must keep its spikes' accents (aggregation keeps the anomalous).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+EXE = [sys.executable, "-m", "streamsonic", "--output", "events"]
+ALL_NOTES = ["--set", "clock.backlog=100000", "--max-rate", "1000"]
+
+
+def run_rows(rows: list[dict[str, float]], args: list[str]) -> list[dict[str, object]]:
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    res = subprocess.run([*EXE, *args], input=text, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def by_stream(events: list[dict[str, object]]) -> dict[str, list[dict[str, object]]]:
+    out: dict[str, list[dict[str, object]]] = {}
+    for e in events:
+        out.setdefault(str(e["stream"]), []).append(e)
+    return out
+
+
+def test_injected_anomalies_are_accented_clean_notes_are_not() -> None:
+    rng = np.random.default_rng(5)
+    n = 480
+    t = np.arange(n, dtype=float)
+    clean = 20 + 0.05 * t + 3 * np.sin(2 * np.pi * t / 40) + rng.normal(0, 0.5, n)
+    at = [80, 140, 200, 260, 320, 380, 440]
+    spike, dropout, shift = clean.copy(), clean.copy(), clean.copy()
+    for j, a in enumerate(at):
+        spike[a] += 6.0
+        dropout[a:a + 3] = 0.0
+        shift[a:] += 6.0 if j % 2 == 0 else -6.0
+    rows = [{"clean": clean[i], "spike": spike[i], "dropout": dropout[i], "shift": shift[i]}
+            for i in range(n)]
+    notes = by_stream(run_rows(rows, ALL_NOTES))
+    for name in ("spike", "dropout", "shift"):
+        acc = [bool(e["accent"]) for e in notes[name]]
+        caught = sum(any(acc[a:a + 3]) for a in at)
+        assert caught >= 6, (name, caught)
+        for a in at:  # accented notes are the loudest and carry their score
+            for e in notes[name][a:a + 3]:
+                assert 0.0 <= float(e["anomaly"]) <= 1.0  # type: ignore[arg-type]
+                if e["accent"]:
+                    assert e["velocity"] == 127
+    clean_acc = [bool(e["accent"]) for e in notes["clean"]]
+    assert sum(clean_acc) <= 0.01 * n
+    assert max(int(e["velocity"]) for e in notes["clean"]) <= 100  # type: ignore[call-overload]
+
+
+def test_a_10x_spike_plays_clearly_higher_than_a_1_1x_spike() -> None:
+    rng = np.random.default_rng(6)
+    base = 100 + rng.normal(0, 5, 300)
+    window = base[100:250]
+    hi, lo = float(window.max()), float(window.min())
+    small, big = base.copy(), base.copy()
+    small[250] = hi + 0.1 * (hi - lo)
+    big[250] = hi + 9.0 * (hi - lo)
+    rows = [{"small": small[i], "big": big[i]} for i in range(300)]
+    notes = by_stream(run_rows(rows, ALL_NOTES))
+    p_small, p_big = int(notes["small"][250]["pitch"]), int(notes["big"][250]["pitch"])
+    assert p_big - p_small >= 3
+    assert p_small >= 89  # beyond the ordinary range (the model's 50..89)
+    # the extreme value does not flatten the others: they still use the range
+    after = [int(e["pitch"]) for e in notes["big"][260:]]  # type: ignore[call-overload]
+    assert max(after) - min(after) >= 12
+
+
+def test_eight_streams_get_distinct_programs_and_pans() -> None:
+    rows = [{f"s{k}": float(np.sin(i / 5 + k)) for k in range(8)} for i in range(20)]
+    notes = by_stream(run_rows(rows, ALL_NOTES))
+    programs = {int(n[0]["program"]) for n in notes.values()}  # type: ignore[call-overload]
+    pans = {int(n[0]["pan"]) for n in notes.values()}  # type: ignore[call-overload]
+    assert len(programs) >= 6
+    assert len(pans) == 8
+
+
+def test_fast_feed_keeps_spike_accents_through_aggregation() -> None:
+    """Rows at 2.5x the rate cap: notes fold samples, the most anomalous one plays."""
+    rng = np.random.default_rng(11)
+    n = 400
+    x = rng.normal(0, 1, n)
+    spikes = [int(a) for a in np.linspace(60, n - 10, 16)]
+    for a in spikes:
+        x[a] = 12.0 + rng.random()
+    proc = subprocess.Popen([*EXE, "--max-rate", "40"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stderr is not None
+    while "ready" not in proc.stderr.readline():  # the model loads before it reads
+        assert proc.poll() is None
+    for v in x:
+        proc.stdin.write(f"{v}\n")
+        proc.stdin.flush()
+        time.sleep(0.01)  # 100 rows/s against 40 notes/s
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert len(events) < n  # samples were folded
+    spike_values = {float(x[a]) for a in spikes}
+    accented = {float(e["value"]) for e in events if e["accent"]} & spike_values
+    assert len(accented) >= 15
