@@ -21,7 +21,9 @@ A column whose header is ``time``/``timestamp``/``ts``/``date``/``datetime``/``e
 whose field is an ISO 8601 date, is also read as the sample time rather than a stream.
 
 Whatever is not a finite number is skipped with one reason per field or line (see
-``REASONS``); valid fields on the same line are kept.
+``REASONS``); valid fields on the same line are kept. Bytes that are not UTF-8 (and lone
+surrogates in text) become U+FFFD: a field holding one is skipped as ``invalid_utf8``, a
+name holding one keeps it (``render`` reads files the same way).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import csv
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +44,7 @@ from streamsonic.events import Sample, clean_name
 REASONS: dict[str, str] = {
     "empty": "blank line",
     "too_long": "line longer than input.max_line_bytes",
-    "invalid_utf8": "line is not valid UTF-8",
+    "invalid_utf8": "field is not valid UTF-8 (the line's other fields are kept)",
     "not_numeric": "field is not a number (text, boolean)",
     "missing": "field is empty or null/NA",
     "nan": "NaN is not a playable value",
@@ -56,6 +59,9 @@ REASONS: dict[str, str] = {
     "comment": "comment line (# ...)",
     "internal_error": "parser bug; please report the line",
 }
+
+#: What bytes that are not UTF-8 (and lone surrogates) become when a line is decoded.
+REPLACEMENT = "\ufffd"
 
 #: Reasons that are not bad input: counted, but not worth a warning.
 BENIGN_REASONS = frozenset({"header", "comment"})
@@ -101,6 +107,9 @@ _PAIR_JUNK = re.compile(r"[^\s,;]+")
 _QUOTED = re.compile(r"\"(?:[^\"]|\"\")*\"")
 _DELIMITERS = ("\t", ";", ",", "|")
 
+# The csv module refuses fields over 128 KiB; input.max_line_bytes may allow longer lines.
+csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))
+
 
 @dataclass
 class ParsedLine:
@@ -130,6 +139,8 @@ def parse_number(text: str) -> float | str:
         return "nan"
     if _INF.fullmatch(t):
         return "inf"
+    if REPLACEMENT in t:
+        return "invalid_utf8"
     return "not_numeric"
 
 
@@ -189,6 +200,8 @@ def parse_time_value(value: object) -> float | None:
 
 def _json_number(value: object) -> float | str:
     """A JSON leaf as a finite float, or the reason it is not one."""
+    if isinstance(value, str) and REPLACEMENT in value:
+        return "invalid_utf8"
     if isinstance(value, bool | str):
         return "not_numeric"
     if value is None:
@@ -252,16 +265,14 @@ class LineParser:
             raw = bytes(line).rstrip(b"\r\n")
             if len(raw) > self.config.max_line_bytes:
                 return ParsedLine(skipped=["too_long"])
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return ParsedLine(skipped=["invalid_utf8"])
+            text = raw.decode("utf-8", errors="replace")
         else:
             text = line.rstrip("\r\n")
             try:
                 size = len(text.encode("utf-8"))
-            except UnicodeEncodeError:  # lone surrogates
-                return ParsedLine(skipped=["invalid_utf8"])
+            except UnicodeEncodeError:  # lone surrogates: U+FFFD, as for undecodable bytes
+                text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+                size = len(text.encode("utf-8"))
             if size > self.config.max_line_bytes:
                 return ParsedLine(skipped=["too_long"])
         text = text.lstrip("\ufeff").strip()

@@ -143,17 +143,35 @@ def test_formats(line: str, samples: list[tuple], skipped: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "skipped"),
+    ("line", "samples", "skipped"),
     [
-        (b"\xff\xfe3", ["invalid_utf8"]),
-        (b"1,\xc3(", ["invalid_utf8"]),
-        ("1\ud800", ["invalid_utf8"]),  # a lone surrogate in a str
-        (b"1" * 65537, ["too_long"]),
-        ("1" * 65537, ["too_long"]),
+        (b"\xff\xfe3", [], ["invalid_utf8"]),
+        (b"1,\xc3(", [("col0", NOW, 1.0)], ["invalid_utf8"]),  # the valid field is kept
+        (b"a=1 b=\xff2", [("a", NOW, 1.0)], ["invalid_utf8"]),
+        (b'{"a": 1, "b": "\xff"}', [("a", NOW, 1.0)], ["invalid_utf8"]),
+        ("1\ud800", [], ["invalid_utf8"]),  # a lone surrogate in a str
+        ("1,2\ud800,3", [("col0", NOW, 1.0), ("col2", NOW, 3.0)], ["invalid_utf8"]),
+        (b"1" * 65537, [], ["too_long"]),
+        ("1" * 65537, [], ["too_long"]),
     ],
 )
-def test_undecodable_and_long(line: str | bytes, skipped: list[str]) -> None:
-    assert one(line) == ([], skipped)
+def test_undecodable_and_long(line: str | bytes, samples: list[tuple],
+                              skipped: list[str]) -> None:
+    assert one(line) == (samples, skipped)
+
+
+def test_invalid_utf8_field_keeps_the_other_200000() -> None:
+    """One undecodable field no longer drops a whole line of valid numbers."""
+    line = b",".join([b"1.5"] * 100_000 + [b"\xfe\xff"] + [b"2.5"] * 100_000)
+    samples, skipped = one(line, max_line_bytes=len(line))
+    assert len(samples) == 200_000 and skipped == ["invalid_utf8"]
+
+
+def test_field_over_128_kib_is_a_field() -> None:
+    """The csv module's 128 KiB field limit must not turn a long (allowed) line bad_csv."""
+    line = '1,"' + "x" * 200_000 + '",3'
+    assert one(line, max_line_bytes=300_000) == (
+        [("col0", NOW, 1.0), ("col2", NOW, 3.0)], ["not_numeric"])
 
 
 def test_line_of_exactly_max_bytes_is_kept() -> None:

@@ -1,0 +1,88 @@
+"""`render` reads its input as `run` does: long CSV fields, undecodable bytes, skip reasons."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamsonic.config import InputConfig
+from streamsonic.parse import LineParser
+from streamsonic.render import read_series
+
+REPO = Path(__file__).resolve().parents[1]
+
+LONG = "x" * (200 * 1024)  # over the csv module's default 128 KiB field limit
+
+
+def test_field_over_128_kib_is_read() -> None:
+    text = f'a,b\n1,"{LONG}"\n2,5\n3,6\n'
+    series = read_series(text, "b", "t.csv")
+    assert list(series.values) == [5.0, 6.0]
+    assert series.skipped == {"not_numeric": 1}
+    assert list(read_series(text, "a", "t.csv").values) == [1.0, 2.0, 3.0]
+
+
+def test_skip_reasons_are_runs() -> None:
+    text = "a\n1\nnan\ninf\nNA\ntext\n\ufffd7\n2\n"
+    series = read_series(text, "a", "t.csv")
+    assert list(series.values) == [1.0, 2.0]
+    assert series.skipped == {"nan": 1, "inf": 1, "missing": 1, "not_numeric": 1,
+                              "invalid_utf8": 1}
+
+
+def run_counts(data: bytes) -> tuple[dict[str, int], dict[str, int]]:
+    """What `run`'s parser keeps (samples per stream) and skips (by reason)."""
+    parser = LineParser(InputConfig())
+    kept: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    for line in data.splitlines():
+        parsed = parser.parse_line(line, 0.0)
+        for sample in parsed.samples:
+            kept[sample.stream] = kept.get(sample.stream, 0) + 1
+        for reason in parsed.bad:
+            skipped[reason] = skipped.get(reason, 0) + 1
+    return kept, skipped
+
+
+def test_run_and_render_agree_on_invalid_utf8() -> None:
+    """Every tenth row has bytes that are not UTF-8 in column b: both keep column a whole
+    and every other b, and count the same invalid_utf8 fields."""
+    rows = [b"a,b"] + [f"{i},{i * 2}".encode() if i % 10 else f"{i},\xff{i}".encode("latin-1")
+                       for i in range(1, 1001)]
+    data = b"\n".join(rows) + b"\n"
+    kept, skipped = run_counts(data)
+    assert kept == {"a": 1000, "b": 900}
+    assert skipped == {"invalid_utf8": 100}
+    text = data.decode("utf-8", errors="replace")  # how render reads a file
+    a, b = read_series(text, "a", "t.csv"), read_series(text, "b", "t.csv")
+    assert (len(a.values), len(b.values)) == (kept["a"], kept["b"])
+    assert b.skipped == skipped
+
+
+def render_events(args: list[str],
+                  stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "streamsonic", "render", *args, "-o", "events"],
+                          input=stdin, capture_output=True, timeout=120, check=False, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_render_cli_long_field_and_undecodable_stdin(tmp_path: Path,
+                                                      random_pitch_checkpoint: Path) -> None:
+    """Before: `_csv.Error: field larger than field limit` (exit 1), and from stdin a
+    UnicodeDecodeError traceback."""
+    path = tmp_path / "long.csv"
+    path.write_text(f'a,b\n1,"{LONG}"\n2,5\n3,6\n')
+    weights = ["--weights", str(random_pitch_checkpoint)]
+    result = render_events([str(path), "--column", "b", *weights])
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert [json.loads(line)["value"] for line in result.stdout.splitlines()] == [5.0, 6.0]
+
+    result = render_events(["-", *weights], stdin=b"v\n1\n\xff\xfe\n3\r4\n")
+    err = result.stderr.decode(errors="replace")
+    assert result.returncode == 0, err
+    assert [json.loads(line)["value"] for line in result.stdout.splitlines()] == [1.0, 3.0, 4.0]
+    assert "invalid_utf8: 1" in err
