@@ -5,7 +5,9 @@ nobody else), the daemon as a CLI subprocess with an ``events`` output beside th
 and a steady feed of numbers. It checks: the daemon says once that the server went away and
 stays alive; the events output keeps receiving every note; the port is back in ``jack_lsp``
 soon after the server returns and receives notes again; SIGTERM then exits 0 and every note
-that went out over the new port is released.
+that went out over the new port is released. Beside them, unit tests drive the audio sink's
+monitor with a fake stream, for what a real server cannot be made to do on cue (callbacks
+that stall and resume).
 """
 
 from __future__ import annotations
@@ -20,19 +22,20 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mido
+import numpy as np
 import pytest
 
+from streamsonic.sinks import fluid
+from streamsonic.sinks.synth import FluidSynth
 from tests.components import missing
 from tests.fixtures_jack import JackServer
 from tests.jackaudio import JackCapture
 from tests.jackmidi import Receiver
 from tests.test_live_midi import unmatched_note_ons
-
-pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
 RATE = 48000
 PERIOD = 1024
@@ -197,6 +200,8 @@ def note_ons(received: list[tuple[float, object]]) -> list[object]:
     return [m for _, m in received if m.type == "note_on" and m.velocity > 0]  # type: ignore[attr-defined]
 
 
+@pytest.mark.jack
+@pytest.mark.slow
 def test_midi_virtual_survives_jack_restart(killable_jack: KillableJack,
                                             random_pitch_checkpoint: Path) -> None:
     jack = killable_jack.server
@@ -243,6 +248,8 @@ def test_midi_virtual_survives_jack_restart(killable_jack: KillableJack,
     assert "dropped" in log, log  # the messages sent while the port was away were counted
 
 
+@pytest.mark.jack
+@pytest.mark.slow
 def test_audio_survives_jack_restart(killable_jack: KillableJack, random_pitch_checkpoint: Path,
                                      soundfont: Path) -> None:
     jack = killable_jack.server
@@ -291,6 +298,8 @@ def test_audio_survives_jack_restart(killable_jack: KillableJack, random_pitch_c
     assert "messages dropped while the device was away" in log, log
 
 
+@pytest.mark.jack
+@pytest.mark.slow
 def test_exit_on_device_loss_releases_notes_elsewhere(killable_jack: KillableJack,
                                                       random_pitch_checkpoint: Path,
                                                       tmp_path: Path) -> None:
@@ -318,3 +327,106 @@ def test_exit_on_device_loss_releases_notes_elsewhere(killable_jack: KillableJac
     messages = [m for m in mido.MidiFile(song) if not m.is_meta]
     assert any(m.type == "note_on" and m.velocity > 0 for m in messages)
     assert unmatched_note_ons(messages) == []
+
+
+# -- the audio sink's monitor, with a fake stream ---------------------------------------------
+class FakeStream:
+    """Stands in for the JACK/PortAudio backend: the test runs the audio callback itself."""
+
+    period = 256
+    latency = 0.01
+    device_name = "fake"
+
+    def __init__(self) -> None:
+        self.render: Callable[[np.ndarray, int, bool], None] | None = None
+        self.on_dead: Callable[[], None] | None = None
+        self.why: str | None = None
+        self.starts = 0
+        self._running = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, render: Callable[[np.ndarray, int, bool], None],
+              on_dead: Callable[[], None]) -> None:
+        self.render, self.on_dead, self.why = render, on_dead, None
+        self.starts += 1
+
+    def dead(self) -> str | None:
+        return self.why
+
+    def close(self) -> None:
+        self.pause()
+        self.why = self.why or "closed"
+
+    def play(self) -> None:
+        """Run the callback every 5 ms (a 256-frame block lasts 5.3 ms at 48 kHz)."""
+        self._running.set()
+
+        def run() -> None:
+            block = np.zeros((self.period, 2), dtype=np.float32)
+            while self._running.is_set():
+                assert self.render is not None
+                self.render(block, self.period, False)
+                time.sleep(0.005)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        self._running.clear()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def fake_audio(soundfont: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
+        tuple[fluid.AudioSink, FakeStream]]:
+    monkeypatch.setattr(fluid, "STALL_TIMEOUT", 0.3)
+    monkeypatch.setattr(fluid, "MONITOR_INTERVAL", 0.05)
+    stream = FakeStream()
+    synth = FluidSynth(soundfont, 48000, 0.5, program=19)  # organ: sustains while on
+    sink = fluid.AudioSink("audio", stream, synth, 256, warn_interval=0.01,
+                           reconnect_interval=0.1)
+    stream.play()
+    try:
+        yield sink, stream
+    finally:
+        stream.pause()
+        sink.close()
+
+
+def test_stalled_callbacks_drop_then_resume_silenced(fake_audio, caplog) -> None:
+    sink, stream = fake_audio
+    sink.send(mido.Message("note_on", note=60, velocity=100), time.monotonic() + 0.05)
+    wait_for(lambda: sink.synth.active_voices() > 0)
+    stream.pause()  # the callbacks stop
+    wait_for(lambda: sink.lost is not None)
+    assert "no audio callback" in str(sink.lost)
+    sink.send(mido.Message("note_off", note=60), time.monotonic())  # dropped, counted
+    assert sink.stats["dropped"] == 1
+    stream.play()  # they resume: what sounded is released before anything plays
+    wait_for(lambda: sink.lost is None)
+    wait_for(lambda: sink.synth.active_voices() == 0)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "no audio callback" in errors[0].getMessage()
+
+
+def test_dead_stream_is_reopened_with_the_synth_silenced(fake_audio) -> None:
+    sink, stream = fake_audio
+    sink.send(mido.Message("note_on", note=64, velocity=100), time.monotonic() + 0.05)
+    wait_for(lambda: sink.synth.active_voices() > 0)
+    stream.pause()
+    stream.why = "the JACK server went away"
+    assert stream.on_dead is not None
+    stream.on_dead()  # what the JACK shutdown callback does
+    wait_for(lambda: stream.starts == 2)
+    assert sink.lost is None
+    assert sink.stats["disconnects"] == 1 and sink.stats["reconnects"] == 1
+    stream.play()  # the new stream's callbacks: the organ note (its note-off was lost with
+    wait_for(lambda: sink.synth.active_voices() == 0, timeout=3)  # the stream) is silenced
