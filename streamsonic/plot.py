@@ -1,50 +1,229 @@
-"""Draw a rendered series and its notes on one figure (as the research did)."""
+"""Draw a rendered series and its notes so that loudness and accents are plain to see.
+
+Three panels share the x axis (the row of the input each note was made from):
+
+* **data**: the series as a line, with every accented row starred in red;
+* **notes**: one dot per note at its pitch, coloured by velocity (colourbar
+  "velocity (loudness)"), accented notes ringed in red; dotted lines mark the ordinary
+  pitch range (notes outside it are values beyond the recent range, in the headroom);
+* **anomaly**: a thin strip with each note's anomaly score (0..1) and the accent
+  threshold as a dashed line.
+
+Every layer is one vectorized artist (a scatter or a line collection), so thousands of
+notes draw as fast as a few. matplotlib is imported here only, inside the functions, so
+that nothing else in streamsonic pays for it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from streamsonic.config import Config
 from streamsonic.errors import OutputError
 from streamsonic.events import NoteEvent
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.collections import LineCollection, PathCollection
+    from matplotlib.colorbar import Colorbar
+    from matplotlib.figure import Figure
+    from matplotlib.legend import Legend
+    from matplotlib.lines import Line2D
+
     from streamsonic.render import Series
 
+#: Legend label of the accent markers (the same on every panel).
+ACCENT_LABEL = "accent (anomaly)"
+#: Label of the velocity colourbar.
+VELOCITY_LABEL = "velocity (loudness)"
+#: Colour of everything that marks an accent; the velocity colour map has no red in it.
+ACCENT_COLOR = "#d62728"
+VELOCITY_CMAP = "viridis"
+DATA_COLOR = "#4c72b0"
 
-def plot_render(series: Series, notes: list[NoteEvent], path: str, config: Config) -> None:
-    """Data (line, left axis) and note pitches (dots sized by velocity, right axis)."""
+
+@dataclass(frozen=True)
+class NoteArrays:
+    """The notes as parallel arrays, one entry per note, in the order played."""
+
+    x: np.ndarray  # row of the input (the sample time of an offline render)
+    value: np.ndarray
+    pitch: np.ndarray
+    velocity: np.ndarray
+    anomaly: np.ndarray
+    accent: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def note_arrays(notes: list[NoteEvent]) -> NoteArrays:
+    """Columns of ``notes`` as numpy arrays (empty arrays for no notes)."""
+    return NoteArrays(
+        x=np.fromiter((n.time for n in notes), float, len(notes)),
+        value=np.fromiter((n.value for n in notes), float, len(notes)),
+        pitch=np.fromiter((n.pitch for n in notes), float, len(notes)),
+        velocity=np.fromiter((n.velocity for n in notes), float, len(notes)),
+        anomaly=np.fromiter((n.anomaly for n in notes), float, len(notes)),
+        accent=np.fromiter((n.accent for n in notes), bool, len(notes)),
+    )
+
+
+def dot_size(count: int) -> float:
+    """Scatter marker area (points^2) for ``count`` notes: large when few, small when many."""
+    return float(np.clip(6000.0 / max(count, 1), 4.0, 30.0))
+
+
+@dataclass(frozen=True)
+class DataArtists:
+    """What :func:`draw_data` drew."""
+
+    line: Line2D
+    accents: PathCollection
+
+
+@dataclass(frozen=True)
+class NoteArtists:
+    """What :func:`draw_notes` drew."""
+
+    notes: PathCollection
+    accents: PathCollection
+
+
+@dataclass(frozen=True)
+class AnomalyArtists:
+    """What :func:`draw_anomaly` drew."""
+
+    scores: LineCollection
+    accents: LineCollection
+    threshold: Line2D
+
+
+@dataclass(frozen=True)
+class PlotArtists:
+    """The whole figure and its parts, for :func:`plot_render` and for tests."""
+
+    figure: Figure
+    data: DataArtists
+    notes: NoteArtists
+    anomaly: AnomalyArtists
+    colorbar: Colorbar
+    legends: list[Legend]
+
+
+def draw_data(ax: Axes, series: Series, arrays: NoteArrays) -> DataArtists:
+    """The series as a line, a red star on the value of every accented note."""
+    line = ax.plot(np.arange(len(series.values)), series.values, color=DATA_COLOR, lw=1.2,
+                   label=f"data: {series.name}", zorder=2)[0]
+    hit = arrays.accent
+    accents = ax.scatter(arrays.x[hit], arrays.value[hit], marker="*", s=160,
+                         color=ACCENT_COLOR, edgecolors="white", linewidths=0.6, zorder=4,
+                         label=ACCENT_LABEL)
+    ax.set_ylabel(series.name, color=DATA_COLOR)
+    return DataArtists(line, accents)
+
+
+def draw_notes(ax: Axes, arrays: NoteArrays, config: Config) -> NoteArtists:
+    """Pitches coloured by velocity; accented notes ringed in red; the ordinary range dotted."""
+    size = dot_size(len(arrays))
+    notes = ax.scatter(arrays.x, arrays.pitch, c=arrays.velocity, cmap=VELOCITY_CMAP,
+                       vmin=1, vmax=127, s=size, linewidths=0, zorder=3,
+                       label="note (colour: velocity)")
+    hit = arrays.accent
+    accents = ax.scatter(arrays.x[hit], arrays.pitch[hit], s=max(size * 6, 90),
+                         facecolors="none", edgecolors=ACCENT_COLOR, linewidths=1.8, zorder=4,
+                         label=ACCENT_LABEL)
+    low, high = config.music.low, config.music.high
+    for edge, label in ((low, "ordinary range"), (high, None)):
+        ax.axhline(edge, color="0.55", lw=0.8, ls=":", zorder=1, label=label)
+    top = max(high, int(arrays.pitch.max()) if len(arrays) else high)
+    bottom = min(low, int(arrays.pitch.min()) if len(arrays) else low)
+    ax.set_ylim(bottom - 2, top + 2)
+    ax.set_ylabel("MIDI pitch")
+    return NoteArtists(notes, accents)
+
+
+def draw_anomaly(ax: Axes, arrays: NoteArrays, threshold: float) -> AnomalyArtists:
+    """Anomaly score per note as thin bars (accented ones red), the threshold dashed."""
+    hit = arrays.accent
+    scores = ax.vlines(arrays.x[~hit], 0.0, arrays.anomaly[~hit], color="0.45", lw=1.0,
+                       label="anomaly score")
+    accents = ax.vlines(arrays.x[hit], 0.0, arrays.anomaly[hit], color=ACCENT_COLOR, lw=1.6,
+                        label=ACCENT_LABEL)
+    line = ax.axhline(threshold, color=ACCENT_COLOR, lw=1.0, ls="--",
+                      label=f"accent threshold {threshold:g}")
+    ax.set_ylim(0.0, 1.05)
+    ax.set_yticks([0.0, 0.5, 1.0])
+    ax.set_ylabel("anomaly")
+    return AnomalyArtists(scores, accents, line)
+
+
+def _title(series: Series, arrays: NoteArrays, config: Config) -> str:
+    norm = config.normalize
+    method = norm.render_mode if norm.render_scope == "global" else norm.mode
+    accents = int(arrays.accent.sum())
+    off = "" if config.accent.enabled else " (accents off)"
+    return (
+        f"{series.name}: {len(arrays)} notes, {accents} accent{'s' * (accents != 1)}{off}\n"
+        f"{config.music.key} {config.music.scale}, influence {config.model.influence:g}, "
+        f"{norm.render_scope} {method} normalization"
+    )
+
+
+def _pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
     import matplotlib  # noqa: PLC0415 - heavy import, only when plotting
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=110)
-    x = list(range(len(series.values)))
-    ax.plot(x, series.values, color="#4c72b0", lw=1.2, label=f"data: {series.name}")
-    ax.set_xlabel("row")
-    ax.set_ylabel(series.name, color="#4c72b0")
-    ax2 = ax.twinx()
-    if notes:
-        xs = [int(n.time) for n in notes]
-        ax2.scatter(xs, [n.pitch for n in notes], s=[4 + n.velocity / 8 for n in notes],
-                    color="#dd8452", label="notes", zorder=3)
-    ax2.set_ylabel("MIDI pitch", color="#dd8452")
-    ax2.set_ylim(config.music.low - 1, config.music.high + 1)
-    norm = config.normalize
-    method = norm.render_mode if norm.render_scope == "global" else norm.mode
-    ax.set_title(
-        f"{series.name}: {len(notes)} notes, {config.music.key} {config.music.scale}, "
-        f"influence {config.model.influence:g}, {norm.render_scope} {method} normalization"
-    )
-    lines = ax.get_legend_handles_labels()
-    dots = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + dots[0], lines[1] + dots[1], loc="upper right", fontsize=8)
-    fig.tight_layout()
+    return plt
+
+
+def build_figure(series: Series, notes: list[NoteEvent], config: Config) -> PlotArtists:
+    """The figure for ``render --plot``, not yet saved (close it with ``plt.close``)."""
+    plt = _pyplot()
+    arrays = note_arrays(notes)
+    fig = plt.figure(figsize=(12, 7.5), dpi=110)
+    grid = fig.add_gridspec(3, 2, height_ratios=[3, 3, 1.1], width_ratios=[60, 1],
+                            hspace=0.22, wspace=0.03)
+    ax_data = fig.add_subplot(grid[0, 0])
+    ax_notes = fig.add_subplot(grid[1, 0], sharex=ax_data)
+    ax_anomaly = fig.add_subplot(grid[2, 0], sharex=ax_data)
+    for ax in (ax_data, ax_notes):
+        ax.tick_params(labelbottom=False)
+        ax.grid(axis="x", color="0.9", lw=0.6)
+
+    data = draw_data(ax_data, series, arrays)
+    note_artists = draw_notes(ax_notes, arrays, config)
+    anomaly = draw_anomaly(ax_anomaly, arrays, config.accent.threshold)
+    colorbar = fig.colorbar(note_artists.notes, cax=fig.add_subplot(grid[1, 1]))
+    colorbar.set_label(VELOCITY_LABEL)
+    ax_anomaly.set_xlabel("row of the input (the data point each note was made from)")
+    fig.suptitle(_title(series, arrays, config), fontsize=11)
+
+    # Legends sit above their panels, outside the axes, so they never hide a note.
+    legends = [
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=3, fontsize=8,
+                  frameon=False, borderaxespad=0.2, handletextpad=0.4, columnspacing=1.2)
+        for ax in (ax_data, ax_notes, ax_anomaly)
+    ]
+    fig.subplots_adjust(left=0.07, right=0.93, top=0.88, bottom=0.08)
+    return PlotArtists(fig, data, note_artists, anomaly, colorbar, legends)
+
+
+def plot_render(series: Series, notes: list[NoteEvent], path: str, config: Config) -> None:
+    """Write the figure of :func:`build_figure` to ``path`` (format from its suffix)."""
+    plt = _pyplot()
+    artists = build_figure(series, notes, config)
     try:
-        fig.savefig(Path(path))
+        artists.figure.savefig(Path(path))
     except OSError as err:
         raise OutputError(f"cannot write plot {path}: {err.strerror}") from None
     finally:
-        plt.close(fig)
+        plt.close(artists.figure)

@@ -1,0 +1,244 @@
+"""``render --plot``: velocity as colour, accents marked on every panel, the anomaly strip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection
+
+from streamsonic.config import Config, load_config
+from streamsonic.errors import OutputError
+from streamsonic.events import NoteEvent
+from streamsonic.plot import (
+    ACCENT_LABEL,
+    VELOCITY_LABEL,
+    PlotArtists,
+    build_figure,
+    dot_size,
+    note_arrays,
+    plot_render,
+)
+from streamsonic.render import Series, render_notes
+
+EXE = [sys.executable, "-m", "streamsonic"]
+
+
+def note(i: int, *, pitch: int = 60, velocity: int = 70, anomaly: float = 0.1,
+         accent: bool = False) -> NoteEvent:
+    return NoteEvent(stream="s", time=float(i), value=float(i) * 2.0, normalized=0.5,
+                     pitch=pitch, velocity=velocity, duration=0.25, channel=0, program=0,
+                     start=i * 0.25, anomaly=anomaly, accent=accent, direction=int(accent))
+
+
+def series_of(values: list[float] | np.ndarray, name: str = "s") -> Series:
+    values = np.asarray(values, dtype=float)
+    return Series(name, values, list(range(2, len(values) + 2)), {})
+
+
+Drawn = tuple[PlotArtists, list[NoteEvent], Config]
+
+
+@pytest.fixture
+def figure() -> Iterator[Drawn]:
+    """Ten notes, rows 3 and 7 accented, with distinct pitches and velocities."""
+    config = load_config(None, {"accent.threshold": 0.6})
+    accented = {3, 7}
+    notes = [note(i, pitch=55 + i, velocity=10 + 10 * i, anomaly=0.9 if i in accented else 0.2,
+                  accent=i in accented) for i in range(10)]
+    artists = build_figure(series_of([n.value for n in notes]), notes, config)
+    yield artists, notes, config
+    plt.close(artists.figure)
+
+
+def legend_texts(artists: PlotArtists) -> list[list[str]]:
+    return [[t.get_text() for t in legend.get_texts()] for legend in artists.legends]
+
+
+def test_note_arrays_are_the_note_columns() -> None:
+    notes = [note(0), note(1, pitch=72, velocity=127, anomaly=0.8, accent=True)]
+    arrays = note_arrays(notes)
+    assert len(arrays) == 2
+    assert arrays.x.tolist() == [0.0, 1.0]
+    assert arrays.pitch.tolist() == [60, 72]
+    assert arrays.velocity.tolist() == [70, 127]
+    assert arrays.anomaly.tolist() == [0.1, 0.8]
+    assert arrays.accent.dtype == bool and arrays.accent.tolist() == [False, True]
+    assert len(note_arrays([])) == 0
+
+
+def test_dot_size_shrinks_with_many_notes_but_stays_visible() -> None:
+    sizes = [dot_size(n) for n in (0, 1, 100, 1000, 10_000, 1_000_000)]
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[0] == 30.0 and sizes[-1] == 4.0
+
+
+def test_notes_are_coloured_by_velocity_with_a_labelled_colourbar(figure: Drawn) -> None:
+    artists, notes, _ = figure
+    dots = artists.notes.notes
+    assert np.array_equal(dots.get_offsets(), [[n.time, n.pitch] for n in notes])
+    assert dots.get_array().tolist() == [n.velocity for n in notes]
+    # a fixed 1..127 scale: the same colour means the same loudness in every plot
+    assert (dots.norm.vmin, dots.norm.vmax) == (1, 127)
+    colours = dots.to_rgba(dots.get_array())
+    assert len({tuple(c) for c in colours}) == len(notes)
+    assert artists.colorbar.mappable is dots
+    assert artists.colorbar.ax.get_ylabel() == VELOCITY_LABEL == "velocity (loudness)"
+
+
+def test_accented_notes_and_only_those_carry_the_accent_markers(figure: Drawn) -> None:
+    artists, notes, _ = figure
+    accented = [n for n in notes if n.accent]
+    # notes panel: a ring around each accented note's dot
+    ring = artists.notes.accents
+    assert np.array_equal(ring.get_offsets(), [[n.time, n.pitch] for n in accented])
+    assert ring.get_facecolors().size == 0 or ring.get_facecolors()[:, 3].max() == 0
+    assert ring.get_label() == ACCENT_LABEL
+    # data panel: a star on each accented note's value
+    star = artists.data.accents
+    assert np.array_equal(star.get_offsets(), [[n.time, n.value] for n in accented])
+    assert star.get_label() == ACCENT_LABEL
+    # the marker differs from the ordinary dots (not only the colour)
+    plain = artists.notes.notes.get_paths()[0].vertices
+    assert not np.array_equal(star.get_paths()[0].vertices, plain)
+    assert ring.get_sizes()[0] > artists.notes.notes.get_sizes()[0]
+    # the legends of both panels name the accent
+    texts = legend_texts(artists)
+    assert ACCENT_LABEL in texts[0] and ACCENT_LABEL in texts[1]
+
+
+def test_anomaly_strip_shows_every_score_and_the_threshold_dashed(figure: Drawn) -> None:
+    artists, notes, config = figure
+    strip = artists.anomaly
+
+    def bars(collection: LineCollection) -> list[tuple[float, float]]:
+        return [(seg[0][0], seg[1][1]) for seg in collection.get_segments()]
+
+    assert bars(strip.accents) == [(n.time, n.anomaly) for n in notes if n.accent]
+    assert bars(strip.scores) == [(n.time, n.anomaly) for n in notes if not n.accent]
+    assert list(strip.threshold.get_ydata()) == [config.accent.threshold] * 2
+    assert strip.threshold.get_linestyle() == "--"
+    ax = strip.threshold.axes
+    assert ax.get_ylim()[0] == 0.0 and 1.0 <= ax.get_ylim()[1] <= 1.1
+    assert f"accent threshold {config.accent.threshold:g}" in legend_texts(artists)[2]
+
+
+def test_panels_share_the_row_axis_and_are_labelled(figure: Drawn) -> None:
+    artists, _, _ = figure
+    data_ax = artists.data.line.axes
+    notes_ax = artists.notes.notes.axes
+    strip_ax = artists.anomaly.threshold.axes
+    assert data_ax.get_shared_x_axes().joined(data_ax, notes_ax)
+    assert data_ax.get_shared_x_axes().joined(data_ax, strip_ax)
+    assert notes_ax.get_ylabel() == "MIDI pitch" and strip_ax.get_ylabel() == "anomaly"
+    assert "row" in strip_ax.get_xlabel()
+    title = artists.figure.get_suptitle()
+    assert "10 notes" in title and "2 accents" in title
+    width, height = artists.figure.get_size_inches()
+    assert width <= 14 and height <= 9
+
+
+def test_no_notes_still_draws_an_empty_figure(tmp_path: Path) -> None:
+    out = tmp_path / "empty.png"
+    plot_render(series_of([1.0, 2.0]), [], str(out), Config())
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_notes_beyond_the_range_stay_in_view() -> None:
+    config = Config()
+    notes = [note(0, pitch=config.music.low - 9), note(1, pitch=config.music.high + 11)]
+    artists = build_figure(series_of([0.0, 1.0]), notes, config)
+    try:
+        low, high = artists.notes.notes.axes.get_ylim()
+        assert low < config.music.low - 9 and high > config.music.high + 11
+    finally:
+        plt.close(artists.figure)
+
+
+def test_thousands_of_notes_draw_fast(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 5000
+    notes = [note(i, pitch=int(rng.integers(50, 90)), velocity=int(rng.integers(1, 128)),
+                  anomaly=float(rng.random()), accent=bool(i % 97 == 0)) for i in range(n)]
+    series = series_of(np.arange(n) * 2.0)
+    build_figure(series, notes[:10], Config())  # warm up fonts and imports
+    plt.close("all")
+    began = time.perf_counter()
+    plot_render(series, notes, str(tmp_path / "big.png"), Config())
+    assert time.perf_counter() - began < 10.0  # ~1 s here; a loop of plot calls takes minutes
+    assert plt.get_fignums() == []  # the figure is closed
+
+
+def test_unwritable_plot_path_is_an_output_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="cannot write plot"):
+        plot_render(series_of([1.0]), [note(0)], str(tmp_path / "no" / "dir.png"), Config())
+
+
+def spiky_csv(path: Path) -> int:
+    """A noisy sine with one large spike; returns the spike's row (0-based)."""
+    rng = np.random.default_rng(5)
+    values = np.sin(np.arange(160) / 6.0) + rng.normal(0.0, 0.05, 160)
+    spike = 110
+    values[spike] += 12.0
+    path.write_text("value\n" + "".join(f"{v:.5f}\n" for v in values))
+    return spike
+
+
+def test_rendered_spike_is_the_accent_on_the_figure(tmp_path: Path,
+                                                    random_pitch_checkpoint: Path) -> None:
+    from streamsonic.render import read_series
+
+    csv = tmp_path / "spike.csv"
+    spike = spiky_csv(csv)
+    config = load_config(None, {"model.weights": str(random_pitch_checkpoint)})
+    series = read_series(csv.read_text(), None, str(csv))
+    notes = render_notes(config, series, [])
+    assert notes[spike].accent  # the pipeline flags the spike ...
+    artists = build_figure(series, notes, config)
+    try:  # ... and the figure marks exactly the notes it flagged
+        accented = [n for n in notes if n.accent]
+        assert spike in artists.notes.accents.get_offsets()[:, 0].tolist()
+        assert len(artists.notes.accents.get_offsets()) == len(accented)
+        assert len(artists.data.accents.get_offsets()) == len(accented)
+        assert artists.data.accents.get_offsets()[:, 1].max() == pytest.approx(
+            series.values[spike])
+    finally:
+        plt.close(artists.figure)
+
+
+def red_pixels(png: Path) -> int:
+    image = plt.imread(png)
+    return int(((image[..., 0] > 0.75) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)).sum())
+
+
+def test_cli_render_writes_a_png_with_the_accent_on_it(tmp_path: Path,
+                                                       random_pitch_checkpoint: Path) -> None:
+    csv = tmp_path / "spike.csv"
+    spiky_csv(csv)
+    pngs = {}
+    for accents in ("true", "false"):
+        png = pngs[accents] = tmp_path / f"accents-{accents}.png"
+        res = subprocess.run([*EXE, "render", str(csv), "--plot", str(png), "--weights",
+                              str(random_pitch_checkpoint), "--set", f"accent.enabled={accents}"],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert res.returncode == 0, res.stderr
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000
+    height, width = plt.imread(pngs["true"]).shape[:2]
+    assert 600 <= height <= 1200 and 1000 <= width <= 1800
+    # Both have the red dashed threshold; only the accented one has star, ring and red bar.
+    assert red_pixels(pngs["true"]) > red_pixels(pngs["false"]) + 400
+
+
+def test_importing_the_plot_module_does_not_import_matplotlib() -> None:
+    code = ("import sys, streamsonic.plot, streamsonic.render; "
+            "sys.exit('matplotlib' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
