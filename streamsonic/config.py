@@ -174,7 +174,8 @@ class MusicConfig:
             "music.velocity_min",
             "need 1 <= velocity_min <= velocity_max <= 127",
         )
-        _check(self.low - self.headroom >= 0 and self.high + self.headroom <= 127,
+        _check(self.headroom >= 0 and self.low - self.headroom >= 0
+               and self.high + self.headroom <= 127,
                "music.headroom", "must be >= 0 and keep low - headroom and high + headroom "
                "within MIDI's 0..127")
         _check(bool(self.palette) and all(0 <= p <= 127 for p in self.palette),
