@@ -9,6 +9,8 @@ import time
 import mido
 import rtmidi
 
+from streamsonic.sinks import jackclient
+
 
 class Receiver:
     """A JACK MIDI input port ``client:in`` that records (monotonic time, message)."""
@@ -16,10 +18,15 @@ class Receiver:
     def __init__(self, client: str = "receiver") -> None:
         self.client = client
         self.received: queue.Queue[tuple[float, mido.Message]] = queue.Queue()
-        self._in = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name=client)
-        self._in.ignore_types(sysex=True, timing=True, active_sense=True)
-        self._in.open_virtual_port("in")
-        self._in.set_callback(self._on_message)
+        # opened and tracked like streamsonic's own JACK clients: if the server dies, the
+        # next client opened in this process frees this one first (libjack would delete it)
+        with jackclient.opening() as gen:
+            self._in = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name=client)
+            self._in.ignore_types(sysex=True, timing=True, active_sense=True)
+            self._in.open_virtual_port("in")
+            self._in.set_callback(self._on_message)
+            self._token = jackclient.track(gen, self._free)
+        self._freed = False
 
     def _on_message(self, event: tuple[list[int], float], data: object = None) -> None:
         self.received.put((time.monotonic(), mido.Message.from_bytes(event[0])))
@@ -61,8 +68,16 @@ class Receiver:
             except queue.Empty:
                 return out
 
-    def close(self) -> None:
-        """Remove the port and the client."""
+    def _free(self) -> None:
+        if self._freed:
+            return
+        self._freed = True
         self._in.cancel_callback()
         self._in.close_port()
         self._in.delete()
+
+    def close(self) -> None:
+        """Remove the port and the client (idempotent; after a server death, only frees)."""
+        with jackclient.opening():
+            jackclient.untrack(self._token)
+            self._free()

@@ -12,6 +12,7 @@ that stall and resume).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -21,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,7 +29,8 @@ import mido
 import numpy as np
 import pytest
 
-from streamsonic.sinks import fluid
+from streamsonic.config import Config, DaemonConfig, MidiConfig
+from streamsonic.sinks import fluid, midiport
 from streamsonic.sinks.synth import FluidSynth
 from tests.components import missing
 from tests.fixtures_jack import JackServer
@@ -42,40 +43,71 @@ PERIOD = 1024
 
 
 class KillableJack:
-    """A JACK dummy server of our own that a test may SIGKILL and start again."""
+    """A JACK dummy server of our own that a test may SIGKILL and start again.
+
+    A killed jackd leaves its entry in JACK's shared-memory registry (at most 8 servers per
+    machine), reclaimed only when a server of the same name starts again. So the names come
+    from a small pool (a stale entry of a crashed run is reused, never piled up), and the
+    fixture always ends with a clean stop of a restarted server.
+    """
+
+    POOL = tuple(f"streamsonic-loss-{i}" for i in range(4))
 
     def __init__(self, log: Path) -> None:
-        self.name = f"streamsonic-loss-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.name = ""
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.server: JackServer | None = None
 
     def start(self) -> JackServer:
-        env = {**os.environ, "JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1"}
+        """Start the server (under the name it had before, if any)."""
+        for name in [self.name] if self.name else self.POOL:
+            if self._start(name):
+                self.name = name
+                self.server = JackServer(name, self.proc.pid, RATE, PERIOD, self.log)
+                return self.server
+        raise RuntimeError(f"jackd did not start: {self.log.read_text(errors='replace')}")
+
+    def _start(self, name: str) -> bool:
+        env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
+        if subprocess.run(["jack_wait", "-c"], env=env, capture_output=True, text=True,
+                          timeout=30, check=False).stdout.strip() == "running":
+            return False  # another run's server has this name
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 ["jackd", "--no-realtime", "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
                 env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         ready = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True,
                                timeout=30, check=False)
+        time.sleep(0.2)
         if ready.returncode != 0 or self.proc.poll() is not None:
-            raise RuntimeError(f"jackd did not start: {self.log.read_text(errors='replace')}")
-        self.server = JackServer(self.name, self.proc.pid, RATE, PERIOD, self.log)
-        return self.server
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            self.proc.wait(timeout=10)
+            return False
+        return True
 
     def kill(self) -> None:
+        """SIGKILL: no goodbye to the clients."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        """Stop cleanly; a killed server is started again first (reclaims its entry)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is not None:
             try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+                self.start()
+            except RuntimeError:
+                return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -84,9 +116,9 @@ def killable_jack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[K
     if shutil.which("jackd") is None or shutil.which("jack_wait") is None:
         missing("jackd is not installed (apt install --no-install-recommends jackd2)")
     jack = KillableJack(tmp_path / "jackd.log")
+    jack.start()
     monkeypatch.setenv("JACK_DEFAULT_SERVER", jack.name)
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-    jack.start()
     try:
         yield jack
     finally:
@@ -430,3 +462,32 @@ def test_dead_stream_is_reopened_with_the_synth_silenced(fake_audio) -> None:
     assert sink.stats["disconnects"] == 1 and sink.stats["reconnects"] == 1
     stream.play()  # the new stream's callbacks: the organ note (its note-off was lost with
     wait_for(lambda: sink.synth.active_voices() == 0, timeout=3)  # the stream) is silenced
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_existing_port_after_jack_restart(killable_jack: KillableJack) -> None:
+    """``midi:NAME`` on JACK: the port-level reconnection also covers a server restart (a new
+    rtmidi client, then the usual look for the port once the synth is back)."""
+    config = Config(midi=MidiConfig(api="jack", reconnect_interval=0.2),
+                    daemon=DaemonConfig(warn_interval=0.01))
+    rx = Receiver("loss-synth")
+    sink = midiport.open_sink("loss-synth", config)
+    try:
+        sink.send(mido.Message("note_on", note=60, velocity=90), 0.0)
+        assert [m.note for _, m in rx.take(1)] == [60]
+        killable_jack.kill()
+        wait_for(lambda: sink.lost == midiport.SERVER_GONE)
+        sink.send(mido.Message("note_on", note=62, velocity=90), 1.0)
+        assert sink.stats["dropped"] == 1
+        killable_jack.start()
+        wait_for(lambda: sink.lost is not None and "not back yet" in sink.lost, timeout=20)
+        rx = Receiver("loss-synth")  # the synth returns (the dead receiver is freed first)
+        wait_for(lambda: sink.connected, timeout=20)
+        sink.send(mido.Message("note_on", note=67, velocity=90), 2.0)
+        got = [(m.type, getattr(m, "note", None)) for _, m in rx.take(2)]
+        assert ("note_on", 67) in got
+        assert sink.stats["reconnects"] == 1
+    finally:
+        sink.close()
+        rx.close()
