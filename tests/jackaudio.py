@@ -67,7 +67,7 @@ class JackCapture:
         peak = 0.0
         for port in self._ports:
             buffer = (ctypes.c_float * frames).from_address(self.client.port_buffer(port, frames))
-            peak = max(peak, float(np.abs(np.frombuffer(buffer, dtype=np.float32)).max()))
+            peak = max(peak, float(np.abs(np.ctypeslib.as_array(buffer)).max()))
         self.peaks.append((time.monotonic(), peak))
         return 0
 

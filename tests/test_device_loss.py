@@ -63,6 +63,7 @@ class KillableJack:
         """Start the server (under the name it had before, if any)."""
         for name in [self.name] if self.name else self.POOL:
             if self._start(name):
+                assert self.proc is not None
                 self.name = name
                 self.server = JackServer(name, self.proc.pid, RATE, PERIOD, self.log)
                 return self.server

@@ -201,7 +201,7 @@ class JackBackend:
         render(block, frames, xrun)
         for i, port in enumerate(self._ports):
             buffer = (ctypes.c_float * frames).from_address(client.port_buffer(port, frames))
-            np.frombuffer(buffer, dtype=np.float32)[:] = block[:, i]
+            np.ctypeslib.as_array(buffer)[:] = block[:, i]
         return 0
 
     def dead(self) -> str | None:

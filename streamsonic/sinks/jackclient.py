@@ -36,10 +36,8 @@ log = logging.getLogger(__name__)
 JackNoStartServer = 0x01
 JackPortIsInput = 0x1
 JackPortIsOutput = 0x2
-JackPortIsPhysical = 0x4
 JackPlaybackLatency = 1
 AUDIO_TYPE = b"32 bit float mono audio"
-MIDI_TYPE = b"8 bit raw midi"
 
 _ProcessCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
 _InfoShutdownCallback = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -52,6 +50,7 @@ class _LatencyRange(ctypes.Structure):
 
 _lib: Any = None
 _lib_error: str | None = None
+_keep: list[Any] = []  # ctypes callbacks handed to libjack for the life of the process
 _lib_lock = threading.Lock()
 
 
@@ -103,7 +102,7 @@ def _load() -> Any:
         lib.jack_set_error_function(silence)
         lib.jack_set_info_function.argtypes = [type(silence)]
         lib.jack_set_info_function(silence)
-        lib._streamsonic_keep = silence  # the C side keeps the pointer
+        _keep.append(silence)  # the C side keeps the pointer
         _lib = lib
         return lib
 
@@ -173,15 +172,6 @@ def available() -> bool:
     """Whether libjack can be loaded."""
     try:
         _load()
-    except JackError:
-        return False
-    return True
-
-
-def server_running() -> bool:
-    """Whether a JACK server answers (opens and closes a client, starting none)."""
-    try:
-        JackClient("streamsonic-probe").close()
     except JackError:
         return False
     return True
