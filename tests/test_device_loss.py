@@ -252,7 +252,8 @@ def test_midi_virtual_survives_jack_restart(killable_jack: KillableJack,
         killable_jack.kill()
         rx.close()  # dead: free it before this process opens another JACK client
         rx = None
-        daemon.wait_log("the JACK server went away", 20, after=killed)
+        noticed = daemon.wait_log("the JACK server went away", 20, after=killed)
+        print(f"loss logged {noticed - killed:.2f} s after the kill")
         # the events output keeps receiving every note while the port is away
         assert len(daemon.events_after(killed, 5, timeout=30)) == 5, daemon.log_text()
         assert daemon.proc.poll() is None
@@ -304,7 +305,8 @@ def test_audio_survives_jack_restart(killable_jack: KillableJack, random_pitch_c
 
         killed = time.monotonic()
         killable_jack.kill()
-        daemon.wait_log("the JACK server went away", 20, after=killed)
+        noticed = daemon.wait_log("the JACK server went away", 20, after=killed)
+        print(f"audio loss logged {noticed - killed:.2f} s after the kill")
         assert len(daemon.events_after(killed, 5, timeout=30)) == 5, daemon.log_text()
         assert daemon.proc.poll() is None
 
