@@ -91,6 +91,7 @@ def synthetic_series(n: int = 600, seed: int = 7) -> dict[str, np.ndarray]:
         "syn:noise": rng.normal(0, 1, n),
         "syn:lognormal": rng.lognormal(0, 1, n),
         "syn:counts": rng.poisson(4, n).astype(float),
+        "syn:uniform 1..100": rng.uniform(1, 100, n),
     }
 
 

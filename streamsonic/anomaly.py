@@ -32,6 +32,12 @@ LEVEL_Z_PER_WIDTH = 2.5
 IQR_TO_SIGMA = 1.0 / 1.349
 #: The tail quantile used for the scale, and its Gaussian-consistent factor (2.5%..97.5%).
 TAIL_Q, TAIL_TO_SIGMA = 0.1, 1.0 / 2.563
+#: Samples after which a stream's scale is decided, and the ratio of its 90th to its 10th
+#: percentile from which a positive stream is judged on log values.
+DECIDE, LOG_RATIO = 64, 4.0
+#: ... if it is also right-skewed: its upper decile this many times further from the median
+#: than its lower one (a lognormal's is 2.6 times, a uniform's 1).
+SKEW = 1.8
 #: Residuals enter the history clipped to this many robust sigmas from its median.
 WINSOR = 3.0
 #: Values the forecast line is fitted through (trailing medians of 3).
@@ -99,7 +105,7 @@ class AnomalyScorer:
     by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_hist", "_recent_z", "_residuals", "history", "z_ref")
+    __slots__ = ("_early", "_hist", "_log", "_recent_z", "_residuals", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -109,6 +115,16 @@ class AnomalyScorer:
         self._hist: deque[float] = deque(maxlen=FORECAST + 2)  # the last values
         self._residuals = [_Residuals(history) for _ in _FORECASTERS]
         self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
+        # The first values, until the stream's scale is decided: a positive stream that
+        # spans a wide ratio (latencies, counts of people, prices over years) varies by
+        # multiples, and is judged on the log of its values.
+        self._early: list[float] | None = []
+        self._log = False
+
+    @property
+    def log_scale(self) -> bool:
+        """Whether the stream is judged on the log of its values."""
+        return self._log
 
     def update(self, value: float, overflow: float = 0.0) -> tuple[float, int]:
         """Score ``value`` (then remember it): ``(score 0..1, direction -1/0/+1)``.
@@ -116,26 +132,48 @@ class AnomalyScorer:
         ``overflow`` is how far the value lies beyond the ordinary range, in range widths
         (0 inside it; negative below, positive above).
         """
+        if self._log and value <= 0.0:
+            self._set_log(False)  # a value the log cannot take: raw values for good
+        u = math.log(value) if self._log else value
         z_res = 0.0
         direction = 0
         if self._hist:
-            residuals = [value - f(self._hist) for f in _FORECASTERS]
+            residuals = [u - f(self._hist) for f in _FORECASTERS]
             z_res, residual = self._surprise(residuals)
             if residual:
                 direction = 1 if residual > 0 else -1
             for window, r in zip(self._residuals, residuals, strict=True):
                 window.add(r)
-        self._hist.append(value)
+        self._hist.append(u)
+        if self._early is not None:
+            self._early.append(value)
+            if len(self._early) >= DECIDE:
+                early = sorted(self._early)
+                n = len(early)
+                lo, mid, hi = early[n // 10], early[n // 2], early[n - 1 - n // 10]
+                self._early = None
+                if early[0] > 0.0 and hi >= LOG_RATIO * lo and hi - mid >= SKEW * (mid - lo):
+                    self._set_log(True)
         # A burst of variance: most of the last few residuals are unusual, though none
         # alone may be extreme (the median of their |z| ignores one single spike).
         self._recent_z.append(z_res)
         if len(self._recent_z) == BURST_SAMPLES:
             z_res = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
-        z_level = abs(overflow) * LEVEL_Z_PER_WIDTH
+        # On a log scale the residual already weighs multiples; the range is linear.
+        z_level = 0.0 if self._log else abs(overflow) * LEVEL_Z_PER_WIDTH
         if z_level > z_res:
             direction = 1 if overflow > 0 else -1
         z = max(z_res, z_level)
         return score_of(z, self.z_ref), direction if z > 0 else 0
+
+    def _set_log(self, log: bool) -> None:
+        """Judge the stream on log values (or raw ones again); residuals start afresh."""
+        self._log = log
+        self._early = None
+        self._hist = deque((math.log(v) if log else math.exp(v) for v in self._hist),
+                           maxlen=self._hist.maxlen)
+        self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
+        self._recent_z.clear()
 
     def _surprise(self, residuals: list[float]) -> tuple[float, float]:
         """The robust z of the residual of the tightest forecaster, and that residual."""

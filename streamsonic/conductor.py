@@ -48,6 +48,8 @@ class StreamState:
     rng: np.random.Generator
     notes: int = 0
     samples: int = 0
+    accent_at: int = -(2**31)  # the sample count at its last accent
+    accent_score: float = 0.0  # and that accent's score
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class Reading:
     normalized: float  # 0..1, the place in the ordinary range (music.low..high)
     anomaly: float = 0.0  # 0..1, the stream's anomaly score for the value
     direction: int = 0  # +1 above what was expected, -1 below, 0 neither
+    accent: bool = False  # the score crossed the threshold here (the onset of an anomaly)
     beyond: float | None = None  # beyond the ordinary range: the pitch it plays (headroom)
 
 
@@ -146,22 +149,30 @@ class Conductor:
         position = st.normalizer.position(sample.value)
         beyond = position - 1.0 if position > 1.0 else min(position, 0.0)
         anomaly, direction = st.scorer.update(sample.value, beyond)
-        return self._reading(position, anomaly, direction)
+        # An accent marks the onset of an anomaly: for `refractory` samples after one, only
+        # a higher score accents again (an anomaly that goes on is heard as loudness).
+        cfg = self.config.accent
+        accent = cfg.enabled and anomaly >= cfg.threshold and (
+            st.samples - st.accent_at > cfg.refractory or anomaly > st.accent_score)
+        if accent:
+            st.accent_at, st.accent_score = st.samples, anomaly
+        return self._reading(position, anomaly, direction, accent)
 
-    def read(self, stream: str, value: float, anomaly: float = 0.0,
-             direction: int = 0) -> Reading:
+    def read(self, stream: str, value: float, anomaly: float = 0.0, direction: int = 0,
+             accent: bool = False) -> Reading:
         """Where ``value`` stands in ``stream``'s current window (for aggregates: their
-        value's place, with the anomaly score of their most anomalous sample)."""
+        value's place, with the anomaly score and accent of their samples)."""
         position = self.state(stream).normalizer.position(value)
-        return self._reading(position, anomaly, direction)
+        return self._reading(position, anomaly, direction, accent)
 
-    def _reading(self, position: float, anomaly: float, direction: int) -> Reading:
+    def _reading(self, position: float, anomaly: float, direction: int,
+                 accent: bool) -> Reading:
         music = self.config.music
         if math.isnan(position):
             position = 0.5
         beyond = (None if 0.0 <= position <= 1.0 else
                   beyond_pitch(position, music.low, music.high, music.headroom))
-        return Reading(min(1.0, max(0.0, position)), anomaly, direction, beyond)
+        return Reading(min(1.0, max(0.0, position)), anomaly, direction, accent, beyond)
 
     def play(self, cues: list[Cue]) -> list[NoteEvent]:
         """One LSTM timestep for each cue's stream (one cue per stream), as one batch.
@@ -175,7 +186,7 @@ class Conductor:
         readings = [c.reading or self.read(c.sample.stream, c.sample.value) for c in cues]
         # A cue's own position (render's whole-file normalization) replaces the reading's.
         readings = [r if c.normalized is None else
-                    self._reading(c.normalized, r.anomaly, r.direction)
+                    self._reading(c.normalized, r.anomaly, r.direction, r.accent)
                     for c, r in zip(cues, readings, strict=True)]
         normalized = np.array([r.normalized for r in readings], dtype=np.float64)
         data_pitch, data_input = self.chooser.encode(normalized)
@@ -211,7 +222,7 @@ class Conductor:
             if velocity is None:
                 velocity = velocity_for(reading.anomaly, music.velocity_min, music.velocity_max,
                                         accent_cfg.threshold)
-            accent = accent_cfg.enabled and reading.anomaly >= accent_cfg.threshold
+            accent = reading.accent and accent_cfg.enabled
             if accent:  # nothing (not the temporal model either) plays an accent softly
                 velocity = accent_cfg.velocity
             notes.append(

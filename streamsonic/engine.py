@@ -55,6 +55,7 @@ class Aggregate:
     time: float = 0.0
     peak: Reading | None = None  # the reading of the most anomalous sample
     peak_value: float = math.nan
+    accent: bool = False  # one of the samples was accented
 
     @classmethod
     def of(cls, sample: Sample, reading: Reading) -> Aggregate:
@@ -72,6 +73,7 @@ class Aggregate:
         self.low = min(self.low, sample.value)
         self.high = max(self.high, sample.value)
         self.time = sample.time
+        self.accent = self.accent or reading.accent
         if self.peak is None or reading.anomaly > self.peak.anomaly:
             self.peak = reading
             self.peak_value = sample.value
@@ -98,12 +100,13 @@ def fold(agg: Aggregate, sample: Sample, reading: Reading, conductor: Conductor,
     agg.add(sample, reading)
     peak = agg.peak or reading
     if how == "anomalous":
-        agg.reading = peak
+        agg.reading = replace(peak, accent=agg.accent)
     elif how == "last":
-        agg.reading = replace(reading, anomaly=peak.anomaly, direction=peak.direction)
+        agg.reading = replace(reading, anomaly=peak.anomaly, direction=peak.direction,
+                              accent=agg.accent)
     else:
         agg.reading = conductor.read(sample.stream, agg.value(how), peak.anomaly,
-                                     peak.direction)
+                                     peak.direction, agg.accent)
 
 
 class Engine:

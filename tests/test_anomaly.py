@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamsonic.anomaly import AnomalyScorer, score_of
+from streamsonic.conductor import Conductor
+from streamsonic.config import load_config
+from streamsonic.events import Sample
+from streamsonic.model.loader import load_pitch_model
 from streamsonic.normalize import RollingNormalizer
 
 RNG_SEED = 3
@@ -132,3 +138,58 @@ def test_auto_range_constant_and_first_samples() -> None:
     for i in range(50):
         const.push(float(i), 7.0)
     assert const.position(7.0) == 0.5
+
+
+def _conductor(weights: Path, **overrides: object) -> Conductor:
+    config = load_config(None, {"model.weights": str(weights), **overrides})
+    stepper, encoding, _ = load_pitch_model(config.model)
+    return Conductor(config, stepper, encoding)
+
+
+def test_accent_marks_the_onset_then_only_a_higher_score(random_pitch_checkpoint: Path) -> None:
+    """A burst keeps scoring high for many samples: one accent at its onset, not one per
+    sample; a much bigger spike inside the refractory window still accents."""
+    x = list(noise(300))
+    x[200:220] = [v * 12.0 for v in x[200:220]]
+    x[202] = 300.0
+    conductor = _conductor(random_pitch_checkpoint)
+    readings = [conductor.observe(Sample("s", float(i), float(v))) for i, v in enumerate(x)]
+    accents = [i for i, r in enumerate(readings) if r.accent]
+    high = [i for i, r in enumerate(readings) if r.anomaly >= 0.5]
+    assert accents and accents[0] in range(200, 203)
+    assert 202 in accents  # higher than the onset's score: accented inside the window
+    assert len(accents) < len(high)  # the burst goes on as loudness, not accent after accent
+    for a, b in itertools.pairwise(accents):  # within the window only rising scores
+        assert b - a > 4 or readings[b].anomaly > readings[a].anomaly
+    off = _conductor(random_pitch_checkpoint, **{"accent.refractory": 0})
+    every = [i for i, v in enumerate(x) if off.observe(Sample("s", float(i), float(v))).accent]
+    assert every == high
+
+
+def test_accents_off_keeps_the_score(random_pitch_checkpoint: Path) -> None:
+    x = list(noise(300))
+    x[250] = 50.0
+    conductor = _conductor(random_pitch_checkpoint, **{"accent.enabled": False})
+    readings = [conductor.observe(Sample("s", float(i), float(v))) for i, v in enumerate(x)]
+    assert readings[250].anomaly >= 0.5
+    assert not any(r.accent for r in readings)
+
+
+def test_positive_skewed_streams_are_judged_on_log_values() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    skewed, flat = AnomalyScorer(), AnomalyScorer()
+    lognormal = rng.lognormal(0.0, 1.0, 600)
+    uniform = rng.uniform(1.0, 100.0, 600)
+    s_log = [skewed.update(float(v))[0] for v in lognormal]
+    s_flat = [flat.update(float(v))[0] for v in uniform]
+    assert skewed.log_scale and not flat.log_scale
+    # the lognormal's own tail is not an anomaly on a log scale ...
+    assert float(np.mean(np.array(s_log) >= 0.5)) <= 0.01
+    assert float(np.mean(np.array(s_flat) >= 0.5)) <= 0.01
+    # ... a value 1000 times its usual size is, and so is a drop to 1/1000
+    assert skewed.update(float(np.median(lognormal)) * 1000)[0] >= 0.5
+    assert skewed.update(float(np.median(lognormal)))[0] < 0.5
+    assert skewed.update(float(np.median(lognormal)) / 1000)[0] >= 0.5
+    # a value the log cannot take turns the stream back to raw values, without a crash
+    assert 0.0 <= skewed.update(-5.0)[0] <= 1.0
+    assert not skewed.log_scale
