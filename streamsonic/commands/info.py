@@ -46,9 +46,12 @@ def describe(ckpt: Any, files: bool = False) -> str:
     n_params = sum(int(v.numel()) for v in ckpt.state_dict.values())
     missing = [str(p) for p in range(lo, hi + 1) if p not in ckpt.classes]
     arch = {k: v for k, v in ckpt.arch.items() if not isinstance(v, list | dict)}
+    checksum = (f"sha256 {ckpt.weights_sha256} (verified)" if ckpt.weights_sha256 else
+                "none: saved before checksums, so damage cannot be detected; re-save it")
     lines = [
         f"file:        {ckpt.path} ({size / 1e6:.2f} MB)",
         f"kind:        {ckpt.kind}",
+        f"weights:     {checksum}",
         f"classes:     {len(ckpt.classes)} pitches, {lo}..{hi} "
         f"({note_name(lo)}..{note_name(hi)})",
         f"missing:     {', '.join(missing) or 'none'}",
@@ -80,6 +83,8 @@ def describe(ckpt: Any, files: bool = False) -> str:
         if training.get("command"):
             lines.append(f"command:     {training['command']}")
     if metrics.get("val"):
+        if not isinstance(metrics["val"], dict):
+            raise TypeError(f"meta.metrics.val is {metrics['val']!r}, not a table")
         lines.append("validation:")
         lines.extend("  " + row for row in
                      metrics_table(metrics["val"], metrics.get("baselines", {})).splitlines())
@@ -97,12 +102,22 @@ def describe(ckpt: Any, files: bool = False) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Print the description (or JSON)."""
+    from streamsonic.errors import CheckpointError  # noqa: PLC0415
     from streamsonic.model.checkpoint import load_checkpoint  # noqa: PLC0415
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint)  # checks everything a player needs
     if args.json:
         print(json.dumps({"kind": ckpt.kind, "arch": ckpt.arch, "classes": ckpt.classes,
-                          "seq_len": ckpt.seq_len, "meta": ckpt.meta}, indent=2, default=str))
-    else:
-        print(describe(ckpt, files=args.files))
+                          "seq_len": ckpt.seq_len, "weights_sha256": ckpt.weights_sha256,
+                          "meta": ckpt.meta}, indent=2, default=str))
+        return 0
+    try:
+        text = describe(ckpt, files=args.files)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        # The metadata's inner shape (training files, metrics...) is free-form.
+        raise CheckpointError(
+            f"{ckpt.path}: malformed checkpoint metadata ({type(err).__name__}: {err}); "
+            "'streamsonic info --json' shows it as stored"
+        ) from None
+    print(text)
     return 0

@@ -27,4 +27,7 @@ def load_pitch_model(config: ModelConfig) -> tuple[PitchStepper, PitchEncoding, 
     stepper.commit(pending, np.zeros(1))
     log.info("pitch model %s on %s (%d classes, MIDI %d..%d)", path, device, len(ckpt.classes),
              min(ckpt.classes), max(ckpt.classes))
+    if ckpt.weights_sha256 is None:
+        log.info("%s has no weights checksum (saved before checksums): damage to it cannot be "
+                 "detected; re-save it with this version", path)
     return stepper, PitchEncoding(ckpt.classes), ckpt
