@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -214,7 +214,7 @@ def _checked(data: dict[str, Any], p: Path) -> Checkpoint:
                       seq_len=seq_len, meta=dict(meta), path=str(p), weights_sha256=stored)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
