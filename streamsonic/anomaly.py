@@ -28,6 +28,7 @@ from collections import deque
 Z_REF = 5.0
 #: A value one range-width beyond the ordinary range counts as this many robust sigmas.
 LEVEL_Z_PER_WIDTH = 2.5
+LEVEL_Z_PER_WIDTH_LOG = 1.0
 #: Gaussian-consistent scale of the interquartile range.
 IQR_TO_SIGMA = 1.0 / 1.349
 #: The tail quantile used for the scale, and its Gaussian-consistent factor (2.5%..97.5%).
@@ -38,6 +39,8 @@ DECIDE, LOG_RATIO = 64, 4.0
 #: ... if it is also right-skewed: its upper decile this many times further from the median
 #: than its lower one (a lognormal's is 2.6 times, a uniform's 1).
 SKEW = 1.8
+#: ... and until then, z_ref is this many times larger.
+WARMUP_CAUTION = 1.5
 #: Residuals enter the history clipped to this many robust sigmas from its median.
 WINSOR = 3.0
 #: Values the forecast line is fitted through (trailing medians of 3).
@@ -159,12 +162,15 @@ class AnomalyScorer:
         self._recent_z.append(z_res)
         if len(self._recent_z) == BURST_SAMPLES:
             z_res = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
-        # On a log scale the residual already weighs multiples; the range is linear.
-        z_level = 0.0 if self._log else abs(overflow) * LEVEL_Z_PER_WIDTH
+        # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
+        z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._log else LEVEL_Z_PER_WIDTH)
         if z_level > z_res:
             direction = 1 if overflow > 0 else -1
         z = max(z_res, z_level)
-        return score_of(z, self.z_ref), direction if z > 0 else 0
+        # Until the stream's scale is decided its history is short and maybe the wrong
+        # kind (a heavy tail seen raw): judge it more cautiously.
+        z_ref = self.z_ref * (WARMUP_CAUTION if self._early is not None else 1.0)
+        return score_of(z, z_ref), direction if z > 0 else 0
 
     def _set_log(self, log: bool) -> None:
         """Judge the stream on log values (or raw ones again); residuals start afresh."""

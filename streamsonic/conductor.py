@@ -48,6 +48,7 @@ class StreamState:
     rng: np.random.Generator
     notes: int = 0
     samples: int = 0
+    log: bool = False  # placed and judged on the log of its values (positive, skewed)
     accent_at: int = -(2**31)  # the sample count at its last accent
     accent_score: float = 0.0  # and that accent's score
 
@@ -144,11 +145,18 @@ class Conductor:
         """Add a sample to its stream's rolling window (every sample, played or not) and
         return where its value stands in the window."""
         st = self.state(sample.stream)
-        st.normalizer.push(sample.time, sample.value)
+        value = sample.value
+        if st.log and value <= 0.0:  # the log cannot take it: back to raw values for good
+            st.normalizer, st.log = st.normalizer.remapped(math.exp), False
+        st.normalizer.push(sample.time, math.log(value) if st.log else value)
         st.samples += 1
-        position = st.normalizer.position(sample.value)
+        position = self._position(st, value)
         beyond = position - 1.0 if position > 1.0 else min(position, 0.0)
-        anomaly, direction = st.scorer.update(sample.value, beyond)
+        anomaly, direction = st.scorer.update(value, beyond)
+        if st.scorer.log_scale and not st.log:
+            # A positive stream that varies by multiples (the scorer decided): its pitch
+            # follows the log too, so a geometric decline plays as a steady line.
+            st.normalizer, st.log = st.normalizer.remapped(math.log), True
         # An accent marks the onset of an anomaly: for `refractory` samples after one, only
         # a higher score accents again (an anomaly that goes on is heard as loudness).
         cfg = self.config.accent
@@ -162,8 +170,24 @@ class Conductor:
              accent: bool = False) -> Reading:
         """Where ``value`` stands in ``stream``'s current window (for aggregates: their
         value's place, with the anomaly score and accent of their samples)."""
-        position = self.state(stream).normalizer.position(value)
-        return self._reading(position, anomaly, direction, accent)
+        return self._reading(self._position(self.state(stream), value), anomaly, direction,
+                             accent)
+
+    @staticmethod
+    def _position(st: StreamState, value: float) -> float:
+        """``value``'s place in the stream's ordinary range (beyond 0..1: how far out)."""
+        if not st.log:
+            return st.normalizer.position(value)
+        if value <= 0.0:
+            return -math.inf
+        position = st.normalizer.position(math.log(value))
+        edges = st.normalizer.edges()
+        if position > 1.0 and edges is not None:
+            # Above the range, how far out counts in widths of the range's own values:
+            # 10x a stream's maximum plays far above 1.1x it, on a log scale too.
+            lo, hi = math.exp(edges[0]), math.exp(edges[1])
+            position = 1.0 + (value - hi) / (hi - lo)
+        return position
 
     def _reading(self, position: float, anomaly: float, direction: int,
                  accent: bool) -> Reading:

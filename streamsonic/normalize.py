@@ -37,6 +37,7 @@ import bisect
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -123,6 +124,16 @@ class RollingNormalizer:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def remapped(self, fn: Callable[[float], float]) -> RollingNormalizer:
+        """A new normalizer of the same settings whose window holds ``fn`` of this one's
+        values (when a stream moves to or from a log scale)."""
+        new = RollingNormalizer(self.mode, self.window, self.window_seconds,
+                                self.lo_q * 100.0, self.hi_q * 100.0, self.zclip,
+                                self.exit_after)
+        for _, time, value in self._items:
+            new.push(time, fn(value))
+        return new
 
     # -- window maintenance --------------------------------------------------------------
     def push(self, time: float, value: float) -> None:
@@ -315,6 +326,10 @@ class RollingNormalizer:
         self._since_snap = 0
         self._outside.clear()
         self._recent.clear()
+
+    def edges(self) -> tuple[float, float] | None:
+        """The auto-ranging reference's lowest and highest values (None: no reference)."""
+        return (self._knots[0], self._knots[-1]) if self._knots else None
 
     def position(self, value: float) -> float:
         """Where ``value`` lies in the ordinary range: 0..1 inside it; beyond it (auto mode

@@ -79,6 +79,22 @@ def test_a_10x_spike_plays_clearly_higher_than_a_1_1x_spike() -> None:
     assert max(after) - min(after) >= 12
 
 
+def test_magnitude_on_a_heavy_tailed_positive_stream() -> None:
+    """Latency-like data (lognormal) is placed and judged on a log scale; 10x its maximum
+    still plays clearly above 1.1x it, and is accented."""
+    rng = np.random.default_rng(8)
+    base = rng.lognormal(0.0, 1.0, 300)
+    hi = float(base[100:250].max())
+    small, big = base.copy(), base.copy()
+    small[250], big[250] = 1.1 * hi, 10.0 * hi
+    rows = [{"small": small[i], "big": big[i]} for i in range(300)]
+    notes = by_stream(run_rows(rows, ALL_NOTES))
+    assert int(notes["big"][250]["pitch"]) - int(notes["small"][250]["pitch"]) >= 3
+    assert notes["big"][250]["accent"]
+    clean = [bool(e["accent"]) for e in notes["small"][:250]]
+    assert sum(clean) <= 3  # its own tail is not an anomaly
+
+
 def test_eight_streams_get_distinct_programs_and_pans() -> None:
     rows = [{f"s{k}": float(np.sin(i / 5 + k)) for k in range(8)} for i in range(20)]
     notes = by_stream(run_rows(rows, ALL_NOTES))
