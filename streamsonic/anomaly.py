@@ -185,8 +185,9 @@ class AnomalyScorer:
         """The robust z of the residual of the tightest forecaster, and that residual."""
         if len(self._residuals[0]) < 8:  # too little history: nothing is surprising yet
             return 0.0, 0.0
-        best = min(range(len(residuals)), key=lambda i: self._residuals[i].center_scale()[1])
-        center, scale = self._residuals[best].center_scale()
+        stats = [window.center_scale() for window in self._residuals]
+        best = min(range(len(stats)), key=lambda i: stats[i][1])
+        center, scale = stats[best]
         residual = residuals[best]
         diff = abs(residual - center)
         tiny = max(abs(center), abs(residual), 1.0) * 1e-12
