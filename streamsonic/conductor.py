@@ -70,8 +70,9 @@ class Cue:
 
     ``reading`` is the sample's place in its window when it arrived (a sample that waited in
     a queue plays as it stood then, not against values that came after it); without one,
-    the window as it is now decides. ``normalized`` overrides the pitch position only
-    (``render`` normalizes over the whole file); ``duration``/``velocity`` override the
+    the window as it is now decides. ``normalized`` overrides the place in the ordinary
+    range only (``render`` normalizes over the whole file; beyond 0..1 plays in the
+    headroom, like a live value far out); ``duration``/``velocity`` override the
     configured ones (the temporal model decides them in rhythm = "model").
     """
 

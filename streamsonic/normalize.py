@@ -15,20 +15,24 @@ Every normalizer keeps a window of the last ``window`` samples (and/or the last
   signal stays inside it, so the mapping does not move under the music and every local
   rise and fall is heard; inside the reference a value maps through that frozen quantile
   function (ordinary values use the whole range, heavy tails included, like ``rank``).
-  When the signal leaves the reference for ``exit_after`` samples in a row (a trend, a
-  level shift), the reference is rebuilt from the window and moved so that the new value
-  sits in its middle: a steady trend plays a rising (or falling) line that steps back
-  every so often. A single far value does not move it: it maps beyond 0..1 (see
-  :meth:`RollingNormalizer.position`), which the conductor plays above or below the
-  ordinary pitch range, further for larger excursions. The reference is also rebuilt
-  when the window's spread has shrunk to under a third of it, or when half of the last
-  ``RECENT`` values fell outside it.
+  When the signal leaves the reference for ``exit_after`` samples in a row, the
+  reference is rebuilt from the window. If the window's own range holds the signal's
+  level (an oscillation) it is kept as it is; otherwise it is moved to the level: centred
+  the first time (a level shift), and when the signal leaves again the same way soon
+  after (a trend) the level lands near the far edge with a reference sized so that the
+  trend takes about ``TREND_PERIOD`` samples to cross it: a steady trend plays a rising
+  (or falling) line that steps back every so often. A single far value does not move it:
+  it maps beyond 0..1 (see :meth:`RollingNormalizer.position`), which the conductor plays
+  above or below the ordinary pitch range, further for larger excursions. The reference
+  is also rebuilt when half of the last ``RECENT`` values fell outside it (wilder), and
+  zooms in when they span less than ``ZOOM`` of it (quieter).
 
 Defined edge cases: the first sample and a constant window map to 0.5 (the middle of the
 range); with two distinct values in the window they map to the two ends (not one pitch).
 
 Separately, :meth:`RollingNormalizer.zscore` gives a value's deviation from the rolling
-mean in standard deviations, which drives velocity (anomalies are louder).
+mean in standard deviations (``zscore`` mode). Loudness comes from
+:mod:`streamsonic.anomaly`.
 """
 
 from __future__ import annotations
