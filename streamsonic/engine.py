@@ -21,6 +21,10 @@ Clock policies:
 
 Every sample enters its stream's rolling window, played or not. When the input ends, the
 queues play out and the daemon waits for the last note-off.
+
+At most ``streams.max_streams`` streams are live (:meth:`Conductor.admit`); an evicted
+stream's waiting samples are dropped (counted as ``dropped.evicted``), its timers cancelled
+and its sounding note released (``released.evicted``); :meth:`Engine.stats` counts it all.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from streamsonic.music import seconds_per_beat
 from streamsonic.scheduler import Handle, Scheduler
 
 log = logging.getLogger(__name__)
+
+#: Seconds of uninterrupted feeding after which the event loop gets a turn.
+YIELD_EVERY = 0.02
 
 
 @dataclass
@@ -132,6 +139,10 @@ class Engine:
         self._tick_origin = 0.0
         self.samples = 0
         self.played = 0
+        self.dropped_evicted = 0  # waiting samples of evicted streams
+        self.released = 0  # notes of evicted streams ended early
+        conductor.clock = loop.time
+        conductor.on_evict.append(self._forget)
 
     @property
     def config(self) -> Config:
@@ -140,18 +151,29 @@ class Engine:
 
     # -- input -----------------------------------------------------------------------------
     async def consume(self, items: AsyncIterator[Sample | NoteEvent]) -> None:
-        """Feed everything the source yields until it ends."""
+        """Feed everything the source yields until it ends.
+
+        A source that always has data ready (a firehose) never lets the event loop run
+        its signal handlers and timers; every YIELD_EVERY seconds of feeding, the loop
+        gets a turn, so SIGTERM is answered at any load, whatever the source.
+        """
+        turn = self.loop.time() + YIELD_EVERY
         async for item in items:
             if isinstance(item, NoteEvent):
                 self.play_note(item)
             else:
                 self.feed(item)
+            if self.loop.time() >= turn:
+                await asyncio.sleep(0)
+                turn = self.loop.time() + YIELD_EVERY
 
     def feed(self, sample: Sample) -> None:
         """One sample arrives."""
         self.samples += 1
-        reading = self.conductor.observe(sample)
         stream = sample.stream
+        if not self.conductor.admit(stream):
+            return  # the stream table is full (streams.when_full = "drop"); counted there
+        reading = self.conductor.observe(sample)
         if self.rhythm is not None:
             self.rhythm.feed(sample, reading)  # type: ignore[attr-defined]
             return
@@ -191,8 +213,42 @@ class Engine:
         if not queue:
             return None
         agg = queue.popleft()
+        if not queue:
+            del self._queues[stream]  # the table holds only streams with waiting samples
         sample = Sample(stream, agg.time, agg.value(self.config.clock.aggregate))
         return Cue(sample, 0.0, reading=agg.reading)
+
+    def _forget(self, stream: str) -> None:
+        """``stream`` was evicted: drop its waiting samples, cancel its flush, end its note."""
+        queue = self._queues.pop(stream, None)
+        if queue:
+            self.dropped_evicted += sum(agg.count for agg in queue)
+        handle = self._flush.pop(stream, None)
+        if handle is not None:
+            handle.cancel()
+        self._next_allowed.pop(stream, None)
+        if self.rhythm is not None:
+            self.dropped_evicted += self.rhythm.forget(stream)  # type: ignore[attr-defined]
+        if self.scheduler.release(stream):
+            self.released += 1
+
+    def sweep(self) -> int:
+        """Evict the streams idle for ``streams.idle_evict`` seconds (the daemon calls this
+        every second); returns how many went."""
+        return self.conductor.evict_idle()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """The stream table's counters (those not zero): evictions by reason, samples
+        dropped with an evicted stream or refused by a full table, notes released early."""
+        counts = {
+            "evicted.idle": self.conductor.evictions["idle"],
+            "evicted.full": self.conductor.evictions["full"],
+            "dropped.evicted": self.dropped_evicted,
+            "dropped.streams_full": self.conductor.refused,
+            "released.evicted": self.released,
+        }
+        return {k: v for k, v in counts.items() if v}
 
     @property
     def waiting(self) -> int:
