@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import zlib
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,7 @@ from streamsonic.music import (
     velocity_for,
 )
 from streamsonic.normalize import RollingNormalizer
+from streamsonic.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class StreamState:
     log: bool = False  # placed and judged on the log of its values (positive, skewed)
     accent_at: int = -(2**31)  # the sample count at its last accent
     accent_score: float = 0.0  # and that accent's score
+    seen: float = 0.0  # the conductor's clock at its last sample (LRU order, idle eviction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +100,16 @@ class Conductor:
     def __init__(self, config: Config, stepper: PitchStepper, encoding: PitchEncoding) -> None:
         self.stepper = stepper
         self.encoding = encoding
-        self.streams: dict[str, StreamState] = {}
+        # Least recently sampled first (``admit`` moves a stream to the end); at most
+        # ``streams.max_streams`` of them (see ``evict``).
+        self.streams: OrderedDict[str, StreamState] = OrderedDict()
         self.allocator = VoiceAllocator()
+        self.clock: Callable[[], float] = time.monotonic  # the engine gives its loop's
+        self.on_evict: list[Callable[[str], object]] = []  # told each evicted stream's name
+        self.evictions: Counter[str] = Counter()  # by reason: idle, full
+        self.refused = 0  # samples of new streams refused (streams.when_full = "drop")
         self.configure(config)
+        self._warn = RateLimitedLog(log, config.daemon.warn_interval)
 
     def configure(self, config: Config) -> None:
         """Apply (or re-apply, on reload) the musical settings; stream state is kept."""
@@ -128,19 +140,95 @@ class Conductor:
         self.note_seconds = music.note_length * seconds_per_beat(music.tempo)
 
     def state(self, stream: str) -> StreamState:
-        """The stream's state, created on first sight."""
+        """The stream's state, created on first sight (evicting the least recently sampled
+        stream if ``streams.max_streams`` are live)."""
         st = self.streams.get(stream)
         if st is None:
+            self._make_room(stream, refuse=False)
             st = StreamState(
                 name=stream,
                 normalizer=RollingNormalizer.from_config(self.config.normalize),
                 scorer=AnomalyScorer(),
                 model_state=self.stepper.initial_state(1),
                 rng=np.random.default_rng(stream_seed(self.config.model.seed, stream)),
+                seen=self.clock(),
             )
             self.streams[stream] = st
             self.allocator.voice(stream)
         return st
+
+    def admit(self, stream: str) -> bool:
+        """A sample of ``stream`` arrives: make it the most recently used stream, creating
+        it if new. When ``streams.max_streams`` are live, streams idle for
+        ``streams.idle_evict`` seconds are evicted first; if none is, ``when_full = "evict"``
+        evicts the least recently sampled one and ``"drop"`` refuses the new stream
+        (returns False; the caller drops the sample)."""
+        st = self.streams.get(stream)
+        if st is None:
+            if not self._make_room(stream, refuse=self.config.streams.when_full == "drop"):
+                self.refused += 1
+                return False
+            st = self.state(stream)
+        else:
+            self.streams.move_to_end(stream)
+        st.seen = self.clock()
+        return True
+
+    def evict(self, stream: str, reason: str = "idle") -> bool:
+        """Forget ``stream``: its state, its voice (its share of a MIDI channel) and, through
+        ``on_evict``, what the engine keeps for it (waiting samples, timers, the note it
+        sounds). If it comes back it starts afresh. Returns whether it was live."""
+        if self.streams.pop(stream, None) is None:
+            return False
+        self.allocator.release(stream)
+        self.evictions[reason] += 1
+        for listener in self.on_evict:
+            listener(stream)
+        return True
+
+    def evict_idle(self, now: float | None = None) -> int:
+        """Evict every stream without a sample for ``streams.idle_evict`` seconds (and, after
+        a reload that lowered ``streams.max_streams``, the least recently sampled ones
+        beyond it); returns how many went."""
+        cfg = self.config.streams
+        now = self.clock() if now is None else now
+        count = 0
+        while self.streams:
+            name, st = next(iter(self.streams.items()))
+            if len(self.streams) > cfg.max_streams:
+                self.evict(name, "full")
+            elif cfg.idle_evict > 0 and now - st.seen >= cfg.idle_evict:
+                self.evict(name, "idle")
+            else:
+                break
+            count += 1
+        if count:
+            log.debug("evicted %d streams idle for %g s or more", count, cfg.idle_evict)
+        return count
+
+    def _make_room(self, stream: str, refuse: bool) -> bool:
+        """Room for one more stream: idle ones go first; then, unless ``refuse``, the least
+        recently sampled. False: full, and ``refuse`` said not to evict a live stream."""
+        cfg = self.config.streams
+        if len(self.streams) < cfg.max_streams:
+            return True
+        self.evict_idle()
+        while len(self.streams) >= cfg.max_streams:
+            if refuse:
+                self._warn.warning(
+                    "streams.full", "%d streams are live (streams.max_streams) and none has "
+                    "been idle for %g s (streams.idle_evict): samples of new stream %r are "
+                    "dropped (streams.when_full = \"drop\")", len(self.streams),
+                    cfg.idle_evict, stream)
+                return False
+            name, st = next(iter(self.streams.items()))
+            self._warn.warning(
+                "streams.evict", "%d streams are live (streams.max_streams): evicting %r, "
+                "the least recently sampled (%.1f s ago), to make room for %r "
+                "(streams.when_full = \"evict\")", len(self.streams), name,
+                self.clock() - st.seen, stream)
+            self.evict(name, "full")
+        return True
 
     def observe(self, sample: Sample) -> Reading:
         """Add a sample to its stream's rolling window (every sample, played or not) and

@@ -333,6 +333,20 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class StreamsConfig:
+    """How many streams are remembered, and when one is forgotten (see README,
+    "Reliability")."""
+
+    max_streams: int = 10_000
+    idle_evict: float = 300.0
+    when_full: Literal["evict", "drop"] = "evict"
+
+    def __post_init__(self) -> None:
+        _within(self.max_streams, 1, 1_000_000, "streams.max_streams", " streams")
+        _within(self.idle_evict, 0.0, 604_800.0, "streams.idle_evict", " seconds (0: off)")
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     """Logging and housekeeping."""
 
@@ -360,6 +374,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     midi: MidiConfig = field(default_factory=MidiConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     voices: tuple[VoiceRule, ...] = ()
 

@@ -117,8 +117,8 @@ class Daemon:
             engine.cancel()
             scheduler.close()
             self._remove_signals(loop)
-            log.info("stopped: %d samples, %d notes; input %s", engine.samples, engine.played,
-                     _fmt_stats(source.stats))
+            log.info("stopped: %d samples, %d notes; streams %s; input %s", engine.samples,
+                     engine.played, _fmt_stats(engine.stats), _fmt_stats(source.stats))
         scheduler.check_written()  # a file that could not be written is a failed run
         return status
 
@@ -153,7 +153,8 @@ class Daemon:
         return 0
 
     async def _housekeeping(self, engine: Engine, source: Source, scheduler: Scheduler) -> None:
-        """Watchdog pings, periodic stats, and stopping when every output failed."""
+        """Watchdog pings, idle streams evicted, periodic stats, and stopping when every
+        output failed."""
         interval = watchdog_interval()
         ping = interval / 2 if interval else 1.0
         stats_every = self.config.daemon.stats_interval
@@ -162,6 +163,7 @@ class Daemon:
         while True:
             await asyncio.sleep(min(ping, 1.0))
             self.notifier.watchdog()
+            engine.sweep()
             if scheduler.failed and not scheduler.sinks:
                 self.request_stop("outputs failed")
             if self.config.output.on_device_loss == "exit" and self.stop_reason is None:
@@ -170,9 +172,10 @@ class Daemon:
                     self.request_stop("device lost: " + "; ".join(gone))
             if loop.time() >= next_stats:
                 next_stats += stats_every
-                log.info("stats: %d samples, %d notes, %d streams, %d waiting; input %s",
-                         engine.samples, engine.played, len(engine.conductor.streams),
-                         engine.waiting, _fmt_stats(source.stats))
+                log.info("stats: %d samples, %d notes, %d streams, %d waiting; streams %s; "
+                         "input %s", engine.samples, engine.played,
+                         len(engine.conductor.streams), engine.waiting,
+                         _fmt_stats(engine.stats), _fmt_stats(source.stats))
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop, engine: Engine) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):

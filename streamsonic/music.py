@@ -167,7 +167,8 @@ class VoiceAllocator:
     (:func:`pan_for`). When there are more streams than channels,
     ``overflow = "share"`` gives the extra streams the channel with the fewest streams
     (they then share its program: the first stream's), and ``"drop"`` mutes them; a warning
-    is logged once either way.
+    is logged once either way. :meth:`release` gives an evicted stream's share back; a
+    channel no stream uses any more is free, and the next stream on it sets its program.
     """
 
     rules: tuple[VoiceRule, ...] = ()
@@ -181,6 +182,7 @@ class VoiceAllocator:
     _program: dict[int, int] = field(default_factory=dict)
     _pan: dict[int, int] = field(default_factory=dict)
     _warned: bool = False
+    _claims: int = 0  # channels given a program so far (the palette's next index)
 
     def voice(self, stream: str) -> Voice:
         """The voice of ``stream``, allocating one on first use."""
@@ -190,7 +192,7 @@ class VoiceAllocator:
         rule = next((r for r in self.rules if fnmatch.fnmatchcase(stream, r.match)), None)
         program = self.default_program
         if program < 0:  # each channel its own timbre, from the palette
-            program = self.palette[len(self._program) % len(self.palette)]
+            program = self.palette[self._claims % len(self.palette)]
         if rule is not None and rule.program >= 0:
             program = rule.program
         muted = bool(rule and rule.mute)
@@ -200,7 +202,10 @@ class VoiceAllocator:
             channel, muted_by_overflow = self._free_channel(stream)
             muted = muted or muted_by_overflow
         # A channel plays one program: the first stream that claims it sets it.
-        program = self._program.setdefault(channel, program)
+        if channel not in self._program:
+            self._program[channel] = program
+            self._claims += 1
+        program = self._program[channel]
         pan = self._pan.setdefault(channel, pan_for(len(self._pan), self.pan_spread))
         self._load[channel] = self._load.get(channel, 0) + 1
         voice = Voice(channel=channel, program=program, muted=muted, pan=pan)
@@ -223,6 +228,20 @@ class VoiceAllocator:
             self._warned = True
         channel = min(melodic, key=lambda c: (self._load.get(c, 0), c))
         return channel, self.overflow == "drop"
+
+    def release(self, stream: str) -> Voice | None:
+        """Forget ``stream``'s voice (an evicted stream): its channel carries one stream
+        fewer. Returns the voice it had, or None if it had none."""
+        voice = self._voices.pop(stream, None)
+        if voice is None:
+            return None
+        load = self._load.get(voice.channel, 0) - 1
+        if load > 0:
+            self._load[voice.channel] = load
+        else:  # free again: the next stream on it chooses its program
+            self._load.pop(voice.channel, None)
+            self._program.pop(voice.channel, None)
+        return voice
 
     @property
     def voices(self) -> dict[str, Voice]:

@@ -115,6 +115,15 @@ class RhythmDriver:
         self._timers[stream] = self.loop.call_at(nxt - self.scheduler.latency,
                                                  lambda: self._play(stream, nxt))
 
+    def forget(self, stream: str) -> int:
+        """Stop ``stream``'s clock and drop what waits for its next onset (an evicted
+        stream); returns how many samples were dropped."""
+        handle = self._timers.pop(stream, None)
+        if handle is not None:
+            handle.cancel()
+        agg = self._waiting.pop(stream, None)
+        return agg.count if agg is not None else 0
+
     async def drain(self) -> None:
         """Wait until every waiting sample has played."""
         while self._waiting:

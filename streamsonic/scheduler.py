@@ -90,12 +90,13 @@ class VirtualClock:
 
 
 class _Sounding:
-    __slots__ = ("channel", "handles", "off_time", "pitch")
+    __slots__ = ("channel", "handles", "off_time", "pitch", "start")
 
-    def __init__(self, channel: int, pitch: int, off_time: float) -> None:
+    def __init__(self, channel: int, pitch: int, off_time: float, start: float) -> None:
         self.channel = channel
         self.pitch = pitch
         self.off_time = off_time
+        self.start = start
         self.handles: list[tuple[int, Handle]] = []
 
 
@@ -148,12 +149,29 @@ class Scheduler:
             note,
         )
         off_time = start + note.duration
-        sounding = _Sounding(note.channel, note.pitch, off_time)
+        sounding = _Sounding(note.channel, note.pitch, off_time, start)
         off = _off(note.channel, note.pitch)
         sounding.handles = self._dispatch(off, off_time, stream=note.stream)
         self._sounding[note.stream] = sounding
         if note.accent and self.earcon is not None:
             self._play_earcon(self.earcon, note, start)
+
+    def release(self, stream: str) -> bool:
+        """End ``stream``'s sounding note now (an evicted stream): its note_off moves to the
+        earliest time every output can still take it in order (``latency`` from now, and
+        never before the note's start). Returns whether a note was sounding."""
+        sounding = self._sounding.pop(stream, None)
+        if sounding is None:
+            return False
+        at = max(self.clock.time() + self.latency, sounding.start)
+        if at >= sounding.off_time:  # it ends sooner by itself
+            self._sounding[stream] = sounding
+            return False
+        for key, handle in sounding.handles:
+            handle.cancel()
+            self._pending.pop(key, None)
+        self._dispatch(_off(sounding.channel, sounding.pitch), at)
+        return True
 
     def _setup_channel(self, channel: int, program: int, pan: int | None, when: float) -> None:
         """Program change and pan (CC 10) for ``channel``, when they differ from the last."""
