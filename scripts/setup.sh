@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Set up everything streamsonic needs on Debian/Ubuntu, idempotently:
+# Set up what streamsonic needs on Debian/Ubuntu, idempotently:
 #   1. system packages through apt-get (sudo when not root), only those that are missing;
 #   2. a virtual environment at .venv;
-#   3. torch (pinned: a CPU wheel where one is on disk), then the project with its test extras.
+#   3. torch (pinned: a CPU wheel where one is on disk), then the project, editable.
+#
+#   scripts/setup.sh          everything the tests need (test.sh): mosquitto, JACK, the
+#                             fluidsynth program, openssl; every extra and the test tools
+#   scripts/setup.sh --demo   only what the demo needs (demo.sh): FluidSynth's library, a
+#                             SoundFont and PortAudio; the 'plot' extra
+#
 # A second run is fast: apt is skipped when every package is installed, pip when the stamp
-# in .venv matches pyproject.toml (and this script's pins and the checkout's path).
+# in .venv matches pyproject.toml (and this script's pins, the profile's extras and the
+# checkout's path). A current test set-up also satisfies --demo (it installs more).
 #
 # Environment: PYTHON (default python3, must be >= 3.11); STREAMSONIC_FORCE_SETUP=1
 # reinstalls the Python packages even when the stamp matches; STREAMSONIC_SETUP_CHECK_ONLY=1
@@ -13,11 +20,22 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libfluidsynth3 timgm6mb-soundfont libportaudio2 mosquitto mosquitto-clients
-              jackd2 fluidsynth openssl)
+PROFILE=test
+case "${1:-}" in
+    "") ;;
+    --demo) PROFILE=demo ;;
+    *) printf 'usage: %s [--demo]\n' "$0" >&2; exit 64 ;;
+esac
+
+# The demo plays through FluidSynth and PortAudio (or renders MIDI, WAV and a plot).
+DEMO_APT=(libfluidsynth3 timgm6mb-soundfont libportaudio2)
+# The tests add a broker, a JACK server, the fluidsynth program and openssl (TLS certs).
+TEST_APT=("${DEMO_APT[@]}" mosquitto mosquitto-clients jackd2 fluidsynth openssl)
+declare -A PIP_TARGET=([demo]='.[plot]' [test]='.[test]')
 TORCH_VERSION=2.13.0
 VENV=.venv
-STAMP=$VENV/.streamsonic-setup
+stamp_file() { echo "$VENV/.streamsonic-setup-$1"; }
+if [ "$PROFILE" = demo ]; then APT_PACKAGES=("${DEMO_APT[@]}"); else APT_PACKAGES=("${TEST_APT[@]}"); fi
 
 CHECK_ONLY=${STREAMSONIC_SETUP_CHECK_ONLY:-0}
 
@@ -92,26 +110,30 @@ if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
 fi
 
 # -- 3. Python packages -------------------------------------------------------------------
-stamp_of() {
+stamp_of() {  # stamp_of PROFILE: what a current install of PROFILE has in its stamp file
     {
         sha256sum pyproject.toml
         echo "torch==$TORCH_VERSION"
+        echo "${PIP_TARGET[$1]}"
         "$VENV/bin/python" -V
         pwd
     } | sha256sum | cut -d' ' -f1
 }
-want=$(stamp_of)
+current() {  # current PROFILE: true when PROFILE's stamp is there and up to date
+    [ "$(cat "$(stamp_file "$1")" 2>/dev/null)" = "$(stamp_of "$1")" ]
+}
+target=${PIP_TARGET[$PROFILE]}
 if [ "${STREAMSONIC_FORCE_SETUP:-0}" != 1 ] && [ -x "$VENV/bin/streamsonic" ] \
-        && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
+        && { current "$PROFILE" || { [ "$PROFILE" = demo ] && current test; }; }; then
     say "Python packages up to date ($VENV)"
 else
-    would "install the Python packages into $VENV"
-    rm -f "$STAMP"
+    would "install the Python packages into $VENV: torch==$TORCH_VERSION, -e '$target'"
+    rm -f "$(stamp_file "$PROFILE")"
     pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
     say "installing torch==$TORCH_VERSION"
     "${pip[@]}" install -q "torch==$TORCH_VERSION"
-    say "installing streamsonic and its test tools (pip install -e '.[test]')"
-    "${pip[@]}" install -q -e '.[test]'
-    echo "$want" > "$STAMP"
+    say "installing streamsonic (pip install -e '$target')"
+    "${pip[@]}" install -q -e "$target"
+    stamp_of "$PROFILE" > "$(stamp_file "$PROFILE")"
 fi
 say "ready: $VENV/bin/streamsonic"

@@ -78,6 +78,13 @@ class MqttError(SourceError):
     """The MQTT broker refused us or cannot be reached (bad URL, TLS, auth)."""
 
 
+class MissingExtraError(StreamsonicError):
+    """An optional dependency (a pip extra: midi, mqtt, plot) is not installed
+    (EX_UNAVAILABLE); the message names the pip command (see ``streamsonic.extras``)."""
+
+    exit_status = 69
+
+
 class TrainingError(StreamsonicError):
     """Training cannot run: no usable MIDI files, bad options (EX_DATAERR)."""
 

@@ -26,6 +26,7 @@ import numpy as np
 from streamsonic.config import Config
 from streamsonic.errors import OutputError
 from streamsonic.events import NoteEvent
+from streamsonic.extras import import_extra
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -177,8 +178,7 @@ def _title(series: Series, arrays: NoteArrays, config: Config) -> str:
 
 def _pyplot() -> ModuleType:
     """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
-    import matplotlib  # noqa: PLC0415 - heavy import, only when plotting
-
+    matplotlib = import_extra("matplotlib", "the plot")  # heavy import, only when plotting
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 

@@ -6,10 +6,12 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
 import wave
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -41,7 +43,7 @@ def test_demo_series_is_package_data_with_two_anomalies() -> None:
     assert by_time["20:10"] < 5 < min(cpu[:200])  # the crash
     with (REPO / "pyproject.toml").open("rb") as fh:
         package_data = tomllib.load(fh)["tool"]["setuptools"]["package-data"]["streamsonic"]
-    assert "data/*" in package_data
+    assert "data/*" in package_data  # tests/test_package.py checks the built wheel
 
 
 def test_demo_series_regenerates_identically() -> None:
@@ -151,16 +153,163 @@ def test_ci_runs_the_test_script() -> None:
     assert "exec ./scripts/test.sh" in ci.read_text()
 
 
-def test_setup_second_run_skips_apt_and_pip() -> None:
-    """Right after a setup (test.sh runs one first) both slow steps are skipped."""
-    result = subprocess.run([str(SCRIPTS / "setup.sh")], capture_output=True, text=True,
-                            timeout=120, check=False, stdin=subprocess.DEVNULL,
+@pytest.mark.parametrize("profile", [[], ["--demo"]], ids=["test", "demo"])
+def test_setup_second_run_skips_apt_and_pip(profile: list[str]) -> None:
+    """Right after a setup (test.sh runs one first) both slow steps are skipped, for the
+    demo's set-up too (the test set-up installs more than it needs)."""
+    result = subprocess.run([str(SCRIPTS / "setup.sh"), *profile], capture_output=True,
+                            text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
                             env={**os.environ, "STREAMSONIC_SETUP_CHECK_ONLY": "1"})
     if result.returncode == 3:
         pytest.skip(f"setup is not current here ({result.stdout.strip()}); run scripts/setup.sh")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "system packages already installed" in result.stdout
     assert "Python packages up to date" in result.stdout
+
+
+# setup.sh in a stand-in checkout: dpkg-query, apt-get, sudo and the venv's python are stubs
+# that log what they are asked to do; the real script decides what to install.
+STUB_DPKG = """\
+#!/usr/bin/env bash
+# dpkg-query -W -f=... PACKAGE: "installed" for the packages listed in $STUB_INSTALLED
+for pkg in $STUB_INSTALLED; do [ "$pkg" = "${!#}" ] && { echo -n installed; exit 0; }; done
+exit 1
+"""
+STUB_LOGGER = """\
+#!/usr/bin/env bash
+echo "$(basename "$0") $*" >> "$STUB_LOG"
+"""
+STUB_PYTHON = """\
+#!/usr/bin/env bash
+case "$1" in
+    -V) echo "Python 3.11.7" ;;
+    -m) echo "python $*" >> "$STUB_LOG" ;;
+esac
+"""
+DEMO_APT = ["libfluidsynth3", "timgm6mb-soundfont", "libportaudio2"]
+TEST_ONLY_APT = ["mosquitto", "mosquitto-clients", "jackd2", "fluidsynth", "openssl"]
+
+
+@dataclass
+class SetupCheckout:
+    root: Path
+    log: Path
+    env: dict[str, str]
+
+    def setup(self, *args: str, check_only: bool = False,
+              installed: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**self.env, "STUB_INSTALLED": " ".join(installed or [])}
+        if check_only:
+            env["STREAMSONIC_SETUP_CHECK_ONLY"] = "1"
+        return subprocess.run([str(self.root / "scripts" / "setup.sh"), *args],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              stdin=subprocess.DEVNULL, env=env)
+
+    def logged(self) -> list[str]:
+        """The stubs' calls since the last look."""
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        self.log.unlink(missing_ok=True)
+        return lines
+
+
+@pytest.fixture
+def setup_checkout(tmp_path: Path) -> SetupCheckout:
+    root = tmp_path / "checkout"
+    bin_dir = tmp_path / "stubs"
+    for folder in (root / "scripts", root / ".venv" / "bin", bin_dir):
+        folder.mkdir(parents=True)
+    shutil.copy2(SCRIPTS / "setup.sh", root / "scripts" / "setup.sh")
+    shutil.copy2(REPO / "pyproject.toml", root / "pyproject.toml")
+    stubs = {bin_dir / "dpkg-query": STUB_DPKG, bin_dir / "apt-get": STUB_LOGGER,
+             bin_dir / "sudo": STUB_LOGGER, root / ".venv" / "bin" / "python": STUB_PYTHON,
+             root / ".venv" / "bin" / "streamsonic": "#!/bin/sh\n"}
+    for path, body in stubs.items():
+        path.write_text(body)
+        path.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHON": sys.executable, "STUB_LOG": str(log)}
+    env.pop("STREAMSONIC_FORCE_SETUP", None)
+    return SetupCheckout(root, log, env)
+
+
+def test_demo_setup_installs_only_what_the_demo_needs(setup_checkout: SetupCheckout) -> None:
+    """--demo: FluidSynth, a SoundFont, PortAudio and the plot extra; no broker, no JACK,
+    no test tools. Without it, everything the tests need."""
+    demo = setup_checkout.setup("--demo", check_only=True)
+    assert demo.returncode == 3, demo.stdout + demo.stderr
+    assert f"would install system packages: {' '.join(DEMO_APT)}\n" in demo.stdout
+    full = setup_checkout.setup(check_only=True)
+    assert f"would install system packages: {' '.join(DEMO_APT + TEST_ONLY_APT)}\n" in full.stdout
+
+    everything = DEMO_APT + TEST_ONLY_APT
+    demo = setup_checkout.setup("--demo", check_only=True, installed=everything)
+    assert "would install the Python packages into .venv: torch==2.13.0, -e '.[plot]'" \
+        in demo.stdout
+    full = setup_checkout.setup(check_only=True, installed=everything)
+    assert "-e '.[test]'" in full.stdout
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert not {"pytest", "hypothesis", "ruff", "paho-mqtt"} & {
+        req.split(">")[0] for req in extras["plot"]}
+    assert setup_checkout.logged() == []  # check-only installed nothing
+
+
+def test_setup_installs_once_then_skips(setup_checkout: SetupCheckout) -> None:
+    """Each profile installs on its first run only; a test set-up also covers the demo."""
+    first = setup_checkout.setup("--demo", installed=DEMO_APT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert setup_checkout.logged() == [
+        "python -m pip --disable-pip-version-check install -q torch==2.13.0",
+        "python -m pip --disable-pip-version-check install -q -e .[plot]",
+    ]
+    again = setup_checkout.setup("--demo", installed=DEMO_APT)
+    assert "Python packages up to date" in again.stdout
+    assert setup_checkout.logged() == []
+
+    test = setup_checkout.setup(installed=DEMO_APT)  # the test set-up needs more packages
+    assert test.returncode == 0, test.stdout + test.stderr
+    calls = setup_checkout.logged()
+    apt = [c for c in calls if "apt-get install" in c]
+    assert len(apt) == 1 and all(pkg in apt[0] for pkg in TEST_ONLY_APT)
+    assert not [pkg for pkg in DEMO_APT if pkg in apt[0]]
+    assert calls[-1] == "python -m pip --disable-pip-version-check install -q -e .[test]"
+
+    everything = DEMO_APT + TEST_ONLY_APT
+    for args in ([], ["--demo"]):
+        again = setup_checkout.setup(*args, installed=everything)
+        assert "system packages already installed" in again.stdout
+        assert "Python packages up to date" in again.stdout, args
+    assert setup_checkout.logged() == []
+
+    (setup_checkout.root / "pyproject.toml").write_text("# changed\n")
+    changed = setup_checkout.setup("--demo", installed=everything)
+    assert changed.returncode == 0
+    assert "python -m pip --disable-pip-version-check install -q -e .[plot]" in \
+        setup_checkout.logged()
+
+
+def test_setup_rejects_unknown_arguments(setup_checkout: SetupCheckout) -> None:
+    result = setup_checkout.setup("--everything")
+    assert result.returncode == 64
+    assert "usage" in result.stderr
+
+
+def test_demo_script_sets_up_only_the_demo(tmp_path: Path) -> None:
+    """demo.sh runs `setup.sh --demo`, then `streamsonic demo` with its arguments."""
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    (root / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy2(SCRIPTS / "demo.sh", root / "scripts" / "demo.sh")
+    log = tmp_path / "calls.log"
+    for path in (root / "scripts" / "setup.sh", root / ".venv" / "bin" / "streamsonic"):
+        path.write_text(STUB_LOGGER)
+        path.chmod(0o755)
+    result = subprocess.run([str(root / "scripts" / "demo.sh"), "--files"], capture_output=True,
+                            text=True, timeout=30, check=False, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "STUB_LOG": str(log)})
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == ["setup.sh --demo", "streamsonic demo --files"]
 
 
 def fake_checkout(tmp_path: Path, ruff_status: int, pytest_status: int) -> Path:

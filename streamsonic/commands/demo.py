@@ -28,8 +28,9 @@ from streamsonic.commands.common import (
     setup_logging,
 )
 from streamsonic.config import Config
-from streamsonic.errors import OutputError, SoundFontError
+from streamsonic.errors import MissingExtraError, OutputError, SoundFontError
 from streamsonic.events import NoteEvent
+from streamsonic.extras import require_extra
 from streamsonic.sinks.base import Sink
 
 if TYPE_CHECKING:
@@ -125,10 +126,16 @@ def _open_audio(config: Config) -> Sink | None:
 def _render(config: Config, column: str, out_dir: Path) -> dict[str, Path]:
     """Render the demo series into ``out_dir``; return the files by kind.
 
-    Without a SoundFont the WAV file is left out (with a warning) and the rest is rendered.
+    Without a SoundFont the WAV file is left out (with a warning) and the rest is rendered;
+    so is the plot without matplotlib (the 'plot' extra).
     """
     files = {"wav": out_dir / "demo.wav", "mid": out_dir / "demo.mid",
              "events": out_dir / "demo.jsonl", "png": out_dir / "demo.png"}
+    try:
+        require_extra("matplotlib", "the demo's plot")
+    except MissingExtraError as err:
+        log.warning("no plot: %s", err)
+        del files["png"]
     try:
         _render_files(config, column, files)
     except SoundFontError as err:
@@ -147,7 +154,8 @@ def _render_files(config: Config, column: str, files: dict[str, Path]) -> None:
         outputs.append(f"wav:{files['wav']}")
     with demo_series() as series, files["events"].open("w", encoding="utf-8") as events, \
             contextlib.redirect_stdout(events):
-        render_file(config, str(series), column=column, outputs=outputs, plot=str(files["png"]))
+        render_file(config, str(series), column=column, outputs=outputs,
+                    plot=str(files["png"]) if "png" in files else None)
 
 
 def _read_events(path: Path) -> list[NoteEvent]:

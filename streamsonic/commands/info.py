@@ -1,25 +1,38 @@
-"""`streamsonic info CHECKPOINT`: what a weights file holds."""
+"""`streamsonic info [CHECKPOINT]`: what a weights file holds (by default the shipped one)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 DESCRIPTION = """\
 Show what a checkpoint holds: its kind, pitch classes and range, architecture, the
 training data (files and their sha256), validation metrics against the baselines, how it
-was trained, and the library versions that made it.
+was trained, and the library versions that made it. Without CHECKPOINT, the pitch model
+installed with streamsonic (the one 'run' plays by default); 'temporal' names the shipped
+temporal model. --default-config prints the shipped, commented config.toml.
 
 examples:
-  streamsonic info weights/pitch.pt
-  streamsonic info weights/temporal.pt --json"""
+  streamsonic info
+  streamsonic info temporal --json
+  streamsonic info weights/mine.pt
+  streamsonic info --default-config > ~/.config/streamsonic/config.toml"""
+
+#: CHECKPOINT words that name the checkpoints shipped with the package.
+SHIPPED = ("pitch", "temporal")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the info options."""
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default="pitch",
+                        help="a .pt file, or 'pitch' / 'temporal' for a shipped model "
+                             "(default: the shipped pitch model)")
+    parser.add_argument("--default-config", action="store_true",
+                        help="print the shipped config.toml (every setting, commented) and exit")
     parser.add_argument("--json", action="store_true", help="print everything as JSON")
     parser.add_argument("--files", action="store_true",
                         help="list every training file with its sha256")
@@ -100,12 +113,23 @@ def describe(ckpt: Any, files: bool = False) -> str:
     return "\n".join(lines)
 
 
+def default_config_text() -> str:
+    """The shipped config.toml (package data; the repository's config.toml in a checkout)."""
+    return (resources.files("streamsonic") / "data" / "config.toml").read_text(encoding="utf-8")
+
+
 def main(args: argparse.Namespace) -> int:
     """Print the description (or JSON)."""
+    if args.default_config:
+        sys.stdout.write(default_config_text())
+        return 0
     from streamsonic.errors import CheckpointError  # noqa: PLC0415
-    from streamsonic.model.checkpoint import load_checkpoint  # noqa: PLC0415
+    from streamsonic.model.checkpoint import default_weights, load_checkpoint  # noqa: PLC0415
 
-    ckpt = load_checkpoint(args.checkpoint)  # checks everything a player needs
+    path = args.checkpoint
+    if path in SHIPPED and not Path(path).exists():
+        path = default_weights(path)
+    ckpt = load_checkpoint(path)  # checks everything a player needs
     if args.json:
         print(json.dumps({"kind": ckpt.kind, "arch": ckpt.arch, "classes": ckpt.classes,
                           "seq_len": ckpt.seq_len, "weights_sha256": ckpt.weights_sha256,

@@ -11,6 +11,7 @@ from streamsonic.commands.common import (
     config_from,
     setup_logging,
 )
+from streamsonic.extras import require_extra
 
 DESCRIPTION = """\
 Render a CSV (or any stdin-format) file offline, one note per row in file order, faster
@@ -45,6 +46,8 @@ def main(args: argparse.Namespace) -> int:
     extra = {"normalize.render_scope": args.normalize} if args.normalize else {}
     config = config_from(args, MUSIC_OPTIONS, extra)
     setup_logging(config.daemon.log_level)
+    if args.plot:  # say so now rather than after the rendering
+        require_extra("matplotlib", "--plot")
     from streamsonic.render import render_file  # noqa: PLC0415 - keeps --help light
 
     return render_file(config, args.file, column=args.column, outputs=list(args.output),

@@ -22,6 +22,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -33,8 +34,9 @@ from streamsonic.model.network import PitchLSTM, StackedLSTM, TemporalLSTM
 FORMAT = "streamsonic-checkpoint"
 FORMAT_VERSION = 1
 
-#: Where the shipped weights live (the repository's weights/ folder).
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+#: Where the shipped weights live: package data, ``streamsonic/data/weights`` (in a checkout
+#: a symlink to the repository's weights/ folder, which the wheel holds as real files).
+WEIGHTS_DIR = Path(str(resources.files("streamsonic") / "data" / "weights")).resolve()
 
 #: Widest LSTM layer a checkpoint may declare (the shipped ones use 256).
 MAX_HIDDEN = 4096
@@ -83,7 +85,8 @@ class Checkpoint:
 
 
 def default_weights(kind: str) -> Path:
-    """The shipped checkpoint for ``kind`` ("pitch" or "temporal")."""
+    """The shipped checkpoint for ``kind`` ("pitch" or "temporal"), installed with the
+    package (see :data:`WEIGHTS_DIR`)."""
     return WEIGHTS_DIR / f"{kind}.pt"
 
 

@@ -12,10 +12,12 @@ Weights are prepared by :class:`streamsonic.model.stepper.NumpyPitchStepper`:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,11 +25,45 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def numba_cache_dir() -> str | None:
+    """Where numba keeps compiled kernels: ``$NUMBA_CACHE_DIR`` when set, else
+    ``streamsonic/numba`` in the user's cache directory (systemd's ``$CACHE_DIRECTORY``,
+    ``$XDG_CACHE_HOME`` or ``~/.cache``), created if need be. None when that cannot be
+    created or written: then nothing is cached (never beside the installed package)."""
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    if given:
+        return given
+    base = (os.environ.get("CACHE_DIRECTORY") or "").split(":")[0]
+    if base:
+        path = Path(base) / "numba"  # systemd's CacheDirectory=streamsonic is ours alone
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        try:
+            root = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".cache"
+        except RuntimeError:  # no home directory (e.g. a systemd DynamicUser)
+            return None
+        path = root / "streamsonic" / "numba"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(path) if os.access(path, os.W_OK | os.X_OK) else None
+
+
+_cache_dir = functools.cache(numba_cache_dir)  # once per process, before numba is imported
+
+
 def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``numba.njit`` with an on-disk cache where the package folder (or
-    ``$NUMBA_CACHE_DIR``) is writable; without a cache it compiles at first use."""
+    """``numba.njit`` with an on-disk cache in :func:`numba_cache_dir`; without one it
+    compiles at first use."""
+    cache_dir = _cache_dir()
+    if cache_dir is not None:
+        os.environ["NUMBA_CACHE_DIR"] = cache_dir  # read by numba's config ...
     import numba  # noqa: PLC0415 - imported only when the CPU stepper is built
 
+    if cache_dir is None:
+        return numba.njit(cache=False, fastmath=True, nogil=True)(fn)
+    numba.core.config.reload_config()  # ... at import, or now if it was imported before
     try:
         return numba.njit(cache=True, fastmath=True, nogil=True)(fn)
     except RuntimeError:  # no writable cache location (read-only install)

@@ -31,6 +31,7 @@ import mido
 
 from streamsonic.config import Config
 from streamsonic.errors import MidiPortError
+from streamsonic.extras import missing_extra
 from streamsonic.sinks import jackclient
 from streamsonic.sinks.base import CC_ALL_NOTES_OFF, Sink
 from streamsonic.sinks.reconnect import Backoff
@@ -49,8 +50,11 @@ def _rtmidi() -> ModuleType:
     try:
         import rtmidi  # noqa: PLC0415 - optional backend, imported on use
     except ImportError as err:
+        missing = missing_extra(err, "MIDI ports")
+        if missing is not None:
+            raise missing from None
         raise MidiPortError(
-            f"python-rtmidi is not available ({err}); pip install python-rtmidi "
+            f"python-rtmidi is not available ({err}); pip install 'streamsonic[midi]' "
             "(Debian/Ubuntu also need libasound2 and libjack-jackd2-0)"
         ) from None
     return rtmidi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streamsonic.config import Config
 from streamsonic.events import Source
+from streamsonic.extras import missing_extra
 
 
 def open_source(config: Config, play_notes: bool = False) -> Source:
@@ -13,7 +14,13 @@ def open_source(config: Config, play_notes: bool = False) -> Source:
     published with ``--output mqtt:PREFIX`` instead of samples.
     """
     if config.mqtt.url:
-        from streamsonic.sources.mqtt import MqttSource  # noqa: PLC0415 - lazy backend
+        try:
+            from streamsonic.sources.mqtt import MqttSource  # noqa: PLC0415 - lazy backend
+        except ModuleNotFoundError as err:  # the 'mqtt' extra is not installed
+            error = missing_extra(err, "the MQTT source")
+            if error is None:
+                raise
+            raise error from None
 
         return MqttSource.from_config(config, play_notes=play_notes)
     from streamsonic.sources.stdin import StdinSource  # noqa: PLC0415 - lazy backend
