@@ -77,6 +77,9 @@ class Broker:
     certs: Certs | None = None
     users: dict[str, str] | None = None
     require_client_cert: bool = False
+    #: Save the persistence file after every change (subscription, queued message), so
+    #: that a SIGKILL loses nothing the broker had accepted; else once a second.
+    save_every_change: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,6 +98,7 @@ class Broker:
             "persistence true",
             f"persistence_location {data}/",
             "autosave_interval 1",
+            f"autosave_on_changes {'true' if self.save_every_change else 'false'}",
             "max_queued_messages 100000",
             "log_dest stderr",
             "log_type error",
@@ -206,15 +210,16 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture
 def mqtt_broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         type[Broker]]:
-    """Make (and start) extra brokers: ``factory(certs=..., users={...})``; all are stopped
-    when the test ends."""
+    """Make (and start) extra brokers: ``factory(certs=..., users={...},
+    save_every_change=True)``; all are stopped when the test ends."""
     require_mosquitto()
     made: list[Broker] = []
 
     def factory(certs: Certs | None = None, users: dict[str, str] | None = None,
-                require_client_cert: bool = False) -> Broker:
+                require_client_cert: bool = False, save_every_change: bool = False) -> Broker:
         broker = Broker(tmp_path_factory.mktemp("mosquitto"), certs=certs, users=users,
-                        require_client_cert=require_client_cert)
+                        require_client_cert=require_client_cert,
+                        save_every_change=save_every_change)
         broker.start()
         made.append(broker)
         return broker
@@ -259,3 +264,36 @@ def mosquitto_pub(broker: Broker, topic: str, message: str | bytes, qos: int = 1
         subprocess.run(args, input=message, check=True, capture_output=True, timeout=10)
     else:
         subprocess.run([*args, "-m", message], check=True, capture_output=True, timeout=10)
+
+
+class QueuingPublisher:
+    """A paho publisher that outlives a broker restart: QoS 1 messages published while the
+    broker is away wait in paho and go out once its own thread has reconnected."""
+
+    def __init__(self, broker: Broker) -> None:
+        import threading
+
+        import paho.mqtt.client as paho
+
+        self.connected = threading.Event()
+        self.gone = threading.Event()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client.reconnect_delay_set(1, 1)
+        client.on_connect = lambda *_: (self.gone.clear(), self.connected.set())
+        client.on_disconnect = lambda *_: (self.connected.clear(), self.gone.set())
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        self.client = client
+        if not self.connected.wait(10):
+            self.close()
+            raise RuntimeError(f"publisher cannot connect to port {broker.port}")
+
+    def publish(self, topic: str, payloads: list[str | bytes], qos: int = 1) -> None:
+        """Publish (or, while the broker is away, queue) ``payloads`` in order."""
+        for payload in payloads:
+            self.client.publish(topic, payload, qos=qos)
+
+    def close(self) -> None:
+        """Disconnect and stop paho's thread."""
+        self.client.disconnect()
+        self.client.loop_stop()

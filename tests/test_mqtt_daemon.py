@@ -1,21 +1,30 @@
 """End to end: ``streamsonic run --mqtt ... --output events`` in a subprocess against a real
-mosquitto, reading the JSON note lines it prints."""
+mosquitto, reading the JSON note lines it prints.
+
+The lossy windows are tested with a persistent session (fixed client id, QoS 1,
+``mqtt.clean_start = false``): messages published while the broker is down, SIGTERM and
+SIGKILL of the daemon with messages in flight. Every message must be played (printed)
+by the daemon or by its successor; QoS 1 is "at least once", so only a clean stop also
+promises "none twice"."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import queue
 import signal
 import subprocess
 import sys
+import termios
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures_mqtt import Broker, mosquitto_pub, publish
+from tests.fixtures_mqtt import Broker, QueuingPublisher, mosquitto_pub, publish
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
 
@@ -25,7 +34,10 @@ WAIT = 60.0  # guard against hangs only (the daemon imports torch on a slow CPU)
 class Daemon:
     """A ``streamsonic run`` subprocess; stdout lines parsed as JSON, stderr kept."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None,
+                 read_stdout: bool = True) -> None:
+        """``read_stdout=False``: leave stdout unread (until ``resume_stdout``), so that the
+        pipe fills and the daemon's writes of notes block."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamsonic", "run", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -34,13 +46,29 @@ class Daemon:
         self.notes: queue.Queue[dict] = queue.Queue()
         self.log: list[str] = []
         self._log_event = threading.Condition()
-        threading.Thread(target=self._read_out, daemon=True).start()
+        self._reading = threading.Event()
+        if read_stdout:
+            self._reading.set()
+        self._out_thread = threading.Thread(target=self._read_out, daemon=True)
+        self._out_thread.start()
         threading.Thread(target=self._read_err, daemon=True).start()
 
     def _read_out(self) -> None:
         assert self.proc.stdout is not None
+        self._reading.wait()
         for line in self.proc.stdout:
             self.notes.put(json.loads(line))
+
+    def resume_stdout(self) -> None:
+        """Start reading stdout (see ``read_stdout``)."""
+        self._reading.set()
+
+    def unread_stdout(self) -> int:
+        """Bytes waiting in the stdout pipe."""
+        assert self.proc.stdout is not None
+        buf = bytearray(4)
+        fcntl.ioctl(self.proc.stdout.fileno(), termios.FIONREAD, buf)
+        return int.from_bytes(buf, sys.byteorder)
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
@@ -76,8 +104,15 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=WAIT)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would, and wait."""
+        self.proc.kill()
+        self.proc.wait(timeout=WAIT)
+
     def rest(self) -> list[dict]:
-        """Notes printed after what was taken (call after stop)."""
+        """Notes printed after what was taken (call after stop or kill)."""
+        self.resume_stdout()
+        self._out_thread.join(WAIT)
         out = []
         while not self.notes.empty():
             out.append(self.notes.get_nowait())
@@ -233,3 +268,190 @@ def test_compute_here_play_there(mqtt_broker: Broker, weights: Path) -> None:
     assert len(sent) >= 1
     keys = ("stream", "value", "pitch", "velocity", "duration", "channel", "program")
     assert [{k: n[k] for k in keys} for n in played] == [{k: n[k] for k in keys} for n in sent]
+
+
+# -- the lossy windows, with a persistent session ---------------------------------------------
+
+def persistent_args(broker: Broker, weights: Path, topic: str, client_id: str) -> list[str]:
+    return run_args(broker, weights, topic, play_notes=True,
+                    extra=("--client-id", f"{client_id}-{os.getpid()}", "--qos", "1",
+                           "--set", "mqtt.clean_start=false",
+                           "--set", "mqtt.session_expiry=600"))
+
+
+def play_until_all(daemon: Daemon, wanted: set[float], seen: list[dict]) -> None:
+    """Take notes into ``seen`` until every value in ``wanted`` was played."""
+    missing = wanted - {n["value"] for n in seen}
+    while missing:
+        try:
+            note = daemon.notes.get(timeout=WAIT)
+        except queue.Empty:
+            pytest.fail(f"{len(missing)} messages never played, e.g. {sorted(missing)[:10]}:\n"
+                        + "\n".join(daemon.log))
+        seen.append(note)
+        missing.discard(note["value"])
+
+
+def test_sigterm_with_messages_in_flight_loses_nothing_and_plays_nothing_twice(
+        mqtt_broker: Broker, weights: Path) -> None:
+    """SIGTERM while messages stream in: what was played is acknowledged, what was queued
+    but not played is not, so the next daemon plays exactly the rest."""
+    args = persistent_args(mqtt_broker, weights, "term/x", "e2e-term")
+    count = 2000
+    first = Daemon(args)
+    first.wait_log("subscribed to")
+    publisher = threading.Thread(
+        target=publish, args=(mqtt_broker, "term/x", [note_json(i) for i in range(count)]))
+    publisher.start()
+    try:
+        played = first.take(100)
+    finally:
+        assert first.stop() == 0
+        publisher.join(WAIT)
+    played += first.rest()
+    assert len(played) < count, "the daemon played everything before SIGTERM: nothing in flight"
+    second = Daemon(args)
+    try:
+        play_until_all(second, {float(i) for i in range(count)}, played)
+    finally:
+        assert second.stop() == 0
+    values = [n["value"] for n in played + second.rest()]
+    twice = sorted({v for v in values if values.count(v) > 1})
+    assert not twice, f"played twice: {twice}\n" + "\n".join(first.log + second.log)
+    assert sorted(values) == [float(i) for i in range(count)]  # none lost, none twice
+
+
+def test_sigkill_with_messages_in_flight_loses_nothing(mqtt_broker: Broker,
+                                                      weights: Path) -> None:
+    """SIGKILL while the daemon holds messages it has not played: its stdout is left unread,
+    so writing notes blocks while the network thread keeps receiving. Unacknowledged
+    messages go to the next daemon; at most the broker's in-flight window plays twice."""
+    args = persistent_args(mqtt_broker, weights, "kill/x", "e2e-kill")
+    count = 1000
+    first = Daemon(args, read_stdout=False)
+    try:
+        first.wait_log("subscribed to")
+        publish(mqtt_broker, "kill/x", [note_json(i) for i in range(count)])
+        # Wait until the notes fill the pipe (the daemon is stuck writing), then give its
+        # network thread a moment to take (and, if it wrongly did, acknowledge) more.
+        deadline = time.monotonic() + WAIT
+        while first.unread_stdout() < 48 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        first.kill()
+    played = first.rest()
+    assert 0 < len(played) < count, f"{len(played)} notes before SIGKILL: nothing in flight"
+    second = Daemon(args)
+    try:
+        play_until_all(second, {float(i) for i in range(count)}, played)
+    finally:
+        assert second.stop() == 0
+    values = [n["value"] for n in played + second.rest()]
+    assert set(values) == {float(i) for i in range(count)}  # none lost
+    assert len(values) - count <= 25  # replayed: at most about mosquitto's 20 in flight
+
+
+def test_messages_published_while_the_broker_is_down_are_played(mqtt_broker_factory,
+                                                                 weights: Path) -> None:
+    """The broker is killed (SIGKILL; it saves its state on every change) and restarted;
+    meanwhile a publisher queues messages that reach the broker when it is back, perhaps
+    before the daemon has reconnected: the persistent session keeps them for the daemon."""
+    broker = mqtt_broker_factory(save_every_change=True)
+    daemon = Daemon(persistent_args(broker, weights, "gone/x", "e2e-gone"))
+    publisher = QueuingPublisher(broker)
+    try:
+        daemon.wait_log("subscribed to")
+        publish(broker, "gone/x", [note_json(i) for i in range(20)])
+        played = daemon.take(20)
+        broker.kill()
+        daemon.wait_log("disconnected")
+        assert publisher.gone.wait(WAIT)
+        publisher.publish("gone/x", [note_json(i) for i in range(20, 120)])
+        broker.start()
+        play_until_all(daemon, {float(i) for i in range(120)}, played)
+    finally:
+        publisher.close()
+        status = daemon.stop()
+    assert status == 0
+    values = [n["value"] for n in played + daemon.rest()]
+    assert set(values) == {float(i) for i in range(120)}
+
+
+def test_lone_surrogate_key_does_not_stop_the_daemon(mqtt_broker: Broker,
+                                                    weights: Path) -> None:
+    """The 13-byte payload {"\\ud800": 1} (JSON for a lone surrogate) once killed the daemon
+    and every later message was lost."""
+    payload = b'{"\\ud800": 1}'
+    assert len(payload) == 13
+    daemon = Daemon(run_args(mqtt_broker, weights, "sur/#"))
+    try:
+        daemon.wait_log("subscribed to")
+        mosquitto_pub(mqtt_broker, "sur/bad", payload)
+        mosquitto_pub(mqtt_broker, "sur/good", "42")
+        seen: list[dict] = []
+        while not any(n["stream"] == "sur/good" for n in seen):
+            seen += daemon.take(1)
+        assert daemon.proc.poll() is None
+    finally:
+        status = daemon.stop()
+    assert status == 0
+    assert [n["value"] for n in seen if n["stream"] == "sur/good"] == [42.0]
+    assert not any("Traceback" in line for line in daemon.log), daemon.log
+
+
+# -- two daemons with one client id ---------------------------------------------------------
+
+def test_two_daemons_with_one_client_id_say_so_and_stop_fighting(mqtt_broker: Broker,
+                                                                weights: Path) -> None:
+    client_id = f"e2e-twin-{os.getpid()}"
+    args = run_args(mqtt_broker, weights, "twin/x", play_notes=True,
+                    extra=("--client-id", client_id, "--set", "mqtt.takeover_retry=600"))
+    one = Daemon(args)
+    one.wait_log("subscribed to")
+    two = Daemon(args)
+    try:
+        with one._log_event:
+            ok = one._log_event.wait_for(
+                lambda: any("session over" in line for line in one.log + two.log), WAIT)
+        assert ok, "no takeover logged:\n" + "\n".join(one.log + two.log)
+        holder = one if any("session over" in line for line in two.log) else two
+        publish(mqtt_broker, "twin/x", [note_json(7)])
+        assert [n["value"] for n in holder.take(1)] == [7.0]
+    finally:
+        assert one.stop() == 0
+        assert two.stop() == 0
+    errors = [line for line in one.log + two.log if "ERROR:" in line or "error:" in line]
+    assert len(errors) == 1, errors
+    assert f"client id {client_id!r}" in errors[0]
+    assert "--client-id" in errors[0]
+    connects = sum("connected as" in line for line in one.log + two.log)
+    assert connects <= 2 + 2 * 3, "\n".join(one.log + two.log)  # was: dozens, unending
+
+
+def test_two_daemons_with_one_client_id_can_exit_69(mqtt_broker: Broker,
+                                                   weights: Path) -> None:
+    client_id = f"e2e-twin-exit-{os.getpid()}"
+    args = run_args(mqtt_broker, weights, "twinx/x", play_notes=True,
+                    extra=("--client-id", client_id, "--set", "mqtt.on_takeover=exit"))
+    one = Daemon(args)
+    one.wait_log("subscribed to")
+    two = Daemon(args)
+    try:
+        deadline = time.monotonic() + WAIT
+        while one.proc.poll() is None and two.proc.poll() is None:
+            assert time.monotonic() < deadline, "\n".join(one.log + two.log)
+            time.sleep(0.05)
+        quitter, holder = (one, two) if one.proc.poll() is not None else (two, one)
+        assert quitter.proc.returncode == 69
+        quitter.wait_log("<EOF>")
+        publish(mqtt_broker, "twinx/x", [note_json(8)])
+        assert [n["value"] for n in holder.take(1)] == [8.0]
+    finally:
+        one.stop()
+        two.stop()
+    assert holder.proc.returncode == 0
+    errors = [line for line in quitter.log if "ERROR:" in line or "error:" in line]
+    assert len(errors) == 1, quitter.log
+    assert errors[0].startswith("streamsonic: error: MQTT broker")
+    assert f"client id {client_id!r}" in errors[0] and "--client-id" in errors[0]

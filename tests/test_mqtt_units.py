@@ -13,7 +13,7 @@ from streamsonic.mqtt.connection import build_client, parse_url, resolve_passwor
 from streamsonic.mqtt.naming import check_filter, check_template, publish_topic, stream_name
 from streamsonic.mqtt.payload import PayloadDecoder, note_from_dict
 from streamsonic.sinks.mqtt import open_sink
-from streamsonic.sources.mqtt import MqttSource, backoff_delay
+from streamsonic.sources.mqtt import MqttSource, backoff_delay, takeover_delay
 
 
 def cfg(**mqtt: object):
@@ -218,6 +218,59 @@ def test_push_drops_oldest_and_wakes_once() -> None:
     source._loop = loop  # type: ignore[assignment]
     source._push([Sample("a", 0, float(i)) for i in range(5)])
     source._push([Sample("a", 0, 5.0)])
-    assert [s.value for s in source._queue] == [3.0, 4.0, 5.0]
+    assert [s.value for s, _ in source._queue] == [3.0, 4.0, 5.0]
     assert source.stats["dropped.queue_full"] == 3
     assert len(loop.calls) == 1  # one wake-up pending at a time
+
+
+# -- session takeover (MQTT 5 reason 0x8E) ------------------------------------------------
+
+def _disconnect_with(source: MqttSource, code: int) -> None:
+    """Feed the source's on_disconnect what paho reports for a DISCONNECT from the broker
+    (unit-level: mosquitto 2.0 closes the connection without a reason, see
+    test_mqtt_source.py::test_session_takeover_is_named_and_not_fought)."""
+    from paho.mqtt.client import DisconnectFlags
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    source._thread = object()  # type: ignore[assignment]  # running, not starting up
+    source._session_start = 0.0
+    source._on_disconnect(None, None, DisconnectFlags(True),  # type: ignore[arg-type]
+                          ReasonCode(PacketTypes.DISCONNECT, identifier=code), None)
+
+
+def test_reason_0x8e_is_a_takeover_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    source = MqttSource(cfg(url="mqtt://h", topics=["a"], client_id="twin"))
+    _disconnect_with(source, 0x8E)
+    assert source.stats["takeovers"] == 1
+    assert source._takeover  # the next reconnect waits mqtt.takeover_retry
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "client id 'twin'" in errors[0] and "0x8E" in errors[0]
+    assert "--client-id" in errors[0]
+    _disconnect_with(source, 0x8E)  # again: counted, not another error
+    assert source.stats["takeovers"] == 2
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+
+
+def test_reason_0x8e_with_exit_policy_fails_the_source() -> None:
+    source = MqttSource(cfg(url="mqtt://h", topics=["a"], client_id="twin",
+                            on_takeover="exit"))
+    _disconnect_with(source, 0x8E)
+    assert source._failure is not None
+    assert source._failure.exit_status == 69
+    assert "client id 'twin'" in str(source._failure)
+
+
+def test_other_disconnect_reasons_are_no_takeover() -> None:
+    source = MqttSource(cfg(url="mqtt://h", topics=["a"], client_id="twin"))
+    _disconnect_with(source, 0x8B)  # server shutting down
+    assert "takeovers" not in source.stats
+    assert not source._takeover
+
+
+def test_takeover_delay_is_slow_and_jittered() -> None:
+    rng = random.Random(2)
+    delays = [takeover_delay(60.0, rng) for _ in range(50)]
+    assert all(45.0 <= d <= 60.0 for d in delays)
+    assert len(set(delays)) > 1

@@ -131,11 +131,13 @@ def client_id_for(config: MqttConfig, suffix: str = "") -> str:
 
 
 def build_client(config: MqttConfig, url: BrokerUrl, client_id: str,
-                 paho_reconnects: bool = False) -> paho.Client:
+                 paho_reconnects: bool = False, manual_ack: bool = False) -> paho.Client:
     """A paho client with protocol, credentials and TLS set; not connected yet.
 
     ``paho_reconnects``: let paho's own thread (``loop_start``) reconnect (the output does);
-    the source runs its own jittered reconnect loop instead."""
+    the source runs its own jittered reconnect loop instead. ``manual_ack``: QoS 1/2
+    messages are acknowledged only by ``client.ack(mid, qos)`` (the source acknowledges a
+    message once the engine has taken it)."""
     v5 = config.protocol == "5"
     protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
     if not config.clean_start and not config.client_id:
@@ -151,6 +153,7 @@ def build_client(config: MqttConfig, url: BrokerUrl, client_id: str,
         client_id=client_id,
         protocol=protocol,
         reconnect_on_failure=paho_reconnects,
+        manual_ack=manual_ack,
         **kwargs,  # type: ignore[arg-type]
     )
     username = config.username or url.username

@@ -1,35 +1,67 @@
 """The MQTT source: subscribed topics -> samples (or notes, with ``--play-notes``).
 
 paho-mqtt 2.x is used directly rather than through aiomqtt: we need a network thread that
-never blocks, a drop-oldest queue with exact counts, and our own jittered reconnect loop,
-and with aiomqtt each of those would sit behind another layer (its queue is unbounded, and
-it leaves reconnecting to the caller anyway). The shape:
+never blocks, a drop-oldest queue with exact counts, acknowledgements sent only once the
+engine has taken a message, and our own jittered reconnect loop; with aiomqtt each of those
+would sit behind another layer (its queue is unbounded, and it leaves reconnecting to the
+caller anyway). The shape:
 
-    network thread (ours, driving ``client.loop()``)
+    network thread (ours: select() on paho's socket and a wake-up socket, then paho's
+    loop_read/loop_write/loop_misc)
       on_message -> decode payload -> deque (bounded: when full the OLDEST item is dropped
       and counted) -> ``loop.call_soon_threadsafe(wake)`` (at most one pending)
-    asyncio side: ``async for item in source`` drains the deque.
+    asyncio side: ``async for item in source`` drains the deque; asking for the next item
+      hands the previous message's acknowledgement back to the network thread.
 
-The network thread is the only one that appends or drops, so the deque never exceeds
-``mqtt.queue_size`` and needs no lock; the consumer only pops. Startup connects once and
-raises a one-line ``MqttError`` if the broker cannot be reached, refuses the TLS
-certificate or the login. After that, a lost connection is retried with jittered
-exponential backoff (``mqtt.reconnect_min`` .. ``mqtt.reconnect_max``), and the topics are
-subscribed again on every connect. With ``mqtt.clean_start = false``, a fixed client id and
-``mqtt.session_expiry`` the broker keeps the session while we are away and delivers what
-was published meanwhile (QoS >= 1). QoS 1/2 messages are acknowledged by paho once they are
-in the queue; a crash can lose what was queued but not yet played.
+The network thread is the only one that appends, drops or touches the paho client, so the
+deque never exceeds ``mqtt.queue_size`` and needs no lock; the consumer only pops.
+
+Acknowledgement (QoS 1): paho runs with ``manual_ack``; a message is acknowledged (PUBACK)
+when the engine asks for the item after its last one, i.e. once ``Engine.feed`` of it has
+returned and the note is scheduled (or waits in the engine's per-stream backlog). Messages
+that give nothing to play (bad payloads, retained values, items dropped from a full queue)
+are acknowledged at once. Until then the broker keeps the message: with a persistent
+session (fixed client id, ``mqtt.clean_start = false``) it delivers it again after a crash
+or a SIGKILL, so a message is played at least once (one played just before a crash may
+play twice); a clean stop acknowledges what was played and no more, then waits for the
+broker to close the connection (see ``_disconnect``). An acknowledgement is only sent on
+the connection that received the message (its packet id may be reused on the next one).
+QoS 2 messages are acknowledged by paho on receipt (PUBREC comes
+before the message is handed over, and paho keeps no state across restarts), so only
+QoS 1 is crash-safe; QoS 0 is never acknowledged.
+
+Startup connects once and raises a one-line ``MqttError`` if the broker cannot be reached,
+refuses the TLS certificate or the login. After that, a lost connection is retried with
+jittered exponential backoff (``mqtt.reconnect_min`` .. ``mqtt.reconnect_max``; the backoff
+restarts only after a session that lasted), and the topics are subscribed again on every
+connect. With ``mqtt.clean_start = false``, a fixed client id and ``mqtt.session_expiry``
+the broker keeps the session while we are away and delivers what was published meanwhile
+(QoS >= 1).
+
+Session takeover: a second client connecting with our client id takes the session over.
+MQTT 5 brokers say so (DISCONNECT reason 0x8E); with 3.1.1 the broker just closes the
+connection, so ``SHORT_SESSIONS_FOR_TAKEOVER`` sessions in a row that the broker ended
+right after accepting them are taken as a takeover. Either way one error names the client
+id and the fix, and then ``mqtt.on_takeover`` decides: ``retry`` reconnects only about
+every ``mqtt.takeover_retry`` seconds (instead of taking the session back at once, which is
+how two daemons with one id used to fight many times a second), ``exit`` makes iteration
+raise an ``MqttError`` (the daemon exits 69).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import os
 import random
+import select
+import socket
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -53,14 +85,32 @@ from streamsonic.stats import Counters, RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-#: Seconds one ``client.loop()`` call waits for network activity (bounds shutdown time).
+#: Seconds one network-loop ``select()`` waits for activity (bounds shutdown time).
 LOOP_TIMEOUT = 0.1
 #: Seconds to wait for the broker's CONNACK at startup.
 CONNECT_TIMEOUT = 10.0
+#: Seconds the network thread spends sending the last acknowledgements and DISCONNECT.
+FLUSH_TIMEOUT = 2.0
 #: Distinct topics that get their own ``by_topic.*`` skip counters; later ones share one.
 MAX_TOPIC_COUNTERS = 1000
+#: MQTT 5 DISCONNECT reason code "Session taken over".
+SESSION_TAKEN_OVER = 0x8E
+#: A session the broker ends sooner than this many seconds (or ``2 * reconnect_min`` if
+#: longer) after accepting it is "short"; a longer one restarts the reconnect backoff.
+SHORT_SESSION = 5.0
+#: Short sessions in a row taken as a session takeover (MQTT 3.1.1 gives no reason code).
+SHORT_SESSIONS_FOR_TAKEOVER = 3
 
 Item = Sample | NoteEvent
+
+
+@dataclass(frozen=True, slots=True)
+class _Ack:
+    """How to acknowledge one QoS 1 message, and the connection that received it."""
+
+    mid: int
+    qos: int
+    generation: int
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -69,6 +119,12 @@ def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> 
     not reconnect in lockstep."""
     ceiling = min(high, low * (2.0 ** min(attempt, 32)))
     return rng.uniform(ceiling / 2, ceiling)
+
+
+def takeover_delay(retry: float, rng: random.Random) -> float:
+    """Delay before reconnecting after a session takeover: ``retry`` seconds, jittered down
+    by up to a quarter (two daemons that share an id then do not return in lockstep)."""
+    return rng.uniform(0.75 * retry, retry)
 
 
 class MqttSource:
@@ -89,11 +145,13 @@ class MqttSource:
         check_template(mqtt.stream_name)
         self.topics = tuple(mqtt.topics)
         self.client_id = client_id_for(mqtt)
+        #: QoS 1 messages are acknowledged by us, once taken (see the module docstring).
+        self.manual_ack = mqtt.qos == 1
         self._decoder = PayloadDecoder(config, play_notes=play_notes)
         self._counters = Counters()
         self._warn = RateLimitedLog(log, config.daemon.warn_interval)
         self._topic_counters: set[str] = set()
-        self._queue: collections.deque[Item] = collections.deque()
+        self._queue: collections.deque[tuple[Item, _Ack | None]] = collections.deque()
         self._max_queue = mqtt.queue_size
         self._rng = random.Random()
         self._stop = threading.Event()
@@ -108,6 +166,19 @@ class MqttSource:
         self._wake_event: asyncio.Event | None = None
         self._wake_pending = False
         self._closed = False
+        # acknowledgements: the consumer appends, the network thread sends
+        self._acks: collections.deque[_Ack] = collections.deque()
+        self._taken: _Ack | None = None
+        self._ack_wake_pending = False
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        # connections and takeovers (network thread)
+        self._generation = 0
+        self._session_start: float | None = None
+        self._short_sessions = 0
+        self._takeover = False
+        self._takeover_logged = False
+        self._failure: MqttError | None = None
 
     @classmethod
     def from_config(cls, config: Config, play_notes: bool = False) -> MqttSource:
@@ -117,10 +188,11 @@ class MqttSource:
     # -- Source protocol ----------------------------------------------------------------
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: received, samples/notes (yielded), dropped.queue_full,
-        skipped.<reason> (bad input), by_topic.<topic>.<reason> (the same per topic),
-        ignored.<reason> (header/comment lines), skipped.retained, connects, disconnects,
-        subscribed."""
+        """Counters: received, samples/notes (yielded), acked (QoS 1 acknowledgements
+        sent), acks.stale (not sent: the message came on an earlier connection),
+        dropped.queue_full, skipped.<reason> (bad input), by_topic.<topic>.<reason> (the
+        same per topic), ignored.<reason> (header/comment lines), skipped.retained,
+        connects, disconnects, subscribed, takeovers."""
         return self._counters.snapshot()
 
     @property
@@ -131,9 +203,17 @@ class MqttSource:
     async def __aenter__(self) -> MqttSource:
         self._loop = asyncio.get_running_loop()
         self._wake_event = asyncio.Event()
-        self._client = build_client(self.config.mqtt, self.url, self.client_id)
+        self._client = build_client(self.config.mqtt, self.url, self.client_id,
+                                    manual_ack=self.manual_ack)
         self._install_callbacks(self._client)
-        await asyncio.to_thread(self._first_connect)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        try:
+            await asyncio.to_thread(self._first_connect)
+        except BaseException:
+            self._close_wake_sockets()
+            raise
         self._thread = threading.Thread(
             target=self._network_loop, name=f"mqtt-{self.url.host}", daemon=True
         )
@@ -144,16 +224,23 @@ class MqttSource:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Disconnect and stop the network thread; iteration ends. Safe to call twice."""
+        """Disconnect and stop the network thread; iteration ends. Safe to call twice.
+
+        The item taken last counts as played: its message is acknowledged. Messages still
+        queued are not: with a persistent session the broker delivers them again."""
         if self._closed:
             return
         self._closed = True
+        self._release_taken()
         self._stop.set()
+        self._poke_network()
         if self._wake_event is not None:
             self._wake_event.set()
         thread = self._thread
         if thread is not None:
             await asyncio.to_thread(thread.join, 5.0)
+        if thread is None or not thread.is_alive():
+            self._close_wake_sockets()
 
     def __aiter__(self) -> MqttSource:
         return self
@@ -162,17 +249,49 @@ class MqttSource:
         event = self._wake_event
         if event is None:
             raise RuntimeError("use 'async with MqttSource(...)' before iterating")
+        # Asked for the next item: the engine is done with the previous one.
+        self._release_taken()
         while True:
-            if self._queue:
-                item = self._queue.popleft()
+            if self._failure is not None:
+                raise self._failure
+            try:
+                item, ack = self._queue.popleft()
+            except IndexError:
+                pass
+            else:
+                self._taken = ack
                 self._counters.add("notes" if isinstance(item, NoteEvent) else "samples")
                 return item
             if self._closed:
                 raise StopAsyncIteration
             event.clear()
-            if self._queue or self._closed:
+            if self._queue or self._closed or self._failure is not None:
                 continue
             await event.wait()
+
+    # -- acknowledgements (consumer side) -----------------------------------------------
+    def _release_taken(self) -> None:
+        """Hand the acknowledgement of the message taken last to the network thread."""
+        ack, self._taken = self._taken, None
+        if ack is None:
+            return
+        self._acks.append(ack)
+        if not self._ack_wake_pending:
+            self._ack_wake_pending = True
+            self._poke_network()
+
+    def _poke_network(self) -> None:
+        """Wake the network thread out of ``select()`` (never blocks)."""
+        wake = self._wake_w
+        if wake is not None:
+            with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+                wake.send(b"\0")
+
+    def _close_wake_sockets(self) -> None:
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
 
     # -- connecting (worker threads) --------------------------------------------------------
     def _first_connect(self) -> None:
@@ -211,18 +330,22 @@ class MqttSource:
     def _network_loop(self) -> None:
         client = self._client
         assert client is not None
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self._failure is None:
             try:
-                rc = client.loop(timeout=LOOP_TIMEOUT)
+                rc = self._loop_once(client)
             except Exception:  # a bug must not end the network thread silently
                 log.exception("MQTT broker %s: network loop failed; reconnecting", self.url)
                 self._counters.add("errors.network_loop")
                 rc = paho.MQTT_ERR_UNKNOWN
-            if rc == paho.MQTT_ERR_SUCCESS or self._stop.is_set():
+            if rc == paho.MQTT_ERR_SUCCESS or self._stop.is_set() or self._failure is not None:
                 continue
-            delay = backoff_delay(self._attempt, self.config.mqtt.reconnect_min,
-                                  self.config.mqtt.reconnect_max, self._rng)
-            self._attempt += 1
+            mqtt = self.config.mqtt
+            if self._takeover:
+                delay = takeover_delay(mqtt.takeover_retry, self._rng)
+            else:
+                delay = backoff_delay(self._attempt, mqtt.reconnect_min, mqtt.reconnect_max,
+                                      self._rng)
+                self._attempt += 1
             log.info("MQTT broker %s: reconnecting in %.1f s (attempt %d)",
                      self.url, delay, self._attempt)
             if self._stop.wait(delay):
@@ -231,9 +354,102 @@ class MqttSource:
                 client.reconnect()
             except (OSError, ssl.SSLError) as err:
                 log.warning("%s", explain_socket_error(err, self.url))
+        self._send_acks(client)
         if client.is_connected():
-            client.disconnect()
+            self._disconnect(client)
+        if self._failure is not None:
+            self._wake_consumer()
         log.info("MQTT broker %s: closed", self.url)
+
+    def _loop_once(self, client: paho.Client) -> int:
+        """One round of network work: select on the broker socket and the wake-up socket,
+        then read, send acknowledgements, write, keep alive. Returns a paho error code."""
+        self._send_acks(client)
+        sock = client.socket()
+        if sock is None:
+            return paho.MQTT_ERR_NO_CONN
+        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        wake = self._wake_r
+        rlist: list[Any] = [sock] if wake is None else [sock, wake]
+        wlist: list[Any] = [sock] if client.want_write() else []
+        try:
+            readable, _, _ = select.select(rlist, wlist, [], 0.0 if pending else LOOP_TIMEOUT)
+        except (OSError, ValueError):  # the socket went away under us
+            return paho.MQTT_ERR_CONN_LOST
+        if wake is not None and wake in readable:
+            with contextlib.suppress(OSError):
+                wake.recv(4096)
+        if sock in readable or pending:
+            rc = client.loop_read()
+            if rc != paho.MQTT_ERR_SUCCESS:
+                return rc
+        self._send_acks(client)
+        if client.want_write():
+            rc = client.loop_write()
+            if rc != paho.MQTT_ERR_SUCCESS:
+                return rc
+        return client.loop_misc()
+
+    def _send_acks(self, client: paho.Client) -> None:
+        """Acknowledge what the consumer has taken (network thread only)."""
+        self._ack_wake_pending = False  # before draining: a later append wakes us again
+        acks = self._acks
+        while acks:
+            self._ack(client, acks.popleft())
+
+    def _ack(self, client: paho.Client, ack: _Ack) -> None:
+        if ack.generation != self._generation or not client.is_connected():
+            # Received on an earlier connection: its packet id may now name another
+            # message. A persistent session delivers it again (it may play twice).
+            self._counters.add("acks.stale")
+            return
+        client.ack(ack.mid, ack.qos)
+        self._counters.add("acked")
+
+    def _disconnect(self, client: paho.Client) -> None:
+        """Send the last acknowledgements and DISCONNECT, then wait for the broker to close.
+
+        paho closes its socket right after writing DISCONNECT. Closing a socket that still
+        has unread data (messages the broker kept sending) makes the kernel reset the
+        connection, and the broker then loses what it had not read yet: our last
+        acknowledgements, whose messages would play again. So a duplicate of the socket
+        keeps the connection open until the broker has closed it, reading and discarding
+        (those messages are not acknowledged: the session delivers them again)."""
+        keep: socket.socket | None = None
+        sock = client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                keep = socket.socket(fileno=os.dup(sock.fileno()))
+        client.disconnect()
+        self._flush(client)
+        if keep is None:
+            return
+        with keep:
+            keep.setblocking(False)
+            deadline = time.monotonic() + FLUSH_TIMEOUT
+            while time.monotonic() < deadline:
+                try:
+                    readable, _, _ = select.select([keep], [], [], LOOP_TIMEOUT)
+                    if readable and not keep.recv(65536):
+                        return  # the broker closed the connection
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+
+    def _flush(self, client: paho.Client) -> None:
+        """Give the last acknowledgements and the DISCONNECT a moment to go out."""
+        deadline = time.monotonic() + FLUSH_TIMEOUT
+        while client.want_write() and time.monotonic() < deadline:
+            sock = client.socket()
+            if sock is None:
+                return
+            try:
+                select.select([], [sock], [], LOOP_TIMEOUT)
+            except (OSError, ValueError):
+                return
+            if client.loop_write() != paho.MQTT_ERR_SUCCESS:
+                return
 
     # -- paho callbacks (network thread) --------------------------------------------------
     def _install_callbacks(self, client: paho.Client) -> None:
@@ -252,7 +468,8 @@ class MqttSource:
             self._connack.set()
             return
         self._connack.set()
-        self._attempt = 0
+        self._generation += 1
+        self._session_start = time.monotonic()
         self._counters.add("connects")
         log.info("MQTT broker %s: connected as %r (session present: %s)",
                  self.url, self.client_id, bool(getattr(flags, "session_present", False)))
@@ -267,12 +484,59 @@ class MqttSource:
         if mid is not None:
             self._sub_mids[mid] = self.topics
 
-    def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any,
+    def _on_disconnect(self, _client: paho.Client, _userdata: Any, flags: Any,
                        reason: Any, _props: Any) -> None:
         self._counters.add("disconnects")
+        started, self._session_start = self._session_start, None
         if self._stop.is_set() or self._thread is None:  # stopping, or startup (it raises)
             return
-        log.warning("MQTT broker %s: disconnected (%s); will reconnect", self.url, reason)
+        if getattr(reason, "value", reason) == SESSION_TAKEN_OVER:
+            self._taken_over(confirmed=True)
+            return
+        if started is not None:
+            if time.monotonic() - started < max(SHORT_SESSION,
+                                                2 * self.config.mqtt.reconnect_min):
+                self._short_sessions += 1
+                if self._short_sessions >= SHORT_SESSIONS_FOR_TAKEOVER or self._takeover:
+                    self._taken_over(confirmed=False)
+                    return
+            else:  # a session that lasted: start the backoff over, forget suspicions
+                self._short_sessions = 0
+                self._attempt = 0
+                self._takeover = False
+        from_broker = getattr(flags, "is_disconnect_packet_from_server", False)
+        log.warning("MQTT broker %s: disconnected (%s); will reconnect", self.url,
+                    reason if from_broker else "connection lost")
+
+    def _taken_over(self, confirmed: bool) -> None:
+        """Another client with our id took the session: say so once, then back off or stop."""
+        self._counters.add("takeovers")
+        mqtt = self.config.mqtt
+        if confirmed:
+            what = (f"another client connected with the same client id {self.client_id!r} "
+                    "and took the session over (MQTT reason 0x8E)")
+        else:
+            what = (f"the broker closed {max(self._short_sessions, 1)} connections in a row "
+                    "right after accepting them; another client is probably connecting with "
+                    f"the same client id {self.client_id!r} and taking the session over")
+        self._short_sessions = 0
+        fix = ("give every daemon its own --client-id (mqtt.client_id); two clients with "
+               "one id steal the session from each other and lose messages")
+        if mqtt.on_takeover == "exit":
+            self._failure = MqttError(
+                f"MQTT broker {self.url}: {what}; {fix} (mqtt.on_takeover = \"exit\")")
+            self._wake_consumer()
+            return
+        self._takeover = True
+        if not self._takeover_logged:
+            self._takeover_logged = True
+            log.error("MQTT broker %s: %s; %s. Reconnecting only every %.0f s instead of "
+                      "taking it back at once (mqtt.takeover_retry; mqtt.on_takeover = "
+                      "\"exit\" stops instead)", self.url, what, fix, mqtt.takeover_retry)
+        else:
+            self._warn.warning("takeover", "MQTT broker %s: session taken over again by "
+                               "another client with client id %r; reconnecting in about "
+                               "%.0f s", self.url, self.client_id, mqtt.takeover_retry)
 
     def _on_subscribe(self, _client: paho.Client, _userdata: Any, mid: int,
                       reasons: list[Any], _props: Any) -> None:
@@ -287,16 +551,23 @@ class MqttSource:
             log.info("MQTT broker %s: subscribed to %s", self.url,
                      ", ".join(repr(t) for t in topics if t not in failed))
 
-    def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        ack = (_Ack(msg.mid, msg.qos, self._generation)
+               if self.manual_ack and msg.qos == 1 else None)
         try:
-            self._handle_message(msg)
+            queued = self._handle_message(msg, ack)
         except Exception:  # never let one message end the network thread
+            queued = False
             self._counters.add("skipped.internal_error")
             if self._warn.warning("internal_error", "MQTT topic %s: failed to handle a message",
                                   msg.topic):
                 log.debug("the failure", exc_info=True)
+        if ack is not None and not queued:  # nothing to play: done with it now
+            self._ack(client, ack)
 
-    def _handle_message(self, msg: paho.MQTTMessage) -> None:
+    def _handle_message(self, msg: paho.MQTTMessage, ack: _Ack | None) -> bool:
+        """Decode and queue one message; whether it left anything in the queue (whose last
+        item then carries ``ack``)."""
         now = time.time()
         self._counters.add("received")
         topic = msg.topic
@@ -306,14 +577,16 @@ class MqttSource:
                 self._retained_logged = True
                 log.info("MQTT topic %s: ignoring retained messages (old values); set "
                          "mqtt.retained = true to use them", topic)
-            return
+            return False
         decoded = self._decoder.decode(topic, msg.payload, now)
         for reason in decoded.skipped:
             self._skip(topic, reason, msg.payload)
         for reason in decoded.ignored:
             self._counters.add(f"ignored.{reason}")
-        if decoded.items:
-            self._push(decoded.items)
+        if not decoded.items:
+            return False
+        self._push(decoded.items, ack)
+        return True
 
     def _skip(self, topic: str, reason: str, payload: bytes) -> None:
         self._counters.add(f"skipped.{reason}")
@@ -327,21 +600,29 @@ class MqttSource:
         self._warn.warning(f"{topic}\0{reason}", "MQTT topic %s: skipped a payload (%s): %r",
                            topic, reason, payload[:60])
 
-    def _push(self, items: list[Item]) -> None:
+    def _push(self, items: list[Item], ack: _Ack | None = None) -> None:
+        """Queue one message's items; the last carries the message's acknowledgement."""
         queue = self._queue
         dropped = 0
-        for item in items:
+        last = len(items) - 1
+        for i, item in enumerate(items):
             if len(queue) >= self._max_queue:
                 try:
-                    queue.popleft()
+                    _, old_ack = queue.popleft()
                     dropped += 1
                 except IndexError:  # the consumer emptied it meanwhile
                     pass
-            queue.append(item)
+                else:
+                    if old_ack is not None and self._client is not None:
+                        self._ack(self._client, old_ack)  # dropped: done with it
+            queue.append((item, ack if i == last else None))
         if dropped:
             self._counters.add("dropped.queue_full", dropped)
             self._warn.warning("queue_full", "MQTT queue full (%d items): dropped the %d oldest; "
                                "the engine is not keeping up", self._max_queue, dropped)
+        self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
         if not self._wake_pending and self._loop is not None:
             self._wake_pending = True
             try:
