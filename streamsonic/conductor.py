@@ -26,6 +26,7 @@ from streamsonic.encoding import PitchEncoding
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.choice import Chooser
 from streamsonic.model.stepper import PitchStepper
+from streamsonic.model.temporal import TemporalStepper, Timing
 from streamsonic.music import (
     PERCUSSION_CHANNEL,
     VoiceAllocator,
@@ -89,6 +90,16 @@ class Cue:
     reading: Reading | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """One timestep of N streams (:meth:`Conductor.play`): one entry per cue, in cue order."""
+
+    pitches: np.ndarray  # (N,) int64: the pitch each stream plays (beyond the range: the data's)
+    inputs: np.ndarray  # (N,) the network input each stream now remembers: its chosen candidate
+    timings: list[Timing] | None  # the temporal model's timing of each note; None without one
+    notes: list[NoteEvent]  # the notes to schedule, without those of muted voices
+
+
 def stream_seed(seed: int, stream: str) -> int:
     """A per-stream seed: the same stream gets the same sequence whatever else plays."""
     return (seed * 1_000_003 + zlib.crc32(stream.encode("utf-8"))) & 0xFFFFFFFF
@@ -97,7 +108,8 @@ def stream_seed(seed: int, stream: str) -> int:
 class Conductor:
     """Turns cues into notes for many streams, batching the LSTM steps."""
 
-    def __init__(self, config: Config, stepper: PitchStepper, encoding: PitchEncoding) -> None:
+    def __init__(self, config: Config, stepper: PitchStepper | TemporalStepper,
+                 encoding: PitchEncoding) -> None:
         self.stepper = stepper
         self.encoding = encoding
         # Least recently sampled first (``admit`` moves a stream to the end); at most
@@ -287,14 +299,21 @@ class Conductor:
                   beyond_pitch(position, music.low, music.high, music.headroom))
         return Reading(min(1.0, max(0.0, position)), anomaly, direction, accent, beyond)
 
-    def play(self, cues: list[Cue]) -> list[NoteEvent]:
-        """One LSTM timestep for each cue's stream (one cue per stream), as one batch.
+    def play(self, cues: list[Cue]) -> StepResult:
+        """Step N streams: one LSTM timestep for each cue's stream (one cue per stream), as
+        one batch. The engine, the rhythm driver and ``render`` all play through here.
 
-        Returns the notes, in cue order, without those of muted voices (their model state
-        still advances so unmuting continues the same melody).
+        Each stream's note comes from the model's logits with the data in the input slot,
+        weighted by the data (the chooser); what the network remembers is the chosen note
+        (its new state is kept in the stream's state). A value beyond the ordinary range
+        plays the headroom pitch the data alone decides, after the choice: the network still
+        remembers the candidate it chose. The result has each stream's pitch, remembered
+        input and (temporal model) timing, and the notes, in cue order, without those of
+        muted voices (their model state still advances so unmuting continues the melody).
         """
+        temporal = isinstance(self.stepper, TemporalStepper)
         if not cues:
-            return []
+            return StepResult(np.empty(0, np.int64), np.empty(0), [] if temporal else None, [])
         states = [self.state(c.sample.stream) for c in cues]
         readings = [c.reading or self.read(c.sample.stream, c.sample.value) for c in cues]
         # A cue's own position (render's whole-file normalization) replaces the reading's.
@@ -304,9 +323,13 @@ class Conductor:
         normalized = np.array([r.normalized for r in readings], dtype=np.float64)
         data_pitch, data_input = self.chooser.encode(normalized)
         batch_state = self.stepper.stack([st.model_state for st in states])
-        logits, pending = self.stepper.propose(data_input, batch_state)
-        # A temporal model also predicts each note's duration and loudness.
-        timings = getattr(self.stepper, "last_timings", None)
+        pending: Any
+        timings: list[Timing] | None = None
+        if isinstance(self.stepper, TemporalStepper):
+            # A temporal model also predicts each note's onset gap, duration and loudness.
+            logits, timings, pending = self.stepper.propose(data_input, batch_state)
+        else:
+            logits, pending = self.stepper.propose(data_input, batch_state)
         chosen = self.chooser.choose(logits, data_pitch, [st.rng for st in states])
         pitches = self.chooser.candidates[chosen]
         inputs = self.chooser.candidate_input(chosen)
@@ -329,7 +352,7 @@ class Conductor:
             if voice.muted:
                 continue
             velocity, duration = cue.velocity, cue.duration
-            if timings:
+            if timings is not None:
                 velocity = timings[i].velocity if velocity is None else velocity
                 duration = timings[i].duration if duration is None else duration
             if velocity is None:
@@ -356,4 +379,4 @@ class Conductor:
                     pan=voice.pan,
                 )
             )
-        return notes
+        return StepResult(pitches, inputs, timings, notes)

@@ -289,7 +289,7 @@ class Engine:
         self._tick_handle = self.loop.call_at(when, self._tick)
 
     def _play(self, cues: list[Cue]) -> None:
-        for note in self.conductor.play(cues):
+        for note in self.conductor.play(cues).notes:
             self.scheduler.play(note)
             self.played += 1
 

@@ -159,11 +159,12 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
             reading = conductor.observe(sample)
             cue = Cue(sample, start, None if normalized is None else float(normalized[i]),
                       reading=reading)
-            for note in conductor.play([cue]):
+            played = conductor.play([cue])
+            for note in played.notes:
                 scheduler.play(note)
                 notes.append(note)
             # The temporal model says when the next note starts; otherwise the clock step.
-            start += stepper.last_timings[0].delay if rhythm else step  # type: ignore[attr-defined]
+            start += played.timings[0].delay if played.timings else step
         clock.run_all()
     finally:
         scheduler.close()

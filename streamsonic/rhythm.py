@@ -1,10 +1,10 @@
 """``rhythm = "model"``: the temporal model decides when notes start, how long, how loud.
 
-:class:`TemporalAdapter` gives the :class:`~streamsonic.model.temporal.TemporalStepper`
-the pitch stepper's interface, so the :class:`~streamsonic.conductor.Conductor` plays it
-unchanged (data in the pitch slot, the chooser picks the pitch, the chosen note is what the
-network remembers); the timing the model predicted for each note is kept in
-``last_timings``. :class:`RhythmDriver` runs each stream on its own clock: a stream's next
+The :class:`~streamsonic.conductor.Conductor` plays the
+:class:`~streamsonic.model.temporal.TemporalStepper` as it plays the pitch stepper (data in
+the pitch slot, the chooser picks the pitch, the chosen note is what the network remembers);
+its :class:`~streamsonic.conductor.StepResult` carries the timing the model predicted for
+each note. :class:`RhythmDriver` runs each stream on its own clock: a stream's next
 note starts ``delay`` seconds after its previous one, as the model predicted, and plays
 the aggregate of the samples that arrived since (``clock.aggregate``). A stream that
 received nothing by then falls silent; its next sample plays at once and restarts it.
@@ -15,66 +15,27 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import numpy as np
-
 from streamsonic.conductor import Conductor, Cue, Reading
 from streamsonic.config import Config
 from streamsonic.encoding import PitchEncoding
 from streamsonic.engine import Aggregate, fold
 from streamsonic.events import Sample
 from streamsonic.model.checkpoint import default_weights, load_checkpoint
-from streamsonic.model.stepper import Pending, resolve_device
-from streamsonic.model.temporal import TemporalStepper, Timing
+from streamsonic.model.stepper import resolve_device
+from streamsonic.model.temporal import TemporalStepper
 from streamsonic.scheduler import Handle, Scheduler
 
 log = logging.getLogger(__name__)
 
 
-class TemporalAdapter:
-    """A temporal stepper behind the pitch stepper's ``propose``/``commit`` interface."""
-
-    def __init__(self, stepper: TemporalStepper) -> None:
-        self.inner = stepper
-        self.n_classes = stepper.n_classes
-        self.device = stepper.device
-        self.last_timings: list[Timing] = []
-
-    def initial_state(self, batch: int = 1) -> object:
-        """Zero state for ``batch`` streams."""
-        return self.inner.initial_state(batch)
-
-    def propose(self, inputs: np.ndarray, state: object) -> tuple[np.ndarray, Pending]:
-        """Logits for the next pitch; the predicted timing goes to ``last_timings``."""
-        logits, timings, pending = self.inner.propose(inputs, state)  # type: ignore[arg-type]
-        self.last_timings = timings
-        return logits, pending  # type: ignore[return-value]
-
-    def commit(self, pending: Pending, inputs: np.ndarray) -> object:
-        """Remember the chosen pitch (with its predicted timing)."""
-        return self.inner.commit(pending, inputs)  # type: ignore[arg-type]
-
-    def step(self, inputs: np.ndarray, state: object) -> tuple[np.ndarray, object]:
-        """Propose and commit with the same input."""
-        logits, pending = self.propose(inputs, state)
-        return logits, self.commit(pending, inputs)
-
-    def stack(self, states: list[object]) -> object:
-        """Per-stream states -> one batch."""
-        return self.inner.stack(states)  # type: ignore[arg-type]
-
-    def split(self, state: object, batch: int) -> list[object]:
-        """One batch -> per-stream states."""
-        return self.inner.split(state, batch)  # type: ignore[arg-type, return-value]
-
-
-def load_temporal_model(config: Config) -> tuple[TemporalAdapter, PitchEncoding]:
+def load_temporal_model(config: Config) -> tuple[TemporalStepper, PitchEncoding]:
     """The temporal checkpoint (``model.temporal_weights``, default shipped) as a stepper."""
     path = config.model.temporal_weights or default_weights("temporal")
     ckpt = load_checkpoint(path, kind="temporal")
     device = resolve_device(config.model.device)
     stepper = TemporalStepper.from_checkpoint(ckpt, device, tempo=config.music.tempo)
     log.info("temporal model %s on %s decides the rhythm", path, device)
-    return TemporalAdapter(stepper), stepper.encoding
+    return stepper, stepper.encoding
 
 
 class RhythmDriver:
@@ -82,7 +43,7 @@ class RhythmDriver:
 
     def __init__(self, conductor: Conductor, scheduler: Scheduler,
                  loop: asyncio.AbstractEventLoop) -> None:
-        if not isinstance(conductor.stepper, TemporalAdapter):
+        if not isinstance(conductor.stepper, TemporalStepper):
             raise TypeError("rhythm = 'model' needs a conductor built on the temporal model")
         self.conductor = conductor
         self.scheduler = scheduler
@@ -107,11 +68,13 @@ class RhythmDriver:
             self._timers.pop(stream, None)  # nothing new: the stream rests until data comes
             return
         sample = Sample(stream, agg.time, agg.value(self.conductor.config.clock.aggregate))
-        for note in self.conductor.play([Cue(sample, start, reading=agg.reading)]):
+        played = self.conductor.play([Cue(sample, start, reading=agg.reading)])
+        for note in played.notes:
             self.scheduler.play(note)
             self.played += 1
-        timing = self.conductor.stepper.last_timings[0]  # type: ignore[attr-defined]
-        nxt = start + timing.delay
+        if not played.timings:  # __init__ made sure of the temporal model
+            raise TypeError("rhythm = 'model' needs a conductor built on the temporal model")
+        nxt = start + played.timings[0].delay
         self._timers[stream] = self.loop.call_at(nxt - self.scheduler.latency,
                                                  lambda: self._play(stream, nxt))
 

@@ -1,52 +1,151 @@
-"""The streaming stepper chooses exactly the notes of a from-scratch reference."""
+"""The daemon's step seam (:meth:`Conductor.play`, which the engine, the rhythm driver and
+``render`` call) plays exactly the notes of a from-scratch reference, for both backends of
+the pitch model and for the temporal model; and the stepper's own pieces."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 
+from streamsonic.conductor import Conductor, Cue, Reading, StepResult, stream_seed
+from streamsonic.config import Config, load_config
 from streamsonic.encoding import PitchEncoding
+from streamsonic.events import Sample
 from streamsonic.model.choice import Chooser
-from streamsonic.model.network import PitchLSTM
+from streamsonic.model.network import PitchLSTM, TemporalLSTM
 from streamsonic.model.stepper import (
     NumpyPitchStepper,
     TorchPitchStepper,
     make_stepper,
     resolve_device,
 )
-from streamsonic.music import scale_pitches
+from streamsonic.model.temporal import TemporalStepper, Timing, TimingEncoding
+from streamsonic.music import beyond_pitch, scale_pitches, seconds_per_beat
 from tests.conftest import CLASSES
 
+INFLUENCE = 0.3
+STREAMS = ("a", "b", "c")
+SAMPLES = 300
 
-def reference_notes(net: PitchLSTM, chooser: Chooser, data: np.ndarray) -> list[int]:
+
+# -- the reference: the whole history through the full network, for every sample --------
+
+def _chooser(config: Config, classes: list[int]) -> Chooser:
+    music, model = config.music, config.model
+    return Chooser(PitchEncoding(classes), scale_pitches(music.scale, music.key, music.low,
+                                                         music.high),
+                   influence=model.influence, temperature=model.temperature,
+                   kernel_width=model.kernel_width)
+
+
+def _pick(chooser: Chooser, logits: np.ndarray, data_pitch: np.ndarray,
+          rng: np.random.Generator | None) -> int:
+    """Greedy: the argmax of the NumPy scores; sampling: the chooser with the stream's
+    generator (the choice itself is tested against the scores in test_choice.py)."""
+    if rng is None:
+        return int(np.argmax(chooser.scores(logits, data_pitch)[0]))
+    return int(chooser.choose(logits, data_pitch, [rng])[0])
+
+
+def _played(config: Config, position: float, candidate: int) -> int:
+    """The pitch a note plays: the chosen candidate, or beyond the ordinary range the
+    headroom pitch (of the scale) nearest to where the data alone puts it."""
+    music = config.music
+    if 0.0 <= position <= 1.0:
+        return candidate
+    headroom = scale_pitches(music.scale, music.key, music.low - music.headroom,
+                             music.high + music.headroom)
+    target = beyond_pitch(position, music.low, music.high, music.headroom)
+    return int(headroom[np.abs(headroom - target).argmin()])
+
+
+def pitch_reference(net: PitchLSTM, config: Config, positions: np.ndarray,
+                    rng: np.random.Generator | None = None) -> tuple[list[int], list[float]]:
     """The research's semantics, recomputed from scratch for every sample: the whole
     history of chosen notes, then the data value in the newest slot, through the full
-    network from a zero state; greedy choice."""
-    chosen_inputs: list[float] = []
-    notes: list[int] = []
-    with torch.no_grad():
-        for value in data:
-            d = chooser.data_pitch(np.array([value]))
-            seq = [*chosen_inputs, float(chooser.data_input(d)[0])]
-            x = torch.tensor(seq, dtype=torch.float32).reshape(1, -1, 1)
-            logits, _ = net(x)
-            idx = chooser.choose(logits[0, -1:].numpy(), d, [np.random.default_rng(0)])[0]
-            notes.append(int(chooser.candidates[idx]))
-            chosen_inputs.append(float(chooser.candidate_input(np.array([idx]))[0]))
-    return notes
+    network from a zero state. Returns the pitches played and the inputs remembered."""
+    chooser = _chooser(config, CLASSES)
+    remembered: list[float] = []
+    pitches: list[int] = []
+    for position in positions:
+        d = chooser.data_pitch(np.array([min(1.0, max(0.0, position))]))
+        seq = [*remembered, float(chooser.data_input(d)[0])]
+        with torch.no_grad():
+            logits, _ = net(torch.tensor(seq, dtype=torch.float32).reshape(1, -1, 1))
+        idx = _pick(chooser, logits[0, -1:].double().numpy(), d, rng)
+        pitches.append(_played(config, position, int(chooser.candidates[idx])))
+        remembered.append(float(chooser.candidate_input(np.array([idx]))[0]))
+    return pitches, remembered
 
 
-def streamed_notes(stepper: object, chooser: Chooser, data: np.ndarray) -> list[int]:
-    state = stepper.initial_state(1)  # type: ignore[attr-defined]
-    notes = []
-    for value in data:
-        d = chooser.data_pitch(np.array([value]))
-        logits, pending = stepper.propose(chooser.data_input(d), state)  # type: ignore[attr-defined]
-        idx = chooser.choose(logits, d, [np.random.default_rng(0)])
-        state = stepper.commit(pending, chooser.candidate_input(idx))  # type: ignore[attr-defined]
-        notes.append(int(chooser.candidates[idx[0]]))
-    return notes
+def temporal_reference(
+    net: TemporalLSTM, timing: TimingEncoding, config: Config, classes: list[int],
+    positions: np.ndarray, first: np.ndarray,
+) -> tuple[list[int], list[Timing]]:
+    """The same for the temporal model: note ``k`` of the history is [chosen pitch, its
+    predicted timing]; the newest slot holds [data, the previous note's timing]."""
+    chooser = _chooser(config, classes)
+    spb = seconds_per_beat(config.music.tempo)
+    history: list[np.ndarray] = []
+    previous = first
+    pitches: list[int] = []
+    timings: list[Timing] = []
+    for position in positions:
+        d = chooser.data_pitch(np.array([min(1.0, max(0.0, position))]))
+        probe = [*history, np.concatenate([chooser.data_input(d), previous])]
+        with torch.no_grad():
+            out, _ = net(torch.tensor(np.array(probe)[None], dtype=torch.float32))
+        logits, gap, dur, vel = (part[0, -1:] for part in net.split(out))
+        g, du = int(gap.argmax()), int(dur.argmax())
+        v = int(np.clip(np.rint(float(vel.clamp(0.0, 1.0)[0]) * 127), 1, 127))
+        timings.append(Timing(float(timing.gap_grid[g] * spb),
+                              float(timing.duration_grid[du] * spb), v))
+        idx = _pick(chooser, logits.double().numpy(), d, None)
+        pitches.append(_played(config, position, int(chooser.candidates[idx])))
+        previous = timing.timing_features(np.array([g]), np.array([du]), np.array([v]))[0]
+        history.append(np.concatenate([chooser.candidate_input(np.array([idx])), previous]))
+    return pitches, timings
+
+
+# -- the daemon's path --------------------------------------------------------------------
+
+def positions_for(seed: int, n: int) -> np.ndarray:
+    """Places in the ordinary range (0..1), and one in seven beyond it, up to 1000 range
+    widths out on either side (those play in the headroom, whatever the model says)."""
+    rng = np.random.default_rng(seed)
+    pos = rng.random(n)
+    out = rng.random(n) < 1 / 7
+    excess = 10.0 ** rng.uniform(-1.5, 3.0, n)
+    pos[out] = np.where(rng.random(out.sum()) < 0.5, 1.0 + excess[out], -excess[out])
+    return pos
+
+
+def conduct(conductor: Conductor, positions: dict[str, np.ndarray],
+            check: Callable[[list[str], StepResult], None] | None = None) -> dict[str, list[int]]:
+    """Play the streams through :meth:`Conductor.play` as the engine's tick clock does:
+    each step one batch of a changing subset of the streams, in a changing order."""
+    rng = np.random.default_rng(5)
+    played: dict[str, list[int]] = {name: [] for name in positions}
+    step = 0
+    while any(len(played[n]) < len(p) for n, p in positions.items()):
+        names = [n for n, p in positions.items() if len(played[n]) < len(p) and rng.random() < 0.7]
+        rng.shuffle(names)
+        cues = [Cue(Sample(n, float(step), 1.0), float(step), reading=Reading(0.5),
+                    normalized=float(positions[n][len(played[n])])) for n in names]
+        result = conductor.play(cues)
+        assert len(result.pitches) == len(result.inputs) == len(cues)
+        # The notes are the result's pitches (no voice is muted here).
+        assert [(n.stream, n.pitch) for n in result.notes] == \
+            list(zip(names, result.pitches.tolist(), strict=True))
+        if check is not None:
+            check(names, result)
+        for n, pitch in zip(names, result.pitches, strict=True):
+            played[n].append(int(pitch))
+        step += 1
+    return played
 
 
 @pytest.fixture(scope="module")
@@ -59,29 +158,100 @@ def net() -> PitchLSTM:
     return net
 
 
-INFLUENCE = 0.3
+def pitch_config(**overrides: object) -> Config:
+    return load_config(None, {"music.scale": "chromatic", "music.low": 50, "music.high": 89,
+                              "model.influence": INFLUENCE, **overrides})
 
 
 @pytest.fixture(scope="module")
-def reference(net: PitchLSTM) -> tuple[Chooser, np.ndarray, list[int]]:
-    """500 random samples and the reference's notes (computed once: it is O(n^2))."""
-    chooser = Chooser(PitchEncoding(CLASSES), scale_pitches("chromatic", "C", 50, 89),
-                      influence=INFLUENCE)
-    data = np.random.default_rng(42).random(500)
-    return chooser, data, reference_notes(net, chooser, data)
+def reference(net: PitchLSTM) -> dict[str, tuple[np.ndarray, list[int], list[float]]]:
+    """Each stream's positions, and the reference's pitches and remembered inputs
+    (computed once: the reference is O(n^2))."""
+    config = pitch_config()
+    out = {}
+    for i, name in enumerate(STREAMS):
+        positions = positions_for(40 + i, SAMPLES)
+        out[name] = (positions, *pitch_reference(net, config, positions))
+    return out
 
 
 @pytest.mark.parametrize("backend", [NumpyPitchStepper, TorchPitchStepper])
-def test_stepper_matches_full_recompute(
-    net: PitchLSTM, reference: tuple[Chooser, np.ndarray, list[int]], backend: type
+def test_conductor_plays_the_full_recompute(
+    net: PitchLSTM, reference: dict[str, tuple[np.ndarray, list[int], list[float]]],
+    backend: type,
 ) -> None:
-    chooser, data, expected = reference
-    got = streamed_notes(backend(net), chooser, data)
-    assert got == expected
-    # The model actually had a say: the notes are not just the data quantized.
-    nearest = [int(chooser.candidates[np.argmin(np.abs(chooser.candidates - d))])
-               for d in chooser.data_pitch(data)]
-    assert sum(a != b for a, b in zip(got, nearest, strict=True)) > 50
+    config = pitch_config()
+    conductor = Conductor(config, backend(net), PitchEncoding(CLASSES))
+    steps: dict[str, int] = dict.fromkeys(STREAMS, 0)
+
+    def remembered(names: list[str], result: StepResult) -> None:
+        assert result.timings is None  # the pitch model has no timing to say
+        for name, x in zip(names, result.inputs, strict=True):
+            assert x == pytest.approx(reference[name][2][steps[name]], abs=1e-9)
+            steps[name] += 1
+
+    got = conduct(conductor, {n: r[0] for n, r in reference.items()}, remembered)
+    for name, (positions, expected, _) in reference.items():
+        assert got[name] == expected, name
+        # The test has teeth: the model moved many notes away from the data's own pitch,
+        # and values beyond the range played in the headroom.
+        chooser = conductor.chooser
+        inside = (positions >= 0) & (positions <= 1)
+        nearest = chooser.candidates[np.abs(chooser.candidates[None, :]
+                                            - chooser.data_pitch(positions)[:, None]).argmin(1)]
+        assert np.sum(np.asarray(got[name])[inside] != nearest[inside]) > 40
+        outside = np.asarray(got[name])[~inside]
+        assert np.all((outside >= 89) | (outside <= 50))
+        assert np.sum((outside > 89) | (outside < 50)) > 20
+
+
+def test_conductor_samples_with_each_streams_own_generator(net: PitchLSTM) -> None:
+    """With temperature, each stream draws from its own generator (seeded by model.seed
+    and its name), whatever else plays in the same batch."""
+    config = pitch_config(**{"model.temperature": 1.5, "model.seed": 9})
+    positions = {n: positions_for(60 + i, 120) for i, n in enumerate(STREAMS)}
+    got = conduct(Conductor(config, NumpyPitchStepper(net), PitchEncoding(CLASSES)), positions)
+    for name, pos in positions.items():
+        rng = np.random.default_rng(stream_seed(9, name))
+        expected, _ = pitch_reference(net, config, pos, rng)
+        assert got[name] == expected, name
+
+
+TEMPORAL_CLASSES = [p for p in range(55, 80) if p != 61]
+
+
+def test_conductor_plays_the_temporal_full_recompute() -> None:
+    """rhythm = "model": the seam's pitches and timings, and the notes' durations and
+    velocities, are the temporal network's over the whole history."""
+    torch.manual_seed(11)
+    enc = TimingEncoding()
+    net = TemporalLSTM(len(TEMPORAL_CLASSES), enc.n_gap, enc.n_duration, enc.input_size,
+                       hidden1=24, hidden2=16).eval()
+    with torch.no_grad():
+        net.head.weight.mul_(6.0)
+    config = load_config(None, {"music.scale": "major", "music.low": 55, "music.high": 79,
+                                "model.influence": 0.5, "music.tempo": 90.0})
+    default = {"gap": 0.5, "duration": 1.0, "velocity": 90}
+    stepper = TemporalStepper(net, enc, TEMPORAL_CLASSES, tempo=90.0, default_timing=default)
+    conductor = Conductor(config, stepper, stepper.encoding)
+    first = enc.timing_features(enc.gap_bin(np.array([0.5])), enc.duration_bin(np.array([1.0])),
+                                np.array([90]))[0]
+    positions = {n: positions_for(80 + i, 150) for i, n in enumerate(STREAMS[:2])}
+    timings: dict[str, list[Timing]] = {n: [] for n in positions}
+
+    def timed(names: list[str], result: StepResult) -> None:
+        assert result.timings is not None and len(result.timings) == len(names)
+        for name, t, note in zip(names, result.timings, result.notes, strict=True):
+            timings[name].append(t)
+            assert (note.duration, note.velocity) == (t.duration, t.velocity)
+
+    got = conduct(conductor, positions, timed)
+    for name, pos in positions.items():
+        expected, expected_timings = temporal_reference(net, enc, config, TEMPORAL_CLASSES,
+                                                        pos, first)
+        assert got[name] == expected, name
+        assert timings[name] == pytest.approx(expected_timings), name
+        assert len({t.delay for t in timings[name]}) > 2  # the timing has a say too
 
 
 def test_batched_step_equals_single_streams(net: PitchLSTM) -> None:
