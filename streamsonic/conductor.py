@@ -124,7 +124,18 @@ class Conductor:
         self._warn = RateLimitedLog(log, config.daemon.warn_interval)
 
     def configure(self, config: Config) -> None:
-        """Apply (or re-apply, on reload) the musical settings; stream state is kept."""
+        """Apply (or re-apply, on reload) the musical settings; stream state is kept.
+
+        Streams old and new then play alike: the scale, range, influence and accents apply
+        to every stream at once; new normalization settings too, each stream's window
+        replayed into a normalizer of the new settings (its values are kept). Voices
+        (``music.program``, ``[[voices]]``, the palette) apply to streams that appear
+        from now on: a stream keeps its channel and program, and so does a channel that
+        already sounds. ``model.seed`` seeds the streams that appear from now on.
+        """
+        if self.streams and config.normalize != self.config.normalize:
+            for st in self.streams.values():
+                st.normalizer = st.normalizer.reconfigured(config.normalize)
         self.config = config
         music = config.music
         accent = config.accent

@@ -139,6 +139,15 @@ class RollingNormalizer:
             new.push(time, fn(value))
         return new
 
+    def reconfigured(self, config: NormalizeConfig) -> RollingNormalizer:
+        """A new normalizer of ``config``'s settings whose window holds this one's values,
+        replayed in order (a reload): a shorter window keeps the newest of them; a longer
+        one fills up from here, as a new stream's would."""
+        new = RollingNormalizer.from_config(config)
+        for _, time, value in self._items:
+            new.push(time, value)
+        return new
+
     # -- window maintenance --------------------------------------------------------------
     def push(self, time: float, value: float) -> None:
         """Add a sample (finite ``value``) and evict what fell out of the window."""
