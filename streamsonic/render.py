@@ -149,7 +149,7 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
     )
     clock = VirtualClock()
     sinks = open_outputs(specs, config)
-    scheduler = Scheduler(clock, sinks)
+    scheduler = Scheduler(clock, sinks, earcon=conductor.earcon)
     notes: list[NoteEvent] = []
     start = 0.0
     try:
