@@ -277,10 +277,13 @@ class QueuingPublisher:
 
         self.connected = threading.Event()
         self.gone = threading.Event()
+        self._acked = 0
+        self._acked_cond = threading.Condition()
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         client.reconnect_delay_set(1, 1)
         client.on_connect = lambda *_: (self.gone.clear(), self.connected.set())
         client.on_disconnect = lambda *_: (self.connected.clear(), self.gone.set())
+        client.on_publish = lambda *_: self._count_ack()
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
         self.client = client
@@ -288,10 +291,20 @@ class QueuingPublisher:
             self.close()
             raise RuntimeError(f"publisher cannot connect to port {broker.port}")
 
+    def _count_ack(self) -> None:
+        with self._acked_cond:
+            self._acked += 1
+            self._acked_cond.notify_all()
+
     def publish(self, topic: str, payloads: list[str | bytes], qos: int = 1) -> None:
         """Publish (or, while the broker is away, queue) ``payloads`` in order."""
         for payload in payloads:
             self.client.publish(topic, payload, qos=qos)
+
+    def wait_acked(self, count: int, timeout: float) -> bool:
+        """Wait until the broker has acknowledged ``count`` QoS 1 messages in all."""
+        with self._acked_cond:
+            return self._acked_cond.wait_for(lambda: self._acked >= count, timeout)
 
     def close(self) -> None:
         """Disconnect and stop paho's thread."""

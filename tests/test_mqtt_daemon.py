@@ -292,24 +292,34 @@ def play_until_all(daemon: Daemon, wanted: set[float], seen: list[dict]) -> None
         missing.discard(note["value"])
 
 
+def fill_stdout_pipe(daemon: Daemon) -> None:
+    """Wait until unread notes fill the daemon's stdout pipe (its event loop is stuck
+    writing one), then give its network thread a moment to take (and, if it wrongly did,
+    acknowledge) more messages."""
+    deadline = time.monotonic() + WAIT
+    while daemon.unread_stdout() < 48 * 1024 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+
+
 def test_sigterm_with_messages_in_flight_loses_nothing_and_plays_nothing_twice(
         mqtt_broker: Broker, weights: Path) -> None:
-    """SIGTERM while messages stream in: what was played is acknowledged, what was queued
-    but not played is not, so the next daemon plays exactly the rest."""
+    """SIGTERM while the daemon holds messages it has not played (its stdout is left unread,
+    so writing notes blocks while the network thread keeps receiving): what was played is
+    acknowledged, what was not is not, so the next daemon plays exactly the rest."""
     args = persistent_args(mqtt_broker, weights, "term/x", "e2e-term")
     count = 2000
-    first = Daemon(args)
-    first.wait_log("subscribed to")
-    publisher = threading.Thread(
-        target=publish, args=(mqtt_broker, "term/x", [note_json(i) for i in range(count)]))
-    publisher.start()
+    first = Daemon(args, read_stdout=False)
     try:
-        played = first.take(100)
+        first.wait_log("subscribed to")
+        publish(mqtt_broker, "term/x", [note_json(i) for i in range(count)])
+        fill_stdout_pipe(first)
+        first.proc.send_signal(signal.SIGTERM)
     finally:
+        first.resume_stdout()
         assert first.stop() == 0
-        publisher.join(WAIT)
-    played += first.rest()
-    assert len(played) < count, "the daemon played everything before SIGTERM: nothing in flight"
+    played = first.rest()
+    assert 0 < len(played) < count, f"{len(played)} notes before SIGTERM: nothing in flight"
     second = Daemon(args)
     try:
         play_until_all(second, {float(i) for i in range(count)}, played)
@@ -332,12 +342,7 @@ def test_sigkill_with_messages_in_flight_loses_nothing(mqtt_broker: Broker,
     try:
         first.wait_log("subscribed to")
         publish(mqtt_broker, "kill/x", [note_json(i) for i in range(count)])
-        # Wait until the notes fill the pipe (the daemon is stuck writing), then give its
-        # network thread a moment to take (and, if it wrongly did, acknowledge) more.
-        deadline = time.monotonic() + WAIT
-        while first.unread_stdout() < 48 * 1024 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)
+        fill_stdout_pipe(first)
     finally:
         first.kill()
     played = first.rest()
@@ -355,8 +360,9 @@ def test_sigkill_with_messages_in_flight_loses_nothing(mqtt_broker: Broker,
 def test_messages_published_while_the_broker_is_down_are_played(mqtt_broker_factory,
                                                                  weights: Path) -> None:
     """The broker is killed (SIGKILL; it saves its state on every change) and restarted;
-    meanwhile a publisher queues messages that reach the broker when it is back, perhaps
-    before the daemon has reconnected: the persistent session keeps them for the daemon."""
+    meanwhile a publisher queues messages, which reach the broker when it is back and
+    before the daemon has reconnected (the daemon is stopped with SIGSTOP until then): the
+    persistent session, restored from the broker's file, keeps them for the daemon."""
     broker = mqtt_broker_factory(save_every_change=True)
     daemon = Daemon(persistent_args(broker, weights, "gone/x", "e2e-gone"))
     publisher = QueuingPublisher(broker)
@@ -364,11 +370,16 @@ def test_messages_published_while_the_broker_is_down_are_played(mqtt_broker_fact
         daemon.wait_log("subscribed to")
         publish(broker, "gone/x", [note_json(i) for i in range(20)])
         played = daemon.take(20)
-        broker.kill()
-        daemon.wait_log("disconnected")
-        assert publisher.gone.wait(WAIT)
-        publisher.publish("gone/x", [note_json(i) for i in range(20, 120)])
-        broker.start()
+        daemon.proc.send_signal(signal.SIGSTOP)
+        try:
+            broker.kill()
+            assert publisher.gone.wait(WAIT)
+            publisher.publish("gone/x", [note_json(i) for i in range(20, 120)])
+            broker.start()
+            assert publisher.wait_acked(100, WAIT), "the publisher never got its messages out"
+        finally:
+            daemon.proc.send_signal(signal.SIGCONT)
+        daemon.wait_log("subscribed to", count=2)
         play_until_all(daemon, {float(i) for i in range(120)}, played)
     finally:
         publisher.close()

@@ -305,6 +305,7 @@ async def test_session_takeover_is_named_and_not_fought(
     so connections closed right after they were accepted, three in a row, are taken as a
     takeover: the one that sees it logs one error naming the id and the fix and backs off;
     the other keeps the session and plays."""
+    caplog.set_level(logging.INFO, logger="streamsonic.sources.mqtt")
     client_id = f"twin{protocol}-{os.getpid()}"
     opts = {"client_id": client_id, "protocol": protocol, "takeover_retry": 600.0}
     async with make_source(mqtt_broker, ["tw/x"], **opts) as one, \
@@ -312,7 +313,13 @@ async def test_session_takeover_is_named_and_not_fought(
         def takeovers() -> int:
             return one.stats.get("takeovers", 0) + two.stats.get("takeovers", 0)
 
+        def backed_off() -> bool:  # "reconnecting in 450..600 s"
+            delays = [float(m.group(1)) for r in caplog.records
+                      if (m := re.search(r"reconnecting in ([\d.]+) s", r.getMessage()))]
+            return any(d >= 450 for d in delays)
+
         await until(lambda: takeovers() >= 1, "the takeover")
+        await until(backed_off, "a reconnect only after about mqtt.takeover_retry")
         holder = two if one.stats.get("takeovers", 0) else one
         await subscribed(holder, times=holder.stats["connects"])
         await pub(mqtt_broker, "tw/x", ["5"])
