@@ -274,3 +274,33 @@ def test_takeover_delay_is_slow_and_jittered() -> None:
     delays = [takeover_delay(60.0, rng) for _ in range(50)]
     assert all(45.0 <= d <= 60.0 for d in delays)
     assert len(set(delays)) > 1
+
+
+class FakeAckClient:
+    """Unit-test stand-in for paho's client: records acknowledgements (the real flow is
+    test_mqtt_source.py::test_qos1_is_acknowledged_only_once_taken)."""
+
+    def __init__(self) -> None:
+        self.acks: list[tuple[int, int]] = []
+        self.connected = True
+
+    def is_connected(self) -> bool:
+        return self.connected
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acks.append((mid, qos))
+
+
+def test_ack_goes_only_to_the_connection_that_received_the_message() -> None:
+    from streamsonic.sources.mqtt import _Ack
+
+    source = MqttSource(cfg(url="mqtt://h", topics=["a"]))
+    client = FakeAckClient()
+    source._generation = 2
+    source._ack(client, _Ack(5, 1, 2))  # type: ignore[arg-type]
+    source._ack(client, _Ack(6, 1, 1))  # type: ignore[arg-type]  # an earlier connection's
+    client.connected = False
+    source._ack(client, _Ack(7, 1, 2))  # type: ignore[arg-type]  # connection lost
+    assert client.acks == [(5, 1)]
+    assert source.stats["acked"] == 1
+    assert source.stats["acks.stale"] == 2
