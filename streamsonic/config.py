@@ -250,13 +250,21 @@ class VoiceRule:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where notes go when no --output is given."""
+    """Where notes go when no --output is given, and how ``run`` writes file outputs."""
 
     targets: tuple[str, ...] = ("audio",)
     on_device_loss: Literal["reconnect", "exit"] = "reconnect"
+    flush_interval: float = 2.0
+    rotate_seconds: float = 0.0
+    rotate_bytes: int = 0
 
     def __post_init__(self) -> None:
         _check(len(self.targets) > 0, "output.targets", "name at least one output")
+        _within(self.flush_interval, 0.1, 3600.0, "output.flush_interval", " seconds")
+        _check(self.rotate_seconds == 0 or 1.0 <= self.rotate_seconds <= 31_622_400.0,
+               "output.rotate_seconds", "must be 0 (off) or 1..31622400 seconds (a year)")
+        _check(self.rotate_bytes == 0 or 65_536 <= self.rotate_bytes <= 4_000_000_000,
+               "output.rotate_bytes", "must be 0 (off) or 65536..4000000000 bytes")
 
 
 @dataclass(frozen=True)

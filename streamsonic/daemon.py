@@ -28,12 +28,13 @@ if TYPE_CHECKING:  # the runtime imports are deferred: they load torch
 log = logging.getLogger(__name__)
 
 
-def open_outputs(specs: list[OutputSpec], config: Config) -> list[Sink]:
-    """Open every output; if one fails, close those already open and re-raise."""
+def open_outputs(specs: list[OutputSpec], config: Config, live: bool = False) -> list[Sink]:
+    """Open every output (``live``: for ``run``); if one fails, close those already open and
+    re-raise."""
     sinks: list[Sink] = []
     try:
         for spec in specs:
-            sinks.append(open_output(spec, config))
+            sinks.append(open_output(spec, config, live))
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -98,7 +99,7 @@ class Daemon:
             stepper, encoding, _ = load_pitch_model(self.config.model)
         conductor = Conductor(self.config, stepper, encoding)
         source = open_source(self.config, play_notes=self.play_notes)
-        sinks = open_outputs(self.specs, self.config)
+        sinks = open_outputs(self.specs, self.config, live=True)
         scheduler = Scheduler(loop, sinks, earcon=conductor.earcon)
         rhythm = RhythmDriver(conductor, scheduler, loop) if use_rhythm else None
         engine = Engine(conductor, scheduler, loop, rhythm=rhythm)
@@ -164,6 +165,7 @@ class Daemon:
             await asyncio.sleep(min(ping, 1.0))
             self.notifier.watchdog()
             engine.sweep()
+            scheduler.tick()  # file outputs flush, rotate, render audio up to now
             if scheduler.failed and not scheduler.sinks:
                 self.request_stop("outputs failed")
             if self.config.output.on_device_loss == "exit" and self.stop_reason is None:

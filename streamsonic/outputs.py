@@ -29,6 +29,10 @@ BACKENDS: dict[str, tuple[str, str, bool]] = {
 #: Outputs that render offline (no real-time clock needed); ``render`` accepts only these.
 OFFLINE_KINDS = frozenset({"events", "file", "wav"})
 
+#: Outputs that ``run`` opens with another factory of their module: files written as they go,
+#: flushed, rotated and never overwriting an earlier run's file (``render`` writes them whole).
+LIVE_FACTORIES: dict[str, str] = {"file": "open_live_sink", "wav": "open_live_sink"}
+
 
 @dataclass(frozen=True)
 class OutputSpec:
@@ -60,9 +64,12 @@ def parse_output(text: str) -> OutputSpec:
     return OutputSpec(kind, arg if sep else "")
 
 
-def open_output(spec: OutputSpec, config: Config) -> Sink:
-    """Open the sink for ``spec``; errors are OutputError subclasses with a fix in the text."""
+def open_output(spec: OutputSpec, config: Config, live: bool = False) -> Sink:
+    """Open the sink for ``spec`` (``live``: for ``run``, else for ``render``); errors are
+    OutputError subclasses with a fix in the text."""
     module_name, factory, _ = BACKENDS[spec.kind]
+    if live:
+        factory = LIVE_FACTORIES.get(spec.kind, factory)
     module = importlib.import_module(module_name)
     sink: Sink = getattr(module, factory)(spec.arg, config)
     return sink

@@ -231,17 +231,31 @@ class Scheduler:
             if note is not None:
                 sink.note(note)
         except Exception as err:  # one failing output must not take the others down
-            log.error("output %s failed (%s); closing it", sink.name, err)
-            self.failed.append((sink, err))
-            self.sinks = [s for s in self.sinks if s is not sink]
-            try:
-                sink.close()
-            except Exception:  # it failed already; its error was logged above
-                log.debug("closing failed output %s", sink.name, exc_info=True)
+            self._drop(sink, err)
         if stream is not None and msg.type == "note_off":
             current = self._sounding.get(stream)
             if current is not None and current.off_time <= when:
                 del self._sounding[stream]
+
+    def _drop(self, sink: Sink, err: Exception) -> None:
+        """``sink`` failed: log one line, remember why, close it; the others play on."""
+        log.error("output %s failed (%s); closing it", sink.name, err)
+        self.failed.append((sink, err))
+        self.sinks = [s for s in self.sinks if s is not sink]
+        try:
+            sink.close()
+        except Exception:  # it failed already; its error was logged above
+            log.debug("closing failed output %s", sink.name, exc_info=True)
+
+    def tick(self) -> None:
+        """Give every sink its periodic turn (:meth:`Sink.tick`) at the clock's time; one that
+        fails is closed as in ``send``."""
+        now = self.clock.time()
+        for sink in list(self.sinks):
+            try:
+                sink.tick(now)
+            except Exception as err:
+                self._drop(sink, err)
 
     def close(self) -> None:
         """Cancel what is still scheduled, silence every sink and close it."""

@@ -28,11 +28,12 @@ may lead the line.
 
 outputs (--output, repeatable; default from config: audio):
   events              one JSON line per note on stdout
-  file:PATH           Standard MIDI File, written on exit
+  file:PATH           Standard MIDI File, written as it goes ({start} in PATH: the
+                      UTC start time); an earlier file there is kept as NAME-1.mid
   audio[:DEVICE]      FluidSynth through the audio device
   midi:NAME           an existing MIDI port (name or substring)
   midi-virtual:NAME   a new virtual MIDI port other programs can connect to
-  wav:PATH            audio rendered to a WAV file
+  wav:PATH            audio rendered to a WAV file from the first note, as it goes
   mqtt:PREFIX         notes as JSON messages under an MQTT topic prefix"""
 
 MQTT_OPTIONS: tuple[Option, ...] = (

@@ -55,6 +55,11 @@ class Sink(ABC):
     def note(self, event: NoteEvent) -> None:  # noqa: B027 - optional hook
         """Called once per note when its note_on is sent; sinks that log notes override it."""
 
+    def tick(self, now: float) -> None:  # noqa: B027 - optional hook
+        """Called about once a second by the live daemon with the scheduler clock's time, in
+        the loop's thread (file outputs flush, rotate, render up to ``now``). Raise
+        OutputError (or a subclass) when it fails."""
+
     def send(self, msg: mido.Message, time: float) -> None:
         """Send one channel message at ``time``; tracks sounding notes for ``panic``."""
         if self.closed:

@@ -1,28 +1,59 @@
-"""Writing an output file safely: all or nothing, and never replacing what is not a file.
+"""Writing output files: as they grow and never over an earlier run's file (``run``), or all at
+once (``render``); never replacing what is not a file.
 
-``OutputFile(path)`` decides at open time how ``path`` will be written, so that errors such
-as a missing folder or a read-only directory surface before any data is played:
+``OutputFile(path, what, live=...)`` decides at open time how ``path`` will be written, so that
+errors such as a missing folder or a read-only directory surface before any data is played:
 
-* a regular file, or a path that does not exist yet: the data goes to a hidden temporary
-  file in the same folder, which ``commit()`` flushes, syncs and renames over the target.
-  A failed write leaves the old file untouched and removes the temporary file.
+* ``render`` (``live=False``), a regular file or a path that does not exist yet: the data goes
+  to a hidden temporary file in the same folder, which ``commit()`` syncs and renames over the
+  target. A failed write leaves the old file untouched and removes the temporary file.
+* ``run`` (``live=True``), a regular file or a new path: the file itself is written as the data
+  comes; the format's writer patches its header (``patch``) and marks the file readable
+  (``readable``) at each flush, so a killed process leaves a valid file. An earlier file that
+  holds data is never written over: it is first renamed to ``NAME-1.EXT`` (the first free
+  number), so ``PATH`` is always the newest file. A failed write keeps what was readable at the
+  last flush (the file is cut back to it).
 * a symlink: the same, at the symlink's final target (the link itself stays a link).
 * anything else that exists (a device such as ``/dev/null`` or ``/dev/stdout``, a FIFO):
-  it is opened and written in place; it is never replaced by a regular file.
+  it is opened and written in place; it is never replaced by a regular file. One that cannot
+  seek (a pipe, a FIFO, a terminal) gets the whole file at ``commit()``: until then the data is
+  spooled to an unnamed temporary file (on disk, not in memory), since a header can only be
+  patched in a file that can seek.
 
-Every failure raises :class:`OutputWriteError`, whose message names the path and the cause.
+:class:`FileSeries` names the files of one ``run`` output: ``{start}`` in the path becomes the
+UTC time the file was started (``20250314T093000Z``), ``{n}`` its number in the run (1, 2, ...),
+for rotation. Every failure raises :class:`OutputError` when opening and
+:class:`OutputWriteError` once data is being written; the message names the path and the cause.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import itertools
+import logging
 import os
 import stat
 import tempfile
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from streamsonic.errors import OutputError, OutputWriteError
+
+log = logging.getLogger(__name__)
+
+#: How ``{start}`` is written in file names: ISO 8601 basic format, UTC, sortable.
+START_FORMAT = "%Y%m%dT%H%M%SZ"
+PLACEHOLDERS = ("{start}", "{n}")
+_COPY_CHUNK = 1 << 20
+
+
+def wall_time(at: float) -> datetime:
+    """The UTC time of day of ``at`` on the live scheduler's clock (``time.monotonic()``, as
+    asyncio's loop uses)."""
+    return datetime.now(UTC) - timedelta(seconds=time.monotonic() - at)
 
 
 def _umask() -> int:
@@ -31,15 +62,46 @@ def _umask() -> int:
     return mask
 
 
-class OutputFile:
-    """One output file, written atomically where the target is a regular file."""
+def _aside_name(target: Path, n: int) -> Path:
+    return target.with_name(f"{target.stem}-{n}{target.suffix}")
 
-    def __init__(self, path: str | Path, what: str = "file") -> None:
+
+def keep_aside(target: Path, first: int = 1) -> Path:
+    """Rename the file at ``target`` to the first free ``NAME-N.EXT`` (N >= ``first``) without
+    ever replacing a file; return the new name. Raises OSError."""
+    for n in itertools.count(first):
+        aside = _aside_name(target, n)
+        try:
+            os.link(target, aside)  # fails if ``aside`` exists: nothing is replaced
+        except FileExistsError:
+            continue
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                 errno.EMLINK):
+                raise
+            # no hard links on this file system: check, then rename (a tiny race remains)
+            if aside.exists() or aside.is_symlink():
+                continue
+            target.rename(aside)
+            return aside
+        target.unlink()
+        return aside
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class OutputFile:
+    """One output file: appended to, patched in place, then committed (see the module doc)."""
+
+    def __init__(self, path: str | Path, what: str = "file", *, live: bool = False,
+                 aside_from: int = 1) -> None:
         self.path = Path(path)
         self.what = what
+        self.live = live
+        #: Where an earlier file at this name was moved (``run`` only), else None.
+        self.kept: Path | None = None
         target = self.path.resolve() if self.path.is_symlink() else self.path
         try:
-            st = target.stat()
+            st = self.path.stat()  # follows symlinks: what would be written
         except FileNotFoundError:
             st = None
         except OSError as err:
@@ -50,47 +112,116 @@ class OutputFile:
         self.in_place = st is not None and not stat.S_ISREG(st.st_mode)
         self.target = target
         self._tmp: Path | None = None
+        self._dest: BinaryIO | None = None  # a target that cannot seek, written at commit
         try:
             if self.in_place:
-                self.file: BinaryIO = target.open("wb")
+                self.file: BinaryIO = self.path.open("wb", buffering=0)
+                try:
+                    os.lseek(self.file.fileno(), 0, os.SEEK_CUR)
+                except OSError:  # a pipe, FIFO or terminal: spool, write it all at commit
+                    self._dest = self.file
+                    self.file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115
             else:
                 parent = target.parent
                 if not parent.is_dir():
                     raise OutputError(f"cannot write {what} {self.path}: folder {parent} "
                                       "does not exist")
-                fd, name = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.",
-                                            suffix=".part")
-                self._tmp = Path(name)
-                # mkstemp makes 0600; give the file the mode a plain open() would (or keep
-                # the mode of the file it replaces).
-                mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
-                os.fchmod(fd, mode)
-                self.file = os.fdopen(fd, "wb")
+                self.file = self._open_live(target, st, aside_from) if live else \
+                    self._open_temp(target, st)
         except OSError as err:
             raise OutputError(f"cannot write {what} {self.path}: {err.strerror}; choose a "
                               "writable path") from None
+        self.size = 0  # bytes written so far
+        self.valid = 0  # bytes that make a readable file (run: at the last flush)
         self.done = False
 
+    def _open_temp(self, target: Path, st: os.stat_result | None) -> BinaryIO:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                    suffix=".part")
+        self._tmp = Path(name)
+        # mkstemp makes 0600; give the file the mode a plain open() would (or keep the mode
+        # of the file it replaces).
+        mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
+        os.fchmod(fd, mode)
+        return os.fdopen(fd, "wb", buffering=0)
+
+    def _open_live(self, target: Path, st: os.stat_result | None, aside_from: int) -> BinaryIO:
+        flags = os.O_WRONLY | os.O_CLOEXEC
+        if st is not None and st.st_size == 0:  # empty (`touch`, a shell's `>`): nothing to keep
+            with contextlib.suppress(FileNotFoundError):
+                return os.fdopen(os.open(target, flags), "wb", buffering=0)
+        for _ in range(100):
+            if target.exists():
+                self.kept = keep_aside(target, aside_from)
+            try:
+                return os.fdopen(os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o666), "wb",
+                                 buffering=0)
+            except FileExistsError:  # another process made it meanwhile: keep that one too
+                continue
+        raise OSError(errno.EEXIST, "the name is taken again and again")
+
+    # -- writing --------------------------------------------------------------------------
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at the end. Raises OutputWriteError (the file is given up)."""
+        view = memoryview(data)
+        try:
+            while view:
+                n = self.file.write(view)
+                if n is None:  # a non-blocking file that is full; ours never are
+                    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+                self.size += n
+                view = view[n:]
+        except OSError as err:
+            raise self.fail(err) from None
+
+    def patch(self, offset: int, data: bytes) -> None:
+        """Overwrite ``data`` at ``offset`` (a header field) without moving the end."""
+        try:
+            os.pwrite(self.file.fileno(), data, offset)
+        except OSError as err:
+            raise self.fail(err) from None
+
+    def readable(self) -> None:
+        """What is written now is a complete, valid file (``run`` calls it at each flush)."""
+        self.valid = self.size
+
     def commit(self) -> None:
-        """Make the written data the file's content (flush, sync, rename). Once."""
+        """Make the written data the file's content (sync, and rename or copy). Once."""
         if self.done:
             return
-        self.done = True
         try:
-            self.file.flush()
-            if self._tmp is not None:
+            if self._dest is not None:
+                self._copy_spool(self._dest)
+            elif not self.in_place:
                 os.fsync(self.file.fileno())
             self.file.close()
+            if self._dest is not None:
+                self._dest.close()
             if self._tmp is not None:
                 self._tmp.replace(self.target)
                 self._tmp = None
         except OSError as err:
             raise self.fail(err) from None
+        self.done = True
+
+    def _copy_spool(self, dest: BinaryIO) -> None:
+        os.lseek(self.file.fileno(), 0, os.SEEK_SET)
+        while chunk := os.read(self.file.fileno(), _COPY_CHUNK):
+            view = memoryview(chunk)
+            while view:
+                n = dest.write(view)
+                view = view[n or 0:]
 
     def fail(self, err: OSError) -> OutputWriteError:
-        """Discard what was written and return the error to raise for ``err``."""
+        """Give up after ``err``: discard (``render``) or cut back to the last readable state
+        (``run``); return the error to raise."""
+        live = self.live and not self.in_place and self._tmp is None
+        if live:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.file.fileno(), self.valid)
         self.discard()
         kept = ("" if self.in_place
+                else f"; {self.path} keeps what was written before" if live
                 else f"; {self.path} was left as it was" if self.target.exists()
                 else f"; nothing was written to {self.path}")
         return OutputWriteError(f"cannot write {self.what} {self.path}: {err.strerror}{kept}")
@@ -98,9 +229,49 @@ class OutputFile:
     def discard(self) -> None:
         """Give up: close the file and remove the temporary file, if any."""
         self.done = True
-        with contextlib.suppress(OSError):
-            self.file.close()
+        for file in (self.file, self._dest):
+            if file is not None:
+                with contextlib.suppress(OSError):
+                    file.close()
         if self._tmp is not None:
             with contextlib.suppress(OSError):
                 self._tmp.unlink()
             self._tmp = None
+
+
+class FileSeries:
+    """The files one ``run`` output writes, one after another (rotation): each is named from
+    ``pattern`` (``{start}``: the UTC time it starts; ``{n}``: its number in this run) and
+    opened with ``live=True``, so an earlier file of the same name is kept aside, never
+    overwritten."""
+
+    def __init__(self, pattern: str | Path, what: str) -> None:
+        self.pattern = str(pattern)
+        self.what = what
+        self.count = 0
+        self._aside = 1  # the next number to try for an earlier file kept aside
+
+    def name(self, started: datetime, n: int) -> Path:
+        """The file name for file number ``n`` started at ``started``."""
+        stamp = started.astimezone(UTC).strftime(START_FORMAT)
+        return Path(self.pattern.replace("{start}", stamp).replace("{n}", str(n)))
+
+    def open(self, started: datetime | None = None) -> OutputFile:
+        """Open the next file (``started``: when it starts; default now)."""
+        self.count += 1
+        path = self.name(started or datetime.now(UTC), self.count)
+        try:
+            out = OutputFile(path, self.what, live=True, aside_from=self._aside)
+        except OutputError as err:
+            if self.count == 1:
+                raise
+            raise OutputWriteError(str(err)) from None  # mid-run: data is being lost
+        if out.kept is not None:
+            log.info("%s %s: kept the earlier file as %s", self.what, path, out.kept)
+            self._aside = _aside_number(out.kept, out.target) + 1
+        return out
+
+
+def _aside_number(kept: Path, target: Path) -> int:
+    tail = kept.stem[len(target.stem) + 1:]
+    return int(tail) if tail.isdigit() else 1
