@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from streamsonic.config import Config
 from streamsonic.errors import UsageError
+from streamsonic.extras import missing_extra
 from streamsonic.sinks.base import Sink
 
 #: spec kind -> (module, factory function, whether the part after ':' is required)
@@ -70,6 +71,12 @@ def open_output(spec: OutputSpec, config: Config, live: bool = False) -> Sink:
     module_name, factory, _ = BACKENDS[spec.kind]
     if live:
         factory = LIVE_FACTORIES.get(spec.kind, factory)
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:  # a backend from a pip extra that is not installed
+        error = missing_extra(err, f"output {spec}")
+        if error is None:
+            raise
+        raise error from None
     sink: Sink = getattr(module, factory)(spec.arg, config)
     return sink
