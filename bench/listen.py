@@ -38,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,8 @@ KINDS = ("spike", "dropout", "shift", "burst")
 WINDOW = 30
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
        "MKL_NUM_THREADS": "1"}
+#: One note as ``--output events`` writes it (a JSON object: the fields of a NoteEvent).
+Event = dict[str, Any]
 
 
 # -- series -----------------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class Revision:
 
 
 def run_streams(rev: Revision, streams: dict[str, np.ndarray], args: list[str],
-                rate: float | None = None) -> dict[str, list[dict[str, object]]]:
+                rate: float | None = None) -> dict[str, list[Event]]:
     """Feed the streams as JSON lines (all at once, or ``rate`` rows per second)."""
     n = max(len(v) for v in streams.values())
     lines = []
@@ -167,24 +170,24 @@ def run_streams(rev: Revision, streams: dict[str, np.ndarray], args: list[str],
         out, err = proc.communicate(timeout=600)
     if proc.returncode != 0:
         raise SystemExit(f"{rev.label}: streamsonic exited {proc.returncode}: {err[-2000:]}")
-    events: dict[str, list[dict[str, object]]] = {k: [] for k in streams}
+    events: dict[str, list[Event]] = {k: [] for k in streams}
     for line in out.splitlines():
         ev = json.loads(line)
         events.setdefault(str(ev["stream"]), []).append(ev)
     return events
 
 
-def accented(events: list[dict[str, object]], loudest: float | None) -> list[bool]:
+def accented(events: list[Event], loudest: float | None) -> list[bool]:
     """Which notes a listener hears as accents: the ``accent`` flag, or (older revisions
     without one) a velocity at or above ``loudest``."""
     if events and "accent" in events[0]:
         return [bool(e["accent"]) for e in events]
     assert loudest is not None
-    return [float(e["velocity"]) >= loudest for e in events]  # type: ignore[arg-type]
+    return [float(e["velocity"]) >= loudest for e in events]
 
 
-def loudest_2pct(all_events: dict[str, list[dict[str, object]]]) -> float:
-    vel = [float(e["velocity"]) for ev in all_events.values() for e in ev]  # type: ignore[arg-type]
+def loudest_2pct(all_events: dict[str, list[Event]]) -> float:
+    vel = [float(e["velocity"]) for ev in all_events.values() for e in ev]
     return float(np.percentile(vel, 98)) if vel else math.inf
 
 
@@ -268,8 +271,8 @@ def fast_feed(rev: Revision, rhythm: bool) -> tuple[int, int]:
     loud = loudest_2pct({"feed": events})
     acc = accented(events, loud)
     spike_values = {float(x[a]) for a in spikes}
-    hit = {float(e["value"]) for e, a in zip(events, acc, strict=True)  # type: ignore[arg-type]
-           if a and float(e["value"]) in spike_values}  # type: ignore[arg-type]
+    hit = {float(e["value"]) for e, a in zip(events, acc, strict=True)
+           if a and float(e["value"]) in spike_values}
     return len(hit), len(spikes)
 
 

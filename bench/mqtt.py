@@ -240,17 +240,17 @@ def main() -> int:
                 print(f"{qos:>3}  {base:>20,.0f}  {ours:>17,.0f}  {ours / base:>6.2f}  "
                       f"{stats.get('dropped.queue_full', 0)}")
             print()
-            ours, theirs = latency(port, args.latency_messages, args.rate, tmp)
+            note_lat, paho_lat = latency(port, args.latency_messages, args.rate, tmp)
             print(f"latency: {args.latency_messages} messages at {args.rate:g}/s on 4 topics, "
                   "QoS 1, ms")
             print(f"{'path':<32} {'n':>5} {'p50':>8} {'p99':>8} {'max':>8}")
-            rows = [("publish -> paho subscriber", theirs),
-                    ("publish -> note (daemon events)", ours)]
+            rows = [("publish -> paho subscriber", paho_lat),
+                    ("publish -> note (daemon events)", note_lat)]
             for name, values in rows:
                 ms = [v * 1000 for v in values]
                 print(f"{name:<32} {len(ms):>5} {statistics.median(ms):>8.2f} "
                       f"{percentile(ms, 99):>8.2f} {max(ms):>8.2f}")
-            p50 = statistics.median(ours) / statistics.median(theirs)
+            p50 = statistics.median(note_lat) / statistics.median(paho_lat)
             print(f"ratio p50 note / p50 baseline: {p50:.1f}")
         finally:
             broker.terminate()

@@ -30,7 +30,7 @@ from streamsonic.encoding import PitchEncoding
 from streamsonic.events import Sample
 from streamsonic.model.checkpoint import default_weights, load_checkpoint
 from streamsonic.model.choice import Chooser
-from streamsonic.model.stepper import NumpyPitchStepper, TorchPitchStepper
+from streamsonic.model.stepper import NumpyPitchStepper, PitchStepper, TorchPitchStepper
 from streamsonic.music import scale_pitches
 
 
@@ -88,8 +88,8 @@ def main() -> int:
 
     # streamsonic: one timestep per sample from the stream's state (data proposes, the
     # chosen note is remembered: two evaluations sharing the first layer's W_hh @ h).
-    def streaming(stepper: object, with_choice: bool) -> list[float]:
-        state = [stepper.initial_state(1)]  # type: ignore[attr-defined]
+    def streaming(stepper: PitchStepper, with_choice: bool) -> list[float]:
+        state = [stepper.initial_state(1)]
         one_in = [inputs[i : i + 1] for i in range(len(inputs))]
 
         def one(i: int) -> None:
@@ -97,10 +97,10 @@ def main() -> int:
                 d, x = chooser.encode(data[i : i + 1])
             else:
                 x = one_in[i]
-            logits, pending = stepper.propose(x, state[0])  # type: ignore[attr-defined]
+            logits, pending = stepper.propose(x, state[0])
             chosen = (chooser.candidate_input(chooser.choose(logits, d, rngs)) if with_choice
                       else one_in[i + 1])
-            state[0] = stepper.commit(pending, chosen)  # type: ignore[attr-defined]
+            state[0] = stepper.commit(pending, chosen)
 
         timed(one, 50)
         return timed(one, args.samples)

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 
 from streamsonic.model.checkpoint import default_weights, load_checkpoint
+from streamsonic.model.network import StackedLSTM
 from streamsonic.model.stepper import make_stepper
 from streamsonic.model.temporal import temporal_parts
 from streamsonic.train.baselines import baselines
 from streamsonic.train.dataset import load_corpus, make_windows
 from streamsonic.train.loop import evaluate
 from streamsonic.train.report import metrics_table
-from streamsonic.train.tasks import PitchTask, TemporalTask, make_task, to_tensors
+from streamsonic.train.tasks import PitchTask, Task, TemporalTask, make_task, to_tensors
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "clementi"
 
@@ -88,6 +89,8 @@ def validation(kind: str, data: Path) -> None:
     split = ckpt.meta["data"]["split"]
     train_m = [by_name[n] for n in split["train"]]
     val_m = [by_name[n] for n in split["val"]]
+    task: Task
+    net: StackedLSTM
     if kind == "pitch":
         task = PitchTask(ckpt.classes)
         net = ckpt.pitch_network()

@@ -48,7 +48,7 @@ def synthetic_pieces(n_pieces: int, n_notes: int, seed: int) -> list[np.ndarray]
     return pieces
 
 
-def encode(onsets: np.ndarray, how: str, timing: TimingEncoding) -> tuple[np.ndarray, ...]:
+def encode(onsets: np.ndarray, how: str, timing: TimingEncoding) -> tuple[np.ndarray, int]:
     """(input classes of note i, target class for note i + 1, n_classes)."""
     if how == "delta":
         gaps = np.diff(onsets, prepend=onsets[0] - 1.0)  # into each note; first: 1 beat

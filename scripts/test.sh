@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set everything up, then run every check: ruff, then the whole pytest suite.
+# Set everything up, then run every check: ruff, mypy, then the whole pytest suite.
 # The test fixtures start mosquitto and a JACK dummy server themselves.
 # Extra arguments go to pytest (e.g. ./scripts/test.sh -m 'not slow' -x).
 set -uo pipefail
@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh || exit
 echo "test: ruff check ."
 .venv/bin/ruff check . || exit
+echo "test: mypy"
+.venv/bin/python -m mypy || exit
 echo "test: pytest"
 .venv/bin/python -m pytest "$@" </dev/null
 status=$?

@@ -14,7 +14,7 @@ import math
 import time
 import zlib
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,19 @@ class Cue:
     reading: Reading | None = None
 
 
+#: What a conductor steps: a pitch model, or the temporal model (pitch and timing).
+Stepper = PitchStepper | TemporalStepper
+
+
+@dataclass(frozen=True, slots=True)
+class _Proposal:
+    """A stepper's proposal for a batch of streams (:meth:`Conductor._propose`)."""
+
+    logits: np.ndarray  # (N, n_classes), with the data in the input slot
+    timings: list[Timing] | None  # the temporal model's timing of each note; None without one
+    commit: Callable[[np.ndarray], Sequence[object]]  # chosen inputs -> each stream's new state
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """One timestep of N streams (:meth:`Conductor.play`): one entry per cue, in cue order."""
@@ -108,7 +121,9 @@ def stream_seed(seed: int, stream: str) -> int:
 class Conductor:
     """Turns cues into notes for many streams, batching the LSTM steps."""
 
-    def __init__(self, config: Config, stepper: PitchStepper | TemporalStepper,
+    config: Config  # set by ``configure``
+
+    def __init__(self, config: Config, stepper: Stepper,
                  encoding: PitchEncoding) -> None:
         self.stepper = stepper
         self.encoding = encoding
@@ -333,15 +348,9 @@ class Conductor:
                     for c, r in zip(cues, readings, strict=True)]
         normalized = np.array([r.normalized for r in readings], dtype=np.float64)
         data_pitch, data_input = self.chooser.encode(normalized)
-        batch_state = self.stepper.stack([st.model_state for st in states])
-        pending: Any
-        timings: list[Timing] | None = None
-        if isinstance(self.stepper, TemporalStepper):
-            # A temporal model also predicts each note's onset gap, duration and loudness.
-            logits, timings, pending = self.stepper.propose(data_input, batch_state)
-        else:
-            logits, pending = self.stepper.propose(data_input, batch_state)
-        chosen = self.chooser.choose(logits, data_pitch, [st.rng for st in states])
+        proposal = self._propose(states, data_input)
+        timings = proposal.timings
+        chosen = self.chooser.choose(proposal.logits, data_pitch, [st.rng for st in states])
         pitches = self.chooser.candidates[chosen]
         inputs = self.chooser.candidate_input(chosen)
         for i, reading in enumerate(readings):
@@ -349,8 +358,7 @@ class Conductor:
                 # Beyond the ordinary range the data alone decides: how far out it plays
                 # is the message, and the model must not pull it back in.
                 pitches[i] = self.beyond[np.abs(self.beyond - reading.beyond).argmin()]
-        new_state = self.stepper.commit(pending, inputs)
-        for st, s in zip(states, self.stepper.split(new_state, len(states)), strict=True):
+        for st, s in zip(states, proposal.commit(inputs), strict=True):
             st.model_state = s
         music = self.config.music
         accent_cfg = self.config.accent
@@ -391,3 +399,18 @@ class Conductor:
                 )
             )
         return StepResult(pitches, inputs, timings, notes)
+
+    def _propose(self, states: list[StreamState], data_input: np.ndarray) -> _Proposal:
+        """One timestep of ``states``' streams as one batch, from their saved model states,
+        with the data as input; the proposal's ``commit`` re-evaluates it with the chosen
+        inputs and returns each stream's new state (``play`` keeps them)."""
+        stepper, batch = self.stepper, len(states)
+        saved = [st.model_state for st in states]
+        if isinstance(stepper, TemporalStepper):
+            # A temporal model also predicts each note's onset gap, duration and loudness.
+            logits, timings, pending = stepper.propose(data_input, stepper.stack(saved))
+            return _Proposal(logits, timings,
+                             lambda inputs: stepper.split(stepper.commit(pending, inputs), batch))
+        logits, p_pending = stepper.propose(data_input, stepper.stack(saved))
+        return _Proposal(logits, None,
+                         lambda inputs: stepper.split(stepper.commit(p_pending, inputs), batch))

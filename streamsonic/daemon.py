@@ -21,6 +21,7 @@ from streamsonic.sdnotify import Notifier, watchdog_interval
 from streamsonic.sinks.base import Sink
 
 if TYPE_CHECKING:  # the runtime imports are deferred: they load torch
+    from streamsonic.conductor import Stepper
     from streamsonic.engine import Engine
     from streamsonic.events import Source
     from streamsonic.scheduler import Scheduler
@@ -91,6 +92,7 @@ class Daemon:
 
         loop = asyncio.get_running_loop()
         use_rhythm = self.config.model.rhythm == "model" and not self.play_notes
+        stepper: Stepper
         if use_rhythm:
             from streamsonic.rhythm import RhythmDriver, load_temporal_model  # noqa: PLC0415
 

@@ -35,12 +35,16 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from streamsonic.conductor import Conductor, Cue, Reading
 from streamsonic.config import Config
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.music import seconds_per_beat
 from streamsonic.scheduler import Handle, Scheduler
+
+if TYPE_CHECKING:  # streamsonic.rhythm imports this module
+    from streamsonic.rhythm import RhythmDriver
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +128,7 @@ class Engine:
         conductor: Conductor,
         scheduler: Scheduler,
         loop: asyncio.AbstractEventLoop,
-        rhythm: object | None = None,
+        rhythm: RhythmDriver | None = None,
     ) -> None:
         self.conductor = conductor
         self.scheduler = scheduler
@@ -175,7 +179,7 @@ class Engine:
             return  # the stream table is full (streams.when_full = "drop"); counted there
         reading = self.conductor.observe(sample)
         if self.rhythm is not None:
-            self.rhythm.feed(sample, reading)  # type: ignore[attr-defined]
+            self.rhythm.feed(sample, reading)
             return
         clock = self.config.clock
         if clock.mode == "tick":
@@ -228,7 +232,7 @@ class Engine:
             handle.cancel()
         self._next_allowed.pop(stream, None)
         if self.rhythm is not None:
-            self.dropped_evicted += self.rhythm.forget(stream)  # type: ignore[attr-defined]
+            self.dropped_evicted += self.rhythm.forget(stream)
         if self.scheduler.release(stream):
             self.released += 1
 
@@ -297,7 +301,7 @@ class Engine:
     async def drain(self) -> None:
         """After the input ended: let the queues play out, then wait for the last note-off."""
         if self.rhythm is not None:
-            await self.rhythm.drain()  # type: ignore[attr-defined]
+            await self.rhythm.drain()
         while self.waiting or not self.scheduler.idle:
             if self.waiting and self.config.clock.mode == "tick":
                 self._ensure_ticking()
@@ -313,4 +317,4 @@ class Engine:
             self._tick_handle.cancel()
             self._tick_handle = None
         if self.rhythm is not None:
-            self.rhythm.cancel()  # type: ignore[attr-defined]
+            self.rhythm.cancel()

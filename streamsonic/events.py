@@ -98,15 +98,17 @@ class NoteEvent:
 class Source(Protocol):
     """A source of samples: an async context manager and an async iterator.
 
-    Iteration ends when the source is exhausted (EOF on stdin); network sources iterate
-    until they are closed. Bad input is counted in ``stats`` and never raised.
+    It yields :class:`Sample`s, or, for ``run --play-notes`` (the MQTT source reading what
+    ``--output mqtt:PREFIX`` published), :class:`NoteEvent`s to play as they are. Iteration
+    ends when the source is exhausted (EOF on stdin); network sources iterate until they
+    are closed. Bad input is counted in ``stats`` and never raised.
     """
 
     async def __aenter__(self) -> Source: ...
 
     async def __aexit__(self, *exc: object) -> None: ...
 
-    def __aiter__(self) -> AsyncIterator[Sample]: ...
+    def __aiter__(self) -> AsyncIterator[Sample | NoteEvent]: ...
 
     @property
     def stats(self) -> dict[str, int]:

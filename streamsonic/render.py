@@ -15,6 +15,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from streamsonic.events import NoteEvent, Sample
 from streamsonic.music import seconds_per_beat
 from streamsonic.outputs import OFFLINE_KINDS, OutputSpec, parse_output
 from streamsonic.parse import parse_number
+
+if TYPE_CHECKING:  # the runtime import is deferred: it loads torch
+    from streamsonic.conductor import Stepper
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,7 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
     from streamsonic.scheduler import Scheduler, VirtualClock  # noqa: PLC0415
 
     rhythm = config.model.rhythm == "model"
+    stepper: Stepper
     if rhythm:
         from streamsonic.rhythm import load_temporal_model  # noqa: PLC0415
 

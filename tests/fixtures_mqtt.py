@@ -89,6 +89,13 @@ class Broker:
         host = "localhost" if self.certs else "127.0.0.1"
         return f"{scheme}://{host}:{self.port}"
 
+    @property
+    def tls(self) -> Certs:
+        """The certificates of a TLS broker (one started with ``certs``)."""
+        if self.certs is None:
+            raise AttributeError("this broker was started without TLS certificates")
+        return self.certs
+
     def _write_config(self) -> Path:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -281,8 +288,8 @@ class QueuingPublisher:
         self._acked_cond = threading.Condition()
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         client.reconnect_delay_set(1, 1)
-        client.on_connect = lambda *_: (self.gone.clear(), self.connected.set())
-        client.on_disconnect = lambda *_: (self.connected.clear(), self.gone.set())
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
         client.on_publish = lambda *_: self._count_ack()
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
@@ -290,6 +297,14 @@ class QueuingPublisher:
         if not self.connected.wait(10):
             self.close()
             raise RuntimeError(f"publisher cannot connect to port {broker.port}")
+
+    def _on_connect(self, *_: object) -> None:
+        self.gone.clear()
+        self.connected.set()
+
+    def _on_disconnect(self, *_: object) -> None:
+        self.connected.clear()
+        self.gone.set()
 
     def _count_ack(self) -> None:
         with self._acked_cond:

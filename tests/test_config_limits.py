@@ -32,7 +32,7 @@ def numeric_keys() -> list[tuple[str, type]]:
         if section.name == "voices":
             cls: Any = typing.get_args(typing.get_type_hints(Config)["voices"])[0]
         else:
-            cls = section.default_factory  # type: ignore[misc]
+            cls = section.default_factory
         for name, tp in typing.get_type_hints(cls).items():
             if tp in (int, float):
                 keys.append((f"{section.name}.{name}", tp))
@@ -248,7 +248,7 @@ def test_reload_failure_of_any_kind_keeps_config_and_sends_ready(
     old = Config()
     daemon = Daemon(old, [], False, str(path), {})
     engine = type("FakeEngine", (), {"conductor": _FailingConductor()})()
-    daemon._reload(engine)  # type: ignore[arg-type]
+    daemon._reload(engine)
     assert next_state(sock) == "RELOADING=1"
     assert next_state(sock) == "READY=1"
     assert daemon.config is old

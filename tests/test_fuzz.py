@@ -220,7 +220,7 @@ async def play(items: AsyncIterator[Sample | NoteEvent], config: Config,
     assert not sink.sounding, f"hanging notes {sink.sounding}"
     scheduler.close()
     result.fed, result.played = engine.samples, engine.played
-    text = out.buffer.getvalue().decode("utf-8")  # type: ignore[attr-defined]
+    text = out.buffer.getvalue().decode("utf-8")
     result.notes = [json.loads(line) for line in text.splitlines()]
     return result
 

@@ -11,14 +11,17 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
 EXE = [sys.executable, "-m", "streamsonic", "--output", "events"]
 ALL_NOTES = ["--set", "clock.backlog=100000", "--max-rate", "1000"]
+#: One note as ``--output events`` writes it (a JSON object: the fields of a NoteEvent).
+Event = dict[str, Any]
 
 
-def run_rows(rows: list[dict[str, float]], args: list[str]) -> list[dict[str, object]]:
+def run_rows(rows: list[dict[str, float]], args: list[str]) -> list[Event]:
     text = "".join(json.dumps(r) + "\n" for r in rows)
     res = subprocess.run([*EXE, *args], input=text, capture_output=True, text=True,
                          timeout=300, check=False)
@@ -26,8 +29,8 @@ def run_rows(rows: list[dict[str, float]], args: list[str]) -> list[dict[str, ob
     return [json.loads(line) for line in res.stdout.splitlines()]
 
 
-def by_stream(events: list[dict[str, object]]) -> dict[str, list[dict[str, object]]]:
-    out: dict[str, list[dict[str, object]]] = {}
+def by_stream(events: list[Event]) -> dict[str, list[Event]]:
+    out: dict[str, list[Event]] = {}
     for e in events:
         out.setdefault(str(e["stream"]), []).append(e)
     return out
@@ -53,12 +56,12 @@ def test_injected_anomalies_are_accented_clean_notes_are_not() -> None:
         assert caught >= 6, (name, caught)
         for a in at:  # accented notes are the loudest and carry their score
             for e in notes[name][a:a + 3]:
-                assert 0.0 <= float(e["anomaly"]) <= 1.0  # type: ignore[arg-type]
+                assert 0.0 <= float(e["anomaly"]) <= 1.0
                 if e["accent"]:
                     assert e["velocity"] == 127
     clean_acc = [bool(e["accent"]) for e in notes["clean"]]
     assert sum(clean_acc) <= 0.01 * n
-    assert max(int(e["velocity"]) for e in notes["clean"]) <= 100  # type: ignore[call-overload]
+    assert max(int(e["velocity"]) for e in notes["clean"]) <= 100
 
 
 def test_a_10x_spike_plays_clearly_higher_than_a_1_1x_spike() -> None:
@@ -75,7 +78,7 @@ def test_a_10x_spike_plays_clearly_higher_than_a_1_1x_spike() -> None:
     assert p_big - p_small >= 3
     assert p_small >= 89  # beyond the ordinary range (the model's 50..89)
     # the extreme value does not flatten the others: they still use the range
-    after = [int(e["pitch"]) for e in notes["big"][260:]]  # type: ignore[call-overload]
+    after = [int(e["pitch"]) for e in notes["big"][260:]]
     assert max(after) - min(after) >= 12
 
 
@@ -98,8 +101,8 @@ def test_magnitude_on_a_heavy_tailed_positive_stream() -> None:
 def test_eight_streams_get_distinct_programs_and_pans() -> None:
     rows = [{f"s{k}": float(np.sin(i / 5 + k)) for k in range(8)} for i in range(20)]
     notes = by_stream(run_rows(rows, ALL_NOTES))
-    programs = {int(n[0]["program"]) for n in notes.values()}  # type: ignore[call-overload]
-    pans = {int(n[0]["pan"]) for n in notes.values()}  # type: ignore[call-overload]
+    programs = {int(n[0]["program"]) for n in notes.values()}
+    pans = {int(n[0]["pan"]) for n in notes.values()}
     assert len(programs) >= 6
     assert len(pans) == 8
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import mido
@@ -25,7 +26,7 @@ def start_daemon(jack_server, checkpoint: Path, port: str, *extra: str) -> subpr
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def feed(proc: subprocess.Popen, values: list[float], interval: float) -> None:
+def feed(proc: subprocess.Popen, values: Sequence[float], interval: float) -> None:
     assert proc.stdin is not None
     for value in values:
         proc.stdin.write(f"{value}\n")

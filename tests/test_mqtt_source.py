@@ -10,6 +10,7 @@ import os
 import random
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -241,8 +242,8 @@ async def test_broker_restart_reconnects_and_resubscribes(mqtt_broker_factory) -
 
 async def test_persistent_session_delivers_what_was_published_while_away(
         mqtt_broker: Broker) -> None:
-    opts = {"client_id": f"persist-{os.getpid()}", "clean_start": False, "session_expiry": 300,
-            "qos": 1}
+    opts: dict[str, Any] = {"client_id": f"persist-{os.getpid()}", "clean_start": False,
+                            "session_expiry": 300, "qos": 1}
     async with make_source(mqtt_broker, ["ps/x"], **opts) as source:
         await subscribed(source)
     await pub(mqtt_broker, "ps/x", [str(i) for i in range(100)], qos=1)
@@ -258,8 +259,8 @@ async def test_qos1_is_acknowledged_only_once_taken(mqtt_broker: Broker) -> None
     """A QoS 1 message is acknowledged when the consumer asks for the next item (it has
     played the previous one); what is still queued at close is not, and a persistent session
     delivers exactly that again."""
-    opts = {"client_id": f"ack-{os.getpid()}", "clean_start": False, "session_expiry": 300,
-            "qos": 1}
+    opts: dict[str, Any] = {"client_id": f"ack-{os.getpid()}", "clean_start": False,
+                            "session_expiry": 300, "qos": 1}
     async with make_source(mqtt_broker, ["ack/x"], **opts) as source:
         await subscribed(source)
         await pub(mqtt_broker, "ack/x", [str(i) for i in range(5)], qos=1)
@@ -307,7 +308,7 @@ async def test_session_takeover_is_named_and_not_fought(
     the other keeps the session and plays."""
     caplog.set_level(logging.INFO, logger="streamsonic.sources.mqtt")
     client_id = f"twin{protocol}-{os.getpid()}"
-    opts = {"client_id": client_id, "protocol": protocol, "takeover_retry": 600.0}
+    opts: dict[str, Any] = {"client_id": client_id, "protocol": protocol, "takeover_retry": 600.0}
     async with make_source(mqtt_broker, ["tw/x"], **opts) as one, \
             make_source(mqtt_broker, ["tw/x"], **opts) as two:
         def takeovers() -> int:
@@ -337,7 +338,7 @@ async def test_session_takeover_is_named_and_not_fought(
 
 async def test_session_takeover_can_stop_the_source(mqtt_broker: Broker) -> None:
     client_id = f"twin-exit-{os.getpid()}"
-    opts = {"client_id": client_id, "on_takeover": "exit"}
+    opts: dict[str, Any] = {"client_id": client_id, "on_takeover": "exit"}
     async with make_source(mqtt_broker, ["twx/x"], **opts) as one, \
             make_source(mqtt_broker, ["twx/x"], **opts) as two:
         async def first_to_fail() -> MqttError:
@@ -392,7 +393,7 @@ class TestTls:
         pw = tmp_path / "pw"
         pw.write_text("s3cret\n")
         monkeypatch.delenv("STREAMSONIC_MQTT_PASSWORD", raising=False)
-        async with make_source(broker, ["tls/#"], ca_file=str(broker.certs.ca),
+        async with make_source(broker, ["tls/#"], ca_file=str(broker.tls.ca),
                                username="alice", password_file=str(pw)) as source:
             await subscribed(source)
             await pub(broker, "tls/a", ["3"], username="alice", password="s3cret")
@@ -402,19 +403,19 @@ class TestTls:
     async def test_password_from_env_and_systemd_credentials(self, broker: Broker, tmp_path,
                                                              monkeypatch) -> None:
         monkeypatch.setenv("STREAMSONIC_MQTT_PASSWORD", "s3cret")
-        async with make_source(broker, ["tls/#"], ca_file=str(broker.certs.ca),
+        async with make_source(broker, ["tls/#"], ca_file=str(broker.tls.ca),
                                username="alice") as source:
             await subscribed(source)
         monkeypatch.delenv("STREAMSONIC_MQTT_PASSWORD")
         (tmp_path / "mqtt-password").write_text("s3cret")
         monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-        async with make_source(broker, ["tls/#"], ca_file=str(broker.certs.ca),
+        async with make_source(broker, ["tls/#"], ca_file=str(broker.tls.ca),
                                username="alice") as source:
             await subscribed(source)
 
     async def test_wrong_ca_is_refused_clearly(self, broker: Broker, monkeypatch) -> None:
         monkeypatch.setenv("STREAMSONIC_MQTT_PASSWORD", "s3cret")
-        source = make_source(broker, ["tls/#"], ca_file=str(broker.certs.other_ca),
+        source = make_source(broker, ["tls/#"], ca_file=str(broker.tls.other_ca),
                              username="alice")
         with pytest.raises(MqttError, match=r"certificate verification failed.*mqtt.ca_file"):
             async with source:
@@ -422,7 +423,7 @@ class TestTls:
 
     async def test_wrong_password_is_refused_clearly(self, broker: Broker, monkeypatch) -> None:
         monkeypatch.setenv("STREAMSONIC_MQTT_PASSWORD", "wrong")
-        source = make_source(broker, ["tls/#"], ca_file=str(broker.certs.ca), username="alice")
+        source = make_source(broker, ["tls/#"], ca_file=str(broker.tls.ca), username="alice")
         with pytest.raises(MqttError, match=r"refused user 'alice'.*password") as err:
             async with source:
                 pass

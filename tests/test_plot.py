@@ -14,7 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from matplotlib.collections import LineCollection
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection, PathCollection
 
 from streamsonic.config import Config, load_config
 from streamsonic.errors import OutputError
@@ -64,6 +66,18 @@ def legend_texts(artists: PlotArtists) -> list[list[str]]:
     return [[t.get_text() for t in legend.get_texts()] for legend in artists.legends]
 
 
+def axes_of(artist: Artist) -> Axes:
+    """The axes ``artist`` is drawn on."""
+    ax = artist.axes
+    assert isinstance(ax, Axes)
+    return ax
+
+
+def offsets(collection: PathCollection) -> np.ndarray:
+    """The (x, y) of each marker of ``collection``, as an (N, 2) array."""
+    return np.asarray(collection.get_offsets())
+
+
 def test_note_arrays_are_the_note_columns() -> None:
     notes = [note(0), note(1, pitch=72, velocity=127, anomaly=0.8, accent=True)]
     arrays = note_arrays(notes)
@@ -86,10 +100,11 @@ def test_notes_are_coloured_by_velocity_with_a_labelled_colourbar(figure: Drawn)
     artists, notes, _ = figure
     dots = artists.notes.notes
     assert np.array_equal(dots.get_offsets(), [[n.time, n.pitch] for n in notes])
-    assert dots.get_array().tolist() == [n.velocity for n in notes]
+    velocities = dots.get_array()
+    assert velocities is not None and velocities.tolist() == [n.velocity for n in notes]
     # a fixed 1..127 scale: the same colour means the same loudness in every plot
     assert (dots.norm.vmin, dots.norm.vmax) == (1, 127)
-    colours = dots.to_rgba(dots.get_array())
+    colours = dots.to_rgba(velocities)
     assert len({tuple(c) for c in colours}) == len(notes)
     assert artists.colorbar.mappable is dots
     assert artists.colorbar.ax.get_ylabel() == VELOCITY_LABEL == "velocity (loudness)"
@@ -101,7 +116,8 @@ def test_accented_notes_and_only_those_carry_the_accent_markers(figure: Drawn) -
     # notes panel: a ring around each accented note's dot
     ring = artists.notes.accents
     assert np.array_equal(ring.get_offsets(), [[n.time, n.pitch] for n in accented])
-    assert ring.get_facecolors().size == 0 or ring.get_facecolors()[:, 3].max() == 0
+    faces = np.asarray(ring.get_facecolor())  # hollow: no face, or a transparent one
+    assert faces.size == 0 or faces[:, 3].max() == 0
     assert ring.get_label() == ACCENT_LABEL
     # data panel: a star on each accented note's value
     star = artists.data.accents
@@ -125,18 +141,18 @@ def test_anomaly_strip_shows_every_score_and_the_threshold_dashed(figure: Drawn)
 
     assert bars(strip.accents) == [(n.time, n.anomaly) for n in notes if n.accent]
     assert bars(strip.scores) == [(n.time, n.anomaly) for n in notes if not n.accent]
-    assert list(strip.threshold.get_ydata()) == [config.accent.threshold] * 2
+    assert np.asarray(strip.threshold.get_ydata()).tolist() == [config.accent.threshold] * 2
     assert strip.threshold.get_linestyle() == "--"
-    ax = strip.threshold.axes
+    ax = axes_of(strip.threshold)
     assert ax.get_ylim()[0] == 0.0 and 1.0 <= ax.get_ylim()[1] <= 1.1
     assert f"accent threshold {config.accent.threshold:g}" in legend_texts(artists)[2]
 
 
 def test_panels_share_the_row_axis_and_are_labelled(figure: Drawn) -> None:
     artists, _, _ = figure
-    data_ax = artists.data.line.axes
-    notes_ax = artists.notes.notes.axes
-    strip_ax = artists.anomaly.threshold.axes
+    data_ax = axes_of(artists.data.line)
+    notes_ax = axes_of(artists.notes.notes)
+    strip_ax = axes_of(artists.anomaly.threshold)
     assert data_ax.get_shared_x_axes().joined(data_ax, notes_ax)
     assert data_ax.get_shared_x_axes().joined(data_ax, strip_ax)
     assert notes_ax.get_ylabel() == "MIDI pitch" and strip_ax.get_ylabel() == "anomaly"
@@ -158,7 +174,7 @@ def test_notes_beyond_the_range_stay_in_view() -> None:
     notes = [note(0, pitch=config.music.low - 9), note(1, pitch=config.music.high + 11)]
     artists = build_figure(series_of([0.0, 1.0]), notes, config)
     try:
-        low, high = artists.notes.notes.axes.get_ylim()
+        low, high = axes_of(artists.notes.notes).get_ylim()
         assert low < config.music.low - 9 and high > config.music.high + 11
     finally:
         plt.close(artists.figure)
@@ -206,10 +222,10 @@ def test_rendered_spike_is_the_accent_on_the_figure(tmp_path: Path,
     artists = build_figure(series, notes, config)
     try:  # ... and the figure marks exactly the notes it flagged
         accented = [n for n in notes if n.accent]
-        assert spike in artists.notes.accents.get_offsets()[:, 0].tolist()
-        assert len(artists.notes.accents.get_offsets()) == len(accented)
-        assert len(artists.data.accents.get_offsets()) == len(accented)
-        assert artists.data.accents.get_offsets()[:, 1].max() == pytest.approx(
+        assert spike in offsets(artists.notes.accents)[:, 0].tolist()
+        assert len(offsets(artists.notes.accents)) == len(accented)
+        assert len(offsets(artists.data.accents)) == len(accented)
+        assert offsets(artists.data.accents)[:, 1].max() == pytest.approx(
             series.values[spike])
     finally:
         plt.close(artists.figure)

@@ -312,8 +312,10 @@ def test_demo_script_sets_up_only_the_demo(tmp_path: Path) -> None:
     assert log.read_text().splitlines() == ["setup.sh --demo", "streamsonic demo --files"]
 
 
-def fake_checkout(tmp_path: Path, ruff_status: int, pytest_status: int) -> Path:
-    """test.sh beside stand-ins for setup.sh, ruff and python (exit statuses chosen)."""
+def fake_checkout(tmp_path: Path, ruff_status: int, mypy_status: int,
+                  pytest_status: int) -> Path:
+    """test.sh beside stand-ins for setup.sh, ruff and python (``-m mypy``, ``-m pytest``),
+    exit statuses chosen."""
     root = tmp_path / "checkout"
     (root / "scripts").mkdir(parents=True)
     (root / ".venv" / "bin").mkdir(parents=True)
@@ -321,7 +323,9 @@ def fake_checkout(tmp_path: Path, ruff_status: int, pytest_status: int) -> Path:
     stubs = {
         root / "scripts" / "setup.sh": "echo setup: ok\n",
         root / ".venv" / "bin" / "ruff": f"echo ruff: ran\nexit {ruff_status}\n",
-        root / ".venv" / "bin" / "python": f"echo '== 3 passed in 0.1s =='\nexit {pytest_status}\n",
+        root / ".venv" / "bin" / "python": (
+            f'if [ "$2" = mypy ]; then echo "mypy: ran"; exit {mypy_status}; fi\n'
+            f"echo '== 3 passed in 0.1s =='\nexit {pytest_status}\n"),
     }
     for path, body in {**stubs, root / "scripts" / "test.sh": None}.items():
         if body is not None:
@@ -331,18 +335,20 @@ def fake_checkout(tmp_path: Path, ruff_status: int, pytest_status: int) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("ruff_status", "pytest_status", "expected"),
-    [(0, 0, 0), (0, 1, 1), (0, 5, 1), (1, 0, 1)],
-    ids=["pass", "tests-fail", "no-tests-is-failure", "ruff-fails"],
+    ("ruff_status", "mypy_status", "pytest_status", "expected"),
+    [(0, 0, 0, 0), (0, 0, 1, 1), (0, 0, 5, 1), (1, 0, 0, 1), (0, 1, 0, 1)],
+    ids=["pass", "tests-fail", "no-tests-is-failure", "ruff-fails", "mypy-fails"],
 )
-def test_test_script_exit_status(tmp_path: Path, ruff_status: int, pytest_status: int,
-                                 expected: int) -> None:
+def test_test_script_exit_status(tmp_path: Path, ruff_status: int, mypy_status: int,
+                                 pytest_status: int, expected: int) -> None:
     """Unit test of test.sh's plumbing with stand-ins (CI runs the real thing)."""
-    root = fake_checkout(tmp_path, ruff_status, pytest_status)
+    root = fake_checkout(tmp_path, ruff_status, mypy_status, pytest_status)
     result = subprocess.run([str(root / "scripts" / "test.sh")], capture_output=True,
                             text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
     assert result.returncode == expected, result.stdout + result.stderr
     if ruff_status:
+        assert "mypy: ran" not in result.stdout  # nothing ran after ruff
+    if ruff_status or mypy_status:
         assert "passed" not in result.stdout  # pytest never ran
     else:
         assert result.stdout.rstrip().endswith("== 3 passed in 0.1s ==")

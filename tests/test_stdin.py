@@ -176,7 +176,7 @@ async def test_pseudo_terminal(tmp_path: Path) -> None:
     termios.tcsetattr(slave, termios.TCSANOW, attrs)
     tty = os.fdopen(slave, "rb", buffering=0)
     try:
-        source = StdinSource(InputConfig(), stream=tty)  # type: ignore[arg-type]
+        source = StdinSource(InputConfig(), stream=tty)
         async with source:
             it = aiter(source)
             os.write(master, b"3\n")
@@ -211,7 +211,7 @@ async def test_read_error_is_a_source_error() -> None:
 
     stream = io.BufferedReader(Broken())
     with pytest.raises(SourceError, match="reading stdin failed"):
-        await _all(StdinSource(InputConfig(), stream=stream))  # type: ignore[arg-type]
+        await _all(StdinSource(InputConfig(), stream=stream))
 
 
 async def test_from_config_reads_sys_stdin(monkeypatch: pytest.MonkeyPatch,
@@ -309,4 +309,4 @@ async def test_reader_bug_ends_the_input_instead_of_hanging() -> None:
             raise RuntimeError("boom")
 
     with pytest.raises(SourceError, match="RuntimeError: boom"):
-        await _all(StdinSource(InputConfig(), stream=io.BufferedReader(Buggy())))  # type: ignore[arg-type]
+        await _all(StdinSource(InputConfig(), stream=io.BufferedReader(Buggy())))

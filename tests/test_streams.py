@@ -329,7 +329,7 @@ def test_memory_stays_flat_under_a_million_names(when_full: str) -> None:
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
     assert proc.stdin is not None and proc.stderr is not None
     stderr: list[bytes] = []
-    reader = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)
+    reader = threading.Thread(target=stderr.extend, args=(proc.stderr,), daemon=True)
     reader.start()
     rss: list[int] = []
     try:

@@ -37,7 +37,7 @@ def test_bins_snap_on_a_log_scale():
     assert feats.sum() == 3
 
 
-def test_steps_equal_the_network_over_the_committed_sequence(stepper_parts):
+def test_steps_equal_the_network_over_the_committed_sequence(stepper_parts) -> None:
     """propose = the network after the committed notes plus [data, previous timing];
     commit = the network fed [chosen pitch, predicted timing] at that step."""
     net, _, stepper = stepper_parts

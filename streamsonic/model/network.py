@@ -27,12 +27,12 @@ def zero_state(
     dtype: torch.dtype | None = None,
 ) -> State:
     """``(h1, c1, h2, c2)`` zeros for two stacked LSTMs."""
-    kw = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+    dtype = dtype or torch.get_default_dtype()
     return (
-        torch.zeros(batch, hidden1, **kw),
-        torch.zeros(batch, hidden1, **kw),
-        torch.zeros(batch, hidden2, **kw),
-        torch.zeros(batch, hidden2, **kw),
+        torch.zeros(batch, hidden1, device=device, dtype=dtype),
+        torch.zeros(batch, hidden1, device=device, dtype=dtype),
+        torch.zeros(batch, hidden2, device=device, dtype=dtype),
+        torch.zeros(batch, hidden2, device=device, dtype=dtype),
     )
 
 

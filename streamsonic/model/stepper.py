@@ -20,6 +20,7 @@ Logits always come back as a NumPy array ``(batch, n_classes)`` for the chooser.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +32,12 @@ from streamsonic.model.network import PitchLSTM
 
 #: Opaque per-stream (or batched) state: four arrays/tensors (h1, c1, h2, c2), (batch, H).
 State = tuple[Any, Any, Any, Any]
+
+
+def _state(parts: Iterable[Any]) -> State:
+    """The four parts ``(h1, c1, h2, c2)`` as a :data:`State`."""
+    h1, c1, h2, c2 = parts
+    return (h1, c1, h2, c2)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -187,14 +194,13 @@ class NumpyPitchStepper:
         """Per-stream states (batch 1 each) -> one batched state."""
         if len(states) == 1:
             return states[0]
-        return tuple(np.concatenate(p, axis=0) for p in zip(*states, strict=True))  # type: ignore[return-value]
+        return _state(np.concatenate(p, axis=0) for p in zip(*states, strict=True))
 
     def split(self, state: State, batch: int) -> list[State]:
         """One batched state -> per-stream states (batch 1 each)."""
         if batch == 1:
             return [state]
-        return [tuple(np.ascontiguousarray(s[i : i + 1]) for s in state)  # type: ignore[misc]
-                for i in range(batch)]
+        return [_state(np.ascontiguousarray(s[i : i + 1]) for s in state) for i in range(batch)]
 
 
 class TorchPitchStepper:
@@ -256,11 +262,11 @@ class TorchPitchStepper:
         """Per-stream states (batch 1 each) -> one batched state."""
         if len(states) == 1:
             return states[0]
-        return tuple(torch.cat(p, dim=0) for p in zip(*states, strict=True))  # type: ignore[return-value]
+        return _state(torch.cat(p, dim=0) for p in zip(*states, strict=True))
 
     def split(self, state: State, batch: int) -> list[State]:
         """One batched state -> per-stream states (batch 1 each)."""
         if batch == 1:
             return [state]
         parts = [s.split(1, dim=0) for s in state]
-        return [tuple(p[i] for p in parts) for i in range(batch)]  # type: ignore[misc]
+        return [_state(p[i] for p in parts) for i in range(batch)]

@@ -13,6 +13,7 @@ import ssl
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -145,16 +146,14 @@ def build_client(config: MqttConfig, url: BrokerUrl, client_id: str,
             "mqtt.clean_start = false (persistent session) needs a fixed client id; "
             "set mqtt.client_id or pass --client-id"
         )
-    kwargs: dict[str, object] = {}
-    if protocol == MQTTProtocolVersion.MQTTv311:
-        kwargs["clean_session"] = config.clean_start
     client = paho.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
+        # MQTT 5 has no clean session flag (clean start is a connect argument instead)
+        clean_session=None if v5 else config.clean_start,
         protocol=protocol,
         reconnect_on_failure=paho_reconnects,
         manual_ack=manual_ack,
-        **kwargs,  # type: ignore[arg-type]
     )
     username = config.username or url.username
     password, origin = resolve_password(config)
@@ -183,9 +182,19 @@ def build_client(config: MqttConfig, url: BrokerUrl, client_id: str,
     return client
 
 
-def connect_args(config: MqttConfig, url: BrokerUrl) -> dict[str, object]:
+class ConnectArgs(TypedDict):
+    """Keyword arguments of ``paho.Client.connect`` (:func:`connect_args`)."""
+
+    host: str
+    port: int
+    keepalive: int
+    clean_start: NotRequired[bool]
+    properties: NotRequired[Properties]
+
+
+def connect_args(config: MqttConfig, url: BrokerUrl) -> ConnectArgs:
     """Keyword arguments for ``client.connect``: keepalive, clean start, session expiry."""
-    args: dict[str, object] = {"host": url.host, "port": url.port, "keepalive": config.keepalive}
+    args = ConnectArgs(host=url.host, port=url.port, keepalive=config.keepalive)
     if config.protocol == "5":
         args["clean_start"] = config.clean_start
         props = Properties(PacketTypes.CONNECT)

@@ -21,7 +21,7 @@ class Topic(str):
 
     __slots__ = ()
 
-    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):  # str.format passes "-1" as a string
             try:
                 key = int(key)

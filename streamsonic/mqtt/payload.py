@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from streamsonic.config import Config
 from streamsonic.events import NoteEvent, Sample, clean_name
@@ -62,7 +62,7 @@ class PayloadDecoder:
         self.max_bytes = config.input.max_line_bytes * PAYLOAD_LINES_LIMIT
         self._line_parsers: dict[str, LineParser] = {}
 
-    def decode(self, topic: str, payload: bytes, now: float) -> Decoded:
+    def decode(self, topic: str, payload: bytes | bytearray, now: float) -> Decoded:
         """Decode one message's payload received at ``now`` (epoch seconds)."""
         out = Decoded()
         if len(payload) > self.max_bytes:
@@ -188,7 +188,7 @@ class PayloadDecoder:
 _MISSING: Any = object()
 
 
-def _sniff(text: str) -> str:
+def _sniff(text: str) -> Literal["number", "json", "line"]:
     if text[0] in "{[":
         return "json"
     reason = parse_number(text)

@@ -63,8 +63,10 @@ class MqttSink(Sink):
         except MqttError as err:
             raise OutputError(f"output {self.name}: {err}") from None
         self._client.max_queued_messages_set(MAX_QUEUED)
-        self._client.reconnect_delay_set(config.mqtt.reconnect_min,
-                                         max(1, round(config.mqtt.reconnect_max)))
+        # paho annotates these delays as int, but they are seconds in float arithmetic
+        # (monotonic time + delay): a 0.5 s minimum works, rounded to 0 it would not back off.
+        self._client.reconnect_delay_set(config.mqtt.reconnect_min,  # type: ignore[arg-type]
+                                         config.mqtt.reconnect_max)  # type: ignore[arg-type]
         self._connack = threading.Event()
         self._refusal: object | None = None
         self._client.on_connect = self._on_connect
@@ -74,7 +76,7 @@ class MqttSink(Sink):
 
     def _open(self, mqtt: MqttConfig) -> None:
         try:
-            self._client.connect(**connect_args(mqtt, self.url))  # type: ignore[arg-type]
+            self._client.connect(**connect_args(mqtt, self.url))
         except (OSError, ssl.SSLError) as err:
             reason = explain_socket_error(err, self.url)
             raise OutputError(f"output {self.name}: {reason}") from None
@@ -85,8 +87,8 @@ class MqttSink(Sink):
             if self._refusal is None:
                 raise OutputError(f"output {self.name}: MQTT broker {self.url} did not accept "
                                   f"the connection within {CONNECT_TIMEOUT:.0f} s")
-            err = explain_refusal(self._refusal, self.url, self._client.username or "")
-            raise OutputError(f"output {self.name}: {err}")
+            refusal = explain_refusal(self._refusal, self.url, self._client.username or "")
+            raise OutputError(f"output {self.name}: {refusal}")
 
     def _on_connect(self, _client: paho.Client, _userdata: object, _flags: object,
                     reason: paho.ReasonCode, _props: object) -> None:

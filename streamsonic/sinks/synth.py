@@ -124,4 +124,4 @@ class FluidSynth:
         """Free the synth."""
         if self._synth is not None:
             self._synth.delete()
-            self._synth = None  # type: ignore[assignment]
+            self._synth = None

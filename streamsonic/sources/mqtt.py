@@ -298,7 +298,7 @@ class MqttSource:
         client = self._client
         assert client is not None
         try:
-            client.connect(**connect_args(self.config.mqtt, self.url))  # type: ignore[arg-type]
+            client.connect(**connect_args(self.config.mqtt, self.url))
         except (OSError, ssl.SSLError) as err:
             raise explain_socket_error(err, self.url) from None
         deadline = time.monotonic() + CONNECT_TIMEOUT
@@ -588,7 +588,7 @@ class MqttSource:
         self._push(decoded.items, ack)
         return True
 
-    def _skip(self, topic: str, reason: str, payload: bytes) -> None:
+    def _skip(self, topic: str, reason: str, payload: bytes | bytearray) -> None:
         self._counters.add(f"skipped.{reason}")
         key = topic
         if topic not in self._topic_counters:

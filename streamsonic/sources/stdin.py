@@ -35,6 +35,9 @@ from streamsonic.events import Sample
 from streamsonic.parse import BENIGN_REASONS, REASONS, LineParser, ParsedLine
 from streamsonic.stats import Counters, RateLimitedLog
 
+if typing.TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 log = logging.getLogger(__name__)
 
 #: Lines the reader may run ahead of the consumer.
@@ -184,7 +187,7 @@ class StdinSource:
             raw = _WaitingRaw(os.dup(stream.fileno()), self._stop)
         except (OSError, ValueError, io.UnsupportedOperation, AttributeError):
             return None
-        return io.BufferedReader(raw, buffer_size=_DISCARD_CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(raw, buffer_size=_DISCARD_CHUNK)
 
     # -- reader thread ----------------------------------------------------------------
     def _read_loop(self, stream: BinaryIO) -> None:
@@ -303,7 +306,7 @@ class _WaitingRaw(io.RawIOBase):
     def isatty(self) -> bool:
         return os.isatty(self._fd)
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         while not self._stop.is_set():
             if not self._poll.poll(int(_POLL_SECONDS * 1000)):
                 continue  # nothing yet (and no hang-up): check for a stop, wait again

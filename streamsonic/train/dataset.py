@@ -126,7 +126,7 @@ def extract_melody(mid: mido.MidiFile, tracks: Tracks = "all") -> tuple[np.ndarr
     durations = np.empty(n, dtype=np.float64)
     gaps = np.empty(n, dtype=np.float64)
     for i, s in enumerate(starts):
-        end = ends.get((s, int(pitches[i])))
+        end: float | None = ends.get((s, int(pitches[i])))  # in ticks
         if end is None:  # never released: let it last until the next onset
             end = starts[i + 1] if i + 1 < n else s + tpb
         durations[i] = max(end - s, 1) / tpb

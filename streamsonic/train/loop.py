@@ -37,6 +37,7 @@ from streamsonic.model.checkpoint import Checkpoint, save_checkpoint
 from streamsonic.model.stepper import resolve_device
 from streamsonic.train.baselines import baselines
 from streamsonic.train.dataset import (
+    Tracks,
     Windows,
     load_corpus,
     make_windows,
@@ -71,7 +72,7 @@ class TrainOptions:
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
-    tracks: str = "all"
+    tracks: Tracks = "all"  # checked by ``check`` too: values come from the command line
     patience: int = 6
     hidden1: int = 256
     hidden2: int | None = None
@@ -185,7 +186,7 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     if opts.threads:
         torch.set_num_threads(opts.threads)
     started = time.monotonic()
-    corpus = load_corpus(opts.data, opts.tracks)  # type: ignore[arg-type]
+    corpus = load_corpus(opts.data, opts.tracks)
     train_m, val_m = split_by_file(corpus.melodies, opts.val_fraction, opts.seed)
     classes = corpus.classes()
     if len(classes) < 2:

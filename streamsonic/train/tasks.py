@@ -61,13 +61,13 @@ def init_scalar_pitch_input(lstm: nn.LSTM, scale: float = 60.0) -> None:
     cross-entropy 2.0 after 300 steps, against 3.0 with the default init.)
     """
     with torch.no_grad():
-        w = lstm.weight_ih_l0
+        w = lstm.get_parameter("weight_ih_l0")
         n = w.shape[0]
         magnitude = torch.empty(n).uniform_(scale / 3, scale)
         sign = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
         x0 = torch.rand(n)
         w[:, 0] = magnitude * sign
-        lstm.bias_ih_l0.copy_(-magnitude * sign * x0)
+        lstm.get_parameter("bias_ih_l0").copy_(-magnitude * sign * x0)
 
 
 def _masked_ce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
