@@ -415,11 +415,18 @@ def test_cli_train_bad_folder(tmp_path, capsys):
 def test_sigint_in_a_real_process_saves_and_exits_130(midi_dir, tmp_path):
     """Ctrl-C on the real command: exit 130, best checkpoint kept, resume hint printed."""
     out = tmp_path / "sig.pt"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamsonic", "train", "pitch", str(midi_dir), "-o", str(out),
-         "--epochs", "500", "--patience", "500", "--seq-len", "12", "--hidden1", "16",
-         "--hidden2", "8", "--threads", "1", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A suite started in the background (`cmd &`) inherits SIGINT ignored, and so would the
+    # child (Python then never raises KeyboardInterrupt). A handled signal is reset to the
+    # default across exec: handle it here while the child starts, as a foreground shell would.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamsonic", "train", "pitch", str(midi_dir), "-o", str(out),
+             "--epochs", "500", "--patience", "500", "--seq-len", "12", "--hidden1", "16",
+             "--hidden2", "8", "--threads", "1", "--device", "cpu"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stderr is not None
     for line in proc.stderr:
         if line.startswith("epoch 2/500"):
