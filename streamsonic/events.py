@@ -12,6 +12,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
+#: Longest note (seconds): 16 beats at 10 bpm is 96 s; a note from elsewhere (``--play-notes``)
+#: that claims more is refused rather than left sounding.
+MAX_NOTE_SECONDS = 600.0
+
 #: Longest stream name kept as it is; longer names are cut and given a checksum suffix.
 MAX_NAME_CHARS = 200
 
@@ -82,8 +86,11 @@ class NoteEvent:
             raise ValueError(f"channel {self.channel} outside 0..15")
         if not 0 <= self.program <= 127:
             raise ValueError(f"program {self.program} outside 0..127")
-        if not self.duration > 0:
-            raise ValueError(f"duration {self.duration} must be positive")
+        if not 0 < self.duration <= MAX_NOTE_SECONDS:
+            raise ValueError(f"duration {self.duration} must be > 0 and at most "
+                             f"{MAX_NOTE_SECONDS:g} seconds")
+        if not 0.0 <= self.normalized <= 1.0:
+            raise ValueError(f"normalized {self.normalized} outside 0..1")
         if not 0.0 <= self.anomaly <= 1.0:
             raise ValueError(f"anomaly {self.anomaly} outside 0..1")
         if not 0 <= self.pan <= 127:

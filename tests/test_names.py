@@ -61,3 +61,15 @@ def test_daemon_survives_surrogate_key(tmp_path: Path, random_pitch_checkpoint: 
     assert res.returncode == 0, res.stderr
     streams = [json.loads(line)["stream"] for line in res.stdout.splitlines()]
     assert streams == ["\ufffd", "cpu"]
+
+
+def test_published_notes_with_absurd_values_are_refused() -> None:
+    """--play-notes: a publisher must not be able to make a note hang (duration 1e308)."""
+    from streamsonic.mqtt.payload import note_from_dict
+
+    good = {"stream": "a", "time": 1.0, "value": 2.0, "normalized": 0.5, "pitch": 60,
+            "velocity": 80, "duration": 0.25, "channel": 0, "program": 0}
+    assert note_from_dict(good) is not None
+    for key, bad in (("duration", 1e308), ("duration", 0.0), ("normalized", 1e300),
+                     ("pitch", 200), ("velocity", 0), ("accent", 1), ("pan", 300)):
+        assert note_from_dict({**good, key: bad}) is None, (key, bad)

@@ -141,7 +141,7 @@ class PayloadDecoder:
             return
         found = False
         for path, value in _leaves(doc):
-            if path == ts_field:
+            if ts_field and path == ts_field:
                 continue
             if isinstance(value, str):
                 out.skipped.append(value)
@@ -235,15 +235,16 @@ def _lookup(doc: Any, dotted: str) -> Any:
 def _leaves(node: Any) -> list[tuple[str, float | str]]:
     """Every leaf of a JSON document by dotted path: a float, or the skip reason."""
     out: list[tuple[str, float | str]] = []
-    stack: list[tuple[str, Any]] = [("", node)]
+    stack: list[tuple[str | None, Any]] = [(None, node)]  # None: the document itself
     while stack:
         path, item = stack.pop()
         if isinstance(item, dict):
-            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(item.items()))
+            stack.extend((str(k) if path is None else f"{path}.{k}", v)
+                         for k, v in reversed(item.items()))
         elif isinstance(item, list):
-            stack.extend((f"{path}.{i}" if path else str(i), v)
+            stack.extend((str(i) if path is None else f"{path}.{i}", v)
                          for i, v in reversed(list(enumerate(item))))
-        elif path:
+        elif path is not None:  # a field named "" is a field too
             out.append((path, _leaf(item)))
     return out
 
