@@ -152,10 +152,10 @@ async def test_garbage_is_counted_and_never_fatal(mqtt_broker: Broker) -> None:
     assert [(s.stream, s.value) for s in got] == [("junk/ok", 5.0)]
     stats = source.stats
     assert stats["received"] == 20 + 1 + 8 + 1 + 1
-    skipped = sum(v for k, v in stats.items() if k.startswith("skipped."))
-    assert skipped == 29  # everything but "nope" (a CSV header line for all we know) and "5"
-    assert stats["ignored.header"] == 1
-    assert stats["skipped.invalid_utf8"] == 21
+    # As on stdin, a payload that is not UTF-8 loses only its fields that hold such bytes
+    # (here all of them: none of the random payloads gave a number).
+    assert stats["ignored.header"] >= 1  # "nope" (and garbage that reads as a header line)
+    assert stats["skipped.invalid_utf8"] >= 21
     assert stats["skipped.too_large"] == 1
     assert stats["skipped.nan"] == 2
     assert stats["skipped.inf"] >= 2

@@ -73,3 +73,15 @@ def test_published_notes_with_absurd_values_are_refused() -> None:
     for key, bad in (("duration", 1e308), ("duration", 0.0), ("normalized", 1e300),
                      ("pitch", 200), ("velocity", 0), ("accent", 1), ("pan", 300)):
         assert note_from_dict({**good, key: bad}) is None, (key, bad)
+
+
+def test_mqtt_keeps_the_valid_fields_of_a_payload_with_bad_utf8() -> None:
+    """MQTT agrees with stdin: invalid UTF-8 costs only the fields that hold it."""
+    decoder = PayloadDecoder(Config())
+    out = decoder.decode("t", b'{"a": 1, "b": "\xff", "c": 2}', now=0.0)
+    assert [(s.stream, s.value) for s in out.items if isinstance(s, Sample)] == [
+        ("t.a", 1.0), ("t.c", 2.0)]
+    assert out.skipped == ["invalid_utf8"]
+    assert decoder.decode("t", b"\xff\xfe", now=0.0).skipped == ["invalid_utf8"]
+    line = LineParser(Config().input).parse_line(b'{"a": 1, "b": "\xff", "c": 2}', now=0.0)
+    assert [s.value for s in line.samples] == [1.0, 2.0] and line.skipped == ["invalid_utf8"]

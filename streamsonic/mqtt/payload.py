@@ -27,6 +27,7 @@ from streamsonic.events import NoteEvent, Sample, clean_name
 from streamsonic.mqtt.naming import stream_name
 from streamsonic.parse import (
     BENIGN_REASONS,
+    REPLACEMENT,
     TIME_KEYS,
     LineParser,
     parse_number,
@@ -68,11 +69,9 @@ class PayloadDecoder:
         if len(payload) > self.max_bytes:
             out.skipped.append("too_large")
             return out
-        try:
-            text = payload.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            out.skipped.append("invalid_utf8")
-            return out
+        # As on stdin: undecodable bytes become U+FFFD, and only the fields holding one
+        # are skipped (invalid_utf8); the payload's other fields still play.
+        text = bytes(payload).decode("utf-8", errors="replace").strip()
         if not text:
             out.skipped.append("empty")
             return out
@@ -206,6 +205,8 @@ def _leaf(value: Any) -> float | str:
     """A JSON value as a float, or the skip reason."""
     if value is None:
         return "missing"
+    if isinstance(value, str) and REPLACEMENT in value:
+        return "invalid_utf8"
     number = _as_number(value)
     return "not_numeric" if number is None else number
 
