@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from streamsonic.config import Config, find_config_file, load_config
@@ -49,15 +50,26 @@ def run_daemon(
     play_notes: bool = False,
     config_path: str | None = None,
     cli_overrides: dict[str, object] | None = None,
+    open_input: Callable[[Config], Source] | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> int:
-    """Run until the input ends (exit 0) or a signal stops it."""
+    """Run until the input ends (exit 0) or a signal stops it.
+
+    ``open_input`` replaces the configured source (``run FILE``, ``--record``, ``replay``);
+    ``loop_factory`` the event loop (``replay --fast``: a loop on virtual time).
+    """
     specs = [parse_output(o) for o in (outputs or list(config.output.targets))]
     daemon = Daemon(config, specs, play_notes, config_path, cli_overrides or {})
-    return asyncio.run(daemon.main())
+    daemon.open_input = open_input
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(daemon.main())
 
 
 class Daemon:
     """One run of the live pipeline."""
+
+    #: Opens the input instead of the configured source, when set (see ``run_daemon``).
+    open_input: Callable[[Config], Source] | None = None
 
     def __init__(
         self,
@@ -100,7 +112,8 @@ class Daemon:
         else:
             stepper, encoding, _ = load_pitch_model(self.config.model)
         conductor = Conductor(self.config, stepper, encoding)
-        source = open_source(self.config, play_notes=self.play_notes)
+        source = (self.open_input(self.config) if self.open_input is not None
+                  else open_source(self.config, play_notes=self.play_notes))
         sinks = open_outputs(self.specs, self.config, live=True)
         scheduler = Scheduler(loop, sinks, earcon=conductor.earcon)
         rhythm = RhythmDriver(conductor, scheduler, loop) if use_rhythm else None

@@ -26,6 +26,13 @@ class InputDataError(StreamsonicError):
     exit_status = 65
 
 
+class NoInputError(StreamsonicError):
+    """An input file named on the command line does not exist or cannot be opened
+    (``run FILE``, ``replay FILE``; EX_NOINPUT)."""
+
+    exit_status = 66
+
+
 class ConfigError(StreamsonicError):
     """A configuration file or value is invalid: unknown key, wrong type (EX_CONFIG)."""
 
