@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from streamsonic.config import Config, find_config_file, load_config
 from streamsonic.errors import EXIT_INTERRUPTED, OutputError, StreamsonicError
+from streamsonic.events import Holding
 from streamsonic.outputs import OutputSpec, open_output, parse_output
 from streamsonic.sdnotify import Notifier, watchdog_interval
 from streamsonic.sinks.base import Sink
@@ -139,7 +140,8 @@ class Daemon:
         return status
 
     async def _run(self, engine: Engine, source: Source, scheduler: Scheduler) -> int:
-        consume = asyncio.create_task(engine.consume(aiter(source)))
+        holding = source if isinstance(source, Holding) else None
+        consume = asyncio.create_task(engine.consume(aiter(source), holding))
         stopper = asyncio.create_task(self._stop.wait())
         housekeeping = asyncio.create_task(self._housekeeping(engine, source, scheduler))
         try:

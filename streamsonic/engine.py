@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from streamsonic.conductor import Conductor, Cue, Reading
 from streamsonic.config import Config
-from streamsonic.events import NoteEvent, Sample
+from streamsonic.events import Holding, NoteEvent, Receipt, Sample
 from streamsonic.music import seconds_per_beat
 from streamsonic.scheduler import Handle, Scheduler
 
@@ -67,6 +67,20 @@ class Aggregate:
     peak: Reading | None = None  # the reading of the most anomalous sample
     peak_value: float = math.nan
     accent: bool = False  # one of the samples was accented
+    receipts: list[Receipt] | None = None  # deliveries settled once the note is scheduled
+
+    def hold(self, receipt: Receipt | None) -> None:
+        """Keep ``receipt`` until the aggregate's note is scheduled (or dropped)."""
+        if receipt is not None:
+            if self.receipts is None:
+                self.receipts = []
+            self.receipts.append(receipt)
+
+    def settle(self) -> None:
+        """The aggregate's note is scheduled (or dropped): settle its deliveries."""
+        receipts, self.receipts = self.receipts, None
+        for receipt in receipts or ():
+            receipt.done()
 
     @classmethod
     def of(cls, sample: Sample, reading: Reading) -> Aggregate:
@@ -154,8 +168,13 @@ class Engine:
         return self.conductor.config
 
     # -- input -----------------------------------------------------------------------------
-    async def consume(self, items: AsyncIterator[Sample | NoteEvent]) -> None:
+    async def consume(self, items: AsyncIterator[Sample | NoteEvent],
+                      holding: Holding | None = None) -> None:
         """Feed everything the source yields until it ends.
+
+        With ``holding`` (a source whose deliveries can be settled later, such as MQTT at
+        QoS 1), each sample's receipt is settled only once its note is scheduled; a stop
+        leaves the receipts of waiting samples unsettled, so the sender delivers them again.
 
         A source that always has data ready (a firehose) never lets the event loop run
         its signal handlers and timers; every YIELD_EVERY seconds of feeding, the loop
@@ -166,32 +185,40 @@ class Engine:
             if isinstance(item, NoteEvent):
                 self.play_note(item)
             else:
-                self.feed(item)
+                self.feed(item, holding.hold() if holding is not None else None)
             if self.loop.time() >= turn:
                 await asyncio.sleep(0)
                 turn = self.loop.time() + YIELD_EVERY
 
-    def feed(self, sample: Sample) -> None:
-        """One sample arrives."""
+    def feed(self, sample: Sample, receipt: Receipt | None = None) -> None:
+        """One sample arrives. ``receipt`` (its delivery, if still owed) is settled once
+        the note that plays the sample is scheduled, or the sample is dropped."""
         self.samples += 1
         stream = sample.stream
         if not self.conductor.admit(stream):
-            return  # the stream table is full (streams.when_full = "drop"); counted there
+            # the stream table is full (streams.when_full = "drop"); counted there
+            if receipt is not None:
+                receipt.done()
+            return
         reading = self.conductor.observe(sample)
         if self.rhythm is not None:
             self.rhythm.feed(sample, reading)
+            if receipt is not None:  # the temporal model keeps no receipts: settled now
+                receipt.done()
             return
         clock = self.config.clock
         if clock.mode == "tick":
-            self._enqueue(sample, reading)
+            self._enqueue(sample, reading, receipt)
             self._ensure_ticking()
             return
         now = self.loop.time()
         if not self._queues.get(stream) and now >= self._next_allowed.get(stream, -math.inf):
             self._next_allowed[stream] = now + 1.0 / clock.max_rate
             self._play([Cue(sample, now + self.scheduler.latency, reading=reading)])
+            if receipt is not None:
+                receipt.done()
             return
-        self._enqueue(sample, reading)
+        self._enqueue(sample, reading, receipt)
         if stream not in self._flush:
             when = self._next_allowed.get(stream, now)
             self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
@@ -203,16 +230,20 @@ class Engine:
         self.played += 1
 
     # -- policies --------------------------------------------------------------------------
-    def _enqueue(self, sample: Sample, reading: Reading) -> None:
+    def _enqueue(self, sample: Sample, reading: Reading, receipt: Receipt | None) -> None:
         queue = self._queues.setdefault(sample.stream, deque())
         if len(queue) < max(self.config.clock.backlog, 1):
-            queue.append(Aggregate.of(sample, reading))
+            agg = Aggregate.of(sample, reading)
+            queue.append(agg)
         else:
-            fold(queue[-1], sample, reading, self.conductor, self.config.clock.aggregate)
+            agg = queue[-1]
+            fold(agg, sample, reading, self.conductor, self.config.clock.aggregate)
             self.aggregated += 1
+        agg.hold(receipt)
 
-    def _take(self, stream: str) -> Cue | None:
-        """The head of the stream's queue as a cue (its start is set by the caller)."""
+    def _take(self, stream: str) -> tuple[Cue, Aggregate] | None:
+        """The head of the stream's queue as a cue (its start is set by the caller), and
+        the aggregate it came from (to settle once the cue is played)."""
         queue = self._queues.get(stream)
         if not queue:
             return None
@@ -220,13 +251,15 @@ class Engine:
         if not queue:
             del self._queues[stream]  # the table holds only streams with waiting samples
         sample = Sample(stream, agg.time, agg.value(self.config.clock.aggregate))
-        return Cue(sample, 0.0, reading=agg.reading)
+        return Cue(sample, 0.0, reading=agg.reading), agg
 
     def _forget(self, stream: str) -> None:
         """``stream`` was evicted: drop its waiting samples, cancel its flush, end its note."""
         queue = self._queues.pop(stream, None)
         if queue:
             self.dropped_evicted += sum(agg.count for agg in queue)
+            for agg in queue:
+                agg.settle()  # dropped for good: nothing will play them
         handle = self._flush.pop(stream, None)
         if handle is not None:
             handle.cancel()
@@ -261,12 +294,14 @@ class Engine:
 
     def _flush_stream(self, stream: str) -> None:
         self._flush.pop(stream, None)
-        cue = self._take(stream)
-        if cue is None:
+        taken = self._take(stream)
+        if taken is None:
             return
+        cue, agg = taken
         now = self.loop.time()
         self._next_allowed[stream] = now + 1.0 / self.config.clock.max_rate
         self._play([replace(cue, start=now + self.scheduler.latency)])
+        agg.settle()
         if self._queues.get(stream):
             when = self._next_allowed[stream]
             self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
@@ -284,10 +319,12 @@ class Engine:
     def _tick(self) -> None:
         self._tick_handle = None
         start = self.loop.time() + self.scheduler.latency
-        cues = [replace(c, start=start) for c in (self._take(n) for n in list(self._queues)) if c]
-        if not cues:
+        taken = [t for t in (self._take(n) for n in list(self._queues)) if t is not None]
+        if not taken:
             return  # idle: ticking restarts with the next sample
-        self._play(cues)
+        self._play([replace(cue, start=start) for cue, _ in taken])
+        for _, agg in taken:
+            agg.settle()
         self._tick_index += 1
         when = self._tick_origin + self._tick_index * self.tick_period()
         self._tick_handle = self.loop.call_at(when, self._tick)

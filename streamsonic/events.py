@@ -101,6 +101,24 @@ class NoteEvent:
         return asdict(self)
 
 
+class Receipt(Protocol):
+    """The delivery of one taken item, still owed to its sender (an MQTT QoS 1
+    acknowledgement). The engine calls :meth:`done` once the item's note is scheduled, or
+    once the item is dropped for good; a stop before that leaves it owed, so a persistent
+    session delivers it again."""
+
+    def done(self) -> None: ...
+
+
+@runtime_checkable
+class Holding(Protocol):
+    """A source whose deliveries can be settled later: :meth:`hold` takes over the receipt
+    of the item yielded last (``None`` when nothing is owed for it). Without a call to
+    ``hold`` the source settles an item when the next one is asked for."""
+
+    def hold(self) -> Receipt | None: ...
+
+
 @runtime_checkable
 class Source(Protocol):
     """A source of samples: an async context manager and an async iterator.

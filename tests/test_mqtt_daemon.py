@@ -357,6 +357,37 @@ def test_sigkill_with_messages_in_flight_loses_nothing(mqtt_broker: Broker,
     assert len(values) - count <= 25  # replayed: at most about mosquitto's 20 in flight
 
 
+def test_samples_waiting_in_a_backlog_are_not_acknowledged_until_played(
+        mqtt_broker: Broker, weights: Path) -> None:
+    """Samples of one stream faster than ``clock.max_rate`` wait in the stream's backlog;
+    their messages are acknowledged only once their notes are scheduled. SIGTERM while
+    most of them wait: the next daemon (same persistent session) plays exactly those."""
+    count = 12
+    args = run_args(mqtt_broker, weights, "backlog/x",
+                    extra=("--client-id", f"e2e-backlog-{os.getpid()}", "--qos", "1",
+                           "--set", "mqtt.clean_start=false", "--set", "mqtt.session_expiry=600",
+                           "--set", "clock.backlog=100"))
+    args[args.index("--max-rate") + 1] = "2"  # a note every 0.5 s: the rest wait
+    values = {float(i) for i in range(count)}
+    first = Daemon(args)
+    try:
+        first.wait_log("subscribed to")
+        publish(mqtt_broker, "backlog/x", [str(i) for i in range(count)], qos=1)
+        played = first.take(2)
+    finally:
+        assert first.stop() == 0
+    played += first.rest()
+    assert 2 <= len(played) < count - 2, f"{len(played)} notes: nothing was left waiting"
+    second = Daemon(args[:args.index("--max-rate") + 1] + ["1000"]
+                    + args[args.index("--max-rate") + 2:])
+    try:
+        play_until_all(second, values, played)
+    finally:
+        assert second.stop() == 0
+    got = [n["value"] for n in played + second.rest()]
+    assert sorted(got) == sorted(values), "\n".join(first.log + second.log)  # none lost or twice
+
+
 def test_messages_published_while_the_broker_is_down_are_played(mqtt_broker_factory,
                                                                  weights: Path) -> None:
     """The broker is killed (SIGKILL; it saves its state on every change) and restarted;

@@ -11,16 +11,20 @@ caller anyway). The shape:
       on_message -> decode payload -> deque (bounded: when full the OLDEST item is dropped
       and counted) -> ``loop.call_soon_threadsafe(wake)`` (at most one pending)
     asyncio side: ``async for item in source`` drains the deque; asking for the next item
-      hands the previous message's acknowledgement back to the network thread.
+      settles the previous item, unless the engine took over its receipt (``hold``).
 
 The network thread is the only one that appends, drops or touches the paho client, so the
 deque never exceeds ``mqtt.queue_size`` and needs no lock; the consumer only pops.
 
-Acknowledgement (QoS 1): paho runs with ``manual_ack``; a message is acknowledged (PUBACK)
-when the engine asks for the item after its last one, i.e. once ``Engine.feed`` of it has
-returned and the note is scheduled (or waits in the engine's per-stream backlog). Messages
-that give nothing to play (bad payloads, retained values, items dropped from a full queue)
-are acknowledged at once. Until then the broker keeps the message: with a persistent
+Acknowledgement (QoS 1): paho runs with ``manual_ack``; each item of a message carries the
+message's receipt, and the message is acknowledged (PUBACK) once every item is settled. The
+engine holds an item's receipt (``hold``) and settles it when the note that plays the item
+is scheduled: at once, or later if it waits in its stream's backlog, or folded into an
+aggregate note; an item dropped for good (an evicted stream, a full stream table) is
+settled when it is dropped. A consumer that does not hold settles each item when it asks
+for the next. Messages that give nothing to play (bad payloads, retained values, items
+dropped from a full queue) are acknowledged at once. Until then the broker keeps the
+message: with a persistent
 session (fixed client id, ``mqtt.clean_start = false``) it delivers it again after a crash
 or a SIGKILL, so a message is played at least once (one played just before a crash may
 play twice); a clean stop acknowledges what was played and no more, then waits for the
@@ -28,7 +32,10 @@ broker to close the connection (see ``_disconnect``). An acknowledgement is only
 the connection that received the message (its packet id may be reused on the next one).
 QoS 2 messages are acknowledged by paho on receipt (PUBREC comes
 before the message is handed over, and paho keeps no state across restarts), so only
-QoS 1 is crash-safe; QoS 0 is never acknowledged.
+QoS 1 is crash-safe; QoS 0 is never acknowledged. The broker sends at most its inflight
+window of unacknowledged QoS 1 messages (mosquitto's ``max_inflight_messages``, 20 by
+default): messages waiting in backlogs use it up, so QoS 1 streams faster than
+``clock.max_rate`` need a larger window on the broker.
 
 Startup connects once and raises a one-line ``MqttError`` if the broker cannot be reached,
 refuses the TLS certificate or the login. After that, a lost connection is retried with
@@ -113,6 +120,27 @@ class _Ack:
     generation: int
 
 
+class _Receipt:
+    """One QoS 1 message whose items are being played: acknowledged once each of them is
+    done (scheduled as a note, or dropped for good). The consumer settles items on the
+    event loop, the network thread those it drops from a full queue: hence the lock."""
+
+    __slots__ = ("_ack", "_pending", "_source")
+
+    def __init__(self, source: MqttSource, ack: _Ack, pending: int) -> None:
+        self._source = source
+        self._ack = ack
+        self._pending = pending
+
+    def done(self) -> None:
+        """One of the message's items is settled; the last one acknowledges it."""
+        with self._source._receipt_lock:
+            self._pending -= 1
+            if self._pending != 0:
+                return
+        self._source._release(self._ack)
+
+
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
     """Delay before reconnect attempt ``attempt`` (0-based): ``low * 2**attempt`` capped at
     ``high``, then jittered uniformly into its upper half so that a fleet of daemons does
@@ -151,7 +179,7 @@ class MqttSource:
         self._counters = Counters()
         self._warn = RateLimitedLog(log, config.daemon.warn_interval)
         self._topic_counters: set[str] = set()
-        self._queue: collections.deque[tuple[Item, _Ack | None]] = collections.deque()
+        self._queue: collections.deque[tuple[Item, _Receipt | None]] = collections.deque()
         self._max_queue = mqtt.queue_size
         self._rng = random.Random()
         self._stop = threading.Event()
@@ -168,7 +196,8 @@ class MqttSource:
         self._closed = False
         # acknowledgements: the consumer appends, the network thread sends
         self._acks: collections.deque[_Ack] = collections.deque()
-        self._taken: _Ack | None = None
+        self._taken: _Receipt | None = None
+        self._receipt_lock = threading.Lock()
         self._ack_wake_pending = False
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -255,11 +284,11 @@ class MqttSource:
             if self._failure is not None:
                 raise self._failure
             try:
-                item, ack = self._queue.popleft()
+                item, receipt = self._queue.popleft()
             except IndexError:
                 pass
             else:
-                self._taken = ack
+                self._taken = receipt
                 self._counters.add("notes" if isinstance(item, NoteEvent) else "samples")
                 return item
             if self._closed:
@@ -270,11 +299,20 @@ class MqttSource:
             await event.wait()
 
     # -- acknowledgements (consumer side) -----------------------------------------------
+    def hold(self) -> _Receipt | None:
+        """Take over the receipt of the item yielded last: the engine settles it once the
+        item's note is scheduled (:class:`streamsonic.events.Holding`)."""
+        receipt, self._taken = self._taken, None
+        return receipt
+
     def _release_taken(self) -> None:
-        """Hand the acknowledgement of the message taken last to the network thread."""
-        ack, self._taken = self._taken, None
-        if ack is None:
-            return
+        """The consumer asked for the next item without holding the last one: settle it."""
+        receipt, self._taken = self._taken, None
+        if receipt is not None:
+            receipt.done()
+
+    def _release(self, ack: _Ack) -> None:
+        """Hand one acknowledgement to the network thread (any thread)."""
         self._acks.append(ack)
         if not self._ack_wake_pending:
             self._ack_wake_pending = True
@@ -601,21 +639,22 @@ class MqttSource:
                            topic, reason, payload[:60])
 
     def _push(self, items: list[Item], ack: _Ack | None = None) -> None:
-        """Queue one message's items; the last carries the message's acknowledgement."""
+        """Queue one message's items; each carries the message's receipt, which
+        acknowledges it once every one of them is settled."""
         queue = self._queue
         dropped = 0
-        last = len(items) - 1
-        for i, item in enumerate(items):
+        receipt = _Receipt(self, ack, len(items)) if ack is not None else None
+        for item in items:
             if len(queue) >= self._max_queue:
                 try:
-                    _, old_ack = queue.popleft()
+                    _, old = queue.popleft()
                     dropped += 1
                 except IndexError:  # the consumer emptied it meanwhile
                     pass
                 else:
-                    if old_ack is not None and self._client is not None:
-                        self._ack(self._client, old_ack)  # dropped: done with it
-            queue.append((item, ack if i == last else None))
+                    if old is not None:
+                        old.done()  # dropped: nothing left to play for it
+            queue.append((item, receipt))
         if dropped:
             self._counters.add("dropped.queue_full", dropped)
             self._warn.warning("queue_full", "MQTT queue full (%d items): dropped the %d oldest; "
