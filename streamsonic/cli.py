@@ -2,19 +2,23 @@
 
 Subcommands live in ``streamsonic.commands``; ``run`` is the default, so
 ``tail -f metrics.log | streamsonic`` works. Errors become one line on stderr and a
-distinct exit status (see ``streamsonic.errors``). ``--help`` does not import torch.
+distinct exit status (see ``streamsonic.errors``): a command line that argparse refuses is
+64 (EX_USAGE), not argparse's 2. A closed stdout (``streamsonic ... | head -1``) ends the
+command quietly with status 0. ``--help`` does not import torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from streamsonic import __version__
-from streamsonic.errors import EXIT_INTERRUPTED, StreamsonicError
+from streamsonic.errors import EXIT_INTERRUPTED, StreamsonicError, UsageError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("streamsonic.commands.run", "sonify live streams from stdin or MQTT (default)"),
@@ -23,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("streamsonic.commands.info", "show what a checkpoint contains"),
     "devices": ("streamsonic.commands.devices", "list audio devices and MIDI ports"),
     "demo": ("streamsonic.commands.demo", "play (or render) the embedded demo series"),
+    "replay": ("streamsonic.commands.replay",
+               "play a recording (run --record) again, with its original timing"),
+    "check-config": ("streamsonic.commands.check_config",
+                     "validate a config file and print the effective configuration"),
 }
 
 DESCRIPTION = """\
@@ -36,8 +44,24 @@ examples:
   tail -f metrics.log | streamsonic --output events     one JSON line per note
   streamsonic render series.csv --column price -o out.mid --plot out.png
   streamsonic --mqtt mqtt://broker --topic 'plant/+/temperature'
+  streamsonic run series.txt --record session.jsonl     a file instead of stdin, recorded
+  streamsonic replay session.jsonl --fast -o file:again.mid
+  streamsonic check-config /etc/streamsonic/config.toml
 
 Run 'streamsonic COMMAND --help' for a command's options."""
+
+
+#: What ``--version`` prints, on every command.
+VERSION = f"streamsonic {__version__}"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the documented usage status: a bad command line exits 64 (EX_USAGE)
+    after the usage line and one error line, as argparse words them."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(UsageError.exit_status, f"{self.prog}: error: {message}\n")
 
 
 def _load(name: str) -> ModuleType:
@@ -45,14 +69,14 @@ def _load(name: str) -> ModuleType:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    """The full parser with every subcommand (each has ``--version``)."""
+    parser = Parser(
         prog="streamsonic",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"streamsonic {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=VERSION)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (_, summary) in COMMANDS.items():
         module = _load(name)
         p = sub.add_parser(
@@ -61,8 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
             description=getattr(module, "DESCRIPTION", summary),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        p.add_argument("--version", action="version", version=VERSION,
+                       help="show the version and exit")
         module.configure(p)
     return parser
+
+
+def _stdout_gone() -> None:
+    """stdout's reader went away: send what Python still has for it to /dev/null, so the
+    interpreter's last flush at exit does not complain (as ``head`` and ``yes`` stay quiet)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no stdout descriptor: nothing to flush
+        pass
 
 
 def _with_default_command(argv: list[str]) -> list[str]:
@@ -88,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("streamsonic: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError:  # stdout closed by its reader: the end, not an error
+        _stdout_gone()
         return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from streamsonic.commands.common import (
     MUSIC_OPTIONS,
@@ -13,11 +14,18 @@ from streamsonic.commands.common import (
     overrides_from,
     setup_logging,
 )
+from streamsonic.config import Config
+from streamsonic.errors import UsageError
+
+if TYPE_CHECKING:
+    from streamsonic.events import Source
+    from streamsonic.record import Recorder
 
 DESCRIPTION = """\
-Sonify live streams. Reads numbers from stdin (or MQTT with --mqtt), one note per sample
-(event clock) or per tick (tick clock), and plays them until the input ends; then waits
-for the last note to finish and exits 0. SIGINT/SIGTERM stop it cleanly (every sounding
+Sonify live streams. Reads numbers from FILE or stdin (or MQTT with --mqtt), one note per
+sample (event clock) or per tick (tick clock), and plays them until the input ends; then waits
+for the last note to finish and exits 0. A closed stdout (... | head -1) stops it quietly
+(exit 0). SIGINT/SIGTERM stop it cleanly (every sounding
 note is released); SIGHUP re-reads the config file's musical settings, keeping every
 stream's state.
 
@@ -34,7 +42,11 @@ outputs (--output, repeatable; default from config: audio):
   midi:NAME           an existing MIDI port (name or substring)
   midi-virtual:NAME   a new virtual MIDI port other programs can connect to
   wav:PATH            audio rendered to a WAV file from the first note, as it goes
-  mqtt:PREFIX         notes as JSON messages under an MQTT topic prefix"""
+  mqtt:PREFIX         notes as JSON messages under an MQTT topic prefix
+
+--record FILE writes every sample taken in, with its arrival time, as JSON lines
+({start} and {n} in FILE, rotation and never overwriting as for file: outputs);
+'streamsonic replay FILE' plays it again with the original timing."""
 
 MQTT_OPTIONS: tuple[Option, ...] = (
     Option(("--mqtt",), "mqtt.url", str,
@@ -49,6 +61,12 @@ MQTT_OPTIONS: tuple[Option, ...] = (
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the run options."""
+    parser.add_argument("file", nargs="?", metavar="FILE",
+                        help="read FILE instead of stdin ('-' or none: stdin); a FIFO or a "
+                             "growing file is read as it comes, up to its end")
+    parser.add_argument("--record", metavar="FILE",
+                        help="record every sample taken in, with its arrival time, to FILE "
+                             "(JSON lines; see 'streamsonic replay')")
     parser.add_argument("--output", "-o", action="append", default=[], metavar="SPEC",
                         help="where notes go (repeatable): events, file:PATH, audio[:DEVICE], "
                              "midi:NAME, midi-virtual:NAME, wav:PATH, mqtt:PREFIX")
@@ -68,8 +86,57 @@ def main(args: argparse.Namespace) -> int:
     extra = {"mqtt.topics": list(args.topic)} if args.topic else {}
     config = config_from(args, MUSIC_OPTIONS + MQTT_OPTIONS, extra)
     setup_logging(config.daemon.log_level)
+    source = _input(config, args.file, args.play_notes)  # a missing FILE fails now (66)
+    recorder = _recorder(config, args.record, args.play_notes)
     from streamsonic.daemon import run_daemon  # noqa: PLC0415 - keeps --help light
 
-    return run_daemon(config, outputs=list(args.output), play_notes=args.play_notes,
-                      config_path=args.config,
-                      cli_overrides=overrides_from(args, MUSIC_OPTIONS + MQTT_OPTIONS) | extra)
+    def open_input(config: Config) -> Source:
+        from streamsonic.sources import open_source  # noqa: PLC0415 - lazy backends
+
+        inner = source if source is not None else open_source(config,
+                                                               play_notes=args.play_notes)
+        if recorder is None:
+            return inner
+        from streamsonic.record import RecordingSource  # noqa: PLC0415
+
+        return RecordingSource(inner, recorder)
+
+    try:
+        status = run_daemon(config, outputs=list(args.output), play_notes=args.play_notes,
+                            config_path=args.config,
+                            cli_overrides=overrides_from(args, MUSIC_OPTIONS + MQTT_OPTIONS)
+                            | extra, open_input=open_input)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    if recorder is not None and recorder.failed is not None:
+        raise recorder.failed  # the music played on; the recording is incomplete (74)
+    return status
+
+
+def _input(config: Config, path: str | None, play_notes: bool) -> Source | None:
+    """The source for ``run FILE`` (None: the configured one, stdin or MQTT)."""
+    if path is None:
+        return None
+    for key in ("mqtt", "nats"):  # a network source is configured
+        url = getattr(getattr(config, key, None), "url", "")
+        if url:
+            raise UsageError(f"run {path}: {key}.url is set too ({url}); read either the "
+                             f"file or the network: drop FILE, or --set {key}.url=''")
+    if play_notes:
+        raise UsageError("--play-notes reads notes from MQTT; it takes no FILE")
+    from streamsonic.sources.stdin import StdinSource  # noqa: PLC0415 - lazy backend
+
+    return StdinSource.open_file(config, path)
+
+
+def _recorder(config: Config, path: str | None, play_notes: bool) -> Recorder | None:
+    """The recorder for ``--record`` (its first file is opened now: a bad path is exit 69)."""
+    if path is None:
+        return None
+    if play_notes:
+        raise UsageError("--record records samples; --play-notes receives finished notes, "
+                         "which it cannot record")
+    from streamsonic.record import Recorder  # noqa: PLC0415
+
+    return Recorder(path, config.output)

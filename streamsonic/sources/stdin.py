@@ -13,6 +13,9 @@ processes) that has no data yet is waited on, not taken for the end (EAGAIN is n
 
 However fast lines arrive, the consumer hands control back to the event loop at least every
 ``YIELD_SECONDS``, so signals (SIGTERM), timers and note-offs are served at any load.
+
+``streamsonic run FILE`` reads FILE the same way (:meth:`StdinSource.open_file`); ``-`` is
+stdin. A file that cannot be opened is a :class:`~streamsonic.errors.NoInputError` (exit 66).
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ import threading
 import time
 import typing
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from streamsonic.config import Config, InputConfig
-from streamsonic.errors import SourceError
+from streamsonic.errors import NoInputError, SourceError
 from streamsonic.events import Sample
 from streamsonic.parse import BENIGN_REASONS, REASONS, LineParser, ParsedLine
 from streamsonic.stats import Counters, RateLimitedLog
@@ -89,11 +93,31 @@ class StdinSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._header_logged = False
+        self._owned: BinaryIO | None = None  # a file opened for ``run FILE``
 
     @classmethod
     def from_config(cls, config: Config) -> StdinSource:
         """The stdin source for a full configuration."""
         return cls(config.input)
+
+    @classmethod
+    def open_file(cls, config: Config, path: str) -> StdinSource:
+        """A source reading the file at ``path`` (``-``: stdin) instead of stdin, line by
+        line as stdin is read: a FIFO or a growing file is read as it comes, up to its end.
+        Raises NoInputError (exit 66) when it cannot be opened."""
+        if path == "-":
+            return cls.from_config(config)
+        try:
+            if Path(path).is_dir():
+                raise IsADirectoryError(21, "it is a folder")
+            stream = Path(path).open("rb")  # noqa: SIM115 - the source owns and closes it
+        except OSError as err:
+            raise NoInputError(f"cannot read input file {path}: "
+                               f"{err.strerror or err}; name an existing, readable file "
+                               "(or - for stdin)") from None
+        source = cls(config.input, stream=stream)
+        source._owned = stream
+        return source
 
     @property
     def stats(self) -> dict[str, int]:
@@ -113,6 +137,9 @@ class StdinSource:
     async def aclose(self) -> None:
         """Stop reading. A thread blocked in ``read`` is a daemon and ends with the process."""
         self._stop.set()
+        if self._owned is not None:  # the reader thread reads a duplicate descriptor
+            self._owned.close()
+            self._owned = None
         skipped = {k: v for k, v in self.stats.items() if k.startswith("skipped.")}
         if skipped:
             log.info("stdin: %d lines, %d samples; skipped %s", self.stats["lines"],

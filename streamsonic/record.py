@@ -1,0 +1,376 @@
+"""Record what the daemon took in, and play it again (``run --record``, ``replay``).
+
+A recording is JSON lines, one per sample the source handed to the engine, in arrival order::
+
+    {"stream":"cpu","time":1700000000.25,"value":41.5,"arrival":1700000000.251}
+
+``time`` and ``value`` are the sample's own (its timestamp or arrival time, and its value, as
+parsed); ``arrival`` is when the engine took it, in epoch seconds on a clock that never jumps
+back (the event loop's monotonic clock, anchored to the wall clock once per run), so the
+gaps between arrivals are the gaps the engine saw. Floats are written exactly (``repr``), so
+a replay feeds the very same numbers.
+
+:class:`Recorder` writes the lines as they come through a buffer that is written out at most
+``output.flush_interval`` seconds after its first line (or at 64 KiB), into files named,
+rotated and never overwritten like the ``file:`` output's
+(:class:`~streamsonic.sinks.outfile.FileSeries`: ``{start}`` and ``{n}`` in the path,
+``output.rotate_seconds`` and ``output.rotate_bytes``; an earlier file at the name is kept as
+``NAME-1.jsonl``). A killed daemon leaves whole lines up to the last flush. A write that fails
+stops the recording with one error line; the music plays on and the run ends with exit 74.
+
+:class:`ReplaySource` reads recordings back as a source: with the original gaps between
+arrivals (divided by ``speed``), or, under :class:`VirtualTimeLoop` (``replay --fast``), on a
+virtual clock that jumps ahead whenever nothing is due, so the engine sees exactly the
+original timing and the replay takes only the time to compute it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import selectors
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from streamsonic.config import Config, OutputConfig
+from streamsonic.errors import InputDataError, NoInputError, OutputWriteError
+from streamsonic.events import Holding, NoteEvent, Receipt, Sample, Source
+from streamsonic.sinks.outfile import FileSeries, OutputFile
+from streamsonic.stats import Counters, RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+#: Bytes buffered before they are written even if the flush delay has not passed.
+FLUSH_BYTES = 65536
+#: The keys of one recorded sample.
+KEYS = ("stream", "time", "value", "arrival")
+#: Longest recording line read back (a stream name is at most 200 characters).
+MAX_LINE = 65536
+#: Real seconds a replay feeds in a row before it gives the event loop a turn.
+YIELD_SECONDS = 0.02
+
+
+class Recorder:
+    """Writes samples with their arrival times to rotating JSON-lines files."""
+
+    def __init__(self, pattern: str, output: OutputConfig) -> None:
+        self.pattern = pattern
+        self.output = output
+        self.samples = 0  # samples recorded (written or waiting in the buffer)
+        self.failed: OutputWriteError | None = None
+        self.files: list[Path] = []
+        self._series = FileSeries(pattern, "record file")
+        self._file: OutputFile | None = self._series.open()  # fails now (exit 69), not later
+        self.files.append(self._file.path)
+        if self._file.in_place:  # a device or FIFO: one file, never rotated
+            self._series_rotates = False
+        else:
+            self._series_rotates = bool(output.rotate_seconds or output.rotate_bytes)
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._anchor: tuple[float, float] | None = None  # (wall clock, loop clock) at start
+        self._file_start: float | None = None  # arrival of the current file's first line
+
+    def arrival(self) -> float:
+        """Now, as an arrival time: epoch seconds that advance with the loop's clock."""
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        if self._anchor is None:
+            self._anchor = (time.time(), loop.time())
+        wall, mono = self._anchor
+        return wall + (loop.time() - mono)
+
+    def record(self, sample: Sample) -> None:
+        """Record ``sample`` as arriving now."""
+        if self.failed is not None or self._file is None:
+            return
+        arrival = round(self.arrival(), 6)
+        line = json.dumps({"stream": sample.stream, "time": sample.time,
+                           "value": sample.value, "arrival": arrival},
+                          separators=(",", ":"), ensure_ascii=False) + "\n"
+        if self._file_start is None:
+            self._file_start = arrival
+        rotate = self.output.rotate_seconds
+        if self._series_rotates and rotate and arrival >= self._file_start + rotate:
+            periods = math.floor((arrival - self._file_start) / rotate)
+            self._rotate(self._file_start + periods * rotate)
+        self._buffer.append(line)
+        self._buffered += len(line.encode("utf-8"))
+        self.samples += 1
+        if self._buffered >= FLUSH_BYTES:
+            self.flush()
+        elif self._flush_handle is None and self._loop is not None:
+            self._flush_handle = self._loop.call_later(self.output.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        """Write what is buffered (whole lines) and mark it readable."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._buffer or self._file is None or self.failed is not None:
+            return
+        data = "".join(self._buffer).encode("utf-8")
+        self._buffer.clear()
+        self._buffered = 0
+        try:
+            limit = self.output.rotate_bytes if self._series_rotates else 0
+            if limit and self._file.size and self._file.size + len(data) > limit:
+                self._rotate(None)
+            self._file.append(data)
+            self._file.readable()
+        except OutputWriteError as err:
+            self._fail(err)
+
+    def _rotate(self, start: float | None) -> None:
+        """End the current file (after writing what is buffered for it); start the next."""
+        assert self._file is not None
+        if start is not None:  # by time: what is buffered belongs to the old file
+            self.flush()
+            if self._file is None or self.failed is not None:
+                return
+        try:
+            self._file.commit()
+            log.info("record: wrote %s, next file from here", self._file.path)
+            started = datetime.fromtimestamp(start, UTC) if start is not None else None
+            self._file = self._series.open(started)
+            self.files.append(self._file.path)
+        except OutputWriteError as err:
+            self._fail(err)
+            return
+        self._file_start = start if start is not None else self._file_start
+
+    def _fail(self, err: OutputWriteError) -> None:
+        self.failed = err
+        self._file = None
+        self._buffer.clear()
+        log.error("recording stopped (the music plays on): %s", err)
+
+    def close(self) -> None:
+        """Write what is left and end the file. Idempotent; a failure is kept in ``failed``."""
+        self.flush()
+        if self._file is not None:
+            try:
+                self._file.commit()
+            except OutputWriteError as err:
+                self._fail(err)
+                return
+            log.info("recorded %d samples to %s", self.samples,
+                     ", ".join(str(p) for p in self.files[-3:]))
+            self._file = None
+
+
+class RecordingSource:
+    """A source that records every sample it passes on (``run --record``).
+
+    It forwards everything: items, stats, and (for MQTT at QoS 1) the receipts of
+    deliveries (:meth:`hold`), so acknowledgements wait for the engine as without it.
+    """
+
+    def __init__(self, source: Source, recorder: Recorder) -> None:
+        self.source = source
+        self.recorder = recorder
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """The wrapped source's counters, and ``recorded``."""
+        return {**self.source.stats, "recorded": self.recorder.samples}
+
+    def hold(self) -> Receipt | None:
+        """The receipt of the item yielded last, if the wrapped source keeps receipts."""
+        return self.source.hold() if isinstance(self.source, Holding) else None
+
+    async def __aenter__(self) -> RecordingSource:
+        await self.source.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.source.__aexit__(*exc)
+        finally:
+            self.recorder.close()
+
+    def __aiter__(self) -> AsyncIterator[Sample | NoteEvent]:
+        return self._items()
+
+    async def _items(self) -> AsyncIterator[Sample | NoteEvent]:
+        async for item in self.source:
+            if isinstance(item, Sample):
+                self.recorder.record(item)
+            yield item
+
+
+# -- replay ------------------------------------------------------------------------------
+
+def check_recordings(paths: list[str]) -> None:
+    """Fail now (NoInputError, exit 66) when a recording cannot be opened."""
+    for path in paths:
+        try:
+            if Path(path).is_dir():
+                raise IsADirectoryError(21, "it is a folder")
+            with Path(path).open("rb"):
+                pass
+        except OSError as err:
+            raise NoInputError(f"cannot read recording {path}: {err.strerror or err}; name "
+                               "a file written by 'streamsonic run --record'") from None
+
+
+def read_record(line: bytes) -> tuple[Sample, float] | None:
+    """One recording line -> (sample, arrival); None when it is not one."""
+    try:
+        data: Any = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or any(k not in data for k in KEYS):
+        return None
+    stream, when, value, arrival = (data[k] for k in KEYS)
+    if not isinstance(stream, str) or not stream:
+        return None
+    numbers = (when, value, arrival)
+    if any(isinstance(x, bool) or not isinstance(x, int | float) for x in numbers):
+        return None
+    if not all(math.isfinite(float(x)) for x in numbers):
+        return None
+    return Sample(stream, float(when), float(value)), float(arrival)
+
+
+class ReplaySource:
+    """Samples from recordings, fed with their original gaps (divided by ``speed``)."""
+
+    def __init__(self, paths: list[str], speed: float = 1.0, warn_interval: float = 10.0) -> None:
+        if not speed > 0:
+            raise ValueError("speed must be > 0")
+        self.paths = list(paths)
+        self.speed = speed
+        self._counters = Counters()
+        self._warn = RateLimitedLog(log, warn_interval)
+        self._file: IO[bytes] | None = None
+
+    @classmethod
+    def open(cls, paths: list[str], speed: float = 1.0) -> ReplaySource:
+        """A replay of ``paths`` (checked now: NoInputError when one cannot be read)."""
+        check_recordings(paths)
+        return cls(paths, speed)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """``records`` read, ``samples`` fed, ``skipped.malformed`` lines."""
+        counts = {"records": 0, "samples": 0}
+        counts.update(self._counters.snapshot())
+        return counts
+
+    async def __aenter__(self) -> ReplaySource:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __aiter__(self) -> AsyncIterator[Sample]:
+        return self._samples()
+
+    def _records(self) -> Iterator[tuple[Sample, float]]:
+        for path in self.paths:
+            try:
+                self._file = Path(path).open("rb")  # noqa: SIM115 - closed below or at exit
+            except OSError as err:
+                raise NoInputError(f"cannot read recording {path}: {err.strerror}") from None
+            with self._file:
+                for lineno, line in enumerate(self._lines(self._file), 1):
+                    self._counters.add("records")
+                    record = read_record(line)
+                    if record is None:
+                        self._counters.add("skipped.malformed")
+                        self._warn.warning("malformed", "%s line %d: not a recorded sample "
+                                           "(skipped): %.60r", path, lineno, line[:60])
+                        continue
+                    yield record
+            self._file = None
+
+    @staticmethod
+    def _lines(file: IO[bytes]) -> Iterator[bytes]:
+        while line := file.readline(MAX_LINE + 1):
+            if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                while (rest := file.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                    pass
+                yield b"(too long)"
+                continue
+            yield line
+
+    async def _samples(self) -> AsyncIterator[Sample]:
+        loop = asyncio.get_running_loop()
+        origin: float | None = None
+        start = loop.time()
+        turn = time.monotonic() + YIELD_SECONDS
+        for sample, arrival in self._records():
+            if origin is None:
+                origin = arrival
+            delay = start + (arrival - origin) / self.speed - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                turn = time.monotonic() + YIELD_SECONDS
+            elif time.monotonic() >= turn:  # a burst: let signals and timers in
+                await asyncio.sleep(0)
+                turn = time.monotonic() + YIELD_SECONDS
+            self._counters.add("samples")
+            yield sample
+        if origin is None:
+            raise InputDataError(f"{', '.join(self.paths)}: no recorded samples; is it a file "
+                                 "written by 'streamsonic run --record'?")
+
+
+# -- virtual time ------------------------------------------------------------------------
+
+class _SkippingSelector:
+    """The loop's selector, except that waiting for a timer takes no time: the virtual
+    clock jumps to it. Real I/O (signals, other threads' wake-ups) is still seen first."""
+
+    def __init__(self, selector: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
+        self._selector = selector
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._selector.select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:  # nothing scheduled: only real I/O can wake us
+            return self._selector.select(None)
+        self._loop.advance(timeout)
+        return []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._selector, name)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer instead of waiting for it.
+
+    Everything scheduled on the loop happens in the same order and at the same loop times as
+    on a real loop, as fast as it can be computed: ``replay --fast``. Outputs that play in
+    real time (audio, MIDI ports) make no sense on it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = time.monotonic()
+        real: selectors.BaseSelector = getattr(self, "_selector")  # noqa: B009 - private
+        setattr(self, "_selector", _SkippingSelector(real, self))  # noqa: B010
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` ahead."""
+        self._now += max(seconds, 0.0)
+
+
+def open_recording_source(config: Config, inner: Source, pattern: str) -> RecordingSource:
+    """``inner`` wrapped to record into ``pattern`` (the ``[output]`` rotation settings)."""
+    return RecordingSource(inner, Recorder(pattern, config.output))
