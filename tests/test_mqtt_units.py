@@ -58,6 +58,31 @@ def test_password_sources_in_order(tmp_path, monkeypatch) -> None:
     assert resolve_password(cfg(password="from-config").mqtt)[0] == "from-config"
 
 
+def test_empty_or_missing_credential_is_no_password_and_quiet(tmp_path, monkeypatch,
+                                                             caplog) -> None:
+    """The unit's LoadCredential= needs the file to exist, so a broker without passwords gets
+    an empty one (systemd/README): that is no password, and no warning at every start."""
+    monkeypatch.delenv("STREAMSONIC_MQTT_PASSWORD", raising=False)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    url = parse_url("mqtt://h")
+    assert resolve_password(cfg().mqtt) == (None, "")  # missing
+    for empty in ("", "\n", "\r\n"):
+        (tmp_path / "mqtt-password").write_text(empty)
+        assert resolve_password(cfg().mqtt) == (None, "")
+        (tmp_path / "pw").write_text(empty)
+        assert resolve_password(cfg(password_file=str(tmp_path / "pw")).mqtt) == (None, "")
+        with caplog.at_level("DEBUG"):
+            caplog.clear()
+            build_client(cfg().mqtt, url, "x")
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+        client = build_client(cfg(username="bob").mqtt, url, "x")
+        assert client._password is None  # a login without a password, not with ""
+    (tmp_path / "mqtt-password").write_text("s3cret\n")
+    with caplog.at_level("WARNING"):
+        build_client(cfg().mqtt, url, "x")
+    assert "ignored: no username" in caplog.text  # a real password without a user is odd
+
+
 def test_unreadable_password_file_names_it(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("STREAMSONIC_MQTT_PASSWORD", raising=False)
     with pytest.raises(MqttError, match=r"cannot read the MQTT password from .*missing"):

@@ -90,21 +90,27 @@ def parse_url(url: str) -> BrokerUrl:
 def resolve_password(config: MqttConfig) -> tuple[str | None, str]:
     """The password and where it came from, first found of: ``mqtt.password``,
     ``$STREAMSONIC_MQTT_PASSWORD``, ``mqtt.password_file``,
-    ``$CREDENTIALS_DIRECTORY/mqtt-password``; ``(None, "")`` when none is set."""
+    ``$CREDENTIALS_DIRECTORY/mqtt-password``; ``(None, "")`` when none is set.
+
+    An empty file (or one holding only a line break) means no password: the unit's
+    ``LoadCredential=`` needs the file to exist, and a broker without passwords gets an
+    empty one. A missing credential file is no password either; a missing
+    ``mqtt.password_file`` is an error (it was asked for)."""
     if config.password:
         return config.password, "mqtt.password"
     env = os.environ.get(PASSWORD_ENV)
     if env:
         return env, f"${PASSWORD_ENV}"
     if config.password_file:
-        return _read_secret(Path(config.password_file), "mqtt.password_file"), str(
-            config.password_file
-        )
+        secret = _read_secret(Path(config.password_file), "mqtt.password_file")
+        return (secret or None), (str(config.password_file) if secret else "")
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
         path = Path(cred_dir) / CREDENTIAL_NAME
         if path.is_file():
-            return _read_secret(path, "the systemd credential"), f"credential {CREDENTIAL_NAME}"
+            secret = _read_secret(path, "the systemd credential")
+            if secret:
+                return secret, f"credential {CREDENTIAL_NAME}"
     return None, ""
 
 
