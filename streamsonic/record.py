@@ -116,17 +116,29 @@ class Recorder:
             self._flush_handle = None
         if not self._buffer or self._file is None or self.failed is not None:
             return
-        data = "".join(self._buffer).encode("utf-8")
-        self._buffer.clear()
-        self._buffered = 0
+        lines, self._buffer, self._buffered = self._buffer, [], 0
+        limit = self.output.rotate_bytes if self._series_rotates else 0
+        chunk = bytearray()
         try:
-            limit = self.output.rotate_bytes if self._series_rotates else 0
-            if limit and self._file.size and self._file.size + len(data) > limit:
-                self._rotate(None)
-            self._file.append(data)
-            self._file.readable()
+            for line in lines:
+                raw = line.encode("utf-8")
+                if limit and self._file.size + len(chunk) + len(raw) > limit \
+                        and self._file.size + len(chunk) > 0:
+                    self._write(chunk)  # whole lines: the file ends at or under the limit
+                    chunk = bytearray()
+                    self._rotate(None)
+                    if self._file is None:
+                        return
+                chunk += raw
+            self._write(chunk)
         except OutputWriteError as err:
             self._fail(err)
+
+    def _write(self, chunk: bytearray) -> None:
+        assert self._file is not None
+        if chunk:
+            self._file.append(chunk)
+            self._file.readable()
 
     def _rotate(self, start: float | None) -> None:
         """End the current file (after writing what is buffered for it); start the next."""

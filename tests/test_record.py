@@ -1,0 +1,332 @@
+"""Record and replay (issue 11 item 7): ``run --record`` and ``streamsonic replay``.
+
+Golden: a run of fixed input is recorded, then replayed (in real time and with --fast); with
+the same seed and config the events are the same, note for note. The real CLI in
+subprocesses; the recorder and the virtual-time loop also directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamsonic.config import ModelConfig, OutputConfig
+from streamsonic.events import Sample
+from streamsonic.record import Recorder, ReplaySource, VirtualTimeLoop, read_record
+from tests.test_golden import golden_input
+
+EXE = [sys.executable, "-m", "streamsonic"]
+#: Every sample plays its own note, whatever the machine's speed (as in test_golden).
+EVERY = ["--set", "clock.backlog=100000", "--max-rate", "1000"]
+#: Fields of an event that depend on when the run happened, not on what it played.
+CLOCK_FIELDS = ("start",)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The defaults (no user or /etc config), except notes that depend on the wall clock:
+    notes a model adds between the data's (``model.passing_notes``, where that exists) fill
+    the time until the stream's next note, which a real-time run measures with its timers'
+    jitter; the replay of a run cannot repeat that jitter (``--fast`` repeats itself
+    exactly, tested below)."""
+    out = {k: v for k, v in os.environ.items() if k != "STREAMSONIC_CONFIG"}
+    config = tmp_path / "config.toml"
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    config.write_text("[model]\npassing_notes = 0\n" if "passing_notes" in names else "")
+    out["STREAMSONIC_CONFIG"] = str(config)
+    return out
+
+
+def cli(args: list[str], env: dict[str, str], stdin: str = "",
+        timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EXE, *args, "--device", "cpu"], input=stdin, capture_output=True,
+                          text=True, timeout=timeout, check=False, env=env)
+
+
+def events(text: str, data_only: bool = True) -> list[dict[str, Any]]:
+    """The events output without its clock fields; ``data_only``: the notes that samples
+    played (not those a model plays between them on its own clock, if any)."""
+    out = []
+    for line in text.splitlines():
+        event = json.loads(line)
+        if data_only and event.get("source", "data") != "data":
+            continue
+        for key in CLOCK_FIELDS:
+            event.pop(key)
+        out.append(event)
+    return out
+
+
+def by_stream(notes: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each stream's notes in order (streams interleave as their timers fire)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for note in notes:
+        out.setdefault(note["stream"], []).append(note)
+    return out
+
+
+def timeline(text: str) -> list[tuple[Any, ...]]:
+    """Every note, with its start relative to the first note's."""
+    notes = [json.loads(line) for line in text.splitlines()]
+    t0 = notes[0]["start"] if notes else 0.0
+    return [(round(n.pop("start") - t0, 9), *sorted(n.items())) for n in notes]
+
+
+def starts(text: str) -> list[float]:
+    return [json.loads(line)["start"] for line in text.splitlines()]
+
+
+def write_recording(path: Path, rows: list[tuple[str, float, float]]) -> None:
+    """A recording by hand: (stream, value, arrival) with time = arrival."""
+    path.write_text("".join(json.dumps({"stream": s, "time": a, "value": v, "arrival": a}) + "\n"
+                            for s, v, a in rows))
+
+
+# -- golden: record, replay, same notes ----------------------------------------------------
+
+def test_replay_plays_the_recorded_notes_note_for_note(tmp_path: Path, env: dict[str, str],
+                                                       random_pitch_checkpoint: Path) -> None:
+    lines = golden_input()
+    rec = tmp_path / "session.jsonl"
+    common = ["--output", "events", *EVERY, "--weights", str(random_pitch_checkpoint),
+              "--seed", "7", "--temperature", "0.8"]  # sampling: the seed matters too
+    original = cli(["run", *common, "--record", str(rec)], env, "\n".join(lines) + "\n")
+    assert original.returncode == 0, original.stderr
+    played = events(original.stdout)
+    assert len(played) == 3 * len(lines)  # three streams a line, a note each
+    recorded = [json.loads(line) for line in rec.read_text().splitlines()]
+    assert len(recorded) == 3 * len(lines)  # every sample, in the order taken in
+    assert [r["stream"] for r in recorded[:3]] == ["cpu", "mem", "temp"]
+    first = lines[0].split()
+    assert [r["value"] for r in recorded[:3]] == [float(f.split("=")[1]) for f in first]
+    assert all(set(r) == {"stream", "time", "value", "arrival"} for r in recorded)
+    arrivals = [r["arrival"] for r in recorded]
+    assert arrivals == sorted(arrivals)
+
+    again = cli(["replay", str(rec), *common], env)
+    assert again.returncode == 0, again.stderr
+    assert by_stream(events(again.stdout)) == by_stream(played)
+
+    fast = cli(["replay", str(rec), "--fast", *common], env)
+    assert fast.returncode == 0, fast.stderr
+    assert by_stream(events(fast.stdout)) == by_stream(played)
+    # on the virtual clock a replay is exactly repeatable: every note, and when it starts,
+    # with the config's defaults (notes the model adds included)
+    defaults = {**env, "STREAMSONIC_CONFIG": str(tmp_path / "empty.toml")}
+    (tmp_path / "empty.toml").write_text("")
+    fast1, fast2 = (cli(["replay", str(rec), "--fast", *common], defaults) for _ in range(2))
+    assert fast1.returncode == 0, fast1.stderr
+    assert len(fast1.stdout.splitlines()) >= len(lines)
+    assert timeline(fast2.stdout) == timeline(fast1.stdout)
+
+    other_seed = cli(["replay", str(rec), "--fast", *common, "--seed", "8"], env)
+    # the comparison can tell runs apart
+    assert by_stream(events(other_seed.stdout)) != by_stream(played)
+
+
+def test_fast_replay_keeps_the_original_timing(tmp_path: Path, env: dict[str, str],
+                                               random_pitch_checkpoint: Path) -> None:
+    """Twenty minutes of recording at the default rate cap: --fast takes seconds, and the
+    notes start exactly as far apart as the samples arrived (the engine's clock is the
+    recording's); samples closer than the cap wait their turn as they would have."""
+    rows = [("a", float(i % 5), 1000.0 + 60.0 * i) for i in range(20)]
+    rows += [("b", 1.0, 3000.0), ("b", 2.0, 3000.01), ("b", 3.0, 3000.02)]
+    rec = tmp_path / "rec.jsonl"
+    write_recording(rec, sorted(rows, key=lambda r: r[2]))
+    res = cli(["replay", str(rec), "--fast", "--output", "events", "--weights",
+               str(random_pitch_checkpoint)], env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    notes = [json.loads(line) for line in res.stdout.splitlines()]
+    a = [n["start"] for n in notes if n["stream"] == "a"]
+    assert len(a) == 20
+    assert all(abs((y - x) - 60.0) < 1e-6 for x, y in itertools.pairwise(a))
+    b = [n["start"] for n in notes if n["stream"] == "b"]
+    assert len(b) == 3  # the default cap (8/s): 0.125 s apart, not 0.01
+    assert all(abs((y - x) - 0.125) < 1e-6 for x, y in itertools.pairwise(b))
+    assert [n["time"] for n in notes if n["stream"] == "b"] == [3000.0, 3000.01, 3000.02]
+
+
+def test_speed_divides_the_gaps(tmp_path: Path, env: dict[str, str],
+                                random_pitch_checkpoint: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    write_recording(rec, [("a", 1.0, 10.0), ("a", 2.0, 11.2), ("a", 3.0, 12.4)])
+    res = cli(["replay", str(rec), "--speed", "4", "--output", "events", "--weights",
+               str(random_pitch_checkpoint)], env)
+    assert res.returncode == 0, res.stderr
+    gaps = [y - x for x, y in itertools.pairwise(starts(res.stdout))]
+    assert len(gaps) == 2
+    # 1.2 s recorded -> 0.3 s at speed 4: never sooner; well under the recorded gap
+    assert all(0.29 <= g < 1.0 for g in gaps), gaps
+
+
+# -- the recording's files ---------------------------------------------------------------
+
+def test_recording_rotates_never_overwrites_and_replays_across_files(
+        tmp_path: Path, env: dict[str, str], random_pitch_checkpoint: Path) -> None:
+    earlier = tmp_path / "rec-1.jsonl"
+    earlier.write_text("an earlier file\n")
+    lines = [f"s{i % 50}={i}" for i in range(1500)]
+    common = ["--output", "events", *EVERY, "--weights", str(random_pitch_checkpoint)]
+    original = cli(["run", *common, "--record", str(tmp_path / "rec-{n}.jsonl"),
+                    "--set", "output.rotate_bytes=65536"], env, "\n".join(lines) + "\n")
+    assert original.returncode == 0, original.stderr
+    files = sorted(tmp_path.glob("rec-*.jsonl"))
+    kept = [p for p in files if p.read_text() == "an earlier file\n"]
+    assert len(kept) == 1 and kept[0] != earlier  # kept aside, not overwritten
+    ours = [p for p in files if p not in kept]
+    assert len(ours) >= 2  # ~110 kB of lines, 64 kB a file
+    assert all(p.stat().st_size <= 65536 for p in ours)
+    ordered = sorted(ours, key=lambda p: json.loads(p.read_text().splitlines()[0])["arrival"])
+    replay = cli(["replay", *map(str, ordered), *common, "--fast"], env)
+    assert replay.returncode == 0, replay.stderr
+    assert by_stream(events(replay.stdout)) == by_stream(events(original.stdout))
+
+
+def test_sigkill_leaves_whole_lines_up_to_the_last_flush(tmp_path: Path, env: dict[str, str],
+                                                         random_pitch_checkpoint: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    proc = subprocess.Popen(
+        [*EXE, "run", "--output", "events", "--weights", str(random_pitch_checkpoint),
+         "--device", "cpu", "--record", str(rec), "--set", "output.flush_interval=0.2"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert proc.stdin is not None
+    try:
+        for i in range(200):
+            proc.stdin.write(f"x={i}\n".encode())
+        proc.stdin.flush()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the flush delay is bounded: all 200 appear
+            if rec.exists() and rec.read_bytes().count(b"\n") >= 200:
+                break
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    data = rec.read_bytes()
+    assert data.endswith(b"\n")
+    values = [json.loads(line)["value"] for line in data.splitlines()]
+    assert values == [float(i) for i in range(200)]
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+def test_replay_skips_malformed_lines_and_refuses_missing_files(
+        tmp_path: Path, env: dict[str, str], random_pitch_checkpoint: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    good = [json.dumps({"stream": "a", "time": 1.0, "value": v, "arrival": 1.0 + v})
+            for v in (1.0, 2.0)]
+    rec.write_text("\n".join([good[0], "not json", '{"stream": "a"}', "[1, 2]",
+                              '{"stream": "a", "time": 1, "value": "x", "arrival": 2}',
+                              '{"stream": "", "time": 1, "value": 1, "arrival": 2}',
+                              good[1], '{"stream": "a", "time": 1, "val']))  # cut by a kill
+    res = cli(["replay", str(rec), "--fast", "--output", "events", "--weights",
+               str(random_pitch_checkpoint)], env)
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(line)["value"] for line in res.stdout.splitlines()] == [1.0, 2.0]
+    assert "skipped.malformed=6" in res.stderr
+    assert "Traceback" not in res.stderr
+
+    missing = cli(["replay", str(tmp_path / "nope.jsonl"), "--fast", "-o", "events"], env)
+    assert missing.returncode == 66
+    assert missing.stderr.strip().count("\n") == 0 and "nope.jsonl" in missing.stderr
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("nothing here\n")
+    res = cli(["replay", str(empty), "--fast", "-o", "events", "--weights",
+               str(random_pitch_checkpoint)], env)
+    assert res.returncode == 65 and "no recorded samples" in res.stderr
+
+
+def test_fast_refuses_real_time_outputs_and_record_refuses_a_bad_path(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    rec = tmp_path / "rec.jsonl"
+    write_recording(rec, [("a", 1.0, 1.0)])
+    res = cli(["replay", str(rec), "--fast", "--output", "audio"], env)
+    assert res.returncode == 64 and "real time" in res.stderr
+    res = cli(["replay", str(rec), "--speed", "0"], env)
+    assert res.returncode == 64
+    res = cli(["run", "--output", "events", "--record", str(tmp_path / "no" / "r.jsonl")], env,
+              "1\n")
+    assert res.returncode == 69 and "does not exist" in res.stderr
+
+
+# -- the pieces ----------------------------------------------------------------------------
+
+def test_read_record_round_trips_exact_floats() -> None:
+    line = json.dumps({"stream": "é", "time": 0.1 + 0.2, "value": 1e-300, "arrival": 5})
+    record = read_record(line.encode())
+    assert record == (Sample("é", 0.1 + 0.2, 1e-300), 5.0)
+    assert read_record(b'{"stream":"a","time":1,"value":NaN,"arrival":1}') is None
+    assert read_record(b'{"stream":"a","time":true,"value":1,"arrival":1}') is None
+
+
+def test_recorder_flush_delay_is_bounded(tmp_path: Path) -> None:
+    """A line waits in the buffer at most output.flush_interval (virtual) seconds."""
+    path = tmp_path / "r.jsonl"
+    loop = VirtualTimeLoop()
+    try:
+        async def go() -> list[int]:
+            recorder = Recorder(str(path), OutputConfig(flush_interval=2.0))
+            recorder.record(Sample("a", 1.0, 1.0))
+            sizes = [path.stat().st_size]
+            await asyncio.sleep(1.9)
+            sizes.append(path.stat().st_size)
+            await asyncio.sleep(0.2)
+            sizes.append(path.stat().st_size)
+            recorder.close()
+            return sizes
+
+        sizes = loop.run_until_complete(go())
+    finally:
+        loop.close()
+    assert sizes[0] == 0 and sizes[1] == 0 and sizes[2] > 0
+
+
+def _note(seen: list[tuple[str, float]], name: str, loop: asyncio.AbstractEventLoop,
+          start: float) -> None:
+    seen.append((name, loop.time() - start))
+
+
+def test_virtual_loop_jumps_to_timers_in_order() -> None:
+    loop = VirtualTimeLoop()
+    seen: list[tuple[str, float]] = []
+    try:
+        start = loop.time()
+        wall = time.monotonic()
+        for name, delay in (("c", 3600.0), ("a", 1.0), ("b", 60.0)):
+            loop.call_later(delay, _note, seen, name, loop, start)
+        loop.run_until_complete(asyncio.sleep(7200))
+        assert time.monotonic() - wall < 60  # two hours of timers, no waiting for them
+    finally:
+        loop.close()
+    assert seen == [("a", 1.0), ("b", 60.0), ("c", 3600.0)]
+
+
+def test_replay_source_counts(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    write_recording(rec, [("a", 1.0, 0.0), ("b", 2.0, 0.5)])
+    source = ReplaySource.open([str(rec)])
+    loop = VirtualTimeLoop()
+    try:
+        async def go() -> list[Sample]:
+            async with source:
+                return [s async for s in source]
+
+        got = loop.run_until_complete(go())
+    finally:
+        loop.close()
+    assert got == [Sample("a", 0.0, 1.0), Sample("b", 0.5, 2.0)]
+    assert source.stats == {"records": 2, "samples": 2}
