@@ -134,7 +134,7 @@ def test_demo_plays_live_on_jack(tmp_path: Path, random_pitch_checkpoint: Path,
 
 def test_demo_rejects_unknown_column(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
     result = run_demo(tmp_path / "out", random_pitch_checkpoint, "--column", "memory")
-    assert result.returncode == 2
+    assert result.returncode == 64  # a usage error (EX_USAGE), as the README documents
     assert "memory" in result.stderr
 
 
@@ -187,7 +187,8 @@ case "$1" in
 esac
 """
 DEMO_APT = ["libfluidsynth3", "timgm6mb-soundfont", "libportaudio2"]
-TEST_ONLY_APT = ["mosquitto", "mosquitto-clients", "jackd2", "fluidsynth", "openssl"]
+TEST_ONLY_APT = ["mosquitto", "mosquitto-clients", "nats-server", "jackd2", "fluidsynth",
+                 "openssl"]
 
 
 @dataclass

@@ -106,9 +106,12 @@ def service_warnings(config: Config, path: Path | None) -> list[str]:
     python = Path(sys.executable)
     home = _under_home(python)
     if home is not None:
-        out.append(f"streamsonic runs on {python}, under {home}: the unit's ProtectHome=yes "
+        real = python.resolve()
+        shown = f"{python} ({real})" if real != python else str(python)
+        out.append(f"streamsonic runs on {shown}, under {home}: the unit's ProtectHome=yes "
                    "hides it and the service cannot start (status 203/EXEC); install "
-                   "streamsonic under /opt or /usr/local (systemd/README.md)")
+                   "streamsonic (and the Python its venv links to) under /opt or /usr/local "
+                   "(systemd/README.md)")
     named: list[tuple[str, str]] = [
         ("model.weights", config.model.weights),
         ("model.temporal_weights", config.model.temporal_weights),
