@@ -1,4 +1,9 @@
-"""Load the configured pitch model and build its stepper on the configured device."""
+"""Load the configured pitch model and build its stepper on the configured device.
+
+On the CPU nothing here imports torch: the weights come from the ``.npz`` beside the
+checkpoint (:func:`streamsonic.model.arrays.arrays_for`) and the stepper is NumPy's. torch
+is read only for CUDA, or for a checkpoint without an up-to-date ``.npz``.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +13,35 @@ import numpy as np
 
 from streamsonic.config import ModelConfig
 from streamsonic.encoding import PitchEncoding
-from streamsonic.model.checkpoint import Checkpoint, default_weights, load_checkpoint
-from streamsonic.model.stepper import PitchStepper, make_stepper, resolve_device
+from streamsonic.model.arrays import ArrayCheckpoint, arrays_for, default_weights
+from streamsonic.model.stepper import NumpyPitchStepper, PitchStepper, device_name, make_stepper
 
 log = logging.getLogger(__name__)
 
 
-def load_pitch_model(config: ModelConfig) -> tuple[PitchStepper, PitchEncoding, Checkpoint]:
-    """The stepper, encoding and checkpoint for ``config.weights`` (default: shipped)."""
+def load_pitch_model(config: ModelConfig) -> tuple[PitchStepper, PitchEncoding, ArrayCheckpoint]:
+    """The stepper, encoding and checked weights for ``config.weights`` (default: shipped)."""
     path = config.weights or default_weights("pitch")
-    ckpt = load_checkpoint(path, kind="pitch")
-    device = resolve_device(config.device)
-    stepper = make_stepper(ckpt.pitch_network(), device)
+    device = device_name(config.device)
+    ckpt, why = arrays_for(path, kind="pitch")
+    if ckpt is None:  # a checkpoint without its .npz: torch reads it
+        from streamsonic.model.checkpoint import load_checkpoint  # noqa: PLC0415 - torch
+
+        loaded = load_checkpoint(path, kind="pitch")
+        ckpt = ArrayCheckpoint(kind=loaded.kind, arch=loaded.arch, classes=loaded.classes,
+                               arrays={k: v.numpy() for k, v in loaded.state_dict.items()},
+                               seq_len=loaded.seq_len, meta=loaded.meta, path=loaded.path,
+                               weights_sha256=loaded.weights_sha256)
+        log.info("%s", why)
+    stepper: PitchStepper = (NumpyPitchStepper(ckpt.arrays) if device == "cpu"
+                             else make_stepper(ckpt.arrays, device))
     # Warm up (compiles or loads the CPU kernels, initialises CUDA) so that the first
     # sample does not wait for it.
     state = stepper.initial_state(1)
     _, pending = stepper.propose(np.zeros(1), state)
     stepper.commit(pending, np.zeros(1))
-    log.info("pitch model %s on %s (%d classes, MIDI %d..%d)", path, device, len(ckpt.classes),
-             min(ckpt.classes), max(ckpt.classes))
+    log.info("pitch model %s on %s (%d classes, MIDI %d..%d)", ckpt.path, device,
+             len(ckpt.classes), min(ckpt.classes), max(ckpt.classes))
     if ckpt.weights_sha256 is None:
         log.info("%s has no weights checksum (saved before checksums): damage to it cannot be "
                  "detected; re-save it with this version", path)

@@ -10,28 +10,38 @@ first layer's recurrent product ``W_hh @ h`` does not depend on the input, so
 
 Two backends with one interface:
 
-* :class:`NumpyPitchStepper` - CPU: one compiled (numba) kernel call per timestep, since at
-  batch sizes of a few streams PyTorch's per-operator dispatch would cost more than the
-  arithmetic (measured in ``bench/step.py``).
-* :class:`TorchPitchStepper` - any torch device (CUDA), inference mode.
+* :class:`NumpyPitchStepper` - CPU, without torch: a batch of N streams is one
+  matrix-matrix product per layer (NumPy float32 ``@``, the weights read once per batch)
+  and one compiled (numba) call per layer for the gates (:mod:`streamsonic.model.kernels`);
+  measured in ``bench/step.py``. It reads its weights from a plain table of NumPy arrays
+  (:mod:`streamsonic.model.arrays`), so the CPU run path never imports torch.
+* :class:`TorchPitchStepper` - any torch device (CUDA): the states stay on the device and
+  a batch is one call per operator, in inference mode.
 
 Logits always come back as a NumPy array ``(batch, n_classes)`` for the chooser.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from streamsonic.errors import DeviceError
-from streamsonic.model.network import PitchLSTM
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamsonic.model.network import PitchLSTM
 
 #: Opaque per-stream (or batched) state: four arrays/tensors (h1, c1, h2, c2), (batch, H).
 State = tuple[Any, Any, Any, Any]
+
+#: Device nodes without which no CUDA GPU can be present (Linux, WSL).
+CUDA_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")
 
 
 def _state(parts: Iterable[Any]) -> State:
@@ -40,18 +50,36 @@ def _state(parts: Iterable[Any]) -> State:
     return (h1, c1, h2, c2)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA when present, else CPU. ``"cuda"`` without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+def device_name(name: str) -> str:
+    """``"auto"``: ``"cuda"`` when PyTorch sees a CUDA GPU, else ``"cpu"``; ``"cpu"`` stays
+    ``"cpu"``; ``"cuda"`` or ``"cuda:N"`` without CUDA is a :class:`DeviceError`.
+
+    torch is imported only when a GPU could be there: ``"cuda..."`` asked for, or ``"auto"``
+    on a machine with an NVIDIA device node. The CPU run path stays torch-free (start-up
+    and memory: ``import torch`` alone is about 2 s and 220 MB)."""
+    if name == "cpu":
+        return "cpu"
+    if name not in ("auto", "cuda") and not name.startswith("cuda:"):
         raise DeviceError(f"unknown device {name!r}; use auto, cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if name == "auto" and not any(Path(node).exists() for node in CUDA_NODES):
+        return "cpu"
+    import torch  # noqa: PLC0415 - only where a GPU may be
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
         raise DeviceError(
             f"device {name!r} was asked for but PyTorch sees no CUDA GPU "
             f"(torch {torch.__version__}); use --device cpu or auto"
         )
-    return torch.device(name)
+    return name
+
+
+def resolve_device(name: str) -> torch.device:
+    """:func:`device_name` as a ``torch.device`` (training, the temporal model)."""
+    import torch  # noqa: PLC0415
+
+    return torch.device(device_name(name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +88,14 @@ class Pending:
 
     state: State
     base: Any  # W_hh1 @ h1 + b1, (batch, 4 * hidden1)
+    shared: Any = None  # (NumPy) W_hh2 @ h2 + b2, the second layer's input-free part
 
 
 class PitchStepper(Protocol):
     """What the engine needs from a stepper."""
 
     n_classes: int
-    device: torch.device
+    device: Any  # "cpu" (NumPy) or a torch.device
 
     def initial_state(self, batch: int = 1) -> State: ...
 
@@ -95,6 +124,8 @@ class StepWeights:
 
 def step_weights(network: torch.nn.Module) -> StepWeights:
     """The weights of a network with ``lstm1``, ``lstm2`` and ``head`` (pitch or temporal)."""
+    import torch  # noqa: PLC0415
+
     n: Any = network
     with torch.no_grad():
         return StepWeights(
@@ -108,54 +139,75 @@ def step_weights(network: torch.nn.Module) -> StepWeights:
         )
 
 
-def make_stepper(network: PitchLSTM, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> PitchStepper:
-    """The fastest stepper for ``device``: NumPy on CPU, torch elsewhere."""
-    dev = torch.device(device)
-    if dev.type == "cpu":
+#: A pitch network's weights: its state dict's names -> arrays (NumPy, or torch tensors).
+Weights = Mapping[str, Any]
+
+
+def make_stepper(network: PitchLSTM | Weights, device: Any = "cpu",
+                 dtype: Any = None) -> PitchStepper:
+    """The fastest stepper for ``device``: NumPy on CPU (from a network or from its weights
+    as arrays), torch elsewhere (a network, or arrays rebuilt into one)."""
+    if str(device) == "cpu":
         return NumpyPitchStepper(network, dtype=dtype)
-    return TorchPitchStepper(network, device=dev, dtype=dtype)
+    if isinstance(network, Mapping):
+        from streamsonic.model.arrays import pitch_network_from  # noqa: PLC0415 - torch
+
+        network = pitch_network_from(network)
+    return TorchPitchStepper(network, device=device, dtype=dtype)
 
 
-def _weights(network: PitchLSTM) -> dict[str, np.ndarray]:
-    sd = {k: v.detach().cpu().double().numpy() for k, v in network.state_dict().items()}
-    return {
-        "w_ih1": sd["lstm1.weight_ih_l0"],
-        "w_hh1": sd["lstm1.weight_hh_l0"],
-        "b1": sd["lstm1.bias_ih_l0"] + sd["lstm1.bias_hh_l0"],
-        "w_ih2": sd["lstm2.weight_ih_l0"],
-        "w_hh2": sd["lstm2.weight_hh_l0"],
-        "b2": sd["lstm2.bias_ih_l0"] + sd["lstm2.bias_hh_l0"],
-        "head_w": sd["head.weight"],
-        "head_b": sd["head.bias"],
-    }
+def _float64(dtype: Any) -> bool:
+    """Whether ``dtype`` (NumPy or torch, or None: float32) asks for float64."""
+    return dtype is not None and str(dtype).rsplit(".", 1)[-1] in ("float64", "double")
+
+
+def _arrays(weights: PitchLSTM | Weights) -> dict[str, np.ndarray]:
+    """A network's state dict (or a table of arrays or tensors) as NumPy arrays."""
+    table: Any = weights if isinstance(weights, Mapping) else weights.state_dict()
+    return {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+            for k, v in table.items()}
 
 
 class NumpyPitchStepper:
-    """CPU stepper: NumPy arrays, each timestep one compiled kernel call
+    """CPU stepper: NumPy arrays, no torch. A batch is one matrix product per layer (the
+    weights read once for all its streams) and one compiled gate kernel call per layer
     (:mod:`streamsonic.model.kernels`)."""
 
-    def __init__(self, network: PitchLSTM, dtype: torch.dtype = torch.float32) -> None:
-        if network.input_size != 1:
-            raise ValueError("the pitch stepper needs a network with a scalar input")
+    def __init__(self, network: PitchLSTM | Weights, dtype: Any = None) -> None:
         from streamsonic.model import kernels  # noqa: PLC0415 - numba import, CPU only
 
+        sd = _arrays(network)
+        w_ih1 = sd["lstm1.weight_ih_l0"]
+        if w_ih1.ndim != 2 or w_ih1.shape[1] != 1:
+            raise ValueError("the pitch stepper needs a network with a scalar input")
         self._k = kernels
-        self.device = torch.device("cpu")
-        self.n_classes = network.n_classes
-        self.h1 = network.hidden1
-        self.h2 = network.hidden2
-        self.dtype = np.float64 if dtype == torch.float64 else np.float32
-        w = _weights(network)
+        self.device = "cpu"
+        self.dtype = np.float64 if _float64(dtype) else np.float32
         f = self.dtype
-        self._w_ih1 = np.ascontiguousarray(w["w_ih1"][:, 0], dtype=f)
-        self._w_hh1_t = np.ascontiguousarray(w["w_hh1"].T, dtype=f)
-        self._b1 = np.ascontiguousarray(w["b1"], dtype=f)
-        w2 = np.concatenate([w["w_ih2"], w["w_hh2"]], axis=1)
-        self._w2_t = np.ascontiguousarray(w2.T, dtype=f)
-        self._b2 = np.ascontiguousarray(w["b2"], dtype=f)
-        self._head_t = np.ascontiguousarray(w["head_w"].T, dtype=f)
-        self._head_b = np.ascontiguousarray(w["head_b"], dtype=f)
+        self.h1 = sd["lstm1.weight_hh_l0"].shape[1]
+        self.h2 = sd["lstm2.weight_hh_l0"].shape[1]
+        self.n_classes = sd["head.weight"].shape[0]
+
+        def arr(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(a, dtype=f)
+
+        self._w_ih1 = arr(w_ih1[:, 0])
+        self._w_hh1_t = arr(sd["lstm1.weight_hh_l0"].T)
+        # Biases summed in float64, then rounded once.
+        self._b1 = arr(sd["lstm1.bias_ih_l0"].astype(np.float64) + sd["lstm1.bias_hh_l0"])
+        self._w_ih2_t = arr(sd["lstm2.weight_ih_l0"].T)
+        self._w_hh2_t = arr(sd["lstm2.weight_hh_l0"].T)
+        self._b2 = arr(sd["lstm2.bias_ih_l0"].astype(np.float64) + sd["lstm2.bias_hh_l0"])
+        self._head_t = arr(sd["head.weight"].T)
+        self._head_b = arr(sd["head.bias"])
+        self._scale1 = self._scale(self.h1)
+        self._scale2 = self._scale(self.h2)
+        self._zero2 = np.zeros(4 * self.h2, f)
+
+    def _scale(self, hidden: int) -> np.ndarray:
+        scale = np.full(4 * hidden, 0.5, self.dtype)
+        scale[2 * hidden : 3 * hidden] = 1.0
+        return scale
 
     def initial_state(self, batch: int = 1) -> State:
         """Zero state for ``batch`` streams."""
@@ -171,24 +223,35 @@ class NumpyPitchStepper:
         logits, pending = self.propose(inputs, state)
         return logits, self.commit(pending, inputs)
 
+    def _layers(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray, c1: np.ndarray,
+                c2: np.ndarray) -> State:
+        """Both layers' cells from the shared products, with ``x`` as the input."""
+        batch = base.shape[0]
+        h1, c1n = np.empty((batch, self.h1), self.dtype), np.empty((batch, self.h1), self.dtype)
+        self._k.gates_cell(base, x, self._w_ih1, self._scale1, c1, h1, c1n)
+        gates2 = h1 @ self._w_ih2_t
+        gates2 += shared
+        h2, c2n = np.empty((batch, self.h2), self.dtype), np.empty((batch, self.h2), self.dtype)
+        self._k.gates_cell(gates2, np.zeros(batch, self.dtype), self._zero2, self._scale2,
+                           c2, h2, c2n)
+        return (h1, c1n, h2, c2n)
+
     def propose(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, Pending]:
         """Logits for the next note with ``inputs`` (the data), state left unchanged."""
         h1, c1, h2, c2 = state
-        batch = h1.shape[0]
-        base = np.empty((batch, 4 * self.h1), self.dtype)
-        logits = np.empty((batch, self.n_classes), self.dtype)
-        self._k.propose(h1, c1, h2, c2, self._x(inputs), self._w_hh1_t, self._w_ih1, self._b1,
-                        self._w2_t, self._b2, self._head_t, self._head_b, base, logits)
-        return logits, Pending(state, base)
+        base = h1 @ self._w_hh1_t
+        base += self._b1
+        shared = h2 @ self._w_hh2_t
+        shared += self._b2
+        _, _, h2n, _ = self._layers(base, shared, self._x(inputs), c1, c2)
+        logits = h2n @ self._head_t
+        logits += self._head_b
+        return logits, Pending(state, base, shared)
 
     def commit(self, pending: Pending, inputs: np.ndarray) -> State:
         """The state after the same timestep with ``inputs`` (the chosen notes) instead."""
-        _, c1, h2, c2 = pending.state
-        batch = c1.shape[0]
-        out = self.initial_state(batch)
-        self._k.commit(pending.base, c1, h2, c2, self._x(inputs), self._w_ih1, self._w2_t,
-                       self._b2, *out)
-        return out
+        _, c1, _, c2 = pending.state
+        return self._layers(pending.base, pending.shared, self._x(inputs), c1, c2)
 
     def stack(self, states: list[State]) -> State:
         """Per-stream states (batch 1 each) -> one batched state."""
@@ -200,20 +263,28 @@ class NumpyPitchStepper:
         """One batched state -> per-stream states (batch 1 each)."""
         if batch == 1:
             return [state]
-        return [_state(np.ascontiguousarray(s[i : i + 1]) for s in state) for i in range(batch)]
+        # Copies: a view would keep the whole batch's arrays alive as long as any one of
+        # its streams stays idle.
+        return [_state(s[i : i + 1].copy() for s in state) for i in range(batch)]
 
 
 class TorchPitchStepper:
-    """Stepper on a torch device (CUDA, or CPU for comparison), in inference mode."""
+    """Stepper on a torch device (CUDA, or CPU for comparison), in inference mode.
 
-    def __init__(self, network: PitchLSTM, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+    The states live on the device from :meth:`initial_state` on (``stack``/``split`` and
+    both evaluations stay there); a batch of N streams is one call per operator, whatever
+    N; only the logits come back to the host, for the chooser."""
+
+    def __init__(self, network: PitchLSTM, device: Any = "cpu", dtype: Any = None) -> None:
+        import torch  # noqa: PLC0415 - torch only for this backend
+
         if network.input_size != 1:
             raise ValueError("the pitch stepper needs a network with a scalar input")
+        self._torch = torch
         self.device = torch.device(device)
-        self.dtype = dtype
+        self.dtype = dtype if dtype is not None else torch.float32
         self.n_classes = network.n_classes
-        self.network = network.to(device=self.device, dtype=dtype).eval()
+        self.network = network.to(device=self.device, dtype=self.dtype).eval()
         w = step_weights(self.network)
         self._w_ih1 = w.w_ih1_t[0].contiguous()  # the scalar input's column
         self._w_hh1_t, self._b1, self._w2 = w.w_hh1_t, w.b1, w.w2
@@ -224,48 +295,50 @@ class TorchPitchStepper:
         return self.network.initial_state(batch, device=self.device, dtype=self.dtype)
 
     def _x(self, inputs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(inputs), dtype=self.dtype).to(self.device)
+        return self._torch.as_tensor(np.asarray(inputs), dtype=self.dtype).to(self.device)
 
     def _layer1(
         self, base: torch.Tensor, x: torch.Tensor, c1: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        torch = self._torch
         gates = torch.addcmul(base, x[:, None], self._w_ih1)
         i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c1 + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
 
-    @torch.inference_mode()
     def step(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One timestep: inputs (batch,) -> logits (batch, n_classes), new state."""
         logits, pending = self.propose(inputs, state)
         return logits, self.commit(pending, inputs)
 
-    @torch.inference_mode()
     def propose(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, Pending]:
         """Logits for the next note with ``inputs`` (the data), state left unchanged."""
-        h1, c1, h2, c2 = state
-        base = torch.addmm(self._b1, h1, self._w_hh1_t)
-        h1n, _ = self._layer1(base, self._x(inputs), c1)
-        h2n, _ = torch.lstm_cell(h1n, (h2, c2), *self._w2)
-        logits = torch.addmm(self._head_b, h2n, self._head_t)
-        return logits.double().cpu().numpy(), Pending(state, base)
+        torch = self._torch
+        with torch.inference_mode():
+            h1, c1, h2, c2 = state
+            base = torch.addmm(self._b1, h1, self._w_hh1_t)
+            h1n, _ = self._layer1(base, self._x(inputs), c1)
+            h2n, _ = torch.lstm_cell(h1n, (h2, c2), *self._w2)
+            logits = torch.addmm(self._head_b, h2n, self._head_t)
+            return logits.double().cpu().numpy(), Pending(state, base)
 
-    @torch.inference_mode()
     def commit(self, pending: Pending, inputs: np.ndarray) -> State:
         """The state after the same timestep with ``inputs`` (the chosen notes) instead."""
-        _, c1, h2, c2 = pending.state
-        h1n, c1n = self._layer1(pending.base, self._x(inputs), c1)
-        h2n, c2n = torch.lstm_cell(h1n, (h2, c2), *self._w2)
-        return (h1n, c1n, h2n, c2n)
+        torch = self._torch
+        with torch.inference_mode():
+            _, c1, h2, c2 = pending.state
+            h1n, c1n = self._layer1(pending.base, self._x(inputs), c1)
+            h2n, c2n = torch.lstm_cell(h1n, (h2, c2), *self._w2)
+            return (h1n, c1n, h2n, c2n)
 
     def stack(self, states: list[State]) -> State:
-        """Per-stream states (batch 1 each) -> one batched state."""
+        """Per-stream states (batch 1 each) -> one batched state (on the device)."""
         if len(states) == 1:
             return states[0]
-        return _state(torch.cat(p, dim=0) for p in zip(*states, strict=True))
+        return _state(self._torch.cat(p, dim=0) for p in zip(*states, strict=True))
 
     def split(self, state: State, batch: int) -> list[State]:
-        """One batched state -> per-stream states (batch 1 each)."""
+        """One batched state -> per-stream states (batch 1 each, on the device)."""
         if batch == 1:
             return [state]
         parts = [s.split(1, dim=0) for s in state]
