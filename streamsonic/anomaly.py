@@ -49,6 +49,13 @@ FORECAST = 6
 BURST_SAMPLES, BURST_GAIN = 3, 1.6
 
 
+def strength(score: float) -> float:
+    """The inverse of :func:`score_of`, in units of ``z_ref``: ``z / z_ref`` (inf at 1)."""
+    if score >= 1.0:
+        return math.inf
+    return math.sqrt(max(score, 0.0) / (1.0 - score))
+
+
 def score_of(z: float, z_ref: float = Z_REF) -> float:
     """Map a non-negative z onto 0..1 (0.5 at ``z_ref``); inf -> 1, NaN -> 0."""
     if math.isnan(z) or z <= 0.0:

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import numpy as np
 
-from streamsonic.anomaly import AnomalyScorer
+from streamsonic.anomaly import AnomalyScorer, strength
 from streamsonic.config import Config
 from streamsonic.encoding import PitchEncoding
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.choice import Chooser
 from streamsonic.model.stepper import PitchStepper
+from streamsonic.model.temporal import TemporalStepper, Timing
 from streamsonic.music import (
     PERCUSSION_CHANNEL,
     VoiceAllocator,
@@ -39,12 +39,10 @@ from streamsonic.music import (
 from streamsonic.normalize import RollingNormalizer
 from streamsonic.stats import RateLimitedLog
 
-if TYPE_CHECKING:  # the temporal model needs torch; the pitch model's CPU path does not
-    from typing_extensions import TypeIs
-
-    from streamsonic.model.temporal import TemporalStepper, Timing
-
 log = logging.getLogger(__name__)
+
+#: Within ``accent.refractory`` samples of an accent, another needs this many times its z.
+ACCENT_RENEW = 2.0
 
 
 @dataclass
@@ -96,15 +94,7 @@ class Cue:
 
 
 #: What a conductor steps: a pitch model, or the temporal model (pitch and timing).
-Stepper: TypeAlias = "PitchStepper | TemporalStepper"
-
-
-def is_temporal(stepper: object) -> TypeIs[TemporalStepper]:
-    """Whether ``stepper`` is the temporal model's. Without importing it: the CPU run path
-    of the pitch model stays torch-free, and where nothing imported the temporal module
-    no stepper can be one of its."""
-    module = sys.modules.get("streamsonic.model.temporal")
-    return module is not None and isinstance(stepper, module.TemporalStepper)
+Stepper = PitchStepper | TemporalStepper
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,10 +288,12 @@ class Conductor:
             # follows the log too, so a geometric decline plays as a steady line.
             st.normalizer, st.log = st.normalizer.remapped(math.log), True
         # An accent marks the onset of an anomaly: for `refractory` samples after one, only
-        # a higher score accents again (an anomaly that goes on is heard as loudness).
+        # a clearly larger one (ACCENT_RENEW times its z) accents again; an anomaly that
+        # goes on is heard as loudness, not as a string of accents.
         cfg = self.config.accent
         accent = cfg.enabled and anomaly >= cfg.threshold and (
-            st.samples - st.accent_at > cfg.refractory or anomaly > st.accent_score)
+            st.samples - st.accent_at > cfg.refractory
+            or strength(anomaly) >= ACCENT_RENEW * strength(st.accent_score))
         if accent:
             st.accent_at, st.accent_score = st.samples, anomaly
         return self._reading(position, anomaly, direction, accent)
@@ -350,7 +342,7 @@ class Conductor:
         input and (temporal model) timing, and the notes, in cue order, without those of
         muted voices (their model state still advances so unmuting continues the melody).
         """
-        temporal = is_temporal(self.stepper)
+        temporal = isinstance(self.stepper, TemporalStepper)
         if not cues:
             return StepResult(np.empty(0, np.int64), np.empty(0), [] if temporal else None, [])
         states = [self.state(c.sample.stream) for c in cues]
@@ -419,7 +411,7 @@ class Conductor:
         inputs and returns each stream's new state (``play`` keeps them)."""
         stepper, batch = self.stepper, len(states)
         saved = [st.model_state for st in states]
-        if is_temporal(stepper):
+        if isinstance(stepper, TemporalStepper):
             # A temporal model also predicts each note's onset gap, duration and loudness.
             logits, timings, pending = stepper.propose(data_input, stepper.stack(saved))
             return _Proposal(logits, timings,
