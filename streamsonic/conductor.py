@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -26,7 +27,6 @@ from streamsonic.encoding import PitchEncoding
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.choice import Chooser
 from streamsonic.model.stepper import PitchStepper
-from streamsonic.model.temporal import TemporalStepper, Timing
 from streamsonic.music import (
     PERCUSSION_CHANNEL,
     VoiceAllocator,
@@ -38,6 +38,11 @@ from streamsonic.music import (
 )
 from streamsonic.normalize import RollingNormalizer
 from streamsonic.stats import RateLimitedLog
+
+if TYPE_CHECKING:  # the temporal model needs torch; the pitch model's CPU path does not
+    from typing_extensions import TypeIs
+
+    from streamsonic.model.temporal import TemporalStepper, Timing
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +99,15 @@ class Cue:
 
 
 #: What a conductor steps: a pitch model, or the temporal model (pitch and timing).
-Stepper = PitchStepper | TemporalStepper
+Stepper: TypeAlias = "PitchStepper | TemporalStepper"
+
+
+def is_temporal(stepper: object) -> TypeIs[TemporalStepper]:
+    """Whether ``stepper`` is the temporal model's. Without importing it: the CPU run path
+    of the pitch model stays torch-free, and where nothing imported the temporal module
+    no stepper can be one of its."""
+    module = sys.modules.get("streamsonic.model.temporal")
+    return module is not None and isinstance(stepper, module.TemporalStepper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +355,7 @@ class Conductor:
         input and (temporal model) timing, and the notes, in cue order, without those of
         muted voices (their model state still advances so unmuting continues the melody).
         """
-        temporal = isinstance(self.stepper, TemporalStepper)
+        temporal = is_temporal(self.stepper)
         if not cues:
             return StepResult(np.empty(0, np.int64), np.empty(0), [] if temporal else None, [])
         states = [self.state(c.sample.stream) for c in cues]
@@ -411,7 +424,7 @@ class Conductor:
         inputs and returns each stream's new state (``play`` keeps them)."""
         stepper, batch = self.stepper, len(states)
         saved = [st.model_state for st in states]
-        if isinstance(stepper, TemporalStepper):
+        if is_temporal(stepper):
             # A temporal model also predicts each note's onset gap, duration and loudness.
             logits, timings, pending = stepper.propose(data_input, stepper.stack(saved))
             return _Proposal(logits, timings,
