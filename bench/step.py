@@ -1,4 +1,5 @@
-"""Per-sample cost of the streaming stepper vs the research's method, batch 1.
+"""Per-sample cost of the streaming stepper vs the research's method, batch 1, and the
+per-stream cost of one batched step from 1 to 4,096 streams.
 
 The research re-ran the whole 50-step input window through the network for every sample.
 streamsonic keeps the LSTM state per stream and advances it one timestep per sample (two
@@ -6,17 +7,30 @@ evaluations of that timestep: the data proposes, the chosen note is remembered).
 model (the shipped weights/pitch.pt), same machine, same run.
 
     .venv/bin/python bench/step.py [--samples 2000] [--window 50] [--device cpu|cuda]
+                                   [--batches 1,4,16,64,256,1024,4096] [--rounds 7]
 
 Prints one row per method: median and p90 microseconds per sample, and the speed-up of
-each against the research's method.
+each against the research's method. Then the batch table: per-stream microseconds of one
+whole step (propose + commit, both layers and the head) of N streams, beside torch's
+``LSTMCell`` (one evaluation of the first layer alone, 1 thread) and the bare float32
+matrix product of the first layer's recurrent weights (the floor: every step must read
+them once), all in the same run, interleaved round by round (median of ``--rounds``).
+BLAS and torch run on one thread (two threads collapse small kernels on a shared 2-core
+machine).
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads BLAS
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +44,7 @@ from streamsonic.encoding import PitchEncoding
 from streamsonic.events import Sample
 from streamsonic.model.checkpoint import default_weights, load_checkpoint
 from streamsonic.model.choice import Chooser
+from streamsonic.model.network import PitchLSTM
 from streamsonic.model.stepper import NumpyPitchStepper, PitchStepper, TorchPitchStepper
 from streamsonic.music import scale_pitches
 
@@ -48,6 +63,10 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--batches", default="1,4,16,64,256,1024,4096",
+                    help="batch sizes of the batch table (comma-separated; '' skips it)")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds per batch size")
+    ap.add_argument("--skip-single", action="store_true", help="only the batch table")
     args = ap.parse_args()
     torch.set_num_threads(1)
     dev = torch.device(args.device)
@@ -56,6 +75,10 @@ def main() -> int:
     enc = PitchEncoding(ckpt.classes)
     chooser = Chooser(enc, scale_pitches("chromatic", "C", enc.low, enc.high), influence=0.5)
     data = np.random.default_rng(0).random(args.samples + 100)
+    if args.batches:
+        batch_table(net, dev, [int(b) for b in args.batches.split(",")], args.rounds)
+    if args.skip_single:
+        return 0
     rows: list[tuple[str, list[float]]] = []
     rngs = [np.random.default_rng(0)]
     inputs = data.copy()
@@ -146,6 +169,83 @@ def main() -> int:
     print(f"\ntarget: stepper >= 20x faster than the research's method and <= 100 us/sample: "
           f"{base / step_med:.1f}x, {step_med:.1f} us -> {'met' if ok else 'NOT met'}")
     return 0
+
+
+def per_stream(fn: Callable[[], object], batch: int, budget: float = 0.05) -> float:
+    """Microseconds per stream of one call of ``fn`` (a batch of ``batch`` streams): the
+    best of as many calls as fit in ``budget`` seconds (at least 3)."""
+    fn()
+    best = float("inf")
+    deadline = time.perf_counter() + budget
+    calls = 0
+    while calls < 3 or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        calls += 1
+    return best * 1e6 / batch
+
+
+def batch_table(net: PitchLSTM, dev: torch.device, batches: list[int],
+                rounds: int) -> None:
+    """Per-stream cost of one step of N streams, beside LSTMCell and the matrix floor."""
+    stepper: PitchStepper = (NumpyPitchStepper(net) if dev.type == "cpu"
+                             else TorchPitchStepper(net, device=dev))
+    hidden = int(net.hidden1)
+    w = net.state_dict()["lstm1.weight_hh_l0"].t().contiguous().cpu().numpy()
+    cell = torch.nn.LSTMCell(1, hidden).to(dev).eval()
+    torch_stepper = TorchPitchStepper(net, device=dev) if dev.type == "cpu" else None
+    rng = np.random.default_rng(0)
+    label = "NumPy+numba" if dev.type == "cpu" else f"torch {dev.type}"
+    print(f"\nbatch table: us per stream for one step of N streams, device {dev.type}, "
+          f"median of {rounds} rounds (each the best call of 50 ms)")
+    head = (f"{'N':>6} {'step ' + label:>18} {'torch stepper cpu':>18} "
+            f"{'LSTMCell 1 layer':>17} {'matmul floor':>13} {'step/floor':>11}")
+    print(head)
+    for b in batches:
+        state = stepper.initial_state(b)
+        x = rng.random(b)
+        h = rng.standard_normal((b, hidden)).astype(np.float32)
+        xt = torch.as_tensor(x[:, None], dtype=torch.float32, device=dev)
+        ht = torch.zeros(b, hidden, device=dev)
+        ct = torch.zeros(b, hidden, device=dev)
+        tstate = torch_stepper.initial_state(b) if torch_stepper is not None else None
+        def ours(state: object = state, x: np.ndarray = x) -> None:
+            stepper.step(x, state)  # type: ignore[arg-type]
+
+        def lstm_cell(xt: torch.Tensor = xt, ht: torch.Tensor = ht,
+                      ct: torch.Tensor = ct) -> None:
+            with torch.inference_mode():
+                cell(xt, (ht, ct))
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        wt = torch.as_tensor(w, device=dev)
+        htt = torch.as_tensor(h, device=dev)
+
+        def floor(h: np.ndarray = h, htt: torch.Tensor = htt, wt: torch.Tensor = wt) -> None:
+            if dev.type == "cpu":
+                h @ w
+            else:  # on the device, where the step runs
+                htt @ wt
+                torch.cuda.synchronize()
+
+        def torch_cpu(tstate: object = tstate, x: np.ndarray = x) -> None:
+            assert torch_stepper is not None
+            torch_stepper.step(x, tstate)  # type: ignore[arg-type]
+
+        cols: dict[str, list[float]] = {"ours": [], "torch": [], "cell": [], "floor": []}
+        for _ in range(rounds):
+            cols["ours"].append(per_stream(ours, b))
+            if torch_stepper is not None:
+                cols["torch"].append(per_stream(torch_cpu, b))
+            cols["cell"].append(per_stream(lstm_cell, b))
+            cols["floor"].append(per_stream(floor, b))
+        med = {k: statistics.median(v) if v else float("nan") for k, v in cols.items()}
+        print(f"{b:>6} {med['ours']:>18.2f} {med['torch']:>18.2f} {med['cell']:>17.2f} "
+              f"{med['floor']:>13.2f} {med['ours'] / med['floor']:>10.2f}x")
+    print("(step: propose + commit of the whole two-layer network and its head; LSTMCell: "
+          "one evaluation of the first layer only; floor: (N, 256) @ (256, 1024) float32)")
 
 
 if __name__ == "__main__":

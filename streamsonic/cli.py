@@ -20,11 +20,18 @@ from typing import NoReturn
 from streamsonic import __version__
 from streamsonic.errors import EXIT_INTERRUPTED, StreamsonicError, UsageError
 
+# One BLAS thread unless the user says otherwise (before anything loads NumPy): the daemon
+# steps its streams as one matrix product per layer from one event loop, and a second BLAS
+# thread on a small, shared machine makes those products slower, not faster.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("streamsonic.commands.run", "sonify live streams from stdin or MQTT (default)"),
     "render": ("streamsonic.commands.render", "render a CSV file offline to MIDI/WAV and a plot"),
     "train": ("streamsonic.commands.train", "train the pitch or temporal model from MIDI files"),
     "info": ("streamsonic.commands.info", "show what a checkpoint contains"),
+    "convert": ("streamsonic.commands.convert",
+                "write a checkpoint's torch-free weights file (.npz) for the CPU player"),
     "devices": ("streamsonic.commands.devices", "list audio devices and MIDI ports"),
     "demo": ("streamsonic.commands.demo", "play (or render) the embedded demo series"),
     "replay": ("streamsonic.commands.replay",

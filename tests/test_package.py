@@ -31,6 +31,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 #: What the wheel must hold as package data (path in the wheel -> file in the checkout).
 SHIPPED = {
     "streamsonic/data/weights/pitch.pt": REPO / "weights" / "pitch.pt",
+    "streamsonic/data/weights/pitch.npz": REPO / "weights" / "pitch.npz",
     "streamsonic/data/weights/temporal.pt": REPO / "weights" / "temporal.pt",
     "streamsonic/data/weights/README.md": REPO / "weights" / "README.md",
     "streamsonic/data/config.toml": REPO / "config.toml",
