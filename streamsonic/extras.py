@@ -22,7 +22,6 @@ from streamsonic.errors import MissingExtraError
 EXTRAS: dict[str, tuple[str, str]] = {
     "rtmidi": ("python-rtmidi", "midi"),
     "paho": ("paho-mqtt", "mqtt"),
-    "nats": ("nats-py", "nats"),
     "matplotlib": ("matplotlib", "plot"),
 }
 

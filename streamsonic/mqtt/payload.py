@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from streamsonic.config import Config
 from streamsonic.events import NoteEvent, Sample, clean_name
@@ -54,33 +53,12 @@ class Decoded:
     ignored: list[str] = field(default_factory=list)
 
 
-class PayloadSettings(Protocol):
-    """How payloads are read: ``[mqtt]``'s keys, or ``[nats]``'s (the same meaning)."""
-
-    @property
-    def payload(self) -> Literal["auto", "number", "json", "line"]: ...
-
-    @property
-    def json_field(self) -> str: ...
-
-    @property
-    def timestamp_field(self) -> str: ...
-
-    @property
-    def stream_name(self) -> str: ...
-
-
 class PayloadDecoder:
-    """Decodes payloads per the ``[mqtt]`` config (or ``settings``, e.g. ``[nats]``); keeps
-    one line parser per topic. ``name_of`` turns a topic (subject) into the stream name,
-    raising LookupError or ValueError when it cannot; by default ``mqtt.stream_name``."""
+    """Decodes payloads per the ``[mqtt]`` config; keeps one line parser per topic."""
 
-    def __init__(self, config: Config, play_notes: bool = False,
-                 settings: PayloadSettings | None = None,
-                 name_of: Callable[[str], str] | None = None) -> None:
+    def __init__(self, config: Config, play_notes: bool = False) -> None:
         self.config = config
-        self.mqtt: PayloadSettings = config.mqtt if settings is None else settings
-        self._name_of = name_of or self._topic_name
+        self.mqtt = config.mqtt
         self.play_notes = play_notes
         self.max_bytes = config.input.max_line_bytes * PAYLOAD_LINES_LIMIT
         self._line_parsers: dict[str, LineParser] = {}
@@ -101,7 +79,7 @@ class PayloadDecoder:
             self._decode_note(text, out)
             return out
         try:
-            base = self._name_of(topic)
+            base = stream_name(self.mqtt.stream_name, topic)
         except (LookupError, ValueError):
             out.skipped.append("stream_name")
             return out
@@ -115,9 +93,6 @@ class PayloadDecoder:
         else:
             self._decode_lines(topic, base, text, now, out)
         return out
-
-    def _topic_name(self, topic: str) -> str:
-        return stream_name(self.mqtt.stream_name, topic)
 
     # -- formats ----------------------------------------------------------------------
     def _decode_number(self, base: str, text: str, now: float, out: Decoded) -> None:
