@@ -4,8 +4,9 @@
 #   2. a virtual environment at .venv;
 #   3. torch (pinned: a CPU wheel where one is on disk), then the project, editable.
 #
-#   scripts/setup.sh          everything the tests need (test.sh): mosquitto, JACK, the
-#                             fluidsynth program, openssl; every extra and the test tools
+#   scripts/setup.sh          everything the tests need (test.sh): mosquitto, nats-server,
+#                             JACK, the fluidsynth program, openssl; every extra and the
+#                             test tools
 #   scripts/setup.sh --demo   only what the demo needs (demo.sh): FluidSynth's library, a
 #                             SoundFont and PortAudio; the 'plot' extra
 #
@@ -29,8 +30,9 @@ esac
 
 # The demo plays through FluidSynth and PortAudio (or renders MIDI, WAV and a plot).
 DEMO_APT=(libfluidsynth3 timgm6mb-soundfont libportaudio2)
-# The tests add a broker, a JACK server, the fluidsynth program and openssl (TLS certs).
-TEST_APT=("${DEMO_APT[@]}" mosquitto mosquitto-clients jackd2 fluidsynth openssl)
+# The tests add the brokers (MQTT, NATS), a JACK server, the fluidsynth program and openssl
+# (TLS certs).
+TEST_APT=("${DEMO_APT[@]}" mosquitto mosquitto-clients nats-server jackd2 fluidsynth openssl)
 declare -A PIP_TARGET=([demo]='.[plot]' [test]='.[test]')
 TORCH_VERSION=2.13.0
 VENV=.venv

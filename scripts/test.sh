@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up, then run every check: ruff, mypy, then the whole pytest suite.
-# The test fixtures start mosquitto and a JACK dummy server themselves.
+# The test fixtures start mosquitto, nats-server and a JACK dummy server themselves.
 # Extra arguments go to pytest (e.g. ./scripts/test.sh -m 'not slow' -x).
 set -uo pipefail
 

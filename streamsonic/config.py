@@ -341,6 +341,34 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class NatsConfig:
+    """The NATS source: subjects, optionally split into partitions by the server's subject
+    mapping, so that several daemons each play their own share of the streams."""
+
+    url: str = ""
+    subjects: tuple[str, ...] = ()
+    partitions: tuple[int, ...] = ()
+    payload: Literal["auto", "number", "json", "line"] = "auto"
+    json_field: str = ""
+    timestamp_field: str = ""
+    stream_name: str = "{subject}"
+    queue_size: int = 10000
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(all(0 <= p <= 65_535 for p in self.partitions)
+               and len(set(self.partitions)) == len(self.partitions), "nats.partitions",
+               "must list distinct partition numbers 0..65535 (those of this instance)")
+        _within(self.queue_size, 1, 1_000_000, "nats.queue_size", " messages")
+        _check(
+            0 < self.reconnect_min <= self.reconnect_max <= 3600,
+            "nats.reconnect_min",
+            "need 0 < reconnect_min <= reconnect_max <= 3600 seconds",
+        )
+
+
+@dataclass(frozen=True)
 class StreamsConfig:
     """How many streams are remembered, and when one is forgotten (see README,
     "Reliability")."""
@@ -382,6 +410,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     midi: MidiConfig = field(default_factory=MidiConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    nats: NatsConfig = field(default_factory=NatsConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     voices: tuple[VoiceRule, ...] = ()

@@ -85,6 +85,10 @@ class MqttError(SourceError):
     """The MQTT broker refused us or cannot be reached (bad URL, TLS, auth)."""
 
 
+class NatsError(SourceError):
+    """The NATS server refused us or cannot be reached, or a subject is invalid."""
+
+
 class MissingExtraError(StreamsonicError):
     """An optional dependency (a pip extra: midi, mqtt, plot) is not installed
     (EX_UNAVAILABLE); the message names the pip command (see ``streamsonic.extras``)."""

@@ -22,6 +22,7 @@ from streamsonic.errors import MissingExtraError
 EXTRAS: dict[str, tuple[str, str]] = {
     "rtmidi": ("python-rtmidi", "midi"),
     "paho": ("paho-mqtt", "mqtt"),
+    "nats": ("nats-py", "nats"),
     "matplotlib": ("matplotlib", "plot"),
 }
 

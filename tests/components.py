@@ -1,10 +1,11 @@
 """Real components the integration tests need, and what a missing one does to the run.
 
-On a developer's machine a test whose real component is missing (jackd, mosquitto, the
-TimGM6mb SoundFont, the shipped weights) is skipped with the reason and the package that
-provides it. In CI (``CI`` set to anything but ``""``, ``0``, ``false``, ``no`` or ``off``,
-as GitHub Actions, GitLab and most others set it) the same test fails instead: a CI run
-that skipped its integration tests would report green while testing nothing real.
+On a developer's machine a test whose real component is missing (jackd, mosquitto,
+nats-server, the TimGM6mb SoundFont, the shipped weights) is skipped with the reason and the
+package that provides it. In CI (``CI`` set to anything but ``""``, ``0``, ``false``,
+``no`` or ``off``, as GitHub Actions, GitLab and most others set it) the same test fails
+instead: a CI run that skipped its integration tests would report green while testing
+nothing real.
 
 Loaded as a pytest plugin by ``tests/conftest.py``; provides the ``soundfont`` fixture.
 """
@@ -12,6 +13,7 @@ Loaded as a pytest plugin by ``tests/conftest.py``; provides the ``soundfont`` f
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,6 +26,12 @@ NOT_CI = frozenset({"", "0", "false", "no", "off"})
 #: points them at another file).
 SOUNDFONT = Path(os.environ.get("STREAMSONIC_TEST_SOUNDFONT")
                  or "/usr/share/sounds/sf2/TimGM6mb.sf2")
+
+
+#: The NATS server binary (``STREAMSONIC_TEST_NATS_SERVER`` overrides; Debian installs it in
+#: /usr/bin, from the ``nats-server`` package).
+NATS_SERVER = (os.environ.get("STREAMSONIC_TEST_NATS_SERVER") or shutil.which("nats-server")
+               or "/usr/bin/nats-server")
 
 
 def in_ci() -> bool:
@@ -40,6 +48,13 @@ def missing(reason: str) -> NoReturn:
         pytest.fail(f"{reason} [CI is set, so a missing real component fails the run "
                     "instead of skipping]", pytrace=False)
     pytest.skip(reason)
+
+
+def require_nats_server() -> None:
+    """Skip the test when nats-server is not installed (fail it in CI)."""
+    if not (Path(NATS_SERVER).is_file() and os.access(NATS_SERVER, os.X_OK)):
+        missing(f"nats-server not found at {NATS_SERVER} (apt install nats-server, or set "
+                "STREAMSONIC_TEST_NATS_SERVER)")
 
 
 @pytest.fixture(scope="session")

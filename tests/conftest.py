@@ -11,7 +11,8 @@ import torch
 # 2 threads on a busy 2-core machine).
 torch.set_num_threads(1)
 
-pytest_plugins = ["tests.components", "tests.fixtures_jack", "tests.fixtures_mqtt"]
+pytest_plugins = ["tests.components", "tests.fixtures_jack", "tests.fixtures_mqtt",
+                  "tests.fixtures_nats"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

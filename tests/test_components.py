@@ -1,8 +1,9 @@
 """A missing real component skips its tests on a developer's machine and fails them in CI.
 
 A probe test file that uses the real-component fixtures (``jack_server``, ``soundfont``,
-``mqtt_broker``) runs in a pytest subprocess with each component made unavailable: a PATH
-without jackd, the SoundFont and the mosquitto binary pointed at files that do not exist.
+``mqtt_broker``, ``nats_server``) runs in a pytest subprocess with each component made
+unavailable: a PATH without jackd, the SoundFont and the mosquitto and nats-server binaries
+pointed at files that do not exist.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def test_soundfont(soundfont):
 
 def test_mosquitto(mqtt_broker):
     pass
+
+
+def test_nats(nats_server):
+    pass
 '''
 
 #: The reason each probe test gives, in part.
@@ -35,6 +40,7 @@ REASONS = {
     "test_jack": "jackd is not installed",
     "test_soundfont": "missing.sf2 not found",
     "test_mosquitto": "mosquitto not found at",
+    "test_nats": "nats-server not found at",
 }
 
 
@@ -49,12 +55,14 @@ def run_probe(tmp_path: Path, ci: str | None) -> dict[str, tuple[str, str]]:
         "PATH": str(empty_bin),  # no jackd, no jack_wait
         "STREAMSONIC_TEST_SOUNDFONT": str(tmp_path / "missing.sf2"),
         "STREAMSONIC_TEST_MOSQUITTO": str(tmp_path / "missing-mosquitto"),
+        "STREAMSONIC_TEST_NATS_SERVER": str(tmp_path / "missing-nats-server"),
         "PYTHONPATH": str(REPO),
     }
     if ci is not None:
         env["CI"] = ci
     plugins = ["-p", "tests.components", "-p", "tests.fixtures_jack",
-               "-p", "tests.fixtures_mqtt", "-p", "no:cacheprovider"]
+               "-p", "tests.fixtures_mqtt", "-p", "tests.fixtures_nats",
+               "-p", "no:cacheprovider"]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", *plugins, "-q", f"--junitxml={report}",
          "test_probe.py"],

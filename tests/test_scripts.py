@@ -187,7 +187,8 @@ case "$1" in
 esac
 """
 DEMO_APT = ["libfluidsynth3", "timgm6mb-soundfont", "libportaudio2"]
-TEST_ONLY_APT = ["mosquitto", "mosquitto-clients", "jackd2", "fluidsynth", "openssl"]
+TEST_ONLY_APT = ["mosquitto", "mosquitto-clients", "nats-server", "jackd2", "fluidsynth",
+                 "openssl"]
 
 
 @dataclass

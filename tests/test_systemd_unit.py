@@ -7,13 +7,28 @@ that need it are skipped with the reason.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import IO
 
+import pytest
+
+from tests import sandbox
 from tests.components import missing
+from tests.fixtures_jack import JackServer
+from tests.fixtures_mqtt import Broker, publish
+from tests.jackaudio import JackCapture
+from tests.jackmidi import Receiver
+from tests.pitchdetect import SOUNDFONT
 
-UNIT = Path(__file__).resolve().parents[1] / "systemd" / "streamsonic.service"
+REPO = Path(__file__).resolve().parents[1]
+UNIT = REPO / "systemd" / "streamsonic.service"
 #: The most exposure `systemd-analyze security` may give the unit, in its tenths (1.5).
 MAX_EXPOSURE = 15
 
@@ -76,3 +91,121 @@ def test_hardening_the_readme_explains() -> None:
     for open_setting in ("PrivateNetwork", "IPAddressDeny", "PrivateDevices", "PrivateUsers",
                          "MemoryDenyWriteExecute", "SupplementaryGroups", "203/EXEC"):
         assert open_setting in readme, open_setting
+
+
+# -- the daemon inside the unit's sandbox --------------------------------------------------
+
+def wait_for(stream: IO[str], text: str, timeout: float) -> list[str]:
+    """Lines of ``stream`` up to one holding ``text``; AssertionError with them if none."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"never logged {text!r}: {''.join(seen)[-3000:]}")
+
+
+#: The drop-in systemd/README.md gives for JACK (besides User=): libjack sets its threads'
+#: scheduling policy (SCHED_OTHER for a server without real-time), which the unit's
+#: ~@resources denies.
+JACK_DROPIN = "SystemCallFilter=sched_setscheduler\n"
+
+
+def sandboxed(tmp_path: Path, args: list[str], dropin: str = "") -> list[str]:
+    """``streamsonic run ARGS`` in the unit's sandbox (tests/sandbox.py), or skip."""
+    if os.geteuid() != 0:
+        missing("the sandbox needs root (unshare --mount, mount -t proc)")
+    analyze()
+    try:
+        return sandbox.command(UNIT, tmp_path / "spec.json",
+                               [sys.executable, "-m", "streamsonic", "run", *args], dropin)
+    except FileNotFoundError as absent:
+        missing(str(absent))
+
+
+@pytest.mark.slow
+@pytest.mark.mqtt
+@pytest.mark.usefixtures("soundfont")
+def test_alsa_audio_and_mqtt_work_in_the_units_sandbox(
+        tmp_path: Path, mqtt_broker: Broker, random_pitch_checkpoint: Path) -> None:
+    """The unit as it is (ProcSubset=pid, its system-call filter with RestrictRealtime's
+    denials, its address families; tests/sandbox.py): the daemon reads MQTT and plays
+    FluidSynth through ALSA's default device (here ALSA's null device: no sound card)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".asoundrc").write_text("pcm.!default { type null }\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JACK")}
+    env["HOME"] = str(home)
+    argv = sandboxed(tmp_path, [
+        "--mqtt", mqtt_broker.url, "--topic", "alsabox/#", "--weights",
+        str(random_pitch_checkpoint), "--device", "cpu", "--output", "audio", "--output",
+        "events", "--soundfont", str(SOUNDFONT), "--max-rate", "1000"])
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        log = wait_for(proc.stderr, "ready: outputs", 120)
+        assert any("output audio: default" in line for line in log), log
+        publish(mqtt_broker, "alsabox/x", [str(v) for v in (3, 9, 1, 7)])
+        values: set[float] = set()
+        while not values >= {3.0, 9.0, 1.0, 7.0}:  # every sample's note (the test times out)
+            values.add(json.loads(proc.stdout.readline())["value"])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert values == {3.0, 9.0, 1.0, 7.0}
+    err = "".join(log) + err
+    assert "ERROR" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.jack
+@pytest.mark.mqtt
+@pytest.mark.usefixtures("soundfont")
+def test_jack_audio_midi_and_mqtt_work_in_the_units_sandbox(
+        tmp_path: Path, jack_server: JackServer, mqtt_broker: Broker,
+        random_pitch_checkpoint: Path) -> None:
+    """The unit with the README's JACK drop-in: the daemon reads MQTT, plays FluidSynth
+    audio into JACK (heard by a capture client) and MIDI through a virtual JACK port
+    (received), and logs no error. Without the drop-in libjack cannot start its threads."""
+    argv = sandboxed(tmp_path, [
+        "--mqtt", mqtt_broker.url, "--topic", "sandbox/#", "--weights",
+        str(random_pitch_checkpoint), "--device", "cpu", "--output", "audio", "--output",
+        "midi-virtual:sbx", "--midi-api", "jack", "--output", "events", "--soundfont",
+        str(SOUNDFONT), "--set", f"audio.block_size={jack_server.period}", "--max-rate",
+        "1000"], JACK_DROPIN)
+    capture = JackCapture("sbxcap")
+    receiver = Receiver("sbxmidi")
+    proc = subprocess.Popen(argv, env=jack_server.env(), cwd=REPO, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        log = wait_for(proc.stderr, "ready: outputs", 120)
+        receiver.connect_from("sbx")
+        capture.connect_from(jack_server.wait_for_ports("streamsonic", 2))
+        heard_after = time.monotonic()
+        publish(mqtt_broker, "sandbox/x", [str(v) for v in (3, 9, 1, 7, 5, 8, 2, 6)])
+        capture.wait_sound(heard_after, timeout=30)
+        ons = [m for _, m in receiver.take(8, timeout=30) if m.type == "note_on"]
+        assert ons, "no MIDI note arrived through the virtual port"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        receiver.close()
+        capture.close()
+    assert proc.returncode == 0, err
+    notes = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert {n["value"] for n in notes} >= {3.0, 9.0, 1.0, 7.0}
+    err = "".join(log) + err
+    assert "ERROR" not in err and "Traceback" not in err, err

@@ -56,6 +56,9 @@ MQTT_OPTIONS: tuple[Option, ...] = (
            choices=None, metavar="0|1|2"),
     Option(("--client-id",), "mqtt.client_id", str,
            "MQTT client id (fixed ids allow persistent sessions)", metavar="ID"),
+    Option(("--nats",), "nats.url", str,
+           "read from a NATS server instead of stdin: nats://host[:port] (see --subject, "
+           "--partition)", metavar="URL"),
 )
 
 
@@ -75,6 +78,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topic", action="append", default=[], metavar="FILTER",
                         help="MQTT topic filter to subscribe to (repeatable; wildcards + and #; "
                              "$share/GROUP/... for shared subscriptions)")
+    parser.add_argument("--subject", action="append", default=[], metavar="SUBJECT",
+                        help="NATS subject to subscribe to (repeatable; wildcards * and >; "
+                             "{partition} stands for each of this instance's partitions)")
+    parser.add_argument("--partition", action="append", default=[], type=int, metavar="N",
+                        help="NATS partition this instance plays (repeatable; the server's "
+                             "mapping partition(N, ...) makes them)")
     parser.add_argument("--play-notes", action="store_true",
                         help="MQTT input carries notes published by another streamsonic "
                              "(--output mqtt:PREFIX); play them as they are")
@@ -83,7 +92,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the daemon until its input ends or it is stopped."""
-    extra = {"mqtt.topics": list(args.topic)} if args.topic else {}
+    extra: dict[str, object] = {"mqtt.topics": list(args.topic)} if args.topic else {}
+    if args.subject:
+        extra["nats.subjects"] = list(args.subject)
+    if args.partition:
+        extra["nats.partitions"] = list(args.partition)
     config = config_from(args, MUSIC_OPTIONS + MQTT_OPTIONS, extra)
     setup_logging(config.daemon.log_level)
     source = _input(config, args.file, args.play_notes)  # a missing FILE fails now (66)

@@ -9,7 +9,7 @@ plant into one voice), and ``"{topic[1]}-{topic[-1]}"`` names it ``7-temperature
 from __future__ import annotations
 
 import string
-from typing import Any
+from typing import Any, ClassVar
 
 from streamsonic.errors import ConfigError
 
@@ -20,6 +20,8 @@ class Topic(str):
     """A topic string whose items are its levels (negative indexes count from the end)."""
 
     __slots__ = ()
+    #: What separates the levels.
+    SEPARATOR: ClassVar[str] = "/"
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):  # str.format passes "-1" as a string
@@ -28,37 +30,49 @@ class Topic(str):
             except ValueError:
                 raise KeyError(key) from None
         if isinstance(key, int):
-            return self.split("/")[key]
+            return self.split(self.SEPARATOR)[key]
         return str.__getitem__(self, key)
 
 
-def check_template(template: str) -> None:
-    """Raise ConfigError unless ``template`` only uses the ``topic`` field."""
+class Subject(Topic):
+    """A NATS subject whose items are its dot-separated tokens."""
+
+    __slots__ = ()
+    SEPARATOR: ClassVar[str] = "."
+
+
+def check_template(template: str, key: str = "mqtt.stream_name", field: str = "topic") -> None:
+    """Raise ConfigError unless ``template`` (config key ``key``) only uses the ``field``
+    field (``topic`` for MQTT, ``subject`` for NATS)."""
+    example = f'"{{{field}}}" or "{{{field}[1]}}"'
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
         raise ConfigError(
-            f"mqtt.stream_name = {template!r} is not a valid template ({err}); "
-            'write e.g. "{topic}" or "{topic[1]}"'
+            f"{key} = {template!r} is not a valid template ({err}); write e.g. {example}"
         ) from None
     for name in fields:
-        if name.partition("[")[0].partition(".")[0] != "topic":
+        if name.partition("[")[0].partition(".")[0] != field:
             raise ConfigError(
-                f"mqtt.stream_name = {template!r} uses {{{name}}}; only {{topic}} and "
-                "{topic[N]} (the N-th level, 0-based; -1 is the last) are known"
+                f"{key} = {template!r} uses {{{name}}}; only {{{field}}} and "
+                f"{{{field}[N]}} (the N-th level, 0-based; -1 is the last) are known"
             )
     if not fields:
         raise ConfigError(
-            f"mqtt.stream_name = {template!r} does not use {{topic}}: every topic would be "
-            'one stream; write e.g. "{topic}" or "{topic[1]}"'
+            f"{key} = {template!r} does not use {{{field}}}: every {field} would be "
+            f"one stream; write e.g. {example}"
         )
 
 
-def stream_name(template: str, topic: str) -> str:
-    """The stream name of ``topic``; raises LookupError if the topic has too few levels."""
-    if template == "{topic}":
+def stream_name(template: str, topic: str, levels: type[Topic] = Topic) -> str:
+    """The stream name of ``topic``; raises LookupError if the topic has too few levels.
+
+    ``levels`` is :class:`Topic` (MQTT: ``{topic}``, levels split at ``/``) or
+    :class:`Subject` (NATS: ``{subject}``, tokens split at ``.``)."""
+    field = "subject" if issubclass(levels, Subject) else "topic"
+    if template == f"{{{field}}}":
         return topic
-    return template.format(topic=Topic(topic))
+    return template.format(**{field: levels(topic)})
 
 
 def check_filter(topic_filter: str) -> None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from streamsonic.config import Config
 from streamsonic.events import NoteEvent, Sample, clean_name
@@ -53,12 +54,33 @@ class Decoded:
     ignored: list[str] = field(default_factory=list)
 
 
-class PayloadDecoder:
-    """Decodes payloads per the ``[mqtt]`` config; keeps one line parser per topic."""
+class PayloadSettings(Protocol):
+    """How payloads are read: ``[mqtt]``'s keys, or ``[nats]``'s (the same meaning)."""
 
-    def __init__(self, config: Config, play_notes: bool = False) -> None:
+    @property
+    def payload(self) -> Literal["auto", "number", "json", "line"]: ...
+
+    @property
+    def json_field(self) -> str: ...
+
+    @property
+    def timestamp_field(self) -> str: ...
+
+    @property
+    def stream_name(self) -> str: ...
+
+
+class PayloadDecoder:
+    """Decodes payloads per the ``[mqtt]`` config (or ``settings``, e.g. ``[nats]``); keeps
+    one line parser per topic. ``name_of`` turns a topic (subject) into the stream name,
+    raising LookupError or ValueError when it cannot; by default ``mqtt.stream_name``."""
+
+    def __init__(self, config: Config, play_notes: bool = False,
+                 settings: PayloadSettings | None = None,
+                 name_of: Callable[[str], str] | None = None) -> None:
         self.config = config
-        self.mqtt = config.mqtt
+        self.mqtt: PayloadSettings = config.mqtt if settings is None else settings
+        self._name_of = name_of or self._topic_name
         self.play_notes = play_notes
         self.max_bytes = config.input.max_line_bytes * PAYLOAD_LINES_LIMIT
         self._line_parsers: dict[str, LineParser] = {}
@@ -79,7 +101,7 @@ class PayloadDecoder:
             self._decode_note(text, out)
             return out
         try:
-            base = stream_name(self.mqtt.stream_name, topic)
+            base = self._name_of(topic)
         except (LookupError, ValueError):
             out.skipped.append("stream_name")
             return out
@@ -93,6 +115,9 @@ class PayloadDecoder:
         else:
             self._decode_lines(topic, base, text, now, out)
         return out
+
+    def _topic_name(self, topic: str) -> str:
+        return stream_name(self.mqtt.stream_name, topic)
 
     # -- formats ----------------------------------------------------------------------
     def _decode_number(self, base: str, text: str, now: float, out: Decoded) -> None:
