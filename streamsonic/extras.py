@@ -20,6 +20,7 @@ from streamsonic.errors import MissingExtraError
 
 #: Top-level module -> (the distribution that provides it, the extra that installs it).
 EXTRAS: dict[str, tuple[str, str]] = {
+    "music21": ("music21", "train"),
     "rtmidi": ("python-rtmidi", "midi"),
     "paho": ("paho-mqtt", "mqtt"),
     "nats": ("nats-py", "nats"),

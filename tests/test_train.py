@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import mido
 import numpy as np
@@ -32,6 +33,7 @@ from streamsonic.train.dataset import (
     window_starts,
 )
 from streamsonic.train.loop import TrainOptions, resume_path, train
+from tests.components import missing
 
 TPB = 480
 #: The real validation pass (tests replace ``loop.evaluate`` to script losses around it).
@@ -134,7 +136,7 @@ def test_bad_files_are_skipped_by_name(tmp_path, caplog):
 
 def test_no_usable_files_is_a_clear_error(tmp_path):
     (tmp_path / "x.mid").write_bytes(b"nope")
-    with pytest.raises(TrainingError, match=r"no usable MIDI files under .*1 skipped"):
+    with pytest.raises(TrainingError, match=r"no usable MIDI or score files in .*1 skipped"):
         load_corpus(tmp_path)
     with pytest.raises(TrainingError, match="does not exist"):
         load_corpus(tmp_path / "missing")
@@ -182,6 +184,220 @@ def test_baselines():
     b = baselines(train_t, val_t)
     assert b["repeat_previous"]["accuracy"] == pytest.approx(1 / 3)
     assert b["most_frequent"]["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_baselines_log_loss_is_the_smoothed_distributions():
+    """Top-1 and log-loss of both baselines, by hand: add-one smoothing over 3 classes."""
+    train_t = [{"gap": np.array([0, 1, 1, 1, 2])}]  # transitions to 1, 1, 1, 2; 2 repeats of 4
+    val_t = [{"gap": np.array([1, 1, 0, 1])}]  # 1->1, 1->0, 0->1
+    b = baselines(train_t, val_t, {"gap": 3})
+    u = np.array([1, 4, 2]) / 7  # (counts 0, 3, 1) + 1, over 4 + 3
+    r = (2 + 1) / (4 + 2)  # repeat rate: 2 of 4 pairs, smoothed
+    assert b["most_frequent"]["gap_accuracy"] == pytest.approx(2 / 3)
+    assert b["most_frequent"]["gap_loss"] == pytest.approx(-np.mean(np.log(u[[1, 0, 1]])))
+    p_repeat = [r, (1 - r) * u[0] / (1 - u[1]), (1 - r) * u[1] / (1 - u[0])]
+    assert b["repeat_previous"]["gap_accuracy"] == pytest.approx(1 / 3)
+    assert b["repeat_previous"]["gap_loss"] == pytest.approx(-np.mean(np.log(p_repeat)))
+    assert "pitch_loss" not in b["most_frequent"]  # only the parts the targets have
+
+
+# -- scores through music21 (the train extra) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def m21() -> Any:
+    try:
+        import music21
+    except ModuleNotFoundError:
+        missing("music21 is not installed: pip install -e '.[train]' (scripts/setup.sh does)")
+    return music21
+
+
+@pytest.fixture
+def melody_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty melody cache of this test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "streamsonic" / "melodies"
+
+
+def corpus_file(m21: Any, name: str) -> Path:
+    return Path(str(m21.corpus.getWork(name)))
+
+
+#: A two-tune ABC collection: chord symbols, a grace note, a tie, a triplet, a rest, a
+#: chord (its top note plays).
+ABC = """X:1
+T:First
+M:4/4
+L:1/8
+K:D
+"D"d2 {e}d>e f2-f2 | (3gfe d2 z2 [DA]2 |
+X:2
+T:Second
+M:6/8
+L:1/8
+K:G
+GAB c2d | e3 d3 |
+"""
+
+
+def test_abc_collection_every_tune_a_piece(m21, tmp_path, melody_cache):
+    folder = tmp_path / "abc"
+    folder.mkdir()
+    (folder / "tunes.abc").write_text(ABC)
+    corpus = load_corpus(folder)
+    assert [m.name for m in corpus.melodies] == ["tunes.abc#1", "tunes.abc#2"]
+    first, second = corpus.melodies
+    # d2 {e}d>e f2-f2 | (3gfe d2 z2 [DA]2: the chord symbol and grace note are not notes,
+    # the tie is one note, the rest lengthens the gap before the chord, which plays its A
+    assert first.pitches.tolist() == [74, 74, 76, 78, 79, 78, 76, 74, 69]
+    assert first.gaps.tolist() == pytest.approx([1, 0.75, 0.25, 2, 1 / 3, 1 / 3, 1 / 3, 2, 1])
+    assert first.durations.tolist() == pytest.approx([1, 0.75, 0.25, 2, 1 / 3, 1 / 3, 1 / 3,
+                                                      1, 1])
+    assert set(first.velocities.tolist()) == {80}  # no dynamics: mezzo-forte
+    assert second.gaps.tolist() == pytest.approx([0.5, 0.5, 0.5, 1, 0.5, 1.5, 1.5])
+    assert first.sha256 == second.sha256 and len(first.sha256) == 64
+
+
+def test_musicxml_chorale_is_its_soprano_with_ties_merged(m21, tmp_path, melody_cache):
+    folder = tmp_path / "xml"
+    folder.mkdir()
+    (folder / "bwv66.6.mxl").symlink_to(corpus_file(m21, "bach/bwv66.6"))
+    melody = load_corpus(folder).melodies[0]
+    # the soprano's opening (pickup C#5 B4, then A4 B4 C#5 E5 | C#5 B4 A4 C#5 ...)
+    assert melody.pitches[:8].tolist() == [73, 71, 69, 71, 73, 76, 73, 71]
+    assert melody.gaps[:4].tolist() == [0.5, 0.5, 1.0, 1.0]
+    # measures 8-9: F#4 half, F#4 quarter tied to a quarter = one half note
+    assert 2.0 in melody.durations.tolist()
+    assert len(melody) == 36 and int(melody.pitches.max()) == 76
+
+
+def test_dynamics_set_the_velocity(m21, tmp_path, melody_cache):
+    """A MusicXML score written by music21: pp, then ff; velocity follows the marks."""
+    part = m21.stream.Part()
+    part.append(m21.dynamics.Dynamic("pp"))
+    part.append([m21.note.Note("C4", quarterLength=1), m21.note.Note("D4", quarterLength=0.5)])
+    part.append(m21.dynamics.Dynamic("ff"))
+    part.append([m21.note.Note("E4", quarterLength=0.5), m21.note.Note("F4", quarterLength=2)])
+    folder = tmp_path / "dyn"
+    folder.mkdir()
+    m21.stream.Score([part]).write("musicxml", fp=str(folder / "dyn.musicxml"))
+    melody = load_corpus(folder).melodies[0]
+    assert melody.pitches.tolist() == [60, 62, 64, 65]
+    assert melody.gaps.tolist() == [1.0, 0.5, 0.5, 2.0]
+    soft, loud = melody.velocities[:2], melody.velocities[2:]
+    assert soft.max() < 50 < 100 < loud.min()
+
+
+def test_humdrum_chorale_reads_the_top_voice(m21, tmp_path, melody_cache):
+    """Humdrum names no parts: auto takes the voice with the highest median pitch."""
+    folder = tmp_path / "krn"
+    folder.mkdir()
+    path = corpus_file(m21, "bach/bwv366.krn")
+    (folder / "bwv366.krn").symlink_to(path)
+    melody = load_corpus(folder).melodies[0]
+    parts = m21.converter.parse(path).parts
+    voices = [[int(n.pitch.midi) for n in p.recurse().notes] for p in parts]
+    assert len(voices) == 4
+    top = max(voices, key=lambda v: float(np.median(v)))
+    assert melody.pitches.tolist() == top  # no ties, chords or grace notes in this voice
+    assert len(set(melody.gaps.tolist())) >= 2 and len(melody) >= 30
+
+
+def test_midi_written_from_a_score_reads_like_the_score(m21, tmp_path, melody_cache):
+    """The same melody through both readers: music21 writes the soprano to MIDI, mido
+    reads it back; pitches, gaps and durations match the score's."""
+    score = m21.corpus.parse("bach/bwv66.6")
+    folder = tmp_path / "both"
+    folder.mkdir()
+    score.parts[0].write("midi", fp=str(folder / "soprano.mid"))
+    (folder / "bwv66.6.mxl").symlink_to(corpus_file(m21, "bach/bwv66.6"))
+    corpus = load_corpus(folder)
+    by_name = {m.name: m for m in corpus.melodies}
+    midi, xml = by_name["soprano.mid"], by_name["bwv66.6.mxl"]
+    assert midi.pitches.tolist() == xml.pitches.tolist()
+    np.testing.assert_allclose(midi.gaps, xml.gaps, atol=1e-3)
+    np.testing.assert_allclose(midi.durations, xml.durations, atol=1e-2)
+
+
+def test_corpus_selector_and_its_errors(m21, melody_cache):
+    corpus = load_corpus("music21:bach:humdrum")
+    assert {m.name for m in corpus.melodies} >= {"music21:bach/bwv366.krn"}
+    assert all(m.name.endswith(".krn") for m in corpus.melodies)
+    with pytest.raises(TrainingError, match=r"no files for 'nosuchcomposer'.*bach"):
+        load_corpus("music21:nosuchcomposer")
+    with pytest.raises(TrainingError, match="unknown format 'wav'"):
+        load_corpus("music21:bach:wav")
+
+
+def test_melodies_are_cached_by_content(m21, tmp_path, melody_cache, monkeypatch):
+    from streamsonic.train import scores
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / "tunes.abc").write_text(ABC)
+    fresh = load_corpus(folder)
+    assert len(list(melody_cache.glob("*.npz"))) == 1
+
+    def fail(*_: object) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(scores, "parse_score_file", fail)
+    cached = load_corpus(folder)
+    for a, b in zip(fresh.melodies, cached.melodies, strict=True):
+        assert a.name == b.name and a.pitches.tolist() == b.pitches.tolist()
+        assert a.gaps.tolist() == b.gaps.tolist()
+    (folder / "tunes.abc").write_text(ABC.replace("e3 d3", "e3 c3"))  # changed: parse again
+    with pytest.raises(AssertionError, match="parsed again"):
+        load_corpus(folder)
+
+
+def test_unreadable_score_is_skipped_by_name(m21, tmp_path, melody_cache):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "tunes.abc").write_text(ABC)
+    (folder / "broken.mxl").write_bytes(b"not a zip")
+    corpus = load_corpus(folder)
+    assert len(corpus.melodies) == 2
+    assert [name for name, _ in corpus.skipped] == ["broken.mxl"]
+    assert "music21 cannot read it" in corpus.skipped[0][1]
+
+
+def test_scores_without_music21_name_the_train_extra(tmp_path):
+    """No music21: a score folder is one line naming the extra, exit 69 (EX_UNAVAILABLE);
+    a MIDI folder still trains without it."""
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "tunes.abc").write_text(ABC)
+    code = ("import sys; sys.modules['music21'] = None; from streamsonic.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    res = subprocess.run([sys.executable, "-c", code, "train", "temporal", str(folder), "-o",
+                          str(tmp_path / "o.pt")], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert res.returncode == 69, res.stderr
+    assert "install the 'train' extra: pip install 'streamsonic[train]'" in res.stderr
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_temporal_training_on_bundled_scores(m21, tmp_path, melody_cache):
+    """A tiny run on six chorales and a tune collection: it trains, the checkpoint records
+    the pieces, and gap/duration get top-1 and log-loss beside both baselines."""
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    for name in ("bwv66.6", "bwv1.6", "bwv10.7", "bwv101.7", "bwv102.7", "bwv103.6"):
+        (folder / f"{name}.mxl").symlink_to(corpus_file(m21, f"bach/{name}"))
+    (folder / "tunes.abc").write_text(ABC)
+    out = tmp_path / "t.pt"
+    result = train(tiny("temporal", folder, out, epochs=3, val_fraction=0.3))
+    assert result.epochs_run == 3
+    for metric in ("gap_accuracy", "gap_loss", "duration_accuracy", "duration_loss"):
+        assert metric in result.best
+        for base in ("repeat_previous", "most_frequent"):
+            assert 0 < result.baselines[base][metric] < 10
+    meta = load_checkpoint(out, kind="temporal").meta
+    names = {f["name"] for f in meta["data"]["files"]}
+    assert {"bwv66.6.mxl", "tunes.abc#1", "tunes.abc#2"} <= names
+    assert meta["data"]["tracks"] == "auto"
 
 
 # -- training -------------------------------------------------------------------------

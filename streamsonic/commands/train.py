@@ -1,4 +1,5 @@
-"""`streamsonic train pitch|temporal DIR -o OUT.pt`: train a model from MIDI files."""
+"""`streamsonic train pitch|temporal [DIR] [--corpus SOURCE] -o OUT.pt`: train a model from
+MIDI files and scores."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ from streamsonic.errors import EXIT_INTERRUPTED
 
 DESCRIPTION = """\
 Train the pitch model (next note from the previous ones) or the temporal model (next
-note's pitch, gap, duration and velocity) on every .mid/.midi file under DIR. The melody
-of each file is its highest note per onset. Pieces are split into training and
-validation by FILE (seeded). The best model by validation loss is written to OUT as soon
-as it improves; Ctrl-C stops cleanly and --resume continues from the last finished epoch
-(state in OUT.resume). No config file is read or written.
+note's pitch, gap, duration and velocity) on every MIDI file (.mid, .midi) and score
+(MusicXML .mxl/.musicxml/.xml, ABC .abc, Humdrum .krn) under DIR, and on each --corpus
+source: another folder, or music21's bundled corpus as music21:NAME[:FORMAT]. Scores
+need music21 (pip install 'streamsonic[train]'). The melody of a MIDI file is its highest
+note per onset; of a score, its first part (--tracks). Pieces (every tune of an ABC
+collection is one) are split into training and validation by PIECE (seeded). The best
+model by validation loss is written to OUT as soon as it improves; Ctrl-C stops cleanly
+and --resume continues from the last finished epoch (state in OUT.resume). No config file
+is read or written.
 
 examples:
   streamsonic train pitch ./midi -o weights/mine.pt
   streamsonic train temporal ./midi -o weights/mine-temporal.pt --epochs 30
+  streamsonic train temporal --corpus music21:bach:musicxml -o weights/bach-temporal.pt
   streamsonic train pitch ./midi -o weights/mine.pt --resume
   streamsonic --weights weights/mine.pt            play with it
   streamsonic info weights/mine.pt                 what is inside"""
@@ -28,7 +34,13 @@ examples:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the train options."""
     parser.add_argument("kind", choices=("pitch", "temporal"), help="which model to train")
-    parser.add_argument("data", metavar="DIR", help="folder of MIDI files (searched recursively)")
+    parser.add_argument("data", metavar="DIR", nargs="?", default="",
+                        help="folder of MIDI files and scores (searched recursively)")
+    parser.add_argument("--corpus", action="append", default=[], metavar="SOURCE",
+                        help="more training data, repeatable: a folder, or music21:NAME"
+                             "[:FORMAT] for a collection of music21's corpus (e.g. "
+                             "music21:bach, music21:ryansMammoth:abc; FORMAT is musicxml, "
+                             "abc, humdrum or midi)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.pt",
                         help="checkpoint to write (the best epoch by validation loss)")
     g = parser.add_argument_group("training")
@@ -62,8 +74,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--transpose", type=int, default=0, metavar="N",
                    help="also train on copies of each training file shifted by up to N "
                         "semitones either way, where they stay in the pitch range (default 0)")
-    g.add_argument("--tracks", choices=("all", "first"), default="all",
-                   help="melody from all tracks merged (default) or the first track with notes")
+    g.add_argument("--tracks", choices=("auto", "all", "first"), default="auto",
+                   help="melody from all tracks/parts merged (highest note per onset) or "
+                        "the first with notes; auto (default): MIDI all, scores first")
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default="info", help="log verbosity on stderr (default info)")
     g.add_argument("--hidden1", type=int, default=256, metavar="N",
@@ -85,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, clip=args.clip, val_fraction=args.val_fraction,
         seed=args.seed, device=args.device, tracks=args.tracks, patience=args.patience,
         hidden1=args.hidden1, hidden2=args.hidden2, resume=args.resume, threads=args.threads,
-        transpose=args.transpose,
+        transpose=args.transpose, corpus=tuple(args.corpus),
         command=shlex.join(["streamsonic", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "",
     )
     result = train(opts)

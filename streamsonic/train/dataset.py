@@ -1,9 +1,15 @@
-"""MIDI files -> melodies -> training windows, with mido only (no music21).
+"""MIDI files and scores -> melodies -> training windows.
+
+MIDI files are read with mido (no extra needed); MusicXML, ABC and Humdrum scores and
+music21's bundled corpus (``music21:NAME`` sources) through music21, see
+:mod:`streamsonic.train.scores` (the ``train`` extra). A corpus can come from several
+sources (folders and selectors) at once.
 
 A *melody* is the highest note sounding at each onset: at every tick where at least one
 note starts, the highest starting pitch is kept (the research's extraction; for a
 right-hand part it is the melody line). ``tracks="first"`` reads only the first track
-that has notes; ``"all"`` merges every track first.
+that has notes; ``"all"`` (and ``"auto"``, the default) merges every track first. For scores
+``"auto"`` reads the first part instead (see :mod:`streamsonic.train.scores`).
 
 Timing is kept in **beats** (ticks / ticks-per-beat), not seconds: set_tempo events are
 ignored, so a piece means the same whatever tempo its file asks for, and the live engine
@@ -30,11 +36,14 @@ import mido
 import numpy as np
 
 from streamsonic.errors import TrainingError
+from streamsonic.extras import require_extra
+from streamsonic.train import scores
 
 log = logging.getLogger(__name__)
 
 MIDI_SUFFIXES = (".mid", ".midi")
-Tracks = Literal["all", "first"]
+#: "auto": MIDI files merge every track, scores read their first part.
+Tracks = Literal["auto", "all", "first"]
 
 
 @dataclass(frozen=True)
@@ -84,20 +93,27 @@ class Corpus:
 
 def find_midi_files(root: str | Path) -> list[Path]:
     """Every ``.mid``/``.midi`` file under ``root`` (recursively), sorted by path."""
+    return [p for p in find_training_files(root) if p.suffix.lower() in MIDI_SUFFIXES]
+
+
+def find_training_files(root: str | Path) -> list[Path]:
+    """Every MIDI and score file under ``root`` (recursively), sorted by path."""
     base = Path(root)
     if not base.is_dir():
         raise TrainingError(f"training data folder {base} does not exist or is not a folder; "
-                            "pass a folder of .mid files")
-    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
+                            "pass a folder of .mid, .mxl, .musicxml, .xml, .abc or .krn files, "
+                            "or music21:NAME for music21's corpus")
+    suffixes = (*MIDI_SUFFIXES, *scores.SCORE_SUFFIXES)
+    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
-def extract_melody(mid: mido.MidiFile, tracks: Tracks = "all") -> tuple[np.ndarray, ...]:
+def extract_melody(mid: mido.MidiFile, tracks: Tracks = "auto") -> tuple[np.ndarray, ...]:
     """Highest note per onset of ``mid`` -> (pitches, gaps, durations, velocities).
 
     Times are in beats. Drum channel 10 (index 9) is ignored.
     """
     tpb = float(mid.ticks_per_beat or 480)
-    if tracks == "first":
+    if tracks == "first":  # "auto" and "all" merge every track
         chosen = next((t for t in mid.tracks if any(_is_on(m) for m in t)), None)
         messages = list(chosen) if chosen is not None else []
     else:
@@ -138,7 +154,7 @@ def _is_on(msg: mido.Message) -> bool:
     return msg.type == "note_on" and msg.velocity > 0
 
 
-def load_melody(path: Path, name: str, tracks: Tracks = "all", min_notes: int = 2) -> Melody:
+def load_melody(path: Path, name: str, tracks: Tracks = "auto", min_notes: int = 2) -> Melody:
     """Read one file; raises ``ValueError`` with a reason when it cannot be used."""
     data = path.read_bytes()
     try:
@@ -151,20 +167,47 @@ def load_melody(path: Path, name: str, tracks: Tracks = "all", min_notes: int = 
     return Melody(name, hashlib.sha256(data).hexdigest(), pitches, gaps, durations, velocities)
 
 
-def load_corpus(root: str | Path, tracks: Tracks = "all", min_notes: int = 2) -> Corpus:
-    """Every usable melody under ``root``; bad files go to ``skipped`` with a reason."""
-    corpus = Corpus(root=str(root))
-    for path in find_midi_files(root):
-        rel = str(path.relative_to(root))
-        try:
-            corpus.melodies.append(load_melody(path, rel, tracks, min_notes))
-        except (ValueError, OSError) as err:
-            log.warning("skipping %s: %s", rel, err)
-            corpus.skipped.append((rel, str(err)))
+def load_corpus(sources: str | Path | Sequence[str | Path], tracks: Tracks = "auto",
+                min_notes: int = 2) -> Corpus:
+    """Every usable melody of ``sources`` (folders, ``music21:NAME`` selectors); bad files
+    and pieces go to ``skipped`` with a reason. Scores need music21 (the ``train`` extra):
+    its absence is a MissingExtraError before any file is read."""
+    roots = [str(sources)] if isinstance(sources, str | Path) else [str(s) for s in sources]
+    if not roots:
+        raise TrainingError("no training data: pass a folder of MIDI or score files, or "
+                            "--corpus music21:NAME")
+    listed: list[tuple[Path, list[Path]]] = []
+    for root in roots:
+        if scores.is_selector(root):
+            listed.append(scores.corpus_files(root))
+        else:
+            listed.append((Path(root), find_training_files(root)))
+    if any(p.suffix.lower() in scores.SCORE_SUFFIXES for _, paths in listed for p in paths):
+        require_extra("music21", "training on MusicXML, ABC or Humdrum scores")
+    corpus = Corpus(root=", ".join(roots))
+    for root, (base, paths) in zip(roots, listed, strict=True):
+        prefix = "music21:" if scores.is_selector(root) else (f"{root}/" if len(roots) > 1
+                                                              else "")
+        for path in paths:
+            rel = prefix + str(path.relative_to(base))
+            try:
+                if path.suffix.lower() in MIDI_SUFFIXES:
+                    corpus.melodies.append(load_melody(path, rel, tracks, min_notes))
+                    continue
+                found, skipped = scores.load_score_melodies(path, rel, tracks, min_notes)
+            except (ValueError, OSError) as err:
+                log.warning("skipping %s: %s", rel, err)
+                corpus.skipped.append((rel, str(err)))
+                continue
+            corpus.melodies.extend(found)
+            for name, why in skipped:
+                log.debug("skipping %s: %s", name, why)
+            corpus.skipped.extend(skipped)
     if not corpus.melodies:
         why = f" ({len(corpus.skipped)} skipped: see the warnings above)" if corpus.skipped else ""
-        raise TrainingError(f"no usable MIDI files under {root}{why}; "
-                            "pass a folder that holds .mid or .midi files with notes")
+        raise TrainingError(f"no usable MIDI or score files in {corpus.root}{why}; pass a "
+                            "folder that holds .mid, .midi, .mxl, .musicxml, .xml, .abc or "
+                            ".krn files with notes")
     return corpus
 
 

@@ -72,7 +72,7 @@ class TrainOptions:
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
-    tracks: Tracks = "all"  # checked by ``check`` too: values come from the command line
+    tracks: Tracks = "auto"  # checked by ``check`` too: values come from the command line
     patience: int = 6
     hidden1: int = 256
     hidden2: int | None = None
@@ -80,6 +80,11 @@ class TrainOptions:
     resume: bool = False
     threads: int = 0
     command: str = ""
+    corpus: tuple[str, ...] = ()  # more sources: folders or music21:NAME selectors
+
+    def sources(self) -> list[str]:
+        """Where the training data comes from: ``data`` (if given), then ``corpus``."""
+        return [s for s in (self.data, *self.corpus) if s]
 
     def check(self) -> None:
         """Reject values that cannot train, naming the flag."""
@@ -98,8 +103,11 @@ class TrainOptions:
             raise TrainingError(f"--hidden2 must be at least 1, got {self.hidden2}")
         if not self.lr > 0:
             raise TrainingError(f"--lr must be > 0, got {self.lr}")
-        if self.tracks not in ("all", "first"):
-            raise TrainingError(f"--tracks must be all or first, got {self.tracks!r}")
+        if self.tracks not in ("auto", "all", "first"):
+            raise TrainingError(f"--tracks must be auto, all or first, got {self.tracks!r}")
+        if not self.sources():
+            raise TrainingError("no training data: pass a folder of MIDI or score files, "
+                                "or --corpus music21:NAME (e.g. music21:bach)")
 
     def fingerprint(self) -> dict[str, Any]:
         """The options a resumed run must share with the run it continues."""
@@ -186,11 +194,11 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     if opts.threads:
         torch.set_num_threads(opts.threads)
     started = time.monotonic()
-    corpus = load_corpus(opts.data, opts.tracks)
+    corpus = load_corpus(opts.sources(), opts.tracks)
     train_m, val_m = split_by_file(corpus.melodies, opts.val_fraction, opts.seed)
     classes = corpus.classes()
     if len(classes) < 2:
-        raise TrainingError(f"the MIDI files under {opts.data} use only one pitch; "
+        raise TrainingError(f"the training files of {corpus.root} use only one pitch; "
                             "a model needs at least two")
     task = make_task(opts.kind, classes)
     if isinstance(task, TemporalTask):
@@ -199,7 +207,10 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     enc_val = [task.encode(m) for m in val_m]
     w_train = make_windows(enc_train, opts.seq_len, opts.stride)
     w_val = make_windows(enc_val, opts.seq_len, opts.seq_len)
-    base = baselines([t for _, t in enc_train], [t for _, t in enc_val])
+    n_parts = {"pitch": task.encoding.size}
+    if isinstance(task, TemporalTask):
+        n_parts |= {"gap": task.timing.n_gap, "duration": task.timing.n_duration}
+    base = baselines([t for _, t in enc_train], [t for _, t in enc_val], n_parts)
 
     torch.manual_seed(opts.seed)
     net = task.build(opts.hidden1, opts.hidden2).to(device)
@@ -376,7 +387,8 @@ def _load_resume(opts: TrainOptions, run: _Run, net: nn.Module,
         raise TrainingError(f"--resume: the saved run used different options: {shown}; "
                             "pass the same options or start without --resume")
     if list(data["data"]) != data_hashes:
-        raise TrainingError(f"--resume: the MIDI files under {opts.data} changed since the "
+        raise TrainingError(f"--resume: the training files of {', '.join(opts.sources())} "
+                            "changed since the "
                             "saved run; start without --resume")
     net.load_state_dict(data["model"])
     optimizer.load_state_dict(data["optimizer"])

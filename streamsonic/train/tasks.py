@@ -189,6 +189,8 @@ class TemporalTask:
             "loss": float(total) * n,
             "pitch_loss": float(ce_p) * n,
             "pitch_correct": _correct(pitch, y["pitch"], mask),
+            "gap_loss": float(ce_g) * n,
+            "duration_loss": float(ce_d) * n,
             "gap_correct": _correct(gap, y["gap"], mask),
             "duration_correct": _correct(dur, y["duration"], mask),
             "velocity_abs_error": float(err),
@@ -197,13 +199,16 @@ class TemporalTask:
 
 
 def metrics_from(counts: dict[str, float]) -> dict[str, float]:
-    """Summed counts -> means: loss, accuracy (pitch), gap/duration accuracy, velocity MAE."""
+    """Summed counts -> means: loss, accuracy (pitch), pitch log-loss; for the temporal
+    model also gap/duration accuracy and log-loss, velocity MAE."""
     n = max(counts.get("n", 0.0), 1.0)
     out = {"loss": counts["loss"] / n, "accuracy": counts["pitch_correct"] / n}
+    out["pitch_loss"] = counts.get("pitch_loss", counts["loss"]) / n
     if "gap_correct" in counts:
-        out["pitch_loss"] = counts["pitch_loss"] / n
         out["gap_accuracy"] = counts["gap_correct"] / n
         out["duration_accuracy"] = counts["duration_correct"] / n
+        out["gap_loss"] = counts["gap_loss"] / n
+        out["duration_loss"] = counts["duration_loss"] / n
         out["velocity_mae"] = counts["velocity_abs_error"] / n
     return out
 
