@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from streamsonic.config import Config, OutputConfig
 from streamsonic.errors import InputDataError, NoInputError, OutputWriteError
-from streamsonic.events import Holding, NoteEvent, Receipt, Sample, Source
+from streamsonic.events import NoteEvent, Sample, Source
 from streamsonic.sinks.outfile import FileSeries, OutputFile
 from streamsonic.stats import Counters, RateLimitedLog
 
@@ -51,8 +51,9 @@ FLUSH_BYTES = 65536
 KEYS = ("stream", "time", "value", "arrival")
 #: Longest recording line read back (a stream name is at most 200 characters).
 MAX_LINE = 65536
-#: Real seconds a replay feeds in a row before it gives the event loop a turn.
-YIELD_SECONDS = 0.02
+#: Samples that arrived at once that a replay feeds in a row before it gives the event loop
+#: a turn (a count, not a time: a --fast replay must not depend on the machine's speed).
+YIELD_EVERY = 256
 
 
 class Recorder:
@@ -181,8 +182,10 @@ class Recorder:
 class RecordingSource:
     """A source that records every sample it passes on (``run --record``).
 
-    It forwards everything: items, stats, and (for MQTT at QoS 1) the receipts of
-    deliveries (:meth:`hold`), so acknowledgements wait for the engine as without it.
+    Everything else is the wrapped source's: its items, stats, and whatever else it offers
+    (attributes are looked up on it: the receipts of MQTT deliveries, ``hold``, so
+    acknowledgements wait for the engine as without recording; the connection state and
+    ``reconfigure`` of a network source), so the daemon treats it as the source it wraps.
     """
 
     def __init__(self, source: Source, recorder: Recorder) -> None:
@@ -194,9 +197,8 @@ class RecordingSource:
         """The wrapped source's counters, and ``recorded``."""
         return {**self.source.stats, "recorded": self.recorder.samples}
 
-    def hold(self) -> Receipt | None:
-        """The receipt of the item yielded last, if the wrapped source keeps receipts."""
-        return self.source.hold() if isinstance(self.source, Holding) else None
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
 
     async def __aenter__(self) -> RecordingSource:
         await self.source.__aenter__()
@@ -320,17 +322,19 @@ class ReplaySource:
         loop = asyncio.get_running_loop()
         origin: float | None = None
         start = loop.time()
-        turn = time.monotonic() + YIELD_SECONDS
+        burst = 0
         for sample, arrival in self._records():
             if origin is None:
                 origin = arrival
             delay = start + (arrival - origin) / self.speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-                turn = time.monotonic() + YIELD_SECONDS
-            elif time.monotonic() >= turn:  # a burst: let signals and timers in
-                await asyncio.sleep(0)
-                turn = time.monotonic() + YIELD_SECONDS
+                burst = 0
+            else:
+                burst += 1
+                if burst >= YIELD_EVERY:  # a long burst: let signals and timers in
+                    await asyncio.sleep(0)
+                    burst = 0
             self._counters.add("samples")
             yield sample
         if origin is None:
@@ -354,7 +358,7 @@ class _SkippingSelector:
             return ready
         if timeout is None:  # nothing scheduled: only real I/O can wake us
             return self._selector.select(None)
-        self._loop.advance(timeout)
+        self._loop.advance_to_next_timer(timeout)
         return []
 
     def __getattr__(self, name: str) -> Any:
@@ -378,9 +382,13 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self._now
 
-    def advance(self, seconds: float) -> None:
-        """Move the clock ``seconds`` ahead."""
-        self._now += max(seconds, 0.0)
+    def advance_to_next_timer(self, timeout: float) -> None:
+        """Move the clock to the first scheduled timer (exactly its time: adding the
+        timeout to the clock would leave it a rounding error short), or ``timeout`` ahead
+        when that comes first (asyncio caps a wait at a day)."""
+        scheduled = getattr(self, "_scheduled", None)  # asyncio's heap of TimerHandles
+        when = scheduled[0].when() if scheduled else math.inf
+        self._now = max(self._now, min(when, self._now + max(timeout, 0.0)))
 
 
 def open_recording_source(config: Config, inner: Source, pattern: str) -> RecordingSource:
