@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from streamsonic import __version__
+from streamsonic import __version__, logs
 from streamsonic.errors import EXIT_INTERRUPTED, StreamsonicError, UsageError
 
 # One BLAS thread unless the user says otherwise (before anything loads NumPy): the daemon
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.main(args))
     except StreamsonicError as err:
-        print(f"streamsonic: error: {err}", file=sys.stderr)
+        print(logs.error_line(str(err)), file=sys.stderr)  # <3>error: ... under journald
         return err.exit_status
     except KeyboardInterrupt:
         print("streamsonic: interrupted", file=sys.stderr)

@@ -149,6 +149,8 @@ class Conductor:
         self.allocator = VoiceAllocator()
         self.clock: Callable[[], float] = time.monotonic  # the engine gives its loop's
         self.on_evict: list[Callable[[str], object]] = []  # told each evicted stream's name
+        # told each step's batch size and its duration in seconds (the daemon's metrics)
+        self.on_step: list[Callable[[int, float], object]] = []
         self.evictions: Counter[str] = Counter()  # by reason: idle, full
         self.refused = 0  # samples of new streams refused (streams.when_full = "drop")
         self.configure(config)
@@ -355,6 +357,17 @@ class Conductor:
         input and (temporal model) timing, and the notes, in cue order, without those of
         muted voices (their model state still advances so unmuting continues the melody).
         """
+        if not self.on_step:
+            return self._step(cues)
+        began = time.perf_counter()
+        result = self._step(cues)
+        elapsed = time.perf_counter() - began
+        for observer in self.on_step:
+            observer(len(cues), elapsed)
+        return result
+
+    def _step(self, cues: list[Cue]) -> StepResult:
+        """The body of :meth:`play`."""
         temporal = is_temporal(self.stepper)
         if not cues:
             return StepResult(np.empty(0, np.int64), np.empty(0), [] if temporal else None, [])

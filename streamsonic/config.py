@@ -325,9 +325,12 @@ class MqttConfig:
     reconnect_max: float = 30.0
     on_takeover: Literal["retry", "exit"] = "retry"
     takeover_retry: float = 60.0
+    connect_timeout: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.qos in (0, 1, 2), "mqtt.qos", "must be 0, 1 or 2")
+        _within(self.connect_timeout, 0.0, 86_400.0, "mqtt.connect_timeout",
+                " seconds (0: keep trying)")
         _check(1.0 <= self.takeover_retry <= 86_400.0, "mqtt.takeover_retry",
                "must be 1..86400 seconds")
         _within(self.keepalive, 5, 65535, "mqtt.keepalive", " seconds")
@@ -397,6 +400,35 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (see README, "Health")."""
+
+    listen: str = ""
+
+    def __post_init__(self) -> None:
+        if self.listen:
+            try:
+                parse_listen(self.listen)
+            except ValueError as err:
+                raise _Invalid("metrics.listen", str(err)) from None
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6) -> ``(host, port)``; ValueError saying
+    what is wrong. Port 0 picks a free port (the daemon logs which)."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError('write HOST:PORT, e.g. "127.0.0.1:9464" ("" turns the endpoint off)')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(c.isspace() or c in "[]/" for c in host):
+        raise ValueError(f"{host!r} is not a host name or address; write HOST:PORT")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} must be a number 0..65535 (0: any free port)")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -413,6 +445,7 @@ class Config:
     nats: NatsConfig = field(default_factory=NatsConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     voices: tuple[VoiceRule, ...] = ()
 
 

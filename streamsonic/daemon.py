@@ -2,8 +2,15 @@
 
 Signals become explicit requests handled in one place: SIGINT and SIGTERM stop (every
 sounding note is released on every output, files are written), SIGHUP reloads the config
-file's musical settings without losing any stream's state. Under systemd it reports
-READY/RELOADING/STOPPING and pets the watchdog (``streamsonic.sdnotify``).
+file without losing any stream's state (see :meth:`Daemon._reload` for what a reload
+applies). Under systemd it reports READY/RELOADING/STOPPING, keeps STATUS= current (playing
+N streams, waiting for the broker, reload failed) and pets the watchdog
+(``streamsonic.sdnotify``); with ``[metrics] listen`` it serves Prometheus metrics
+(``streamsonic.metrics``).
+
+Under a service manager a daemon with nothing to read (no MQTT URL, stdin /dev/null or
+closed) refuses to start (exit 78) instead of reporting READY and ending at once: the source
+is made before the model loads, and ``streamsonic.sources.open_source`` checks.
 """
 
 from __future__ import annotations
@@ -12,23 +19,60 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from streamsonic.config import Config, find_config_file, load_config
-from streamsonic.errors import EXIT_INTERRUPTED, OutputError, StreamsonicError
+from streamsonic import logs
+from streamsonic.config import Config, find_config_file, load_config, to_dict
+from streamsonic.errors import (
+    EXIT_INTERRUPTED,
+    OutputError,
+    StreamsonicError,
+)
 from streamsonic.events import Holding
+from streamsonic.extras import require_extra
 from streamsonic.outputs import OutputSpec, open_output, parse_output
 from streamsonic.sdnotify import Notifier, watchdog_interval
 from streamsonic.sinks.base import Sink
+from streamsonic.sources import Connecting
 
 if TYPE_CHECKING:  # the runtime imports are deferred: they load torch
     from streamsonic.conductor import Stepper
     from streamsonic.engine import Engine
     from streamsonic.events import Source
+    from streamsonic.metrics import MetricsServer
     from streamsonic.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+#: Settings a reload cannot apply to a running daemon (the model and its device are loaded
+#: once; every stream's state belongs to them).
+RESTART_KEYS = frozenset({"model.weights", "model.temporal_weights", "model.device",
+                          "model.rhythm", "daemon.warn_interval"})
+#: Settings applied on reload by the daemon itself or read where they are used.
+LIVE_KEYS = frozenset({"output.on_device_loss", "daemon.log_level", "daemon.stats_interval",
+                       "metrics.listen", "normalize.render_scope", "normalize.render_mode"})
+#: Settings the conductor applies (``Conductor.configure``): prefixes of dotted keys.
+CONDUCTOR_PREFIXES = ("music.", "normalize.", "clock.", "accent.", "streams.", "voices",
+                      "model.influence", "model.temperature", "model.kernel_width",
+                      "model.seed")
+#: mqtt.* settings that the mqtt: output is opened with.
+MQTT_OUTPUT_KEYS = ("mqtt.url", "mqtt.qos", "mqtt.client_id", "mqtt.protocol", "mqtt.username",
+                    "mqtt.password", "mqtt.password_file", "mqtt.ca_file", "mqtt.cert_file",
+                    "mqtt.key_file", "mqtt.keepalive")
+_FILE_KEYS = ("output.flush_interval", "output.rotate_seconds", "output.rotate_bytes")
+#: Output kind -> the settings (prefixes of dotted keys) it is opened with: on reload an
+#: output whose settings changed is opened anew (the new one first, then the old closed).
+OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
+    "events": (),
+    "file": _FILE_KEYS,
+    "wav": (*_FILE_KEYS, "audio."),
+    "audio": ("audio.", "midi.reconnect_interval"),
+    "midi": ("midi.",),
+    "midi-virtual": ("midi.",),
+    "mqtt": MQTT_OUTPUT_KEYS,
+}
 
 
 def open_outputs(specs: list[OutputSpec], config: Config, live: bool = False) -> list[Sink]:
@@ -60,10 +104,31 @@ def run_daemon(
     ``loop_factory`` the event loop (``replay --fast``: a loop on virtual time).
     """
     specs = [parse_output(o) for o in (outputs or list(config.output.targets))]
-    daemon = Daemon(config, specs, play_notes, config_path, cli_overrides or {})
+    if config.metrics.listen:  # before the model loads: a missing extra is one line at once
+        require_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
+    daemon = Daemon(config, specs, play_notes, config_path, cli_overrides or {},
+                    fixed_outputs=bool(outputs))
     daemon.open_input = open_input
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(daemon.main())
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """The dotted keys whose values differ (``voices`` as a whole)."""
+    before, after = to_dict(old), to_dict(new)
+    changed: list[str] = []
+    for section, values in after.items():
+        if not isinstance(values, dict):
+            if values != before.get(section):
+                changed.append(section)
+            continue
+        changed += [f"{section}.{key}" for key, value in values.items()
+                    if value != before[section].get(key)]
+    return changed
+
+
+def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes)
 
 
 class Daemon:
@@ -79,15 +144,67 @@ class Daemon:
         play_notes: bool,
         config_path: str | None,
         cli_overrides: dict[str, object],
+        fixed_outputs: bool = False,
     ) -> None:
         self.config = config
         self.specs = specs
         self.play_notes = play_notes
         self.config_path = config_path
         self.cli_overrides = cli_overrides
+        self.fixed_outputs = fixed_outputs  # --output given: output.targets does not apply
         self.notifier = Notifier()
         self.stop_reason: str | None = None
         self._stop = asyncio.Event()
+        # what the metrics and STATUS= read (set up in main)
+        self.engine: Engine | None = None
+        self.source: Source | None = None
+        self.scheduler: Scheduler | None = None
+        self.outputs: dict[str, Sink] = {}  # by spec, in spec order
+        self.metrics: MetricsServer | None = None
+        self.reloads: Counter[str] = Counter()
+        self.reload_error: str | None = None
+        self._status_sent: str | None = None
+
+    # -- what is shown (STATUS=, metrics) ----------------------------------------------------
+    @property
+    def source_waiting_for(self) -> str | None:
+        """What the source waits for (the broker), or None."""
+        source = self.source
+        return source.waiting_for if isinstance(source, Connecting) else None
+
+    @property
+    def mqtt_connected(self) -> bool | None:
+        """Whether the MQTT source is connected; None for another source."""
+        source = self.source
+        return source.connected if isinstance(source, Connecting) else None
+
+    def status_text(self) -> str:
+        """The one line systemd shows (``STATUS=``)."""
+        parts: list[str] = []
+        if self.reload_error:
+            parts.append(f"reload failed: {self.reload_error} (running the previous "
+                         "configuration)")
+        waiting = self.source_waiting_for
+        if waiting:
+            parts.append(f"waiting for {waiting}")
+        else:
+            streams = len(self.engine.conductor.streams) if self.engine else 0
+            parts.append(f"playing {streams} stream{'' if streams == 1 else 's'} to "
+                         f"{', '.join(self.outputs) or 'no output'}")
+        scheduler = self.scheduler
+        if scheduler is not None:
+            parts += [f"output {sink.name} lost: {sink.lost}"
+                      for sink in scheduler.sinks if sink.lost]
+            live = {sink.name for sink in scheduler.sinks}
+            parts += [f"output {name} failed" for name, sink in self.outputs.items()
+                      if sink.name not in live]
+        return "; ".join(parts)
+
+    def _update_status(self, force: bool = False) -> None:
+        text = self.status_text()
+        if force or text != self._status_sent:
+            self._status_sent = text
+            self.notifier.status(text)
 
     def request_stop(self, reason: str) -> None:
         """Ask the daemon to stop (from a signal handler or a failure)."""
@@ -95,13 +212,20 @@ class Daemon:
             self.stop_reason = reason
         self._stop.set()
 
+    # -- the run -----------------------------------------------------------------------------
     async def main(self) -> int:
         """Set up, run, and always tear down."""
+        from streamsonic.sources import open_source  # noqa: PLC0415
+
+        # The source first (it connects only when entered, below): one that cannot work,
+        # such as stdin /dev/null under systemd, fails before the model loads.
+        source = (self.open_input(self.config) if self.open_input is not None
+                  else open_source(self.config, play_notes=self.play_notes))
+        self.notifier.status("loading the model")
         from streamsonic.conductor import Conductor  # noqa: PLC0415 - torch import
         from streamsonic.engine import Engine  # noqa: PLC0415
         from streamsonic.model.loader import load_pitch_model  # noqa: PLC0415
         from streamsonic.scheduler import Scheduler  # noqa: PLC0415
-        from streamsonic.sources import open_source  # noqa: PLC0415
 
         loop = asyncio.get_running_loop()
         use_rhythm = self.config.model.rhythm == "model" and not self.play_notes
@@ -113,27 +237,34 @@ class Daemon:
         else:
             stepper, encoding, _ = load_pitch_model(self.config.model)
         conductor = Conductor(self.config, stepper, encoding)
-        source = (self.open_input(self.config) if self.open_input is not None
-                  else open_source(self.config, play_notes=self.play_notes))
-        sinks = open_outputs(self.specs, self.config, live=True)
+        try:
+            self._start_metrics(self.config.metrics.listen, conductor)
+            sinks = open_outputs(self.specs, self.config, live=True)
+        except BaseException:
+            self._close_metrics()
+            raise
+        self.outputs = {str(spec): sink for spec, sink in zip(self.specs, sinks, strict=True)}
         scheduler = Scheduler(loop, sinks, earcon=conductor.earcon)
         rhythm = RhythmDriver(conductor, scheduler, loop) if use_rhythm else None
         engine = Engine(conductor, scheduler, loop, rhythm=rhythm)
-        self._install_signals(loop, engine)
+        self.engine, self.source, self.scheduler = engine, source, scheduler
+        self._install_signals(loop)
         status = 0
         try:
             async with source:
-                self.notifier.ready(f"playing to {', '.join(str(s) for s in self.specs)}")
-                log.info("ready: outputs %s, %s clock", ", ".join(map(str, self.specs)),
+                self.notifier.ready(self.status_text())
+                self._status_sent = self.status_text()
+                log.info("ready: outputs %s, %s clock", ", ".join(self.outputs),
                          self.config.clock.mode)
                 status = await self._run(engine, source, scheduler)
         except StreamsonicError:
             raise
         finally:
-            self.notifier.stopping()
+            self.notifier.stopping("stopping")
             engine.cancel()
             scheduler.close()
             self._remove_signals(loop)
+            self._close_metrics()
             log.info("stopped: %d samples, %d notes; streams %s; input %s", engine.samples,
                      engine.played, _fmt_stats(engine.stats), _fmt_stats(source.stats))
         scheduler.check_written()  # a file that could not be written is a failed run
@@ -171,12 +302,12 @@ class Daemon:
         return 0
 
     async def _housekeeping(self, engine: Engine, source: Source, scheduler: Scheduler) -> None:
-        """Watchdog pings, idle streams evicted, periodic stats, and stopping when every
-        output failed."""
+        """Watchdog pings, STATUS= kept current, idle streams evicted, periodic stats, and
+        stopping when every output failed."""
         interval = watchdog_interval()
         ping = interval / 2 if interval else 1.0
-        stats_every = self.config.daemon.stats_interval
         loop = asyncio.get_running_loop()
+        stats_every = self.config.daemon.stats_interval
         next_stats = loop.time() + stats_every if stats_every > 0 else float("inf")
         while True:
             await asyncio.sleep(min(ping, 1.0))
@@ -189,6 +320,10 @@ class Daemon:
                 gone = [f"{sink.name}: {sink.lost}" for sink in scheduler.sinks if sink.lost]
                 if gone:  # output.on_device_loss = "exit": let a supervisor restart us
                     self.request_stop("device lost: " + "; ".join(gone))
+            self._update_status()
+            if self.config.daemon.stats_interval != stats_every:  # a reload changed it
+                stats_every = self.config.daemon.stats_interval
+                next_stats = loop.time() + stats_every if stats_every > 0 else float("inf")
             if loop.time() >= next_stats:
                 next_stats += stats_every
                 log.info("stats: %d samples, %d notes, %d streams, %d waiting; streams %s; "
@@ -196,44 +331,165 @@ class Daemon:
                          len(engine.conductor.streams), engine.waiting,
                          _fmt_stats(engine.stats), _fmt_stats(source.stats))
 
-    def _install_signals(self, loop: asyncio.AbstractEventLoop, engine: Engine) -> None:
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
-        loop.add_signal_handler(signal.SIGHUP, self._reload, engine)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
 
     @staticmethod
     def _remove_signals(loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
-    def _reload(self, engine: Engine) -> None:
-        """SIGHUP: re-read the config file; apply musical settings, keep stream state.
+    # -- metrics -----------------------------------------------------------------------------
+    def _start_metrics(self, listen: str, conductor: Any) -> None:
+        """Serve metrics on ``listen`` ("" stops); the server is made on first use."""
+        if self.metrics is None:
+            if not listen:
+                return
+            from streamsonic.metrics import MetricsServer  # noqa: PLC0415 - optional extra
 
-        Whatever goes wrong, the running configuration stays, one error line says why, and
-        READY=1 follows RELOADING=1 (systemd would otherwise wait for it forever).
+            self.metrics = MetricsServer(self)
+            conductor.on_step.append(self.metrics.observe_step)
+        self.metrics.start(listen)
+
+    def _close_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+
+    # -- reload ------------------------------------------------------------------------------
+    def _reload(self) -> None:
+        """SIGHUP: re-read the config file and apply it, keeping every stream's state.
+
+        Applied: the musical settings, normalization, clock, accents, voices and the stream
+        table (``Conductor.configure``); the outputs (``output.targets`` unless ``--output``
+        fixed them; an output whose own settings changed is opened anew: the new one first,
+        then the old one closed, its notes released); the MQTT source's topics (subscribed
+        and unsubscribed in place), payload decoding and backoff; ``metrics.listen``,
+        ``daemon.log_level`` and ``daemon.stats_interval``. What cannot be applied (the
+        model, the input parser of stdin, the MQTT broker connection) is named in one
+        WARNING as needing a restart.
+
+        Whatever goes wrong, the running configuration stays, one error line says why,
+        STATUS= and the metrics show the failure until a reload succeeds, and READY=1
+        follows RELOADING=1 (systemd would otherwise wait for it forever).
         """
-        self.notifier.reloading()
+        self.notifier.reloading("reloading the configuration")
         try:
             new = load_config(find_config_file(self.config_path), self.cli_overrides)
+            applied, restart = self._apply(new)
+        except StreamsonicError as err:
+            self._reload_failed(str(err))
+        except Exception as err:  # a bug must not leave systemd waiting or kill the daemon
+            self._reload_failed(f"{type(err).__name__}: {err}")
+            log.debug("reload failure", exc_info=True)
+        else:
+            self.reloads["ok"] += 1
+            self.reload_error = None
+            if restart:
+                log.warning("reload: these settings changed but need a restart to take "
+                            "effect (systemctl restart streamsonic): %s", "; ".join(restart))
+            log.info("reloaded configuration (%s)",
+                     ", ".join(applied) if applied else "nothing changed")
+        finally:
+            self._status_sent = self.status_text()
+            self.notifier.ready(self._status_sent)
+
+    def _reload_failed(self, reason: str) -> None:
+        self.reloads["failed"] += 1
+        self.reload_error = " ".join(reason.split())
+        log.error("reload failed, keeping the running configuration: %s", reason)
+
+    def _apply(self, new: Config) -> tuple[list[str], list[str]]:
+        """Apply ``new``: all of it or (on an error) none of it. Returns the keys applied
+        and the settings that need a restart (each named, with why when not obvious)."""
+        engine, scheduler = self.engine, self.scheduler
+        assert engine is not None and scheduler is not None
+        old = self.config
+        changed = changed_keys(old, new)
+        if not changed:
+            return [], []
+        restart = [k for k in changed if k in RESTART_KEYS]
+        source = self.source
+        network = isinstance(source, Connecting)
+        if not network:  # stdin: its parser is made once
+            restart += [k for k in changed if k.startswith("input.")]
+        if "mqtt.url" in changed and bool(old.mqtt.url) != bool(new.mqtt.url):
+            restart.append("mqtt.url (switching between stdin and MQTT)")
+        if self.fixed_outputs and "output.targets" in changed:
+            restart.append("output.targets (--output on the command line decides the outputs)")
+        specs, opened, closing = self._open_changed_outputs(new, changed)
+        try:
             try:
                 engine.conductor.configure(new)
-                engine.scheduler.earcon = engine.conductor.earcon
-            except Exception:
-                engine.conductor.configure(self.config)  # undo a partial change
+                scheduler.earcon = engine.conductor.earcon
+                self._start_metrics(new.metrics.listen, engine.conductor)
+            except BaseException:
+                engine.conductor.configure(old)  # undo a partial change
+                scheduler.earcon = engine.conductor.earcon
                 raise
-            self.config = new
-            log.info("reloaded configuration (music, model influence, clock)")
-        except StreamsonicError as err:
-            log.error("reload failed, keeping the running configuration: %s", err)
-        except Exception as err:  # a bug must not leave systemd waiting or kill the daemon
-            log.error("reload failed, keeping the running configuration: %s: %s",
-                      type(err).__name__, err)
-            log.debug("reload failure", exc_info=True)
-        finally:
-            self.notifier.ready()
+        except BaseException:
+            for sink in opened.values():
+                sink.close()
+            raise
+        # Nothing can fail from here on: the new outputs play, the old ones are closed.
+        for sink in opened.values():
+            scheduler.add_sink(sink)
+        for sink in closing:
+            scheduler.remove_sink(sink)
+        self.outputs = {key: opened.get(key) or self.outputs[key] for key in map(str, specs)}
+        self.specs = specs
+        if isinstance(source, Connecting):
+            restart += source.reconfigure(new)
+        if new.daemon.log_level != old.daemon.log_level:
+            logs.set_level(new.daemon.log_level)
+        self.config = new
+        unapplied = {k.split(" ", 1)[0] for k in restart}
+        applied = [k for k in changed if k not in unapplied
+                   and (_matches(k, CONDUCTOR_PREFIXES) or k in LIVE_KEYS
+                        or k.startswith(("output.", "audio.", "midi.", "mqtt.", "input.")))]
+        return applied, restart
+
+    def _open_changed_outputs(self, new: Config, changed: list[str]) -> tuple[
+            list[OutputSpec], dict[str, Sink], list[Sink]]:
+        """The outputs of ``new``: (specs, the sinks opened for it by spec, the running
+        sinks to close). An output is opened when it is new, when its own settings changed
+        or when it had failed; if one cannot be opened, those opened are closed again and
+        the error is raised (the running outputs stay as they are)."""
+        scheduler = self.scheduler
+        assert scheduler is not None
+        if self.fixed_outputs:
+            specs = list(self.specs)
+        else:
+            specs = [parse_output(o) for o in new.output.targets]
+        live = {id(sink) for sink in scheduler.sinks}
+        wanted: list[OutputSpec] = []
+        for spec in specs:
+            sink = self.outputs.get(str(spec))
+            settings = OUTPUT_SETTINGS.get(spec.kind, ())
+            if (sink is None or id(sink) not in live
+                    or any(_matches(k, settings) for k in changed)):
+                wanted.append(spec)
+        keys = {str(spec) for spec in specs}
+        closing = [sink for key, sink in self.outputs.items()
+                   if id(sink) in live and (key not in keys
+                                            or key in {str(s) for s in wanted})]
+        opened: dict[str, Sink] = {}
+        try:
+            for spec in wanted:
+                opened[str(spec)] = open_output(spec, new, live=True)
+        except BaseException:
+            for sink in opened.values():
+                sink.close()
+            raise
+        if opened or closing:
+            log.info("reload: opening %s; closing %s", ", ".join(opened) or "no output",
+                     ", ".join(sink.name for sink in closing) or "no output")
+        return specs, opened, closing
 
 
 def _fmt_stats(stats: dict[str, int]) -> str:
     if not stats:
         return "-"
     return ", ".join(f"{k}={v}" for k, v in sorted(stats.items()))
+

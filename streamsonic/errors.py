@@ -89,6 +89,17 @@ class NatsError(SourceError):
     """The NATS server refused us or cannot be reached, or a subject is invalid."""
 
 
+class MetricsError(StreamsonicError):
+    """The Prometheus endpoint (``metrics.listen``) cannot listen (EX_UNAVAILABLE)."""
+
+    exit_status = 69
+
+
+class NoSourceError(ConfigError):
+    """Under a service manager, nothing to read: no MQTT URL and stdin is /dev/null
+    (EX_CONFIG: the configuration must name a source)."""
+
+
 class MissingExtraError(StreamsonicError):
     """An optional dependency (a pip extra: midi, mqtt, plot) is not installed
     (EX_UNAVAILABLE); the message names the pip command (see ``streamsonic.extras``)."""

@@ -25,6 +25,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "paho": ("paho-mqtt", "mqtt"),
     "nats": ("nats-py", "nats"),
     "matplotlib": ("matplotlib", "plot"),
+    "prometheus_client": ("prometheus-client", "metrics"),
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -122,6 +123,8 @@ class Scheduler:
         self._pending: dict[int, Handle] = {}
         self._ids = itertools.count()
         self.failed: list[tuple[Sink, BaseException]] = []
+        #: Notes handed to each output, by its name (kept when an output is closed).
+        self.notes_out: Counter[str] = Counter()
 
     @property
     def idle(self) -> bool:
@@ -143,8 +146,10 @@ class Scheduler:
                 self._pending.pop(key, None)
             self._dispatch(_off(previous.channel, previous.pitch), start)
         self._setup_channel(note.channel, note.program, note.pan, start)
+        # NoteEvent checked its fields when it was made: no second validation per message.
         self._dispatch(
-            mido.Message("note_on", channel=note.channel, note=note.pitch, velocity=note.velocity),
+            mido.Message("note_on", skip_checks=True, channel=note.channel, note=note.pitch,
+                         velocity=note.velocity),
             start,
             note,
         )
@@ -177,12 +182,12 @@ class Scheduler:
         """Program change and pan (CC 10) for ``channel``, when they differ from the last."""
         if self._programs.get(channel) != program:
             self._programs[channel] = program
-            self._dispatch(mido.Message("program_change", channel=channel, program=program),
-                           when)
+            self._dispatch(mido.Message("program_change", skip_checks=True, channel=channel,
+                                        program=program), when)
         if pan is not None and self._pans.get(channel) != pan:
             self._pans[channel] = pan
-            self._dispatch(mido.Message("control_change", channel=channel, control=CC_PAN,
-                                        value=pan), when)
+            self._dispatch(mido.Message("control_change", skip_checks=True, channel=channel,
+                                        control=CC_PAN, value=pan), when)
 
     def _play_earcon(self, earcon: Earcon, note: NoteEvent, start: float) -> None:
         at = start + earcon.delay
@@ -230,6 +235,7 @@ class Scheduler:
             sink.send(msg, when)
             if note is not None:
                 sink.note(note)
+                self.notes_out[sink.name] += 1
         except Exception as err:  # one failing output must not take the others down
             self._drop(sink, err)
         if stream is not None and msg.type == "note_off":
@@ -246,6 +252,33 @@ class Scheduler:
             sink.close()
         except Exception:  # it failed already; its error was logged above
             log.debug("closing failed output %s", sink.name, exc_info=True)
+
+    def add_sink(self, sink: Sink) -> None:
+        """Start sending to ``sink`` too (a reload opened it): it gets every channel's
+        program and pan first, then the notes that start from now on."""
+        self.sinks.append(sink)
+        self.latency = max((s.lookahead for s in self.sinks), default=0.0)
+        when = self.clock.time() + sink.lookahead
+        for channel, program in sorted(self._programs.items()):
+            self._deliver(sink, mido.Message("program_change", channel=channel,
+                                             program=program), when, None, None)
+        for channel, pan in sorted(self._pans.items()):
+            self._deliver(sink, mido.Message("control_change", channel=channel,
+                                             control=CC_PAN, value=pan), when, None, None)
+
+    def remove_sink(self, sink: Sink) -> None:
+        """Stop sending to ``sink`` and close it (its sounding notes are released); what
+        was scheduled for it is skipped. A failure to close is logged and remembered."""
+        self.sinks = [s for s in self.sinks if s is not sink]
+        self.latency = max((s.lookahead for s in self.sinks), default=0.0)
+        try:
+            sink.close()
+        except StreamsonicError as err:
+            log.error("%s", err)
+            self.failed.append((sink, err))
+        except Exception as err:
+            log.exception("closing output %s failed", sink.name)
+            self.failed.append((sink, err))
 
     def tick(self) -> None:
         """Give every sink its periodic turn (:meth:`Sink.tick`) at the clock's time; one that
@@ -282,4 +315,5 @@ class Scheduler:
 
 
 def _off(channel: int, pitch: int) -> mido.Message:
-    return mido.Message("note_off", channel=channel, note=pitch, velocity=0)
+    """A note_off, unchecked: its channel and pitch come from a checked note or earcon."""
+    return mido.Message("note_off", skip_checks=True, channel=channel, note=pitch, velocity=0)

@@ -173,10 +173,10 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
 
 
 def next_state(sock: socket.socket) -> str:
-    """The first line of the next datagram that is not a watchdog ping."""
+    """The first line of the next datagram that is not a watchdog ping or a status line."""
     while True:
         first = sock.recv(4096).decode().split("\n")[0]
-        if first != "WATCHDOG=1":
+        if first != "WATCHDOG=1" and not first.startswith("STATUS="):
             return first
 
 
@@ -226,6 +226,8 @@ class _FailingConductor:
 
     def __init__(self) -> None:
         self.configured: list[Config] = []
+        self.streams: dict[str, object] = {}
+        self.earcon = None
 
     def configure(self, config: Config) -> None:
         self.configured.append(config)
@@ -246,9 +248,11 @@ def test_reload_failure_of_any_kind_keeps_config_and_sends_ready(
     path = tmp_path / "c.toml"
     path.write_text('[music]\nscale = "minor"\n')
     old = Config()
-    daemon = Daemon(old, [], False, str(path), {})
+    daemon = Daemon(old, [], False, str(path), {}, fixed_outputs=True)
     engine = type("FakeEngine", (), {"conductor": _FailingConductor()})()
-    daemon._reload(engine)
+    daemon.engine = engine
+    daemon.scheduler = type("FakeScheduler", (), {"sinks": [], "earcon": None})()
+    daemon._reload()
     assert next_state(sock) == "RELOADING=1"
     assert next_state(sock) == "READY=1"
     assert daemon.config is old

@@ -215,11 +215,16 @@ async def test_mqtt_311_protocol(mqtt_broker: Broker) -> None:
 
 
 async def test_unreachable_broker_is_a_clear_error() -> None:
+    """A broker that is down at start is waited for (see test_mqtt_startup.py); with
+    mqtt.connect_timeout the wait ends in one clear error naming the last failure."""
     config = load_config(None, {"mqtt.url": f"mqtt://127.0.0.1:{free_port()}",
-                                "mqtt.topics": ["a"]})
-    with pytest.raises(MqttError, match=r"refused the connection.*broker is running") as err:
-        async with MqttSource.from_config(config):
-            pass
+                                "mqtt.topics": ["a"], "mqtt.connect_timeout": 0.5,
+                                "mqtt.reconnect_min": 0.1, "mqtt.reconnect_max": 0.2})
+    with pytest.raises(MqttError, match=r"mqtt.connect_timeout.*refused the connection.*"
+                                        r"broker is running") as err:
+        async with MqttSource.from_config(config) as source:
+            assert source.waiting_for is not None
+            await asyncio.wait_for(take(source, 1), WAIT)
     assert "\n" not in str(err.value)
 
 

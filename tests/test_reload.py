@@ -173,3 +173,53 @@ def test_sighup_applies_scale_normalizer_program_and_voices(tmp_path: Path) -> N
     assert [e["normalized"] for e in after["other"]] == ranks(late, 20)
     assert [e["normalized"] for e in after["old"]][19:] == \
         [e["normalized"] for e in after["other"]][19:]
+
+
+OUTPUTS_BEFORE = """\
+[output]
+targets = ["events"]
+"""
+
+
+@pytest.mark.slow
+def test_sighup_opens_new_outputs_and_names_what_needs_a_restart(tmp_path: Path) -> None:
+    """output.targets from the file: a reload opens the new output (the running one plays
+    on, every stream keeps its state), a setting it cannot apply is named in a WARNING, and
+    an output that cannot be opened fails the reload and changes nothing."""
+    import mido
+
+    from tests.test_health import Daemon as Run
+
+    config = tmp_path / "config.toml"
+    config.write_text(OUTPUTS_BEFORE)
+    midi = tmp_path / "after.mid"
+    daemon = Run(["--config", str(config), "--set", "clock.backlog=100000"], output=False)
+    try:
+        daemon.send("".join(f"s={v}\n" for v in wave(0, 30)))
+        daemon.wait_until("30 notes", lambda: len(daemon.played()) >= 30)
+        first = len(daemon.notes)
+
+        config.write_text(f'[output]\ntargets = ["events", "wav:{tmp_path}/x.wav"]\n'
+                          '[audio]\nsoundfont = "/nonexistent/none.sf2"\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reload failed, keeping the running configuration")
+
+        config.write_text(f'[output]\ntargets = ["events", "file:{midi}"]\n'
+                          f'[model]\nweights = "{tmp_path}/other.pt"\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reloaded configuration")
+        warning = daemon.wait_log("need a restart.*").group(0)
+        assert "model.weights" in warning and "output" not in warning
+        daemon.send("".join(f"s={v}\n" for v in wave(30, 20)))
+        daemon.wait_until("50 notes", lambda: len(daemon.played()) >= 50)
+        assert daemon.finish() == 0, "".join(daemon.log)
+    finally:
+        daemon.finish()
+    events = [json.loads(line) for line in daemon.notes]
+    assert len(daemon.played()) == 50  # the events output was kept, not opened twice
+    # The new output got exactly the notes played after the reload, with their program.
+    ons = [m for m in mido.MidiFile(midi) if m.type == "note_on" and m.velocity > 0]
+    assert [m.note for m in ons] == [e["pitch"] for e in events[first:]]
+    programs = [m.program for m in mido.MidiFile(midi) if m.type == "program_change"]
+    assert programs[:1] == [events[first]["program"]]
+    assert {(e["stream"], e["channel"]) for e in events} == {("s", events[0]["channel"])}

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from dataclasses import dataclass
 from typing import Any
 
+from streamsonic import logs
 from streamsonic.config import SCALE_NAMES, Config, find_config_file, load_config, parse_override
 
 
@@ -128,10 +127,6 @@ def config_from(args: argparse.Namespace, options: tuple[Option, ...],
 
 
 def setup_logging(level: str) -> None:
-    """Log to stderr, one line per record."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="streamsonic: %(levelname)s: %(message)s",
-        force=True,
-    )
+    """Log to stderr, one line per record (journald priorities under systemd: see
+    ``streamsonic.logs``)."""
+    logs.setup_logging(level)

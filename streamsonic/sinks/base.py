@@ -52,6 +52,12 @@ class Sink(ABC):
         """
         return None
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of what went wrong or was done (e.g. ``underruns``, ``dropped``); the
+        daemon's metrics export them. None by default."""
+        return {}
+
     def note(self, event: NoteEvent) -> None:  # noqa: B027 - optional hook
         """Called once per note when its note_on is sent; sinks that log notes override it."""
 

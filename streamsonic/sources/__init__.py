@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
 from streamsonic.config import Config
-from streamsonic.errors import ConfigError
+from streamsonic.errors import ConfigError, NoSourceError
 from streamsonic.events import Source
 from streamsonic.extras import missing_extra
+
+
+@runtime_checkable
+class Connecting(Protocol):
+    """A source with a connection (MQTT): the daemon shows its state (STATUS=, metrics) and
+    hands it a reloaded configuration."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether it is connected now."""
+        ...
+
+    @property
+    def waiting_for(self) -> str | None:
+        """What it waits for while it cannot deliver, e.g. "the broker at host:1883" (it has
+        not connected yet, or lost the connection); None while connected."""
+        ...
+
+    def reconfigure(self, config: Config) -> list[str]:
+        """Apply a reloaded configuration where it can (topics, payload decoding, backoff);
+        returns the dotted keys that changed but need a restart."""
+        ...
 
 
 def open_source(config: Config, play_notes: bool = False) -> Source:
@@ -39,6 +66,42 @@ def open_source(config: Config, play_notes: bool = False) -> Source:
             raise error from None
 
         return MqttSource.from_config(config, play_notes=play_notes)
+    check_stdin()
     from streamsonic.sources.stdin import StdinSource  # noqa: PLC0415 - lazy backend
 
     return StdinSource.from_config(config)
+
+
+def under_service_manager() -> bool:
+    """Whether a service manager started us (systemd sets ``$INVOCATION_ID`` for every
+    service, ``$NOTIFY_SOCKET`` for ``Type=notify``)."""
+    return bool(os.environ.get("NOTIFY_SOCKET") or os.environ.get("INVOCATION_ID"))
+
+
+def stdin_without_data() -> str | None:
+    """How stdin is sure to give nothing ("/dev/null", "closed"), or None if it may."""
+    try:
+        st = os.fstat(0)
+    except OSError:
+        return "closed"
+    if stat.S_ISCHR(st.st_mode):
+        try:
+            null = Path(os.devnull).stat()
+        except OSError:
+            return None
+        if st.st_rdev == null.st_rdev:
+            return os.devnull
+    return None
+
+
+def check_stdin() -> None:
+    """Refuse stdin as the source under a service manager when it is /dev/null or closed
+    (NoSourceError, exit 78): the daemon would report READY and end at once, looking fine."""
+    if not under_service_manager():
+        return
+    why = stdin_without_data()
+    if why is not None:
+        raise NoSourceError(
+            f"nothing to read: no MQTT broker is configured (mqtt.url is empty) and stdin is "
+            f"{why}, as a service's is; set mqtt.url and mqtt.topics in the config file (or "
+            "give the service a socket or file on stdin with StandardInput=)")

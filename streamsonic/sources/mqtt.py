@@ -37,13 +37,17 @@ window of unacknowledged QoS 1 messages (mosquitto's ``max_inflight_messages``, 
 default): messages waiting in backlogs use it up, so QoS 1 streams faster than
 ``clock.max_rate`` need a larger window on the broker.
 
-Startup connects once and raises a one-line ``MqttError`` if the broker cannot be reached,
-refuses the TLS certificate or the login. After that, a lost connection is retried with
-jittered exponential backoff (``mqtt.reconnect_min`` .. ``mqtt.reconnect_max``; the backoff
-restarts only after a session that lasted), and the topics are subscribed again on every
-connect. With ``mqtt.clean_start = false``, a fixed client id and ``mqtt.session_expiry``
-the broker keeps the session while we are away and delivers what was published meanwhile
-(QoS >= 1).
+Startup connects once. A broker that refuses the TLS certificate or the login, or a port
+that does not speak MQTT, is a one-line ``MqttError`` at once (exit 69: a restart cannot fix
+it). A broker that cannot be reached (refused, unreachable, no CONNACK in time) is retried
+in the network thread like a lost connection, and the source starts meanwhile: ``waiting_for``
+names the broker (the daemon shows it in STATUS=) until it connects; ``mqtt.connect_timeout``
+(0: never) bounds the wait, after which iteration raises an ``MqttError``. After that, a
+lost connection is retried with jittered exponential backoff (``mqtt.reconnect_min`` ..
+``mqtt.reconnect_max``; the backoff restarts only after a session that lasted), and the
+topics are subscribed again on every connect. With ``mqtt.clean_start = false``, a fixed
+client id and ``mqtt.session_expiry`` the broker keeps the session while we are away and
+delivers what was published meanwhile (QoS >= 1).
 
 Session takeover: a second client connecting with our client id takes the session over.
 MQTT 5 brokers say so (DISCONNECT reason 0x8E); with 3.1.1 the broker just closes the
@@ -60,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -96,6 +101,10 @@ log = logging.getLogger(__name__)
 LOOP_TIMEOUT = 0.1
 #: Seconds to wait for the broker's CONNACK at startup.
 CONNECT_TIMEOUT = 10.0
+#: mqtt.* settings that need a new connection (a restart) when a reload changes them.
+BROKER_KEYS = ("url", "client_id", "protocol", "username", "password", "password_file",
+               "ca_file", "cert_file", "key_file", "keepalive", "clean_start",
+               "session_expiry", "qos")
 #: Seconds the network thread spends sending the last acknowledgements and DISCONNECT.
 FLUSH_TIMEOUT = 2.0
 #: Distinct topics that get their own ``by_topic.*`` skip counters; later ones share one.
@@ -139,6 +148,10 @@ class _Receipt:
             if self._pending != 0:
                 return
         self._source._release(self._ack)
+
+
+class _BrokerDown(MqttError):
+    """The broker cannot be reached at startup (retried: it may come up later)."""
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -208,6 +221,10 @@ class MqttSource:
         self._takeover = False
         self._takeover_logged = False
         self._failure: MqttError | None = None
+        # startup while the broker is down (network thread), and reloads
+        self._started = time.monotonic()
+        self._last_error = ""
+        self._reconfigured: tuple[Config, PayloadDecoder] | None = None
 
     @classmethod
     def from_config(cls, config: Config, play_notes: bool = False) -> MqttSource:
@@ -229,6 +246,40 @@ class MqttSource:
         """Items waiting in the queue."""
         return len(self._queue)
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to the broker is up (the broker accepted it)."""
+        return self._session_start is not None
+
+    @property
+    def waiting_for(self) -> str | None:
+        """``"the broker at HOST:PORT"`` while not connected (not yet, or lost), else None."""
+        if self.connected or self._closed:
+            return None
+        return f"the broker at {self.url.host}:{self.url.port}"
+
+    def reconfigure(self, config: Config) -> list[str]:
+        """A reload: apply the new topics (unsubscribed and subscribed in place), payload
+        decoding, stream names, queue size and backoff settings, in the network thread.
+        Returns the changed settings that need a new connection (a restart): the broker's
+        address, identity, credentials, TLS, session and QoS. A bad topic filter or stream
+        name rule raises (ConfigError) and changes nothing."""
+        old, new = self.config.mqtt, config.mqtt
+        for topic_filter in new.topics:
+            check_filter(topic_filter)
+        check_template(new.stream_name)
+        if not new.topics:
+            raise MqttError(f"no MQTT topics to subscribe to on {self.url}; mqtt.topics is "
+                            "empty in the reloaded configuration")
+        restart = [f"mqtt.{key}" for key in BROKER_KEYS
+                   if getattr(new, key) != getattr(old, key)]
+        kept = dataclasses.replace(new, **{key: getattr(old, key) for key in BROKER_KEYS})
+        config = dataclasses.replace(config, mqtt=kept)
+        if config != self.config:
+            self._reconfigured = (config, PayloadDecoder(config, play_notes=self.play_notes))
+            self._poke_network()
+        return restart
+
     async def __aenter__(self) -> MqttSource:
         self._loop = asyncio.get_running_loop()
         self._wake_event = asyncio.Event()
@@ -240,6 +291,12 @@ class MqttSource:
         self._wake_w.setblocking(False)
         try:
             await asyncio.to_thread(self._first_connect)
+        except _BrokerDown as err:  # the network thread keeps trying (see _network_loop)
+            self._last_error = str(err)
+            limit = self.config.mqtt.connect_timeout
+            log.warning("%s; waiting for it (retrying with backoff up to %.0f s%s)", err,
+                        self.config.mqtt.reconnect_max,
+                        f", for at most {limit:g} s (mqtt.connect_timeout)" if limit else "")
         except BaseException:
             self._close_wake_sockets()
             raise
@@ -337,8 +394,10 @@ class MqttSource:
         assert client is not None
         try:
             client.connect(**connect_args(self.config.mqtt, self.url))
-        except (OSError, ssl.SSLError) as err:
+        except ssl.SSLError as err:  # TLS: a restart cannot fix it
             raise explain_socket_error(err, self.url) from None
+        except OSError as err:  # refused, unreachable, no name yet: it may come up
+            raise _BrokerDown(str(explain_socket_error(err, self.url))) from None
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while not self._connack.is_set():
             rc = client.loop(timeout=LOOP_TIMEOUT)
@@ -354,7 +413,7 @@ class MqttSource:
                 )
             if time.monotonic() > deadline:
                 client.disconnect()
-                raise MqttError(
+                raise _BrokerDown(
                     f"MQTT broker {self.url} did not accept the connection within "
                     f"{CONNECT_TIMEOUT:.0f} s; check the URL and that the broker is healthy"
                 )
@@ -378,6 +437,13 @@ class MqttSource:
             if rc == paho.MQTT_ERR_SUCCESS or self._stop.is_set() or self._failure is not None:
                 continue
             mqtt = self.config.mqtt
+            waited = time.monotonic() - self._started
+            if self._generation == 0 and mqtt.connect_timeout and waited >= mqtt.connect_timeout:
+                self._failure = MqttError(
+                    f"MQTT broker {self.url} could not be reached for {waited:.0f} s "
+                    f"(mqtt.connect_timeout = {mqtt.connect_timeout:g}); last error: "
+                    f"{self._last_error}")
+                break
             if self._takeover:
                 delay = takeover_delay(mqtt.takeover_retry, self._rng)
             else:
@@ -391,7 +457,8 @@ class MqttSource:
             try:
                 client.reconnect()
             except (OSError, ssl.SSLError) as err:
-                log.warning("%s", explain_socket_error(err, self.url))
+                self._last_error = str(explain_socket_error(err, self.url))
+                log.warning("%s", self._last_error)
         self._send_acks(client)
         if client.is_connected():
             self._disconnect(client)
@@ -403,6 +470,8 @@ class MqttSource:
         """One round of network work: select on the broker socket and the wake-up socket,
         then read, send acknowledgements, write, keep alive. Returns a paho error code."""
         self._send_acks(client)
+        if self._reconfigured is not None:
+            self._apply_reconfigured(client)
         sock = client.socket()
         if sock is None:
             return paho.MQTT_ERR_NO_CONN
@@ -499,8 +568,11 @@ class MqttSource:
     def _on_connect(self, client: paho.Client, _userdata: Any, flags: Any,
                     reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            if not self._connack.is_set():
+            if self._thread is None:  # the first connect raises it
                 self._refusal = reason
+            elif self._generation == 0:  # never connected: as final as at startup
+                self._failure = explain_refusal(reason, self.url, self._username())
+                self._wake_consumer()
             else:
                 log.error("%s", explain_refusal(reason, self.url, self._username()))
             self._connack.set()
@@ -511,16 +583,42 @@ class MqttSource:
         self._counters.add("connects")
         log.info("MQTT broker %s: connected as %r (session present: %s)",
                  self.url, self.client_id, bool(getattr(flags, "session_present", False)))
+        self._subscribe(client, self.topics)
+
+    def _subscribe(self, client: paho.Client, topics: tuple[str, ...]) -> None:
         if self.config.mqtt.protocol == "5":
             # retain_handling 1: retained messages only for a subscription that is new, so
             # a resubscribe after reconnecting does not replay them.
             opts = SubscribeOptions(qos=self.config.mqtt.qos, retainHandling=1)
-            subs: list[tuple[str, Any]] = [(t, opts) for t in self.topics]
+            subs: list[tuple[str, Any]] = [(t, opts) for t in topics]
         else:
-            subs = [(t, self.config.mqtt.qos) for t in self.topics]
+            subs = [(t, self.config.mqtt.qos) for t in topics]
         _rc, mid = client.subscribe(subs)
         if mid is not None:
-            self._sub_mids[mid] = self.topics
+            self._sub_mids[mid] = topics
+
+    def _apply_reconfigured(self, client: paho.Client) -> None:
+        """Take over a reloaded configuration (network thread): topics, decoding, queue."""
+        pending, self._reconfigured = self._reconfigured, None
+        if pending is None:
+            return
+        config, decoder = pending
+        old = self.topics
+        self.config, self._decoder = config, decoder
+        self._max_queue = config.mqtt.queue_size
+        self.topics = tuple(config.mqtt.topics)
+        added = tuple(t for t in self.topics if t not in old)
+        removed = [t for t in old if t not in self.topics]
+        if client.is_connected():  # else the next connect subscribes to self.topics
+            if removed:
+                client.unsubscribe(removed)
+            if added:
+                self._subscribe(client, added)
+        if added or removed:
+            log.info("MQTT broker %s: topics now %s (subscribed %s; unsubscribed %s)",
+                     self.url, ", ".join(map(repr, self.topics)),
+                     ", ".join(map(repr, added)) or "none",
+                     ", ".join(map(repr, removed)) or "none")
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, flags: Any,
                        reason: Any, _props: Any) -> None:

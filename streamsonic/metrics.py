@@ -1,0 +1,310 @@
+"""The Prometheus endpoint (``[metrics] listen``): what the daemon counts, read at scrape time.
+
+Nothing here adds bookkeeping to the hot path: a custom collector reads the counters the
+daemon keeps anyway (the engine's, the source's, each output's, the scheduler's notes per
+output) when Prometheus scrapes. The one exception is the step latency histogram, which the
+conductor feeds through its ``on_step`` hook (two clock reads per batched step).
+
+The HTTP server is prometheus-client's own (a daemon thread); the collector reads the
+daemon's state from that thread without locks. Reads of ints and of ``len()`` are atomic
+under the GIL; a dict that changes size while it is copied is read again.
+
+Metric names (all ``streamsonic_``; counters end in ``_total``):
+
+    input_samples_total                    samples the engine took
+    input_rejected_total{reason}           input skipped as bad, by reason (nan, parse ...)
+    input_ignored_total{reason}            header and comment lines
+    samples_aggregated_total               samples folded into another's note
+    samples_dropped_total{reason}          queue_full (source), evicted, streams_full
+    streams_evicted_total{reason}          idle, full
+    streams                                live streams
+    queue_depth                            notes waiting in the engine's queues
+    notes_played_total                     notes the engine scheduled
+    notes_total{output}                    notes handed to each output
+    output_up{output}                      0 while an output's device is away
+    output_events_total{output,event}      each output's own counters (dropped, late ...)
+    audio_underruns_total{output}          audio callbacks that ran too late
+    step_seconds                           histogram: one batched LSTM step
+    source_up                              0 while the source waits (for the broker)
+    mqtt_connected                         1 while connected to the broker
+    mqtt_connects_total, mqtt_reconnects_total, mqtt_disconnects_total, mqtt_takeovers_total
+    reloads_total{result}                  SIGHUP reloads: ok, failed
+    reload_failed                          1 while the last reload failed
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from streamsonic.config import parse_listen
+from streamsonic.errors import MetricsError
+from streamsonic.extras import import_extra
+
+if TYPE_CHECKING:
+    from collections import Counter
+
+    from prometheus_client.registry import CollectorRegistry
+
+    from streamsonic.engine import Engine
+    from streamsonic.events import Source
+    from streamsonic.scheduler import Scheduler
+    from streamsonic.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+#: Step latency buckets in seconds: 50 µs (a small batch on a fast CPU) to 2.5 s (stalled).
+STEP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5)
+
+T = TypeVar("T")
+
+
+class Observed(Protocol):
+    """What the collector reads: the daemon (``streamsonic.daemon.Daemon``)."""
+
+    @property
+    def engine(self) -> Engine | None: ...
+
+    @property
+    def source(self) -> Source | None: ...
+
+    @property
+    def scheduler(self) -> Scheduler | None: ...
+
+    @property
+    def reloads(self) -> Counter[str]: ...
+
+    @property
+    def reload_error(self) -> str | None: ...
+
+    @property
+    def source_waiting_for(self) -> str | None: ...
+
+    @property
+    def mqtt_connected(self) -> bool | None: ...
+
+
+def _read(read: Callable[[], T], default: T) -> T:
+    """``read()``, again if a dict changed size under it (the event loop's thread writes
+    while the scrape thread reads); ``default`` if it keeps changing."""
+    for _ in range(5):
+        try:
+            return read()
+        except RuntimeError:
+            continue
+    return default
+
+
+def _sink_stats(sink: Sink) -> dict[str, int]:
+    empty: dict[str, int] = {}
+    return _read(lambda: sink.stats, empty)
+
+
+def _prefixed(stats: dict[str, int], prefix: str) -> Iterator[tuple[str, int]]:
+    for key, value in sorted(stats.items()):
+        if key.startswith(prefix):
+            yield key[len(prefix):], value
+
+
+class DaemonCollector:
+    """A prometheus-client collector over the running daemon's counters."""
+
+    def __init__(self, observed: Observed) -> None:
+        self.observed = observed
+        self._core = import_extra("prometheus_client.core", "the metrics endpoint")
+
+    def describe(self) -> list[Any]:
+        """Nothing up front: families depend on the outputs (collected at each scrape)."""
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        """Every family, read now."""
+        core = self._core
+        counter, gauge = core.CounterMetricFamily, core.GaugeMetricFamily
+        daemon = self.observed
+        engine, source, scheduler = daemon.engine, daemon.source, daemon.scheduler
+        source_stats: dict[str, int] = _read(lambda: source.stats, {}) if source else {}
+
+        samples = counter("streamsonic_input_samples", "Samples the engine took.")
+        samples.add_metric([], engine.samples if engine else 0)
+        yield samples
+        rejected = counter("streamsonic_input_rejected",
+                           "Input skipped as bad, by reason (see README, Reliability).",
+                           labels=["reason"])
+        for reason, value in _prefixed(source_stats, "skipped."):
+            rejected.add_metric([reason], value)
+        yield rejected
+        ignored = counter("streamsonic_input_ignored", "Header and comment lines, by reason.",
+                          labels=["reason"])
+        for reason, value in _prefixed(source_stats, "ignored."):
+            ignored.add_metric([reason], value)
+        yield ignored
+
+        engine_stats: dict[str, int] = _read(lambda: engine.stats, {}) if engine else {}
+        aggregated = counter("streamsonic_samples_aggregated",
+                             "Samples folded into another sample's note (clock.backlog).")
+        aggregated.add_metric([], engine.aggregated if engine else 0)
+        yield aggregated
+        dropped = counter("streamsonic_samples_dropped", "Samples dropped unplayed, by reason.",
+                          labels=["reason"])
+        for reason, value in _prefixed(source_stats, "dropped."):
+            dropped.add_metric([reason], value)
+        for reason, value in _prefixed(engine_stats, "dropped."):
+            dropped.add_metric([reason], value)
+        yield dropped
+        evicted = counter("streamsonic_streams_evicted", "Streams forgotten, by reason.",
+                          labels=["reason"])
+        for reason in ("idle", "full"):
+            evicted.add_metric([reason], engine_stats.get(f"evicted.{reason}", 0))
+        yield evicted
+        streams = gauge("streamsonic_streams", "Live streams (each has its own state).")
+        streams.add_metric([], len(engine.conductor.streams) if engine else 0)
+        yield streams
+        depth = gauge("streamsonic_queue_depth", "Notes waiting in the engine's queues.")
+        depth.add_metric([], _read(lambda: engine.waiting, 0) if engine else 0)
+        yield depth
+        played = counter("streamsonic_notes_played", "Notes the engine scheduled.")
+        played.add_metric([], engine.played if engine else 0)
+        yield played
+
+        yield from self._outputs(scheduler)
+        yield from self._source(source_stats)
+
+        reloads = counter("streamsonic_reloads", "Configuration reloads (SIGHUP), by result.",
+                          labels=["result"])
+        for result in ("ok", "failed"):
+            reloads.add_metric([result], daemon.reloads[result])
+        yield reloads
+        failed = gauge("streamsonic_reload_failed",
+                       "1 while the last reload failed (the previous configuration runs).")
+        failed.add_metric([], 1 if daemon.reload_error else 0)
+        yield failed
+
+    def _outputs(self, scheduler: Scheduler | None) -> Iterator[Any]:
+        core = self._core
+        counter, gauge = core.CounterMetricFamily, core.GaugeMetricFamily
+        notes = counter("streamsonic_notes", "Notes handed to each output.", labels=["output"])
+        up = gauge("streamsonic_output_up", "0 while an output's device is away.",
+                   labels=["output"])
+        events = counter("streamsonic_output_events", "Each output's own counters.",
+                         labels=["output", "event"])
+        underruns = counter("streamsonic_audio_underruns",
+                            "Audio callbacks that ran too late (a click or gap).",
+                            labels=["output"])
+        if scheduler is not None:
+            empty: dict[str, int] = {}
+            for name, value in sorted(_read(lambda: dict(scheduler.notes_out), empty).items()):
+                notes.add_metric([name], value)
+            for sink in list(scheduler.sinks):
+                up.add_metric([sink.name], 0 if sink.lost else 1)
+                stats = _sink_stats(sink)
+                for event, value in sorted(stats.items()):
+                    if event == "underruns":
+                        underruns.add_metric([sink.name], value)
+                    else:
+                        events.add_metric([sink.name, event], value)
+        yield from (notes, up, events, underruns)
+
+    def _source(self, stats: dict[str, int]) -> Iterator[Any]:
+        core = self._core
+        counter, gauge = core.CounterMetricFamily, core.GaugeMetricFamily
+        up = gauge("streamsonic_source_up", "0 while the source waits (for the broker).")
+        up.add_metric([], 0 if self.observed.source_waiting_for else 1)
+        yield up
+        mqtt_connected = self.observed.mqtt_connected
+        if mqtt_connected is None:  # not an MQTT source
+            return
+        connected = gauge("streamsonic_mqtt_connected", "1 while connected to the broker.")
+        connected.add_metric([], 1 if mqtt_connected else 0)
+        yield connected
+        connects = stats.get("connects", 0)
+        for name, value, text in (
+            ("connects", connects, "Connections the broker accepted."),
+            ("reconnects", max(connects - 1, 0), "Connections after the first."),
+            ("disconnects", stats.get("disconnects", 0), "Connections lost or closed."),
+            ("takeovers", stats.get("takeovers", 0),
+             "Sessions taken over by another client with our client id."),
+            ("messages", stats.get("received", 0), "Messages received."),
+        ):
+            family = counter(f"streamsonic_mqtt_{name}", text)
+            family.add_metric([], value)
+            yield family
+
+
+class MetricsServer:
+    """The registry (our collector, the step histogram, process metrics) and its HTTP
+    server; ``listen`` again on another address at reload, ``close`` at exit."""
+
+    def __init__(self, observed: Observed) -> None:
+        client = import_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
+        self._client = client
+        self.registry: CollectorRegistry = client.CollectorRegistry(auto_describe=False)
+        self.collector = DaemonCollector(observed)
+        self.registry.register(self.collector)
+        client.ProcessCollector(registry=self.registry)
+        self.step_seconds = client.Histogram(
+            "streamsonic_step_seconds", "Duration of one batched model step (all its streams).",
+            buckets=STEP_BUCKETS, registry=self.registry)
+        self.step_streams = client.Counter(
+            "streamsonic_step_streams", "Streams stepped (the sum of the steps' batch sizes).",
+            registry=self.registry)
+        self.listen = ""
+        self.address: tuple[str, int] | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def observe_step(self, streams: int, seconds: float) -> None:
+        """The conductor's ``on_step`` hook."""
+        self.step_seconds.observe(seconds)
+        self.step_streams.inc(streams)
+
+    def start(self, listen: str) -> None:
+        """Serve /metrics on ``listen`` ("HOST:PORT"; "" stops serving). A server already
+        running on another address is stopped once the new one listens; if the new one
+        cannot listen, the old one keeps serving and MetricsError says why."""
+        if listen == self.listen:
+            return
+        old = (self._server, self._thread)
+        if listen:
+            host, port = parse_listen(listen)
+            try:
+                server, thread = self._client.start_http_server(port, addr=host,
+                                                                registry=self.registry)
+            except (OSError, ValueError) as err:
+                reason = getattr(err, "strerror", None) or str(err)
+                raise MetricsError(
+                    f"metrics.listen = {listen!r}: cannot listen there ({reason}); choose a "
+                    "free port on an address of this machine, or \"\" to turn metrics off"
+                ) from None
+            self._server, self._thread = server, thread
+            self.address = server.server_address[:2]
+            log.info("metrics: serving http://%s/metrics", _url_host(*self.address))
+        else:
+            self._server = self._thread = None
+            self.address = None
+            log.info("metrics: endpoint turned off")
+        self.listen = listen
+        _stop(*old)
+
+    def close(self) -> None:
+        """Stop serving. Safe to call twice."""
+        old = (self._server, self._thread)
+        self._server = self._thread = None
+        self.listen = ""
+        _stop(*old)
+
+
+def _url_host(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _stop(server: Any, thread: threading.Thread | None) -> None:
+    if server is None:
+        return
+    server.shutdown()
+    server.server_close()
+    if thread is not None:
+        thread.join(5.0)

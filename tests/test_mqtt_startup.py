@@ -1,0 +1,154 @@
+"""A broker that is down when the daemon starts (issue 11 item 4), and MQTT settings on
+reload (item 5): the real daemon against a real mosquitto, its STATUS= read from a real
+NOTIFY_SOCKET and its metrics scraped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamsonic.config import load_config
+from streamsonic.errors import MqttError
+from streamsonic.sources.mqtt import MqttSource
+from tests.fixtures_mqtt import Broker, free_port, publish
+from tests.test_health import Daemon, next_datagram, scrape, status_of, wait_status
+
+pytestmark = [pytest.mark.mqtt]
+
+WAIT = 60.0
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(WAIT)
+    yield sock
+    sock.close()
+
+
+def config_text(broker: Broker, topics: list[str], extra: str = "") -> str:
+    return (f'[mqtt]\nurl = "{broker.url}"\ntopics = {json.dumps(topics)}\n'
+            f"reconnect_min = 0.1\nreconnect_max = 0.5\n{extra}"
+            '[metrics]\nlisten = "127.0.0.1:0"\n')
+
+
+@pytest.mark.slow
+def test_broker_down_at_start_is_waited_for(mqtt_broker_factory, tmp_path: Path,
+                                            notify_socket: socket.socket) -> None:
+    """Not exit 69 (a unit with restart limits then fails for good): READY, STATUS says
+    what it waits for, the metrics say the source is down; once the broker is up it
+    subscribes and plays, and STATUS says so."""
+    broker = mqtt_broker_factory()
+    broker.stop()
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(broker, ["up/#"]))
+    daemon = Daemon(["--config", str(config)],
+                    env={"NOTIFY_SOCKET": notify_socket.getsockname()})
+    try:
+        ready = next_datagram(notify_socket, "READY=1")
+        assert status_of(ready) == f"waiting for the broker at 127.0.0.1:{broker.port}"
+        port = int(daemon.wait_log(r"metrics: serving http://127\.0\.0\.1:(\d+)/metrics")[1])
+        got = scrape(port)
+        assert got["streamsonic_source_up"] == 0
+        assert got["streamsonic_mqtt_connected"] == 0
+        daemon.wait_log("MQTT broker .* refused the connection")  # a warning, not an exit
+        assert daemon.proc.poll() is None
+
+        broker.start()
+        daemon.wait_log("subscribed to 'up/#'")
+        publish(broker, "up/a", ["1", "2", "3"])
+        daemon.wait_until("3 notes", lambda: len(daemon.played()) >= 3)
+        assert wait_status(notify_socket, "playing 1 stream") == "playing 1 stream to events"
+        got = scrape(port)
+        assert got["streamsonic_source_up"] == 1
+        assert got["streamsonic_mqtt_connected"] == 1
+        assert got["streamsonic_mqtt_connects_total"] == 1
+        assert got["streamsonic_mqtt_reconnects_total"] == 0
+        assert got["streamsonic_mqtt_messages_total"] == 3
+
+        broker.kill()  # a later outage: the same STATUS, and a reconnect counted
+        assert "waiting for the broker" in wait_status(notify_socket, "waiting for")
+        broker.start()
+        assert wait_status(notify_socket, "playing") == "playing 1 stream to events"
+        assert scrape(port)["streamsonic_mqtt_reconnects_total"] == 1
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.finish() == 0, "".join(daemon.log)
+    finally:
+        daemon.finish()
+
+
+def test_connect_timeout_gives_up_with_69(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamsonic", "run", "--output", "events", "--device", "cpu",
+         "--mqtt", f"mqtt://127.0.0.1:{port}", "--topic", "x",
+         "--set", "mqtt.reconnect_min=0.1", "--set", "mqtt.reconnect_max=0.2",
+         "--set", "mqtt.connect_timeout=1"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT, check=False,
+        env={k: v for k, v in os.environ.items() if k != "STREAMSONIC_CONFIG"})
+    lines = proc.stderr.decode().splitlines()
+    errors = [line for line in lines if "error:" in line]
+    assert proc.returncode == 69, lines
+    assert len(errors) == 1, lines
+    assert "mqtt.connect_timeout" in errors[0] and f"127.0.0.1:{port}" in errors[0]
+    assert "refused the connection" in errors[0]  # the last error says why
+
+
+async def test_source_waits_and_a_refused_login_is_still_final(mqtt_broker_factory) -> None:
+    """The source starts without its broker and connects when it comes up; a login the
+    broker refuses when it does come up is as final as at startup (exit 69)."""
+    broker = mqtt_broker_factory(users={"alice": "right"})
+    broker.stop()
+    config = load_config(None, {"mqtt.url": broker.url, "mqtt.topics": ["x"],
+                                "mqtt.username": "alice", "mqtt.password": "wrong",
+                                "mqtt.reconnect_min": 0.1, "mqtt.reconnect_max": 0.2})
+    source = MqttSource.from_config(config)
+    async with source:
+        assert not source.connected
+        assert source.waiting_for == f"the broker at 127.0.0.1:{broker.port}"
+        broker.start()
+        with pytest.raises(MqttError, match=r"refused user 'alice'.*password"):
+            async for _ in source:
+                pass
+
+
+# -- reload ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_reload_resubscribes_and_names_broker_settings(mqtt_broker: Broker,
+                                                        tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(mqtt_broker, ["old/#"]))
+    daemon = Daemon(["--config", str(config)])
+    try:
+        daemon.wait_log("subscribed to 'old/#'")
+        publish(mqtt_broker, "old/a", ["1"])
+        daemon.wait_until("1 note", lambda: len(daemon.played()) >= 1)
+
+        config.write_text(config_text(mqtt_broker, ["new/#"],
+                                      'client_id = "renamed"\nkeepalive = 45\n'))
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reloaded configuration")
+        daemon.wait_log("subscribed to 'new/#'")
+        warning = daemon.wait_log("need a restart.*").group(0)
+        assert "mqtt.client_id" in warning and "mqtt.keepalive" in warning
+        assert "mqtt.topics" not in warning
+        publish(mqtt_broker, "old/a", ["2"])  # no longer subscribed
+        publish(mqtt_broker, "new/b", ["3", "4"])
+        daemon.wait_until("3 notes", lambda: len(daemon.played()) >= 3)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.finish() == 0, "".join(daemon.log)
+    finally:
+        daemon.finish()
+    played = daemon.played()
+    assert [(n["stream"], n["value"]) for n in played] == [
+        ("old/a", 1.0), ("new/b", 3.0), ("new/b", 4.0)]
