@@ -25,9 +25,9 @@ DESCRIPTION = """\
 Sonify live streams. Reads numbers from FILE or stdin (or MQTT with --mqtt), one note per
 sample (event clock) or per tick (tick clock), and plays them until the input ends; then waits
 for the last note to finish and exits 0. A closed stdout (... | head -1) stops it quietly
-(exit 0). SIGINT/SIGTERM stop it cleanly (every sounding
-note is released); SIGHUP re-reads the config file's musical settings, keeping every
-stream's state.
+(exit 0). SIGINT/SIGTERM stop it cleanly (every sounding note is released); SIGHUP re-reads
+the config file and applies it, keeping every stream's state (what needs a restart is
+named in a warning; check a file first with 'streamsonic check-config').
 
 stdin formats (auto-detected per line): a bare number; comma/semicolon/tab/space
 separated columns (a first line of names is a header); name=value or name: value pairs;
