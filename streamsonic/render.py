@@ -1,6 +1,7 @@
-"""``streamsonic render``: a CSV column -> notes, offline, deterministic.
+"""``streamsonic render``: CSV columns -> notes, offline, deterministic.
 
-One note per row in file order, spaced ``clock.step`` beats apart at ``music.tempo`` (or as
+One note per row in file order (per column: several columns play as several streams, the
+columns of a row stepped as one batch), spaced ``clock.step`` beats apart at ``music.tempo`` (or as
 the temporal model decides, with ``rhythm = "model"``);
 faster than real time (a :class:`VirtualClock` drives the same scheduler and sinks the
 daemon uses). Values are normalized over the whole file (``normalize.render_mode``,
@@ -13,6 +14,7 @@ import csv
 import io
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +28,7 @@ from streamsonic.music import seconds_per_beat
 from streamsonic.outputs import OFFLINE_KINDS, OutputSpec, parse_output
 from streamsonic.parse import parse_number
 
-if TYPE_CHECKING:  # the runtime import is deferred: it loads torch
+if TYPE_CHECKING:  # the runtime import is deferred (the model's modules)
     from streamsonic.conductor import Stepper
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,14 @@ def read_series(text: str, column: str | None, source: str) -> Series:
     field that is not one is skipped and counted by the same reasons (``invalid_utf8`` for
     one that held bytes that are not UTF-8, decoded as U+FFFD), the other rows kept.
     """
+    return read_table(text, [column] if column is not None else None, source)[0]
+
+
+def read_table(text: str, columns: list[str] | None, source: str,
+               every: bool = False) -> list[Series]:
+    """Parse CSV ``text`` and pick ``columns`` (header names or 0-based indexes; None: the
+    first numeric column; ``every``: every column with numbers), each as a :class:`Series`
+    read as :func:`read_series` reads one."""
     sample = text[:4096]
     try:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
@@ -75,7 +85,21 @@ def read_series(text: str, column: str | None, source: str) -> Series:
         first_line = 2
     width = max(len(r) for r in rows)
     names = header or ([f"col{i}" for i in range(width)] if width > 1 else ["value"])
-    index = _pick_column(rows, names, column, source)
+    if every:
+        indexes = [i for i in range(len(names)) if _numeric_count(rows, i) > 0]
+        if not indexes:
+            raise InputDataError(f"{source} has no numeric column")
+    elif columns:
+        indexes = [_pick_column(rows, names, c, source) for c in columns]
+        if len(set(indexes)) < len(indexes):
+            raise UsageError(f"{source}: a column is named twice in --column")
+    else:
+        indexes = [_pick_column(rows, names, None, source)]
+    return [_series(rows, names, index, first_line, source) for index in indexes]
+
+
+def _series(rows: list[list[str]], names: list[str], index: int, first_line: int,
+            source: str) -> Series:
     values: list[float] = []
     lines: list[int] = []
     skipped: dict[str, int] = {}
@@ -95,6 +119,10 @@ def read_series(text: str, column: str | None, source: str) -> Series:
     return Series(names[index], np.asarray(values, dtype=np.float64), lines, skipped)
 
 
+def _numeric_count(rows: list[list[str]], i: int) -> int:
+    return sum(1 for r in rows[:200] if i < len(r) and _number(r[i]) is not None)
+
+
 def _pick_column(rows: list[list[str]], names: list[str], column: str | None, source: str) -> int:
     if column is not None:
         if column in names:
@@ -108,9 +136,8 @@ def _pick_column(rows: list[list[str]], names: list[str], column: str | None, so
             + ", ".join(f"{i}={n!r}" for i, n in enumerate(names))
         )
     best, best_count = 0, -1
-    probe = rows[:200]
     for i in range(len(names)):
-        count = sum(1 for r in probe if i < len(r) and _number(r[i]) is not None)
+        count = _numeric_count(rows, i)
         if count > best_count:
             best, best_count = i, count
     if best_count <= 0:
@@ -129,15 +156,22 @@ def _outputs(outputs: list[str]) -> list[OutputSpec]:
     return specs
 
 
-def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> list[NoteEvent]:
-    """Play ``series`` through the conductor into the sinks of ``specs``; return the notes."""
-    from streamsonic.conductor import Conductor, Cue  # noqa: PLC0415 - torch import
+def render_notes(config: Config, series: Series | Sequence[Series],
+                 specs: list[OutputSpec]) -> list[NoteEvent]:
+    """Play ``series`` (one column, or several: each its own stream, the columns of a row
+    stepped as one batch) through the conductor into the sinks of ``specs``; return the
+    notes."""
+    from streamsonic.conductor import Conductor, Cue  # noqa: PLC0415
     from streamsonic.daemon import open_outputs  # noqa: PLC0415
     from streamsonic.model.loader import load_pitch_model  # noqa: PLC0415
     from streamsonic.normalize import normalize_global  # noqa: PLC0415
     from streamsonic.scheduler import Scheduler, VirtualClock  # noqa: PLC0415
 
+    columns = [series] if isinstance(series, Series) else list(series)
     rhythm = config.model.rhythm == "model"
+    if rhythm and len(columns) > 1:
+        raise UsageError("rhythm = \"model\" renders one column (the model decides when its "
+                         "next note starts); render the columns one at a time")
     stepper: Stepper
     if rhythm:
         from streamsonic.rhythm import load_temporal_model  # noqa: PLC0415
@@ -148,23 +182,36 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
     conductor = Conductor(config, stepper, encoding)
     step = config.clock.step * seconds_per_beat(config.music.tempo)
     rolling = config.normalize.render_scope == "rolling"
-    normalized = (
-        None if rolling else normalize_global(series.values, config.normalize.render_mode,
+    normalized = [
+        None if rolling else normalize_global(s.values, config.normalize.render_mode,
                                               config.normalize)
-    )
+        for s in columns
+    ]
+    # Row by row: which columns have a value on each line (their index into the values).
+    if len(columns) == 1:
+        rows: list[list[tuple[int, int]]] = [[(0, i)] for i in range(len(columns[0].values))]
+    else:
+        by_line: dict[int, list[tuple[int, int]]] = {}
+        for c, s in enumerate(columns):
+            for i, line in enumerate(s.lines):
+                by_line.setdefault(line, []).append((c, i))
+        rows = [by_line[line] for line in sorted(by_line)]
     clock = VirtualClock()
     sinks = open_outputs(specs, config)
     scheduler = Scheduler(clock, sinks, earcon=conductor.earcon)
     notes: list[NoteEvent] = []
     start = 0.0
     try:
-        for i, value in enumerate(series.values):
+        for n, row in enumerate(rows):
             clock.run_until(start)
-            sample = Sample(series.name, float(i), float(value))
-            reading = conductor.observe(sample)
-            cue = Cue(sample, start, None if normalized is None else float(normalized[i]),
-                      reading=reading)
-            played = conductor.play([cue])
+            cues = []
+            for c, i in row:
+                s, norm = columns[c], normalized[c]
+                sample = Sample(s.name, float(n), float(s.values[i]))
+                reading = conductor.observe(sample)
+                cues.append(Cue(sample, start, None if norm is None else float(norm[i]),
+                                reading=reading))
+            played = conductor.play(cues)  # every column of the row: one batch
             for note in played.notes:
                 scheduler.play(note)
                 notes.append(note)
@@ -180,11 +227,13 @@ def render_notes(config: Config, series: Series, specs: list[OutputSpec]) -> lis
 def render_file(
     config: Config,
     file: str,
-    column: str | None = None,
+    column: str | list[str] | None = None,
     outputs: list[str] | None = None,
     plot: str | None = None,
+    every_column: bool = False,
 ) -> int:
-    """The ``render`` command. Returns the exit status."""
+    """The ``render`` command (``column``: one name or index, or several; ``every_column``:
+    each column with numbers). Returns the exit status."""
     if not outputs and not plot:
         raise UsageError("render needs at least one output: -o OUT.mid, -o OUT.wav, "
                          "-o events or --plot OUT.png")
@@ -201,13 +250,18 @@ def render_file(
             raise InputDataError(f"input file {file} does not exist") from None
         except OSError as err:
             raise InputDataError(f"cannot read {file}: {err.strerror}") from None
-    series = read_series(text, column, file)
-    notes = render_notes(config, series, specs)
+    columns = [column] if isinstance(column, str) else column
+    table = read_table(text, columns or None, file, every=every_column)
+    if plot and len(table) > 1:
+        raise UsageError("--plot draws one column; render it with one --column")
+    notes = render_notes(config, table, specs)
     if plot:
         from streamsonic.plot import plot_render  # noqa: PLC0415 - matplotlib import
 
-        plot_render(series, notes, plot, config)
+        plot_render(table[0], notes, plot, config)
     written = [s.arg for s in specs if s.kind != "events"] + ([plot] if plot else [])
-    log.info("rendered %d notes from column %r of %s%s", len(notes), series.name, file,
+    names = ", ".join(repr(s.name) for s in table)
+    log.info("rendered %d notes from column%s %s of %s%s", len(notes),
+             "s" if len(table) > 1 else "", names, file,
              f" -> {', '.join(written)}" if written else "")
     return 0

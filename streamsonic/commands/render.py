@@ -22,15 +22,21 @@ daemon would.
 
 examples:
   streamsonic render data.csv --column population -o out.mid --plot out.png
+  streamsonic render hosts.csv --column cpu --column mem -o hosts.mid
+  streamsonic render hosts.csv --all-columns -o hosts.mid
   streamsonic render trading.csv --column 'Adj Close' -o out.mid -o out.wav"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the render options."""
     parser.add_argument("file", metavar="FILE", help="CSV file (or '-' for stdin)")
-    parser.add_argument("--column", metavar="NAME|INDEX",
-                        help="column to play, by header name or 0-based index "
-                             "(default: the first numeric column)")
+    parser.add_argument("--column", metavar="NAME|INDEX", action="append", default=[],
+                        help="column to play, by header name or 0-based index (default: the "
+                             "first numeric column); repeat it to play several columns, each "
+                             "as its own stream and voice, a row's columns stepped as one "
+                             "batch")
+    parser.add_argument("--all-columns", action="store_true",
+                        help="play every column that holds numbers")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                         help="output file (repeatable): OUT.mid, OUT.wav, file:PATH, wav:PATH, "
                              "or events (JSON lines on stdout)")
@@ -50,5 +56,9 @@ def main(args: argparse.Namespace) -> int:
         require_extra("matplotlib", "--plot")
     from streamsonic.render import render_file  # noqa: PLC0415 - keeps --help light
 
-    return render_file(config, args.file, column=args.column, outputs=list(args.output),
-                       plot=args.plot)
+    if args.all_columns and args.column:
+        from streamsonic.errors import UsageError  # noqa: PLC0415
+
+        raise UsageError("--all-columns and --column: give one or the other")
+    return render_file(config, args.file, column=list(args.column), outputs=list(args.output),
+                       plot=args.plot, every_column=args.all_columns)

@@ -1,0 +1,209 @@
+"""Render throughput (rows/s) and the per-note cost of the outputs, now and at an earlier
+commit, in the same run.
+
+    .venv/bin/python bench/render.py [--rows 20000] [--columns 8] [--notes 20000]
+                                     [--rev REV] [--repeat 3]
+
+Rows/s is CPU time (``time.process_time``), so other work on a shared machine counts less;
+each figure is the best of ``--repeat`` runs. Rows:
+
+* ``render, 1 column``: ``render_notes`` of one column of a random walk into a MIDI file
+  (the ``streamsonic render data.csv -o out.mid`` path: normalize, step, choose, schedule,
+  encode).
+* ``render, N columns``: N columns of the same length; at a revision that steps a row's
+  columns as one batch, one call per row, else N one-column renders (the rows/s counts
+  every column's rows).
+* ``output ...``: microseconds of CPU per note through ``Scheduler.play`` into one output
+  (the events output writing to /dev/null, the MIDI file output, the MQTT output to a
+  real mosquitto when ``mosquitto`` is installed), notes made beforehand.
+
+``--rev REV`` (repeatable) runs the same measurements in a temporary worktree of REV
+(``git worktree add``) with the same Python and prints them beside the working tree's
+(``--no-now``: the revisions only), with the ratio of the last column to the first. Each
+render call loads the model once (as the command does); a first small render warms the
+imports. BLAS runs on one thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def best_cpu(fn: Callable[[], object], repeat: int) -> float:
+    """Least CPU seconds of ``repeat`` calls of ``fn``."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return min(times)
+
+
+@contextlib.contextmanager
+def mosquitto() -> Iterator[int | None]:
+    """A mosquitto on a free local port (None without one)."""
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto")
+                                        .exists() else None)
+    if exe is None:
+        yield None
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "m.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
+                                                                            timeout=0.2):
+                    break
+                time.sleep(0.05)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+def measure(rows: int, columns: int, notes: int, repeat: int) -> dict[str, float]:
+    """The measurements at the revision this process imports streamsonic from."""
+    import inspect  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from streamsonic.config import load_config  # noqa: PLC0415
+    from streamsonic.events import NoteEvent  # noqa: PLC0415
+    from streamsonic.outputs import parse_output  # noqa: PLC0415
+    from streamsonic.render import Series, render_notes  # noqa: PLC0415
+    from streamsonic.scheduler import Scheduler, VirtualClock  # noqa: PLC0415
+
+    out: dict[str, float] = {}
+    config = load_config(None, {"model.device": "cpu", "daemon.log_level": "warning"})
+    rng = np.random.default_rng(0)
+    walks = np.cumsum(rng.standard_normal((columns, rows)), axis=1)
+    table = [Series(f"c{c}", walks[c], list(range(2, rows + 2)), {}) for c in range(columns)]
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = [parse_output(f"file:{tmp}/out.mid")]
+        render_notes(config, Series("warm", walks[0][:20], list(range(20)), {}), spec)  # imports
+        one = best_cpu(lambda: render_notes(config, table[0], spec), repeat)
+        out["render, 1 column (rows/s)"] = rows / one
+        batched = "Sequence" in str(inspect.signature(render_notes).parameters["series"])
+        if batched:
+            many = best_cpu(lambda: render_notes(config, table, spec), repeat)
+        else:
+            many = best_cpu(lambda: [render_notes(config, s, spec) for s in table], repeat)
+        out[f"render, {columns} columns (rows/s, all columns)"] = rows * columns / many
+
+    made = [NoteEvent(f"s{i % 50}", float(i), 1.0, 0.5, 48 + i % 40, 60 + i % 60, 0.25,
+                      i % 16, 0, start=i * 0.01) for i in range(notes)]
+
+    def through(sink_spec: str, name: str) -> None:
+        from streamsonic.daemon import open_outputs  # noqa: PLC0415
+
+        def run() -> None:
+            clock = VirtualClock()
+            sinks = open_outputs([parse_output(sink_spec)], config)
+            scheduler = Scheduler(clock, sinks)
+            for note in made:
+                clock.run_until(note.start)
+                scheduler.play(note)
+            clock.run_all()
+            scheduler.close()
+
+        out[name] = best_cpu(run, repeat) * 1e6 / notes
+
+    with tempfile.TemporaryDirectory() as tmp, Path(os.devnull).open("w") as null:
+        saved = sys.stdout
+        sys.stdout = null
+        try:
+            through("events", "output events (us/note)")
+        finally:
+            sys.stdout = saved
+        through(f"file:{tmp}/notes.mid", "output MIDI file (us/note)")
+        with mosquitto() as port:
+            if port is not None:
+                mqtt = load_config(None, {"mqtt.url": f"mqtt://127.0.0.1:{port}"})
+                config = mqtt
+                through("mqtt:bench", "output MQTT (us/note)")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=20000)
+    ap.add_argument("--columns", type=int, default=8)
+    ap.add_argument("--notes", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rev", action="append", default=[],
+                    help="also measure this commit, in a worktree (repeatable)")
+    ap.add_argument("--no-now", action="store_true",
+                    help="leave out the working tree (compare revisions only)")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # worker mode
+    args = ap.parse_args()
+    sizes = (args.rows, args.columns, args.notes, args.repeat)
+    if args.json:
+        print(json.dumps(measure(*sizes)))
+        return 0
+    results: dict[str, dict[str, Any]] = {}
+    for rev in args.rev:
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = Path(tmp) / "tree"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree),
+                            rev], check=True, capture_output=True)
+            try:
+                env = {**os.environ, "PYTHONPATH": str(tree)}
+                res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--json",
+                                      "--rows", str(args.rows), "--columns", str(args.columns),
+                                      "--notes", str(args.notes), "--repeat", str(args.repeat)],
+                                     cwd=tree, env=env, capture_output=True, text=True,
+                                     check=False)
+                if res.returncode != 0:
+                    print(res.stderr, file=sys.stderr)
+                    return 1
+                results[rev] = json.loads(res.stdout.strip().splitlines()[-1])
+            finally:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                                str(tree)], check=False, capture_output=True)
+    if not args.no_now:
+        results["now"] = measure(*sizes)
+    keys = list(results[list(results)[-1]])
+    cols = list(results)
+    print(f"\nrender and output cost ({args.rows} rows, {args.columns} columns, {args.notes} "
+          "notes; CPU time, best of "
+          f"{args.repeat}; BLAS 1 thread)")
+    print(f"{'':<44}" + "".join(f"{c[:12]:>14}" for c in cols)
+          + (f"{'ratio':>9}" if len(cols) > 1 else ""))
+    for key in keys:
+        vals = [results[c].get(key, float("nan")) for c in cols]
+        line = f"{key:<44}" + "".join(f"{v:>14.1f}" for v in vals)
+        if len(cols) > 1:
+            better = vals[-1] / vals[0] if "rows/s" in key else vals[0] / vals[-1]
+            line += f"{better:>8.2f}x"
+        print(line)
+    if len(cols) > 1:
+        print("(ratio: how many times better now is; rows/s higher, us/note lower)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""render plays several columns as several streams, each row's columns stepped as one batch
+through the conductor, with the notes each column plays alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamsonic.conductor import Conductor, Cue, StepResult
+from streamsonic.config import load_config
+from streamsonic.errors import UsageError
+from streamsonic.render import Series, read_table, render_notes
+
+REPO = Path(__file__).resolve().parents[1]
+FIELDS = ("pitch", "velocity", "duration", "start", "accent")
+
+
+def columns() -> list[Series]:
+    rng = np.random.default_rng(4)
+    walk = np.cumsum(rng.standard_normal(150))
+    wave = np.sin(np.arange(150) / 6) + 0.1 * rng.standard_normal(150)
+    spiky = rng.standard_normal(150)
+    spiky[90] = 25.0
+    return [Series(name, values, list(range(2, 152)), {})
+            for name, values in (("walk", walk), ("wave", wave), ("spiky", spiky))]
+
+
+def by_stream(notes: list) -> dict[str, list[tuple]]:
+    out: dict[str, list[tuple]] = {}
+    for n in notes:
+        out.setdefault(n.stream, []).append(tuple(getattr(n, f) for f in FIELDS))
+    return out
+
+
+def test_columns_step_as_one_batch_and_play_what_each_plays_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = load_config(None, {"model.device": "cpu", "model.influence": 0.5})
+    table = columns()
+    alone: dict[str, list[tuple]] = {}
+    for series in table:
+        alone.update(by_stream(render_notes(config, series, [])))
+    batches: list[int] = []
+    real_play = Conductor.play
+
+    def play(self: Conductor, cues: list[Cue]) -> StepResult:
+        batches.append(len(cues))
+        return real_play(self, cues)
+
+    monkeypatch.setattr(Conductor, "play", play)
+    together = by_stream(render_notes(config, table, []))
+    assert batches == [3] * 150  # one step per row, every column in it
+    assert together == alone
+    assert len({p for notes in together.values() for p, *_ in notes}) > 10  # they play
+
+
+def test_a_column_with_gaps_plays_only_on_its_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "a,b\n1,10\n2,x\n3,12\n4,\n5,15\n"
+    table = read_table(text, ["a", "b"], "t.csv")
+    assert [s.lines for s in table] == [[2, 3, 4, 5, 6], [2, 4, 6]]
+    batches: list[list[str]] = []
+    real_play = Conductor.play
+
+    def play(self: Conductor, cues: list[Cue]) -> StepResult:
+        batches.append([c.sample.stream for c in cues])
+        return real_play(self, cues)
+
+    monkeypatch.setattr(Conductor, "play", play)
+    render_notes(load_config(None, {"model.device": "cpu"}), table, [])
+    assert batches == [["a", "b"], ["a"], ["a", "b"], ["a"], ["a", "b"]]
+
+
+def test_column_choices() -> None:
+    text = "t,name,a,b\n1,x,2,3\n2,y,4,5\n"
+    assert [s.name for s in read_table(text, None, "f", every=True)] == ["t", "a", "b"]
+    assert [s.name for s in read_table(text, ["b", "2"], "f")] == ["b", "a"]
+    with pytest.raises(UsageError, match="named twice"):
+        read_table(text, ["a", "2"], "f")
+    config = load_config(None, {"model.rhythm": "model", "model.device": "cpu"})
+    with pytest.raises(UsageError, match="one column"):
+        render_notes(config, read_table(text, ["a", "b"], "f"), [])
+
+
+def test_cli_renders_several_columns() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSONIC_CONFIG"}
+    rows = "".join(f"{i},{(i * 7) % 11},{(i * 3) % 5}\n" for i in range(40))
+    res = subprocess.run([sys.executable, "-m", "streamsonic", "render", "-", "--column", "cpu",
+                          "--column", "mem", "-o", "events", "--device", "cpu"],
+                         input="t,cpu,mem\n" + rows, capture_output=True, text=True,
+                         timeout=120, check=False, cwd=REPO, env=env)
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    data = [e for e in events if e.get("source", "data") == "data"]
+    assert sorted({e["stream"] for e in events}) == ["cpu", "mem"]
+    assert sum(e["stream"] == "cpu" for e in data) == 40
+    assert len({e["channel"] for e in events}) == 2  # a voice each
+    both = subprocess.run([sys.executable, "-m", "streamsonic", "render", "-", "--column", "cpu",
+                           "--all-columns", "-o", "events"], input="t,cpu\n1,2\n",
+                          capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+                          env=env)
+    assert both.returncode == 64 and "one or the other" in both.stderr
