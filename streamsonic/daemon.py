@@ -56,7 +56,7 @@ LIVE_KEYS = frozenset({"output.on_device_loss", "daemon.log_level", "daemon.stat
 #: Settings the conductor applies (``Conductor.configure``): prefixes of dotted keys.
 CONDUCTOR_PREFIXES = ("music.", "normalize.", "clock.", "accent.", "streams.", "voices",
                       "model.influence", "model.temperature", "model.kernel_width",
-                      "model.seed")
+                      "model.seed", "model.rhythm_temperature")
 #: mqtt.* settings that the mqtt: output is opened with.
 MQTT_OUTPUT_KEYS = ("mqtt.url", "mqtt.qos", "mqtt.client_id", "mqtt.protocol", "mqtt.username",
                     "mqtt.password", "mqtt.password_file", "mqtt.ca_file", "mqtt.cert_file",
@@ -365,10 +365,11 @@ class Daemon:
         table (``Conductor.configure``); the outputs (``output.targets`` unless ``--output``
         fixed them; an output whose own settings changed is opened anew: the new one first,
         then the old one closed, its notes released); the MQTT source's topics (subscribed
-        and unsubscribed in place), payload decoding and backoff; ``metrics.listen``,
-        ``daemon.log_level`` and ``daemon.stats_interval``. What cannot be applied (the
-        model, the input parser of stdin, the MQTT broker connection) is named in one
-        WARNING as needing a restart.
+        and unsubscribed in place), payload decoding and backoff, and its broker settings
+        (the connection is closed and made anew); ``metrics.listen``, ``daemon.log_level``
+        and ``daemon.stats_interval``. What cannot be applied (the model, the input parser
+        of stdin, a switch between stdin and MQTT) is named in one WARNING as needing a
+        restart.
 
         Whatever goes wrong, the running configuration stays, one error line says why,
         STATUS= and the metrics show the failure until a reload succeeds, and READY=1

@@ -354,3 +354,51 @@ def test_stdin_dev_null_outside_systemd_still_ends_normally() -> None:
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT,
                           check=False, env=base)
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_collector_exports_each_outputs_counters() -> None:
+    """The audio output's underruns (and any output's own counters) come from its ``stats``;
+    a device that is away is output_up 0. A unit-level daemon: real sinks' classes are
+    exercised by the subprocess tests, this pins the mapping."""
+    from collections import Counter
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streamsonic.metrics import DaemonCollector
+    from streamsonic.scheduler import Scheduler, VirtualClock
+    from streamsonic.sinks.base import Sink
+
+    class Audio(Sink):
+        def _send(self, msg: object, time: float) -> None:
+            pass
+
+        @property
+        def stats(self) -> dict[str, int]:
+            return {"underruns": 3, "dropped": 2}
+
+        @property
+        def lost(self) -> str | None:
+            return "JACK server gone"
+
+    class Observed:
+        def __init__(self) -> None:
+            self.engine = None
+            self.source = None
+            self.scheduler = Scheduler(VirtualClock(), [Audio("audio")])
+            self.reloads: Counter[str] = Counter(ok=2)
+            self.reload_error = None
+            self.source_waiting_for = None
+            self.mqtt_connected = None
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonCollector(Observed()))
+    got: dict[str, float] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            got[f"{sample.name}{{{labels}}}"] = sample.value
+    assert got["streamsonic_audio_underruns_total{output=audio}"] == 3
+    assert got["streamsonic_output_events_total{event=dropped,output=audio}"] == 2
+    assert got["streamsonic_output_up{output=audio}"] == 0
+    assert got["streamsonic_reloads_total{result=ok}"] == 2
+    assert got["streamsonic_streams{}"] == 0

@@ -45,7 +45,9 @@ names the broker (the daemon shows it in STATUS=) until it connects; ``mqtt.conn
 (0: never) bounds the wait, after which iteration raises an ``MqttError``. After that, a
 lost connection is retried with jittered exponential backoff (``mqtt.reconnect_min`` ..
 ``mqtt.reconnect_max``; the backoff restarts only after a session that lasted), and the
-topics are subscribed again on every connect. With ``mqtt.clean_start = false``, a fixed
+topics are subscribed again on every connect. A reload (``reconfigure``) subscribes and
+unsubscribes topics on the running connection, and replaces the connection when the broker
+settings changed. With ``mqtt.clean_start = false``, a fixed
 client id and ``mqtt.session_expiry`` the broker keeps the session while we are away and
 delivers what was published meanwhile (QoS >= 1).
 
@@ -64,7 +66,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import os
 import random
@@ -101,7 +102,7 @@ log = logging.getLogger(__name__)
 LOOP_TIMEOUT = 0.1
 #: Seconds to wait for the broker's CONNACK at startup.
 CONNECT_TIMEOUT = 10.0
-#: mqtt.* settings that need a new connection (a restart) when a reload changes them.
+#: mqtt.* settings that need a new connection when a reload changes them.
 BROKER_KEYS = ("url", "client_id", "protocol", "username", "password", "password_file",
                "ca_file", "cert_file", "key_file", "keepalive", "clean_start",
                "session_expiry", "qos")
@@ -148,6 +149,18 @@ class _Receipt:
             if self._pending != 0:
                 return
         self._source._release(self._ack)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reconfigured:
+    """A reloaded configuration for the network thread to take over; ``client`` (with
+    ``url`` and ``client_id``) when the broker settings changed: connect anew."""
+
+    config: Config
+    decoder: PayloadDecoder
+    client: paho.Client | None = None
+    url: BrokerUrl | None = None
+    client_id: str = ""
 
 
 class _BrokerDown(MqttError):
@@ -224,7 +237,7 @@ class MqttSource:
         # startup while the broker is down (network thread), and reloads
         self._started = time.monotonic()
         self._last_error = ""
-        self._reconfigured: tuple[Config, PayloadDecoder] | None = None
+        self._reconfigured: _Reconfigured | None = None
 
     @classmethod
     def from_config(cls, config: Config, play_notes: bool = False) -> MqttSource:
@@ -259,11 +272,14 @@ class MqttSource:
         return f"the broker at {self.url.host}:{self.url.port}"
 
     def reconfigure(self, config: Config) -> list[str]:
-        """A reload: apply the new topics (unsubscribed and subscribed in place), payload
-        decoding, stream names, queue size and backoff settings, in the network thread.
-        Returns the changed settings that need a new connection (a restart): the broker's
-        address, identity, credentials, TLS, session and QoS. A bad topic filter or stream
-        name rule raises (ConfigError) and changes nothing."""
+        """A reload, applied in the network thread: new topics are subscribed and old ones
+        unsubscribed on the running connection; payload decoding, stream names, queue size
+        and backoff apply to what arrives next; changed broker settings (address, client id,
+        credentials, TLS, keepalive, session, QoS) make a new client that replaces the
+        running connection (closed cleanly first, so a persistent session is not taken
+        over by ourselves). A bad topic filter, stream name rule, URL, TLS file or password
+        file raises here and changes nothing. Returns the settings that need a restart:
+        none."""
         old, new = self.config.mqtt, config.mqtt
         for topic_filter in new.topics:
             check_filter(topic_filter)
@@ -271,14 +287,20 @@ class MqttSource:
         if not new.topics:
             raise MqttError(f"no MQTT topics to subscribe to on {self.url}; mqtt.topics is "
                             "empty in the reloaded configuration")
-        restart = [f"mqtt.{key}" for key in BROKER_KEYS
-                   if getattr(new, key) != getattr(old, key)]
-        kept = dataclasses.replace(new, **{key: getattr(old, key) for key in BROKER_KEYS})
-        config = dataclasses.replace(config, mqtt=kept)
-        if config != self.config:
-            self._reconfigured = (config, PayloadDecoder(config, play_notes=self.play_notes))
-            self._poke_network()
-        return restart
+        if config == self.config:
+            return []
+        decoder = PayloadDecoder(config, play_notes=self.play_notes)
+        if all(getattr(new, key) == getattr(old, key) for key in BROKER_KEYS):
+            self._reconfigured = _Reconfigured(config, decoder)
+        else:
+            url = parse_url(new.url)
+            client_id = (self.client_id if new.client_id == old.client_id
+                         else client_id_for(new))
+            client = build_client(new, url, client_id, manual_ack=new.qos == 1)
+            self._install_callbacks(client)
+            self._reconfigured = _Reconfigured(config, decoder, client, url, client_id)
+        self._poke_network()
+        return []
 
     async def __aenter__(self) -> MqttSource:
         self._loop = asyncio.get_running_loop()
@@ -421,6 +443,30 @@ class MqttSource:
             client.disconnect()
             raise explain_refusal(self._refusal, self.url, self._username())
 
+    def _switch(self, old: paho.Client, new: paho.Client, url: BrokerUrl,
+                client_id: str) -> None:
+        """Replace the connection (network thread): the old one is closed cleanly (its
+        last acknowledgements sent; what it delivered and was not yet acknowledged is
+        delivered again by its session, if it has one), then the new client connects; if it
+        cannot, the usual backoff retries it."""
+        log.info("MQTT: broker settings changed; closing the connection to %s, connecting to "
+                 "%s as %r", self.url, url, client_id)
+        self._client = new  # first: the old client's on_disconnect is then ignored
+        self._send_acks(old)
+        if old.is_connected():
+            self._disconnect(old)
+        self._session_start = None
+        self.url, self.client_id = url, client_id
+        self.manual_ack = self.config.mqtt.qos == 1
+        self._attempt = self._short_sessions = 0
+        self._takeover = self._takeover_logged = False
+        try:
+            new.connect_async(**connect_args(self.config.mqtt, url))
+            new.reconnect()
+        except (OSError, ssl.SSLError) as err:
+            self._last_error = str(explain_socket_error(err, url))
+            log.warning("%s", self._last_error)
+
     def _username(self) -> str:
         return self.config.mqtt.username or self.url.username
 
@@ -428,6 +474,8 @@ class MqttSource:
         client = self._client
         assert client is not None
         while not self._stop.is_set() and self._failure is None:
+            client = self._client  # a reload may have replaced it
+            assert client is not None
             try:
                 rc = self._loop_once(client)
             except Exception:  # a bug must not end the network thread silently
@@ -472,6 +520,8 @@ class MqttSource:
         self._send_acks(client)
         if self._reconfigured is not None:
             self._apply_reconfigured(client)
+            if self._client is not client:
+                return paho.MQTT_ERR_SUCCESS  # the next round runs the new connection
         sock = client.socket()
         if sock is None:
             return paho.MQTT_ERR_NO_CONN
@@ -602,11 +652,14 @@ class MqttSource:
         pending, self._reconfigured = self._reconfigured, None
         if pending is None:
             return
-        config, decoder = pending
         old = self.topics
-        self.config, self._decoder = config, decoder
+        self.config, self._decoder = pending.config, pending.decoder
+        config = pending.config
         self._max_queue = config.mqtt.queue_size
         self.topics = tuple(config.mqtt.topics)
+        if pending.client is not None and pending.url is not None:
+            self._switch(client, pending.client, pending.url, pending.client_id)
+            return
         added = tuple(t for t in self.topics if t not in old)
         removed = [t for t in old if t not in self.topics]
         if client.is_connected():  # else the next connect subscribes to self.topics
@@ -620,8 +673,10 @@ class MqttSource:
                      ", ".join(map(repr, added)) or "none",
                      ", ".join(map(repr, removed)) or "none")
 
-    def _on_disconnect(self, _client: paho.Client, _userdata: Any, flags: Any,
+    def _on_disconnect(self, client: paho.Client, _userdata: Any, flags: Any,
                        reason: Any, _props: Any) -> None:
+        if client is not self._client:  # a connection a reload replaced
+            return
         self._counters.add("disconnects")
         started, self._session_start = self._session_start, None
         if self._stop.is_set() or self._thread is None:  # stopping, or startup (it raises)
