@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 #: Longest note (seconds): 16 beats at 10 bpm is 96 s; a note from elsewhere (``--play-notes``)
@@ -97,8 +97,13 @@ class NoteEvent:
             raise ValueError(f"pan {self.pan} outside 0..127")
 
     def to_dict(self) -> dict[str, Any]:
-        """The note as a JSON-ready dict (the ``events`` output format)."""
-        return asdict(self)
+        """The note as a JSON-ready dict (the ``events`` output format), fields in order.
+        Built directly: ``dataclasses.asdict`` deep-copies every value, per note."""
+        return {name: getattr(self, name) for name in _NOTE_FIELDS}
+
+
+#: NoteEvent's fields, in order (``NoteEvent.to_dict``).
+_NOTE_FIELDS = tuple(f.name for f in fields(NoteEvent))
 
 
 class Receipt(Protocol):
