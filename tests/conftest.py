@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# The tests run the daemon as a plain program. A service manager around the test run (CI
+# started by systemd) would otherwise make every daemon they start behave as its service:
+# refuse stdin /dev/null (exit 78), prefix journald priorities, notify a socket.
+for _var in ("INVOCATION_ID", "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC",
+             "WATCHDOG_PID"):
+    os.environ.pop(_var, None)
 
 # Small models, batch 1: intra-op threads only add contention (measured 20x slower with
 # 2 threads on a busy 2-core machine).
