@@ -6,10 +6,12 @@
    50 steps per window) for the pitch and temporal networks on CPU with 1 and 2 threads,
    best of ``--repeats`` interleaved runs. Ratios are against the pitch model with 1
    thread, measured in the same run.
-2. Validation of weights/pitch.pt and weights/temporal.pt, recomputed from the MIDI files
-   on the split stored in each checkpoint, against both baselines; plus the pitch model
-   run as the daemon runs it: one persistent state over each whole validation piece
-   (no reset every 50 notes), one note at a time through the NumPy stepper.
+2. Validation of weights/pitch.pt and weights/temporal.pt, recomputed from the training
+   data each checkpoint records (its folders and music21:NAME selectors; ``--data`` for a
+   recorded folder that is not there) on the split stored in it, against both baselines,
+   and per collection where it holds several; plus the pitch model run as the daemon runs
+   it: one persistent state over each whole validation piece (no reset every 50 notes),
+   one note at a time through the NumPy stepper.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ def validation(kind: str, data: Path) -> None:
         print(f"\n{path}: not there, skipped")
         return
     ckpt = load_checkpoint(path, kind=kind)
-    corpus = load_corpus(data)
+    recorded = ckpt.meta["data"].get("sources") or str(ckpt.meta["data"]["root"]).split(", ")
+    usable = all(s.startswith("music21:") or Path(s).is_dir() for s in recorded)
+    corpus = load_corpus(recorded if usable else data, ckpt.meta["data"].get("tracks", "auto"))
     by_name = {m.name: m for m in corpus.melodies}
     split = ckpt.meta["data"]["split"]
     train_m = [by_name[n] for n in split["train"]]
@@ -105,6 +109,17 @@ def validation(kind: str, data: Path) -> None:
     print(f"\n{path.name}: {len(val_m)} held-out files, {n} transitions "
           f"(windows of {ckpt.seq_len}, state reset per window)")
     print(metrics_table(metrics, base))
+    groups: dict[str, list] = {}
+    for m in val_m:  # music21:bach/bwv1.6.mxl -> music21:bach
+        groups.setdefault(m.name.split("/")[0] if "/" in m.name else "", []).append(m)
+    if len(groups) > 1:
+        for group, members in sorted(groups.items()):
+            enc = [task.encode(m) for m in members]
+            w = make_windows(enc, ckpt.seq_len, ckpt.seq_len)
+            print(f"\n  {group}: {len(members)} held-out pieces, {int(w.mask.sum())} transitions")
+            print(metrics_table(evaluate(net, task, w, torch.device("cpu")),
+                                baselines([task.encode(m)[1] for m in train_m],
+                                          [t for _, t in enc])))
     stored = ckpt.meta["metrics"]["val"]["accuracy"]
     print(f"stored in checkpoint: pitch top-1 {stored:.1%} (recomputed {metrics['accuracy']:.1%})")
     if kind == "pitch":

@@ -194,6 +194,8 @@ class Conductor:
             kernel_width=config.model.kernel_width,
         )
         self.note_seconds = music.note_length * seconds_per_beat(music.tempo)
+        if is_temporal(self.stepper):  # how the temporal model's gaps are drawn
+            self.stepper.temperature = config.model.rhythm_temperature
 
     def state(self, stream: str) -> StreamState:
         """The stream's state, created on first sight (evicting the least recently sampled
@@ -438,8 +440,10 @@ class Conductor:
         stepper, batch = self.stepper, len(states)
         saved = [st.model_state for st in states]
         if is_temporal(stepper):
-            # A temporal model also predicts each note's onset gap, duration and loudness.
-            logits, timings, pending = stepper.propose(data_input, stepper.stack(saved))
+            # A temporal model also predicts each note's onset gap, duration and loudness
+            # (gap and duration drawn with each stream's generator: model.rhythm_temperature).
+            logits, timings, pending = stepper.propose(data_input, stepper.stack(saved),
+                                                       [st.rng for st in states])
             return _Proposal(logits, timings,
                              lambda inputs: stepper.split(stepper.commit(pending, inputs), batch))
         logits, p_pending = stepper.propose(data_input, stepper.stack(saved))

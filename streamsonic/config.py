@@ -132,10 +132,13 @@ class ModelConfig:
     kernel_width: float = 1.5
     seed: int = 0
     rhythm: Literal["clock", "model"] = "clock"
+    rhythm_temperature: float = 1.5
 
     def __post_init__(self) -> None:
         _within(self.influence, 0.0, 1.0, "model.influence")
         _within(self.temperature, 0.0, 100.0, "model.temperature", " (0: greedy)")
+        _within(self.rhythm_temperature, 0.0, 10.0, "model.rhythm_temperature",
+                " (0: always the most likely timing)")
         _check(0.0 < self.kernel_width <= 128.0, "model.kernel_width",
                "must be > 0 and at most 128 semitones")
         _within(self.seed, 0, 2**32 - 1, "model.seed")

@@ -33,7 +33,8 @@ def load_temporal_model(config: Config) -> tuple[TemporalStepper, PitchEncoding]
     path = config.model.temporal_weights or default_weights("temporal")
     ckpt = load_checkpoint(path, kind="temporal")
     device = resolve_device(config.model.device)
-    stepper = TemporalStepper.from_checkpoint(ckpt, device, tempo=config.music.tempo)
+    stepper = TemporalStepper.from_checkpoint(ckpt, device, tempo=config.music.tempo,
+                                              temperature=config.model.rhythm_temperature)
     log.info("temporal model %s on %s decides the rhythm", path, device)
     return stepper, stepper.encoding
 

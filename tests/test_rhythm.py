@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from streamsonic.config import load_config
 from streamsonic.model.temporal import BEAT_GRID
@@ -43,3 +45,97 @@ def test_live_model_rhythm_plays_every_sample_or_its_aggregate(tmp_path: Path) -
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(events) == 1 and events[0]["stream"] == "a"
     assert (tmp_path / "r.mid").stat().st_size > 0
+
+
+# -- the shipped temporal model plays varied rhythm (issue 9 item 3) -----------------------
+
+#: Spikes injected into the 300-sample series: they must still be accented.
+SPIKES = (60, 110, 160, 210, 260)
+
+
+def series_300() -> np.ndarray:
+    """A slow sine with noise and five spikes, 300 samples."""
+    rng = np.random.default_rng(9)
+    t = np.arange(300, dtype=float)
+    x = 10 * np.sin(2 * np.pi * t / 100) + rng.normal(0, 0.3, 300)
+    for a in SPIKES:
+        x[a] += 40.0
+    return x
+
+
+def beats_of(gaps: np.ndarray, seconds_per_beat: float) -> np.ndarray:
+    """Gaps in seconds -> the grid values (beats) they are, NaN where none is (a rest)."""
+    grid = np.array(BEAT_GRID)
+    beats = np.asarray(gaps) / seconds_per_beat
+    nearest = grid[np.abs(beats[:, None] - grid[None, :]).argmin(axis=1)]
+    return np.where(np.abs(beats - nearest) < 1e-3, nearest, np.nan)
+
+
+def check_varied(beats: np.ndarray) -> None:
+    """At least 3 distinct gaps, none on more than 60% of the notes."""
+    values, counts = np.unique(beats, return_counts=True)
+    assert len(values) >= 3, dict(zip(values.tolist(), counts.tolist(), strict=True))
+    assert counts.max() <= 0.6 * beats.size, dict(zip(values.tolist(), counts.tolist(),
+                                                       strict=True))
+
+
+def test_render_with_the_shipped_model_plays_varied_rhythm_the_data_its_pitch() -> None:
+    """Default settings but rhythm = model: 300 samples, 300 notes; varied gaps, the data
+    still sets the pitch (the model moves some notes, the contour stays) and the spikes
+    are accented at the accent velocity."""
+    config = load_config(None, {"model.rhythm": "model"})
+    values = series_300()
+    notes = [n for n in render_notes(config, Series("s", values, list(range(300)), {}), [])
+             if getattr(n, "source", "data") == "data"]
+    assert len(notes) == 300
+    beats = beats_of(np.diff([n.start for n in notes]), 0.5)
+    assert not np.isnan(beats).any()  # render: every gap is the model's
+    check_varied(beats)
+    durations = np.array([n.duration for n in notes])
+    assert len(set(durations.round(6).tolist())) >= 3
+    clean = np.array([i for i in range(300) if i not in SPIKES])
+    pitches = np.array([n.pitch for n in notes], dtype=float)
+    assert np.corrcoef(values[clean], pitches[clean])[0, 1] > 0.8
+    accented = [i for i, n in enumerate(notes) if n.accent]
+    assert set(SPIKES) <= set(accented)
+    assert all(notes[i].velocity == config.accent.velocity for i in SPIKES)
+    assert len(accented) <= len(SPIKES) + 3
+
+
+@pytest.mark.slow
+def test_live_daemon_with_the_shipped_model_plays_varied_rhythm() -> None:
+    """The real daemon, --rhythm model, the 300-sample series fed at up to 25 rows/s (faster
+    than most of the model's onsets at 240 bpm): each note plays what arrived since the
+    last, its onset where the model's gap put it (varied); the data sets the pitch; the
+    spikes are accented."""
+    tempo, interval = 240.0, 0.04
+    values = series_300()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamsonic", "--rhythm", "model", "--output", "events",
+         "--set", f"music.tempo={tempo}", "--log-level", "info"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        while "ready" not in proc.stderr.readline():  # the model loads before it reads
+            assert proc.poll() is None
+        for v in values:
+            proc.stdin.write(f"{v}\n")
+            proc.stdin.flush()
+            time.sleep(interval)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    events = [e for e in map(json.loads, out.splitlines()) if e.get("source", "data") == "data"]
+    assert len(events) >= 50  # about 2 rows a note: most onsets find a sample waiting
+    beats = beats_of(np.diff([float(e["start"]) for e in events]), 60.0 / tempo)
+    on_grid = beats[~np.isnan(beats)]  # the others follow a rest (no sample had arrived)
+    assert on_grid.size >= 0.8 * beats.size
+    check_varied(on_grid)
+    pitch = np.array([int(e["pitch"]) for e in events], dtype=float)
+    value = np.array([float(e["value"]) for e in events])
+    calm = np.abs(value) < 15
+    assert np.corrcoef(value[calm], pitch[calm])[0, 1] > 0.7
+    spike_values = {float(values[a]) for a in SPIKES}
+    accented = {float(e["value"]) for e in events if e["accent"]}
+    assert len(accented & spike_values) >= 4

@@ -127,3 +127,47 @@ def test_from_checkpoint_refuses_a_pitch_checkpoint(random_pitch_checkpoint):
     with pytest.raises(CheckpointError, match="not a temporal model"):
         TemporalStepper.from_checkpoint(load_checkpoint(random_pitch_checkpoint), "cpu")
     assert isinstance(load_checkpoint(random_pitch_checkpoint), Checkpoint)
+
+
+def test_timing_is_drawn_from_the_model_with_the_streams_generator(stepper_parts):
+    """With generators and temperature 1 the gap and duration are draws from the model's
+    distribution (the same seed draws the same), at temperature 0 or without generators
+    the most likely bins."""
+    net, enc, greedy = stepper_parts
+    stepper = TemporalStepper(net, enc, CLASSES, tempo=120.0, temperature=1.0)
+    state = stepper.initial_state(1)
+    x = np.array([0.4])
+    _, best, _ = greedy.propose(x, state)
+    _, best_too, _ = stepper.propose(x, state)  # no generators: the most likely timing
+    assert best == best_too
+    cold = TemporalStepper(net, enc, CLASSES, tempo=120.0, temperature=0.0)
+    assert cold.propose(x, state, [np.random.default_rng(3)])[1] == best
+    runs = []
+    for _ in range(2):
+        rng = np.random.default_rng(42)
+        runs.append([stepper.propose(x, state, [rng])[1][0] for _ in range(400)])
+    assert runs[0] == runs[1]
+    gaps = [t.delay for t in runs[0]]
+    assert len(set(gaps)) >= 8  # an untrained net is nearly uniform over 16 bins
+    # the draws follow the model's distribution: the share of each gap bin ~ softmax
+    with torch.no_grad():
+        _, gap_logits, _, _ = net.split(net(torch.cat(
+            [torch.tensor([[0.4]]), state.timing], dim=1)[None].float())[0][0])
+    p = torch.softmax(gap_logits[0].double(), 0).numpy()
+    share = np.bincount(enc.gap_bin(np.array(gaps) / 0.5), minlength=16) / len(gaps)
+    assert np.abs(share - p).max() < 0.08
+    # one draw for both: where the two distributions agree, so do gap and duration
+    assert sum(t.duration == t.delay for t in runs[0]) > 0.5 * len(runs[0])
+
+
+def test_draws_are_per_stream(stepper_parts):
+    """Batched, each row draws from its own generator: the same as one stream at a time."""
+    net, enc, _ = stepper_parts
+    stepper = TemporalStepper(net, enc, CLASSES, tempo=120.0, temperature=1.0)
+    states = [stepper.initial_state(1) for _ in range(3)]
+    x = np.array([0.1, 0.5, 0.9])
+    _, batched, _ = stepper.propose(x, stepper.stack(states),
+                                    [np.random.default_rng(s) for s in (1, 2, 3)])
+    one = [stepper.propose(x[i:i + 1], states[i], [np.random.default_rng(i + 1)])[1][0]
+           for i in range(3)]
+    assert batched == one

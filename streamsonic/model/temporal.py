@@ -31,7 +31,9 @@ Live semantics (same as the pitch stepper)
 ------------------------------------------
 ``propose(data)`` evaluates one step from the stream's state with the data value in the
 pitch slot and the previous note's timing in the timing slots; the chooser picks a pitch
-from the logits; the note is played with the predicted :class:`Timing`; ``commit(chosen)``
+from the logits; the note is played with the predicted :class:`Timing` (gap and duration
+drawn from the model's distribution with the stream's generator at ``model.rhythm_temperature``,
+or its most likely bins at 0); ``commit(chosen)``
 re-evaluates the same step with the chosen pitch and that predicted timing, which is
 what the network remembers. The first layer's ``W_hh @ h`` is shared by both evaluations.
 """
@@ -177,9 +179,13 @@ class TemporalStepper:
 
     def __init__(self, network: TemporalLSTM, timing: TimingEncoding, classes: Sequence[int],
                  device: torch.device | str = "cpu", tempo: float = 120.0,
-                 default_timing: dict[str, float] | None = None) -> None:
+                 default_timing: dict[str, float] | None = None,
+                 temperature: float = 0.0) -> None:
         if tempo <= 0:
             raise ValueError("tempo must be > 0 beats per minute")
+        if not temperature >= 0:
+            raise ValueError("rhythm temperature must be >= 0")
+        self.temperature = float(temperature)
         self.device = torch.device(device)
         self.encoding = PitchEncoding(classes)
         self.n_classes = network.n_classes
@@ -197,10 +203,13 @@ class TemporalStepper:
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, device: torch.device | str = "cpu",
-                        tempo: float = 120.0) -> TemporalStepper:
-        """The stepper for a temporal checkpoint; ``tempo`` maps beats to seconds."""
+                        tempo: float = 120.0, temperature: float = 0.0) -> TemporalStepper:
+        """The stepper for a temporal checkpoint; ``tempo`` maps beats to seconds,
+        ``temperature`` is how gap and duration are drawn (see :meth:`propose`; 0: the
+        most likely, the daemon passes ``model.rhythm_temperature``)."""
         net, timing, default = temporal_parts(ckpt)
-        return cls(net, timing, ckpt.classes, device=device, tempo=tempo, default_timing=default)
+        return cls(net, timing, ckpt.classes, device=device, tempo=tempo, default_timing=default,
+                   temperature=temperature)
 
     def initial_state(self, batch: int = 1) -> TemporalStepState:
         """Zero LSTM state; the "previous note" timing is the training data's most common."""
@@ -221,18 +230,39 @@ class TemporalStepper:
         h2, c2 = torch.lstm_cell(h1, (state.h2, state.c2), *self._w2)
         return h1, c1, h2, c2
 
+    def _bins(self, logits: torch.Tensor, uniform: np.ndarray | None) -> np.ndarray:
+        """One bin per row: the most likely, or drawn from ``softmax(logits / T)`` with one
+        uniform number per row (inverse CDF, so a generator's draw decides it)."""
+        if uniform is None or self.temperature <= 0.0:
+            return logits.argmax(dim=1).cpu().numpy()
+        z = logits.double().cpu().numpy() / self.temperature
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+        picks = (cdf < uniform[:, None]).sum(axis=1)
+        return np.minimum(picks, logits.shape[1] - 1)
+
     @torch.inference_mode()
-    def propose(self, data_inputs: np.ndarray,
-                state: TemporalStepState) -> tuple[np.ndarray, list[Timing], TemporalPending]:
-        """Pitch logits (B, C) and the next note's timing with the data in the pitch slot."""
+    def propose(self, data_inputs: np.ndarray, state: TemporalStepState,
+                rngs: Sequence[np.random.Generator] | None = None,
+                ) -> tuple[np.ndarray, list[Timing], TemporalPending]:
+        """Pitch logits (B, C) and the next note's timing with the data in the pitch slot.
+
+        Gap and duration are the most likely bins, or, given one generator per row and a
+        temperature above 0, drawn from the model's distributions with **one** uniform
+        number per row for both (the same quantile of each: the network predicts them
+        separately, and drawn independently a note of a long gap would often get a short
+        duration, which the data almost never has). Velocity is the regression's value.
+        """
         base = torch.addmm(self._b1, state.h1, self._w_hh1_t)
         _, _, h2, _ = self._forward(base, self._x(data_inputs), state.timing, state)
         out = torch.addmm(self._head_b, h2, self._head_t)
         logits, gap, dur, vel = self.network.split(out)
-        gap_bin = gap.argmax(dim=1).cpu().numpy()
-        dur_bin = dur.argmax(dim=1).cpu().numpy()
-        velocity = np.clip(np.rint(vel.clamp(0.0, 1.0).cpu().numpy() * 127), 1, 127)
+        draws = (np.array([rng.random() for rng in rngs], dtype=np.float64)
+                 if rngs is not None and self.temperature > 0.0 else None)
+        gap_bin = self._bins(gap, draws)
+        dur_bin = self._bins(dur, draws)
         enc = self.timing_encoding
+        velocity = np.clip(np.rint(vel.clamp(0.0, 1.0).cpu().numpy() * 127), 1, 127)
         timings = [
             Timing(
                 delay=float(enc.gap_grid[g] * self.seconds_per_beat),

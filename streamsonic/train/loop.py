@@ -148,7 +148,7 @@ def versions() -> dict[str, str]:
             return "unknown"
 
     return {"streamsonic": __version__, "torch": str(torch.__version__), "numpy": np.__version__,
-            "mido": ver("mido"), "python": platform.python_version()}
+            "mido": ver("mido"), "music21": ver("music21"), "python": platform.python_version()}
 
 
 def evaluate(net: nn.Module, task: Task, windows: Windows, device: torch.device,
@@ -228,6 +228,7 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     summary["split"] = {"train": [m.name for m in train_m], "val": [m.name for m in val_m],
                         "seed": opts.seed, "val_fraction": opts.val_fraction}
     summary["tracks"] = opts.tracks
+    summary["sources"] = opts.sources()
     summary["pitch_range"] = [classes[0], classes[-1]]
 
     def meta(stopped: str) -> dict[str, Any]:
