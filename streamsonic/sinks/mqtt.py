@@ -55,6 +55,7 @@ class MqttSink(Sink):
         self.qos = config.mqtt.qos
         self.counters = Counters()
         self._warn = RateLimitedLog(log, config.daemon.warn_interval)
+        self._encode = json.JSONEncoder(separators=(",", ":")).encode
         # The output needs no persistent session; its id must differ from the source's.
         mqtt = dataclasses.replace(config.mqtt, clean_start=True)
         try:
@@ -116,7 +117,7 @@ class MqttSink(Sink):
         """Publish ``event`` to ``PREFIX/<stream>`` (never blocks)."""
         if self.closed:
             return
-        payload = json.dumps(event.to_dict(), separators=(",", ":"))
+        payload = self._encode(event.to_dict())
         try:
             info = self._client.publish(publish_topic(self.prefix, event.stream), payload,
                                         qos=self.qos)
