@@ -413,10 +413,13 @@ class Daemon:
         restart = [k for k in changed if k in RESTART_KEYS]
         source = self.source
         network = isinstance(source, Connecting)
-        if not network:  # stdin: its parser is made once
+        if not network:  # stdin (or a command's own input): its parser is made once
             restart += [k for k in changed if k.startswith("input.")]
         if "mqtt.url" in changed and bool(old.mqtt.url) != bool(new.mqtt.url):
             restart.append("mqtt.url (switching between stdin and MQTT)")
+        elif old.mqtt.url and not network:  # an MQTT source behind a wrapper (run --record)
+            restart += [f"{k} (the MQTT source)" for k in changed
+                        if k.startswith("mqtt.") and not _matches(k, MQTT_OUTPUT_KEYS)]
         if self.fixed_outputs and "output.targets" in changed:
             restart.append("output.targets (--output on the command line decides the outputs)")
         specs, opened, closing = self._open_changed_outputs(new, changed)
@@ -425,9 +428,13 @@ class Daemon:
                 engine.conductor.configure(new)
                 scheduler.earcon = engine.conductor.earcon
                 self._start_metrics(new.metrics.listen, engine.conductor)
+                if isinstance(source, Connecting):  # checks first: raises having changed nothing
+                    restart += source.reconfigure(new)
             except BaseException:
                 engine.conductor.configure(old)  # undo a partial change
                 scheduler.earcon = engine.conductor.earcon
+                with contextlib.suppress(StreamsonicError):
+                    self._start_metrics(old.metrics.listen, engine.conductor)
                 raise
         except BaseException:
             for sink in opened.values():
@@ -440,8 +447,6 @@ class Daemon:
             scheduler.remove_sink(sink)
         self.outputs = {key: opened.get(key) or self.outputs[key] for key in map(str, specs)}
         self.specs = specs
-        if isinstance(source, Connecting):
-            restart += source.reconfigure(new)
         if new.daemon.log_level != old.daemon.log_level:
             logs.set_level(new.daemon.log_level)
         self.config = new

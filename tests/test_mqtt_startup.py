@@ -5,6 +5,7 @@ NOTIFY_SOCKET and its metrics scraped."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import pytest
 
 from streamsonic.config import load_config
 from streamsonic.errors import MqttError
+from streamsonic.music import in_scale
 from streamsonic.sources.mqtt import MqttSource
 from tests.fixtures_mqtt import Broker, free_port, publish
 from tests.test_health import Daemon, next_datagram, scrape, status_of, wait_status
@@ -24,6 +26,8 @@ from tests.test_health import Daemon, next_datagram, scrape, status_of, wait_sta
 pytestmark = [pytest.mark.mqtt]
 
 WAIT = 60.0
+#: Values that cross the whole pitch range, with few repeats.
+WAVE = [round(10 * math.sin(0.7 * k) + 3 * math.sin(2.3 * k), 3) for k in range(40)]
 
 
 @pytest.fixture
@@ -133,19 +137,31 @@ def test_reload_resubscribes_in_place(mqtt_broker: Broker, tmp_path: Path) -> No
         publish(mqtt_broker, "old/a", ["1"])
         daemon.wait_until("1 note", lambda: len(daemon.played()) >= 1)
 
+        # A filter the broker would refuse fails the reload, and nothing changes: not the
+        # subscription, and not the scale that came with it.
+        config.write_text(config_text(mqtt_broker, ["new/#/x"],
+                                      '[music]\nscale = "whole-tone"\n'))
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert "new/#/x" in daemon.wait_log("reload failed.*").group(0)
+        publish(mqtt_broker, "old/a", [str(WAVE[k]) for k in range(12)])  # < clock.backlog
+        daemon.wait_until("13 notes", lambda: len(daemon.played()) >= 13)
+        pitches = [n["pitch"] for n in daemon.played()[1:]]
+        assert all(in_scale(p, "major", "C") for p in pitches), pitches
+        assert not all(in_scale(p, "whole-tone", "C") for p in pitches), pitches
+
         config.write_text(config_text(mqtt_broker, ["new/#"]))
         daemon.proc.send_signal(signal.SIGHUP)
         daemon.wait_log("reloaded configuration")
         daemon.wait_log("subscribed to 'new/#'")
         publish(mqtt_broker, "old/a", ["2"])  # no longer subscribed
         publish(mqtt_broker, "new/b", ["3", "4"])
-        daemon.wait_until("3 notes", lambda: len(daemon.played()) >= 3)
+        daemon.wait_until("15 notes", lambda: len(daemon.played()) >= 15)
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.finish() == 0, "".join(daemon.log)
     finally:
         daemon.finish()
     assert [(n["stream"], n["value"]) for n in daemon.played()] == [
-        ("old/a", 1.0), ("new/b", 3.0), ("new/b", 4.0)]
+        ("old/a", 1.0), *[("old/a", WAVE[k]) for k in range(12)], ("new/b", 3.0), ("new/b", 4.0)]
     assert sum("connected as" in line for line in daemon.log) == 1  # the same connection
     assert not any("need a restart" in line for line in daemon.log)
 
