@@ -230,7 +230,8 @@ def test_conductor_plays_the_temporal_full_recompute() -> None:
     with torch.no_grad():
         net.head.weight.mul_(6.0)
     config = load_config(None, {"music.scale": "major", "music.low": 55, "music.high": 79,
-                                "model.influence": 0.5, "music.tempo": 90.0})
+                                "model.influence": 0.5, "music.tempo": 90.0,
+                                "model.rhythm_temperature": 0.0})  # the reference: argmax
     default = {"gap": 0.5, "duration": 1.0, "velocity": 90}
     stepper = TemporalStepper(net, enc, TEMPORAL_CLASSES, tempo=90.0, default_timing=default)
     conductor = Conductor(config, stepper, stepper.encoding)
