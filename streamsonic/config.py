@@ -195,13 +195,15 @@ class ClockConfig:
     """When notes happen."""
 
     mode: Literal["event", "tick"] = "event"
-    max_rate: float = 8.0
+    max_rate: float = 16.0
     aggregate: Literal["anomalous", "last", "mean", "min", "max"] = "anomalous"
     backlog: int = 16
     step: float = 0.5
+    batch_window: float = 0.005
 
     def __post_init__(self) -> None:
         _check(0.1 <= self.max_rate <= 1000.0, "clock.max_rate", "must be 0.1..1000 notes/s")
+        _within(self.batch_window, 0.0, 0.1, "clock.batch_window", " seconds (0: no batching)")
         _check(0.01 <= self.step <= 16.0, "clock.step", "must be 0.01..16 beats")
         _check(0 <= self.backlog <= 100_000, "clock.backlog", "must be 0..100000 samples")
 

@@ -5,9 +5,14 @@
 Clock policies:
 
 * ``event``: a note per sample as it arrives, at most ``clock.max_rate`` notes per second
-  per stream. A sample that comes sooner waits in its stream's queue and plays as soon as
-  the stream may play again. Up to ``clock.backlog`` samples wait one by one, so a short
-  burst (``printf '1\n5\n3\n9\n' | streamsonic``) is heard note by note; beyond that,
+  per stream. Notes due within ``clock.batch_window`` seconds of each other (a few ms) are
+  stepped together, one :meth:`Conductor.play` call for all their streams (one cue per
+  stream per batch; a stream's next sample waits for the batch), so thousands of streams
+  cost a few batched steps instead of one step each; the notes are those stepping each
+  alone gives, up to ``batch_window`` later. A sample that comes sooner waits in its
+  stream's queue and plays as soon as the stream may play again. Up to ``clock.backlog``
+  samples wait one by one, so a short burst (``printf '1\n5\n3\n9\n' | streamsonic``) is
+  heard note by note; beyond that,
   samples fold into the last waiting note, which plays their aggregate (``clock.aggregate``:
   by default ``anomalous``, the most anomalous of them, so that no spike is lost; or last,
   mean, min, max), so a stream faster than the cap is aggregated with a latency of at most
@@ -50,6 +55,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds of uninterrupted feeding after which the event loop gets a turn.
 YIELD_EVERY = 0.02
+#: The most cues one batched step takes: a fuller batch is stepped at once (a bounded slice
+#: of work, so that the loop gets its turns under any load).
+MAX_BATCH = 1024
 
 
 @dataclass
@@ -134,6 +142,14 @@ def fold(agg: Aggregate, sample: Sample, reading: Reading, conductor: Conductor,
                                      peak.direction, agg.accent)
 
 
+def _settle(owed: Aggregate | Receipt | None) -> None:
+    """Settle what a played (or dropped) cue owed: an aggregate's receipts, or a receipt."""
+    if isinstance(owed, Aggregate):
+        owed.settle()
+    elif owed is not None:
+        owed.done()
+
+
 class Engine:
     """Applies the clock policy and feeds the scheduler."""
 
@@ -151,6 +167,12 @@ class Engine:
         self._queues: dict[str, deque[Aggregate]] = {}
         self._next_allowed: dict[str, float] = {}
         self._flush: dict[str, Handle] = {}
+        # event clock: the cues waiting for the batch step (at most one per stream), what
+        # each settles once played (an aggregate, a receipt, or None), and its timer
+        self._batch: list[tuple[Cue, Aggregate | Receipt | None]] = []
+        self._batched: set[str] = set()
+        self._batch_handle: Handle | None = None
+        self.batches = 0  # batched steps taken (event clock)
         self.aggregated = 0
         self._tick_handle: Handle | None = None
         self._tick_index = 0
@@ -212,14 +234,13 @@ class Engine:
             self._ensure_ticking()
             return
         now = self.loop.time()
-        if not self._queues.get(stream) and now >= self._next_allowed.get(stream, -math.inf):
+        if (not self._queues.get(stream) and stream not in self._batched
+                and now >= self._next_allowed.get(stream, -math.inf)):
             self._next_allowed[stream] = now + 1.0 / clock.max_rate
-            self._play([Cue(sample, now + self.scheduler.latency, reading=reading)])
-            if receipt is not None:
-                receipt.done()
+            self._submit(Cue(sample, now, reading=reading), receipt)
             return
         self._enqueue(sample, reading, receipt)
-        if stream not in self._flush:
+        if stream not in self._flush and stream not in self._batched:
             when = self._next_allowed.get(stream, now)
             self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
 
@@ -263,6 +284,16 @@ class Engine:
         handle = self._flush.pop(stream, None)
         if handle is not None:
             handle.cancel()
+        if stream in self._batched:  # its cue waits for the batch step: dropped with it
+            self._batched.discard(stream)
+            kept = []
+            for cue, owed in self._batch:
+                if cue.sample.stream == stream:
+                    self.dropped_evicted += owed.count if isinstance(owed, Aggregate) else 1
+                    _settle(owed)
+                else:
+                    kept.append((cue, owed))
+            self._batch = kept
         self._next_allowed.pop(stream, None)
         if self.rhythm is not None:
             self.dropped_evicted += self.rhythm.forget(stream)
@@ -289,22 +320,55 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        """Notes waiting in the queues."""
-        return sum(len(q) for q in self._queues.values())
+        """Notes waiting in the queues and for the batch step."""
+        return sum(len(q) for q in self._queues.values()) + len(self._batch)
 
     def _flush_stream(self, stream: str) -> None:
         self._flush.pop(stream, None)
+        if stream in self._batched:
+            return  # its previous cue still waits for the batch step, which re-arms this
         taken = self._take(stream)
         if taken is None:
             return
         cue, agg = taken
         now = self.loop.time()
         self._next_allowed[stream] = now + 1.0 / self.config.clock.max_rate
-        self._play([replace(cue, start=now + self.scheduler.latency)])
-        agg.settle()
-        if self._queues.get(stream):
-            when = self._next_allowed[stream]
+        self._submit(replace(cue, start=now), agg)
+        self._arm(stream)
+
+    def _arm(self, stream: str) -> None:
+        """Schedule the stream's next flush if it has samples waiting (and none is due)."""
+        if self._queues.get(stream) and stream not in self._flush and stream not in self._batched:
+            when = self._next_allowed.get(stream, self.loop.time())
             self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
+
+    def _submit(self, cue: Cue, owed: Aggregate | Receipt | None) -> None:
+        """Event clock: step ``cue`` with the others due within ``clock.batch_window`` (at
+        once when the window is 0 or the batch is full); ``owed`` is settled once played."""
+        self._batch.append((cue, owed))
+        self._batched.add(cue.sample.stream)
+        window = self.config.clock.batch_window
+        if window <= 0 or len(self._batch) >= MAX_BATCH:
+            self._step_batch()
+        elif self._batch_handle is None:
+            self._batch_handle = self.loop.call_at(self.loop.time() + window, self._step_batch)
+
+    def _step_batch(self) -> None:
+        """Step every cue waiting for the batch as one :meth:`Conductor.play` call."""
+        if self._batch_handle is not None:
+            self._batch_handle.cancel()
+            self._batch_handle = None
+        batch, self._batch = self._batch, []
+        streams, self._batched = self._batched, set()
+        if not batch:
+            return
+        start = self.loop.time() + self.scheduler.latency
+        self.batches += 1
+        self._play([replace(cue, start=start) for cue, _ in batch])
+        for _, owed in batch:
+            _settle(owed)
+        for stream in streams:
+            self._arm(stream)
 
     def tick_period(self) -> float:
         """Seconds between ticks."""
@@ -350,6 +414,9 @@ class Engine:
         for handle in self._flush.values():
             handle.cancel()
         self._flush.clear()
+        if self._batch_handle is not None:  # what waits for the batch stays unsettled
+            self._batch_handle.cancel()
+            self._batch_handle = None
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None

@@ -212,7 +212,8 @@ async def test_eviction_releases_the_note_and_drops_the_queue(
         random_pitch_checkpoint: Path) -> None:
     loop = asyncio.get_running_loop()
     cfg = config(random_pitch_checkpoint, **{
-        "streams.max_streams": 1, "clock.max_rate": 1.0, "music.note_length": 8.0})
+        "streams.max_streams": 1, "clock.max_rate": 1.0, "music.note_length": 8.0,
+        "clock.batch_window": 0.0})  # the first note plays within feed()
     engine, rec = build(cfg, loop)
     for v in (1.0, 2.0, 3.0):  # one note now (4 s long), two samples wait for their turn
         engine.feed(Sample("old", 0.0, v))
@@ -234,7 +235,8 @@ async def test_eviction_releases_the_note_and_drops_the_queue(
 
 async def test_tables_stay_bounded_under_many_names(random_pitch_checkpoint: Path) -> None:
     loop = asyncio.get_running_loop()
-    cfg = config(random_pitch_checkpoint, **{"streams.max_streams": 20, "clock.max_rate": 2.0})
+    cfg = config(random_pitch_checkpoint, **{"streams.max_streams": 20, "clock.max_rate": 2.0,
+                                             "clock.batch_window": 0.0})
     engine, _ = build(cfg, loop)
     for i in range(2000):
         for _ in range(3):  # a note and two waiting samples each

@@ -58,7 +58,7 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
            "beats between ticks (tick clock) and between rows (render) (default 0.5)",
            metavar="BEATS"),
     Option(("--max-rate",), "clock.max_rate", float,
-           "event clock: at most this many notes per second per stream (default 8)",
+           "event clock: at most this many notes per second per stream (default 16)",
            metavar="HZ"),
     Option(("--aggregate",), "clock.aggregate", str,
            "how samples faster than the cap are combined into one note (default anomalous: "
