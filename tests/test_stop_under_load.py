@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -97,3 +98,75 @@ def test_sigterm_stops_a_firehose_of_thousands_of_streams(
     print(f"stopped {took:.2f} s after SIGTERM, {len(notes)} notes played")
     assert not sounding_at_end(midi), "notes left sounding after SIGTERM"
     assert len(notes) >= 100
+
+
+@pytest.mark.slow
+def test_sighup_is_answered_under_a_firehose_and_the_new_scale_plays(
+    tmp_path: Path, random_pitch_checkpoint: Path
+) -> None:
+    """The same firehose (2,000 streams per line, lines as fast as the pipe goes): SIGHUP
+    re-reads the config file while the loop always has more input. The reload is logged
+    (the signal was served), the next notes are in the new scale, and SIGTERM still stops
+    the daemon afterwards. Before the loop got its turns, neither signal was served."""
+    streams = 2000
+    header = (",".join(f"s{i}" for i in range(streams)) + "\n").encode()
+    row = (",".join(f"{i % 97}.5" for i in range(streams)) + "\n").encode()
+    config = tmp_path / "config.toml"
+    config.write_text('[music]\nscale = "chromatic"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamsonic", "run", "--config", str(config), "--output",
+         "events", "--weights", str(random_pitch_checkpoint), "--max-rate", "0.5"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+    )
+    writer = threading.Thread(target=feed, args=(proc.stdin, header, row), daemon=True)
+    writer.start()
+    notes: list[tuple[float, bytes]] = []
+    log: list[tuple[float, str]] = []
+    started, reloaded = threading.Event(), threading.Event()
+
+    def read_notes() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            notes.append((time.monotonic(), line))
+            if len(notes) >= 100:
+                started.set()
+
+    def read_log() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace")
+            log.append((time.monotonic(), line))
+            if "reloaded configuration" in line:
+                reloaded.set()
+
+    threading.Thread(target=read_notes, daemon=True).start()
+    threading.Thread(target=read_log, daemon=True).start()
+    try:
+        assert started.wait(120), "the daemon played nothing"
+        config.write_text('[music]\nscale = "whole-tone"\nkey = "C"\n')
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        if not reloaded.wait(STOP_TIMEOUT):
+            pytest.fail(f"SIGHUP under load: no reload {STOP_TIMEOUT:.0f} s later:\n"
+                        + "".join(line for _, line in log[-10:]))
+        took = next(t for t, line in log if "reloaded configuration" in line) - sent
+        # notes that started after the reload was logged are in C whole-tone
+        deadline = time.monotonic() + STOP_TIMEOUT
+        after: list[int] = []
+        while len(after) < 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            done = next(t for t, line in log if "reloaded configuration" in line)
+            after = [json.loads(line)["pitch"] for t, line in list(notes) if t > done + 0.2]
+        assert len(after) >= 50, f"{len(after)} notes after the reload"
+        assert all(p % 2 == 0 for p in after), sorted(set(after))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=STOP_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+    print(f"reload logged {took:.2f} s after SIGHUP")
+    assert proc.returncode == 0
