@@ -378,8 +378,8 @@ def test_samples_waiting_in_a_backlog_are_not_acknowledged_until_played(
         assert first.stop() == 0
     played += first.rest()
     assert 2 <= len(played) < count - 2, f"{len(played)} notes: nothing was left waiting"
-    second = Daemon(args[:args.index("--max-rate") + 1] + ["1000"]
-                    + args[args.index("--max-rate") + 2:])
+    rate = args.index("--max-rate") + 1
+    second = Daemon([*args[:rate], "1000", *args[rate + 1:]])  # no waiting this time
     try:
         play_until_all(second, values, played)
     finally:
