@@ -171,7 +171,8 @@ class Engine:
         # each settles once played (an aggregate, a receipt, or None), and its timer
         self._batch: list[tuple[Cue, Aggregate | Receipt | None]] = []
         self._batched: set[str] = set()
-        self._batch_handle: Handle | None = None
+        self._batch_handle: asyncio.Handle | None = None
+        self._batch_soon = False  # the batch step is due at the loop's next turn
         self.batches = 0  # batched steps taken (event clock)
         self.aggregated = 0
         self._tick_handle: Handle | None = None
@@ -344,24 +345,39 @@ class Engine:
 
     def _submit(self, cue: Cue, owed: Aggregate | Receipt | None) -> None:
         """Event clock: step ``cue`` with the others due within ``clock.batch_window`` (at
-        once when the window is 0 or the batch is full); ``owed`` is settled once played."""
+        once when the window is 0; at the loop's next turn when ``MAX_BATCH`` cues wait);
+        ``owed`` is settled once played."""
         self._batch.append((cue, owed))
         self._batched.add(cue.sample.stream)
         window = self.config.clock.batch_window
-        if window <= 0 or len(self._batch) >= MAX_BATCH:
+        if window <= 0:
             self._step_batch()
+        elif len(self._batch) >= MAX_BATCH:
+            self._step_soon()
         elif self._batch_handle is None:
             self._batch_handle = self.loop.call_at(self.loop.time() + window, self._step_batch)
 
+    def _step_soon(self) -> None:
+        """Step the batch at the loop's next turn (signals and I/O are served first)."""
+        if not self._batch_soon:
+            if self._batch_handle is not None:
+                self._batch_handle.cancel()
+            self._batch_handle = self.loop.call_soon(self._step_batch)
+            self._batch_soon = True
+
     def _step_batch(self) -> None:
-        """Step every cue waiting for the batch as one :meth:`Conductor.play` call."""
+        """Step the first ``MAX_BATCH`` cues waiting for the batch as one
+        :meth:`Conductor.play` call (a bounded slice of work); the rest follow at the loop's
+        next turn, or after the window if fewer than ``MAX_BATCH`` wait."""
         if self._batch_handle is not None:
             self._batch_handle.cancel()
             self._batch_handle = None
-        batch, self._batch = self._batch, []
-        streams, self._batched = self._batched, set()
+        self._batch_soon = False
+        batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
         if not batch:
             return
+        streams = {cue.sample.stream for cue, _ in batch}
+        self._batched -= streams
         start = self.loop.time() + self.scheduler.latency
         self.batches += 1
         self._play([replace(cue, start=start) for cue, _ in batch])
@@ -369,6 +385,11 @@ class Engine:
             _settle(owed)
         for stream in streams:
             self._arm(stream)
+        if len(self._batch) >= MAX_BATCH or self.config.clock.batch_window <= 0:
+            self._step_soon()
+        elif self._batch:
+            self._batch_handle = self.loop.call_at(
+                self.loop.time() + self.config.clock.batch_window, self._step_batch)
 
     def tick_period(self) -> float:
         """Seconds between ticks."""
@@ -417,6 +438,7 @@ class Engine:
         if self._batch_handle is not None:  # what waits for the batch stays unsettled
             self._batch_handle.cancel()
             self._batch_handle = None
+            self._batch_soon = False
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None

@@ -107,14 +107,21 @@ async def test_batched_steps_play_the_notes_of_steps_alone(random_pitch_checkpoi
     assert len({v[0][1] for v in alone.values()} | {v[-1][1] for v in alone.values()}) > 3
 
 
-async def test_a_full_batch_is_stepped_at_once(random_pitch_checkpoint: Path) -> None:
+async def test_batches_are_bounded_slices_stepped_at_the_next_turn(
+        random_pitch_checkpoint: Path) -> None:
+    """More than MAX_BATCH cues: slices of MAX_BATCH, one per loop turn, without waiting
+    for the window; the rest (fewer) after the window."""
     engine, sink = build(config(random_pitch_checkpoint, 0.1))
-    for i in range(MAX_BATCH + 10):
+    for i in range(2 * MAX_BATCH + 10):
         engine.feed(Sample(f"s{i}", 0.0, float(i % 7)))
-    assert engine.batches == 1 and len(sink.notes) == MAX_BATCH  # no wait for the window
-    assert engine.waiting == 10
+    assert engine.batches == 0 and engine.waiting == 2 * MAX_BATCH + 10  # feeding only
+    await asyncio.sleep(0)
+    assert engine.batches == 1 and len(sink.notes) == MAX_BATCH
+    await asyncio.sleep(0)
+    assert engine.batches == 2 and len(sink.notes) == 2 * MAX_BATCH
+    assert engine.waiting == 10  # fewer than MAX_BATCH: they wait for the window
     await engine.drain()
-    assert engine.batches == 2 and len(sink.notes) == MAX_BATCH + 10
+    assert engine.batches == 3 and len(sink.notes) == 2 * MAX_BATCH + 10
 
 
 async def test_receipts_settle_after_the_batch_and_eviction_drops_a_batched_cue(
