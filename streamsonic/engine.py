@@ -180,6 +180,8 @@ class Engine:
         self._tick_origin = 0.0
         self.samples = 0
         self.played = 0
+        if rhythm is not None:  # the temporal model's notes count as played too
+            rhythm.on_play.append(self._count_played)
         self.dropped_evicted = 0  # waiting samples of evicted streams
         self.released = 0  # notes of evicted streams ended early
         conductor.clock = loop.time
@@ -212,6 +214,9 @@ class Engine:
             if self.loop.time() >= turn:
                 await asyncio.sleep(0)
                 turn = self.loop.time() + YIELD_EVERY
+
+    def _count_played(self, _note: NoteEvent) -> None:
+        self.played += 1
 
     def feed(self, sample: Sample, receipt: Receipt | None = None) -> None:
         """One sample arrives. ``receipt`` (its delivery, if still owed) is settled once

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from streamsonic.conductor import Conductor, Cue, Reading
 from streamsonic.config import Config
 from streamsonic.encoding import PitchEncoding
 from streamsonic.engine import Aggregate, fold
-from streamsonic.events import Sample
+from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.checkpoint import default_weights, load_checkpoint
 from streamsonic.model.stepper import resolve_device
 from streamsonic.model.temporal import TemporalStepper
@@ -52,6 +53,8 @@ class RhythmDriver:
         self._waiting: dict[str, Aggregate] = {}
         self._timers: dict[str, Handle] = {}
         self.played = 0
+        #: told each note as it is scheduled (the engine counts them with its own)
+        self.on_play: list[Callable[[NoteEvent], object]] = []
 
     def feed(self, sample: Sample, reading: Reading) -> None:
         """A sample arrives: it waits for its stream's next onset, or plays now if idle."""
@@ -73,6 +76,8 @@ class RhythmDriver:
         for note in played.notes:
             self.scheduler.play(note)
             self.played += 1
+            for listener in self.on_play:
+                listener(note)
         if not played.timings:  # __init__ made sure of the temporal model
             raise TypeError("rhythm = 'model' needs a conductor built on the temporal model")
         nxt = start + played.timings[0].delay

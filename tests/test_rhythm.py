@@ -132,10 +132,13 @@ def test_live_daemon_with_the_shipped_model_plays_varied_rhythm() -> None:
     on_grid = beats[~np.isnan(beats)]  # the others follow a rest (no sample had arrived)
     assert on_grid.size >= 0.8 * beats.size
     check_varied(on_grid)
+    # the daemon counts the temporal model's notes (its stats line and notes_played)
+    assert f"stopped: 300 samples, {len(out.splitlines())} notes" in err
+    # the pitch follows the data as the daemon places it (its rolling window decides where
+    # a value sits, so the raw values correlate less: about 0.6 to 0.97 from run to run)
     pitch = np.array([int(e["pitch"]) for e in events], dtype=float)
-    value = np.array([float(e["value"]) for e in events])
-    calm = np.abs(value) < 15
-    assert np.corrcoef(value[calm], pitch[calm])[0, 1] > 0.7
+    placed = np.array([float(e["normalized"]) for e in events])
+    assert np.corrcoef(placed, pitch)[0, 1] > 0.9
     spike_values = {float(values[a]) for a in SPIKES}
     accented = {float(e["value"]) for e in events if e["accent"]}
     assert len(accented & spike_values) >= 4
