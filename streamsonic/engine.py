@@ -176,6 +176,9 @@ class Engine:
         self.batches = 0  # batched steps taken (event clock)
         self.aggregated = 0
         self._tick_handle: Handle | None = None
+        # tick clock: the cues of a tick still to play (in slices), and the next slice's turn
+        self._slices: list[tuple[Cue, Aggregate]] = []
+        self._slice_handle: asyncio.Handle | None = None
         self._tick_index = 0
         self._tick_origin = 0.0
         self.samples = 0
@@ -326,8 +329,9 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        """Notes waiting in the queues and for the batch step."""
-        return sum(len(q) for q in self._queues.values()) + len(self._batch)
+        """Notes waiting in the queues and for the batch step (or a tick's next slice)."""
+        return (sum(len(q) for q in self._queues.values()) + len(self._batch)
+                + len(self._slices))
 
     def _flush_stream(self, stream: str) -> None:
         self._flush.pop(stream, None)
@@ -412,12 +416,23 @@ class Engine:
         taken = [t for t in (self._take(n) for n in list(self._queues)) if t is not None]
         if not taken:
             return  # idle: ticking restarts with the next sample
-        self._play([replace(cue, start=start) for cue, _ in taken])
-        for _, agg in taken:
-            agg.settle()
+        # Thousands of streams: the tick plays in slices of MAX_BATCH, one per loop turn.
+        self._slices.extend((replace(cue, start=start), agg) for cue, agg in taken)
+        self._play_slice()
         self._tick_index += 1
         when = self._tick_origin + self._tick_index * self.tick_period()
         self._tick_handle = self.loop.call_at(when, self._tick)
+
+    def _play_slice(self) -> None:
+        """Tick clock: play the first ``MAX_BATCH`` cues of the tick (one batched step, a
+        bounded slice of work); the rest follow at the loop's next turn."""
+        self._slice_handle = None
+        chunk, self._slices = self._slices[:MAX_BATCH], self._slices[MAX_BATCH:]
+        self._play([cue for cue, _ in chunk])
+        for _, agg in chunk:
+            agg.settle()
+        if self._slices:
+            self._slice_handle = self.loop.call_soon(self._play_slice)
 
     def _play(self, cues: list[Cue]) -> None:
         for note in self.conductor.play(cues).notes:
@@ -447,5 +462,8 @@ class Engine:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        if self._slice_handle is not None:  # the tick's unplayed cues stay unsettled
+            self._slice_handle.cancel()
+            self._slice_handle = None
         if self.rhythm is not None:
             self.rhythm.cancel()

@@ -136,3 +136,26 @@ async def test_receipts_settle_after_the_batch_and_eviction_drops_a_batched_cue(
     await engine.drain()
     assert [n.stream for n in sink.notes] == ["new"] and new.settled == 1
     engine.cancel()
+
+
+async def test_a_tick_of_thousands_of_streams_plays_in_bounded_slices(
+        random_pitch_checkpoint: Path) -> None:
+    """Tick clock: every stream with waiting samples plays at the tick, in steps of at most
+    MAX_BATCH cues, one per loop turn; every stream gets its note."""
+    engine, sink = build(config(random_pitch_checkpoint, 0.0, **{
+        "clock.mode": "tick", "clock.step": 0.1, "music.tempo": 120.0}))
+    sizes: list[int] = []
+    play = engine._play
+
+    def counting(cues: list) -> None:
+        sizes.append(len(cues))
+        play(cues)
+
+    engine._play = counting  # type: ignore[method-assign]
+    streams = 2 * MAX_BATCH + 5
+    for i in range(streams):  # the first sample starts the clock (a tick of its own)
+        engine.feed(Sample(f"s{i}", 0.0, float(i % 11)))
+    await engine.drain()
+    engine.cancel()
+    assert sizes == [1, MAX_BATCH, MAX_BATCH, 4]
+    assert sorted(n.stream for n in sink.notes) == sorted(f"s{i}" for i in range(streams))
