@@ -377,6 +377,27 @@ def test_scores_without_music21_name_the_train_extra(tmp_path):
     assert res.returncode == 69, res.stderr
     assert "install the 'train' extra: pip install 'streamsonic[train]'" in res.stderr
     assert not (tmp_path / "o.pt").exists()
+    res = subprocess.run([sys.executable, "-c", code, "train", "temporal", "--corpus",
+                          "music21:bach", "-o", str(tmp_path / "o.pt")], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert res.returncode == 69, res.stderr
+    assert "music21 (for --corpus music21:bach) is not installed" in res.stderr
+
+
+def test_cli_trains_on_a_corpus_selector(m21, tmp_path, melody_cache, capsys):
+    """`train --corpus music21:NAME:FORMAT` without DIR: the three Bach Humdrum files."""
+    out = tmp_path / "h.pt"
+    status = cli_main(["train", "temporal", "--corpus", "music21:bach:humdrum", "-o", str(out),
+                       "--epochs", "1", "--seq-len", "12", "--hidden1", "16", "--hidden2",
+                       "8", "--threads", "1", "--device", "cpu", "--val-fraction", "0.34"])
+    assert status == 0, capsys.readouterr().err
+    report = capsys.readouterr().out
+    assert "gap log-loss" in report and "repeat previous" in report
+    meta = load_checkpoint(out, kind="temporal").meta
+    assert meta["data"]["sources"] == ["music21:bach:humdrum"]
+    assert meta["data"]["n_files"] == 3 and meta["versions"]["music21"] != "unknown"
+    assert cli_main(["train", "temporal", "-o", str(out)]) == TrainingError.exit_status
+    assert "no training data" in capsys.readouterr().err
 
 
 def test_temporal_training_on_bundled_scores(m21, tmp_path, melody_cache):
