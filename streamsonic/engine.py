@@ -385,8 +385,10 @@ class Engine:
         batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
         if not batch:
             return
-        streams = {cue.sample.stream for cue, _ in batch}
-        self._batched -= streams
+        # in the batch's order, not a set's (whose order follows the hash seed): the
+        # streams' next flushes are armed in a reproducible order
+        streams = list(dict.fromkeys(cue.sample.stream for cue, _ in batch))
+        self._batched.difference_update(streams)
         start = self.loop.time() + self.scheduler.latency
         self.batches += 1
         self._play([replace(cue, start=start) for cue, _ in batch])
