@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamsonic.config import Config
-from streamsonic.errors import InputDataError, UsageError
+from streamsonic.errors import InputDataError, NoInputError, UsageError
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.music import seconds_per_beat
 from streamsonic.outputs import OFFLINE_KINDS, OutputSpec, parse_output
@@ -247,9 +247,10 @@ def render_file(
         try:
             text = Path(file).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            raise InputDataError(f"input file {file} does not exist") from None
+            raise NoInputError(f"input file {file} does not exist; name an existing, readable "
+                               "file (or - for stdin)") from None
         except OSError as err:
-            raise InputDataError(f"cannot read {file}: {err.strerror}") from None
+            raise NoInputError(f"cannot read input file {file}: {err.strerror}") from None
     columns = [column] if isinstance(column, str) else column
     table = read_table(text, columns or None, file, every=every_column)
     if plot and len(table) > 1:

@@ -94,6 +94,14 @@ def test_run_missing_file_is_one_line_and_66(tmp_path: Path, env: dict[str, str]
         assert res.stderr.count("\n") == 1 and str(path) in res.stderr
 
 
+def test_render_missing_file_is_one_line_and_66(tmp_path: Path, env: dict[str, str]) -> None:
+    for path in (tmp_path / "nope.csv", tmp_path):  # missing; a folder
+        res = cli(["render", str(path), "-o", str(tmp_path / "out.mid")], env)
+        assert res.returncode == 66, res.stderr
+        assert res.stderr.count("\n") == 1 and str(path) in res.stderr
+        assert not (tmp_path / "out.mid").exists()
+
+
 def test_run_file_and_a_broker_is_a_usage_error(tmp_path: Path, env: dict[str, str]) -> None:
     data = tmp_path / "numbers.txt"
     data.write_text("1\n")
