@@ -173,6 +173,8 @@ def run_streams(rev: Revision, streams: dict[str, np.ndarray], args: list[str],
     events: dict[str, list[Event]] = {k: [] for k in streams}
     for line in out.splitlines():
         ev = json.loads(line)
+        if ev.get("source", "data") != "data":
+            continue  # a note the model added between data notes: not the data's
         events.setdefault(str(ev["stream"]), []).append(ev)
     return events
 

@@ -29,9 +29,12 @@ from streamsonic.model.choice import Chooser
 from streamsonic.model.stepper import PitchStepper
 from streamsonic.music import (
     PERCUSSION_CHANNEL,
+    SCALES,
     VoiceAllocator,
+    Waypoint,
     beyond_pitch,
     earcon_for,
+    lead_in,
     scale_pitches,
     seconds_per_beat,
     velocity_for,
@@ -49,6 +52,15 @@ log = logging.getLogger(__name__)
 #: Within ``accent.refractory`` samples of an accent, another needs this many times its z.
 ACCENT_RENEW = 2.0
 
+#: The loudness of a note the model adds, as a share of ``music.velocity_min``: below every
+#: note of the data, so the data's notes stand out of the phrase.
+MODEL_VELOCITY = 0.8
+#: The shortest note the model adds (seconds): a cue's span holds at most span / MIN_NOTE
+#: notes, so a fast feed (``--max-rate 1000``) gets none and plays one note per sample.
+MIN_NOTE = 0.02
+#: Paths per stream that the search for the model's notes keeps (see Conductor._search).
+BEAM = 8
+
 
 @dataclass
 class StreamState:
@@ -65,6 +77,12 @@ class StreamState:
     accent_at: int = -(2**31)  # the sample count at its last accent
     accent_score: float = 0.0  # and that accent's score
     seen: float = 0.0  # the conductor's clock at its last sample (LRU order, idle eviction)
+    # Phrases (model.passing_notes > 0): the candidate index of the last note played (-1:
+    # none, or beyond the range), and the model's logits for the note after it.
+    last: int = -1
+    next_logits: np.ndarray | None = None
+    held: float = math.nan  # the data's pitch at the last data note
+    anchor: int = -1  # and the candidate that note played
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +105,10 @@ class Cue:
     the window as it is now decides. ``normalized`` overrides the place in the ordinary
     range only (``render`` normalizes over the whole file; beyond 0..1 plays in the
     headroom, like a live value far out); ``duration``/``velocity`` override the
-    configured ones (the temporal model decides them in rhythm = "model").
+    configured ones (the temporal model decides them in rhythm = "model"). ``span`` is the
+    least time until the stream's next cue can start (the notes the model adds before the
+    data's note fit in it); None: what the clock allows (``1 / clock.max_rate`` in event
+    mode, ``clock.step`` beats in tick mode).
     """
 
     sample: Sample
@@ -96,6 +117,7 @@ class Cue:
     duration: float | None = None
     velocity: int | None = None
     reading: Reading | None = None
+    span: float | None = None
 
 
 #: What a conductor steps: a pitch model, or the temporal model (pitch and timing).
@@ -381,9 +403,23 @@ class Conductor:
                     for c, r in zip(cues, readings, strict=True)]
         normalized = np.array([r.normalized for r in readings], dtype=np.float64)
         data_pitch, data_input = self.chooser.encode(normalized)
-        proposal = self._propose(states, data_input)
-        timings = proposal.timings
-        chosen = self.chooser.choose(proposal.logits, data_pitch, [st.rng for st in states])
+        leads: list[list[int]] = [[] for _ in cues]
+        timings: list[Timing] | None = None
+        # Phrases need the pitch model and room for it (influence 1: the data alone).
+        phrases = (not temporal and self.config.model.passing_notes > 0
+                   and self.chooser.influence < 1.0)
+        if not phrases:
+            # One note per sample: the logits with the data as the network's input.
+            proposal = self._propose(states, data_input)
+            timings = proposal.timings
+            chosen = self.chooser.choose(proposal.logits, data_pitch,
+                                         [st.rng for st in states])
+            for st, s in zip(states, proposal.commit(self.chooser.candidate_input(chosen)),
+                             strict=True):
+                st.model_state = s
+        else:
+            spans = [c.span or self._span() for c in cues]
+            chosen, leads = self._phrase(states, readings, data_pitch, spans)
         pitches = self.chooser.candidates[chosen]
         inputs = self.chooser.candidate_input(chosen)
         for i, reading in enumerate(readings):
@@ -391,8 +427,6 @@ class Conductor:
                 # Beyond the ordinary range the data alone decides: how far out it plays
                 # is the message, and the model must not pull it back in.
                 pitches[i] = self.beyond[np.abs(self.beyond - reading.beyond).argmin()]
-        for st, s in zip(states, proposal.commit(inputs), strict=True):
-            st.model_state = s
         music = self.config.music
         accent_cfg = self.config.accent
         notes: list[NoteEvent] = []
@@ -413,6 +447,16 @@ class Conductor:
             accent = reading.accent and accent_cfg.enabled
             if accent:  # nothing (not the temporal model either) plays an accent softly
                 velocity = accent_cfg.velocity
+            # Phrases: the model's notes lead in from the cue's start, evenly spaced over
+            # its span (at least MIN_NOTE each), and the data's note ends the figure.
+            unit = (cue.span or self._span()) / (len(leads[i]) + 1)
+            for j, lead in enumerate(leads[i]):
+                notes.append(NoteEvent(
+                    stream=st.name, time=cue.sample.time, value=cue.sample.value,
+                    normalized=float(norm), pitch=int(self.chooser.candidates[lead]),
+                    velocity=max(1, round(MODEL_VELOCITY * music.velocity_min)),
+                    duration=unit, channel=voice.channel, program=voice.program,
+                    start=cue.start + j * unit, pan=voice.pan, source="model"))
             notes.append(
                 NoteEvent(
                     stream=st.name,
@@ -424,7 +468,7 @@ class Conductor:
                     duration=float(duration if duration is not None else self.note_seconds),
                     channel=voice.channel,
                     program=voice.program,
-                    start=cue.start,
+                    start=cue.start + len(leads[i]) * unit,
                     anomaly=reading.anomaly,
                     accent=accent,
                     direction=reading.direction if accent else 0,
@@ -432,6 +476,143 @@ class Conductor:
                 )
             )
         return StepResult(pitches, inputs, timings, notes)
+
+    def _span(self) -> float:
+        """The least time between two cues of one stream that the clock allows."""
+        clock = self.config.clock
+        if clock.mode == "event":
+            return 1.0 / clock.max_rate
+        return clock.step * seconds_per_beat(self.config.music.tempo)
+
+    def _phrase(self, states: list[StreamState], readings: list[Reading],
+                data_pitch: np.ndarray, spans: list[float],
+                ) -> tuple[np.ndarray, list[list[int]]]:
+        """Phrases: the model writes the notes that lead from each stream's last note to
+        the data's next one, then chooses the data's note near the data's pitch.
+
+        :func:`~streamsonic.music.lead_in` says how many notes (a neighbour note when the
+        data stays on one note, one per scale step in between, at most
+        ``model.passing_notes`` and what the cue's span holds at MIN_NOTE each); the model
+        chooses them (:meth:`_search`). None is added before a stream's first note or an
+        accent (an anomaly jumps in at once). The data's note is then chosen near the
+        data's pitch (:meth:`Chooser.choose_near`); while the data stays exactly where it
+        was, it stays on the same note (the model's notes move around it). Returns each
+        stream's data note (a candidate index) and the candidates added before it; each
+        stream's model state and logits have stepped through both.
+        """
+        chooser = self.chooser
+        limit = self.config.model.passing_notes
+        target = chooser.nearest(data_pitch)
+        plans = [
+            lead_in(st.last, int(q), min(limit, int(span / MIN_NOTE) - 1))
+            if not r.accent and st.last >= 0 and st.next_logits is not None
+            else []
+            for st, r, q, span in zip(states, readings, target, spans, strict=True)
+        ]
+        leads = self._search(states, plans, target, data_pitch)
+        prev = np.array([path[-1] if path else st.last for st, path in zip(states, leads,
+                                                                          strict=True)])
+        fresh = [st.next_logits is None for st in states]
+        logits = np.concatenate([np.full((1, self.stepper.n_classes), np.nan) if new
+                                 else self._logits(st) for st, new in zip(states, fresh,
+                                                                           strict=True)])
+        # After added notes, the data's note never repeats the last of them.
+        avoid = np.where([bool(path) for path in leads], prev, -1)
+        chosen = chooser.choose_near(logits, data_pitch, avoid, [st.rng for st in states])
+        for i, (st, r, new) in enumerate(zip(states, readings, fresh, strict=True)):
+            if new or r.beyond is not None:  # the data alone: nothing to hear from yet
+                chosen[i] = target[i]
+            elif st.held == data_pitch[i] and st.anchor not in (-1, avoid[i]):
+                chosen[i] = st.anchor  # flat data: the same note
+            st.held, st.anchor = float(data_pitch[i]), int(chosen[i])
+        self._advance(states, chosen)
+        for st, c in zip(states, chosen, strict=True):
+            st.last = int(c)
+        return chosen, leads
+
+    def _options(self, prev: int, target: int, left: int) -> np.ndarray:
+        """The notes the model may add with ``left`` intervals to go (this one's included)
+        from ``prev`` to ``target``: any from which the rest of the way can still be made
+        (leaps of at most an octave, the last added note a step from the target), never
+        ``prev`` again."""
+        octave = len(SCALES[self.config.music.scale])
+        cand = np.arange(len(self.chooser.candidates))
+        reach = 1 + (left - 1) * octave
+        ok = ((cand != prev) & (np.abs(cand - prev) <= octave) & (np.abs(target - cand) <= reach)
+              & ((left > 1) | (cand != target)))
+        return cand[ok]
+
+    def _search(self, states: list[StreamState], plans: list[list[Waypoint]],
+                target: np.ndarray, data_pitch: np.ndarray) -> list[list[int]]:
+        """The lead-in each stream's plan asks for (as many notes), chosen by a beam search
+        (BEAM paths per stream) for the path the model finds most likely, the data's note
+        after it included; each stream's model state and logits step through it."""
+        chooser, stepper = self.chooser, self._pitch_stepper()
+        # beam entry: (score, path, model state, logits for the next note)
+        beams: dict[int, list[tuple[float, list[int], Any, np.ndarray]]] = {
+            i: [(0.0, [], states[i].model_state, self._logits(states[i]))]
+            for i in range(len(states)) if plans[i]}
+        for j in range(max((len(p) for p in plans), default=0)):
+            grown: list[tuple[int, float, list[int], Any]] = []
+            for i, entries in beams.items():
+                if len(plans[i]) <= j:
+                    continue
+                options: list[tuple[float, list[int], Any]] = []
+                for score, path, state, logits in entries:
+                    prev = path[-1] if path else states[i].last
+                    allowed = self._options(prev, int(target[i]), len(plans[i]) - j)
+                    if not allowed.size:
+                        allowed = np.array([min(max(plans[i][j].index, 0),
+                                                len(chooser.candidates) - 1)])
+                    log_p = chooser.log_p(logits)[0]
+                    options.extend((score + float(log_p[x]), [*path, int(x)], state)
+                                   for x in allowed)
+                options.sort(key=lambda o: -o[0])
+                grown.extend((i, *o) for o in options[:BEAM])
+            if not grown:
+                break
+            inputs = chooser.candidate_input(np.array([g[2][-1] for g in grown]))
+            logits, state = stepper.step(inputs, stepper.stack([g[3] for g in grown]))
+            parts = stepper.split(state, len(grown))
+            for i in {g[0] for g in grown}:
+                beams[i] = []
+            for n, (i, score, path, _) in enumerate(grown):
+                beams[i].append((score, path, parts[n], np.array(logits[n:n + 1], np.float64)))
+        leads: list[list[int]] = [[] for _ in states]
+        for i, entries in beams.items():
+            # The data's note ends the path: its best log-probability near the data counts.
+            near = np.abs(chooser.candidates - data_pitch[i]) <= max(chooser.window, 1.0)
+            near[target[i]] = True
+
+            def total(e: tuple[float, list[int], Any, np.ndarray], near: np.ndarray = near,
+                      ) -> float:
+                return e[0] + float(chooser.log_p(e[3])[0][near].max())
+
+            score, path, state, logits = max(entries, key=total)
+            leads[i] = path
+            states[i].model_state, states[i].next_logits = state, logits
+        return leads
+
+    def _pitch_stepper(self) -> PitchStepper:
+        """The stepper, which phrases only use when it is the pitch model's."""
+        stepper = self.stepper
+        assert not is_temporal(stepper)
+        return stepper
+
+    @staticmethod
+    def _logits(st: StreamState) -> np.ndarray:
+        assert st.next_logits is not None
+        return st.next_logits
+
+    def _advance(self, states: list[StreamState], chosen: np.ndarray) -> None:
+        """One batched LSTM step of ``states``' streams with the chosen notes as input:
+        each keeps its new state and the logits for its next note."""
+        stepper, batch = self._pitch_stepper(), len(states)
+        logits, state = stepper.step(self.chooser.candidate_input(chosen),
+                                     stepper.stack([st.model_state for st in states]))
+        for i, (st, s) in enumerate(zip(states, stepper.split(state, batch), strict=True)):
+            st.model_state = s
+            st.next_logits = np.array(logits[i:i + 1], dtype=np.float64)
 
     def _propose(self, states: list[StreamState], data_input: np.ndarray) -> _Proposal:
         """One timestep of ``states``' streams as one batch, from their saved model states,

@@ -133,9 +133,11 @@ class ModelConfig:
     seed: int = 0
     rhythm: Literal["clock", "model"] = "clock"
     rhythm_temperature: float = 1.5
+    passing_notes: int = 5
 
     def __post_init__(self) -> None:
         _within(self.influence, 0.0, 1.0, "model.influence")
+        _within(self.passing_notes, 0, 16, "model.passing_notes", " notes (0: none)")
         _within(self.temperature, 0.0, 100.0, "model.temperature", " (0: greedy)")
         _within(self.rhythm_temperature, 0.0, 10.0, "model.rhythm_temperature",
                 " (0: always the most likely timing)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 #: Longest note (seconds): 16 beats at 10 bpm is 96 s; a note from elsewhere (``--play-notes``)
 #: that claims more is refused rather than left sounding.
@@ -59,7 +59,10 @@ class NoteEvent:
     for offline renders); ``duration`` is in seconds. ``anomaly`` is the sample's anomaly
     score (0..1), ``accent`` whether it crossed the accent threshold, ``direction`` which
     way it deviated (+1 above what was expected, -1 below, 0 neither), ``pan`` the voice's
-    stereo position (MIDI 0..127).
+    stereo position (MIDI 0..127). ``source`` says who chose the note: ``"data"`` for the
+    note a sample plays, ``"model"`` for a note the model added before it (a passing or
+    neighbour note, see ``model.passing_notes``; it shares the sample's ``time``, ``value``
+    and ``normalized``).
     """
 
     stream: str
@@ -76,6 +79,7 @@ class NoteEvent:
     accent: bool = False
     direction: int = 0
     pan: int = 64
+    source: Literal["data", "model"] = "data"
 
     def __post_init__(self) -> None:
         if not 0 <= self.pitch <= 127:
@@ -95,6 +99,8 @@ class NoteEvent:
             raise ValueError(f"anomaly {self.anomaly} outside 0..1")
         if not 0 <= self.pan <= 127:
             raise ValueError(f"pan {self.pan} outside 0..127")
+        if self.source not in ("data", "model"):
+            raise ValueError(f"source {self.source!r} is neither 'data' nor 'model'")
 
     def to_dict(self) -> dict[str, Any]:
         """The note as a JSON-ready dict (the ``events`` output format), fields in order.

@@ -62,6 +62,39 @@ def scale_pitches(scale: str, key: str, low: int, high: int) -> np.ndarray:
     return np.asarray(pitches, dtype=np.int64)
 
 
+@dataclass(frozen=True, slots=True)
+class Waypoint:
+    """One note the model adds before a data note: where a plain path would put it (an
+    index into the scale's ascending candidates)."""
+
+    index: int
+
+
+def lead_in(prev: int, target: int, limit: int) -> list[Waypoint]:
+    """How many notes lead from candidate ``prev`` (the note played last) to candidate
+    ``target`` (the next data note), indices into the scale's ascending candidates, and
+    where a plain path of scale steps would put them (the model chooses the actual notes,
+    see ``Conductor``).
+
+    * the same note again: one neighbour note (a step above or below), so that a flat
+      signal does not repeat one pitch;
+    * a step: nothing to add;
+    * further: one note per scale step in between, at most ``limit`` (then the path takes
+      larger intervals, evenly spread), e.g. 60 -> [62, 64] -> 65 in C major.
+
+    ``limit`` 0 adds nothing.
+    """
+    gap = target - prev
+    size = abs(gap)
+    if limit <= 0 or size == 1:
+        return []
+    if size == 0:
+        return [Waypoint(prev + 1)]
+    d = 1 if gap > 0 else -1
+    n = min(limit + 1, size)  # intervals
+    return [Waypoint(prev + d * round(size * j / n)) for j in range(1, n)]
+
+
 def in_scale(pitch: int, scale: str, key: str) -> bool:
     """Whether ``pitch`` belongs to ``scale`` in ``key``."""
     return (pitch - parse_key(key)) % 12 in SCALES[scale]

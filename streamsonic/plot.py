@@ -186,8 +186,10 @@ def _pyplot() -> ModuleType:
 
 
 def build_figure(series: Series, notes: list[NoteEvent], config: Config) -> PlotArtists:
-    """The figure for ``render --plot``, not yet saved (close it with ``plt.close``)."""
+    """The figure for ``render --plot``, not yet saved (close it with ``plt.close``). It
+    shows the data's notes (the notes the model adds between them are left out)."""
     plt = _pyplot()
+    notes = [n for n in notes if n.source == "data"]
     arrays = note_arrays(notes)
     fig = plt.figure(figsize=(12, 7.5), dpi=110)
     grid = fig.add_gridspec(3, 2, height_ratios=[3, 3, 1.1], width_ratios=[60, 1],

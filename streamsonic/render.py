@@ -209,8 +209,9 @@ def render_notes(config: Config, series: Series | Sequence[Series],
                 s, norm = columns[c], normalized[c]
                 sample = Sample(s.name, float(n), float(s.values[i]))
                 reading = conductor.observe(sample)
+                # span: the rows' spacing, which the model's added notes may fill
                 cues.append(Cue(sample, start, None if norm is None else float(norm[i]),
-                                reading=reading))
+                                reading=reading, span=step))
             played = conductor.play(cues)  # every column of the row: one batch
             for note in played.notes:
                 scheduler.play(note)

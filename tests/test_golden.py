@@ -29,7 +29,7 @@ from tests.components import missing
 GOLDEN = Path(__file__).resolve().parent / "golden" / "notes.json"
 UPDATE = os.environ.get("STREAMSONIC_UPDATE_GOLDEN") == "1"
 #: What each stored note holds, in this order.
-FIELDS = ("pitch", "velocity", "channel", "program", "accent")
+FIELDS = ("pitch", "velocity", "channel", "program", "accent", "source")
 #: Every sample plays its own note, in order, whatever the machine's speed: a backlog no
 #: input here fills (nothing is aggregated) and a rate cap that never makes one wait long.
 LIVE = ["--output", "events", "--set", "clock.backlog=100000", "--max-rate", "1000"]
@@ -149,6 +149,20 @@ def test_render_with_model_rhythm_plays_the_stored_notes(no_config: Path,
     got = play(["render", str(csv), "-o", "events", "--rhythm", "model"], [], no_config)
     assert len(got["value"]) == 100
     check_golden("render-rhythm", lines, got)
+
+
+@pytest.mark.slow
+def test_render_plays_the_stored_phrases(shipped: Path, no_config: Path,
+                                         tmp_path: Path) -> None:
+    """`streamsonic render` at the defaults: the data's notes and the notes the shipped
+    model adds between them (``"source": "model"``), as stored."""
+    lines = ["value", *(line.split()[0].partition("=")[2] for line in golden_input()[:100])]
+    csv = tmp_path / "series.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    got = play(["render", str(csv), "-o", "events"], [], no_config)
+    sources = [n[5] for n in got["value"]]
+    assert sources.count("data") == 100 and "model" in sources
+    check_golden("render", lines, got)
 
 
 # -- the shipped model has a say at the default influence --------------------------------

@@ -159,8 +159,11 @@ def net() -> PitchLSTM:
 
 
 def pitch_config(**overrides: object) -> Config:
+    # One note per sample (model.passing_notes = 0): the research's step, which the
+    # reference recomputes; phrases are tested in test_phrases.py.
     return load_config(None, {"music.scale": "chromatic", "music.low": 50, "music.high": 89,
-                              "model.influence": INFLUENCE, **overrides})
+                              "model.influence": INFLUENCE, "model.passing_notes": 0,
+                              **overrides})
 
 
 @pytest.fixture(scope="module")

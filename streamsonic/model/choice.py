@@ -10,6 +10,14 @@ is ``kernel_width`` in semitones. ``influence = 1`` plays the candidate nearest 
 (the data then reaches the music only as the network's input); values between let the model
 move a note away from the data when it is confident enough. ``temperature = 0`` takes the
 best score; above 0 it samples from ``softmax(score / temperature)`` with a seeded generator.
+
+That is the research's choice (one note per sample, the logits read with the data as the
+network's input). Phrases (``model.passing_notes`` > 0, the default) choose differently,
+with the logits of the model's next note after the notes played (:meth:`Chooser.choose_near`
+for the data's note, :meth:`Chooser.choose_among` for the notes the model adds): the data's
+note is the best-scoring candidate within :meth:`Chooser.window` semitones of the data's
+pitch (10 * (1 - influence): 2 at the default 0.8, 5 at 0.5, 10 at 0, only the nearest at
+1), never the note just played while another is in reach.
 """
 
 from __future__ import annotations
@@ -96,4 +104,68 @@ class Chooser:
         kernels.choose(np.asarray(logits, dtype=np.float64), self._cand_class, self._cand_f,
                        np.asarray(data_pitch, dtype=np.float64), self.influence,
                        self._kernel_scale, self.temperature, uniform, out)
+        return out
+
+    # -- phrases -------------------------------------------------------------------------------
+    @property
+    def window(self) -> float:
+        """Semitones from the data's pitch within which a phrase's data note may move."""
+        return 10.0 * (1.0 - self.influence)
+
+    def nearest(self, data_pitch: np.ndarray) -> np.ndarray:
+        """Index of the candidate nearest to each data pitch (what influence 1 plays)."""
+        dist = np.abs(self._cand_f[None, :] - np.asarray(data_pitch, np.float64)[:, None])
+        return np.asarray(dist.argmin(axis=1), dtype=np.int64)
+
+    def log_p(self, logits: np.ndarray) -> np.ndarray:
+        """The model's log-probability of each candidate (batch, n_candidates), the
+        softmax taken over the candidates."""
+        sub = np.asarray(logits, dtype=np.float64)[:, self._cand_class]
+        sub = sub - sub.max(axis=1, keepdims=True)
+        return sub - np.log(np.exp(sub).sum(axis=1, keepdims=True))
+
+    def _pick(self, scores: np.ndarray, rng: np.random.Generator) -> int:
+        """The best of ``scores`` (-inf: not allowed), or a sample at the temperature."""
+        if self.temperature <= 0.0:
+            return int(np.argmax(scores))
+        z = scores / self.temperature
+        p = np.exp(z - z.max())
+        cum = np.cumsum(p / p.sum())
+        return min(int(np.searchsorted(cum, rng.random(), side="right")), len(cum) - 1)
+
+    def choose_near(self, logits: np.ndarray | None, data_pitch: np.ndarray,
+                    avoid: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        """A phrase's data note for each row: among the candidates within :attr:`window`
+        semitones of the data's pitch (always the nearest), the best of ``(1 - influence)
+        * log P_model + influence * kernel``; ``avoid`` (the note just played, -1: none) only
+        when nothing else is in reach. ``logits`` None (a stream's first note): the nearest.
+        """
+        data = np.asarray(data_pitch, dtype=np.float64)
+        nearest = self.nearest(data)
+        if logits is None or self.influence >= 1.0:
+            return nearest
+        dist = self._cand_f[None, :] - data[:, None]
+        kernel = -(dist * dist) * self._kernel_scale
+        scores = (1.0 - self.influence) * self.log_p(logits) + self.influence * kernel
+        out = np.empty(len(data), dtype=np.int64)
+        for i in range(len(data)):
+            reach = np.abs(dist[i]) <= self.window
+            reach[nearest[i]] = True
+            if avoid[i] >= 0 and reach.sum() > 1:
+                reach[avoid[i]] = False
+            out[i] = self._pick(np.where(reach, scores[i], -np.inf), rngs[i])
+        return out
+
+    def choose_among(self, logits: np.ndarray, allowed: list[np.ndarray],
+                     rngs: list[np.random.Generator],
+                     bonus: list[np.ndarray] | None = None) -> np.ndarray:
+        """A note the model adds, for each row: the candidate of ``allowed[i]`` (indices)
+        that the model finds most likely, ``bonus[i]`` (nats, one per allowed candidate)
+        added (or a sample at the temperature)."""
+        log_p = self.log_p(logits)
+        out = np.empty(len(allowed), dtype=np.int64)
+        for i, options in enumerate(allowed):
+            scores = np.full(log_p.shape[1], -np.inf)
+            scores[options] = log_p[i, options] + (0.0 if bonus is None else bonus[i])
+            out[i] = self._pick(scores, rngs[i])
         return out

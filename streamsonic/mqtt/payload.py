@@ -41,7 +41,7 @@ PAYLOAD_LINES_LIMIT = 16
 _NOTE_FIELDS = {f.name: f.type for f in fields(NoteEvent)}
 _INT_FIELDS = {"pitch", "velocity", "channel", "program", "direction", "pan"}
 #: Fields a note may leave out (older publishers): the NoteEvent defaults apply.
-_OPTIONAL_FIELDS = {"start", "anomaly", "accent", "direction", "pan"}
+_OPTIONAL_FIELDS = {"start", "anomaly", "accent", "direction", "pan", "source"}
 
 
 @dataclass
@@ -293,6 +293,9 @@ def note_from_dict(doc: Any) -> NoteEvent | None:
             if not isinstance(value, str):
                 return None
             value = clean_name(value)
+        elif name == "source":
+            if value not in ("data", "model"):
+                return None
         elif name in _INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int):
                 return None
