@@ -530,17 +530,17 @@ class Conductor:
             st.last = int(c)
         return chosen, leads
 
-    def _options(self, prev: int, target: int, left: int) -> np.ndarray:
-        """The notes the model may add with ``left`` intervals to go (this one's included)
-        from ``prev`` to ``target``: any from which the rest of the way can still be made
-        (leaps of at most an octave, the last added note a step from the target), never
-        ``prev`` again."""
+    def _options(self, prev: np.ndarray, target: int, left: int) -> np.ndarray:
+        """Which notes (a mask over the candidates, one row per ``prev``) the model may add
+        with ``left`` intervals to go (this one's included) from ``prev`` to ``target``:
+        any from which the rest of the way can still be made (leaps of at most an octave,
+        the last added note a step from the target), never ``prev`` again."""
         octave = len(SCALES[self.config.music.scale])
-        cand = np.arange(len(self.chooser.candidates))
+        cand = np.arange(len(self.chooser.candidates))[None, :]
+        prev = np.asarray(prev)[:, None]
         reach = 1 + (left - 1) * octave
-        ok = ((cand != prev) & (np.abs(cand - prev) <= octave) & (np.abs(target - cand) <= reach)
-              & ((left > 1) | (cand != target)))
-        return cand[ok]
+        return ((cand != prev) & (np.abs(cand - prev) <= octave)
+                & (np.abs(target - cand) <= reach) & ((left > 1) | (cand != target)))
 
     def _search(self, states: list[StreamState], plans: list[list[Waypoint]],
                 target: np.ndarray, data_pitch: np.ndarray) -> list[list[int]]:
@@ -557,18 +557,19 @@ class Conductor:
             for i, entries in beams.items():
                 if len(plans[i]) <= j:
                     continue
-                options: list[tuple[float, list[int], Any]] = []
-                for score, path, state, logits in entries:
-                    prev = path[-1] if path else states[i].last
-                    allowed = self._options(prev, int(target[i]), len(plans[i]) - j)
-                    if not allowed.size:
-                        allowed = np.array([min(max(plans[i][j].index, 0),
-                                                len(chooser.candidates) - 1)])
-                    log_p = chooser.log_p(logits)[0]
-                    options.extend((score + float(log_p[x]), [*path, int(x)], state)
-                                   for x in allowed)
-                options.sort(key=lambda o: -o[0])
-                grown.extend((i, *o) for o in options[:BEAM])
+                prev = np.array([path[-1] if path else states[i].last
+                                 for _, path, _, _ in entries])
+                allowed = self._options(prev, int(target[i]), len(plans[i]) - j)
+                stuck = ~allowed.any(axis=1)  # (a limit too small): the plan's note
+                allowed[stuck, min(max(plans[i][j].index, 0), allowed.shape[1] - 1)] = True
+                scores = (np.array([e[0] for e in entries])[:, None]
+                          + chooser.log_p(np.concatenate([e[3] for e in entries])))
+                flat = np.where(allowed, scores, -np.inf).ravel()
+                # the best BEAM (entry, note) pairs; ties in entry order, then lower note
+                best = np.argsort(-flat, kind="stable")[:min(BEAM, int(allowed.sum()))]
+                for k in best:
+                    e, x = divmod(int(k), allowed.shape[1])
+                    grown.append((i, float(flat[k]), [*entries[e][1], x], entries[e][2]))
             if not grown:
                 break
             inputs = chooser.candidate_input(np.array([g[2][-1] for g in grown]))
