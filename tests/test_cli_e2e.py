@@ -192,7 +192,7 @@ def test_clear_errors_and_exit_statuses(tmp_path: Path) -> None:
     res = run(["--output", "bogus:thing"], "1\n")
     assert res.returncode == 64 and "unknown output" in res.stderr
     res = run(["render", str(tmp_path / "nope.csv"), "-o", "events"])
-    assert res.returncode == 65 and "does not exist" in res.stderr
+    assert res.returncode == 66 and "does not exist" in res.stderr
     csv = tmp_path / "a.csv"
     csv.write_text("x,y\n1,2\n")
     res = run(["render", str(csv), "--column", "z", "-o", "events"])
