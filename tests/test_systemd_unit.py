@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -109,6 +110,22 @@ def wait_for(stream: IO[str], text: str, timeout: float) -> list[str]:
     raise AssertionError(f"never logged {text!r}: {''.join(seen)[-3000:]}")
 
 
+def note_values(stream: IO[str], wanted: set[float], timeout: float) -> set[float]:
+    """The values of the notes on ``stream`` (events lines) until every one of ``wanted``
+    has played; AssertionError with what came if that takes longer than ``timeout``."""
+    values: set[float] = set()
+    deadline = time.monotonic() + timeout
+    while not values >= wanted:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([stream], [], [], max(left, 0.0))
+        line = stream.readline() if ready else ""
+        if not line:
+            raise AssertionError(f"notes for {sorted(wanted - values)} never came "
+                                 f"(got {sorted(values)})")
+        values.add(json.loads(line)["value"])
+    return values
+
+
 #: The drop-in systemd/README.md gives for JACK (besides User=): libjack sets its threads'
 #: scheduling policy (SCHED_OTHER for a server without real-time), which the unit's
 #: ~@resources denies.
@@ -150,10 +167,11 @@ def test_alsa_audio_and_mqtt_work_in_the_units_sandbox(
         assert proc.stderr is not None and proc.stdout is not None
         log = wait_for(proc.stderr, "ready: outputs", 120)
         assert any("output audio: default" in line for line in log), log
+        # READY comes before the broker answers (a broker down at start is waited for):
+        # publish once subscribed, or the broker has nobody to deliver to
+        log += wait_for(proc.stderr, "subscribed to", 60)
         publish(mqtt_broker, "alsabox/x", [str(v) for v in (3, 9, 1, 7)])
-        values: set[float] = set()
-        while not values >= {3.0, 9.0, 1.0, 7.0}:  # every sample's note (the test times out)
-            values.add(json.loads(proc.stdout.readline())["value"])
+        values = note_values(proc.stdout, {3.0, 9.0, 1.0, 7.0}, 60)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -189,14 +207,13 @@ def test_jack_audio_midi_and_mqtt_work_in_the_units_sandbox(
     try:
         assert proc.stderr is not None and proc.stdout is not None
         log = wait_for(proc.stderr, "ready: outputs", 120)
+        log += wait_for(proc.stderr, "subscribed to", 60)
         receiver.connect_from("sbx")
         capture.connect_from(jack_server.wait_for_ports("streamsonic", 2))
         heard_after = time.monotonic()
         sent = {3.0, 9.0, 1.0, 7.0, 5.0, 8.0, 2.0, 6.0}
         publish(mqtt_broker, "sandbox/x", [f"{v:g}" for v in sorted(sent)])
-        values: set[float] = set()
-        while not values >= sent:  # every sample's note (the test times out otherwise)
-            values.add(json.loads(proc.stdout.readline())["value"])
+        note_values(proc.stdout, sent, 60)  # every sample played
         capture.wait_sound(heard_after, timeout=30)
         ons = [m for _, m in receiver.take(8, timeout=30) if m.type == "note_on"]
         assert ons, "no MIDI note arrived through the virtual port"
