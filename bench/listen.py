@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,15 +160,23 @@ def run_streams(rev: Revision, streams: dict[str, np.ndarray], args: list[str],
     if rate is None:
         out, err = proc.communicate("".join(lines), timeout=600)
     else:
-        assert proc.stderr is not None
+        assert proc.stderr is not None and proc.stdout is not None
         while "ready" not in proc.stderr.readline():  # feed in real time once it listens
             if proc.poll() is not None:
                 raise SystemExit(f"{rev.label}: streamsonic exited before it was ready")
+        # Read the notes as they come: an unread stdout pipe fills after some 280 notes and
+        # then blocks the daemon's writes (and with them its event loop) until the end.
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.extend(proc.stdout or ()), daemon=True)
+        reader.start()
         for line in lines:
             proc.stdin.write(line)
             proc.stdin.flush()
             time.sleep(1.0 / rate)
-        out, err = proc.communicate(timeout=600)
+        proc.stdin.close()
+        proc.wait(timeout=600)
+        reader.join(timeout=60)
+        out, err = "".join(chunks), proc.stderr.read()
     if proc.returncode != 0:
         raise SystemExit(f"{rev.label}: streamsonic exited {proc.returncode}: {err[-2000:]}")
     events: dict[str, list[Event]] = {k: [] for k in streams}
@@ -330,7 +339,7 @@ def main() -> int:
                   f"{min(r.spike10[0] - r.spike11[0] for r in rows):+d} st")
         if not args.skip_fast:
             print()
-            print("| fast feed (20 rows/s, cap 8/s, 16 spikes) | rev | spikes accented |")
+            print("| fast feed (20 rows/s, default cap 16/s, 16 spikes) | rev | spikes accented |")
             print("|---|---|---|")
             for rhythm in (False, True):
                 for rev in revs:
