@@ -243,8 +243,14 @@ class Engine:
             self._ensure_ticking()
             return
         now = self.loop.time()
-        if (not self._queues.get(stream) and stream not in self._batched
-                and now >= self._next_allowed.get(stream, -math.inf)):
+        allowed = now >= self._next_allowed.get(stream, -math.inf)
+        if allowed and stream in self._batched and not self._queues.get(stream):
+            # The stream's next sample may play, and its previous one still waits for the
+            # batch: the batch closes now (under a firehose the loop turns that run the
+            # window's timer come only every YIELD_EVERY; waiting for them would fold
+            # samples that stepping each alone plays one by one).
+            self._step_batch()
+        if (not self._queues.get(stream) and stream not in self._batched and allowed):
             self._next_allowed[stream] = now + 1.0 / clock.max_rate
             self._submit(Cue(sample, now, reading=reading), receipt)
             return
