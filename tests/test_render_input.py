@@ -79,10 +79,12 @@ def test_render_cli_long_field_and_undecodable_stdin(tmp_path: Path,
     weights = ["--weights", str(random_pitch_checkpoint)]
     result = render_events([str(path), "--column", "b", *weights])
     assert result.returncode == 0, result.stderr.decode(errors="replace")
-    assert [json.loads(line)["value"] for line in result.stdout.splitlines()] == [5.0, 6.0]
+    data = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [n["value"] for n in data if n["source"] == "data"] == [5.0, 6.0]
 
     result = render_events(["-", *weights], stdin=b"v\n1\n\xff\xfe\n3\r4\n")
     err = result.stderr.decode(errors="replace")
     assert result.returncode == 0, err
-    assert [json.loads(line)["value"] for line in result.stdout.splitlines()] == [1.0, 3.0, 4.0]
+    data = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [n["value"] for n in data if n["source"] == "data"] == [1.0, 3.0, 4.0]
     assert "invalid_utf8: 1" in err

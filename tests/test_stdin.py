@@ -267,7 +267,7 @@ def test_cli_waits_on_nonblocking_empty_stdin(tmp_path: Path,
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamsonic", "run", "--output", "events",
-             "--weights", str(random_pitch_checkpoint)],
+             "--weights", str(random_pitch_checkpoint), "--set", "model.passing_notes=0"],
             stdin=read_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
     finally:
