@@ -271,14 +271,7 @@ class Scheduler:
         was scheduled for it is skipped. A failure to close is logged and remembered."""
         self.sinks = [s for s in self.sinks if s is not sink]
         self.latency = max((s.lookahead for s in self.sinks), default=0.0)
-        try:
-            sink.close()
-        except StreamsonicError as err:
-            log.error("%s", err)
-            self.failed.append((sink, err))
-        except Exception as err:
-            log.exception("closing output %s failed", sink.name)
-            self.failed.append((sink, err))
+        self._close_sink(sink)
 
     def tick(self) -> None:
         """Give every sink its periodic turn (:meth:`Sink.tick`) at the clock's time; one that
@@ -297,14 +290,18 @@ class Scheduler:
         self._pending.clear()
         self._sounding.clear()
         for sink in self.sinks:
-            try:
-                sink.close()
-            except StreamsonicError as err:
-                log.error("%s", err)
-                self.failed.append((sink, err))
-            except Exception as err:
-                log.exception("closing output %s failed", sink.name)
-                self.failed.append((sink, err))
+            self._close_sink(sink)
+
+    def _close_sink(self, sink: Sink) -> None:
+        """Close ``sink``; a failure is logged and remembered in ``failed``, never raised."""
+        try:
+            sink.close()
+        except StreamsonicError as err:
+            log.error("%s", err)
+            self.failed.append((sink, err))
+        except Exception as err:
+            log.exception("closing output %s failed", sink.name)
+            self.failed.append((sink, err))
 
     def check_written(self) -> None:
         """Raise :class:`OutputWriteError` if an output lost data it should have written

@@ -39,6 +39,25 @@ class Counters:
         return f"Counters({self.snapshot()})"
 
 
+class BoundedKeys:
+    """The first ``limit`` distinct keys (topics, subjects) are named in counters as
+    themselves, any later one as ``other``: per-key counters stay bounded whatever the
+    input sends."""
+
+    def __init__(self, limit: int, other: str) -> None:
+        self.limit = limit
+        self.other = other
+        self._seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        """``name``, or ``other`` once ``limit`` other names have been seen."""
+        if name not in self._seen:
+            if len(self._seen) >= self.limit:
+                return self.other
+            self._seen.add(name)
+        return name
+
+
 class RateLimitedLog:
     """Logs a warning per key at most once every ``interval`` seconds.
 

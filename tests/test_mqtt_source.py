@@ -163,6 +163,21 @@ async def test_garbage_is_counted_and_never_fatal(mqtt_broker: Broker) -> None:
     assert all(math.isfinite(s.value) for s in got)
 
 
+async def test_per_topic_counters_are_bounded(mqtt_broker: Broker,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad payloads on ever new topics: the first MAX_TOPIC_COUNTERS topics get counters
+    of their own, every later one shares "(other topics)"."""
+    monkeypatch.setattr("streamsonic.sources.mqtt.MAX_TOPIC_COUNTERS", 2)
+    async with make_source(mqtt_broker, ["many/#"]) as source:
+        await subscribed(source)
+        for topic in ("many/a", "many/b", "many/c", "many/d", "many/a"):
+            await pub(mqtt_broker, topic, ["NaN"])
+        await until(lambda: source.stats.get("received", 0) == 5, "5 messages")
+    by_topic = {k: v for k, v in source.stats.items() if k.startswith("by_topic.")}
+    assert by_topic == {"by_topic.many/a.nan": 2, "by_topic.many/b.nan": 1,
+                        "by_topic.(other topics).nan": 2}
+
+
 async def test_retained_ignored_by_default_and_optional(mqtt_broker: Broker) -> None:
     await pub(mqtt_broker, "ret/a", ["11"], retain=True)
     async with make_source(mqtt_broker, ["ret/#"]) as source:

@@ -94,7 +94,7 @@ from streamsonic.mqtt.connection import (
 )
 from streamsonic.mqtt.naming import check_filter, check_template
 from streamsonic.mqtt.payload import PayloadDecoder
-from streamsonic.stats import Counters, RateLimitedLog
+from streamsonic.stats import BoundedKeys, Counters, RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class MqttSource:
         self._decoder = PayloadDecoder(config, play_notes=play_notes)
         self._counters = Counters()
         self._warn = RateLimitedLog(log, config.daemon.warn_interval)
-        self._topic_counters: set[str] = set()
+        self._topic_keys = BoundedKeys(MAX_TOPIC_COUNTERS, "(other topics)")
         self._queue: collections.deque[tuple[Item, _Receipt | None]] = collections.deque()
         self._max_queue = mqtt.queue_size
         self._rng = random.Random()
@@ -781,13 +781,7 @@ class MqttSource:
 
     def _skip(self, topic: str, reason: str, payload: bytes | bytearray) -> None:
         self._counters.add(f"skipped.{reason}")
-        key = topic
-        if topic not in self._topic_counters:
-            if len(self._topic_counters) < MAX_TOPIC_COUNTERS:
-                self._topic_counters.add(topic)
-            else:
-                key = "(other topics)"
-        self._counters.add(f"by_topic.{key}.{reason}")
+        self._counters.add(f"by_topic.{self._topic_keys.key(topic)}.{reason}")
         self._warn.warning(f"{topic}\0{reason}", "MQTT topic %s: skipped a payload (%s): %r",
                            topic, reason, payload[:60])
 

@@ -55,7 +55,7 @@ from streamsonic.events import NoteEvent, Sample
 from streamsonic.mqtt.naming import Subject, check_template, stream_name
 from streamsonic.mqtt.payload import PayloadDecoder
 from streamsonic.sinks.reconnect import Backoff
-from streamsonic.stats import Counters, RateLimitedLog
+from streamsonic.stats import BoundedKeys, Counters, RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class NatsSource:
                                                                            Subject))
         self._counters = Counters()
         self._warn = RateLimitedLog(log, config.daemon.warn_interval)
-        self._subject_counters: set[str] = set()
+        self._subject_keys = BoundedKeys(MAX_SUBJECT_COUNTERS, "(other subjects)")
         self._queue: collections.deque[Item] = collections.deque()
         self._max_queue = settings.queue_size
         self._client: Client | None = None
@@ -418,13 +418,7 @@ class NatsSource:
 
     def _skip(self, subject: str, reason: str, payload: bytes) -> None:
         self._counters.add(f"skipped.{reason}")
-        key = subject
-        if subject not in self._subject_counters:
-            if len(self._subject_counters) < MAX_SUBJECT_COUNTERS:
-                self._subject_counters.add(subject)
-            else:
-                key = "(other subjects)"
-        self._counters.add(f"by_subject.{key}.{reason}")
+        self._counters.add(f"by_subject.{self._subject_keys.key(subject)}.{reason}")
         self._warn.warning(f"{subject}\0{reason}", "NATS subject %s: skipped a payload (%s): "
                            "%r", subject, reason, payload[:60])
 
