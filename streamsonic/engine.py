@@ -7,8 +7,8 @@ Clock policies:
 * ``event``: a note per sample as it arrives, at most ``clock.max_rate`` notes per second
   per stream. Notes due within ``clock.batch_window`` seconds of each other (a few ms) are
   stepped together, one :meth:`Conductor.play` call for all their streams (one cue per
-  stream per batch; a stream's next sample waits for the batch), so thousands of streams
-  cost a few batched steps instead of one step each; the notes are those stepping each
+  stream per batch; a stream's next sample that may play closes the batch), so thousands
+  of streams cost a few batched steps instead of one step each; the notes are those stepping each
   alone gives, up to ``batch_window`` later. A sample that comes sooner waits in its
   stream's queue and plays as soon as the stream may play again. Up to ``clock.backlog``
   samples wait one by one, so a short burst (``printf '1\n5\n3\n9\n' | streamsonic``) is
