@@ -142,6 +142,18 @@ class _Proposal:
 
 
 @dataclass(frozen=True, slots=True)
+class _Beam:
+    """A stream's paths in the search for the model's notes (:meth:`Conductor._search`),
+    one row per path: its score (the log-probability of its notes), its notes (the note
+    played before them first), the model state after them and the logits for the next."""
+
+    scores: np.ndarray  # (k,)
+    paths: np.ndarray  # (k, 1 + notes) candidate indices
+    state: Any  # the stepper's batched state, k rows
+    logits: np.ndarray  # (k, n_classes) float64
+
+
+@dataclass(frozen=True, slots=True)
 class StepResult:
     """One timestep of N streams (:meth:`Conductor.play`): one entry per cue, in cue order."""
 
@@ -546,52 +558,53 @@ class Conductor:
                 target: np.ndarray, data_pitch: np.ndarray) -> list[list[int]]:
         """The lead-in each stream's plan asks for (as many notes), chosen by a beam search
         (BEAM paths per stream) for the path the model finds most likely, the data's note
-        after it included; each stream's model state and logits step through it."""
+        after it included; each stream's model state and logits step through it.
+
+        Each stream's paths are arrays (:class:`_Beam`: one row per path), and each level
+        steps every stream's grown paths as one batch, in stream order."""
         chooser, stepper = self.chooser, self._pitch_stepper()
-        # beam entry: (score, path, model state, logits for the next note)
-        beams: dict[int, list[tuple[float, list[int], Any, np.ndarray]]] = {
-            i: [(0.0, [], states[i].model_state, self._logits(states[i]))]
-            for i in range(len(states)) if plans[i]}
+        beams = {i: _Beam(np.zeros(1), np.full((1, 1), states[i].last, np.int64),
+                          states[i].model_state, self._logits(states[i]))
+                 for i in range(len(states)) if plans[i]}
         for j in range(max((len(p) for p in plans), default=0)):
-            grown: list[tuple[int, float, list[int], Any]] = []
-            for i, entries in beams.items():
+            grown: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+            for i, beam in beams.items():
                 if len(plans[i]) <= j:
                     continue
-                prev = np.array([path[-1] if path else states[i].last
-                                 for _, path, _, _ in entries])
-                allowed = self._options(prev, int(target[i]), len(plans[i]) - j)
+                allowed = self._options(beam.paths[:, -1], int(target[i]), len(plans[i]) - j)
                 stuck = ~allowed.any(axis=1)  # (a limit too small): the plan's note
                 allowed[stuck, min(max(plans[i][j].index, 0), allowed.shape[1] - 1)] = True
-                scores = (np.array([e[0] for e in entries])[:, None]
-                          + chooser.log_p(np.concatenate([e[3] for e in entries])))
+                scores = beam.scores[:, None] + chooser.log_p(beam.logits)
                 flat = np.where(allowed, scores, -np.inf).ravel()
                 # the best BEAM (entry, note) pairs; ties in entry order, then lower note
                 best = np.argsort(-flat, kind="stable")[:min(BEAM, int(allowed.sum()))]
-                for k in best:
-                    e, x = divmod(int(k), allowed.shape[1])
-                    grown.append((i, float(flat[k]), [*entries[e][1], x], entries[e][2]))
+                entry, note = np.divmod(best, allowed.shape[1])
+                grown.append((i, entry, note, flat[best]))
             if not grown:
                 break
-            inputs = chooser.candidate_input(np.array([g[2][-1] for g in grown]))
-            logits, state = stepper.step(inputs, stepper.stack([g[3] for g in grown]))
-            parts = stepper.split(state, len(grown))
-            for i in {g[0] for g in grown}:
-                beams[i] = []
-            for n, (i, score, path, _) in enumerate(grown):
-                beams[i].append((score, path, parts[n], np.array(logits[n:n + 1], np.float64)))
+            notes = np.concatenate([g[2] for g in grown])
+            parts = [stepper.take(beams[i].state, entry) for i, entry, _, _ in grown]
+            logits, state = stepper.step(chooser.candidate_input(notes), stepper.stack(parts))
+            logits = np.asarray(logits, dtype=np.float64)
+            at = 0
+            for i, entry, note, score in grown:
+                rows = slice(at, at + len(entry))
+                at += len(entry)
+                paths = np.concatenate([beams[i].paths[entry], note[:, None]], axis=1)
+                beams[i] = _Beam(score, paths, tuple(s[rows] for s in state), logits[rows])
         leads: list[list[int]] = [[] for _ in states]
-        for i, entries in beams.items():
+        for i, beam in beams.items():
             # The data's note ends the path: its best log-probability near the data counts.
             near = np.abs(chooser.candidates - data_pitch[i]) <= max(chooser.window, 1.0)
             near[target[i]] = True
-
-            def total(e: tuple[float, list[int], Any, np.ndarray], near: np.ndarray = near,
-                      ) -> float:
-                return e[0] + float(chooser.log_p(e[3])[0][near].max())
-
-            score, path, state, logits = max(entries, key=total)
-            leads[i] = path
-            states[i].model_state, states[i].next_logits = state, logits
+            totals = beam.scores + chooser.log_p(beam.logits)[:, near].max(axis=1)
+            k = 0  # the first best (ties to the earlier path)
+            for n in range(1, len(totals)):
+                if totals[n] > totals[k]:
+                    k = n
+            leads[i] = [int(x) for x in beam.paths[k, 1:]]
+            states[i].model_state = stepper.take(beam.state, np.array([k]))
+            states[i].next_logits = beam.logits[k:k + 1].copy()
         return leads
 
     def _pitch_stepper(self) -> PitchStepper:

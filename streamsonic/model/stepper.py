@@ -109,6 +109,8 @@ class PitchStepper(Protocol):
 
     def split(self, state: State, batch: int) -> list[State]: ...
 
+    def take(self, state: State, rows: np.ndarray) -> State: ...
+
 
 @dataclass(frozen=True, slots=True)
 class StepWeights:
@@ -219,9 +221,19 @@ class NumpyPitchStepper:
         return np.ascontiguousarray(np.atleast_1d(inputs), dtype=self.dtype)
 
     def step(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """One timestep: inputs (batch,) -> logits (batch, n_classes), new state."""
-        logits, pending = self.propose(inputs, state)
-        return logits, self.commit(pending, inputs)
+        """One timestep: inputs (batch,) -> logits (batch, n_classes), new state.
+
+        :meth:`propose` then :meth:`commit` with the same inputs, the layers evaluated
+        once (the same products in the same order: the same numbers)."""
+        h1, c1, h2, c2 = state
+        base = h1 @ self._w_hh1_t
+        base += self._b1
+        shared = h2 @ self._w_hh2_t
+        shared += self._b2
+        new = self._layers(base, shared, self._x(inputs), c1, c2)
+        logits = new[2] @ self._head_t
+        logits += self._head_b
+        return logits, new
 
     def _layers(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray, c1: np.ndarray,
                 c2: np.ndarray) -> State:
@@ -266,6 +278,11 @@ class NumpyPitchStepper:
         # Copies: a view would keep the whole batch's arrays alive as long as any one of
         # its streams stays idle.
         return [_state(s[i : i + 1].copy() for s in state) for i in range(batch)]
+
+    def take(self, state: State, rows: np.ndarray) -> State:
+        """The batched state of ``rows`` (indices, repeats allowed) of a batched state, as
+        new arrays."""
+        return _state(s[rows] for s in state)
 
 
 class TorchPitchStepper:
@@ -343,3 +360,9 @@ class TorchPitchStepper:
             return [state]
         parts = [s.split(1, dim=0) for s in state]
         return [_state(p[i] for p in parts) for i in range(batch)]
+
+    def take(self, state: State, rows: np.ndarray) -> State:
+        """The batched state of ``rows`` (indices, repeats allowed) of a batched state (on
+        the device)."""
+        index = self._torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.device)
+        return _state(s.index_select(0, index) for s in state)
