@@ -2,11 +2,12 @@
 
 The score combines two views of each new value, because a listener on watch needs both:
 
-* **Surprise**: the residual against a short-horizon robust forecast (the median of the
-  previous ``forecast`` values), scaled by the robust spread of recent residuals. The
-  median forecast follows trends and seasonality with a constant lag, and the residual's
-  own median absorbs that lag, so a steady trend or a smooth season scores low; a spike,
-  the first samples of a dropout or of a level shift, and a burst of variance score high.
+* **Surprise**: the residual against short-horizon robust forecasts, scaled by the robust
+  spread of that forecast's recent residuals, on each side of their median (a skewed
+  stream, one that jumps up more than down, is judged by each side's own spread). The
+  forecasts follow trends and seasonality with a constant lag, and the residuals' own
+  median absorbs that lag, so a steady trend or a smooth season scores low; a spike, the
+  first samples of a dropout or of a level shift, and a burst of variance score high.
 * **Level**: how far the value lies beyond the stream's ordinary range (the auto-ranging
   reference of :mod:`streamsonic.normalize`), in widths of that range: catches a value far
   outside what the stream has been doing even when its recent residuals are noisy.
@@ -31,8 +32,11 @@ LEVEL_Z_PER_WIDTH = 2.5
 LEVEL_Z_PER_WIDTH_LOG = 1.0
 #: Gaussian-consistent scale of the interquartile range.
 IQR_TO_SIGMA = 1.0 / 1.349
-#: The tail quantile used for the scale, and its Gaussian-consistent factor (2.5%..97.5%).
-TAIL_Q, TAIL_TO_SIGMA = 0.1, 1.0 / 2.563
+#: The tail quantile used for each side's scale (10% and 90%), and its Gaussian-consistent
+#: factor (the median to the 90th percentile).
+TAIL_Q, SIDE_TO_SIGMA = 0.1, 1.0 / 1.2816
+#: The momentum forecast: the last value plus this share of the last step.
+MOMENTUM = 0.5
 #: Samples after which a stream's scale is decided, and the ratio of its 90th to its 10th
 #: percentile from which a positive stream is judged on log values.
 DECIDE, LOG_RATIO = 64, 4.0
@@ -80,23 +84,25 @@ class _Residuals:
     def __len__(self) -> int:
         return len(self._sorted)
 
-    def center_scale(self) -> tuple[float, float]:
-        """The median residual and a robust sigma: the largest of the IQR's, the 10%-90%
-        spread's (heavy tails) and half the mean |residual| (a mostly constant stream)."""
+    def spread(self) -> tuple[float, float, float]:
+        """The median residual and a robust sigma above and below it: each side's the
+        larger of its 10% tail's (heavy tails) and a floor, the larger of the IQR's and
+        half the mean |residual| (a mostly constant stream). Needs a residual."""
         s = self._sorted
         n = len(s)
         k = max(1, round(TAIL_Q * (n - 1)))
-        scale = max((s[(3 * n) // 4] - s[n // 4]) * IQR_TO_SIGMA,
-                    (s[n - 1 - k] - s[k]) * TAIL_TO_SIGMA, 0.5 * self._abs_sum / n)
-        return s[n // 2], scale
+        mid = s[n // 2]
+        floor = max((s[(3 * n) // 4] - s[n // 4]) * IQR_TO_SIGMA, 0.5 * self._abs_sum / n)
+        return (mid, max(floor, (s[n - 1 - k] - mid) * SIDE_TO_SIGMA),
+                max(floor, (mid - s[k]) * SIDE_TO_SIGMA))
 
-    def add(self, residual: float) -> None:
-        """Remember a residual, clipped to WINSOR robust sigmas: anomalies must not widen
-        the scale that judges the next ones (a lasting change still widens it, step by
-        step)."""
-        if len(self._sorted) >= 8:
-            center, scale = self.center_scale()
-            residual = min(max(residual, center - WINSOR * scale), center + WINSOR * scale)
+    def add(self, residual: float, spread: tuple[float, float, float] | None) -> None:
+        """Remember a residual, clipped to WINSOR robust sigmas of ``spread`` (this
+        window's, before the residual; None: not clipped): anomalies must not widen the
+        scale that judges the next ones (a lasting change still widens it, step by step)."""
+        if spread is not None:
+            mid, up, down = spread
+            residual = min(max(residual, mid - WINSOR * down), mid + WINSOR * up)
         self._order.append(residual)
         bisect.insort(self._sorted, residual)
         self._abs_sum += abs(residual)
@@ -109,10 +115,11 @@ class _Residuals:
 class AnomalyScorer:
     """One stream's anomaly score, updated once per sample.
 
-    Three short-horizon forecasts run side by side (the last value, the median of the last
-    five, a line through the trailing medians of three): a random walk is best predicted
-    by its last value, noise by a median, a smooth curve by the line. Each sample is judged
-    by the forecast whose recent residuals are the tightest.
+    Four short-horizon forecasts run side by side (the last value, the median of the last
+    five, a line through the trailing medians of three, the last value plus half the last
+    step): a random walk is best predicted by its last value, noise by a median, a trend
+    by the line, a smooth curve (a slow oscillation, a season) by the momentum of its last
+    step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
     __slots__ = ("_early", "_hist", "_log", "_recent_z", "_residuals", "history", "z_ref")
@@ -149,11 +156,14 @@ class AnomalyScorer:
         direction = 0
         if self._hist:
             residuals = [u - f(self._hist) for f in _FORECASTERS]
-            z_res, residual = self._surprise(residuals)
-            if residual:
-                direction = 1 if residual > 0 else -1
-            for window, r in zip(self._residuals, residuals, strict=True):
-                window.add(r)
+            spreads = ([w.spread() for w in self._residuals]
+                       if len(self._residuals[0]) >= 8 else None)
+            if spreads is not None:
+                z_res, residual = _surprise(residuals, spreads)
+                if residual:
+                    direction = 1 if residual > 0 else -1
+            for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=True)):
+                window.add(r, None if spreads is None else spreads[i])
         self._hist.append(u)
         if self._early is not None:
             self._early.append(value)
@@ -188,19 +198,19 @@ class AnomalyScorer:
         self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
         self._recent_z.clear()
 
-    def _surprise(self, residuals: list[float]) -> tuple[float, float]:
-        """The robust z of the residual of the tightest forecaster, and that residual."""
-        if len(self._residuals[0]) < 8:  # too little history: nothing is surprising yet
-            return 0.0, 0.0
-        stats = [window.center_scale() for window in self._residuals]
-        best = min(range(len(stats)), key=lambda i: stats[i][1])
-        center, scale = stats[best]
-        residual = residuals[best]
-        diff = abs(residual - center)
-        tiny = max(abs(center), abs(residual), 1.0) * 1e-12
-        if scale <= tiny:
-            return (0.0 if diff <= tiny else math.inf), residual
-        return diff / scale, residual
+
+def _surprise(residuals: list[float], spreads: list[tuple[float, float, float]]
+              ) -> tuple[float, float]:
+    """The robust z of the residual of the tightest forecaster, and that residual."""
+    best = min(range(len(spreads)), key=lambda i: spreads[i][1] + spreads[i][2])
+    mid, up, down = spreads[best]
+    residual = residuals[best]
+    scale = up if residual >= mid else down
+    diff = abs(residual - mid)
+    tiny = max(abs(mid), abs(residual), 1.0) * 1e-12
+    if scale <= tiny:
+        return (0.0 if diff <= tiny else math.inf), residual
+    return diff / scale, residual
 
 
 def _last(values: deque[float]) -> float:
@@ -231,4 +241,11 @@ def _line(values: deque[float]) -> float:
     return ybar + slope * (m + 1 - xbar)
 
 
-_FORECASTERS = (_last, _median5, _line)
+def _momentum(values: deque[float]) -> float:
+    """The last value plus MOMENTUM times the last step."""
+    if len(values) < 2:
+        return values[-1]
+    return values[-1] + MOMENTUM * (values[-1] - values[-2])
+
+
+_FORECASTERS = (_last, _median5, _line, _momentum)
