@@ -9,7 +9,12 @@ themselves, sample-exactly); the engine starts live notes at ``now + latency`` (
 largest lookahead), so a message already handed to a sink never needs to be taken back.
 
 The scheduler runs on a :class:`Clock`: the asyncio loop for live runs, a
-:class:`VirtualClock` for offline renders (same code, no waiting).
+:class:`VirtualClock` for offline renders (same code, no waiting). It keeps its own queue of
+the messages it owes (a heap by time, then by the order they were scheduled) and holds one
+timer of the clock, for the earliest of them: a message costs a heap entry, not a timer, and a
+note-off cancelled by the stream's next note is only forgotten. Messages due together go out
+in the order they were scheduled (a stream's note_off before its next note_on at the same
+time). The same note_on/note_off messages are reused (sinks only read them).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
@@ -90,15 +96,27 @@ class VirtualClock:
             self.run_until(self._queue[0][0])
 
 
+#: Distinct note_on messages kept for reuse (channel, pitch, velocity); the cache starts
+#: afresh when it holds more.
+MESSAGE_CACHE = 4096
+#: The queue is rebuilt without its cancelled entries when it holds this many more than
+#: the live ones (and more than twice as many).
+COMPACT_SLACK = 4096
+
+# A message owed to a sink: (sink, message, its time, the note it starts, the stream whose
+# note it ends).
+_Owed = tuple[Sink, mido.Message, float, NoteEvent | None, str | None]
+
+
 class _Sounding:
-    __slots__ = ("channel", "handles", "off_time", "pitch", "start")
+    __slots__ = ("channel", "keys", "off_time", "pitch", "start")
 
     def __init__(self, channel: int, pitch: int, off_time: float, start: float) -> None:
         self.channel = channel
         self.pitch = pitch
         self.off_time = off_time
         self.start = start
-        self.handles: list[tuple[int, Handle]] = []
+        self.keys: list[int] = []  # its note_off's entries in the scheduler's queue
 
 
 class Scheduler:
@@ -120,8 +138,15 @@ class Scheduler:
         self._sounding: dict[str, _Sounding] = {}
         self._programs: dict[int, int] = {}
         self._pans: dict[int, int] = {}
-        self._pending: dict[int, Handle] = {}
+        # What is owed, by key; the queue holds (time to hand over, key), cancelled keys
+        # included (skipped when they come up); one clock timer for the earliest.
+        self._pending: dict[int, _Owed] = {}
+        self._queue: list[tuple[float, int]] = []
+        self._timer: Handle | None = None
+        self._timer_at = math.inf
         self._ids = itertools.count()
+        self._ons: dict[int, mido.Message] = {}
+        self._offs: dict[int, mido.Message] = {}
         self.failed: list[tuple[Sink, BaseException]] = []
         #: Notes handed to each output, by its name (kept when an output is closed).
         self.notes_out: Counter[str] = Counter()
@@ -141,22 +166,17 @@ class Scheduler:
         start = note.start
         previous = self._sounding.pop(note.stream, None)
         if previous is not None and previous.off_time > start:
-            for key, handle in previous.handles:
-                handle.cancel()
+            for key in previous.keys:
                 self._pending.pop(key, None)
-            self._dispatch(_off(previous.channel, previous.pitch), start)
-        self._setup_channel(note.channel, note.program, note.pan, start)
-        # NoteEvent checked its fields when it was made: no second validation per message.
-        self._dispatch(
-            mido.Message("note_on", skip_checks=True, channel=note.channel, note=note.pitch,
-                         velocity=note.velocity),
-            start,
-            note,
-        )
+            self._dispatch(self._off(previous.channel, previous.pitch), start)
+        channel, pitch = note.channel, note.pitch
+        if self._programs.get(channel) != note.program or (
+                note.pan is not None and self._pans.get(channel) != note.pan):
+            self._setup_channel(channel, note.program, note.pan, start)
+        self._dispatch(self._on(channel, pitch, note.velocity), start, note)
         off_time = start + note.duration
-        sounding = _Sounding(note.channel, note.pitch, off_time, start)
-        off = _off(note.channel, note.pitch)
-        sounding.handles = self._dispatch(off, off_time, stream=note.stream)
+        sounding = _Sounding(channel, pitch, off_time, start)
+        sounding.keys = self._dispatch(self._off(channel, pitch), off_time, stream=note.stream)
         self._sounding[note.stream] = sounding
         if note.accent and self.earcon is not None:
             self._play_earcon(self.earcon, note, start)
@@ -172,11 +192,30 @@ class Scheduler:
         if at >= sounding.off_time:  # it ends sooner by itself
             self._sounding[stream] = sounding
             return False
-        for key, handle in sounding.handles:
-            handle.cancel()
+        for key in sounding.keys:
             self._pending.pop(key, None)
-        self._dispatch(_off(sounding.channel, sounding.pitch), at)
+        self._dispatch(self._off(sounding.channel, sounding.pitch), at)
         return True
+
+    def _on(self, channel: int, pitch: int, velocity: int) -> mido.Message:
+        """The note_on message (reused; NoteEvent checked its fields when it was made, so
+        no second validation per message)."""
+        code = (channel << 14) | (pitch << 7) | velocity
+        msg = self._ons.get(code)
+        if msg is None:
+            if len(self._ons) >= MESSAGE_CACHE:
+                self._ons.clear()
+            msg = self._ons[code] = mido.Message("note_on", skip_checks=True, channel=channel,
+                                                 note=pitch, velocity=velocity)
+        return msg
+
+    def _off(self, channel: int, pitch: int) -> mido.Message:
+        """The note_off message (reused)."""
+        code = (channel << 7) | pitch
+        msg = self._offs.get(code)
+        if msg is None:
+            msg = self._offs[code] = _off(channel, pitch)
+        return msg
 
     def _setup_channel(self, channel: int, program: int, pan: int | None, when: float) -> None:
         """Program change and pan (CC 10) for ``channel``, when they differ from the last."""
@@ -195,7 +234,7 @@ class Scheduler:
         self._setup_channel(earcon.channel, earcon.program, None, at)
         self._dispatch(mido.Message("note_on", channel=earcon.channel, note=pitch,
                                     velocity=earcon.velocity), at)
-        self._dispatch(_off(earcon.channel, pitch), at + earcon.length)
+        self._dispatch(self._off(earcon.channel, pitch), at + earcon.length)
         self.earcons += 1
 
     def _dispatch(
@@ -204,8 +243,10 @@ class Scheduler:
         when: float,
         note: NoteEvent | None = None,
         stream: str | None = None,
-    ) -> list[tuple[int, Handle]]:
-        handles: list[tuple[int, Handle]] = []
+    ) -> list[int]:
+        """Hand ``msg`` (due at ``when``) to every sink now, or queue it for the time each
+        sink takes it (``when - lookahead``); returns the keys of the queued entries."""
+        keys: list[int] = []
         now = self.clock.time()
         for sink in self.sinks:
             at = when - sink.lookahead
@@ -213,17 +254,41 @@ class Scheduler:
                 self._deliver(sink, msg, when, note, stream)
                 continue
             key = next(self._ids)
+            self._pending[key] = (sink, msg, when, note, stream)
+            heapq.heappush(self._queue, (at, key))
+            keys.append(key)
+            if at < self._timer_at:
+                self._arm(at)
+        return keys
 
-            def fire(sink: Sink = sink, key: int = key) -> None:
-                self._pending.pop(key, None)
-                self._deliver(sink, msg, when, note, stream)
-                if not self._pending and self._on_idle is not None:
-                    self._on_idle()
+    def _arm(self, at: float) -> None:
+        """The clock's timer for the queue's earliest entry, due at ``at``."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.clock.call_at(at, self._run_due)
+        self._timer_at = at
 
-            handle = self.clock.call_at(at, fire)
-            self._pending[key] = handle
-            handles.append((key, handle))
-        return handles
+    def _run_due(self) -> None:
+        """Hand over every queued message that is due, in order; re-arm for the next."""
+        self._timer = None
+        limit = max(self.clock.time(), self._timer_at)
+        self._timer_at = math.inf
+        queue, pending = self._queue, self._pending
+        while queue and queue[0][0] <= limit:
+            _, key = heapq.heappop(queue)
+            owed = pending.pop(key, None)
+            if owed is not None:
+                self._deliver(*owed)
+        if len(queue) > max(2 * len(pending), COMPACT_SLACK):
+            # mostly cancelled note-offs: rebuild the queue from what is still owed
+            queue[:] = [entry for entry in queue if entry[1] in pending]
+            heapq.heapify(queue)
+        while queue and queue[0][1] not in pending:
+            heapq.heappop(queue)
+        if queue:
+            self._arm(queue[0][0])
+        elif not pending and self._on_idle is not None:
+            self._on_idle()
 
     def _deliver(
         self, sink: Sink, msg: mido.Message, when: float, note: NoteEvent | None,
@@ -285,9 +350,11 @@ class Scheduler:
 
     def close(self) -> None:
         """Cancel what is still scheduled, silence every sink and close it."""
-        for handle in list(self._pending.values()):
-            handle.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
         self._pending.clear()
+        self._queue.clear()
         self._sounding.clear()
         for sink in self.sinks:
             self._close_sink(sink)
