@@ -12,10 +12,14 @@ import selectors
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from streamsonic.events import NoteEvent
-from streamsonic.sinks.events import FLUSH_DELAY, EventsSink
+from streamsonic.sinks.events import FLUSH_DELAY, EventsSink, note_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,6 +75,35 @@ def test_to_dict_is_every_field_in_order() -> None:
     event = note(3)
     assert list(event.to_dict()) == list(event.__dataclass_fields__)
     assert event.to_dict() == {name: getattr(event, name) for name in event.__dataclass_fields__}
+
+
+BASE = {"stream": "cpu", "time": 1733300000.123456, "value": -3.25, "normalized": 0.4567,
+        "pitch": 64, "velocity": 80, "duration": 0.25, "channel": 3, "program": 0,
+        "start": 1234.56789, "anomaly": 0.01, "accent": False, "direction": 0, "pan": 64,
+        "source": "data"}
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"accent": True, "direction": -1, "source": "model"},
+    {"stream": 'h\u00e9 "q" \\ \n\u2603'}, {"stream": "nan inf"},
+    {"time": 0}, {"value": 7}, {"time": float("nan")}, {"value": float("inf")},
+    {"value": -0.0}, {"value": 1e300}, {"value": 1e-7}, {"time": np.float64(2.5)},
+    {"anomaly": np.float64(0.75)}, {"direction": np.int64(1)}, {"pitch": np.int64(60)},
+    {"normalized": 1}, {"duration": 2}, {"start": -1e17},
+])
+def test_note_line_is_the_json_of_to_dict(changes: dict[str, object]) -> None:
+    """The events output's hand-written line is exactly the json module's, whatever the
+    fields hold (odd types take the json module's path, and fail as it does)."""
+    event = NoteEvent(**{**BASE, **changes})  # type: ignore[arg-type]
+
+    def outcome(encode: Callable[[], str]) -> str:
+        try:
+            return encode()
+        except TypeError as err:
+            return f"TypeError: {err}"
+
+    assert outcome(lambda: note_line(event)) == outcome(
+        lambda: json.dumps(event.to_dict(), separators=(",", ":")))
 
 
 def test_a_running_daemon_shows_a_note_before_its_input_ends() -> None:

@@ -33,6 +33,40 @@ log = logging.getLogger(__name__)
 #: Longest a written note waits in the buffer before it is flushed (seconds).
 FLUSH_DELAY = 0.05
 
+#: Stream names kept JSON-encoded (:func:`note_line`); the cache starts afresh when full.
+NAME_CACHE = 65536
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_string = json.encoder.encode_basestring_ascii
+_float = float.__repr__  # what the json module writes for a finite float (or subclass)
+_names: dict[str, str] = {}
+
+
+def note_line(event: NoteEvent) -> str:
+    """The note as one JSON object (no newline): exactly ``json.dumps(event.to_dict(),
+    separators=(",", ":"))``, written out field by field where the fields have their
+    usual types (ints, a bool, finite floats), which costs half as much per note."""
+    e = event
+    if (type(e.pitch) is type(e.velocity) is type(e.channel) is type(e.program)
+            is type(e.direction) is type(e.pan) is int and type(e.accent) is bool):
+        try:
+            nums = (f'"time":{_float(e.time)},"value":{_float(e.value)},'
+                    f'"normalized":{_float(e.normalized)},"pitch":{e.pitch},'
+                    f'"velocity":{e.velocity},"duration":{_float(e.duration)},'
+                    f'"channel":{e.channel},"program":{e.program},'
+                    f'"start":{_float(e.start)},"anomaly":{_float(e.anomaly)}')
+        except TypeError:  # a field that is not a float (an int time, say)
+            nums = "n"
+        if "n" not in nums:  # not nan or inf (the json module writes NaN, Infinity)
+            name = _names.get(e.stream)
+            if name is None:
+                if len(_names) >= NAME_CACHE:
+                    _names.clear()
+                name = _names[e.stream] = _string(e.stream)
+            return (f'{{"stream":{name},{nums},"accent":{"true" if e.accent else "false"},'
+                    f'"direction":{e.direction},"pan":{e.pan},"source":{_string(e.source)}}}')
+    return _encode(e.to_dict())
+
 
 class EventsSink(Sink):
     """JSON lines: stream, time, value, normalized, pitch, velocity, duration, channel,
@@ -44,7 +78,6 @@ class EventsSink(Sink):
         self._out = stream if stream is not None else sys.stdout
         self.flush_delay = flush_delay
         self._flush_due: asyncio.TimerHandle | None = None
-        self._encode = json.JSONEncoder(separators=(",", ":")).encode
         #: The reader of the output went away (EPIPE); nothing more is written.
         self.reader_gone = False
 
@@ -53,7 +86,7 @@ class EventsSink(Sink):
         if self.reader_gone:
             return
         try:
-            self._out.write(self._encode(event.to_dict()) + "\n")
+            self._out.write(note_line(event) + "\n")
         except BrokenPipeError:
             self._gone()
             return
