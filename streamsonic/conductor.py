@@ -583,15 +583,19 @@ class Conductor:
             if not grown:
                 break
             notes = np.concatenate([g[2] for g in grown])
-            parts = [stepper.take(beams[i].state, entry) for i, entry, _, _ in grown]
-            logits, state = stepper.step(chooser.candidate_input(notes), stepper.stack(parts))
+            # every grown path steps from the state of the path it grew from
+            parents = stepper.stack([beams[i].state for i, _, _, _ in grown])
+            offsets = np.cumsum([0] + [len(beams[i].scores) for i, _, _, _ in grown[:-1]])
+            rows = np.concatenate([entry + at for (_, entry, _, _), at in zip(grown, offsets,
+                                                                               strict=True)])
+            logits, state = stepper.step_rows(chooser.candidate_input(notes), parents, rows)
             logits = np.asarray(logits, dtype=np.float64)
             at = 0
             for i, entry, note, score in grown:
-                rows = slice(at, at + len(entry))
+                mine = slice(at, at + len(entry))
                 at += len(entry)
                 paths = np.concatenate([beams[i].paths[entry], note[:, None]], axis=1)
-                beams[i] = _Beam(score, paths, tuple(s[rows] for s in state), logits[rows])
+                beams[i] = _Beam(score, paths, tuple(s[mine] for s in state), logits[mine])
         leads: list[list[int]] = [[] for _ in states]
         for i, beam in beams.items():
             # The data's note ends the path: its best log-probability near the data counts.

@@ -273,6 +273,31 @@ def test_batched_step_equals_single_streams(net: PitchLSTM) -> None:
         np.testing.assert_allclose(part[0], singles[i][0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [[2], [0, 0, 0], [3, 1, 3, 0, 1], [4, 4, 2, 0, 1, 3, 3, 2],
+                                  list(range(12)) + [5, 5]])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_step_rows_steps_the_gathered_rows(net: PitchLSTM, backend: str, rows: list[int],
+                                           ) -> None:
+    """A search's paths step from the rows of the paths they grew from (a row several
+    times, with different inputs): the same as stepping those rows gathered, both
+    backends; the distinct rows' first-layer product is shared (NumPy)."""
+    stepper = NumpyPitchStepper(net) if backend == "numpy" else TorchPitchStepper(net)
+    rng = np.random.default_rng(4)
+    state = stepper.initial_state(12)
+    for _ in range(5):  # a state that differs from row to row
+        _, state = stepper.step(rng.random(12), state)
+    x = rng.random(len(rows))
+    index = np.array(rows)
+    logits, new = stepper.step_rows(x, state, index)
+    ref_logits, ref = stepper.step(x, stepper.take(state, index))
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
+    for got, want in zip(new, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    # take: the rows themselves, in the order asked
+    for part, whole in zip(stepper.take(state, index), state, strict=True):
+        np.testing.assert_array_equal(np.asarray(part), np.asarray(whole)[index])
+
+
 def test_step_equals_network_forward(net: PitchLSTM) -> None:
     seq = torch.rand(2, 40, 1)
     with torch.no_grad():
