@@ -35,8 +35,9 @@ IQR_TO_SIGMA = 1.0 / 1.349
 #: The tail quantile used for each side's scale (10% and 90%), and its Gaussian-consistent
 #: factor (the median to the 90th percentile).
 TAIL_Q, SIDE_TO_SIGMA = 0.1, 1.0 / 1.2816
-#: The momentum forecast: the last value plus this share of the last step.
-MOMENTUM = 0.5
+#: The momentum forecast: the last value plus this share of the last step (1: a straight
+#: line through the last two values).
+MOMENTUM = 1.0
 #: Samples after which a stream's scale is decided, and the ratio of its 90th to its 10th
 #: percentile from which a positive stream is judged on log values.
 DECIDE, LOG_RATIO = 64, 4.0
@@ -116,10 +117,10 @@ class AnomalyScorer:
     """One stream's anomaly score, updated once per sample.
 
     Four short-horizon forecasts run side by side (the last value, the median of the last
-    five, a line through the trailing medians of three, the last value plus half the last
-    step): a random walk is best predicted by its last value, noise by a median, a trend
-    by the line, a smooth curve (a slow oscillation, a season) by the momentum of its last
-    step. Each sample is judged by the forecast whose recent residuals are the tightest.
+    five, a line through the trailing medians of three, the last value plus the last
+    step): a random walk is best predicted by its last value, noise by a median, a noisy
+    trend by the line, a smooth curve (a slow oscillation, a temperature) by the momentum
+    of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
     __slots__ = ("_early", "_hist", "_log", "_recent_z", "_residuals", "history", "z_ref")
@@ -242,7 +243,7 @@ def _line(values: deque[float]) -> float:
 
 
 def _momentum(values: deque[float]) -> float:
-    """The last value plus MOMENTUM times the last step."""
+    """The last value plus MOMENTUM times the last step: a smooth curve's next value."""
     if len(values) < 2:
         return values[-1]
     return values[-1] + MOMENTUM * (values[-1] - values[-2])

@@ -84,6 +84,32 @@ def test_trend_and_seasonality_do_not_score_but_a_spike_on_them_does() -> None:
     assert scores(season)[400] >= 0.5
 
 
+def test_a_glitch_on_a_smooth_curve_is_caught_though_smaller_than_its_steps() -> None:
+    """A smooth sensor (a slow oscillation, little noise): a glitch of 30 noise sigmas but
+    only 1.5 of the curve's own steps is an anomaly; the curve itself is not."""
+    t = np.arange(300, dtype=float)
+    for phase in range(5):
+        curve = 10 * np.sin(2 * np.pi * t / 40 + phase) + \
+            np.random.default_rng(RNG_SEED + phase).normal(0, 0.05, 300)
+        assert scores(curve)[64:].max() < 0.5
+        assert float(np.median(np.abs(np.diff(curve)))) > 1.0
+        curve[250] += 1.5
+        assert scores(curve)[250] >= 0.5
+
+
+def test_a_skewed_stream_is_judged_by_each_sides_own_spread() -> None:
+    """Increments that jump up more often than down (a counter of events): a fall below
+    the usual increment is more surprising than a rise above it by as much."""
+    ups, downs = [], []
+    for seed in range(10):
+        x = np.cumsum(np.random.default_rng(seed).exponential(1.0, 250)) + 1000.0
+        median_step = math.log(2.0)
+        for sign, out in ((1.0, ups), (-1.0, downs)):
+            out.append(scores([*x, x[-1] + median_step + sign * 3.0])[-1])
+    assert float(np.median(downs)) > float(np.median(ups)) + 0.05
+    assert strength(float(np.median(downs))) > 1.2 * strength(float(np.median(ups)))
+
+
 def test_constant_and_two_value_streams() -> None:
     const = [5.0] * 100
     assert scores(const).max() == 0.0
