@@ -107,7 +107,10 @@ class Aggregate:
         self.high = max(self.high, sample.value)
         self.time = sample.time
         self.accent = self.accent or reading.accent
-        if self.peak is None or reading.anomaly > self.peak.anomaly:
+        # The most anomalous sample, an accented one before any that is not (a higher
+        # score inside accent.refractory is no accent; the note must carry the accent's).
+        peak = self.peak
+        if (peak is None or (reading.accent, reading.anomaly) > (peak.accent, peak.anomaly)):
             self.peak = reading
             self.peak_value = sample.value
 

@@ -7,7 +7,9 @@ its :class:`~streamsonic.conductor.StepResult` carries the timing the model pred
 each note. :class:`RhythmDriver` runs each stream on its own clock: a stream's next
 note starts ``delay`` seconds after its previous one, as the model predicted, and plays
 the aggregate of the samples that arrived since (``clock.aggregate``). A stream that
-received nothing by then falls silent; its next sample plays at once and restarts it.
+received nothing by then falls silent; its next sample plays at once and restarts it. An
+accented sample plays at once too: the model sets timing and ordinary loudness, never
+whether (or how late, or how softly) an accent is heard.
 """
 
 from __future__ import annotations
@@ -57,14 +59,25 @@ class RhythmDriver:
         self.on_play: list[Callable[[NoteEvent], object]] = []
 
     def feed(self, sample: Sample, reading: Reading) -> None:
-        """A sample arrives: it waits for its stream's next onset, or plays now if idle."""
-        agg = self._waiting.get(sample.stream)
+        """A sample arrives: it waits for its stream's next onset, or plays now if idle.
+
+        An accented sample never waits: it plays at once (with what waited for the next
+        onset folded in) and the stream's clock restarts from it. Waiting, it could share
+        a long gap's note with the next accent and one of the two would never be heard;
+        and a listener on watch should not hear an alarm up to a bar late.
+        """
+        stream = sample.stream
+        agg = self._waiting.get(stream)
         if agg is None:
-            self._waiting[sample.stream] = Aggregate.of(sample, reading)
+            self._waiting[stream] = Aggregate.of(sample, reading)
         else:
             fold(agg, sample, reading, self.conductor, self.conductor.config.clock.aggregate)
-        if sample.stream not in self._timers:
-            self._play(sample.stream, self.loop.time() + self.scheduler.latency)
+        timer = self._timers.get(stream)
+        if timer is not None and reading.accent:
+            timer.cancel()
+            del self._timers[stream]
+        if stream not in self._timers:
+            self._play(stream, self.loop.time() + self.scheduler.latency)
 
     def _play(self, stream: str, start: float) -> None:
         agg = self._waiting.pop(stream, None)

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import mido
 import numpy as np
 import pytest
 
+from streamsonic.conductor import Conductor
 from streamsonic.config import load_config
+from streamsonic.engine import Engine
+from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.temporal import BEAT_GRID
+from streamsonic.record import VirtualTimeLoop
 from streamsonic.render import Series, render_notes
+from streamsonic.rhythm import RhythmDriver, load_temporal_model
+from streamsonic.scheduler import Scheduler
+from streamsonic.sinks.base import Sink
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +54,64 @@ def test_live_model_rhythm_plays_every_sample_or_its_aggregate(tmp_path: Path) -
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(events) == 1 and events[0]["stream"] == "a"
     assert (tmp_path / "r.mid").stat().st_size > 0
+
+
+class NoteSink(Sink):
+    """Keeps the notes it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__("notes")
+        self.notes: list[NoteEvent] = []
+
+    def note(self, event: NoteEvent) -> None:
+        self.notes.append(event)
+
+    def _send(self, msg: mido.Message, time: float) -> None:
+        pass
+
+
+def live_rhythm(values: np.ndarray, rate: float, seed: int) -> list[NoteEvent]:
+    """The daemon's live path with ``--rhythm model`` (engine, rhythm driver, shipped
+    temporal model, scheduler), fed ``rate`` rows per second on a virtual-time loop."""
+    loop = VirtualTimeLoop()
+    config = load_config(None, {"model.rhythm": "model", "model.seed": seed})
+    stepper, encoding = load_temporal_model(config)
+    conductor = Conductor(config, stepper, encoding)
+    sink = NoteSink()
+    scheduler = Scheduler(loop, [sink])
+    engine = Engine(conductor, scheduler, loop,
+                    rhythm=RhythmDriver(conductor, scheduler, loop))
+
+    async def feed() -> None:
+        origin = loop.time()
+        for i, v in enumerate(values):
+            await asyncio.sleep(max(0.0, origin + i / rate - loop.time()))
+            engine.feed(Sample("feed", loop.time(), float(v)))
+        await engine.drain()
+        engine.cancel()
+
+    try:
+        loop.run_until_complete(feed())
+    finally:
+        loop.close()
+    return [n for n in sink.notes if n.source == "data"]
+
+
+@pytest.mark.parametrize("seed", [3, 8, 10])
+def test_live_model_rhythm_never_hides_an_accent(seed: int) -> None:
+    """16 spikes in noise at 20 rows/s (bench/listen.py's fast feed): the temporal model's
+    long gaps fold many samples into one note, yet every spike is heard accented, at the
+    accent velocity, as its own note (seeds whose gaps once folded two spikes into one)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(0, 1, 400)
+    spikes = [int(a) for a in np.linspace(40, 390, 16)]
+    for a in spikes:
+        x[a] = 12.0 + rng.random()
+    notes = live_rhythm(x, 20.0, seed)
+    assert len(notes) < 0.5 * len(x)  # the model's gaps folded samples
+    accented = {n.value: n for n in notes if n.accent}
+    assert {float(x[a]) for a in spikes} <= set(accented)
+    assert all(n.velocity == 127 for n in accented.values())
 
 
 # -- the shipped temporal model plays varied rhythm (issue 9 item 3) -----------------------
