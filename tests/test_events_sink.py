@@ -106,6 +106,20 @@ def test_note_line_is_the_json_of_to_dict(changes: dict[str, object]) -> None:
         lambda: json.dumps(event.to_dict(), separators=(",", ":")))
 
 
+def test_note_line_writes_usual_notes_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A note of the usual types (the conductor's) never goes through the json module."""
+    from streamsonic.sinks import events
+
+    def refuse(_obj: object) -> str:
+        raise AssertionError("the json module was used for a note of the usual types")
+
+    monkeypatch.setattr(events, "_encode", refuse)
+    for changes in ({}, {"accent": True, "direction": 1, "source": "model", "stream": "n\u00e9"},
+                    {"anomaly": np.float64(0.5)}):
+        event = NoteEvent(**{**BASE, **changes})  # type: ignore[arg-type]
+        assert json.loads(note_line(event)) == json.loads(json.dumps(event.to_dict()))
+
+
 def test_a_running_daemon_shows_a_note_before_its_input_ends() -> None:
     """One sample in, stdin left open: the note's line arrives while the daemon keeps
     running (a buffer without its flush timer would hold it until exit). No timed assert:

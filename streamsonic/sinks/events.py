@@ -1,10 +1,12 @@
 """The ``events`` output: one JSON object per note on stdout, written as the note starts.
 
-Lines are buffered and flushed at most :data:`FLUSH_DELAY` after the first one that waits
-(a timer on the running loop), so ``streamsonic ... | tail -f``-style readers see each note
-within that delay, and a busy daemon writes its notes in a few large writes instead of one
-system call per note. Without a running loop (``render``) lines go out when the buffer
-fills and at the end.
+Lines are held by the output and written out together at the running loop's next turn
+(the notes one batch step or one timer made go out in one write), so
+``streamsonic ... | tail -f``-style readers see each note at once, well within
+:data:`FLUSH_DELAY`, and a busy daemon writes its notes in a few large writes instead of one
+system call per note, whether or not Python buffers stdout (``PYTHONUNBUFFERED``). At most
+:data:`HOLD_CHARS` characters are held: more are written at once. Without a running loop
+(``render``) lines go out when that many are held and at the end.
 
 When stdout's reader goes away (``streamsonic --output events | head -1``), the output
 behaves like ``head`` and ``yes`` do: no error. The rest of what would have gone to stdout is
@@ -30,8 +32,11 @@ from streamsonic.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
-#: Longest a written note waits in the buffer before it is flushed (seconds).
+#: Longest a written note waits in the buffer before it is flushed (seconds): a bound; the
+#: lines go out at the loop's next turn.
 FLUSH_DELAY = 0.05
+#: Characters of lines held before they are written out regardless (about 250 notes).
+HOLD_CHARS = 65536
 
 #: Stream names kept JSON-encoded (:func:`note_line`); the cache starts afresh when full.
 NAME_CACHE = 65536
@@ -50,64 +55,68 @@ def note_line(event: NoteEvent) -> str:
     if (type(e.pitch) is type(e.velocity) is type(e.channel) is type(e.program)
             is type(e.direction) is type(e.pan) is int and type(e.accent) is bool):
         try:
-            nums = (f'"time":{_float(e.time)},"value":{_float(e.value)},'
-                    f'"normalized":{_float(e.normalized)},"pitch":{e.pitch},'
-                    f'"velocity":{e.velocity},"duration":{_float(e.duration)},'
-                    f'"channel":{e.channel},"program":{e.program},'
-                    f'"start":{_float(e.start)},"anomaly":{_float(e.anomaly)}')
+            floats: tuple[str, ...] = (_float(e.time), _float(e.value), _float(e.normalized),
+                                       _float(e.duration), _float(e.start), _float(e.anomaly))
         except TypeError:  # a field that is not a float (an int time, say)
-            nums = "n"
-        if "n" not in nums:  # not nan or inf (the json module writes NaN, Infinity)
+            floats = ("n",)
+        if "n" not in "".join(floats):  # not nan or inf (json writes NaN, Infinity)
             name = _names.get(e.stream)
             if name is None:
                 if len(_names) >= NAME_CACHE:
                     _names.clear()
                 name = _names[e.stream] = _string(e.stream)
-            return (f'{{"stream":{name},{nums},"accent":{"true" if e.accent else "false"},'
+            t, v, n, d, s, a = floats
+            return (f'{{"stream":{name},"time":{t},"value":{v},"normalized":{n},'
+                    f'"pitch":{e.pitch},"velocity":{e.velocity},"duration":{d},'
+                    f'"channel":{e.channel},"program":{e.program},"start":{s},'
+                    f'"anomaly":{a},"accent":{"true" if e.accent else "false"},'
                     f'"direction":{e.direction},"pan":{e.pan},"source":{_string(e.source)}}}')
     return _encode(e.to_dict())
 
 
 class EventsSink(Sink):
     """JSON lines: stream, time, value, normalized, pitch, velocity, duration, channel,
-    program, start, ... Flushed within ``flush_delay`` seconds of being written (see the
-    module), so ``tail -f | streamsonic --output events`` streams."""
+    program, start, ... Written out at the loop's next turn (see the module), so
+    ``tail -f | streamsonic --output events`` streams; ``flush_delay <= 0``: each note at
+    once."""
 
     def __init__(self, stream: TextIO | None = None, flush_delay: float = FLUSH_DELAY) -> None:
         super().__init__("events")
         self._out = stream if stream is not None else sys.stdout
         self.flush_delay = flush_delay
-        self._flush_due: asyncio.TimerHandle | None = None
+        self._flush_due: asyncio.Handle | None = None
+        self._lines: list[str] = []  # held, not yet written
+        self._held = 0  # their characters
         #: The reader of the output went away (EPIPE); nothing more is written.
         self.reader_gone = False
 
     def note(self, event: NoteEvent) -> None:
-        """Write the note as one JSON line (flushed within ``flush_delay``)."""
+        """Write the note as one JSON line (out at the loop's next turn, see the module)."""
         if self.reader_gone:
             return
-        try:
-            self._out.write(note_line(event) + "\n")
-        except BrokenPipeError:
-            self._gone()
-            return
-        if self._flush_due is None:
+        line = note_line(event) + "\n"
+        self._lines.append(line)
+        self._held += len(line)
+        if self._held >= HOLD_CHARS or self.flush_delay <= 0:
+            self.flush()
+        elif self._flush_due is None:
             try:
                 loop = asyncio.get_running_loop()
-            except RuntimeError:  # offline (render): flushed as the buffer fills, and at the end
+            except RuntimeError:  # offline (render): written as they fill, and at the end
                 return
-            if self.flush_delay <= 0:
-                self.flush()
-            else:
-                self._flush_due = loop.call_later(self.flush_delay, self.flush)
+            self._flush_due = loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write out what is buffered now."""
+        """Write out what is held, and flush the stream."""
         if self._flush_due is not None:
             self._flush_due.cancel()
             self._flush_due = None
+        lines, self._lines, self._held = self._lines, [], 0
         if self.reader_gone:
             return
         try:
+            if lines:
+                self._out.write("".join(lines))
             self._out.flush()
         except BrokenPipeError:
             self._gone()
