@@ -70,11 +70,14 @@ class NoteSink(Sink):
         pass
 
 
-def live_rhythm(values: np.ndarray, rate: float, seed: int) -> list[NoteEvent]:
+def live_rhythm(values: np.ndarray, rate: float, seed: int,
+                overrides: dict[str, object] | None = None) -> list[NoteEvent]:
     """The daemon's live path with ``--rhythm model`` (engine, rhythm driver, shipped
-    temporal model, scheduler), fed ``rate`` rows per second on a virtual-time loop."""
+    temporal model, scheduler), fed ``rate`` rows per second on a virtual-time loop; the
+    data notes it plays."""
     loop = VirtualTimeLoop()
-    config = load_config(None, {"model.rhythm": "model", "model.seed": seed})
+    config = load_config(None, {"model.rhythm": "model", "model.seed": seed,
+                                **(overrides or {})})
     stepper, encoding = load_temporal_model(config)
     conductor = Conductor(config, stepper, encoding)
     sink = NoteSink()
