@@ -102,6 +102,10 @@ _PAIR = re.compile(
     r"(?P<name>[A-Za-z_][^\s=:,;\"'{}]*)\s*(?:=|:(?=[\s+\-.0-9]|$))\s*"
     r"(?P<value>\"[^\"]*\"|[^\s,;]*)"
 )
+# The commonest pairs line, one ``name=number`` (``k12=3.5``): parsed without the general
+# path's detection (the same samples: tests/test_parse.py compares them).
+_SIMPLE_PAIR = re.compile(
+    r"([A-Za-z_][A-Za-z0-9_.\-/]*)=([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _PAIR_SEPARATORS = re.compile(r"[\s,;]*")
 _PAIR_JUNK = re.compile(r"[^\s,;]+")
 _QUOTED = re.compile(r"\"(?:[^\"]|\"\")*\"")
@@ -290,6 +294,13 @@ class LineParser:
             self._header_pending = False
             name = self.config.stream if fmt == "number" else self._column_name(self.header, 0, 1)
             return ParsedLine(samples=[Sample(name, now, value)])
+        if (fmt in ("auto", "pairs") and (pair := _SIMPLE_PAIR.fullmatch(text))
+                and not (self._header_pending and self.config.header == "yes")):
+            # fast path for one name=number pair (a name that holds a time goes the long way)
+            name, number = pair.groups()
+            value = float(number)
+            if math.isfinite(value) and name.lower() not in TIME_KEYS:
+                return self._done(ParsedLine(samples=[Sample(name, now, value)]))
         if fmt == "json" or (fmt == "auto" and text.startswith("{")):
             return self._done(self._json(text, None, now))
         if self._header_pending and self.config.header == "yes":

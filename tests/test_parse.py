@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -460,3 +461,34 @@ def test_a_later_header_of_the_data_width_replaces_a_banner() -> None:
     assert not results[2].skipped
     # the header printed again later (vmstat repeats it) is still a header
     assert parser.parse_line(lines[1], 0.0).skipped == ["header"]
+
+
+_PAIRISH = st.text(alphabet="ab_Z09.-/+=eE: \t,;\"Ttime", min_size=1, max_size=24)
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=st.lists(st.one_of(
+    _PAIRISH,
+    st.builds(lambda n, v: f"{n}={v}",
+              st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-/]{0,8}", fullmatch=True),
+              st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                        st.from_regex(r"[+-]?[0-9]{0,4}\.?[0-9]{0,3}(e[+-]?[0-9]{1,3})?",
+                                      fullmatch=True))),
+    st.sampled_from(["time=5", "TS=1700000000", "ts=2024-01-02", "a=1e999", "x=-0", "a,b",
+                     "1700000000 k=3", "k=3 j=4", "a", "2"])), min_size=1, max_size=6),
+       fmt=st.sampled_from(["auto", "pairs"]), header=st.sampled_from(["auto", "yes", "no"]))
+def test_simple_pair_fast_path_gives_the_general_paths_samples(
+        lines: list[str], fmt: str, header: str) -> None:
+    """One ``name=number`` per line takes a fast path; line for line it gives what the
+    general path (the fast path switched off) gives, header state included."""
+    from streamsonic import parse as module
+
+    config = InputConfig(format=fmt, header=header)  # type: ignore[arg-type]
+    fast, slow = LineParser(config), LineParser(config)
+    for line in lines:
+        got = fast.parse_line(line, NOW)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(module, "_SIMPLE_PAIR", re.compile(r"(?!)"))
+            want = slow.parse_line(line, NOW)
+        assert (got.samples, got.skipped) == (want.samples, want.skipped), line
+        assert fast.header == slow.header
