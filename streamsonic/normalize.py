@@ -64,6 +64,9 @@ TREND_LAND = 0.15
 #: ... and the reference is sized so that, at its recent rate, the trend crosses it in
 #: about this many samples (a 30-sample stretch then rises through a few scale notes).
 TREND_PERIOD = 100
+#: A trend that crossed its reference faster than TREND_PERIOD (it accelerates) gets the
+#: next one sized for the pace it kept, up to this many times its recent rate.
+MAX_PACE = 8.0
 #: After an exit, the window's own range is kept when it holds the signal's level at
 #: least this far from its edges (an oscillation); otherwise the reference moves.
 EDGE = 0.1
@@ -111,6 +114,8 @@ class RollingNormalizer:
         self._since_snap = 0
         self._outside: deque[bool] = deque(maxlen=RECENT)
         self._last_exit = 0  # direction of the last exit that moved the reference
+        self._crossing = False  # the reference was sized for a trend to cross it
+        self._pace = 1.0  # how much faster than its recent rate the trend crossed it
         self._recent: deque[float] = deque(maxlen=RECENT)  # their positions (clipped)
 
     @classmethod
@@ -266,6 +271,14 @@ class RollingNormalizer:
             direction = 1 if self._run > 0 else -1
             trend = direction == self._last_exit and self._since_snap < self.window
             land = 0.5 - direction * (0.5 - TREND_LAND) if trend else 0.5
+            if not trend:
+                self._pace = 1.0
+            elif self._crossing:
+                # The reference was sized for a TREND_PERIOD crossing and the trend crossed
+                # it in ``crossed`` samples: it sped up. Size the next one for its pace.
+                crossed = max(self._since_snap - self.exit_after, 1)
+                self._pace = min(MAX_PACE, max(1.0, self._pace * TREND_PERIOD / crossed))
+            self._crossing = trend
             level = self._recent_median(self.exit_after)
             self._snap(level, centered=True, land=land)
             if trend:
@@ -278,20 +291,17 @@ class RollingNormalizer:
         recent = self._recent
         if sum(self._outside) > RECENT // 2:
             self._snap(value, centered=False)  # the signal grew wilder: take the window's
-            self._last_exit = 0
+            self._last_exit, self._crossing = 0, False
         elif max(recent) - min(recent) < ZOOM:
             self._zoom(value)  # the recent values sit in a sliver of the range: zoom in
+            self._crossing = False
 
     def _stretch_for_trend(self, level: float, land: float, direction: int) -> None:
         """Size the reference so that the trend, at its recent rate, takes about
         TREND_PERIOD samples to cross from ``land`` to the far edge."""
-        items = self._items
-        n = min(len(items), RECENT)
-        if n < 8 or not self._knots:
+        if min(len(self._items), RECENT) < 8 or not self._knots:
             return
-        newest = [v for _, _, v in itertools.islice(items, len(items) - 4, None)]
-        oldest = [v for _, _, v in itertools.islice(items, len(items) - n, len(items) - n + 4)]
-        rate = abs(sorted(newest)[2] - sorted(oldest)[2]) / (n - 4)
+        rate = self._rate(RECENT) * self._pace
         knots = self._knots
         far = knots[-1] if direction > 0 else knots[0]
         span = abs(far - level)
@@ -300,21 +310,43 @@ class RollingNormalizer:
         factor = rate * TREND_PERIOD / span
         self._knots = [level + factor * (k - level) for k in knots]
 
+    def _rate(self, count: int) -> float:
+        """The signal's recent rate of change per sample: the (upper) median of the newest
+        4 values against that of 4 values ``count`` - 4 samples before them."""
+        items = self._items
+        n = min(len(items), count)
+        newest = [v for _, _, v in itertools.islice(items, len(items) - 4, None)]
+        oldest = [v for _, _, v in itertools.islice(items, len(items) - n, len(items) - n + 4)]
+        return abs(sorted(newest)[2] - sorted(oldest)[2]) / (n - 4)
+
     def _recent_median(self, count: int) -> float:
         values = sorted(v for _, _, v in itertools.islice(
             self._items, max(0, len(self._items) - count), None))
         return values[len(values) // 2]
 
     def _zoom(self, value: float) -> None:
-        """Rebuild the reference from the last ``2 * RECENT`` values, ``ZOOM_WIDTH`` times
-        as wide as they spread, with ``value`` in the middle."""
+        """Zoom the reference in to the last ``2 * RECENT`` values: their quantiles,
+        ``ZOOM_WIDTH`` times as wide as they spread, with ``value`` kept where it was (a
+        reference that moves under a held or slowly moving value would change its pitch).
+        When their quantiles cannot keep it there (it is one of many equal values), the
+        reference keeps its shape and shrinks around ``value``."""
         recent = sorted(v for _, _, v in itertools.islice(
             self._items, max(0, len(self._items) - 2 * RECENT), None))
-        knots = _quantile_knots(recent)
-        mid = knots[REF_KNOTS // 2]
-        if knots[-1] - knots[0] <= _tiny(knots[0], knots[-1]):
+        spread = _quantile_knots(recent)
+        if spread[-1] - spread[0] <= _tiny(spread[0], spread[-1]):
             return  # the recent values are all equal: nothing to zoom into
-        self._set_reference([value + ZOOM_WIDTH * (k - mid) for k in knots])
+        place = min(1.0, max(0.0, knot_position(self._knots, value)))
+        mid = knot_value(spread, 0.5)
+        knots = [ZOOM_WIDTH * (k - mid) for k in spread]
+        shift = value - knot_value(knots, place)
+        knots = [k + shift for k in knots]
+        if abs(knot_position(knots, value) - place) > 0.5 / (REF_KNOTS - 1):
+            old = self._knots
+            factor = ZOOM_WIDTH * (spread[-1] - spread[0]) / (old[-1] - old[0])
+            if factor >= 1.0:
+                return
+            knots = [value + factor * (k - value) for k in old]
+        self._set_reference(knots)
 
     def _snap(self, value: float, centered: bool, land: float = 0.5) -> None:
         """Rebuild the reference from the window; ``centered`` moves it so that ``value``

@@ -122,3 +122,53 @@ def test_invalid_arguments() -> None:
         RollingNormalizer(mode="bogus")
     with pytest.raises(ValueError, match="window"):
         RollingNormalizer(window=1)
+
+
+# -- auto-ranging: the reference moves without moving what is heard ----------------------
+
+def _positions(values: np.ndarray) -> np.ndarray:
+    norm = RollingNormalizer(mode="auto")
+    out = []
+    for i, v in enumerate(values):
+        norm.push(float(i), float(v))
+        out.append(norm.position(float(v)))
+    return np.array(out)
+
+
+def _local_rho(values: np.ndarray, placed: np.ndarray, width: int = 30) -> float:
+    """Median Spearman(value, place) over sliding windows (issue "Hear what matters")."""
+    def ranks(x: np.ndarray) -> np.ndarray:
+        return np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(float)
+
+    rhos = [np.corrcoef(ranks(values[i:i + width]), ranks(placed[i:i + width]))[0, 1]
+            if np.ptp(placed[i:i + width]) > 0 else 0.0
+            for i in range(len(values) - width + 1)]
+    return float(np.median(rhos))
+
+
+def test_auto_range_zoom_keeps_a_held_value_in_place() -> None:
+    """A stream that settles on one value after noise: the reference zooms in, and the
+    held value keeps its place (its pitch) all along."""
+    x = np.concatenate([np.random.default_rng(3).normal(0, 1, 100), np.full(100, 0.3)])
+    held = _positions(x)[104:]
+    assert np.ptp(held) == 0.0
+
+
+def test_auto_range_zoom_keeps_a_slow_trend_in_place() -> None:
+    """A trend that slows down (values that decay) sits in a sliver of its reference until
+    it zooms in: the zoom must not make it jump back up (a pitch jump against the data)."""
+    x = 1000.0 * np.exp(-np.arange(500.0) / 80.0)
+    placed = _positions(x)
+    assert _local_rho(x, placed) >= 0.9
+    falls = np.diff(np.clip(placed[40:], 0.0, 1.0))
+    assert np.sum(falls > 0.3) <= 4  # the few times a trend wraps round, no more
+
+
+@pytest.mark.parametrize("values", [
+    np.exp(np.arange(500.0) / 60.0),  # geometric growth, seen on raw values
+    np.sort(np.random.default_rng(4).pareto(1.2, 400))[::-1],  # sorted heavy tail
+], ids=["exponential", "sorted-pareto"])
+def test_auto_range_follows_a_trend_whose_rate_changes(values: np.ndarray) -> None:
+    """A trend that speeds up crosses a reference sized for its recent rate too fast; the
+    next is paced for what it did, so the contour stays local (few wraps)."""
+    assert _local_rho(values, _positions(values)) >= 0.9
