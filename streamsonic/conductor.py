@@ -228,6 +228,7 @@ class Conductor:
             kernel_width=config.model.kernel_width,
         )
         self.note_seconds = music.note_length * seconds_per_beat(music.tempo)
+        self._octave = len(SCALES[music.scale])  # candidates per octave (phrases' leaps)
         if is_temporal(self.stepper):  # how the temporal model's gaps are drawn
             self.stepper.temperature = config.model.rhythm_temperature
 
@@ -542,18 +543,6 @@ class Conductor:
             st.last = int(c)
         return chosen, leads
 
-    def _options(self, prev: np.ndarray, target: int, left: int) -> np.ndarray:
-        """Which notes (a mask over the candidates, one row per ``prev``) the model may add
-        with ``left`` intervals to go (this one's included) from ``prev`` to ``target``:
-        any from which the rest of the way can still be made (leaps of at most an octave,
-        the last added note a step from the target), never ``prev`` again."""
-        octave = len(SCALES[self.config.music.scale])
-        cand = np.arange(len(self.chooser.candidates))[None, :]
-        prev = np.asarray(prev)[:, None]
-        reach = 1 + (left - 1) * octave
-        return ((cand != prev) & (np.abs(cand - prev) <= octave)
-                & (np.abs(target - cand) <= reach) & ((left > 1) | (cand != target)))
-
     def _search(self, states: list[StreamState], plans: list[list[Waypoint]],
                 target: np.ndarray, data_pitch: np.ndarray) -> list[list[int]]:
         """The lead-in each stream's plan asks for (as many notes), chosen by a beam search
@@ -562,6 +551,8 @@ class Conductor:
 
         Each stream's paths are arrays (:class:`_Beam`: one row per path), and each level
         steps every stream's grown paths as one batch, in stream order."""
+        from streamsonic.model import kernels  # noqa: PLC0415 - numba, loaded on first use
+
         chooser, stepper = self.chooser, self._pitch_stepper()
         beams = {i: _Beam(np.zeros(1), np.full((1, 1), states[i].last, np.int64),
                           states[i].model_state, self._logits(states[i]))
@@ -571,15 +562,17 @@ class Conductor:
             for i, beam in beams.items():
                 if len(plans[i]) <= j:
                     continue
-                allowed = self._options(beam.paths[:, -1], int(target[i]), len(plans[i]) - j)
-                stuck = ~allowed.any(axis=1)  # (a limit too small): the plan's note
-                allowed[stuck, min(max(plans[i][j].index, 0), allowed.shape[1] - 1)] = True
                 scores = beam.scores[:, None] + chooser.log_p(beam.logits)
-                flat = np.where(allowed, scores, -np.inf).ravel()
-                # the best BEAM (entry, note) pairs; ties in entry order, then lower note
-                best = np.argsort(-flat, kind="stable")[:min(BEAM, int(allowed.sum()))]
-                entry, note = np.divmod(best, allowed.shape[1])
-                grown.append((i, entry, note, flat[best]))
+                # the best BEAM (entry, note) pairs of the notes allowed (leaps of at most
+                # an octave, never the same note twice, the target still in reach, the last
+                # a step from it); ties in entry order, then lower note
+                entry, note = np.empty(BEAM, np.int64), np.empty(BEAM, np.int64)
+                best = np.empty(BEAM, np.float64)
+                picks = kernels.beam_level(
+                    scores, beam.paths[:, -1], int(target[i]), len(plans[i]) - j,
+                    self._octave, min(max(plans[i][j].index, 0), scores.shape[1] - 1),
+                    entry, note, best)
+                grown.append((i, entry[:picks], note[:picks], best[:picks]))
             if not grown:
                 break
             notes = np.concatenate([g[2] for g in grown])

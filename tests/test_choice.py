@@ -93,3 +93,52 @@ def test_compiled_choice_is_the_argmax_of_the_reference_scores(influence: float)
     expected = c.scores(logits, data).argmax(axis=1)
     got = c.choose(logits, data, [np.random.default_rng(0)] * 64)
     assert list(got) == list(expected)
+
+
+def _beam_level_reference(scores: np.ndarray, prev: np.ndarray, target: int, left: int,
+                          octave: int, fallback: int, beam: int,
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The phrases' search level in NumPy, as the conductor wrote it before the kernel."""
+    cand = np.arange(scores.shape[1])[None, :]
+    p = prev[:, None]
+    reach = 1 + (left - 1) * octave
+    allowed = ((cand != p) & (np.abs(cand - p) <= octave)
+               & (np.abs(target - cand) <= reach) & ((left > 1) | (cand != target)))
+    allowed[~allowed.any(axis=1), fallback] = True
+    flat = np.where(allowed, scores, -np.inf).ravel()
+    best = np.argsort(-flat, kind="stable")[:min(beam, int(allowed.sum()))]
+    entry, note = np.divmod(best, scores.shape[1])
+    return entry, note, flat[best]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_compiled_beam_level_picks_what_the_reference_picks(seed: int) -> None:
+    """The search's level kernel: the same paths, notes and scores, in the same order, as a
+    stable sort of the allowed scores; ties (rounded scores) and -inf scores included, and
+    paths with no allowed note (a target out of reach) taking the plan's note."""
+    from streamsonic.model import kernels  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    k, n = int(rng.integers(1, 9)), int(rng.integers(3, 40))
+    scores = rng.standard_normal((k, n)) * 3
+    if seed % 3 == 0:
+        scores = np.round(scores)  # many ties
+    if seed % 5 == 0:
+        scores[rng.random((k, n)) < 0.2] = -np.inf
+    prev = rng.integers(0, n, k)
+    target, left = int(rng.integers(0, n)), int(rng.integers(1, 5))
+    octave = int(rng.choice([5, 7, 12]))
+    if seed % 7 == 0:  # out of reach: no note allowed
+        left, target, prev = 1, n - 1, np.zeros(k, np.int64)
+        octave = 1
+    fallback = int(rng.integers(0, n))
+    beam = 8
+    entry, note, score = (np.empty(beam, np.int64), np.empty(beam, np.int64),
+                          np.empty(beam, np.float64))
+    picks = kernels.beam_level(scores, prev.astype(np.int64), target, left, octave, fallback,
+                               entry, note, score)
+    want = _beam_level_reference(scores, prev, target, left, octave, fallback, beam)
+    assert picks == len(want[0])
+    np.testing.assert_array_equal(entry[:picks], want[0])
+    np.testing.assert_array_equal(note[:picks], want[1])
+    np.testing.assert_array_equal(score[:picks], want[2])

@@ -194,10 +194,57 @@ def _encode_py(
         input_out[b] = pos / (n - 1)
 
 
+def _beam_level_py(
+    scores: np.ndarray, prev: np.ndarray, target: int, left: int, octave: int, fallback: int,
+    entry_out: np.ndarray, note_out: np.ndarray, score_out: np.ndarray,
+) -> int:
+    """One level of the phrases' beam search (:meth:`streamsonic.conductor.Conductor._search`)
+    for one stream: which notes each path (row of ``scores``, its score plus the model's
+    log-probability of each candidate) may add next, then the best of them, at most
+    ``len(entry_out)``. A path may move to a candidate that is not the note before it
+    (``prev``), at most ``octave`` candidates away, from which ``target`` can still be
+    reached in the ``left - 1`` notes after it (an octave each) and, as the last one, is not
+    the target; a path with no such note takes ``fallback``. Best first, ties in path order
+    then lower note (a stable sort of the negated scores, not-allowed ones -inf). Writes the
+    path, note and score of each pick; returns how many (at most the allowed count)."""
+    k, n = scores.shape
+    flat = np.empty(k * n, dtype=np.float64)
+    reach = 1 + (left - 1) * octave
+    count = 0
+    for e in range(k):
+        p = prev[e]
+        allowed = 0
+        for c in range(n):
+            if (c != p and abs(c - p) <= octave and abs(target - c) <= reach
+                    and (left > 1 or c != target)):
+                allowed += 1
+                flat[e * n + c] = scores[e, c]
+            else:
+                flat[e * n + c] = -np.inf
+        if allowed == 0:  # (a limit too small): the plan's note
+            flat[e * n + fallback] = scores[e, fallback]
+            allowed = 1
+        count += allowed
+    picks = min(count, entry_out.shape[0])
+    taken = np.zeros(k * n, dtype=np.bool_)
+    for t in range(picks):
+        best = -1
+        for i in range(k * n):
+            if not taken[i] and (best < 0 or flat[i] > flat[best]):
+                best = i
+        taken[best] = True
+        entry_out[t] = best // n
+        note_out[t] = best % n
+        score_out[t] = flat[best]
+    return picks
+
+
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging the kernels in plain Python
     _tanh, gates_cell, choose, encode = _tanh_py, _gates_cell_py, _choose_py, _encode_py
+    beam_level = _beam_level_py
 else:
     _tanh = _jit(_tanh_py, inline="always")
     gates_cell = _jit(_gates_cell_py)
     choose = _jit(_choose_py)
     encode = _jit(_encode_py)
+    beam_level = _jit(_beam_level_py, fastmath=False)

@@ -257,8 +257,9 @@ class NumpyPitchStepper:
         if len(rows) == 1:
             return self.step(inputs, self.take(state, rows))
         h1, c1, h2, c2 = state
-        distinct, where = np.unique(rows, return_inverse=True)
-        base = self._recurrent(h1[distinct])[where]
+        first: dict[int, int] = {}  # each distinct row -> its place among them
+        where = [first.setdefault(r, len(first)) for r in rows.tolist()]
+        base = self._recurrent(h1[list(first)])[where]
         base += self._b1
         shared = h2[rows] @ self._w_hh2_t
         shared += self._b2
