@@ -21,11 +21,14 @@ Every normalizer keeps a window of the last ``window`` samples (and/or the last
   the first time (a level shift), and when the signal leaves again the same way soon
   after (a trend) the level lands near the far edge with a reference sized so that the
   trend takes about ``TREND_PERIOD`` samples to cross it: a steady trend plays a rising
-  (or falling) line that steps back every so often. A single far value does not move it:
-  it maps beyond 0..1 (see :meth:`RollingNormalizer.position`), which the conductor plays
-  above or below the ordinary pitch range, further for larger excursions. The reference
+  (or falling) line that steps back every so often; one that crossed faster (it
+  accelerates) gets the next reference sized for the pace it kept. A single far value
+  does not move it: it maps beyond 0..1 (see :meth:`RollingNormalizer.position`), which
+  the conductor plays above or below the ordinary pitch range, further for larger
+  excursions. The reference
   is also rebuilt when half of the last ``RECENT`` values fell outside it (wilder), and
-  zooms in when they span less than ``ZOOM`` of it (quieter).
+  zooms in when they span less than ``ZOOM`` of it (quieter), around the current value,
+  which keeps its place: a held value keeps its pitch, a slowing trend does not jump.
 
 Defined edge cases: the first sample and a constant window map to 0.5 (the middle of the
 range); with two distinct values in the window they map to the two ends (not one pitch).
