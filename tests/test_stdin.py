@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import logging
 import os
 import pty
@@ -13,9 +14,11 @@ import sys
 import termios
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamsonic.config import MAX_LINE_BYTES, Config, InputConfig
 from streamsonic.errors import SourceError
@@ -310,3 +313,61 @@ async def test_reader_bug_ends_the_input_instead_of_hanging() -> None:
 
     with pytest.raises(SourceError, match="RuntimeError: boom"):
         await _all(StdinSource(InputConfig(), stream=io.BufferedReader(Buggy())))
+
+
+class _Chunks(io.RawIOBase):
+    """A raw stream that hands out the given chunks, one per read (as a pipe would)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__()
+        self._chunks = list(chunks)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._chunks:
+            return 0
+        chunk = self._chunks.pop(0)
+        view = memoryview(buffer).cast("B")
+        if len(chunk) > len(view):
+            self._chunks.insert(0, chunk[len(view):])
+            chunk = chunk[:len(view)]
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+
+class _Lines:
+    """A stream with only ``readline`` (no ``read1``): the reader takes it line by line."""
+
+    def __init__(self, data: bytes) -> None:
+        self._stream = io.BytesIO(data)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._stream.readline(size)
+
+    def isatty(self) -> bool:
+        return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(st.sampled_from([b"1", b"k=2", b"\r", b"\n", b"x", b"99999999",
+                                      b"a=3\n", b" ", b"nan", b"7\n",
+                                      b"1234567890123456789012345"]), max_size=40),
+       cuts=st.lists(st.integers(0, 300), max_size=12), limit=st.integers(16, 24))
+def test_reading_in_chunks_gives_what_reading_line_by_line_gives(
+        data: list[bytes], cuts: list[int], limit: int) -> None:
+    """Wherever the reads end (in a line, in an over-long line, at a CR), the chunked
+    reader yields the samples and counts the lines and reasons that a bounded readline
+    per line does."""
+    raw = b"".join(data)
+    bounds = sorted({min(c, len(raw)) for c in cuts} | {0, len(raw)})
+    chunks = [raw[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    config = InputConfig(max_line_bytes=limit)
+
+    def run(stream: Any) -> tuple[list[tuple[str, float]], dict[str, int]]:
+        source = StdinSource(config, stream=stream, warn_interval=3600)
+        samples = asyncio.run(_all(source))
+        return [(s.stream, s.value) for s in samples], source.stats
+
+    assert run(io.BufferedReader(_Chunks(chunks))) == run(_Lines(raw))

@@ -1,15 +1,17 @@
 """The stdin source: lines of text in, samples out, as the lines arrive.
 
 A daemon reader thread reads stdin (pipe, regular file or terminal alike: asyncio's
-``connect_read_pipe`` cannot read regular files) line by line with a bounded
-``readline``, parses each line with ``streamsonic.parse.LineParser`` and hands the samples
-to the event loop through a bounded buffer. The consumer takes everything buffered at
-once, so a fast reader hands over big batches (few thread switches) while a line that
-arrives alone (``tail -f``) is handed over alone, at once. A full buffer makes the thread
-wait (stdin is never dropped: ``< big.csv`` plays every row); the event loop is woken only
-when it is waiting. Lines over ``input.max_line_bytes`` are discarded in chunks, never
-held whole. Iteration ends at EOF; a non-blocking stdin (``O_NONBLOCK``, set by some parent
-processes) that has no data yet is waited on, not taken for the end (EAGAIN is not EOF).
+``connect_read_pipe`` cannot read regular files) in chunks of what has arrived (at most
+``READ_BYTES``), splits them into lines, parses each line with
+``streamsonic.parse.LineParser`` and hands a chunk's samples to the event loop at once
+through a bounded buffer (the lines of one read share their arrival time). The consumer
+takes everything buffered at once, so a fast reader hands over big batches (few thread
+switches) while a line that arrives alone (``tail -f``) is handed over alone, at once. A
+full buffer makes the thread wait (stdin is never dropped: ``< big.csv`` plays every row);
+the event loop is woken only when it is waiting. Lines over ``input.max_line_bytes`` are
+discarded as they come, never held whole. Iteration ends at EOF; a non-blocking stdin
+(``O_NONBLOCK``, set by some parent processes) that has no data yet is waited on, not
+taken for the end (EAGAIN is not EOF).
 
 However fast lines arrive, the consumer hands control back to the event loop at least every
 ``YIELD_SECONDS``, so signals (SIGTERM), timers and note-offs are served at any load.
@@ -29,7 +31,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -49,6 +51,9 @@ QUEUE_LINES = 1024
 
 #: Chunk size for discarding the rest of an over-long line.
 _DISCARD_CHUNK = 65536
+
+#: The most bytes one read takes (whatever has arrived, up to this).
+READ_BYTES = 65536
 
 #: Longest time the consumer keeps the event loop busy taking samples in a row.
 YIELD_SECONDS = 0.02
@@ -228,26 +233,105 @@ class StdinSource:
                 stream.close()
 
     def _read_lines(self, stream: BinaryIO) -> None:
-        limit = self.config.max_line_bytes
-        lineno = 0
+        read = getattr(stream, "read1", None)
         try:
-            while not self._stop.is_set():
-                line = stream.readline(limit + 1)
-                if not line:
-                    break
-                lineno += 1
-                if len(line) > limit and not line.endswith(b"\n"):
-                    self._discard_rest(stream)
-                    parsed = ParsedLine(skipped=["too_long"])
-                else:
-                    parsed = self._parser.parse_line(line, time.time())
-                self._account(parsed, lineno, line)
-                if parsed.samples and not self._put(parsed.samples):
+            if read is None:
+                if not self._read_line_by_line(stream):
                     return
+            elif not self._read_chunks(read):
+                return
         except (OSError, ValueError) as err:  # ValueError: the stream was closed under us
             self._finish(err if isinstance(err, OSError) else OSError(str(err)))
             return
         self._finish(_END)
+
+    def _read_chunks(self, read: Callable[[int], bytes]) -> bool:
+        """Read what has arrived (up to READ_BYTES at a time) until the end; each chunk's
+        whole lines are parsed and handed over together. A line longer than
+        ``input.max_line_bytes`` is counted once, as soon as it is known to be, and its
+        bytes are dropped up to its newline. False: the source was closed meanwhile."""
+        limit = self.config.max_line_bytes
+        parse = self._parser.parse_line
+        lineno = 0
+        partial: list[bytes] = []  # the line read so far, without its newline
+        held = 0  # its length
+        discarding = False  # inside an over-long line: dropped up to its newline
+        while not self._stop.is_set():
+            data = read(READ_BYTES)
+            if not data:
+                break
+            now = time.time()
+            pieces = data.split(b"\n")
+            tail = pieces.pop()
+            lines = pieces
+            if pieces:  # the partial line ends here
+                if discarding:
+                    discarding = False
+                    lines = pieces[1:]
+                elif partial:
+                    partial.append(pieces[0])
+                    pieces[0] = b"".join(partial)
+                partial, held = [], 0
+            samples: list[Sample] = []
+            for line in lines:
+                lineno += 1
+                if len(line) > limit:
+                    parsed = ParsedLine(skipped=["too_long"])
+                else:
+                    parsed = parse(line, now)
+                    if parsed.samples:
+                        samples.extend(parsed.samples)
+                        if not parsed.skipped:
+                            continue
+                self._account(parsed, lineno, line)
+            if not discarding and tail:
+                held += len(tail)
+                if held > limit:
+                    lineno += 1
+                    self._counters.add("lines")
+                    head = b"".join(partial)[:60] + tail[:60]
+                    self._account(ParsedLine(skipped=["too_long"]), lineno, head)
+                    partial, held, discarding = [], 0, True
+                else:
+                    partial.append(tail)
+            self._counters.add("lines", len(lines))
+            if samples:
+                self._counters.add("samples", len(samples))
+                if not self._put(samples, len(lines)):
+                    return False
+        if partial and not discarding:  # the last line, without a newline
+            line = b"".join(partial)
+            parsed = parse(line, time.time())
+            self._counters.add("lines")
+            self._account(parsed, lineno + 1, line)
+            if parsed.samples:
+                self._counters.add("samples", len(parsed.samples))
+                if not self._put(parsed.samples):
+                    return False
+        return True
+
+    def _read_line_by_line(self, stream: BinaryIO) -> bool:
+        """A stream without ``read1``: read with a bounded ``readline``. False: the
+        source was closed meanwhile."""
+        limit = self.config.max_line_bytes
+        lineno = 0
+        while not self._stop.is_set():
+            line = stream.readline(limit + 1)
+            if not line:
+                break
+            lineno += 1
+            if len(line) > limit and not line.endswith(b"\n"):
+                self._discard_rest(stream)
+                parsed = ParsedLine(skipped=["too_long"])
+            else:
+                parsed = self._parser.parse_line(line, time.time())
+            self._counters.add("lines")
+            if parsed.samples:
+                self._counters.add("samples", len(parsed.samples))
+            self._account(parsed, lineno, line)
+            if parsed.samples and not self._put(parsed.samples):
+                return False
+        return True
 
     @staticmethod
     def _discard_rest(stream: BinaryIO) -> None:
@@ -258,10 +342,9 @@ class StdinSource:
                 return
 
     def _account(self, parsed: ParsedLine, lineno: int, line: bytes) -> None:
+        """Count a line's skipped fields (and warn); lines and samples are counted by the
+        caller."""
         counters = self._counters
-        counters.add("lines")
-        if parsed.samples:
-            counters.add("samples", len(parsed.samples))
         for reason in parsed.skipped:
             counters.add(f"skipped.{reason}")
             if reason not in BENIGN_REASONS:
@@ -275,8 +358,9 @@ class StdinSource:
                          ", ".join(names[:_HEADER_NAMES_SHOWN]),
                          f" and {more} more" if more > 0 else "")
 
-    def _put(self, samples: list[Sample]) -> bool:
-        """Hand one line's samples over, waiting while the buffer is full.
+    def _put(self, samples: list[Sample], lines: int = 1) -> bool:
+        """Hand the samples of ``lines`` lines over, waiting while the buffer is full (it
+        holds QUEUE_LINES lines, and one chunk's more at most).
 
         Returns False when the source was closed meanwhile.
         """
@@ -286,7 +370,7 @@ class StdinSource:
                     return False
                 self._cond.wait(0.1)
             self._pending.extend(samples)
-            self._pending_lines += 1
+            self._pending_lines += lines
             wake, self._waiting = self._waiting, False
         return not wake or self._wake()
 
