@@ -575,12 +575,17 @@ class Conductor:
                 grown.append((i, entry[:picks], note[:picks], best[:picks]))
             if not grown:
                 break
-            notes = np.concatenate([g[2] for g in grown])
             # every grown path steps from the state of the path it grew from
-            parents = stepper.stack([beams[i].state for i, _, _, _ in grown])
-            offsets = np.cumsum([0] + [len(beams[i].scores) for i, _, _, _ in grown[:-1]])
-            rows = np.concatenate([entry + at for (_, entry, _, _), at in zip(grown, offsets,
-                                                                               strict=True)])
+            if len(grown) == 1:
+                _, rows, notes, _ = grown[0]
+                parents = beams[grown[0][0]].state
+            else:
+                notes = np.concatenate([g[2] for g in grown])
+                parents = stepper.stack([beams[i].state for i, _, _, _ in grown])
+                offsets = [0]
+                for i, _, _, _ in grown[:-1]:
+                    offsets.append(offsets[-1] + len(beams[i].scores))
+                rows = np.concatenate([g[1] + at for g, at in zip(grown, offsets, strict=True)])
             logits, state = stepper.step_rows(chooser.candidate_input(notes), parents, rows)
             logits = np.asarray(logits, dtype=np.float64)
             at = 0
@@ -590,15 +595,12 @@ class Conductor:
                 paths = np.concatenate([beams[i].paths[entry], note[:, None]], axis=1)
                 beams[i] = _Beam(score, paths, tuple(s[mine] for s in state), logits[mine])
         leads: list[list[int]] = [[] for _ in states]
+        reach = max(chooser.window, 1.0)
         for i, beam in beams.items():
-            # The data's note ends the path: its best log-probability near the data counts.
-            near = np.abs(chooser.candidates - data_pitch[i]) <= max(chooser.window, 1.0)
-            near[target[i]] = True
-            totals = beam.scores + chooser.log_p(beam.logits)[:, near].max(axis=1)
-            k = 0  # the first best (ties to the earlier path)
-            for n in range(1, len(totals)):
-                if totals[n] > totals[k]:
-                    k = n
+            # The data's note ends the path: its best log-probability near the data counts
+            # (ties to the earlier path).
+            k = kernels.beam_best(beam.scores, chooser.log_p(beam.logits), chooser.candidates,
+                                  float(data_pitch[i]), reach, int(target[i]))
             leads[i] = [int(x) for x in beam.paths[k, 1:]]
             states[i].model_state = stepper.take(beam.state, np.array([k]))
             states[i].next_logits = beam.logits[k:k + 1].copy()

@@ -116,7 +116,7 @@ def test_compiled_beam_level_picks_what_the_reference_picks(seed: int) -> None:
     """The search's level kernel: the same paths, notes and scores, in the same order, as a
     stable sort of the allowed scores; ties (rounded scores) and -inf scores included, and
     paths with no allowed note (a target out of reach) taking the plan's note."""
-    from streamsonic.model import kernels  # noqa: PLC0415
+    from streamsonic.model import kernels
 
     rng = np.random.default_rng(seed)
     k, n = int(rng.integers(1, 9)), int(rng.integers(3, 40))
@@ -142,3 +142,63 @@ def test_compiled_beam_level_picks_what_the_reference_picks(seed: int) -> None:
     np.testing.assert_array_equal(entry[:picks], want[0])
     np.testing.assert_array_equal(note[:picks], want[1])
     np.testing.assert_array_equal(score[:picks], want[2])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_compiled_beam_best_is_the_reference_path(seed: int) -> None:
+    """The search's end: the path whose score plus its best log-probability near the data
+    is highest, the first on ties (rounded scores make many)."""
+    from streamsonic.model import kernels
+
+    rng = np.random.default_rng(seed)
+    k, n = int(rng.integers(1, 9)), int(rng.integers(3, 40))
+    scores, log_p = rng.standard_normal(k) * 2, rng.standard_normal((k, n)) * 2
+    if seed % 2:
+        scores, log_p = np.round(scores), np.round(log_p)
+    if seed % 4 == 1:  # every path as good: the first
+        scores, log_p = np.zeros(k), np.tile(log_p[:1], (k, 1))
+    candidates = np.sort(rng.choice(np.arange(40, 90), n, replace=False)).astype(np.int64)
+    data, reach, target = float(rng.uniform(35, 95)), float(rng.choice([1.0, 2.0, 5.0])), \
+        int(rng.integers(0, n))
+    near = np.abs(candidates - data) <= reach
+    near[target] = True
+    totals = scores + log_p[:, near].max(axis=1)
+    want = int(np.argmax(totals))  # the first of the best
+    assert kernels.beam_best(scores, log_p, candidates, data, reach, target) == want
+
+
+def _choose_near_reference(c: Chooser, logits: np.ndarray, data: np.ndarray,
+                           avoid: np.ndarray) -> np.ndarray:
+    """Chooser.choose_near at temperature 0 in NumPy, as it was before the kernel."""
+    nearest = c.nearest(data)
+    dist = c._cand_f[None, :] - data[:, None]
+    kernel = -(dist * dist) * c._kernel_scale
+    scores = (1.0 - c.influence) * c.log_p(logits) + c.influence * kernel
+    out = np.empty(len(data), dtype=np.int64)
+    for i in range(len(data)):
+        reach = np.abs(dist[i]) <= c.window
+        reach[nearest[i]] = True
+        if avoid[i] >= 0 and reach.sum() > 1:
+            reach[avoid[i]] = False
+        out[i] = int(np.argmax(np.where(reach, scores[i], -np.inf)))
+    return out
+
+
+@pytest.mark.parametrize("influence", [0.0, 0.3, 0.8, 0.95])
+def test_compiled_choose_near_is_the_reference(influence: float) -> None:
+    """The data note of a phrase, greedy: the compiled choice is the NumPy one, to the
+    index, for data between and on the candidates (ties), with and without a note to avoid
+    (in reach, out of it, the only one in reach)."""
+    rng = np.random.default_rng(int(influence * 100))
+    for scale in ("major", "chromatic"):
+        c = make(influence, scale=scale)
+        n = len(CLASSES)
+        data = np.concatenate([rng.uniform(45, 95, 300), c.candidates[::3].astype(float),
+                               c.candidates[:-1] + 0.5 * np.diff(c.candidates)])
+        logits = rng.standard_normal((len(data), n)) * rng.choice([0.1, 3.0], (len(data), 1))
+        logits[::7] = np.round(logits[::7])  # ties
+        avoid = np.where(rng.random(len(data)) < 0.5,
+                         rng.integers(0, len(c.candidates), len(data)), -1)
+        avoid[::5] = c.nearest(data[::5])  # the nearest (alone in reach at high influence)
+        got = c.choose_near(logits, data, avoid, [np.random.default_rng()] * len(data))
+        np.testing.assert_array_equal(got, _choose_near_reference(c, logits, data, avoid))

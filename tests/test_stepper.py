@@ -274,7 +274,7 @@ def test_batched_step_equals_single_streams(net: PitchLSTM) -> None:
 
 
 @pytest.mark.parametrize("rows", [[2], [0, 0, 0], [3, 1, 3, 0, 1], [4, 4, 2, 0, 1, 3, 3, 2],
-                                  list(range(12)) + [5, 5]])
+                                  [*range(12), 5, 5]])
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_step_rows_steps_the_gathered_rows(net: PitchLSTM, backend: str, rows: list[int],
                                            ) -> None:

@@ -141,6 +141,14 @@ class Chooser:
         when nothing else is in reach. ``logits`` None (a stream's first note): the nearest.
         """
         data = np.asarray(data_pitch, dtype=np.float64)
+        if logits is not None and self.influence < 1.0 and self.temperature <= 0.0:
+            from streamsonic.model import kernels  # noqa: PLC0415 - numba, on first use
+
+            out = np.empty(len(data), dtype=np.int64)  # the same as below, compiled
+            kernels.choose_near(self.log_p(logits), self._cand_f, data,
+                                np.asarray(avoid, dtype=np.int64), self.window, self.influence,
+                                self._kernel_scale, out)
+            return out
         nearest = self.nearest(data)
         if logits is None or self.influence >= 1.0:
             return nearest

@@ -239,12 +239,73 @@ def _beam_level_py(
     return picks
 
 
+def _beam_best_py(
+    scores: np.ndarray, log_p: np.ndarray, candidates: np.ndarray, data_pitch: float,
+    reach: float, target: int,
+) -> int:
+    """The end of the phrases' search for one stream: the path (row) whose score plus the
+    model's best log-probability (``log_p``, one row per path) for a data note near the
+    data's pitch (candidates within ``reach`` semitones, and ``target``) is the highest;
+    ties to the earlier path."""
+    k, n = log_p.shape
+    best, best_total = 0, 0.0
+    for e in range(k):
+        top = -np.inf
+        first = True
+        for c in range(n):
+            if abs(candidates[c] - data_pitch) <= reach or c == target:
+                v = log_p[e, c]
+                if first or v > top:
+                    top, first = v, False
+        total = scores[e] + top
+        if e == 0 or total > best_total:
+            best, best_total = e, total
+    return best
+
+
+def _choose_near_py(
+    log_p: np.ndarray, cand_pitch: np.ndarray, data_pitch: np.ndarray, avoid: np.ndarray,
+    window: float, influence: float, kernel_scale: float, out: np.ndarray,
+) -> None:
+    """A phrase's data note for each row, greedy (temperature 0; see
+    :meth:`streamsonic.model.choice.Chooser.choose_near`): among the candidates within
+    ``window`` semitones of the data's pitch (always the nearest, the first on ties), the
+    best of ``(1 - influence) * log_p + influence * kernel``, the first on ties; ``avoid``
+    (-1: none) only when nothing else is in reach. The arithmetic is NumPy's, in its order
+    (compiled without fastmath: no fused multiply-adds)."""
+    n = cand_pitch.shape[0]
+    for b in range(log_p.shape[0]):
+        d = data_pitch[b]
+        nearest = 0
+        for c in range(1, n):
+            if abs(cand_pitch[c] - d) < abs(cand_pitch[nearest] - d):
+                nearest = c
+        count = 0
+        for c in range(n):
+            if abs(cand_pitch[c] - d) <= window or c == nearest:
+                count += 1
+        best = -1
+        top = 0.0
+        for c in range(n):
+            dist = cand_pitch[c] - d
+            if not (abs(dist) <= window or c == nearest):
+                continue
+            if c == avoid[b] and count > 1:
+                continue
+            score = (1.0 - influence) * log_p[b, c] + influence * (-(dist * dist) * kernel_scale)
+            if best < 0 or score > top:
+                best, top = c, score
+        out[b] = best
+
+
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging the kernels in plain Python
     _tanh, gates_cell, choose, encode = _tanh_py, _gates_cell_py, _choose_py, _encode_py
-    beam_level = _beam_level_py
+    beam_level, beam_best, choose_near = _beam_level_py, _beam_best_py, _choose_near_py
 else:
     _tanh = _jit(_tanh_py, inline="always")
     gates_cell = _jit(_gates_cell_py)
     choose = _jit(_choose_py)
     encode = _jit(_encode_py)
     beam_level = _jit(_beam_level_py, fastmath=False)
+    beam_best = _jit(_beam_best_py, fastmath=False)
+    choose_near = _jit(_choose_near_py, fastmath=False)

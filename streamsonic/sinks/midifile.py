@@ -169,6 +169,8 @@ class MidiFileSink(Sink):
         else:
             out += raw
             self._running = status if status < 0xF0 else None
+        if self._series is None:  # one file: nothing is carried into a next one
+            return
         channel = status & 0x0F
         kind = msg.type
         if kind == "note_on" and msg.velocity > 0:
@@ -195,24 +197,27 @@ class MidiFileSink(Sink):
 
     def _write_pending(self) -> None:
         """Write every buffered message (time order), ending files where rotation says."""
-        events = sorted(self._pending, key=lambda e: (e[0], e[1]))
+        events = sorted(self._pending)  # by time, then send order (seq is unique)
         self._pending.clear()
         data = bytearray()
         rotate_bytes = self._rotate_bytes()
+        room = 2 * len(END_OF_TRACK) + 64
+        boundary = self._boundary()  # changes only when a file ends
         for time, _, msg in events:
-            boundary = self._boundary()
             if boundary is not None and time >= boundary:
                 self._commit(data)
                 data = bytearray()
                 self._rotate(self._next_start(boundary, time))
+                boundary = self._boundary()
             if self._stamp:
                 self._stamp_time(data)
             self._encode(msg, self._tick_of(time), data)
             self.messages += 1
-            if self._out.size + len(data) + 2 * len(END_OF_TRACK) + 64 >= rotate_bytes:
+            if self._out.size + len(data) + room >= rotate_bytes:
                 self._commit(data)
                 data = bytearray()
                 self._rotate(time)
+                boundary = self._boundary()
             elif len(data) >= WRITE_CHUNK:  # what fits goes in, even if the disk fills up
                 self._commit(data)
                 data = bytearray()
