@@ -9,7 +9,10 @@ each figure is the best of ``--repeat`` runs. Rows:
 
 * ``render, 1 column``: ``render_notes`` of one column of a random walk into a MIDI file
   (the ``streamsonic render data.csv -o out.mid`` path: normalize, step, choose, schedule,
-  encode).
+  encode), at the defaults (phrases: the model adds notes between the data's); then the
+  same with one note per row (``model.passing_notes = 0``), and a quarter as many rows of
+  Gaussian noise at the defaults (every row leaps: the most added notes, phrases' worst
+  case).
 * ``render, N columns``: N columns of the same length; at a revision that steps a row's
   columns as one batch, one call per row, else N one-column renders (the rows/s counts
   every column's rows).
@@ -107,6 +110,13 @@ def measure(rows: int, columns: int, notes: int, repeat: int) -> dict[str, float
         render_notes(config, Series("warm", walks[0][:20], list(range(20)), {}), spec)  # imports
         one = best_cpu(lambda: render_notes(config, table[0], spec), repeat)
         out["render, 1 column (rows/s)"] = rows / one
+        plain = load_config(None, {"model.device": "cpu", "daemon.log_level": "warning",
+                                   "model.passing_notes": 0})
+        one = best_cpu(lambda: render_notes(plain, table[0], spec), repeat)
+        out["  the same, one note per row (passing_notes 0)"] = rows / one
+        noise = Series("noise", rng.standard_normal(rows // 4), list(range(rows // 4)), {})
+        one = best_cpu(lambda: render_notes(config, noise, spec), repeat)
+        out["  noise, a quarter of the rows (rows/s)"] = rows // 4 / one
         batched = "Sequence" in str(inspect.signature(render_notes).parameters["series"])
         if batched:
             many = best_cpu(lambda: render_notes(config, table, spec), repeat)

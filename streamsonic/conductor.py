@@ -599,8 +599,9 @@ class Conductor:
         for i, beam in beams.items():
             # The data's note ends the path: its best log-probability near the data counts
             # (ties to the earlier path).
-            k = kernels.beam_best(beam.scores, chooser.log_p(beam.logits), chooser.candidates,
-                                  float(data_pitch[i]), reach, int(target[i]))
+            k = kernels.beam_best(beam.scores, chooser.log_p_rows(beam.logits),
+                                  chooser.candidates, float(data_pitch[i]), reach,
+                                  int(target[i]))
             leads[i] = [int(x) for x in beam.paths[k, 1:]]
             states[i].model_state = stepper.take(beam.state, np.array([k]))
             states[i].next_logits = beam.logits[k:k + 1].copy()

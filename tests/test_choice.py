@@ -202,3 +202,12 @@ def test_compiled_choose_near_is_the_reference(influence: float) -> None:
         avoid[::5] = c.nearest(data[::5])  # the nearest (alone in reach at high influence)
         got = c.choose_near(logits, data, avoid, [np.random.default_rng()] * len(data))
         np.testing.assert_array_equal(got, _choose_near_reference(c, logits, data, avoid))
+
+
+def test_log_p_rows_is_each_row_alone() -> None:
+    """The search's end compares paths by their log-probabilities as single rows (how the
+    search computed them before it kept its paths as one array): to the bit."""
+    c = make(0.5, scale="chromatic")
+    logits = np.random.default_rng(5).standard_normal((8, len(CLASSES))) * 4
+    alone = np.concatenate([c.log_p(logits[i : i + 1]) for i in range(8)])
+    np.testing.assert_array_equal(c.log_p_rows(logits), alone)

@@ -124,6 +124,15 @@ class Chooser:
         sub = sub - sub.max(axis=1, keepdims=True)
         return sub - np.log(np.exp(sub).sum(axis=1, keepdims=True))
 
+    def log_p_rows(self, logits: np.ndarray) -> np.ndarray:
+        """:meth:`log_p` of each row as of that row alone: NumPy sums the rows of a batch
+        in another order than a row alone (the last bits differ from 8 candidates on), and
+        the search's end compares its paths' log-probabilities as single rows."""
+        sub = np.asarray(logits, dtype=np.float64)[:, self._cand_class]
+        sub = sub - sub.max(axis=1, keepdims=True)
+        sums = np.array([row.sum() for row in np.exp(sub)])
+        return sub - np.log(sums[:, None])
+
     def _pick(self, scores: np.ndarray, rng: np.random.Generator) -> int:
         """The best of ``scores`` (-inf: not allowed), or a sample at the temperature."""
         if self.temperature <= 0.0:
