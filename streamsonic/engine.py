@@ -145,13 +145,6 @@ def fold(agg: Aggregate, sample: Sample, reading: Reading, conductor: Conductor,
                                      peak.direction, agg.accent)
 
 
-def _at(cue: Cue, start: float) -> Cue:
-    """``cue`` starting at ``start`` (``dataclasses.replace`` costs several times more, per
-    cue)."""
-    return Cue(cue.sample, start, normalized=cue.normalized, duration=cue.duration,
-               velocity=cue.velocity, reading=cue.reading, span=cue.span)
-
-
 def _settle(owed: Aggregate | Receipt | None) -> None:
     """Settle what a played (or dropped) cue owed: an aggregate's receipts, or a receipt."""
     if isinstance(owed, Aggregate):
@@ -177,9 +170,10 @@ class Engine:
         self._queues: dict[str, deque[Aggregate]] = {}
         self._next_allowed: dict[str, float] = {}
         self._flush: dict[str, Handle] = {}
-        # event clock: the cues waiting for the batch step (at most one per stream), what
-        # each settles once played (an aggregate, a receipt, or None), and its timer
-        self._batch: list[tuple[Cue, Aggregate | Receipt | None]] = []
+        # event clock: the samples waiting for the batch step (at most one per stream), each
+        # with its reading and what it settles once played (an aggregate, a receipt, or
+        # None), and the step's timer; each becomes a cue when the batch is stepped
+        self._batch: list[tuple[Sample, Reading | None, Aggregate | Receipt | None]] = []
         self._batched: set[str] = set()
         self._batch_handle: asyncio.Handle | None = None
         self._batch_soon = False  # the batch step is due at the loop's next turn
@@ -262,7 +256,7 @@ class Engine:
             self._step_batch()
         if (not self._queues.get(stream) and stream not in self._batched and allowed):
             self._next_allowed[stream] = now + 1.0 / clock.max_rate
-            self._submit(Cue(sample, now, reading=reading), receipt)
+            self._submit(sample, reading, receipt)
             return
         self._enqueue(sample, reading, receipt)
         if stream not in self._flush and stream not in self._batched:
@@ -287,9 +281,9 @@ class Engine:
             self.aggregated += 1
         agg.hold(receipt)
 
-    def _take(self, stream: str) -> tuple[Cue, Aggregate] | None:
-        """The head of the stream's queue as a cue (its start is set by the caller), and
-        the aggregate it came from (to settle once the cue is played)."""
+    def _take(self, stream: str) -> tuple[Sample, Reading | None, Aggregate] | None:
+        """The head of the stream's queue: the sample it plays (its aggregate value), its
+        reading, and the aggregate it came from (to settle once played)."""
         queue = self._queues.get(stream)
         if not queue:
             return None
@@ -297,7 +291,7 @@ class Engine:
         if not queue:
             del self._queues[stream]  # the table holds only streams with waiting samples
         sample = Sample(stream, agg.time, agg.value(self.config.clock.aggregate))
-        return Cue(sample, 0.0, reading=agg.reading), agg
+        return sample, agg.reading, agg
 
     def _forget(self, stream: str) -> None:
         """``stream`` was evicted: drop its waiting samples, cancel its flush, end its note."""
@@ -312,12 +306,13 @@ class Engine:
         if stream in self._batched:  # its cue waits for the batch step: dropped with it
             self._batched.discard(stream)
             kept = []
-            for cue, owed in self._batch:
-                if cue.sample.stream == stream:
+            for waiting in self._batch:
+                if waiting[0].stream == stream:
+                    owed = waiting[2]
                     self.dropped_evicted += owed.count if isinstance(owed, Aggregate) else 1
                     _settle(owed)
                 else:
-                    kept.append((cue, owed))
+                    kept.append(waiting)
             self._batch = kept
         self._next_allowed.pop(stream, None)
         if self.rhythm is not None:
@@ -356,10 +351,8 @@ class Engine:
         taken = self._take(stream)
         if taken is None:
             return
-        cue, agg = taken
-        now = self.loop.time()
-        self._next_allowed[stream] = now + 1.0 / self.config.clock.max_rate
-        self._submit(_at(cue, now), agg)
+        self._next_allowed[stream] = self.loop.time() + 1.0 / self.config.clock.max_rate
+        self._submit(*taken)
         self._arm(stream)
 
     def _arm(self, stream: str) -> None:
@@ -368,12 +361,13 @@ class Engine:
             when = self._next_allowed.get(stream, self.loop.time())
             self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
 
-    def _submit(self, cue: Cue, owed: Aggregate | Receipt | None) -> None:
-        """Event clock: step ``cue`` with the others due within ``clock.batch_window`` (at
-        once when the window is 0; at the loop's next turn when ``MAX_BATCH`` cues wait);
-        ``owed`` is settled once played."""
-        self._batch.append((cue, owed))
-        self._batched.add(cue.sample.stream)
+    def _submit(self, sample: Sample, reading: Reading | None,
+                owed: Aggregate | Receipt | None) -> None:
+        """Event clock: step ``sample`` (as it read: ``reading``) with the others due within
+        ``clock.batch_window`` (at once when the window is 0; at the loop's next turn when
+        ``MAX_BATCH`` wait); ``owed`` is settled once played."""
+        self._batch.append((sample, reading, owed))
+        self._batched.add(sample.stream)
         window = self.config.clock.batch_window
         if window <= 0:
             self._step_batch()
@@ -403,12 +397,12 @@ class Engine:
             return
         # in the batch's order, not a set's (whose order follows the hash seed): the
         # streams' next flushes are armed in a reproducible order
-        streams = list(dict.fromkeys(cue.sample.stream for cue, _ in batch))
+        streams = list(dict.fromkeys(sample.stream for sample, _, _ in batch))
         self._batched.difference_update(streams)
         start = self.loop.time() + self.scheduler.latency
         self.batches += 1
-        self._play([_at(cue, start) for cue, _ in batch])
-        for _, owed in batch:
+        self._play([Cue(sample, start, reading=reading) for sample, reading, _ in batch])
+        for _, _, owed in batch:
             _settle(owed)
         for stream in streams:
             self._arm(stream)
@@ -435,7 +429,8 @@ class Engine:
         if not taken:
             return  # idle: ticking restarts with the next sample
         # Thousands of streams: the tick plays in slices of MAX_BATCH, one per loop turn.
-        self._slices.extend((_at(cue, start), agg) for cue, agg in taken)
+        self._slices.extend((Cue(sample, start, reading=reading), agg)
+                            for sample, reading, agg in taken)
         self._play_slice()
         self._tick_index += 1
         when = self._tick_origin + self._tick_index * self.tick_period()

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 from pathlib import Path
 
 import mido
 import pytest
 
-from streamsonic.conductor import Conductor, Cue, Reading
+from streamsonic.conductor import Conductor
 from streamsonic.config import Config, load_config
-from streamsonic.engine import Engine, _at
+from streamsonic.engine import Engine
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.loader import load_pitch_model
 from streamsonic.scheduler import Scheduler
@@ -142,13 +141,3 @@ async def test_queued_samples_play_as_they_stood_on_arrival(random_pitch_checkpo
     assert by_value[2.0].normalized == 1.0  # a new high when it arrived
     assert by_value[3.0].normalized == 1.0
     assert by_value[3.0].pitch == by_value[1e9].pitch == 89
-
-
-def test_a_cue_moved_to_its_start_keeps_every_other_field() -> None:
-    """The engine's cheap copy of a cue with its start set is dataclasses.replace's (a
-    field added to Cue and not copied fails here)."""
-    cue = Cue(Sample("s", 1.0, 2.0), 0.0, normalized=0.3, duration=0.4, velocity=50,
-              reading=Reading(0.5, 0.1, 1, True, 70.0), span=0.06)
-    assert all(getattr(cue, f.name) != getattr(Cue(Sample("s", 1.0, 2.0), 0.0), f.name)
-               for f in dataclasses.fields(Cue) if f.name not in ("sample", "start"))
-    assert _at(cue, 5.0) == dataclasses.replace(cue, start=5.0)
