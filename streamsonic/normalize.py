@@ -17,16 +17,18 @@ Every normalizer keeps a window of the last ``window`` samples (and/or the last
   function (ordinary values use the whole range, heavy tails included, like ``rank``).
   When the signal leaves the reference for ``exit_after`` samples in a row, the
   reference is rebuilt from the window. If the window's own range holds the signal's
-  level (an oscillation) it is kept as it is; otherwise it is moved to the level: centred
-  the first time (a level shift), and when the signal leaves again the same way soon
-  after (a trend) the level lands near the far edge with a reference sized so that the
-  trend takes about ``TREND_PERIOD`` samples to cross it: a steady trend plays a rising
-  (or falling) line that steps back every so often; one that crossed faster (it
-  accelerates) gets the next reference sized for the pace it kept. A single far value
-  does not move it: it maps beyond 0..1 (see :meth:`RollingNormalizer.position`), which
-  the conductor plays above or below the ordinary pitch range, further for larger
-  excursions. The reference
-  is also rebuilt when half of the last ``RECENT`` values fell outside it (wilder), and
+  level (an oscillation) it is kept as it is; if the level is a new extreme not far
+  beyond it (a swing wider than before: a season on a slow trend) it is widened from its
+  other edge to hold the level ``EXPAND_LAND`` of the way over; otherwise it is moved to
+  the level, centred (a level shift). When the signal leaves again the same way soon
+  after without having swung back (a trend), the level lands near the far edge with a
+  reference sized so that the trend takes about ``TREND_PERIOD`` samples to cross it: a
+  steady trend plays a rising (or falling) line that steps back every so often; one that
+  crossed faster (it accelerates) gets the next reference sized for the pace it kept. A
+  single far value does not move it: it maps beyond 0..1 (see
+  :meth:`RollingNormalizer.position`), which the conductor plays above or below the
+  ordinary pitch range, further for larger excursions. The reference is also rebuilt
+  when half of the last ``RECENT`` values fell outside it (wilder), and
   zooms in when they span less than ``ZOOM`` of it (quieter), around the current value,
   which keeps its place: a held value keeps its pitch, a slowing trend does not jump.
 
@@ -70,6 +72,13 @@ TREND_PERIOD = 100
 #: A trend that crossed its reference faster than TREND_PERIOD (it accelerates) gets the
 #: next one sized for the pace it kept, up to this many times its recent rate.
 MAX_PACE = 8.0
+#: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
+#: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
+#: edge it left by (a swing wider than before), instead of moving.
+EXPAND_LAND, EXPAND_MAX = 0.75, 2.0
+#: Another exit the same way is a trend unless the signal came back this far (a share of
+#: the range) past where the last move put it: then it swings (a season, a cycle).
+BACK = 0.35
 #: After an exit, the window's own range is kept when it holds the signal's level at
 #: least this far from its edges (an oscillation); otherwise the reference moves.
 EDGE = 0.1
@@ -119,6 +128,8 @@ class RollingNormalizer:
         self._last_exit = 0  # direction of the last exit that moved the reference
         self._crossing = False  # the reference was sized for a trend to cross it
         self._pace = 1.0  # how much faster than its recent rate the trend crossed it
+        self._low, self._high = math.inf, -math.inf  # the lowest/highest place since then
+        self._land = 0.5  # where the last move put the level (from the edge it left by)
         self._recent: deque[float] = deque(maxlen=RECENT)  # their positions (clipped)
 
     @classmethod
@@ -272,7 +283,10 @@ class RollingNormalizer:
             # on where the signal is now; another exit the same way soon after means a
             # trend, and the signal then lands near the far edge, with room to go on.
             direction = 1 if self._run > 0 else -1
-            trend = direction == self._last_exit and self._since_snap < self.window
+            # it came back: since the last move it went BACK of the range past the level
+            back = (self._low if direction > 0 else 1.0 - self._high) < self._land - BACK
+            trend = (direction == self._last_exit and self._since_snap < self.window
+                     and not back)
             land = 0.5 - direction * (0.5 - TREND_LAND) if trend else 0.5
             if not trend:
                 self._pace = 1.0
@@ -283,12 +297,15 @@ class RollingNormalizer:
                 self._pace = min(MAX_PACE, max(1.0, self._pace * TREND_PERIOD / crossed))
             self._crossing = trend
             level = self._recent_median(self.exit_after)
-            self._snap(level, centered=True, land=land)
+            self._snap(level, centered=True, land=land, direction=direction,
+                       widen=not trend)
             if trend:
                 self._stretch_for_trend(level, land, direction)
             self._last_exit = direction
             return
-        self._recent.append(min(1.0, max(0.0, knot_position(knots, value))))
+        place = min(1.0, max(0.0, knot_position(knots, value)))
+        self._recent.append(place)
+        self._low, self._high = min(self._low, place), max(self._high, place)
         if self._since_snap < RECENT:
             return
         recent = self._recent
@@ -351,9 +368,12 @@ class RollingNormalizer:
             knots = [value + factor * (k - value) for k in old]
         self._set_reference(knots)
 
-    def _snap(self, value: float, centered: bool, land: float = 0.5) -> None:
+    def _snap(self, value: float, centered: bool, land: float = 0.5, direction: int = 0,
+              widen: bool = False) -> None:
         """Rebuild the reference from the window; ``centered`` moves it so that ``value``
-        sits at position ``land`` (the middle by default)."""
+        sits at position ``land`` (the middle by default), or, with ``widen``, when
+        ``value`` left the window's range by its ``direction`` edge but not far, stretches
+        it from its other edge until ``value`` sits at EXPAND_LAND from there."""
         knots = _quantile_knots(self._sorted)
         if knots[-1] - knots[0] <= _tiny(knots[0], knots[-1]):
             lo, hi = self.minimum, self.maximum  # mostly one value: use the extremes
@@ -363,13 +383,24 @@ class RollingNormalizer:
             knots = [lo + (hi - lo) * k / (REF_KNOTS - 1) for k in range(REF_KNOTS)]
         if centered and not EDGE <= knot_position(knots, value) <= 1.0 - EDGE:
             # The window's own range does not hold the signal's level well (it is at its
-            # edge: a trend, a level shift): move the reference to the level.
-            shift = value - knot_value(knots, land)
-            knots = [k + shift for k in knots]
+            # edge: a trend, a level shift): move the reference to the level, or (a new
+            # extreme not far out: a swing wider than those before) widen it to hold it.
+            anchor = knots[0] if direction > 0 else knots[-1]
+            inner = knot_value(knots, 0.5 + direction * (EXPAND_LAND - 0.5))
+            factor = ((value - anchor) / (inner - anchor)
+                      if widen and direction and inner != anchor else 0.0)
+            if 1.0 <= factor <= EXPAND_MAX:
+                knots = [anchor + factor * (k - anchor) for k in knots]
+            else:
+                shift = value - knot_value(knots, land)
+                knots = [k + shift for k in knots]
         self._set_reference(knots)
+        place = knot_position(knots, value)  # seen from the edge it left by
+        self._land = place if direction >= 0 else 1.0 - place
 
     def _set_reference(self, knots: list[float]) -> None:
         self._knots = knots
+        self._low, self._high = math.inf, -math.inf
         self._run = 0
         self._since_snap = 0
         self._outside.clear()

@@ -172,3 +172,14 @@ def test_auto_range_follows_a_trend_whose_rate_changes(values: np.ndarray) -> No
     """A trend that speeds up crosses a reference sized for its recent rate too fast; the
     next is paced for what it did, so the contour stays local (few wraps)."""
     assert _local_rho(values, _positions(values)) >= 0.9
+
+
+@pytest.mark.parametrize("trend", [0.005, 0.015])
+def test_auto_range_widens_for_a_season_on_a_slow_trend(trend: float) -> None:
+    """A yearly swing on a slow rise (weekly CO2): each year's peak is a new extreme of the
+    window. The reference widens to hold it rather than re-centring on it (which put the
+    peak in the middle, then the trough below the range, twice a year)."""
+    t = np.arange(600.0)
+    x = (300 + trend * t + 3 * np.sin(2 * np.pi * t / 52)
+         + np.random.default_rng(1).normal(0, 0.3, 600))
+    assert _local_rho(x, _positions(x)) >= 0.9
