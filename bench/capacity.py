@@ -202,7 +202,8 @@ def publisher(port: int, n: int, periods: int, sent_path: str) -> None:
 
 
 def run_one(target: str, source: str, n: int, seconds: float, warmup: float,
-            weights: Path, port: int | None, tmp: Path, extra: list[str]) -> Result:
+            weights: Path, port: int | None, tmp: Path, extra: list[str],
+            profile: Path | None = None) -> Result:
     env = {**os.environ, **ONE_THREAD}
     periods = int((warmup + seconds) * RATE)
     if target == "daemon":
@@ -232,6 +233,8 @@ def run_one(target: str, source: str, n: int, seconds: float, warmup: float,
 
         def mark(name: str) -> None:
             marks[name] = (time.monotonic(), cpu_seconds(proc.pid), reader.lines)
+            if name == "from" and profile is not None and target == "daemon":
+                spy(proc.pid, seconds, profile.with_name(f"{profile.stem}-{source}-{n}.txt"))
 
         if source == "stdin":
             assert proc.stdin is not None
@@ -292,6 +295,16 @@ def run_one(target: str, source: str, n: int, seconds: float, warmup: float,
                   (c1 - c0) / (t1 - t0), rss, notes / (t1 - t0))
 
 
+def spy(pid: int, seconds: float, path: Path) -> None:
+    """Sample the daemon with py-spy for ``seconds`` (collapsed stacks, by function and
+    line, idle stacks left out) into ``path``; in the background."""
+    exe = Path(sys.executable).with_name("py-spy")
+    subprocess.Popen([str(exe) if exe.exists() else "py-spy", "record", "--pid", str(pid),
+                      "--duration", str(int(seconds)), "--rate", "200", "--nonblocking",
+                      "--format", "raw", "--output", str(path)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     from bench.mqtt import start_broker as start  # noqa: PLC0415
 
@@ -323,6 +336,9 @@ def main() -> int:
                         help="more arguments for the daemon, e.g. '--set clock.batch_window=0'")
     parser.add_argument("--keep-going", action="store_true",
                         help="try every size even after two failures")
+    parser.add_argument("--profile", type=Path, metavar="PATH",
+                        help="sample the daemon with py-spy during each measured run into "
+                             "PATH-SOURCE-STREAMS.txt (collapsed stacks; slows it a little)")
     parser.add_argument("--publish", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publish:
@@ -353,7 +369,7 @@ def main() -> int:
                             print(f"{source:<6} {target:<7} {n:>6}  (not tried: failed twice)")
                             continue
                         r = run_one(target, source, n, args.seconds, args.warmup, weights,
-                                    port, tmp, args.daemon_args.split())
+                                    port, tmp, args.daemon_args.split(), args.profile)
                         results.append(r)
                         failed = 0 if r.held else failed + 1
                         print(row(r), flush=True)
