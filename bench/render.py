@@ -113,10 +113,10 @@ def measure(rows: int, columns: int, notes: int, repeat: int) -> dict[str, float
         plain = load_config(None, {"model.device": "cpu", "daemon.log_level": "warning",
                                    "model.passing_notes": 0})
         one = best_cpu(lambda: render_notes(plain, table[0], spec), repeat)
-        out["  the same, one note per row (passing_notes 0)"] = rows / one
+        out["render, 1 column, passing_notes 0 (rows/s)"] = rows / one
         noise = Series("noise", rng.standard_normal(rows // 4), list(range(rows // 4)), {})
         one = best_cpu(lambda: render_notes(config, noise, spec), repeat)
-        out["  noise, a quarter of the rows (rows/s)"] = rows // 4 / one
+        out["render, 1 column of noise (rows/s)"] = rows // 4 / one
         batched = "Sequence" in str(inspect.signature(render_notes).parameters["series"])
         if batched:
             many = best_cpu(lambda: render_notes(config, table, spec), repeat)
