@@ -100,7 +100,8 @@ def test_a_glitch_on_a_smooth_curve_is_caught_though_smaller_than_its_steps() ->
 def test_a_skewed_stream_is_judged_by_each_sides_own_spread() -> None:
     """Increments that jump up more often than down (a counter of events): a fall below
     the usual increment is more surprising than a rise above it by as much."""
-    ups, downs = [], []
+    ups: list[float] = []
+    downs: list[float] = []
     for seed in range(10):
         x = np.cumsum(np.random.default_rng(seed).exponential(1.0, 250)) + 1000.0
         median_step = math.log(2.0)
