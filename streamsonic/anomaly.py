@@ -14,30 +14,23 @@ The score combines two views of each new value, because a listener on watch need
 
 Both become a z-like number; the larger, ``z``, maps to ``score = z^2 / (z^2 + z_ref^2)``,
 which is 0.5 at ``z = z_ref``: the default accent threshold. Constant streams have no
-spread: their first change scores 1. Cost per sample: O(log n) for the sorted residual
-window (``history`` values, bisect), O(1) otherwise. Never NaN, always in 0..1.
+spread: their first change scores 1. Cost per sample: O(n) in a compiled kernel
+(:mod:`streamsonic.anomaly_kernel`: sorted windows of ``history`` residuals, a binary
+search and a move of memory each), a few microseconds. Never NaN, always in 0..1.
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
+import functools
 import math
-from collections import deque
+
+from streamsonic import anomaly_kernel as kernel
 
 #: Robust z at which the score is 0.5 (the default accent threshold).
 Z_REF = 5.0
 #: A value one range-width beyond the ordinary range counts as this many robust sigmas.
 LEVEL_Z_PER_WIDTH = 2.5
 LEVEL_Z_PER_WIDTH_LOG = 1.0
-#: Gaussian-consistent scale of the interquartile range.
-IQR_TO_SIGMA = 1.0 / 1.349
-#: The tail quantile used for each side's scale (10% and 90%), and its Gaussian-consistent
-#: factor (the median to the 90th percentile).
-TAIL_Q, SIDE_TO_SIGMA = 0.1, 1.0 / 1.2816
-#: The momentum forecast: the last value plus this share of the last step (1: a straight
-#: line through the last two values).
-MOMENTUM = 1.0
 #: Samples after which a stream's scale is decided, and the ratio of its 90th to its 10th
 #: percentile from which a positive stream is judged on log values.
 DECIDE, LOG_RATIO = 64, 4.0
@@ -46,12 +39,6 @@ DECIDE, LOG_RATIO = 64, 4.0
 SKEW = 1.8
 #: ... and until then, z_ref is this many times larger.
 WARMUP_CAUTION = 1.5
-#: Residuals enter the history clipped to this many robust sigmas from its median.
-WINSOR = 3.0
-#: Values the forecast line is fitted through (trailing medians of 3).
-FORECAST = 6
-#: A burst: the median |z| of the last BURST_SAMPLES residuals, times BURST_GAIN.
-BURST_SAMPLES, BURST_GAIN = 3, 1.6
 
 
 def strength(score: float) -> float:
@@ -71,48 +58,6 @@ def score_of(z: float, z_ref: float = Z_REF) -> float:
     return q / (1.0 + q)
 
 
-class _Residuals:
-    """A window of one forecaster's residuals, sorted, with its robust scale."""
-
-    __slots__ = ("_abs_sum", "_order", "_sorted", "history")
-
-    def __init__(self, history: int) -> None:
-        self.history = history
-        self._order: deque[float] = deque()
-        self._sorted: list[float] = []
-        self._abs_sum = 0.0  # sum of |residual| (a floor for the scale)
-
-    def __len__(self) -> int:
-        return len(self._sorted)
-
-    def spread(self) -> tuple[float, float, float]:
-        """The median residual and a robust sigma above and below it: each side's the
-        larger of its 10% tail's (heavy tails) and a floor, the larger of the IQR's and
-        half the mean |residual| (a mostly constant stream). Needs a residual."""
-        s = self._sorted
-        n = len(s)
-        k = max(1, round(TAIL_Q * (n - 1)))
-        mid = s[n // 2]
-        floor = max((s[(3 * n) // 4] - s[n // 4]) * IQR_TO_SIGMA, 0.5 * self._abs_sum / n)
-        return (mid, max(floor, (s[n - 1 - k] - mid) * SIDE_TO_SIGMA),
-                max(floor, (mid - s[k]) * SIDE_TO_SIGMA))
-
-    def add(self, residual: float, spread: tuple[float, float, float] | None) -> None:
-        """Remember a residual, clipped to WINSOR robust sigmas of ``spread`` (this
-        window's, before the residual; None: not clipped): anomalies must not widen the
-        scale that judges the next ones (a lasting change still widens it, step by step)."""
-        if spread is not None:
-            mid, up, down = spread
-            residual = min(max(residual, mid - WINSOR * down), mid + WINSOR * up)
-        self._order.append(residual)
-        bisect.insort(self._sorted, residual)
-        self._abs_sum += abs(residual)
-        if len(self._order) > self.history:
-            old = self._order.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
-            self._abs_sum = max(self._abs_sum - abs(old), 0.0)
-
-
 class AnomalyScorer:
     """One stream's anomaly score, updated once per sample.
 
@@ -123,16 +68,15 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_early", "_hist", "_log", "_recent_z", "_residuals", "history", "z_ref")
+    __slots__ = ("_early", "_log", "_state", "_tail", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
             raise ValueError("need history >= 16")
         self.history = history
         self.z_ref = z_ref
-        self._hist: deque[float] = deque(maxlen=FORECAST + 2)  # the last values
-        self._residuals = [_Residuals(history) for _ in _FORECASTERS]
-        self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
+        self._state = kernel.new_state(history)
+        self._tail = _tail_index(history)
         # The first values, until the stream's scale is decided: a positive stream that
         # spans a wide ratio (latencies, counts of people, prices over years) varies by
         # multiples, and is judged on the log of its values.
@@ -153,19 +97,7 @@ class AnomalyScorer:
         if self._log and value <= 0.0:
             self._set_log(False)  # a value the log cannot take: raw values for good
         u = math.log(value) if self._log else value
-        z_res = 0.0
-        direction = 0
-        if self._hist:
-            residuals = [u - f(self._hist) for f in _FORECASTERS]
-            spreads = ([w.spread() for w in self._residuals]
-                       if len(self._residuals[0]) >= 8 else None)
-            if spreads is not None:
-                z_res, residual = _surprise(residuals, spreads)
-                if residual:
-                    direction = 1 if residual > 0 else -1
-            for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=True)):
-                window.add(r, None if spreads is None else spreads[i])
-        self._hist.append(u)
+        decided_log = False
         if self._early is not None:
             self._early.append(value)
             if len(self._early) >= DECIDE:
@@ -173,13 +105,14 @@ class AnomalyScorer:
                 n = len(early)
                 lo, mid, hi = early[n // 10], early[n // 2], early[n - 1 - n // 10]
                 self._early = None
-                if early[0] > 0.0 and hi >= LOG_RATIO * lo and hi - mid >= SKEW * (mid - lo):
-                    self._set_log(True)
-        # A burst of variance: most of the last few residuals are unusual, though none
-        # alone may be extreme (the median of their |z| ignores one single spike).
-        self._recent_z.append(z_res)
-        if len(self._recent_z) == BURST_SAMPLES:
-            z_res = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
+                decided_log = (early[0] > 0.0 and hi >= LOG_RATIO * lo
+                               and hi - mid >= SKEW * (mid - lo))
+        z_res, z_burst, direction = kernel.step(self._state, u, self.history, self._tail)
+        if decided_log:  # residuals start afresh on log values, the burst's too
+            self._set_log(True)
+            kernel.remember_z(self._state, z_res)
+        else:
+            z_res = z_burst
         # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
         z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._log else LEVEL_Z_PER_WIDTH)
         if z_level > z_res:
@@ -194,59 +127,9 @@ class AnomalyScorer:
         """Judge the stream on log values (or raw ones again); residuals start afresh."""
         self._log = log
         self._early = None
-        self._hist = deque((math.log(v) if log else math.exp(v) for v in self._hist),
-                           maxlen=self._hist.maxlen)
-        self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
-        self._recent_z.clear()
+        kernel.set_values(self._state, [math.log(v) if log else math.exp(v)
+                                        for v in kernel.values(self._state)])
+        kernel.clear(self._state)
 
 
-def _surprise(residuals: list[float], spreads: list[tuple[float, float, float]]
-              ) -> tuple[float, float]:
-    """The robust z of the residual of the tightest forecaster, and that residual."""
-    best = min(range(len(spreads)), key=lambda i: spreads[i][1] + spreads[i][2])
-    mid, up, down = spreads[best]
-    residual = residuals[best]
-    scale = up if residual >= mid else down
-    diff = abs(residual - mid)
-    tiny = max(abs(mid), abs(residual), 1.0) * 1e-12
-    if scale <= tiny:
-        return (0.0 if diff <= tiny else math.inf), residual
-    return diff / scale, residual
-
-
-def _last(values: deque[float]) -> float:
-    return values[-1]
-
-
-def _median5(values: deque[float]) -> float:
-    v = sorted(itertools.islice(values, max(0, len(values) - 5), None))
-    n = len(v)
-    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
-
-
-def _line(values: deque[float]) -> float:
-    """The next value: a straight line through the trailing medians of 3 of the last
-    values, extrapolated (a single spike in the history does not move it)."""
-    v = list(values)
-    n = len(v)
-    if n < 3:
-        return sorted(v)[(n - 1) // 2] if n == 2 else v[0]
-    meds = [sorted(v[i - 2:i + 1])[1] for i in range(2, n)]  # m_j lags v by one sample
-    m = len(meds)
-    if m == 1:
-        return meds[0]
-    xbar = (m - 1) / 2.0
-    ybar = sum(meds) / m
-    sxx = sum((j - xbar) ** 2 for j in range(m))
-    slope = sum((j - xbar) * (y - ybar) for j, y in enumerate(meds)) / sxx
-    return ybar + slope * (m + 1 - xbar)
-
-
-def _momentum(values: deque[float]) -> float:
-    """The last value plus MOMENTUM times the last step: a smooth curve's next value."""
-    if len(values) < 2:
-        return values[-1]
-    return values[-1] + MOMENTUM * (values[-1] - values[-2])
-
-
-_FORECASTERS = (_last, _median5, _line, _momentum)
+_tail_index = functools.cache(kernel.tail_index)

@@ -71,6 +71,11 @@ def _jit(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
         return numba.njit(cache=False, **options)(fn)
 
 
+#: ``numba.njit`` as the kernels here use it (cached on disk where possible), for other
+#: modules' compiled code.
+jit = _jit
+
+
 #: Clamp and coefficients of a [13/6] rational approximation of tanh (the one Eigen and
 #: TensorFlow use for float32): max abs error 2.6e-7, about 4 float32 ulps, and made of
 #: multiply-adds only, so the compiler vectorizes the gate loops (libm calls it cannot).

@@ -1,0 +1,245 @@
+"""The per-sample arithmetic of :class:`streamsonic.anomaly.AnomalyScorer`, compiled.
+
+One stream's scorer state is one float64 array (:func:`new_state`): the last values, the
+last few z, and per forecaster a window of residuals kept both in arrival order (a ring)
+and sorted. :func:`step` forecasts the next value four ways, judges the new one by the
+forecaster whose recent residuals are the tightest, remembers the residuals (clipped) and
+the value, and returns the robust z before and after the burst statistic. The functions
+are plain Python over arrays, compiled by numba (``STREAMSONIC_NO_JIT=1`` runs them as they
+are); the arithmetic is done in the same order as Python's, without fastmath, so the
+scores are the same to the bit as the reference implementation in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+#: Gaussian-consistent scale of the interquartile range.
+IQR_TO_SIGMA = 1.0 / 1.349
+#: The tail quantile used for each side's scale (10% and 90%), and its Gaussian-consistent
+#: factor (the median to the 90th percentile).
+TAIL_Q, SIDE_TO_SIGMA = 0.1, 1.0 / 1.2816
+#: The momentum forecast: the last value plus this share of the last step (1: a straight
+#: line through the last two values).
+MOMENTUM = 1.0
+#: Residuals enter the history clipped to this many robust sigmas from its median.
+WINSOR = 3.0
+#: Values the forecast line is fitted through (trailing medians of 3).
+FORECAST = 6
+#: A burst: the median |z| of the last BURST_SAMPLES residuals, times BURST_GAIN.
+BURST_SAMPLES, BURST_GAIN = 3, 1.6
+#: The forecasters: the last value, the median of the last five, a line through the
+#: trailing medians of three, the last value plus MOMENTUM times the last step.
+FORECASTERS = 4
+
+# The state array's layout: the last values and their count, the last z and their count,
+# then per forecaster a block: the ring of residuals, the same sorted, their count, the
+# ring's oldest slot and the sum of their |values|.
+_HIST = FORECAST + 2
+_HN = _HIST
+_RZ = _HN + 1
+_RZN = _RZ + BURST_SAMPLES
+_BLOCKS = 16
+
+
+def _block_size(history: int) -> int:
+    return 2 * history + 3
+
+
+def new_state(history: int) -> np.ndarray:
+    """A fresh scorer state for a residual window of ``history`` values."""
+    return np.zeros(_BLOCKS + FORECASTERS * _block_size(history))
+
+
+def tail_index(history: int) -> np.ndarray:
+    """``k[n]``: the 10% tail's index in a sorted window of ``n`` residuals, rounded as
+    Python rounds (half to even), at least 1."""
+    return np.array([max(1, round(TAIL_Q * (n - 1))) for n in range(history + 1)],
+                    dtype=np.int64)
+
+
+def clear(state: np.ndarray) -> None:
+    """Forget the residuals and the last z (the values stay)."""
+    state[_RZN] = 0.0
+    size = _block_size(_history(state))
+    for f in range(FORECASTERS):
+        base = _BLOCKS + f * size
+        state[base:base + size] = 0.0
+
+
+def remember_z(state: np.ndarray, z: float) -> None:
+    """Make ``z`` the only one the burst statistic remembers."""
+    state[_RZ] = z
+    state[_RZN] = 1.0
+
+
+def values(state: np.ndarray) -> list[float]:
+    """The last values, oldest first."""
+    return [float(v) for v in state[:int(state[_HN])]]
+
+
+def set_values(state: np.ndarray, new: list[float]) -> None:
+    """Replace the last values (as many as there were)."""
+    state[:len(new)] = new
+
+
+def _history(state: np.ndarray) -> int:
+    return ((len(state) - _BLOCKS) // FORECASTERS - 3) // 2
+
+
+def _median_last_py(s: np.ndarray, hn: int, count: int) -> float:
+    """The median of the last ``count`` values (the mean of the middle two if even)."""
+    m = min(count, hn)
+    buf = np.empty(m)
+    for i in range(m):  # insertion sort: at most five values
+        v = s[hn - m + i]
+        j = i
+        while j > 0 and buf[j - 1] > v:
+            buf[j] = buf[j - 1]
+            j -= 1
+        buf[j] = v
+    if m % 2:
+        return buf[m // 2]
+    return 0.5 * (buf[m // 2 - 1] + buf[m // 2])
+
+
+def _line_py(s: np.ndarray, hn: int) -> float:
+    """A least-squares line through the trailing medians of 3 of the last values (each
+    lags its newest value by one sample), extrapolated to the next value."""
+    if hn < 3:
+        return min(s[0], s[1]) if hn == 2 else s[0]
+    m = hn - 2
+    meds = np.empty(m)
+    for i in range(m):
+        a, b, c = s[i], s[i + 1], s[i + 2]
+        meds[i] = max(min(a, b), min(max(a, b), c))
+    if m == 1:
+        return meds[0]
+    xbar = (m - 1) / 2.0
+    total = 0.0
+    for j in range(m):
+        total += meds[j]
+    ybar = total / m
+    sxx = 0.0
+    sxy = 0.0
+    for j in range(m):
+        sxx += (j - xbar) * (j - xbar)
+    for j in range(m):
+        sxy += (j - xbar) * (meds[j] - ybar)
+    return ybar + (sxy / sxx) * (m + 1 - xbar)
+
+
+def _spread_py(s: np.ndarray, base: int, history: int, ktab: np.ndarray
+            ) -> tuple[float, float, float]:
+    """The median residual and a robust sigma above and below it: each side's the larger
+    of its 10% tail's (heavy tails) and a floor, the larger of the IQR's and half the mean
+    |residual| (a mostly constant stream). Needs a residual."""
+    srt = base + history
+    n = int(s[base + 2 * history])
+    k = ktab[n]
+    mid = s[srt + n // 2]
+    iqr = (s[srt + (3 * n) // 4] - s[srt + n // 4]) * IQR_TO_SIGMA
+    mean = 0.5 * s[base + 2 * history + 2] / n
+    floor = mean if mean > iqr else iqr
+    up = (s[srt + n - 1 - k] - mid) * SIDE_TO_SIGMA
+    down = (mid - s[srt + k]) * SIDE_TO_SIGMA
+    return mid, up if up > floor else floor, down if down > floor else floor
+
+
+def _add_py(s: np.ndarray, base: int, history: int, residual: float) -> None:
+    """Remember a residual: into the ring and the sorted window (the oldest one leaves
+    a full window), and into the sum of |residuals|."""
+    srt = base + history
+    n = int(s[base + 2 * history])
+    head = int(s[base + 2 * history + 1])
+    total = s[base + 2 * history + 2] + abs(residual)
+    if n == history:  # the oldest leaves first, so the window never holds more
+        old = s[base + head]
+        s[base + head] = residual
+        s[base + 2 * history + 1] = (head + 1) % history
+        i = np.searchsorted(s[srt:srt + n], old, "left")
+        s[srt + i:srt + n - 1] = s[srt + i + 1:srt + n].copy()
+        n -= 1
+        total -= abs(old)
+        total = max(total, 0.0)
+    else:
+        s[base + (head + n) % history] = residual
+    i = np.searchsorted(s[srt:srt + n], residual, "right")
+    s[srt + i + 1:srt + n + 1] = s[srt + i:srt + n].copy()
+    s[srt + i] = residual
+    s[base + 2 * history] = n + 1
+    s[base + 2 * history + 2] = total
+
+
+def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
+             ) -> tuple[float, float, int]:
+    """Judge the value ``u`` (then remember it): ``(z, z with the burst statistic,
+    direction of the residual -1/0/+1)``."""
+    size = 2 * history + 3
+    hn = int(s[_HN])
+    z = 0.0
+    direction = 0
+    if hn:
+        last = s[hn - 1]
+        forecasts = (last, _median_last(s, hn, 5), _line(s, hn),
+                     last + MOMENTUM * (last - s[hn - 2]) if hn >= 2 else last)
+        judged = s[_BLOCKS + 2 * history] >= 8  # enough residuals to judge by
+        best = -1
+        width = 0.0
+        for f in range(FORECASTERS):
+            base = _BLOCKS + f * size
+            residual = u - forecasts[f]
+            if judged:
+                mid, up, down = _spread(s, base, history, ktab)
+                if best < 0 or up + down < width:  # the tightest forecaster judges
+                    best, width = f, up + down
+                    scale = up if residual >= mid else down
+                    diff = abs(residual - mid)
+                    tiny = max(abs(mid), abs(residual), 1.0) * 1e-12
+                    z = (0.0 if diff <= tiny else math.inf) if scale <= tiny else diff / scale
+                    direction = 0 if residual == 0.0 else (1 if residual > 0.0 else -1)
+                # anomalies must not widen the scale that judges the next ones (a
+                # lasting change still widens it, step by step)
+                low, high = mid - WINSOR * down, mid + WINSOR * up
+                residual = low if low > residual else residual
+                residual = high if high < residual else residual
+            _add(s, base, history, residual)
+    if hn < _HIST:
+        s[hn] = u
+        s[_HN] = hn + 1
+    else:
+        s[:_HIST - 1] = s[1:_HIST].copy()
+        s[_HIST - 1] = u
+    # A burst of variance: most of the last few residuals are unusual, though none alone
+    # may be extreme (the median of their |z| ignores one single spike).
+    rzn = int(s[_RZN])
+    if rzn == BURST_SAMPLES:
+        s[_RZ:_RZ + BURST_SAMPLES - 1] = s[_RZ + 1:_RZ + BURST_SAMPLES].copy()
+        s[_RZ + BURST_SAMPLES - 1] = z
+    else:
+        s[_RZ + rzn] = z
+        rzn += 1
+        s[_RZN] = rzn
+    burst = z
+    if rzn == BURST_SAMPLES:
+        a, b, c = s[_RZ], s[_RZ + 1], s[_RZ + 2]
+        median = max(min(a, b), min(max(a, b), c)) * BURST_GAIN
+        burst = median if median > z else z
+    return z, burst, direction
+
+
+if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
+    _median_last, _line, _spread, _add = _median_last_py, _line_py, _spread_py, _add_py
+    step: Any = _step_py
+else:
+    from streamsonic.model.kernels import jit  # numba: compiled at first use, or cached
+
+    _median_last = jit(_median_last_py, fastmath=False, inline="always")
+    _line = jit(_line_py, fastmath=False)
+    _spread = jit(_spread_py, fastmath=False, inline="always")
+    _add = jit(_add_py, fastmath=False)
+    step = jit(_step_py, fastmath=False)

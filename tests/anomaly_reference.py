@@ -1,0 +1,221 @@
+"""The anomaly scorer as it was written before it was compiled (090024d): plain Python
+over deques and sorted lists. The oracle for tests/test_anomaly_kernel.py, which checks that
+the compiled scorer the daemon runs gives the same scores to the bit."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections import deque
+
+from streamsonic.anomaly import score_of
+
+#: Robust z at which the score is 0.5 (the default accent threshold).
+Z_REF = 5.0
+#: A value one range-width beyond the ordinary range counts as this many robust sigmas.
+LEVEL_Z_PER_WIDTH = 2.5
+LEVEL_Z_PER_WIDTH_LOG = 1.0
+#: Gaussian-consistent scale of the interquartile range.
+IQR_TO_SIGMA = 1.0 / 1.349
+#: The tail quantile used for each side's scale (10% and 90%), and its Gaussian-consistent
+#: factor (the median to the 90th percentile).
+TAIL_Q, SIDE_TO_SIGMA = 0.1, 1.0 / 1.2816
+#: The momentum forecast: the last value plus this share of the last step (1: a straight
+#: line through the last two values).
+MOMENTUM = 1.0
+#: Samples after which a stream's scale is decided, and the ratio of its 90th to its 10th
+#: percentile from which a positive stream is judged on log values.
+DECIDE, LOG_RATIO = 64, 4.0
+#: ... if it is also right-skewed: its upper decile this many times further from the median
+#: than its lower one (a lognormal's is 2.6 times, a uniform's 1).
+SKEW = 1.8
+#: ... and until then, z_ref is this many times larger.
+WARMUP_CAUTION = 1.5
+#: Residuals enter the history clipped to this many robust sigmas from its median.
+WINSOR = 3.0
+#: Values the forecast line is fitted through (trailing medians of 3).
+FORECAST = 6
+#: A burst: the median |z| of the last BURST_SAMPLES residuals, times BURST_GAIN.
+BURST_SAMPLES, BURST_GAIN = 3, 1.6
+
+
+class _Residuals:
+    """A window of one forecaster's residuals, sorted, with its robust scale."""
+
+    __slots__ = ("_abs_sum", "_order", "_sorted", "history")
+
+    def __init__(self, history: int) -> None:
+        self.history = history
+        self._order: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._abs_sum = 0.0  # sum of |residual| (a floor for the scale)
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def spread(self) -> tuple[float, float, float]:
+        """The median residual and a robust sigma above and below it: each side's the
+        larger of its 10% tail's (heavy tails) and a floor, the larger of the IQR's and
+        half the mean |residual| (a mostly constant stream). Needs a residual."""
+        s = self._sorted
+        n = len(s)
+        k = max(1, round(TAIL_Q * (n - 1)))
+        mid = s[n // 2]
+        floor = max((s[(3 * n) // 4] - s[n // 4]) * IQR_TO_SIGMA, 0.5 * self._abs_sum / n)
+        return (mid, max(floor, (s[n - 1 - k] - mid) * SIDE_TO_SIGMA),
+                max(floor, (mid - s[k]) * SIDE_TO_SIGMA))
+
+    def add(self, residual: float, spread: tuple[float, float, float] | None) -> None:
+        """Remember a residual, clipped to WINSOR robust sigmas of ``spread`` (this
+        window's, before the residual; None: not clipped): anomalies must not widen the
+        scale that judges the next ones (a lasting change still widens it, step by step)."""
+        if spread is not None:
+            mid, up, down = spread
+            residual = min(max(residual, mid - WINSOR * down), mid + WINSOR * up)
+        self._order.append(residual)
+        bisect.insort(self._sorted, residual)
+        self._abs_sum += abs(residual)
+        if len(self._order) > self.history:
+            old = self._order.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+            self._abs_sum = max(self._abs_sum - abs(old), 0.0)
+
+
+class AnomalyScorer:
+    """One stream's anomaly score, updated once per sample.
+
+    Four short-horizon forecasts run side by side (the last value, the median of the last
+    five, a line through the trailing medians of three, the last value plus the last
+    step): a random walk is best predicted by its last value, noise by a median, a noisy
+    trend by the line, a smooth curve (a slow oscillation, a temperature) by the momentum
+    of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
+    """
+
+    __slots__ = ("_early", "_hist", "_log", "_recent_z", "_residuals", "history", "z_ref")
+
+    def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
+        if history < 16:
+            raise ValueError("need history >= 16")
+        self.history = history
+        self.z_ref = z_ref
+        self._hist: deque[float] = deque(maxlen=FORECAST + 2)  # the last values
+        self._residuals = [_Residuals(history) for _ in _FORECASTERS]
+        self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
+        # The first values, until the stream's scale is decided: a positive stream that
+        # spans a wide ratio (latencies, counts of people, prices over years) varies by
+        # multiples, and is judged on the log of its values.
+        self._early: list[float] | None = []
+        self._log = False
+
+    @property
+    def log_scale(self) -> bool:
+        """Whether the stream is judged on the log of its values."""
+        return self._log
+
+    def update(self, value: float, overflow: float = 0.0) -> tuple[float, int]:
+        """Score ``value`` (then remember it): ``(score 0..1, direction -1/0/+1)``.
+
+        ``overflow`` is how far the value lies beyond the ordinary range, in range widths
+        (0 inside it; negative below, positive above).
+        """
+        if self._log and value <= 0.0:
+            self._set_log(False)  # a value the log cannot take: raw values for good
+        u = math.log(value) if self._log else value
+        z_res = 0.0
+        direction = 0
+        if self._hist:
+            residuals = [u - f(self._hist) for f in _FORECASTERS]
+            spreads = ([w.spread() for w in self._residuals]
+                       if len(self._residuals[0]) >= 8 else None)
+            if spreads is not None:
+                z_res, residual = _surprise(residuals, spreads)
+                if residual:
+                    direction = 1 if residual > 0 else -1
+            for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=True)):
+                window.add(r, None if spreads is None else spreads[i])
+        self._hist.append(u)
+        if self._early is not None:
+            self._early.append(value)
+            if len(self._early) >= DECIDE:
+                early = sorted(self._early)
+                n = len(early)
+                lo, mid, hi = early[n // 10], early[n // 2], early[n - 1 - n // 10]
+                self._early = None
+                if early[0] > 0.0 and hi >= LOG_RATIO * lo and hi - mid >= SKEW * (mid - lo):
+                    self._set_log(True)
+        # A burst of variance: most of the last few residuals are unusual, though none
+        # alone may be extreme (the median of their |z| ignores one single spike).
+        self._recent_z.append(z_res)
+        if len(self._recent_z) == BURST_SAMPLES:
+            z_res = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
+        # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
+        z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._log else LEVEL_Z_PER_WIDTH)
+        if z_level > z_res:
+            direction = 1 if overflow > 0 else -1
+        z = max(z_res, z_level)
+        # Until the stream's scale is decided its history is short and maybe the wrong
+        # kind (a heavy tail seen raw): judge it more cautiously.
+        z_ref = self.z_ref * (WARMUP_CAUTION if self._early is not None else 1.0)
+        return score_of(z, z_ref), direction if z > 0 else 0
+
+    def _set_log(self, log: bool) -> None:
+        """Judge the stream on log values (or raw ones again); residuals start afresh."""
+        self._log = log
+        self._early = None
+        self._hist = deque((math.log(v) if log else math.exp(v) for v in self._hist),
+                           maxlen=self._hist.maxlen)
+        self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
+        self._recent_z.clear()
+
+
+def _surprise(residuals: list[float], spreads: list[tuple[float, float, float]]
+              ) -> tuple[float, float]:
+    """The robust z of the residual of the tightest forecaster, and that residual."""
+    best = min(range(len(spreads)), key=lambda i: spreads[i][1] + spreads[i][2])
+    mid, up, down = spreads[best]
+    residual = residuals[best]
+    scale = up if residual >= mid else down
+    diff = abs(residual - mid)
+    tiny = max(abs(mid), abs(residual), 1.0) * 1e-12
+    if scale <= tiny:
+        return (0.0 if diff <= tiny else math.inf), residual
+    return diff / scale, residual
+
+
+def _last(values: deque[float]) -> float:
+    return values[-1]
+
+
+def _median5(values: deque[float]) -> float:
+    v = sorted(itertools.islice(values, max(0, len(values) - 5), None))
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+
+def _line(values: deque[float]) -> float:
+    """The next value: a straight line through the trailing medians of 3 of the last
+    values, extrapolated (a single spike in the history does not move it)."""
+    v = list(values)
+    n = len(v)
+    if n < 3:
+        return sorted(v)[(n - 1) // 2] if n == 2 else v[0]
+    meds = [sorted(v[i - 2:i + 1])[1] for i in range(2, n)]  # m_j lags v by one sample
+    m = len(meds)
+    if m == 1:
+        return meds[0]
+    xbar = (m - 1) / 2.0
+    ybar = sum(meds) / m
+    sxx = sum((j - xbar) ** 2 for j in range(m))
+    slope = sum((j - xbar) * (y - ybar) for j, y in enumerate(meds)) / sxx
+    return ybar + slope * (m + 1 - xbar)
+
+
+def _momentum(values: deque[float]) -> float:
+    """The last value plus MOMENTUM times the last step: a smooth curve's next value."""
+    if len(values) < 2:
+        return values[-1]
+    return values[-1] + MOMENTUM * (values[-1] - values[-2])
+
+
+_FORECASTERS = (_last, _median5, _line, _momentum)
