@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamsonic.config import load_config
 from streamsonic.errors import ConfigError, MqttError, OutputError
@@ -237,12 +239,14 @@ class FakeLoop:
         self.calls.append(fn)
 
 
-def test_push_drops_oldest_and_wakes_once() -> None:
+def test_hand_over_drops_oldest_and_wakes_once() -> None:
     source = MqttSource(cfg(url="mqtt://h", topics=["a"], queue_size=3))
     loop = FakeLoop()
     source._loop = loop  # type: ignore[assignment]
-    source._push([Sample("a", 0, float(i)) for i in range(5)])
-    source._push([Sample("a", 0, 5.0)])
+    source._batch = [(Sample("a", 0, float(i)), None) for i in range(5)]
+    source._hand_over()
+    source._batch = [(Sample("a", 0, 5.0), None)]
+    source._hand_over()
     assert [s.value for s, _ in source._queue] == [3.0, 4.0, 5.0]
     assert source.stats["dropped.queue_full"] == 3
     assert len(loop.calls) == 1  # one wake-up pending at a time
@@ -329,3 +333,100 @@ def test_ack_goes_only_to_the_connection_that_received_the_message() -> None:
     assert client.acks == [(5, 1)]
     assert source.stats["acked"] == 1
     assert source.stats["acks.stale"] == 2
+
+
+# -- the fast path for bare numbers, and chunked reads ------------------------------------
+
+_NUMBERISH = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-10**30, 10**30).map(str),
+    st.from_regex(r"[+-]?[0-9]{0,4}(\.[0-9]{0,3})?([eE][+-]?[0-9]{1,4})?", fullmatch=True),
+    st.sampled_from(["1_000", "0x10", "\u0661\u0662", "Infinity", "-inf", "NaN", "1e999",
+                     "+.5", "5.", ".", "", "null", "1 2", "1,5", '{"a": 1}', "[1]", "a=1"]),
+    st.text(max_size=12),
+)
+_SPACE = st.sampled_from(["", " ", "\t", "\n", "\r\n", "\xa0", "\u2003", "\0"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_NUMBERISH, before=_SPACE, after=_SPACE, raw=st.binary(max_size=8),
+       use_raw=st.booleans(),
+       topic=st.sampled_from(["t", "a/b/c", "x" * 300, "plant/7/temp", "é/ü"]),
+       mqtt=st.sampled_from([{}, {"payload": "number"}, {"payload": "json"},
+                             {"payload": "line"}, {"stream_name": "{topic[1]}"},
+                             {"json_field": "a"}, {"timestamp_field": "ts"}]),
+       play_notes=st.booleans())
+def test_fast_path_gives_what_decode_gives(text: str, before: str, after: str, raw: bytes,
+                                           use_raw: bool, topic: str, mqtt: dict[str, str],
+                                           play_notes: bool) -> None:
+    payload = raw if use_raw else (before + text + after).encode("utf-8", "surrogatepass")
+    decoder = PayloadDecoder(cfg(**mqtt), play_notes=play_notes)
+    assert decoder.fast(topic, payload, 5.0) is None  # the topic's name is not known yet
+    decoder.decode(topic, b"0", 1.0)  # now it is (if the topic has one)
+    fast = decoder.fast(topic, payload, 5.0)
+    reference = PayloadDecoder(cfg(**mqtt), play_notes=play_notes).decode(topic, payload, 5.0)
+    if fast is not None:
+        assert reference.items == [fast]
+        assert reference.skipped == reference.ignored == []
+        assert decoder.decode(topic, payload, 5.0) == reference  # the cached name too
+
+
+def test_fast_path_is_taken_for_bare_numbers() -> None:
+    decoder = PayloadDecoder(cfg())
+    long_topic = "x" * 300
+    for topic in ("t", long_topic):
+        assert decoder.decode(topic, b"1", 1.0).items
+        sample = decoder.fast(topic, b" -2.5e1\n", 2.0)
+        assert sample == Sample(decoder.decode(topic, b"0", 0).items[0].stream, 2.0, -25.0)
+    cleaned = decoder.fast(long_topic, b"1", 0)
+    assert cleaned is not None
+    assert len(cleaned.stream) <= 200  # the cleaned name
+    assert decoder.fast("t", b"nan", 0) is None
+    assert PayloadDecoder(cfg(payload="json")).fast("t", b"1", 0) is None
+
+
+class ChunkSocket:
+    """A socket stand-in for ChunkedClient: records the reads, gives ``data`` in chunks."""
+
+    def __init__(self, data: bytes, chunk: int) -> None:
+        self.data, self.chunk, self.reads = data, chunk, 0
+
+    def recv(self, bufsize: int) -> bytes:
+        self.reads += 1
+        if not self.data:
+            raise BlockingIOError
+        n = min(bufsize, self.chunk)
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(st.integers(1, 300), min_size=1, max_size=40),
+       chunk=st.integers(1, 5000), seed=st.integers(0, 2**32 - 1))
+def test_chunked_client_serves_the_stream_in_order(sizes: list[int], chunk: int,
+                                                   seed: int) -> None:
+    from streamsonic.mqtt.chunked import READ_CHUNK, ChunkedClient
+
+    data = random.Random(seed).randbytes(sum(sizes))
+    client = build_client(cfg().mqtt, parse_url("mqtt://h"), "x", chunked=True)
+    assert isinstance(client, ChunkedClient)
+    sock = ChunkSocket(data, chunk)
+    client._sock = sock  # type: ignore[assignment]
+    got = b""
+    for size in sizes:  # as paho asks: a whole read, else the rest of it
+        want = size
+        while want:
+            part = client._sock_recv(want)
+            assert 0 < len(part) <= want
+            got += part
+            want -= len(part)
+    assert got == data
+    assert client.buffered() == 0
+    # one recv per chunk the socket gave, not one per read asked for
+    assert sock.reads == -(-len(data) // min(chunk, READ_CHUNK))
+    client._sock = ChunkSocket(b"zz", 10)  # type: ignore[assignment]  # a new connection
+    assert client.buffered() == 0
+    assert client._sock_recv(1) == b"z"

@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from streamsonic.config import MqttConfig
 from streamsonic.errors import MqttError
+from streamsonic.mqtt.chunked import ChunkedClient
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +139,16 @@ def client_id_for(config: MqttConfig, suffix: str = "") -> str:
 
 
 def build_client(config: MqttConfig, url: BrokerUrl, client_id: str,
-                 paho_reconnects: bool = False, manual_ack: bool = False) -> paho.Client:
+                 paho_reconnects: bool = False, manual_ack: bool = False,
+                 chunked: bool = False) -> paho.Client:
     """A paho client with protocol, credentials and TLS set; not connected yet.
 
     ``paho_reconnects``: let paho's own thread (``loop_start``) reconnect (the output does);
     the source runs its own jittered reconnect loop instead. ``manual_ack``: QoS 1/2
     messages are acknowledged only by ``client.ack(mid, qos)`` (the source acknowledges a
-    message once the engine has taken it)."""
+    message once the engine has taken it). ``chunked``: a :class:`ChunkedClient`, which
+    reads the socket in chunks (for a network loop that calls ``loop_read`` again while
+    ``buffered()``: the source's)."""
     v5 = config.protocol == "5"
     protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
     if not config.clean_start and not config.client_id:
@@ -152,7 +156,7 @@ def build_client(config: MqttConfig, url: BrokerUrl, client_id: str,
             "mqtt.clean_start = false (persistent session) needs a fixed client id; "
             "set mqtt.client_id or pass --client-id"
         )
-    client = paho.Client(
+    client = (ChunkedClient if chunked else paho.Client)(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         # MQTT 5 has no clean session flag (clean start is a connect argument instead)

@@ -7,9 +7,12 @@ would sit behind another layer (its queue is unbounded, and it leaves reconnecti
 caller anyway). The shape:
 
     network thread (ours: select() on paho's socket and a wake-up socket, then paho's
-    loop_read/loop_write/loop_misc)
-      on_message -> decode payload -> deque (bounded: when full the OLDEST item is dropped
-      and counted) -> ``loop.call_soon_threadsafe(wake)`` (at most one pending)
+    loop_read/loop_write/loop_misc; paho reads from one recv of up to 64 KiB per turn,
+    ``streamsonic.mqtt.chunked``, and every packet that recv gave is handled in the turn)
+      on_message -> decode payload (a bare number on a known topic: ``PayloadDecoder.fast``)
+      -> the turn's batch; at the turn's end the batch goes into the deque in one step
+      (bounded: when full the OLDEST items are dropped and counted) ->
+      ``loop.call_soon_threadsafe(wake)`` (at most one pending)
     asyncio side: ``async for item in source`` drains the deque; asking for the next item
       settles the previous item, unless the engine took over its receipt (``hold``).
 
@@ -83,6 +86,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from streamsonic.config import Config
 from streamsonic.errors import MqttError
 from streamsonic.events import NoteEvent, Sample
+from streamsonic.mqtt.chunked import ChunkedClient
 from streamsonic.mqtt.connection import (
     BrokerUrl,
     build_client,
@@ -100,6 +104,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds one network-loop ``select()`` waits for activity (bounds shutdown time).
 LOOP_TIMEOUT = 0.1
+#: Packets one network-loop turn reads at most before it sends acknowledgements and hands
+#: what it decoded over (a turn reads what one ``recv`` gave, up to 64 KiB).
+READ_PACKETS = 2000
 #: Seconds to wait for the broker's CONNACK at startup.
 CONNECT_TIMEOUT = 10.0
 #: mqtt.* settings that need a new connection when a reload changes them.
@@ -206,6 +213,10 @@ class MqttSource:
         self._warn = RateLimitedLog(log, config.daemon.warn_interval)
         self._topic_keys = BoundedKeys(MAX_TOPIC_COUNTERS, "(other topics)")
         self._queue: collections.deque[tuple[Item, _Receipt | None]] = collections.deque()
+        # what the network thread decoded in this loop turn, handed over at its end
+        self._batch: list[tuple[Item, _Receipt | None]] = []
+        self._received = 0  # messages of this turn, counted at its end
+        self._yielded = {"samples": 0, "notes": 0}  # the consumer's, read by ``stats``
         self._max_queue = mqtt.queue_size
         self._rng = random.Random()
         self._stop = threading.Event()
@@ -252,7 +263,11 @@ class MqttSource:
         dropped.queue_full, skipped.<reason> (bad input), by_topic.<topic>.<reason> (the
         same per topic), ignored.<reason> (header/comment lines), skipped.retained,
         connects, disconnects, subscribed, takeovers."""
-        return self._counters.snapshot()
+        counts = self._counters.snapshot()
+        for name, n in self._yielded.items():
+            if n:
+                counts[name] = n
+        return counts
 
     @property
     def queued(self) -> int:
@@ -296,7 +311,7 @@ class MqttSource:
             url = parse_url(new.url)
             client_id = (self.client_id if new.client_id == old.client_id
                          else client_id_for(new))
-            client = build_client(new, url, client_id, manual_ack=new.qos == 1)
+            client = build_client(new, url, client_id, manual_ack=new.qos == 1, chunked=True)
             self._install_callbacks(client)
             self._reconfigured = _Reconfigured(config, decoder, client, url, client_id)
         self._poke_network()
@@ -306,7 +321,7 @@ class MqttSource:
         self._loop = asyncio.get_running_loop()
         self._wake_event = asyncio.Event()
         self._client = build_client(self.config.mqtt, self.url, self.client_id,
-                                    manual_ack=self.manual_ack)
+                                    manual_ack=self.manual_ack, chunked=True)
         self._install_callbacks(self._client)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -368,7 +383,7 @@ class MqttSource:
                 pass
             else:
                 self._taken = receipt
-                self._counters.add("notes" if isinstance(item, NoteEvent) else "samples")
+                self._yielded["notes" if isinstance(item, NoteEvent) else "samples"] += 1
                 return item
             if self._closed:
                 raise StopAsyncIteration
@@ -473,6 +488,7 @@ class MqttSource:
     def _network_loop(self) -> None:
         client = self._client
         assert client is not None
+        self._hand_over()  # what the first connect's reads decoded, if anything
         while not self._stop.is_set() and self._failure is None:
             client = self._client  # a reload may have replaced it
             assert client is not None
@@ -526,6 +542,8 @@ class MqttSource:
         if sock is None:
             return paho.MQTT_ERR_NO_CONN
         pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        if isinstance(client, ChunkedClient):
+            pending = pending or client.buffered()
         wake = self._wake_r
         rlist: list[Any] = [sock] if wake is None else [sock, wake]
         wlist: list[Any] = [sock] if client.want_write() else []
@@ -537,7 +555,7 @@ class MqttSource:
             with contextlib.suppress(OSError):
                 wake.recv(4096)
         if sock in readable or pending:
-            rc = client.loop_read()
+            rc = self._read(client)
             if rc != paho.MQTT_ERR_SUCCESS:
                 return rc
         self._send_acks(client)
@@ -546,6 +564,21 @@ class MqttSource:
             if rc != paho.MQTT_ERR_SUCCESS:
                 return rc
         return client.loop_misc()
+
+    def _read(self, client: paho.Client) -> int:
+        """Read and handle what has arrived: with a :class:`ChunkedClient` every packet of
+        the chunk one ``recv`` gave (up to ``READ_PACKETS``), then hand what they gave over
+        in one step. Returns a paho error code."""
+        try:
+            rc = client.loop_read()
+            if isinstance(client, ChunkedClient):
+                budget = READ_PACKETS
+                while rc == paho.MQTT_ERR_SUCCESS and budget and client.buffered():
+                    rc = client.loop_read()
+                    budget -= 1
+        finally:
+            self._hand_over()
+        return rc
 
     def _send_acks(self, client: paho.Client) -> None:
         """Acknowledge what the consumer has taken (network thread only)."""
@@ -757,10 +790,10 @@ class MqttSource:
             self._ack(client, ack)
 
     def _handle_message(self, msg: paho.MQTTMessage, ack: _Ack | None) -> bool:
-        """Decode and queue one message; whether it left anything in the queue (whose last
-        item then carries ``ack``)."""
+        """Decode one message into this loop turn's batch (queued at the turn's end);
+        whether it gave anything to play (its items then carry ``ack``'s receipt)."""
         now = time.time()
-        self._counters.add("received")
+        self._received += 1
         topic = msg.topic
         if msg.retain and not self.config.mqtt.retained:
             self._counters.add("skipped.retained")
@@ -769,14 +802,22 @@ class MqttSource:
                 log.info("MQTT topic %s: ignoring retained messages (old values); set "
                          "mqtt.retained = true to use them", topic)
             return False
-        decoded = self._decoder.decode(topic, msg.payload, now)
+        payload = msg.payload
+        sample = self._decoder.fast(topic, payload, now)
+        if sample is not None:  # a bare number: what decode would give, sooner
+            self._batch.append((sample, _Receipt(self, ack, 1) if ack is not None else None))
+            return True
+        decoded = self._decoder.decode(topic, payload, now)
         for reason in decoded.skipped:
-            self._skip(topic, reason, msg.payload)
+            self._skip(topic, reason, payload)
         for reason in decoded.ignored:
             self._counters.add(f"ignored.{reason}")
         if not decoded.items:
             return False
-        self._push(decoded.items, ack)
+        receipt = _Receipt(self, ack, len(decoded.items)) if ack is not None else None
+        batch = self._batch
+        for item in decoded.items:
+            batch.append((item, receipt))
         return True
 
     def _skip(self, topic: str, reason: str, payload: bytes | bytearray) -> None:
@@ -785,28 +826,51 @@ class MqttSource:
         self._warn.warning(f"{topic}\0{reason}", "MQTT topic %s: skipped a payload (%s): %r",
                            topic, reason, payload[:60])
 
-    def _push(self, items: list[Item], ack: _Ack | None = None) -> None:
-        """Queue one message's items; each carries the message's receipt, which
-        acknowledges it once every one of them is settled."""
+    def _hand_over(self) -> None:
+        """Queue what this loop turn decoded, in one step: one count, one wake-up. Each
+        item carries its message's receipt, which acknowledges the message once every one
+        of its items is settled. A full queue drops its oldest items (counted)."""
+        if self._received:
+            self._counters.add("received", self._received)
+            self._received = 0
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
         queue = self._queue
         dropped = 0
-        receipt = _Receipt(self, ack, len(items)) if ack is not None else None
-        for item in items:
-            if len(queue) >= self._max_queue:
-                try:
-                    _, old = queue.popleft()
-                    dropped += 1
-                except IndexError:  # the consumer emptied it meanwhile
-                    pass
-                else:
-                    if old is not None:
-                        old.done()  # dropped: nothing left to play for it
-            queue.append((item, receipt))
+        if len(batch) > self._max_queue:  # more than fits at all: only the newest stay
+            extra, batch = batch[:-self._max_queue], batch[-self._max_queue:]
+            dropped = self._drop_oldest(len(queue)) + self._drop(extra)
+        room = self._max_queue - len(queue)
+        if len(batch) > room:
+            dropped += self._drop_oldest(len(batch) - room)
+        queue.extend(batch)
         if dropped:
-            self._counters.add("dropped.queue_full", dropped)
             self._warn.warning("queue_full", "MQTT queue full (%d items): dropped the %d oldest; "
                                "the engine is not keeping up", self._max_queue, dropped)
         self._wake_consumer()
+
+    def _drop_oldest(self, n: int) -> int:
+        """Drop up to ``n`` of the oldest queued items (the consumer may pop meanwhile);
+        returns how many were dropped, counted."""
+        queue = self._queue
+        dropped: list[tuple[Item, _Receipt | None]] = []
+        for _ in range(n):
+            try:
+                dropped.append(queue.popleft())
+            except IndexError:  # the consumer emptied it meanwhile
+                break
+        return self._drop(dropped)
+
+    def _drop(self, items: list[tuple[Item, _Receipt | None]]) -> int:
+        """Items dropped for good: counted, their receipts settled."""
+        for _, receipt in items:
+            if receipt is not None:
+                receipt.done()  # dropped: nothing left to play for it
+        if items:
+            self._counters.add("dropped.queue_full", len(items))
+        return len(items)
 
     def _wake_consumer(self) -> None:
         if not self._wake_pending and self._loop is not None:
