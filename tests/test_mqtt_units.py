@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import paho.mqtt.client as paho
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -390,10 +391,13 @@ class ChunkSocket:
 
     def __init__(self, data: bytes, chunk: int) -> None:
         self.data, self.chunk, self.reads = data, chunk, 0
+        self.eof = False  # the peer closed: b"" once the data is read
 
     def recv(self, bufsize: int) -> bytes:
         self.reads += 1
         if not self.data:
+            if self.eof:
+                return b""
             raise BlockingIOError
         n = min(bufsize, self.chunk)
         out, self.data = self.data[:n], self.data[n:]
@@ -430,3 +434,84 @@ def test_chunked_client_serves_the_stream_in_order(sizes: list[int], chunk: int,
     client._sock = ChunkSocket(b"zz", 10)  # type: ignore[assignment]  # a new connection
     assert client.buffered() == 0
     assert client._sock_recv(1) == b"z"
+
+
+def _publish_packet(topic: bytes, payload: bytes, qos: int, retain: bool, mid: int,
+                    props: bytes | None) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += mid.to_bytes(2, "big")
+    if props is not None:  # MQTT 5: the properties' length (one byte here), then them
+        body += bytes([len(props)]) + props
+    body += payload
+    length, n = b"", len(body)
+    while True:
+        byte, n = n & 127, n >> 7
+        length += bytes([byte | (128 if n else 0)])
+        if not n:
+            break
+    return bytes([0x30 | qos << 1 | int(retain)]) + length + body
+
+
+_TOPICS = st.sampled_from([b"t", b"a/b", b"\xc3\xa9", b"x" * 200, b"\xff\xfe", b""])
+_PROPS = st.sampled_from([b"", b"\x01\x01", b"\x23\x00\x05"])  # none, format, topic alias
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages=st.lists(st.tuples(_TOPICS, st.binary(max_size=300), st.sampled_from([0, 1]),
+                                   st.booleans(), st.integers(1, 65535), _PROPS),
+                         min_size=1, max_size=30),
+       v5=st.booleans(), manual_ack=st.booleans(), chunk=st.integers(1, 2000))
+def test_fast_publish_path_gives_what_paho_gives(
+        messages: list[tuple[bytes, bytes, int, bool, int, bytes]], v5: bool,
+        manual_ack: bool, chunk: int) -> None:
+    """The same bytes through ChunkedClient with and without on_fast_publish, read the way
+    the source's network loop reads them: the same messages, in the same order."""
+    from streamsonic.mqtt.chunked import ChunkedClient
+
+    data = b"".join(_publish_packet(topic, payload, qos, retain, mid, props if v5 else None)
+                    for topic, payload, qos, retain, mid, props in messages
+                    if v5 or topic)  # MQTT 3.1.1 has no empty topics
+    seen: dict[bool, list[tuple[object, ...]]] = {}
+    fast_taken = 0
+    for fast in (False, True):
+        got: list[tuple[object, ...]] = []
+        config = cfg(protocol="5" if v5 else "3.1.1")
+        client = build_client(config.mqtt, parse_url("mqtt://h"), "x", manual_ack=manual_ack,
+                              chunked=True)
+        assert isinstance(client, ChunkedClient)
+
+        def on_message(_c: object, _u: object, msg: paho.MQTTMessage,
+                       out: list[tuple[object, ...]] = got) -> None:
+            out.append((msg._topic, bytes(msg.payload), msg.qos, msg.mid, msg.retain))
+
+        def on_fast(_c: object, topic: str, payload: bytes, qos: int, mid: int,
+                    retain: bool, out: list[tuple[object, ...]] = got) -> None:
+            nonlocal fast_taken
+            fast_taken += 1
+            out.append((topic.encode(), payload, qos, mid, retain))
+
+        client.on_message = on_message
+        client.on_publish = None
+        if fast:
+            client.on_fast_publish = on_fast
+        client._sock = ChunkSocket(data, chunk)  # type: ignore[assignment]
+        def puback(mid: int, out: list[tuple[object, ...]] = got) -> paho.MQTTErrorCode:
+            out.append(("PUBACK", mid))  # paho acknowledges on receipt without manual_ack
+            return paho.MQTT_ERR_SUCCESS
+
+        client._send_puback = puback  # type: ignore[method-assign]
+        for _ in range(10 * len(messages) + 10):
+            rc = client.loop_read()
+            assert rc == paho.MQTT_ERR_SUCCESS
+            if not client.buffered() and not client._sock.data:  # type: ignore[union-attr]
+                break
+        client._sock.eof = True  # type: ignore[union-attr]
+        assert client.loop_read() == paho.MQTT_ERR_CONN_LOST  # the end reaches paho
+        seen[fast] = got
+    assert seen[True] == seen[False]
+    assert len([m for m in seen[False] if m[0] != "PUBACK"]) == len(
+        [m for m in messages if v5 or m[0]])
+    if chunk >= len(data) and any(m[0] == b"t" and m[2] == 0 and not (v5 and m[5])
+                             for m in messages):
+        assert fast_taken  # the fast path is taken where it can be

@@ -647,6 +647,8 @@ class MqttSource:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        if isinstance(client, ChunkedClient):
+            client.on_fast_publish = self._on_publish
 
     def _on_connect(self, client: paho.Client, _userdata: Any, flags: Any,
                     reason: Any, _props: Any) -> None:
@@ -776,33 +778,43 @@ class MqttSource:
                      ", ".join(repr(t) for t in topics if t not in failed))
 
     def _on_message(self, client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
-        ack = (_Ack(msg.mid, msg.qos, self._generation)
-               if self.manual_ack and msg.qos == 1 else None)
         try:
-            queued = self._handle_message(msg, ack)
+            topic = msg.topic
+        except UnicodeDecodeError:  # paho hands such a topic over and raises on reading it
+            topic = None
+        self._on_publish(client, topic, msg.payload, msg.qos, msg.mid, msg.retain)
+
+    def _on_publish(self, client: paho.Client, topic: str | None, payload: bytes | bytearray,
+                    qos: int, mid: int, retain: bool) -> None:
+        """One message, from ``on_message`` or paho's fast path (``ChunkedClient``)."""
+        ack = _Ack(mid, qos, self._generation) if self.manual_ack and qos == 1 else None
+        try:
+            if topic is None:  # counted as received, then skipped (internal_error)
+                self._received += 1
+                raise ValueError("a topic that is not UTF-8")
+            queued = self._handle_message(topic, payload, retain, ack)
         except Exception:  # never let one message end the network thread
             queued = False
             self._counters.add("skipped.internal_error")
             if self._warn.warning("internal_error", "MQTT topic %s: failed to handle a message",
-                                  msg.topic):
+                                  topic):
                 log.debug("the failure", exc_info=True)
         if ack is not None and not queued:  # nothing to play: done with it now
             self._ack(client, ack)
 
-    def _handle_message(self, msg: paho.MQTTMessage, ack: _Ack | None) -> bool:
+    def _handle_message(self, topic: str, payload: bytes | bytearray, retain: bool,
+                        ack: _Ack | None) -> bool:
         """Decode one message into this loop turn's batch (queued at the turn's end);
         whether it gave anything to play (its items then carry ``ack``'s receipt)."""
         now = time.time()
         self._received += 1
-        topic = msg.topic
-        if msg.retain and not self.config.mqtt.retained:
+        if retain and not self.config.mqtt.retained:
             self._counters.add("skipped.retained")
             if not self._retained_logged:
                 self._retained_logged = True
                 log.info("MQTT topic %s: ignoring retained messages (old values); set "
                          "mqtt.retained = true to use them", topic)
             return False
-        payload = msg.payload
         sample = self._decoder.fast(topic, payload, now)
         if sample is not None:  # a bare number: what decode would give, sooner
             self._batch.append((sample, _Receipt(self, ack, 1) if ack is not None else None))
