@@ -248,12 +248,19 @@ class Engine:
             return
         now = self.loop.time()
         allowed = now >= self._next_allowed.get(stream, -math.inf)
-        if allowed and stream in self._batched and not self._queues.get(stream):
+        if allowed and stream in self._batched:
             # The stream's next sample may play, and its previous one still waits for the
             # batch: the batch closes now (under a firehose the loop turns that run the
             # window's timer come only every YIELD_EVERY; waiting for them would fold
             # samples that stepping each alone plays one by one).
             self._step_batch()
+        if allowed and stream not in self._batched and self._queues.get(stream):
+            # Its waiting samples' flush is due, and late for the same reason (the loop is
+            # busy feeding): the head of its queue plays now, as the timer would have.
+            handle = self._flush.pop(stream, None)
+            if handle is not None:
+                handle.cancel()
+            self._flush_stream(stream)
         if (not self._queues.get(stream) and stream not in self._batched and allowed):
             self._next_allowed[stream] = now + 1.0 / clock.max_rate
             self._submit(sample, reading, receipt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from pathlib import Path
 
 import mido
@@ -141,3 +142,30 @@ async def test_queued_samples_play_as_they_stood_on_arrival(random_pitch_checkpo
     assert by_value[2.0].normalized == 1.0  # a new high when it arrived
     assert by_value[3.0].normalized == 1.0
     assert by_value[3.0].pitch == by_value[1e9].pitch == 89
+
+
+@pytest.mark.parametrize("window", [0.0, 0.005])
+async def test_a_busy_loop_does_not_fold_what_the_cap_lets_play(random_pitch_checkpoint: Path,
+                                                                  window: float) -> None:
+    """A firehose fed without a loop turn (as a fast source is, for YIELD_EVERY): a burst
+    of three rows leaves two samples per stream waiting, then one row per cap interval.
+    A stream's waiting sample plays as soon as its next sample finds the cap passed (its
+    flush timer is late only because the loop is busy), so the queue does not grow and
+    nothing folds; with the batch window and without it alike."""
+    loop = asyncio.get_running_loop()
+    config = cfg(random_pitch_checkpoint, **{"clock.max_rate": 1000.0, "clock.backlog": 2,
+                                             "clock.batch_window": window})
+    engine, rec = build(config, loop)
+    streams, rows = ["a", "b", "c"], 40
+    for k in range(rows):
+        for name in streams:
+            engine.feed(Sample(name, float(k), float(k % 7)))
+        if k >= 2:  # after the burst: the cap's 1 ms passes, the loop gets no turn
+            deadline = time.monotonic() + 0.0015
+            while time.monotonic() < deadline:
+                pass
+    await engine.drain()
+    assert engine.aggregated == 0
+    assert len(rec.notes) == engine.samples == rows * len(streams)
+    assert [n.value for n in rec.notes if n.stream == "a"] == [float(k % 7) for k in range(rows)]
+    assert balanced(rec)
