@@ -441,16 +441,24 @@ def test_memory_stays_flat_over_a_long_run(tmp_path: Path, daemons: list[Daemon]
     """80,000 notes through file: and wav: (each used to keep ~370 bytes per message, ~60 MB
     here): the child's RSS, read from /proc, must not follow the number of notes."""
     d = Daemon(["--output", f"file:{tmp_path}/m.mid", "--output", f"wav:{tmp_path}/a.wav",
-                "--soundfont", str(SOUNDFONT), "--max-rate", "1000"], tmp_path / "log")
+                "--soundfont", str(SOUNDFONT), "--max-rate", "1000",
+                "--set", "clock.backlog=100"], tmp_path / "log")
     daemons.append(d)
     streams, lines = 40, 2000
     rng = random.Random(7)
 
     def feed() -> None:
+        """About 200 lines a second, 4 at a time (8,000 samples a second, which the daemon
+        keeps up with; each stream well under its --max-rate, a row's samples waiting in
+        its backlog): every sample becomes a note. Unpaced, the reader takes 64 KiB at a
+        time, some 200 samples of each stream at once, and the rate cap folds them."""
         assert d.proc.stdin
-        for _ in range(lines):
+        for i in range(lines):
             d.proc.stdin.write(" ".join(f"s{k}={rng.random():.3f}" for k in range(streams))
                                + "\n")
+            if i % 4 == 3:
+                d.proc.stdin.flush()
+                time.sleep(0.02)
         d.proc.stdin.close()
 
     threading.Thread(target=feed, daemon=True).start()
