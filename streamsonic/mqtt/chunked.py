@@ -102,6 +102,8 @@ class ChunkedClient(paho.Client):
             self._deferred = (self._sock, chunk)
             return False
         self._chunk, self._chunk_sock, self._chunk_pos = chunk, self._sock, 0
+        with self._msgtime_mutex:  # for the keepalive, as paho's read keeps it
+            self._last_bytes_received = paho.time_func()
         return True
 
     def _fast_publish(self, handler: FastPublish, chunk: bytes, pos: int) -> bool:
@@ -147,8 +149,6 @@ class ChunkedClient(paho.Client):
             topic = chunk[i + 2:topic_end].decode("utf-8")
         except UnicodeDecodeError:
             return False
-        self._chunk_pos = body_end
-        with self._msgtime_mutex:
-            self._last_bytes_received = paho.time_func()
+        self._chunk_pos = body_end  # its bytes' arrival time was kept by _read_ahead
         handler(self, topic, chunk[p:body_end], qos, mid, bool(cmd & 1))
         return True
