@@ -239,7 +239,7 @@ else:
     from streamsonic.model.kernels import jit  # numba: compiled at first use, or cached
 
     _median_last = jit(_median_last_py, fastmath=False, inline="always")
-    _line = jit(_line_py, fastmath=False)
+    _line = jit(_line_py, fastmath=False, inline="always")
     _spread = jit(_spread_py, fastmath=False, inline="always")
-    _add = jit(_add_py, fastmath=False)
+    _add = jit(_add_py, fastmath=False, inline="always")
     step = jit(_step_py, fastmath=False)
