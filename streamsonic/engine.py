@@ -153,6 +153,11 @@ def _settle(owed: Aggregate | Receipt | None) -> None:
         owed.done()
 
 
+def _settle_all(owed: list[Aggregate | Receipt | None]) -> None:
+    for item in owed:
+        _settle(item)
+
+
 class Engine:
     """Applies the clock policy and feeds the scheduler."""
 
@@ -215,7 +220,9 @@ class Engine:
         turn = self.loop.time() + YIELD_EVERY
         async for item in items:
             if isinstance(item, NoteEvent):
+                receipt = holding.hold() if holding is not None else None
                 self.play_note(item)
+                self._settle_soon([receipt])
             else:
                 self.feed(item, holding.hold() if holding is not None else None)
             if self.loop.time() >= turn:
@@ -409,8 +416,7 @@ class Engine:
         start = self.loop.time() + self.scheduler.latency
         self.batches += 1
         self._play([Cue(sample, start, reading=reading) for sample, reading, _ in batch])
-        for _, _, owed in batch:
-            _settle(owed)
+        self._settle_soon([owed for _, _, owed in batch])
         for stream in streams:
             self._arm(stream)
         if len(self._batch) >= MAX_BATCH or self.config.clock.batch_window <= 0:
@@ -449,10 +455,19 @@ class Engine:
         self._slice_handle = None
         chunk, self._slices = self._slices[:MAX_BATCH], self._slices[MAX_BATCH:]
         self._play([cue for cue, _ in chunk])
-        for _, agg in chunk:
-            agg.settle()
+        self._settle_soon([agg for _, agg in chunk])
         if self._slices:
             self._slice_handle = self.loop.call_soon(self._play_slice)
+
+    def _settle_soon(self, owed: list[Aggregate | Receipt | None]) -> None:
+        """Settle what just-played cues owed at the loop's next turn: after the outputs
+        have written their notes (the events output writes a turn's lines then, queued
+        before this), so a message is not acknowledged while its note is still held in
+        memory: a write that blocks (a full pipe) blocks this too, and a daemon killed
+        meanwhile leaves the message to be delivered again."""
+        owed = [o for o in owed if o is not None]
+        if owed:
+            self.loop.call_soon(_settle_all, owed)
 
     def _play(self, cues: list[Cue]) -> None:
         for note in self.conductor.play(cues).notes:

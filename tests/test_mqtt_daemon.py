@@ -57,6 +57,8 @@ class Daemon:
         assert self.proc.stdout is not None
         self._reading.wait()
         for line in self.proc.stdout:
+            if not line.endswith("\n") and self.proc.poll() == -signal.SIGKILL:
+                break  # killed in the middle of a write: its last line is cut short
             self.notes.put(json.loads(line))
 
     def resume_stdout(self) -> None:
