@@ -35,6 +35,7 @@ and its sounding note released (``released.evicted``); :meth:`Engine.stats` coun
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections import deque
@@ -466,8 +467,8 @@ class Engine:
         memory: a write that blocks (a full pipe) blocks this too, and a daemon killed
         meanwhile leaves the message to be delivered again."""
         owed = [o for o in owed if o is not None]
-        if owed:
-            self.loop.call_soon(_settle_all, owed)
+        if owed:  # a timer due now runs after what the loop's turn already queued
+            self.loop.call_at(self.loop.time(), functools.partial(_settle_all, owed))
 
     def _play(self, cues: list[Cue]) -> None:
         for note in self.conductor.play(cues).notes:
