@@ -212,6 +212,9 @@ class NumpyPitchStepper:
         self._scale1 = self._scale(self.h1)
         self._scale2 = self._scale(self.h2)
         self._zero2 = np.zeros(4 * self.h2, f)
+        #: Where h1, c1, h2 and c2 end in a stream's row (see :meth:`split`).
+        self._part_ends = (self.h1, 2 * self.h1, 2 * self.h1 + self.h2,
+                           2 * (self.h1 + self.h2))
 
     def _scale(self, hidden: int) -> np.ndarray:
         scale = np.full(4 * hidden, 0.5, self.dtype)
@@ -322,9 +325,13 @@ class NumpyPitchStepper:
         """One batched state -> per-stream states (batch 1 each)."""
         if batch == 1:
             return [state]
-        # Copies: a view would keep the whole batch's arrays alive as long as any one of
-        # its streams stays idle.
-        return [_state(s[i : i + 1].copy() for s in state) for i in range(batch)]
+        # Each stream's four parts are views into one row of its own (a view into the
+        # batch would keep the whole batch's arrays alive as long as any one of its streams
+        # stays idle): one copy per stream, and stacking them again reads one row each.
+        whole = np.concatenate(state, axis=1)
+        a, b, c, d = self._part_ends
+        rows = [whole[i : i + 1].copy() for i in range(batch)]
+        return [(row[:, :a], row[:, a:b], row[:, b:c], row[:, c:d]) for row in rows]
 
     def take(self, state: State, rows: np.ndarray) -> State:
         """The batched state of ``rows`` (indices, repeats allowed) of a batched state, as
