@@ -29,7 +29,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 
@@ -88,6 +90,21 @@ def publish_all(port: int, topic: str, n: int, qos: int) -> None:
 
 # -- throughput ---------------------------------------------------------------------------
 
+def subscriber(port: int, topic: str, qos: int,
+               on_message: Callable[[Any, Any, Any], None]) -> paho.Client:
+    """A bare paho subscriber on the loopback broker at ``port``, its network thread
+    started, once the broker has acknowledged the subscription (the benches' ceiling)."""
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    sub.on_message = on_message
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *_a: subscribed.set()
+    sub.connect("127.0.0.1", port)
+    sub.loop_start()
+    sub.subscribe(topic, qos=qos)
+    subscribed.wait(10)
+    return sub
+
+
 def baseline_throughput(port: int, n: int, qos: int) -> float:
     done = threading.Event()
     times: list[float] = []
@@ -102,14 +119,7 @@ def baseline_throughput(port: int, n: int, qos: int) -> float:
             times.append(time.perf_counter())
             done.set()
 
-    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    sub.on_message = on_message
-    subscribed = threading.Event()
-    sub.on_subscribe = lambda *_a: subscribed.set()
-    sub.connect("127.0.0.1", port)
-    sub.loop_start()
-    sub.subscribe("tp/base", qos=qos)
-    subscribed.wait(10)
+    sub = subscriber(port, "tp/base", qos, on_message)
     publish_all(port, "tp/base", n, qos)
     ok = done.wait(120)
     sub.disconnect()

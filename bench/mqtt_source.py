@@ -30,7 +30,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -89,7 +88,8 @@ def cpu() -> float:
 
 
 def bare(port: int, topics: int, idle: float) -> tuple[int, float, float]:
-    import paho.mqtt.client as paho  # noqa: PLC0415
+    sys.path.insert(0, str(REPO))
+    from bench.mqtt import subscriber  # noqa: PLC0415
 
     count = 0
     marks: list[tuple[float, float]] = []
@@ -100,14 +100,7 @@ def bare(port: int, topics: int, idle: float) -> tuple[int, float, float]:
         if count == 1:
             marks.append((time.perf_counter(), cpu()))
 
-    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    sub.on_message = on_message
-    subscribed = threading.Event()
-    sub.on_subscribe = lambda *_a: subscribed.set()
-    sub.connect("127.0.0.1", port)
-    sub.loop_start()
-    sub.subscribe("bench/#", qos=0)
-    subscribed.wait(10)
+    sub = subscriber(port, "bench/#", 0, on_message)
     print("ready", flush=True)
     last, seen = time.perf_counter(), 0
     end = (last, cpu())

@@ -30,6 +30,18 @@ CLASSES = [p for p in range(50, 90) if p not in (51, 87)]
 
 
 @pytest.fixture(scope="session")
+def shipped() -> Path:
+    """The shipped pitch weights (in git); their absence is a failure in CI."""
+    from streamsonic.model.checkpoint import default_weights
+    from tests.components import missing
+
+    path = default_weights("pitch")
+    if not path.is_file():
+        missing(f"shipped weights {path} are missing (they are in git: git checkout weights/)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def random_pitch_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pitch checkpoint with random (seeded) weights, for tests of the pipeline."""
     import torch

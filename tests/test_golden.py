@@ -50,14 +50,6 @@ def golden_input() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shipped() -> Path:
-    path = default_weights("pitch")
-    if not path.is_file():
-        missing(f"shipped weights {path} are missing (they are in git: git checkout weights/)")
-    return path
-
-
-@pytest.fixture(scope="module")
 def no_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty config file: the defaults, whatever the user's or /etc's config says."""
     path = tmp_path_factory.mktemp("config") / "config.toml"

@@ -21,12 +21,10 @@ import pytest
 from streamsonic.config import Config, load_config
 from streamsonic.encoding import PitchEncoding
 from streamsonic.events import NoteEvent
-from streamsonic.model.checkpoint import default_weights
 from streamsonic.model.choice import Chooser
 from streamsonic.mqtt.payload import note_from_dict
 from streamsonic.music import lead_in, scale_pitches
 from streamsonic.render import Series, render_notes
-from tests.components import missing
 from tests.conftest import CLASSES
 
 
@@ -121,14 +119,6 @@ def test_mqtt_notes_keep_their_source_and_refuse_an_unknown_one() -> None:
 
 
 # -- figures through the renderer -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def shipped() -> Path:
-    path = default_weights("pitch")
-    if not path.is_file():
-        missing(f"shipped weights {path} are missing (they are in git: git checkout weights/)")
-    return path
-
-
 def render(values: np.ndarray, **overrides: object) -> list[NoteEvent]:
     config: Config = load_config(None, {"model.device": "cpu", **overrides})
     return render_notes(config, Series("x", values, list(range(len(values))), {}), [])

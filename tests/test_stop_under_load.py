@@ -29,6 +29,16 @@ def feed(stdin: object, header: bytes, row: bytes) -> None:
         pass
 
 
+def end(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the daemon if a failed assertion left it running; close its stdin."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+
+
 def sounding_at_end(path: Path) -> set[tuple[int, int]]:
     """(channel, note) keys still sounding at the end of a MIDI file: a note-off releases
     its key, All Notes Off (123) or All Sound Off (120) every key of its channel."""
@@ -84,12 +94,7 @@ def test_sigterm_stops_a_firehose_of_thousands_of_streams(
             pytest.fail(f"SIGTERM under load: still running {STOP_TIMEOUT:.0f} s later")
         took = time.monotonic() - sent
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
+        end(proc)
     reader.join(10)
     assert proc.stderr is not None
     err = proc.stderr.read().decode(errors="replace")
@@ -162,11 +167,6 @@ def test_sighup_is_answered_under_a_firehose_and_the_new_scale_plays(
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=STOP_TIMEOUT)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
+        end(proc)
     print(f"reload logged {took:.2f} s after SIGHUP")
     assert proc.returncode == 0
