@@ -35,6 +35,7 @@ class Bench:
 
 #: Every benchmark in bench/, in the order they run (cheap first).
 BENCHES = (
+    Bench("startup", ("--runs", "3"), r"^now\s+\d|^target"),
     Bench("step", ("--samples", "500", "--rounds", "3"),
           r"^streamsonic stepper, compiled|^target|^\s*(256|1024)\s"),
     Bench("capacity", ("--quick",), r": held "),
