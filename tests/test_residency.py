@@ -134,3 +134,23 @@ def test_loading_the_pitch_model_gives_back_numbas_llvm(shipped: Path) -> None:
     count, resident_kib = map(int, out.stdout.split())
     assert count > 0  # numba's LLVM is there ...
     assert resident_kib < 4096, f"{resident_kib} KiB of libllvmlite still resident"
+
+
+def test_only_the_first_model_load_of_a_process_looks(monkeypatch: pytest.MonkeyPatch,
+                                                       shipped: Path) -> None:
+    """Later loads link no new kernels; each look reads /proc/self/smaps (about 10 ms)."""
+    from streamsonic.config import ModelConfig
+    from streamsonic.model import loader
+
+    calls: list[int] = []
+
+    def release() -> int:
+        calls.append(1)
+        return 0
+
+    monkeypatch.setattr(loader, "_llvm_given_back", False)
+    monkeypatch.setattr(loader, "release_llvm_pages", release)
+    loader.load_pitch_model(ModelConfig(device="cpu"))
+    assert len(calls) == 2  # before and after the warm-up
+    loader.load_pitch_model(ModelConfig(device="cpu"))
+    assert len(calls) == 2

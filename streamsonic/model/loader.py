@@ -19,14 +19,21 @@ from streamsonic.residency import release_llvm_pages
 
 log = logging.getLogger(__name__)
 
+#: Whether this process gave numba's LLVM pages back yet (around its first model load: later
+#: loads link no new kernels, so there is nothing to give back, and each look costs about
+#: 10 ms of reading /proc/self/smaps).
+_llvm_given_back = False
+
 
 def load_pitch_model(config: ModelConfig) -> tuple[PitchStepper, PitchEncoding, ArrayCheckpoint]:
     """The stepper, encoding and checked weights for ``config.weights`` (default: shipped)."""
     path = config.weights or default_weights("pitch")
     device = device_name(config.device)
+    global _llvm_given_back  # noqa: PLW0603 - once per process
+    first = not _llvm_given_back
     # numba's LLVM: what its import touched (static initialisers) is not needed again, and
     # giving it back now keeps it out of the peak (see streamsonic.residency).
-    released = release_llvm_pages()
+    released = release_llvm_pages() if first else 0
     ckpt, why = arrays_for(path, kind="pitch")
     if ckpt is None:  # a checkpoint without its .npz: torch reads it
         from streamsonic.model.checkpoint import load_checkpoint  # noqa: PLC0415 - torch
@@ -44,10 +51,12 @@ def load_pitch_model(config: ModelConfig) -> tuple[PitchStepper, PitchEncoding, 
     state = stepper.initial_state(1)
     _, pending = stepper.propose(np.zeros(1), state)
     stepper.commit(pending, np.zeros(1))
-    # ... and what setting up its JIT and linking the kernels touched: 155 -> 133 MB peak,
-    # 98 -> 88 MB at the end of `echo 1 2 3 | streamsonic --output events` (bench/startup.py)
-    released += release_llvm_pages()
-    log.debug("gave back %d KiB of numba's LLVM library pages", released)
+    # ... and what setting up its JIT and linking the kernels touched: peak RSS of
+    # `echo 1 2 3 | streamsonic --output events` 159 -> 137 MB (bench/startup.py)
+    if first:
+        released += release_llvm_pages()
+        _llvm_given_back = True
+        log.debug("gave back %d KiB of numba's LLVM library pages", released)
     log.info("pitch model %s on %s (%d classes, MIDI %d..%d)", ckpt.path, device,
              len(ckpt.classes), min(ckpt.classes), max(ckpt.classes))
     if ckpt.weights_sha256 is None:
