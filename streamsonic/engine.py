@@ -27,6 +27,13 @@ Clock policies:
 Every sample enters its stream's rolling window, played or not. When the input ends, the
 queues play out and the daemon waits for the last note-off.
 
+Under overload the model's passing notes go first (:mod:`streamsonic.shedding`): when a
+batched step cannot make its cues' notes within ``batch_window`` + ``SHED_AFTER`` seconds of
+their coming (the wait so far, and the step's cost as measured on recent steps), its first
+cues play their data notes alone; the tick clock does so with the cues of a tick due more
+than ``SHED_AFTER`` ago. Data notes and accents are never shed; ``shed.phrases`` in
+:meth:`Engine.stats` counts the cues played without their passing notes.
+
 At most ``streams.max_streams`` streams are live (:meth:`Conductor.admit`); an evicted
 stream's waiting samples are dropped (counted as ``dropped.evicted``), its timers cancelled
 and its sounding note released (``released.evicted``); :meth:`Engine.stats` counts it all.
@@ -43,11 +50,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from streamsonic.conductor import Conductor, Cue, Reading
+from streamsonic.conductor import MIN_NOTE, Conductor, Cue, Reading, is_temporal
 from streamsonic.config import Config
 from streamsonic.events import Holding, NoteEvent, Receipt, Sample
 from streamsonic.music import seconds_per_beat
 from streamsonic.scheduler import Handle, Scheduler
+from streamsonic.shedding import SHED_AFTER, Shedding
 
 if TYPE_CHECKING:  # streamsonic.rhythm imports this module
     from streamsonic.rhythm import RhythmDriver
@@ -179,15 +187,17 @@ class Engine:
         # event clock: the samples waiting for the batch step (at most one per stream), each
         # with its reading and what it settles once played (an aggregate, a receipt, or
         # None), and the step's timer; each becomes a cue when the batch is stepped
-        self._batch: list[tuple[Sample, Reading | None, Aggregate | Receipt | None]] = []
+        # (and the loop time it came)
+        self._batch: list[tuple[Sample, Reading | None, Aggregate | Receipt | None, float]] = []
         self._batched: set[str] = set()
         self._batch_handle: asyncio.Handle | None = None
         self._batch_soon = False  # the batch step is due at the loop's next turn
         self.batches = 0  # batched steps taken (event clock)
         self.aggregated = 0
         self._tick_handle: Handle | None = None
-        # tick clock: the cues of a tick still to play (in slices), and the next slice's turn
-        self._slices: list[tuple[Cue, Aggregate]] = []
+        # tick clock: the cues of a tick still to play (in slices, with the time their tick
+        # was due), and the next slice's turn
+        self._slices: list[tuple[Cue, Aggregate, float]] = []
         self._slice_handle: asyncio.Handle | None = None
         self._tick_index = 0
         self._tick_origin = 0.0
@@ -197,6 +207,7 @@ class Engine:
             rhythm.on_play.append(self._count_played)
         self.dropped_evicted = 0  # waiting samples of evicted streams
         self.released = 0  # notes of evicted streams ended early
+        self.shedding = Shedding(conductor.config.daemon.warn_interval)
         conductor.clock = loop.time
         conductor.on_evict.append(self._forget)
 
@@ -343,13 +354,15 @@ class Engine:
     @property
     def stats(self) -> dict[str, int]:
         """The stream table's counters (those not zero): evictions by reason, samples
-        dropped with an evicted stream or refused by a full table, notes released early."""
+        dropped with an evicted stream or refused by a full table, notes released early, cues
+        played late without the model's passing notes."""
         counts = {
             "evicted.idle": self.conductor.evictions["idle"],
             "evicted.full": self.conductor.evictions["full"],
             "dropped.evicted": self.dropped_evicted,
             "dropped.streams_full": self.conductor.refused,
             "released.evicted": self.released,
+            "shed.phrases": self.shedding.shed,
         }
         return {k: v for k, v in counts.items() if v}
 
@@ -366,8 +379,10 @@ class Engine:
         taken = self._take(stream)
         if taken is None:
             return
-        self._next_allowed[stream] = self.loop.time() + 1.0 / self.config.clock.max_rate
-        self._submit(*taken)
+        now = self.loop.time()
+        due = min(self._next_allowed.get(stream, now), now)  # when the timer was due
+        self._next_allowed[stream] = now + 1.0 / self.config.clock.max_rate
+        self._submit(*taken, came=due)
         self._arm(stream)
 
     def _arm(self, stream: str) -> None:
@@ -377,11 +392,12 @@ class Engine:
             self._flush[stream] = self.loop.call_at(when, lambda: self._flush_stream(stream))
 
     def _submit(self, sample: Sample, reading: Reading | None,
-                owed: Aggregate | Receipt | None) -> None:
+                owed: Aggregate | Receipt | None, came: float | None = None) -> None:
         """Event clock: step ``sample`` (as it read: ``reading``) with the others due within
         ``clock.batch_window`` (at once when the window is 0; at the loop's next turn when
-        ``MAX_BATCH`` wait); ``owed`` is settled once played."""
-        self._batch.append((sample, reading, owed))
+        ``MAX_BATCH`` wait); ``owed`` is settled once played. ``came``: when it was due to
+        play (a waiting sample's flush; by default now)."""
+        self._batch.append((sample, reading, owed, self.loop.time() if came is None else came))
         self._batched.add(sample.stream)
         window = self.config.clock.batch_window
         if window <= 0:
@@ -412,12 +428,20 @@ class Engine:
             return
         # in the batch's order, not a set's (whose order follows the hash seed): the
         # streams' next flushes are armed in a reproducible order
-        streams = list(dict.fromkeys(sample.stream for sample, _, _ in batch))
+        streams = list(dict.fromkeys(sample.stream for sample, _, _, _ in batch))
         self._batched.difference_update(streams)
-        start = self.loop.time() + self.scheduler.latency
+        now = self.loop.time()
+        start = now + self.scheduler.latency
         self.batches += 1
-        self._play([Cue(sample, start, reading=reading) for sample, reading, _ in batch])
-        self._settle_soon([owed for _, _, owed in batch])
+        cues = [Cue(sample, start, reading=reading) for sample, reading, _, _ in batch]
+        if self._phrases():
+            # the notes are due batch_window + SHED_AFTER after the oldest cue came
+            oldest = min(came for _, _, _, came in batch)
+            budget = oldest + self.config.clock.batch_window + SHED_AFTER - now
+            self._play_phrases(cues, self.shedding.keep(len(cues), budget), now - oldest)
+        else:
+            self._play(cues)
+        self._settle_soon([owed for _, _, owed, _ in batch])
         for stream in streams:
             self._arm(stream)
         if len(self._batch) >= MAX_BATCH or self.config.clock.batch_window <= 0:
@@ -443,7 +467,8 @@ class Engine:
         if not taken:
             return  # idle: ticking restarts with the next sample
         # Thousands of streams: the tick plays in slices of MAX_BATCH, one per loop turn.
-        self._slices.extend((Cue(sample, start, reading=reading), agg)
+        due = self._tick_origin + self._tick_index * self.tick_period()
+        self._slices.extend((Cue(sample, start, reading=reading), agg, due)
                             for sample, reading, agg in taken)
         self._play_slice()
         self._tick_index += 1
@@ -455,8 +480,16 @@ class Engine:
         bounded slice of work); the rest follow at the loop's next turn."""
         self._slice_handle = None
         chunk, self._slices = self._slices[:MAX_BATCH], self._slices[MAX_BATCH:]
-        self._play([cue for cue, _ in chunk])
-        self._settle_soon([agg for _, agg in chunk])
+        if not chunk:
+            return
+        cues = [cue for cue, _, _ in chunk]
+        if self._phrases():  # the cues of a tick due more than SHED_AFTER ago (a prefix) shed
+            now = self.loop.time()
+            late = sum(due < now - SHED_AFTER for _, _, due in chunk)
+            self._play_phrases(cues, len(cues) - late, now - chunk[0][2])
+        else:
+            self._play(cues)
+        self._settle_soon([agg for _, agg, _ in chunk])
         if self._slices:
             self._slice_handle = self.loop.call_soon(self._play_slice)
 
@@ -469,6 +502,29 @@ class Engine:
         owed = [o for o in owed if o is not None]
         if owed:  # a timer due now runs after what the loop's turn already queued
             self.loop.call_at(self.loop.time(), functools.partial(_settle_all, owed))
+
+    def _phrases(self) -> bool:
+        """Whether cues have passing notes to shed: the conductor plays phrases
+        (``model.passing_notes``, influence below 1, the pitch model) and the clock's span
+        holds at least one of them (see ``Conductor._phrase``)."""
+        clock, model = self.config.clock, self.config.model
+        span = 1.0 / clock.max_rate if clock.mode == "event" else self.tick_period()
+        return (model.passing_notes > 0 and model.influence < 1.0
+                and int(span / MIN_NOTE) > 1 and not is_temporal(self.conductor.stepper))
+
+    def _play_phrases(self, cues: list[Cue], keep: int, waited: float) -> None:
+        """Play ``cues``, all but the last ``keep`` without their passing notes (a span with
+        room for none: the data's note alone, chosen as ever), in one step each; the oldest
+        came ``waited`` seconds ago. :class:`Shedding` learns what the last ``keep`` cost
+        (on the loop's clock: nothing, on virtual time)."""
+        shed = len(cues) - keep
+        if shed:
+            self.shedding.count(shed, waited)
+            self._play([replace(cue, span=MIN_NOTE) for cue in cues[:shed]])
+        if keep:
+            began = self.loop.time()
+            self._play(cues[shed:])
+            self.shedding.measured(keep, self.loop.time() - began)
 
     def _play(self, cues: list[Cue]) -> None:
         for note in self.conductor.play(cues).notes:
