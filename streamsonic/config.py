@@ -399,9 +399,11 @@ class DaemonConfig:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stats_interval: float = 60.0
     warn_interval: float = 10.0
+    workers: int = 1
 
     def __post_init__(self) -> None:
         _within(self.stats_interval, 0.0, 86_400.0, "daemon.stats_interval", " seconds (0: off)")
+        _within(self.workers, 1, 64, "daemon.workers", " processes")
         _check(0 < self.warn_interval <= 86_400, "daemon.warn_interval",
                "must be > 0 and at most 86400 seconds")
 

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 #: Settings a reload cannot apply to a running daemon (the model and its device are loaded
 #: once; every stream's state belongs to them).
 RESTART_KEYS = frozenset({"model.weights", "model.temporal_weights", "model.device",
-                          "model.rhythm", "daemon.warn_interval"})
+                          "model.rhythm", "daemon.warn_interval", "daemon.workers"})
 #: Settings applied on reload by the daemon itself or read where they are used.
 LIVE_KEYS = frozenset({"output.on_device_loss", "daemon.log_level", "daemon.stats_interval",
                        "metrics.listen", "normalize.render_scope", "normalize.render_mode"})
@@ -105,6 +105,11 @@ def run_daemon(
     ``loop_factory`` the event loop (``replay --fast``: a loop on virtual time).
     """
     specs = [parse_output(o) for o in (outputs or list(config.output.targets))]
+    if config.daemon.workers > 1 and loop_factory is None and not play_notes:
+        from streamsonic.workers import run_router  # noqa: PLC0415
+
+        return run_router(config, specs, config_path, cli_overrides or {}, bool(outputs),
+                          open_input)
     if config.metrics.listen:  # before the model loads: a missing extra is one line at once
         require_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
     daemon = Daemon(config, specs, play_notes, config_path, cli_overrides or {},

@@ -60,11 +60,22 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in text.split("\n"))
 
 
+#: What every log line says after the level: "" for the daemon, "worker 2: " in a worker
+#: process (``daemon.workers``), so that each line names who wrote it.
+_tag = ""
+
+
+def set_tag(tag: str) -> None:
+    """Start every log line (after the level) with ``tag``; before :func:`setup_logging`."""
+    global _tag  # noqa: PLW0603 - one process, one tag
+    _tag = tag.replace("%", "%%")
+
+
 def formatter(stream: TextIO | None = None) -> logging.Formatter:
     """The formatter for ``stream`` (default: stderr): journald's or the plain one."""
     if journal_stream(stream):
-        return JournalFormatter("%(message)s")
-    return logging.Formatter("streamsonic: %(levelname)s: %(message)s")
+        return JournalFormatter(_tag + "%(message)s")
+    return logging.Formatter(f"streamsonic: %(levelname)s: {_tag}%(message)s")
 
 
 def error_line(message: str, stream: TextIO | None = None) -> str:

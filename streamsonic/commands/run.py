@@ -61,6 +61,12 @@ MQTT_OPTIONS: tuple[Option, ...] = (
            "--partition)", metavar="URL"),
 )
 
+RUN_OPTIONS: tuple[Option, ...] = (
+    Option(("--workers",), "daemon.workers", int,
+           "processes that play the streams (default 1): N > 1 hands each stream to one of "
+           "N worker processes, to use N cores (events and mqtt outputs only)", metavar="N"),
+)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the run options."""
@@ -75,6 +81,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "midi:NAME, midi-virtual:NAME, wav:PATH, mqtt:PREFIX")
     add_options(parser, MUSIC_OPTIONS, "music and model")
     add_options(parser, MQTT_OPTIONS, "MQTT input")
+    add_options(parser, RUN_OPTIONS, "scale")
     parser.add_argument("--topic", action="append", default=[], metavar="FILTER",
                         help="MQTT topic filter to subscribe to (repeatable; wildcards + and #; "
                              "$share/GROUP/... for shared subscriptions)")
@@ -97,7 +104,8 @@ def main(args: argparse.Namespace) -> int:
         extra["nats.subjects"] = list(args.subject)
     if args.partition:
         extra["nats.partitions"] = list(args.partition)
-    config = config_from(args, MUSIC_OPTIONS + MQTT_OPTIONS, extra)
+    options = MUSIC_OPTIONS + MQTT_OPTIONS + RUN_OPTIONS
+    config = config_from(args, options, extra)
     setup_logging(config.daemon.log_level)
     source = _input(config, args.file, args.play_notes)  # a missing FILE fails now (66)
     recorder = _recorder(config, args.record, args.play_notes)
@@ -117,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         status = run_daemon(config, outputs=list(args.output), play_notes=args.play_notes,
                             config_path=args.config,
-                            cli_overrides=overrides_from(args, MUSIC_OPTIONS + MQTT_OPTIONS)
+                            cli_overrides=overrides_from(args, options)
                             | extra, open_input=open_input)
     finally:
         if recorder is not None:

@@ -8,6 +8,12 @@ system call per note, whether or not Python buffers stdout (``PYTHONUNBUFFERED``
 :data:`HOLD_CHARS` characters are held: more are written at once. Without a running loop
 (``render``) lines go out when that many are held and at the end.
 
+On a file descriptor (stdout as it is, not a Python stream put in its place) the lines go
+out with ``os.write`` in pieces of whole lines of at most :data:`WHOLE_WRITE` bytes (PIPE_BUF):
+the kernel writes each such piece to a pipe in one go, so several writers on one pipe (the
+worker processes of ``daemon.workers``, or ``a | ... & b | ...`` into one reader) never
+cut into each other's lines, and a reader never sees half a line.
+
 When stdout's reader goes away (``streamsonic --output events | head -1``), the output
 behaves like ``head`` and ``yes`` do: no error. The rest of what would have gone to stdout is
 thrown away, and a running daemon is asked to stop the way SIGTERM asks (every note
@@ -20,6 +26,7 @@ import asyncio
 import json
 import logging
 import os
+import select
 import signal
 import sys
 from typing import TextIO
@@ -37,6 +44,10 @@ log = logging.getLogger(__name__)
 FLUSH_DELAY = 0.05
 #: Characters of lines held before they are written out regardless (about 250 notes).
 HOLD_CHARS = 65536
+
+#: The most bytes one write holds (POSIX PIPE_BUF on Linux: a pipe takes it whole, without
+#: interleaving another writer's bytes); a single longer line is written alone.
+WHOLE_WRITE = select.PIPE_BUF if hasattr(select, "PIPE_BUF") else 4096
 
 #: Stream names kept JSON-encoded (:func:`note_line`); the cache starts afresh when full.
 NAME_CACHE = 65536
@@ -83,6 +94,7 @@ class EventsSink(Sink):
     def __init__(self, stream: TextIO | None = None, flush_delay: float = FLUSH_DELAY) -> None:
         super().__init__("events")
         self._out = stream if stream is not None else sys.stdout
+        self._fd = _fileno(self._out) if stream is None else None  # whole-line writes
         self.flush_delay = flush_delay
         self._flush_due: asyncio.Handle | None = None
         self._lines: list[str] = []  # held, not yet written
@@ -115,6 +127,11 @@ class EventsSink(Sink):
         if self.reader_gone:
             return
         try:
+            if self._fd is not None:
+                self._out.flush()  # anything written to it some other way goes first
+                if lines:
+                    write_lines(self._fd, "".join(lines).encode("utf-8"))
+                return
             if lines:
                 self._out.write("".join(lines))
             self._out.flush()
@@ -139,6 +156,33 @@ class EventsSink(Sink):
 
     def _send(self, msg: mido.Message, time: float) -> None:
         """Channel messages are not printed; only notes are."""
+
+
+def _fileno(stream: TextIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError, AttributeError):  # a stream without a descriptor (tests)
+        return None
+
+
+def write_lines(fd: int, data: bytes) -> None:
+    """Write ``data`` (lines, each ending in a newline) to ``fd`` in pieces of whole lines
+    of at most :data:`WHOLE_WRITE` bytes, each piece one ``write`` unless the kernel takes
+    less (a full file system, a signal); a descriptor in non-blocking mode is waited on."""
+    view = memoryview(data)
+    at, end = 0, len(data)
+    while at < end:
+        cut = end
+        if end - at > WHOLE_WRITE:
+            last = data.rfind(b"\n", at, at + WHOLE_WRITE)
+            if last < 0:  # one line longer than a whole write: that line alone
+                last = data.find(b"\n", at)
+            cut = end if last < 0 else last + 1
+        while at < cut:
+            try:
+                at += os.write(fd, view[at:cut])
+            except BlockingIOError:  # O_NONBLOCK set by whoever gave us stdout
+                select.select([], [fd], [])
 
 
 def open_sink(arg: str, config: Config) -> EventsSink:

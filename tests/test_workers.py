@@ -1,0 +1,285 @@
+"""``daemon.workers``: one daemon's streams on several worker processes.
+
+Each stream's samples reach one worker (a hash of its name), so each stream plays exactly
+what one process plays; the workers' note lines share stdout without cutting into each
+other; signals reach every worker; a worker that dies stops the daemon; receipts (MQTT
+QoS 1) are settled only once a worker has played the sample. Real processes, real pipes,
+a real mosquitto."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from streamsonic.workers import worker_of
+from tests.fixtures_mqtt import Broker, publish
+from tests.test_mqtt_daemon import Daemon, fill_stdout_pipe, play_until_all, run_args
+
+pytestmark = pytest.mark.slow
+
+WAIT = 60.0  # guards against hangs only
+STREAMS = 30
+ROWS = 40
+#: The note fields that depend on the stream's samples alone (not on the arrival time or on
+#: which voice the process gave the stream).
+PLAYED = ("value", "normalized", "pitch", "velocity", "anomaly", "accent", "source")
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in task.read_text().split()]
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start(args: list[str], **kw: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "streamsonic", "run", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+
+
+def wait_stderr(proc: subprocess.Popen[bytes], text: str, log: list[str]) -> None:
+    """Read stderr lines into ``log`` until one holds ``text``."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        if not line:
+            break
+        log.append(line)
+        if text in line:
+            return
+    pytest.fail(f"never logged {text!r}:\n" + "".join(log))
+
+
+def test_streams_are_split_by_name_alone() -> None:
+    names = [f"s{i}" for i in range(1000)]
+    split = [worker_of(n, 3) for n in names]
+    assert split == [worker_of(n, 3) for n in names]  # the same name, the same worker
+    assert {split.count(k) for k in range(3)} <= set(range(280, 390))  # spread evenly
+    assert all(worker_of(n, 1) == 0 for n in names)
+
+
+def paced_rows(proc: subprocess.Popen[bytes]) -> bool:
+    """A header of STREAMS columns, then ROWS rows, ten a second (below the rate cap)."""
+    assert proc.stdin is not None
+    proc.stdin.write((",".join(f"c{i}" for i in range(STREAMS)) + "\n").encode())
+    for k in range(ROWS):
+        row = ",".join(f"{(i + 1) * (k % 7) + (9 * i if k == 25 else 0)}"
+                       for i in range(STREAMS))
+        proc.stdin.write((row + "\n").encode())
+        proc.stdin.flush()
+        time.sleep(0.1)
+    proc.stdin.close()
+    return True
+
+
+def test_each_stream_plays_what_one_process_plays(random_pitch_checkpoint: Path) -> None:
+    """30 streams, 40 rows at 10 rows/s, with 3 workers and with none: every stream plays
+    the same notes (pitch, velocity, anomaly, accent) both ways, and the 3 workers share
+    the streams as their names say."""
+    args = ["--output", "events", "--weights", str(random_pitch_checkpoint),
+            "--set", "model.passing_notes=0"]
+    runs = {n: start([*args, "--workers", str(n)]) for n in (1, 3)}
+    out: dict[int, tuple[bytes, bytes]] = {}
+
+    def play(n: int, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        err: list[bytes] = []
+        ready = threading.Event()
+
+        def read_err() -> None:
+            for line in proc.stderr:  # type: ignore[union-attr]
+                err.append(line)
+                if b"INFO: ready: " in line:  # the daemon's, not a worker's
+                    ready.set()
+            ready.set()
+
+        reader = threading.Thread(target=read_err)
+        reader.start()
+        feeder = threading.Thread(target=lambda: paced_rows(proc) if ready.wait(WAIT)
+                                  else proc.stdin.close())  # type: ignore[union-attr]
+        feeder.start()
+        stdout = proc.stdout.read()
+        feeder.join()
+        reader.join()
+        proc.wait(timeout=WAIT)
+        out[n] = (stdout, b"".join(err))
+
+    players = [threading.Thread(target=play, args=item) for item in runs.items()]
+    for t in players:
+        t.start()
+    for t in players:
+        t.join(WAIT)
+    for n, p in runs.items():
+        assert p.returncode == 0, out[n][1].decode()
+    played: dict[int, dict[str, list[tuple[object, ...]]]] = {}
+    for n, (stdout, _) in out.items():
+        per: dict[str, list[tuple[object, ...]]] = {}
+        for line in stdout.decode().splitlines():
+            note = json.loads(line)
+            per.setdefault(note["stream"], []).append(tuple(note[k] for k in PLAYED))
+        played[n] = per
+    assert sorted(played[1]) == sorted(f"c{i}" for i in range(STREAMS))
+    assert all(len(notes) == ROWS for notes in played[1].values())
+    assert played[3] == played[1]
+    assert any(note[5] for notes in played[3].values() for note in notes)  # accents too
+    log = out[3][1].decode()
+    for k in range(3):
+        mine = sum(worker_of(f"c{i}", 3) == k for i in range(STREAMS))
+        assert f"worker {k + 1}/3: stopped: {mine * ROWS} samples" in log, log
+
+
+def test_lines_from_several_workers_never_cut_into_each_other(
+        random_pitch_checkpoint: Path) -> None:
+    """Two workers writing thousands of notes into one pipe that is read slowly (so their
+    writes often find it full): every line read is one whole JSON note."""
+    streams = 400
+    proc = start(["--output", "events", "--weights", str(random_pitch_checkpoint),
+                  "--workers", "2", "--max-rate", "1000"])
+    assert proc.stdin is not None and proc.stdout is not None
+    data = (",".join(f"stream-with-a-long-name-{i}" for i in range(streams)) + "\n"
+            + "".join(",".join(str((i * k) % 17) for i in range(streams)) + "\n"
+                      for k in range(30)))
+    threading.Thread(target=lambda: (proc.stdin.write(data.encode()),  # type: ignore[union-attr]
+                                     proc.stdin.close()), daemon=True).start()  # type: ignore[union-attr]
+    chunks = []
+    while True:
+        chunk = proc.stdout.read1(3000)  # type: ignore[attr-defined]
+        if not chunk:
+            break
+        chunks.append(chunk)
+        time.sleep(0.0005)
+    assert proc.wait(timeout=WAIT) == 0, proc.stderr.read().decode()  # type: ignore[union-attr]
+    lines = b"".join(chunks).decode().splitlines()
+    assert len(lines) >= streams * 10
+    for line in lines:
+        json.loads(line)  # raises on a line cut by another worker's write
+    assert len({json.loads(line)["stream"] for line in lines}) == streams
+
+
+def test_sigterm_stops_every_worker(random_pitch_checkpoint: Path) -> None:
+    proc = start(["--output", "events", "--weights", str(random_pitch_checkpoint),
+                  "--workers", "2"])
+    log: list[str] = []
+    try:
+        wait_stderr(proc, "ready: 2 workers", log)
+        workers = children(proc.pid)
+        assert len(workers) == 2 and all(alive(p) for p in workers)
+        assert proc.stdin is not None
+        proc.stdin.write(b"a,b,c,d\n1,2,3,4\n5,6,7,8\n")
+        proc.stdin.flush()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(log) + err.decode()
+    assert not any(alive(p) for p in workers)
+    assert err.decode().count("stopped:") == 3, "".join(log) + err.decode()  # workers, daemon
+
+
+def test_a_worker_that_dies_stops_the_daemon(random_pitch_checkpoint: Path) -> None:
+    proc = start(["--output", "events", "--weights", str(random_pitch_checkpoint),
+                  "--workers", "2"])
+    log: list[str] = []
+    try:
+        wait_stderr(proc, "ready: 2 workers", log)
+        workers = children(proc.pid)
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(log) + err.decode()
+    assert proc.returncode == 70, text
+    assert "worker 1 exited with status -9" in text
+    assert not any(alive(p) for p in workers)
+
+
+def test_outputs_of_one_process_are_refused_with_workers(tmp_path: Path) -> None:
+    proc = start(["--output", f"file:{tmp_path / 'x.mid'}", "--workers", "2"])
+    _, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 78
+    assert "daemon.workers = 2" in err.decode() and "file:" in err.decode()
+    assert not (tmp_path / "x.mid").exists()
+
+
+def test_sighup_reaches_every_worker(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[music]\nscale = "major"\n')
+    proc = start(["--config", str(config), "--output", "events", "--weights",
+                  str(random_pitch_checkpoint), "--workers", "2"])
+    log: list[str] = []
+    try:
+        wait_stderr(proc, "ready: 2 workers", log)
+        config.write_text('[music]\nscale = "minor"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_stderr(proc, "reloaded configuration (music.scale)", log)
+        wait_stderr(proc, "reloaded configuration (music.scale)", log)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reloaded = [line for line in log if "reloaded configuration" in line]
+    assert sorted(line.split(":")[2].strip() for line in reloaded) == ["worker 1/2",
+                                                                       "worker 2/2"]
+    assert proc.returncode == 0
+
+
+@pytest.mark.mqtt
+def test_qos1_through_workers_loses_nothing_and_plays_nothing_twice(
+        mqtt_broker: Broker, random_pitch_checkpoint: Path) -> None:
+    """QoS 1, a persistent session, 2 workers, 8 topics: SIGTERM while the workers hold
+    samples they have not played (stdout left unread): the router acknowledged only what
+    its workers played, so the next daemon plays exactly the rest."""
+    client = f"workers-{os.getpid()}"
+    args = run_args(mqtt_broker, random_pitch_checkpoint, "wk/#",
+                    extra=("--client-id", client, "--qos", "1", "--workers", "2",
+                           "--set", "mqtt.clean_start=false", "--set", "mqtt.session_expiry=600",
+                           "--set", "model.passing_notes=0", "--set", "clock.backlog=100000",
+                           "--set", "accent.enabled=false"))
+    per_topic = 250
+    first = Daemon(args, read_stdout=False)
+    try:
+        first.wait_log("ready: 2 workers")
+        first.wait_log("subscribed to")
+        for t in range(8):
+            publish(mqtt_broker, f"wk/t{t}", [str(t * 1000 + i) for i in range(per_topic)])
+        fill_stdout_pipe(first)
+        first.proc.send_signal(signal.SIGTERM)
+    finally:
+        first.resume_stdout()
+        assert first.stop() == 0
+    played = [n for n in first.rest() if n["source"] == "data"]
+    wanted = {float(t * 1000 + i) for t in range(8) for i in range(per_topic)}
+    assert 0 < len(played) < len(wanted), f"{len(played)} notes before SIGTERM"
+    second = Daemon(args)
+    try:
+        play_until_all(second, wanted, played)
+    finally:
+        assert second.stop() == 0
+    values = [n["value"] for n in played + second.rest() if n["source"] == "data"]
+    twice = sorted({v for v in values if values.count(v) > 1})
+    assert not twice, f"played twice: {twice[:20]}\n" + "\n".join(first.log + second.log)
+    assert sorted(values) == sorted(wanted)
