@@ -69,7 +69,7 @@ class Shedding:
         ``daemon.warn_interval`` seconds)."""
         self.shed += cues
         self._warn.warning(
-            "shed.phrases", "the loop is behind (a step's oldest cue came %.0f ms before it): %d "
-            "cues played without the model's passing notes so far (shed.phrases; "
-            "--set model.passing_notes=0 plays one note per sample throughout)",
-            waited * 1000, self.shed)
+            "shed.phrases", "the loop cannot make every passing note in time (a step's "
+            "oldest cue came %.0f ms before it): %d cues played without the model's passing "
+            "notes so far (shed.phrases; --set model.passing_notes=0 plays one note per "
+            "sample throughout)", waited * 1000, self.shed)
