@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 SHARED_OUTPUTS = frozenset({"events", "mqtt"})
 #: The most samples one frame to a worker holds.
 FRAME_ITEMS = 512
+#: Seconds the oldest sample waits for its frame at most: under a steady flow the event loop
+#: turns only every YIELD_EVERY, and samples would wait for that.
+FRAME_AGE = 0.002
 #: Bytes waiting in a worker's pipe (and the router's buffer for it) before the router waits
 #: for the worker to read: the bound on what is in flight to a worker.
 HIGH_WATER = 1 << 20
@@ -207,6 +210,9 @@ class PipeSource:
                 self._receipt = receipt
                 self._samples += 1
                 yield Sample(stream, time, value)
+            # A turn of the loop per frame (a few ms of samples): the batch step's timer
+            # and the outputs' writes need not wait for the engine's longer feeding slice.
+            await asyncio.sleep(0)
 
     def hold(self) -> Receipt | None:
         """The receipt of the sample yielded last (None when the router owes nothing)."""
@@ -327,6 +333,7 @@ class Router:
         self._index: dict[str, int] = {}
         self._listeners: list[asyncio.Task[None]] = []
         self._flush_due = False
+        self._oldest = 0.0  # when the oldest sample not yet sent was routed
         self._stop = asyncio.Event()
         self.stop_reason: str | None = None
         self.routed = 0
@@ -509,17 +516,21 @@ class Router:
             worker.pending.append((item.stream, item.time, item.value, receipt))
             worker.samples += 1
             self.routed += 1
+            now = loop.time()
             if len(worker.pending) >= FRAME_ITEMS:
                 self._send(worker)
             elif not self._flush_due:
                 self._flush_due = True
+                self._oldest = now
                 loop.call_soon(self._flush)
+            elif now - self._oldest >= FRAME_AGE:
+                self._flush()
             if worker.stdin.transport.get_write_buffer_size() > HIGH_WATER:
                 try:  # the worker is behind: read no more until it catches up
                     await worker.stdin.drain()
                 except ConnectionError:  # it is gone: its watch ends the run
                     return
-            if loop.time() >= turn:
+            if now >= turn:
                 await asyncio.sleep(0)
                 turn = loop.time() + YIELD_EVERY
 
