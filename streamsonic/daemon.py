@@ -105,13 +105,13 @@ def run_daemon(
     ``loop_factory`` the event loop (``replay --fast``: a loop on virtual time).
     """
     specs = [parse_output(o) for o in (outputs or list(config.output.targets))]
+    if config.metrics.listen:  # before the model loads: a missing extra is one line at once
+        require_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
     if config.daemon.workers > 1 and loop_factory is None and not play_notes:
         from streamsonic.workers import run_router  # noqa: PLC0415
 
         return run_router(config, specs, config_path, cli_overrides or {}, bool(outputs),
                           open_input)
-    if config.metrics.listen:  # before the model loads: a missing extra is one line at once
-        require_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
     daemon = Daemon(config, specs, play_notes, config_path, cli_overrides or {},
                     fixed_outputs=bool(outputs))
     daemon.open_input = open_input

@@ -9,6 +9,9 @@ The HTTP server is prometheus-client's own (a daemon thread); the collector read
 daemon's state from that thread without locks. Reads of ints and of ``len()`` are atomic
 under the GIL; a dict that changes size while it is copied is read again.
 
+With ``daemon.workers > 1`` the daemon's process serves the endpoint: each worker keeps its
+own registry and sends a snapshot every second; a scrape merges them (:func:`merge_families`).
+
 Metric names (all ``streamsonic_``; counters end in ``_total``):
 
     input_samples_total                    samples the engine took
@@ -234,27 +237,94 @@ class DaemonCollector:
             yield family
 
 
+#: Families a daemon with worker processes (``daemon.workers``) takes from its own process
+#: alone: the source, the reloads and what a process has once; the others are the sums of
+#: its own and every worker's (counters, histograms, live streams, memory and CPU).
+ROUTER_ONLY = frozenset({
+    "streamsonic_source_up", "streamsonic_mqtt_connected", "streamsonic_mqtt_connects",
+    "streamsonic_mqtt_reconnects", "streamsonic_mqtt_disconnects",
+    "streamsonic_mqtt_takeovers", "streamsonic_mqtt_messages", "streamsonic_reloads",
+    "streamsonic_reload_failed", "process_start_time_seconds", "process_max_fds",
+})
+
+
+def merge_families(own: list[Any], others: list[list[Any]]) -> list[Any]:
+    """``own`` families with each of ``others`` (the workers' snapshots) added in: samples of
+    one name and labels summed (``_created`` timestamps: the earliest), except the families
+    in :data:`ROUTER_ONLY`, which stay as ``own`` has them."""
+    metric = import_extra("prometheus_client.core", "the metrics endpoint").Metric
+    merged: dict[str, Any] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for index, families in enumerate([own, *others]):
+        for family in families:
+            if index and family.name in ROUTER_ONLY:
+                continue
+            if family.name not in merged:
+                merged[family.name] = metric(family.name, family.documentation, family.type,
+                                             family.unit)
+                values[family.name] = {}
+            sums = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in sums:
+                    sums[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    sums[key] = min(sums[key], sample.value)
+                else:
+                    sums[key] += sample.value
+    for name, family in merged.items():
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+    return list(merged.values())
+
+
+class _Merged:
+    """A collector: the registry's own families merged with the workers' snapshots."""
+
+    def __init__(self, own: CollectorRegistry, snapshots: Callable[[], list[list[Any]]]) -> None:
+        self.own, self.snapshots = own, snapshots
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        return merge_families(list(self.own.collect()), self.snapshots())
+
+
 class MetricsServer:
     """The registry (our collector, the step histogram, process metrics) and its HTTP
-    server; ``listen`` again on another address at reload, ``close`` at exit."""
+    server; ``listen`` again on another address at reload, ``close`` at exit.
 
-    def __init__(self, observed: Observed) -> None:
+    ``workers`` (a daemon with worker processes): what returns the workers' latest
+    snapshots (each the list of families of its own registry, :meth:`snapshot`), served
+    merged with this process's families (:func:`merge_families`)."""
+
+    def __init__(self, observed: Observed,
+                 workers: Callable[[], list[list[Any]]] | None = None) -> None:
         client = import_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
         self._client = client
-        self.registry: CollectorRegistry = client.CollectorRegistry(auto_describe=False)
+        self.own: CollectorRegistry = client.CollectorRegistry(auto_describe=False)
+        self.registry: CollectorRegistry = self.own
+        if workers is not None:
+            self.registry = client.CollectorRegistry(auto_describe=False)
+            self.registry.register(_Merged(self.own, workers))
         self.collector = DaemonCollector(observed)
-        self.registry.register(self.collector)
-        client.ProcessCollector(registry=self.registry)
+        self.own.register(self.collector)
+        client.ProcessCollector(registry=self.own)
         self.step_seconds = client.Histogram(
             "streamsonic_step_seconds", "Duration of one batched model step (all its streams).",
-            buckets=STEP_BUCKETS, registry=self.registry)
+            buckets=STEP_BUCKETS, registry=self.own)
         self.step_streams = client.Counter(
             "streamsonic_step_streams", "Streams stepped (the sum of the steps' batch sizes).",
-            registry=self.registry)
+            registry=self.own)
         self.listen = ""
         self.address: tuple[str, int] | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
+
+    def snapshot(self) -> list[Any]:
+        """This process's families as they are now (a worker sends them to the daemon)."""
+        return list(self.own.collect())
 
     def observe_step(self, streams: int, seconds: float) -> None:
         """The conductor's ``on_step`` hook."""

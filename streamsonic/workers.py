@@ -12,7 +12,9 @@ the model, keeps its streams' states, steps them in batches and writes its notes
 outputs. Outputs that can take several writers: ``events`` (each write holds whole lines,
 see :mod:`streamsonic.sinks.events`) and ``mqtt`` (a connection per worker, the client id
 suffixed ``-wK``); a MIDI file, a WAV file, audio and MIDI ports hold one stream of notes and
-are refused, as is ``metrics.listen`` (not served by workers yet).
+are refused. ``metrics.listen`` is served by the router: every worker sends it a snapshot
+of its own metrics every second (:data:`SNAPSHOT_EVERY`), and a scrape sees their sums
+with the router's source (``streamsonic.metrics.merge_families``).
 
 What the router does:
 
@@ -45,9 +47,10 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamsonic import logs
 from streamsonic.config import Config, find_config_file, load_config
@@ -55,6 +58,13 @@ from streamsonic.errors import EXIT_INTERRUPTED, ConfigError, SourceError, Strea
 from streamsonic.events import Holding, NoteEvent, Receipt, Sample, Source
 from streamsonic.outputs import OutputSpec
 from streamsonic.sdnotify import ENV_SOCKET, Notifier, watchdog_interval
+from streamsonic.sources import Connecting
+
+if TYPE_CHECKING:
+    from streamsonic.daemon import Daemon
+    from streamsonic.engine import Engine
+    from streamsonic.metrics import MetricsServer
+    from streamsonic.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,8 @@ HIGH_WATER = 1 << 20
 YIELD_EVERY = 0.02
 #: Seconds a stopping worker has before it is killed (each answers SIGTERM within 1 s).
 STOP_GRACE = 15.0
+#: Seconds between a worker's snapshots of its metrics (for the router's endpoint).
+SNAPSHOT_EVERY = 1.0
 #: Stream name -> worker index, kept for this many names (then started afresh).
 INDEX_CACHE = 65536
 #: Environment variables a worker must not see: systemd talks to the router only.
@@ -94,10 +106,6 @@ def check_workers(config: Config, specs: list[OutputSpec]) -> None:
             f"daemon.workers = {n}: the output(s) {', '.join(single)} take all notes in one "
             "process; with several workers use the events or mqtt outputs, or set "
             "daemon.workers = 1 (--workers 1)")
-    if config.metrics.listen:
-        raise ConfigError(
-            f"daemon.workers = {n}: metrics.listen is not served with several workers yet; "
-            "leave metrics.listen empty or set daemon.workers = 1 (--workers 1)")
 
 
 def frame(payload: object) -> bytes:
@@ -227,16 +235,49 @@ class WorkerNotifier(Notifier):
     """A worker's Notifier: READY goes to the router (which tells systemd), the rest
     nowhere."""
 
-    def __init__(self, back: BackChannel) -> None:
+    def __init__(self, back: BackChannel, on_ready: Callable[[], None] | None = None) -> None:
         super().__init__(address="")
         self._back = back
+        self._on_ready = on_ready
         self._ready = False
 
     def ready(self, status: str | None = None) -> bool:
         if not self._ready:  # the first READY: the model is loaded; later ones are reloads
             self._ready = True
+            if self._on_ready is not None:
+                self._on_ready()
             self._back.send(("ready",))
         return True
+
+
+class Snapshots:
+    """A worker's metrics (its own registry, never served), sent to the router every
+    :data:`SNAPSHOT_EVERY` seconds while the worker runs."""
+
+    def __init__(self, daemon: Daemon, back: BackChannel) -> None:
+        from streamsonic.metrics import MetricsServer  # noqa: PLC0415 - optional extra
+
+        self.server = MetricsServer(daemon)
+        self.back = back
+        if daemon.engine is not None:
+            daemon.engine.conductor.on_step.append(self.server.observe_step)
+        self._handle = asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        self.back.send(("metrics", self.server.snapshot()))
+        self._handle = asyncio.get_running_loop().call_later(SNAPSHOT_EVERY, self._send)
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+
+def _snapshots_wanted() -> bool:
+    """Whether a worker can make metrics snapshots (the 'metrics' extra is installed)."""
+    try:
+        import prometheus_client  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
 
 
 def _read_setup(fd: int) -> Setup:
@@ -268,7 +309,13 @@ def worker_main() -> int:
     back = BackChannel(setup.back_fd)
     daemon = Daemon(setup.config, [parse_output(s) for s in setup.specs], False,
                     setup.config_path, setup.cli_overrides, fixed_outputs=setup.fixed_outputs)
-    daemon.notifier = WorkerNotifier(back)
+    snapshots: list[Snapshots] = []
+
+    def started() -> None:
+        if _snapshots_wanted():
+            snapshots.append(Snapshots(daemon, back))
+
+    daemon.notifier = WorkerNotifier(back, started)
     daemon.open_input = lambda _config: PipeSource(0, back)
 
     async def run() -> int:
@@ -276,6 +323,8 @@ def worker_main() -> int:
         try:
             return await daemon.main()
         finally:
+            for snapshot in snapshots:
+                snapshot.close()
             back.close()
 
     try:
@@ -337,6 +386,14 @@ class Router:
         self._stop = asyncio.Event()
         self.stop_reason: str | None = None
         self.routed = 0
+        # what the metrics endpoint reads (streamsonic.metrics.Observed)
+        self.engine: Engine | None = None
+        self.scheduler: Scheduler | None = None
+        self.source: Source | None = None
+        self.reloads: Counter[str] = Counter()
+        self.reload_error: str | None = None
+        self.metrics: MetricsServer | None = None
+        self.snapshots: dict[int, list[Any]] = {}  # worker index -> its latest metrics
 
     # -- start and stop ------------------------------------------------------------------
     async def main(self) -> int:
@@ -345,6 +402,7 @@ class Router:
         check_workers(self.config, self.specs)
         source = (self.open_input(self.config) if self.open_input is not None
                   else open_source(self.config))
+        self.source = source
         loop = asyncio.get_running_loop()
         self.notifier.status(f"starting {self.config.daemon.workers} workers")
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -368,6 +426,8 @@ class Router:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self._kill_all()
+            if self.metrics is not None:
+                self.metrics.close()
             log.info("stopped: %d samples to %d workers (%s); input %s", self.routed,
                      len(self.workers), ", ".join(str(w.samples) for w in self.workers),
                      ", ".join(f"{k}={v}" for k, v in sorted(source.stats.items())) or "-")
@@ -390,6 +450,8 @@ class Router:
             worker = _Worker(index, process, reader)
             self.workers.append(worker)
             config, overrides = self.config, dict(self.cli_overrides)
+            overrides["metrics.listen"] = ""  # the router serves the workers' metrics
+            config = replace(config, metrics=replace(config.metrics, listen=""))
             if config.mqtt.client_id:  # one MQTT connection per worker: their ids apart
                 client_id = f"{config.mqtt.client_id}-w{index + 1}"
                 overrides["mqtt.client_id"] = client_id  # kept by the worker's reloads
@@ -411,6 +473,8 @@ class Router:
                 return
             if message[0] == "ready":
                 worker.ready = True
+            elif message[0] == "metrics":
+                self.snapshots[worker.index] = message[1]
             elif message[0] == "settled":
                 for receipt in message[1]:
                     owed = self.owed.pop(receipt, None)
@@ -420,6 +484,7 @@ class Router:
     async def _serve(self, source: Source, watch: list[asyncio.Task[int]]) -> int:
         """Route the input until it ends (then let the workers play out) or a stop."""
         holding = source if isinstance(source, Holding) else None
+        self._serve_metrics(self.config.metrics.listen)
         self.notifier.ready(self.status_text())
         log.info("ready: %d workers, outputs %s", len(self.workers),
                  ", ".join(map(str, self.specs)))
@@ -563,16 +628,59 @@ class Router:
             if new.daemon.workers != self.config.daemon.workers:
                 log.warning("reload: daemon.workers changed but needs a restart to take "
                             "effect (systemctl restart streamsonic)")
+            check_workers(new, self.specs)
+            if new.metrics.listen != self.config.metrics.listen:
+                self._serve_metrics(new.metrics.listen)
+            source = self.source
+            if isinstance(source, Connecting):  # its topics, payloads, broker
+                restart = source.reconfigure(new)
+                if restart:
+                    log.warning("reload: these settings changed but need a restart to take "
+                                "effect (systemctl restart streamsonic): %s", "; ".join(restart))
             self.config = new
         except StreamsonicError as err:
+            self.reloads["failed"] += 1
+            self.reload_error = " ".join(str(err).split())
             log.error("reload failed, keeping the running configuration: %s", err)
+        else:
+            self.reloads["ok"] += 1
+            self.reload_error = None
         finally:
             self.notifier.ready(self.status_text())
 
+    def _serve_metrics(self, listen: str) -> None:
+        """Serve the merged metrics on ``listen`` ("": stop); made on first use."""
+        if self.metrics is None:
+            if not listen:
+                return
+            from streamsonic.metrics import MetricsServer  # noqa: PLC0415 - optional extra
+
+            self.metrics = MetricsServer(self, workers=lambda: list(self.snapshots.values()))
+        self.metrics.start(listen)
+
+    # -- what the metrics endpoint reads -------------------------------------------------
+    @property
+    def source_waiting_for(self) -> str | None:
+        """What the source waits for (the broker), or None."""
+        source = self.source
+        return source.waiting_for if isinstance(source, Connecting) else None
+
+    @property
+    def mqtt_connected(self) -> bool | None:
+        """Whether the MQTT source is connected; None for another source."""
+        source = self.source
+        return source.connected if isinstance(source, Connecting) else None
+
     def status_text(self) -> str:
         running = sum(w.process.returncode is None for w in self.workers)
-        return (f"playing through {running} of {len(self.workers)} workers to "
+        waiting = self.source_waiting_for
+        text = (f"waiting for {waiting}" if waiting else
+                f"playing through {running} of {len(self.workers)} workers to "
                 f"{', '.join(map(str, self.specs)) or 'no output'}")
+        if self.reload_error:
+            text = (f"reload failed: {self.reload_error} (running the previous "
+                    f"configuration); {text}")
+        return text
 
     async def _housekeeping(self) -> None:
         interval = watchdog_interval()

@@ -283,3 +283,40 @@ def test_qos1_through_workers_loses_nothing_and_plays_nothing_twice(
     twice = sorted({v for v in values if values.count(v) > 1})
     assert not twice, f"played twice: {twice[:20]}\n" + "\n".join(first.log + second.log)
     assert sorted(values) == sorted(wanted)
+
+
+def test_metrics_of_the_workers_add_up(tmp_path: Path) -> None:
+    """metrics.listen with 2 workers: the daemon serves their sums (samples, notes, streams,
+    steps, memory) with its own source (input rejected, source up) and reloads, once."""
+    from tests.test_health import Daemon as Health
+    from tests.test_health import scrape_until
+
+    one = next(f"s{i}" for i in range(100) if worker_of(f"s{i}", 2) == 0)
+    two = next(f"s{i}" for i in range(100) if worker_of(f"s{i}", 2) == 1)
+    config = tmp_path / "config.toml"
+    config.write_text('[metrics]\nlisten = "127.0.0.1:0"\n')
+    daemon = Health(["--config", str(config), "--workers", "2"])
+    try:
+        port = int(daemon.wait_log(r"INFO: metrics: serving http://127\.0\.0\.1:(\d+)/")[1])
+        daemon.wait_log("INFO: ready: 2 workers")
+        # 6 good samples of 2 streams (one on each worker), 2 lines that are not numbers
+        daemon.send(f"{one}=1 {two}=2\n{one}=5 {two}=1\nhello\n{one}=3 {two}=7\nworld\n")
+        daemon.wait_until("6 notes", lambda: len(daemon.played()) >= 6)
+        got = scrape_until(port, lambda m: m.get('streamsonic_notes_total{output="events"}')
+                           == m.get("streamsonic_notes_played_total") == len(daemon.notes)
+                           and m.get("streamsonic_step_streams_total") == 6,
+                           "every worker's notes counted")
+        assert got["streamsonic_input_samples_total"] == 6
+        assert got['streamsonic_input_rejected_total{reason="not_numeric"}'] == 2
+        assert got["streamsonic_streams"] == 2
+        assert got["streamsonic_source_up"] == 1  # the daemon's source, not one per worker
+        assert got['streamsonic_step_seconds_bucket{le="+Inf"}'] == \
+            got["streamsonic_step_seconds_count"] >= 2
+        assert got["process_resident_memory_bytes"] > 2 * 100e6  # two models loaded
+        config.write_text('[metrics]\nlisten = "127.0.0.1:0"\n[music]\nscale = "nope"\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        got = scrape_until(port, lambda m: m["streamsonic_reload_failed"] == 1, "the failure")
+        assert got['streamsonic_reloads_total{result="failed"}'] == 1  # once, not per worker
+        assert daemon.finish() == 0, "".join(daemon.log)
+    finally:
+        daemon.finish()
