@@ -22,6 +22,7 @@ Metric names (all ``streamsonic_``; counters end in ``_total``):
     streams_evicted_total{reason}          idle, full
     streams                                live streams
     queue_depth                            notes waiting in the engine's queues
+    phrases_shed_total                     samples played without passing notes (overload)
     notes_played_total                     notes the engine scheduled
     notes_total{output}                    notes handed to each output
     output_up{output}                      0 while an output's device is away
@@ -169,6 +170,10 @@ class DaemonCollector:
         depth = gauge("streamsonic_queue_depth", "Notes waiting in the engine's queues.")
         depth.add_metric([], _read(lambda: engine.waiting, 0) if engine else 0)
         yield depth
+        shed = counter("streamsonic_phrases_shed",
+                       "Samples played without the model's passing notes under overload.")
+        shed.add_metric([], engine_stats.get("shed.phrases", 0))
+        yield shed
         played = counter("streamsonic_notes_played", "Notes the engine scheduled.")
         played.add_metric([], engine.played if engine else 0)
         yield played

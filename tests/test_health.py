@@ -182,6 +182,7 @@ def test_metrics_endpoint_counts_what_the_daemon_did(tmp_path: Path) -> None:
         assert got["streamsonic_notes_played_total"] == len(daemon.notes)
         assert got["streamsonic_streams"] == 2
         assert got["streamsonic_queue_depth"] == 0
+        assert got["streamsonic_phrases_shed_total"] == 0  # a loop that keeps up sheds none
         assert got['streamsonic_output_up{output="events"}'] == 1
         assert got["streamsonic_source_up"] == 1
         assert got["streamsonic_step_seconds_count"] >= 3  # batched: at most one per sample

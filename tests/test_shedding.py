@@ -113,6 +113,28 @@ async def test_a_late_loop_plays_data_notes_and_accents_without_the_models_notes
     assert engine.stats["shed.phrases"] == STREAMS * len(LATE)
     # the rounds on time still play phrases, the stream's phrase state intact after a shed
     assert all(added(rounds[r]) > 0 for r in (9, 11, 14, 15))
+    assert shed_metric(engine) == STREAMS * len(LATE)  # what the metrics endpoint serves
+
+
+def shed_metric(engine: Engine) -> float:
+    """``streamsonic_phrases_shed_total`` as the daemon's metrics collector reads it."""
+    from collections import Counter
+
+    from prometheus_client import CollectorRegistry
+
+    from streamsonic.metrics import DaemonCollector
+
+    class Observed:
+        def __init__(self) -> None:
+            self.engine, self.source, self.scheduler = engine, None, engine.scheduler
+            self.reloads: Counter[str] = Counter()
+            self.reload_error = self.source_waiting_for = self.mqtt_connected = None
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonCollector(Observed()))  # type: ignore[arg-type]
+    value = registry.get_sample_value("streamsonic_phrases_shed_total")
+    assert value is not None
+    return value
 
 
 @pytest.mark.usefixtures("margin")
