@@ -131,7 +131,7 @@ def shed_metric(engine: Engine) -> float:
             self.reload_error = self.source_waiting_for = self.mqtt_connected = None
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DaemonCollector(Observed()))  # type: ignore[arg-type]
+    registry.register(DaemonCollector(Observed()))
     value = registry.get_sample_value("streamsonic_phrases_shed_total")
     assert value is not None
     return value
