@@ -1,0 +1,618 @@
+"""The per-sample arithmetic of :class:`streamsonic.normalize.RollingNormalizer`, compiled.
+
+One stream's normalizer state is one float64 array (:func:`new_state`), preallocated for
+its window: a header of scalars (settings, counters, the sums, the auto-ranging state),
+the auto-ranging reference's knots, the rings of its last RECENT places and exits, the
+window's times and values (a ring in arrival order), the monotonic min/max deques (rings of
+sequence number and value) and the window's values sorted. :func:`push` adds a sample,
+evicts what fell out of the window and keeps, moves or rebuilds the reference;
+:func:`position` and :func:`normalize` map a value. The functions are plain Python over
+arrays, compiled by numba (``STREAMSONIC_NO_JIT=1`` runs them as they are); every step is
+the one the plain-Python normalizer took, in the same order (the same deques, insertion
+and deletion points, sorts that keep equal values in arrival order), without fastmath, so
+the positions are the same to the bit as the reference implementation in the tests. The
+periodic re-summing of the window (every ``4 * window`` samples) is left to the caller:
+:func:`push` says when (Python's ``sum``, which the caller runs, is the reference's).
+"""
+
+# The explicit comparisons are Python's min/max (the first of equals, NaN kept where Python
+# keeps it), which numba's min/max do not promise.
+# ruff: noqa: PLR1730
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+MIDDLE = 0.5
+#: Quantile knots of the auto-ranging reference: from its lowest to its highest.
+REF_LOW_Q, REF_HIGH_Q, REF_KNOTS = 0.02, 0.98, 17
+#: Samples for which auto-ranging rebuilds its reference every time (the window is young).
+WARMUP = 16
+#: How many recent samples auto-ranging looks at to decide that its reference is stale.
+RECENT = 32
+#: When the last RECENT values span less than this share of the reference, it zooms in:
+#: to the last 2 * RECENT values, ZOOM_WIDTH times as wide as they spread.
+ZOOM, ZOOM_WIDTH = 0.1, 3.0
+#: Where a trending signal lands after the reference moved (from the edge it came in by).
+TREND_LAND = 0.15
+#: ... and the reference is sized so that, at its recent rate, the trend crosses it in
+#: about this many samples.
+TREND_PERIOD = 100
+#: A trend that crossed its reference faster than TREND_PERIOD gets the next one sized for
+#: the pace it kept, up to this many times its recent rate.
+MAX_PACE = 8.0
+#: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
+#: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
+#: edge it left by, instead of moving.
+EXPAND_LAND, EXPAND_MAX = 0.75, 2.0
+#: Another exit the same way is a trend unless the signal came back this far past where
+#: the last move put it.
+BACK = 0.35
+#: After an exit, the window's own range is kept when it holds the signal's level at
+#: least this far from its edges.
+EDGE = 0.1
+
+#: Mode codes (the order of :data:`streamsonic.normalize.MODES`).
+AUTO, RANK, ROBUST, MINMAX, ZSCORE = 0, 1, 2, 3, 4
+
+# The header: settings, then the window's counters and sums, then auto-ranging's state.
+_MODE, _WINDOW, _WSECONDS, _EXIT, _LO_Q, _HI_Q, _ZCLIP, _SORTS = range(8)
+_SEQ, _HEAD, _N = 8, 9, 10  # newest sequence number; the window ring's oldest slot, count
+_MINH, _MINN, _MAXH, _MAXN = 11, 12, 13, 14  # the min/max deques' oldest slot, count
+_SHIFT, _SUM, _SUMSQ, _SINCE_REFRESH = 15, 16, 17, 18
+_HAS_KNOTS, _RUN, _SINCE_SNAP, _LAST_EXIT, _CROSSING = 19, 20, 21, 22, 23
+_PACE, _LOW, _HIGH, _LAND = 24, 25, 26, 27
+_OUTH, _OUTN, _RECH, _RECN = 28, 29, 30, 31  # the rings of exits and places: slot, count
+_HEADER = 32
+_KNOTS = _HEADER
+_OUTSIDE = _KNOTS + REF_KNOTS
+_RECENT = _OUTSIDE + RECENT
+_RINGS = _RECENT + RECENT
+
+
+def _layout(window: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """Offsets of the times, values, min deque (seqs, values), max deque (seqs, values)
+    and sorted values, each ``window + 1`` long, and the state's length."""
+    c = window + 1
+    return (_RINGS, _RINGS + c, _RINGS + 2 * c, _RINGS + 3 * c, _RINGS + 4 * c,
+            _RINGS + 5 * c, _RINGS + 6 * c, _RINGS + 7 * c)
+
+
+def new_state(mode: int, window: int, window_seconds: float, lo_q: float, hi_q: float,
+              zclip: float, exit_after: int, sorts: bool) -> np.ndarray:
+    """A fresh normalizer state for a window of ``window`` samples."""
+    s = np.zeros(_layout(window)[-1])
+    s[_MODE], s[_WINDOW], s[_WSECONDS], s[_EXIT] = mode, window, window_seconds, exit_after
+    s[_LO_Q], s[_HI_Q], s[_ZCLIP], s[_SORTS] = lo_q, hi_q, zclip, float(sorts)
+    s[_PACE], s[_LOW], s[_HIGH], s[_LAND] = 1.0, math.inf, -math.inf, 0.5
+    return s
+
+
+def window_values(state: np.ndarray) -> tuple[list[float], list[float]]:
+    """The window's times and values, oldest first."""
+    window = int(state[_WINDOW])
+    times, values = _layout(window)[:2]
+    c, head, n = window + 1, int(state[_HEAD]), int(state[_N])
+    slots = [(head + j) % c for j in range(n)]
+    return ([float(state[times + i]) for i in slots], [float(state[values + i]) for i in slots])
+
+
+def length(state: np.ndarray) -> int:
+    """How many samples the window holds."""
+    return int(state[_N])
+
+
+def extremes(state: np.ndarray) -> tuple[float, float]:
+    """The window's smallest and largest values (the fronts of the min/max deques)."""
+    _, _, _, minval, _, maxval, _, _ = _layout(int(state[_WINDOW]))
+    return float(state[minval + int(state[_MINH])]), float(state[maxval + int(state[_MAXH])])
+
+
+def sums(state: np.ndarray) -> tuple[float, float, float]:
+    """The shift and the sums of (v - shift) and of its square over the window."""
+    return float(state[_SHIFT]), float(state[_SUM]), float(state[_SUMSQ])
+
+
+def set_sums(state: np.ndarray, shift: float, total: float, sumsq: float) -> None:
+    """Replace the sums (a re-summing of the window) and restart the count to the next."""
+    state[_SHIFT], state[_SUM], state[_SUMSQ], state[_SINCE_REFRESH] = shift, total, sumsq, 0.0
+
+
+def sorted_values(state: np.ndarray) -> np.ndarray:
+    """The window's values in ascending order (a view; robust, rank and auto modes)."""
+    srt = _layout(int(state[_WINDOW]))[6]
+    return state[srt:srt + int(state[_N])]
+
+
+def edges(state: np.ndarray) -> tuple[float, float] | None:
+    """The auto-ranging reference's lowest and highest values (None: no reference)."""
+    if state[_HAS_KNOTS] == 0.0:
+        return None
+    return float(state[_KNOTS]), float(state[_KNOTS + REF_KNOTS - 1])
+
+
+# -- small pieces, each as Python computes it -----------------------------------------------
+
+def _tiny_py(a: float, b: float) -> float:
+    """``max(abs(a), abs(b), 1.0) * 1e-12`` (Python's max: the first of the largest)."""
+    m = abs(a)
+    if abs(b) > m:
+        m = abs(b)
+    if m < 1.0:
+        m = 1.0
+    return m * 1e-12
+
+
+def _clip01_py(x: float) -> float:
+    """``min(1.0, max(0.0, x))``."""
+    y = x if x > 0.0 else 0.0
+    return y if y < 1.0 else 1.0
+
+
+def _knot_position_py(s: np.ndarray, k: int, value: float) -> float:
+    """``value`` through the reference whose REF_KNOTS knots start at ``s[k]``."""
+    lo, hi = s[k], s[k + REF_KNOTS - 1]
+    if value > hi:
+        return 1.0 + (value - hi) / (hi - lo)
+    if value < lo:
+        return (value - lo) / (hi - lo)
+    last = REF_KNOTS - 1
+    a, b = 0, REF_KNOTS  # bisect.bisect_right
+    while a < b:
+        mid = (a + b) // 2
+        if value < s[k + mid]:
+            b = mid
+        else:
+            a = mid + 1
+    i = a - 1
+    if i > last - 1:
+        i = last - 1
+    x, y = s[k + i], s[k + i + 1]
+    frac = (value - x) / (y - x) if y > x else 0.5
+    return (i + frac) / last
+
+
+def _knot_value_py(s: np.ndarray, k: int, position: float) -> float:
+    """The value at ``position`` of the reference whose knots start at ``s[k]``."""
+    pos = position * (REF_KNOTS - 1)
+    i = int(pos)
+    if i > REF_KNOTS - 2:
+        i = REF_KNOTS - 2
+    return s[k + i] + (s[k + i + 1] - s[k + i]) * (pos - i)
+
+
+def _quantile_knots_py(src: np.ndarray, start: int, n: int, out: np.ndarray) -> None:
+    """REF_KNOTS values at equal quantile steps from REF_LOW_Q to REF_HIGH_Q of the ``n``
+    ascending values from ``src[start]``, into ``out``."""
+    for k in range(REF_KNOTS):
+        pos = (REF_LOW_Q + (REF_HIGH_Q - REF_LOW_Q) * k / (REF_KNOTS - 1)) * (n - 1)
+        i = int(pos)
+        j = i + 1 if i + 1 < n - 1 else n - 1
+        out[k] = src[start + i] + (src[start + j] - src[start + i]) * (pos - i)
+
+
+def _last_sorted_py(s: np.ndarray, count: int) -> np.ndarray:
+    """The window's last ``count`` values (fewer if it holds fewer), sorted stably (equal
+    values in arrival order, as Python's ``sorted`` leaves them)."""
+    window = int(s[_WINDOW])
+    c = window + 1
+    values = _RINGS + c
+    n = int(s[_N])
+    m = count if count < n else n
+    first = int(s[_HEAD]) + n - m
+    buf = np.empty(m)
+    for t in range(m):
+        v = s[values + (first + t) % c]
+        j = t
+        while j > 0 and buf[j - 1] > v:
+            buf[j] = buf[j - 1]
+            j -= 1
+        buf[j] = v
+    return buf
+
+
+def _sorted4_third_py(s: np.ndarray, values: int, c: int, first: int) -> float:
+    """``sorted(four values from ring slot first)[2]``."""
+    buf = np.empty(4)
+    for t in range(4):
+        v = s[values + (first + t) % c]
+        j = t
+        while j > 0 and buf[j - 1] > v:
+            buf[j] = buf[j - 1]
+            j -= 1
+        buf[j] = v
+    return buf[2]
+
+
+def _set_reference_py(s: np.ndarray, knots: np.ndarray) -> None:
+    s[_KNOTS:_KNOTS + REF_KNOTS] = knots
+    s[_HAS_KNOTS] = 1.0
+    s[_LOW], s[_HIGH] = math.inf, -math.inf
+    s[_RUN] = 0.0
+    s[_SINCE_SNAP] = 0.0
+    s[_OUTH], s[_OUTN] = 0.0, 0.0
+    s[_RECH], s[_RECN] = 0.0, 0.0
+
+
+def _ring_append_py(s: np.ndarray, base: int, hi: int, ni: int, value: float) -> None:
+    """Append to a ring of RECENT slots at ``s[base]`` (a ``deque(maxlen=RECENT)``)."""
+    head, n = int(s[hi]), int(s[ni])
+    if n == RECENT:
+        s[base + head] = value
+        s[hi] = (head + 1) % RECENT
+    else:
+        s[base + (head + n) % RECENT] = value
+        s[ni] = n + 1
+
+
+# -- the reference -------------------------------------------------------------------------
+
+def _snap_py(s: np.ndarray, value: float, centered: bool, land: float, direction: int,
+             widen: bool) -> None:
+    """Rebuild the reference from the window (``_snap`` in tests/normalize_reference.py)."""
+    window = int(s[_WINDOW])
+    c = window + 1
+    n = int(s[_N])
+    knots = np.empty(REF_KNOTS)
+    _quantile_knots(s, _RINGS + 6 * c, n, knots)
+    if knots[REF_KNOTS - 1] - knots[0] <= _tiny(knots[0], knots[REF_KNOTS - 1]):
+        lo = s[_RINGS + 3 * c + int(s[_MINH])]
+        hi = s[_RINGS + 5 * c + int(s[_MAXH])]
+        if hi - lo <= _tiny(lo, hi):
+            s[_HAS_KNOTS] = 0.0  # a constant window: everything plays the middle
+            return
+        for k in range(REF_KNOTS):
+            knots[k] = lo + (hi - lo) * k / (REF_KNOTS - 1)
+    if centered:
+        p = _knot_position(knots, 0, value)
+        if not (p >= EDGE and p <= 1.0 - EDGE):
+            anchor = knots[0] if direction > 0 else knots[REF_KNOTS - 1]
+            inner = _knot_value(knots, 0, 0.5 + direction * (EXPAND_LAND - 0.5))
+            factor = ((value - anchor) / (inner - anchor)
+                      if widen and direction != 0 and inner != anchor else 0.0)
+            if factor >= 1.0 and factor <= EXPAND_MAX:
+                for k in range(REF_KNOTS):
+                    knots[k] = anchor + factor * (knots[k] - anchor)
+            else:
+                shift = value - _knot_value(knots, 0, land)
+                for k in range(REF_KNOTS):
+                    knots[k] = knots[k] + shift
+    _set_reference(s, knots)
+    place = _knot_position(knots, 0, value)  # seen from the edge it left by
+    s[_LAND] = place if direction >= 0 else 1.0 - place
+
+
+def _stretch_for_trend_py(s: np.ndarray, level: float, direction: int) -> None:
+    """Size the reference so that the trend, at its recent rate, takes about
+    TREND_PERIOD samples to cross it (``_stretch_for_trend`` in tests/normalize_reference.py)."""
+    total = int(s[_N])
+    if (total if total < RECENT else RECENT) < 8 or s[_HAS_KNOTS] == 0.0:
+        return
+    # the recent rate: the (upper) median of the newest 4 values against that of 4
+    # values RECENT - 4 samples before them
+    c = int(s[_WINDOW]) + 1
+    values = _RINGS + c
+    head = int(s[_HEAD])
+    n = total if total < RECENT else RECENT
+    newest = _sorted4_third(s, values, c, head + total - 4)
+    oldest = _sorted4_third(s, values, c, head + total - n)
+    rate = abs(newest - oldest) / (n - 4) * s[_PACE]
+    far = s[_KNOTS + REF_KNOTS - 1] if direction > 0 else s[_KNOTS]
+    span = abs(far - level)
+    if rate <= 0.0 or span <= _tiny(far, level):
+        return
+    factor = rate * TREND_PERIOD / span
+    for k in range(REF_KNOTS):
+        s[_KNOTS + k] = level + factor * (s[_KNOTS + k] - level)
+
+
+def _zoom_py(s: np.ndarray, value: float) -> None:
+    """Zoom the reference in to the last ``2 * RECENT`` values (``_zoom`` in
+    tests/normalize_reference.py)."""
+    recent = _last_sorted(s, 2 * RECENT)
+    spread = np.empty(REF_KNOTS)
+    _quantile_knots(recent, 0, len(recent), spread)
+    if spread[REF_KNOTS - 1] - spread[0] <= _tiny(spread[0], spread[REF_KNOTS - 1]):
+        return  # the recent values are all equal: nothing to zoom into
+    place = _clip01(_knot_position(s, _KNOTS, value))
+    mid = _knot_value(spread, 0, 0.5)
+    knots = np.empty(REF_KNOTS)
+    for k in range(REF_KNOTS):
+        knots[k] = ZOOM_WIDTH * (spread[k] - mid)
+    shift = value - _knot_value(knots, 0, place)
+    for k in range(REF_KNOTS):
+        knots[k] = knots[k] + shift
+    if abs(_knot_position(knots, 0, value) - place) > 0.5 / (REF_KNOTS - 1):
+        lo, hi = s[_KNOTS], s[_KNOTS + REF_KNOTS - 1]
+        factor = ZOOM_WIDTH * (spread[REF_KNOTS - 1] - spread[0]) / (hi - lo)
+        if factor >= 1.0:
+            return
+        for k in range(REF_KNOTS):
+            knots[k] = value + factor * (s[_KNOTS + k] - value)
+    _set_reference(s, knots)
+
+
+def _auto_range_py(s: np.ndarray, value: float) -> None:
+    """Keep, move or rebuild the reference after ``value`` joined the window (``_auto_range``
+    in tests/normalize_reference.py)."""
+    if s[_HAS_KNOTS] == 0.0 or int(s[_N]) <= WARMUP:
+        _snap(s, value, False, 0.5, 0, False)
+        return
+    above = value > s[_KNOTS + REF_KNOTS - 1]
+    below = value < s[_KNOTS]
+    run = int(s[_RUN])
+    if above:
+        run = (run if run > 0 else 0) + 1
+    elif below:
+        run = (run if run < 0 else 0) - 1
+    else:
+        run = 0
+    s[_RUN] = run
+    _ring_append(s, _OUTSIDE, _OUTH, _OUTN, 1.0 if above or below else 0.0)
+    since_snap = int(s[_SINCE_SNAP]) + 1
+    s[_SINCE_SNAP] = since_snap
+    exit_after = int(s[_EXIT])
+    if abs(run) >= exit_after:
+        direction = 1 if run > 0 else -1
+        back = (s[_LOW] if direction > 0 else 1.0 - s[_HIGH]) < s[_LAND] - BACK
+        trend = (direction == int(s[_LAST_EXIT]) and since_snap < int(s[_WINDOW])
+                 and not back)
+        land = 0.5 - direction * (0.5 - TREND_LAND) if trend else 0.5
+        if not trend:
+            s[_PACE] = 1.0
+        elif s[_CROSSING] != 0.0:
+            crossed = since_snap - exit_after
+            if crossed < 1:
+                crossed = 1
+            pace = s[_PACE] * TREND_PERIOD / crossed
+            pace = pace if pace > 1.0 else 1.0
+            s[_PACE] = pace if pace < MAX_PACE else MAX_PACE
+        s[_CROSSING] = 1.0 if trend else 0.0
+        last = _last_sorted(s, exit_after)
+        level = last[len(last) // 2]
+        _snap(s, level, True, land, direction, not trend)
+        if trend:
+            _stretch_for_trend(s, level, direction)
+        s[_LAST_EXIT] = direction
+        return
+    place = _clip01(_knot_position(s, _KNOTS, value))
+    _ring_append(s, _RECENT, _RECH, _RECN, place)
+    if place < s[_LOW]:
+        s[_LOW] = place
+    if place > s[_HIGH]:
+        s[_HIGH] = place
+    if since_snap < RECENT:
+        return
+    outside = 0.0
+    for j in range(int(s[_OUTN])):
+        outside += s[_OUTSIDE + j]
+    rh, rn = int(s[_RECH]), int(s[_RECN])
+    top = bottom = s[_RECENT + rh]
+    for j in range(1, rn):
+        x = s[_RECENT + (rh + j) % RECENT]
+        if x > top:
+            top = x
+        if x < bottom:
+            bottom = x
+    if outside > RECENT // 2:
+        _snap(s, value, False, 0.5, 0, False)  # the signal grew wilder: take the window's
+        s[_LAST_EXIT], s[_CROSSING] = 0.0, 0.0
+    elif top - bottom < ZOOM:
+        _zoom(s, value)  # the recent values sit in a sliver of the range: zoom in
+        s[_CROSSING] = 0.0
+
+
+# -- the window ----------------------------------------------------------------------------
+
+def _push_py(s: np.ndarray, time: float, value: float) -> bool:
+    """Add a sample (finite ``value``), evict what fell out of the window, keep the
+    reference (auto mode). True when the caller should re-sum the window now."""
+    window = int(s[_WINDOW])
+    c = window + 1
+    times, values = _RINGS, _RINGS + c
+    minseq, minval, maxseq, maxval = _RINGS + 2 * c, _RINGS + 3 * c, _RINGS + 4 * c, _RINGS + 5 * c
+    srt = _RINGS + 6 * c
+    sorts = s[_SORTS] != 0.0
+    head, n = int(s[_HEAD]), int(s[_N])
+    if n == 0:
+        s[_SHIFT] = value
+    seq = s[_SEQ] + 1.0
+    s[_SEQ] = seq
+    slot = (head + n) % c
+    s[times + slot] = time
+    s[values + slot] = value
+    n += 1
+    # the min deque (increasing values) and the max deque (decreasing values)
+    mh, mn = int(s[_MINH]), int(s[_MINN])
+    while mn > 0 and s[minval + (mh + mn - 1) % c] >= value:
+        mn -= 1
+    s[minseq + (mh + mn) % c] = seq
+    s[minval + (mh + mn) % c] = value
+    mn += 1
+    xh, xn = int(s[_MAXH]), int(s[_MAXN])
+    while xn > 0 and s[maxval + (xh + xn - 1) % c] <= value:
+        xn -= 1
+    s[maxseq + (xh + xn) % c] = seq
+    s[maxval + (xh + xn) % c] = value
+    xn += 1
+    count = n - 1  # sorted values before this one
+    if sorts:  # bisect.insort (to the right of equal values)
+        a, b = 0, count
+        while a < b:
+            mid = (a + b) // 2
+            if value < s[srt + mid]:
+                b = mid
+            else:
+                a = mid + 1
+        for j in range(count, a, -1):
+            s[srt + j] = s[srt + j - 1]
+        s[srt + a] = value
+        count += 1
+    shift = s[_SHIFT]
+    d = value - shift
+    total = s[_SUM] + d
+    sumsq = s[_SUMSQ] + d * d
+    # evict what fell out of the window: by count, and by age when window_seconds is set
+    oldest_seq = seq - window + 1
+    wseconds = s[_WSECONDS]
+    oldest_time = time - wseconds if wseconds > 0 else -math.inf
+    while n > 0 and (seq - n + 1 < oldest_seq or s[times + head] < oldest_time):
+        old_seq = seq - n + 1
+        old = s[values + head]
+        head = (head + 1) % c
+        n -= 1
+        if mn > 0 and s[minseq + mh] <= old_seq:
+            mh = (mh + 1) % c
+            mn -= 1
+        if xn > 0 and s[maxseq + xh] <= old_seq:
+            xh = (xh + 1) % c
+            xn -= 1
+        if sorts:  # del sorted[bisect.bisect_left(sorted, old)]
+            a, b = 0, count
+            while a < b:
+                mid = (a + b) // 2
+                if s[srt + mid] < old:
+                    a = mid + 1
+                else:
+                    b = mid
+            for j in range(a, count - 1):
+                s[srt + j] = s[srt + j + 1]
+            count -= 1
+        d = old - shift
+        total -= d
+        sumsq -= d * d
+    s[_HEAD], s[_N] = head, n
+    s[_MINH], s[_MINN], s[_MAXH], s[_MAXN] = mh, mn, xh, xn
+    s[_SUM], s[_SUMSQ] = total, sumsq
+    since = s[_SINCE_REFRESH] + 1.0
+    s[_SINCE_REFRESH] = since
+    if int(s[_MODE]) == AUTO:
+        _auto_range(s, value)
+    return since >= 4 * window
+
+
+# -- mapping -------------------------------------------------------------------------------
+
+def _zscore_py(s: np.ndarray, value: float) -> float:
+    """Deviation of ``value`` from the rolling mean, in standard deviations."""
+    n = int(s[_N])
+    if n < 2:
+        return 0.0
+    m = s[_SUM] / n
+    var = s[_SUMSQ] / n - m * m
+    sd = math.sqrt(0.0 if var < 0.0 else var)  # Python's max(var, 0.0)
+    mean = s[_SHIFT] + s[_SUM] / n
+    diff = value - mean
+    a = abs(mean)
+    scale = (1.0 if a < 1.0 else a) * 1e-12
+    if sd <= scale:
+        return 0.0 if abs(diff) <= scale else math.copysign(math.inf, diff)
+    return diff / sd
+
+
+def _percentile_py(s: np.ndarray, srt: int, n: int, q: float) -> float:
+    pos = q * (n - 1)
+    i = int(pos)
+    if i + 1 >= n:
+        return s[srt + n - 1]
+    return s[srt + i] + (s[srt + i + 1] - s[srt + i]) * (pos - i)
+
+
+def _normalize_py(s: np.ndarray, value: float) -> float:
+    """``value`` mapped into 0..1 relative to the current window."""
+    n = int(s[_N])
+    if n == 0:
+        return MIDDLE
+    mode = int(s[_MODE])
+    if mode == AUTO:
+        return _clip01(_knot_position(s, _KNOTS, value)) if s[_HAS_KNOTS] != 0.0 else MIDDLE
+    c = int(s[_WINDOW]) + 1
+    srt = _RINGS + 6 * c
+    if mode == RANK:
+        if n < 2:
+            return MIDDLE
+        a, b = 0, n  # bisect_left
+        while a < b:
+            mid = (a + b) // 2
+            if s[srt + mid] < value:
+                a = mid + 1
+            else:
+                b = mid
+        below = a
+        a, b = 0, n  # bisect_right
+        while a < b:
+            mid = (a + b) // 2
+            if value < s[srt + mid]:
+                b = mid
+            else:
+                a = mid + 1
+        equal = a - below
+        if equal == n:
+            return MIDDLE
+        return _clip01((below + (equal - 1) / 2) / (n - 1))
+    if mode == ZSCORE:
+        z = _zscore(s, value)
+        if math.isnan(z):
+            return MIDDLE
+        zclip = s[_ZCLIP]
+        z = z if z < zclip else zclip
+        z = z if z > -zclip else -zclip
+        return (z + zclip) / (2 * zclip)
+    lo = s[_RINGS + 3 * c + int(s[_MINH])]
+    hi = s[_RINGS + 5 * c + int(s[_MAXH])]
+    if mode == ROBUST and n >= 3:
+        p_lo = _percentile(s, srt, n, s[_LO_Q])
+        p_hi = _percentile(s, srt, n, s[_HI_Q])
+        if p_hi - p_lo > _tiny(p_lo, p_hi):
+            lo, hi = p_lo, p_hi
+    if hi - lo <= _tiny(lo, hi):
+        return MIDDLE
+    return _clip01((value - lo) / (hi - lo))
+
+
+def _position_py(s: np.ndarray, value: float) -> float:
+    """Where ``value`` lies in the ordinary range (auto: beyond 0..1 outside it)."""
+    if int(s[_MODE]) != AUTO:
+        return _normalize(s, value)
+    return _knot_position(s, _KNOTS, value) if s[_HAS_KNOTS] != 0.0 else MIDDLE
+
+
+if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
+    _tiny, _clip01, _knot_position, _knot_value = (
+        _tiny_py, _clip01_py, _knot_position_py, _knot_value_py)
+    _quantile_knots, _last_sorted, _sorted4_third = (
+        _quantile_knots_py, _last_sorted_py, _sorted4_third_py)
+    _set_reference, _ring_append, _snap, _stretch_for_trend, _zoom, _auto_range = (
+        _set_reference_py, _ring_append_py, _snap_py, _stretch_for_trend_py, _zoom_py,
+        _auto_range_py)
+    _zscore, _percentile, _normalize = _zscore_py, _percentile_py, _normalize_py
+    push: Any = _push_py
+    position: Any = _position_py
+    normalize: Any = _normalize_py
+    zscore: Any = _zscore_py
+else:
+    from streamsonic.model.kernels import jit  # numba: compiled at first use, or cached
+
+    def _inline(fn: Any) -> Any:
+        return jit(fn, fastmath=False, inline="always")
+
+    _tiny, _clip01 = _inline(_tiny_py), _inline(_clip01_py)
+    _knot_position, _knot_value = _inline(_knot_position_py), _inline(_knot_value_py)
+    _quantile_knots, _ring_append = _inline(_quantile_knots_py), _inline(_ring_append_py)
+    _set_reference, _percentile = _inline(_set_reference_py), _inline(_percentile_py)
+    _last_sorted = jit(_last_sorted_py, fastmath=False)
+    _sorted4_third = jit(_sorted4_third_py, fastmath=False)
+    _snap = jit(_snap_py, fastmath=False)
+    _stretch_for_trend = jit(_stretch_for_trend_py, fastmath=False)
+    _zoom = jit(_zoom_py, fastmath=False)
+    _auto_range = jit(_auto_range_py, fastmath=False)
+    _zscore = jit(_zscore_py, fastmath=False)
+    _normalize = jit(_normalize_py, fastmath=False)
+    push = jit(_push_py, fastmath=False)
+    position = jit(_position_py, fastmath=False)
+    normalize = _normalize
+    zscore = _zscore
