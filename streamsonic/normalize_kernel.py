@@ -597,13 +597,15 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
 else:
     from streamsonic.model.kernels import jit  # numba: compiled at first use, or cached
 
-    def _inline(fn: Any) -> Any:
-        return jit(fn, fastmath=False, inline="always")
-
-    _tiny, _clip01 = _inline(_tiny_py), _inline(_clip01_py)
-    _knot_position, _knot_value = _inline(_knot_position_py), _inline(_knot_value_py)
-    _quantile_knots, _ring_append = _inline(_quantile_knots_py), _inline(_ring_append_py)
-    _set_reference, _percentile = _inline(_set_reference_py), _inline(_percentile_py)
+    # Each piece is its own compiled function (inlined by LLVM where it pays; numba's
+    # inline="always" ran no faster here and compiled push 0.6 s slower, without a cache).
+    _tiny, _clip01 = jit(_tiny_py, fastmath=False), jit(_clip01_py, fastmath=False)
+    _knot_position = jit(_knot_position_py, fastmath=False)
+    _knot_value = jit(_knot_value_py, fastmath=False)
+    _quantile_knots = jit(_quantile_knots_py, fastmath=False)
+    _ring_append = jit(_ring_append_py, fastmath=False)
+    _set_reference = jit(_set_reference_py, fastmath=False)
+    _percentile = jit(_percentile_py, fastmath=False)
     _last_sorted = jit(_last_sorted_py, fastmath=False)
     _sorted4_third = jit(_sorted4_third_py, fastmath=False)
     _snap = jit(_snap_py, fastmath=False)
