@@ -15,6 +15,15 @@ timer of the clock, for the earliest of them: a message costs a heap entry, not 
 note-off cancelled by the stream's next note is only forgotten. Messages due together go out
 in the order they were scheduled (a stream's note_off before its next note_on at the same
 time). The same note_on/note_off messages are reused (sinks only read them).
+
+Sinks that take no channel messages (``Sink.channel_messages`` False: the events and MQTT
+outputs, which log notes) get only ``Sink.note`` at each note's start. A note's messages go
+to the sinks that take them at the time it is played, and its note-off (at its end, or
+earlier when the stream's next note starts or the stream is released) to those same sinks
+only: a sink added while the note sounds gets neither. When no sink takes channel messages,
+a note queues nothing: the scheduler only remembers when it ends (``idle`` and ``end_time``
+count it until then, as if its note-off were owed; one more clock timer, for the last of
+those ends, runs the clock through them as through note-offs).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import mido
@@ -103,20 +112,28 @@ MESSAGE_CACHE = 4096
 #: the live ones (and more than twice as many).
 COMPACT_SLACK = 4096
 
-# A message owed to a sink: (sink, message, its time, the note it starts, the stream whose
-# note it ends).
-_Owed = tuple[Sink, mido.Message, float, NoteEvent | None, str | None]
+#: Notes remembered past their end (when no sink took their note-off) before the ended ones
+#: are forgotten; then again when twice as many as are left.
+SOUNDING_SLACK = 4096
+
+# A message owed to a sink: (sink, message (None: only the note, for a sink that takes no
+# channel messages), its time, the note it starts, the stream whose note it ends).
+_Owed = tuple[Sink, mido.Message | None, float, NoteEvent | None, str | None]
+
+_NO_KEYS: tuple[int, ...] = ()
 
 
 class _Sounding:
-    __slots__ = ("channel", "keys", "off_time", "pitch", "start")
+    __slots__ = ("channel", "keys", "off_time", "pitch", "sinks", "start")
 
-    def __init__(self, channel: int, pitch: int, off_time: float, start: float) -> None:
+    def __init__(self, channel: int, pitch: int, off_time: float, start: float,
+                 sinks: tuple[Sink, ...], keys: Sequence[int]) -> None:
         self.channel = channel
         self.pitch = pitch
         self.off_time = off_time
         self.start = start
-        self.keys: list[int] = []  # its note_off's entries in the scheduler's queue
+        self.sinks = sinks  # the sinks that got its note_on (and owe its note_off)
+        self.keys = keys  # its note_off's entries in the scheduler's queue
 
 
 class Scheduler:
@@ -130,12 +147,17 @@ class Scheduler:
         earcon: Earcon | None = None,
     ) -> None:
         self.clock = clock
-        self.sinks = list(sinks)
+        self.sinks = sinks
         self.earcon = earcon  # played after each accented note (None: no earcons)
         self.earcons = 0
-        self.latency = max((s.lookahead for s in self.sinks), default=0.0)
         self._on_idle = on_idle
         self._sounding: dict[str, _Sounding] = {}
+        # The latest end of a note no sink owes a note-off (a bound: release shortens notes),
+        # and the clock's timer for it (the clock runs through the notes' ends as through
+        # their note-offs)
+        self._unowed_end = -math.inf
+        self._quiet: Handle | None = None
+        self._forget_at = SOUNDING_SLACK  # len(_sounding) that has the ended ones forgotten
         self._programs: dict[int, int] = {}
         self._pans: dict[int, int] = {}
         # What is owed, by key; the queue holds (time to hand over, key), cancelled keys
@@ -152,32 +174,71 @@ class Scheduler:
         self.notes_out: Counter[str] = Counter()
 
     @property
+    def sinks(self) -> list[Sink]:
+        """The outputs played to, in order."""
+        return self._sinks
+
+    @sinks.setter
+    def sinks(self, sinks: list[Sink]) -> None:
+        self._sinks = list(sinks)
+        self._senders = tuple(s for s in self._sinks if s.channel_messages)
+        self._loggers = tuple(s for s in self._sinks if not s.channel_messages)
+        self.latency = max((s.lookahead for s in self._sinks), default=0.0)
+
+    @property
     def idle(self) -> bool:
-        """No message is waiting to be sent."""
-        return not self._pending
+        """No message is waiting to be sent, and no note that no sink owes a note-off (no
+        sink takes channel messages) is sounding."""
+        if self._pending:
+            return False
+        now = self.clock.time()
+        return self._unowed_until(now) <= now
 
     @property
     def end_time(self) -> float:
         """When the last scheduled note-off happens (the clock's now if none)."""
-        return max((s.off_time for s in self._sounding.values()), default=self.clock.time())
+        now = self.clock.time()
+        return max((s.off_time for s in self._sounding.values() if s.keys or s.off_time > now),
+                   default=now)
 
     def play(self, note: NoteEvent) -> None:
         """Schedule ``note`` at ``note.start`` (clock time)."""
         start = note.start
-        previous = self._sounding.pop(note.stream, None)
+        stream = note.stream
+        now = self.clock.time()
+        sounding = self._sounding
+        previous = sounding.pop(stream, None)
         if previous is not None and previous.off_time > start:
             for key in previous.keys:
                 self._pending.pop(key, None)
-            self._dispatch(self._off(previous.channel, previous.pitch), start)
+            if previous.sinks:
+                self._dispatch(self._off(previous.channel, previous.pitch), start, now,
+                               previous.sinks)
         channel, pitch = note.channel, note.pitch
         if self._programs.get(channel) != note.program or (
                 note.pan is not None and self._pans.get(channel) != note.pan):
             self._setup_channel(channel, note.program, note.pan, start)
-        self._dispatch(self._on(channel, pitch, note.velocity), start, note)
         off_time = start + note.duration
-        sounding = _Sounding(channel, pitch, off_time, start)
-        sounding.keys = self._dispatch(self._off(channel, pitch), off_time, stream=note.stream)
-        self._sounding[note.stream] = sounding
+        senders = self._senders
+        keys: Sequence[int]
+        if senders:
+            self._dispatch(self._on(channel, pitch, note.velocity), start, now, senders, note)
+            keys = self._dispatch(self._off(channel, pitch), off_time, now, senders,
+                                  stream=stream)
+        else:
+            keys = _NO_KEYS
+            if off_time > self._unowed_end:
+                self._unowed_end = off_time
+                if self._quiet is None:
+                    self._quiet = self.clock.call_at(off_time, self._quiet_down)
+        for sink in self._loggers:
+            if start - sink.lookahead <= now:
+                self._deliver(sink, None, start, note, None)
+            else:
+                self._queue_owed(start - sink.lookahead, (sink, None, start, note, None))
+        sounding[stream] = _Sounding(channel, pitch, off_time, start, senders, keys)
+        if len(sounding) > self._forget_at:
+            self._unowed_until(now)
         if note.accent and self.earcon is not None:
             self._play_earcon(self.earcon, note, start)
 
@@ -194,8 +255,43 @@ class Scheduler:
             return False
         for key in sounding.keys:
             self._pending.pop(key, None)
-        self._dispatch(self._off(sounding.channel, sounding.pitch), at)
+        if sounding.sinks:
+            self._dispatch(self._off(sounding.channel, sounding.pitch), at, self.clock.time(),
+                           sounding.sinks)
+        else:  # no sink owes its note-off: it ends at ``at``
+            sounding.off_time = at
+            self._sounding[stream] = sounding
         return True
+
+    def _quiet_down(self) -> None:
+        """The timer for the end of the notes no sink owes a note-off: again for a later
+        end, else they have all ended."""
+        self._quiet = None
+        now = self.clock.time()
+        if self._unowed_end > now:
+            self._quiet = self.clock.call_at(self._unowed_end, self._quiet_down)
+        elif not self._pending and self._on_idle is not None:
+            self._on_idle()
+
+    def _unowed_until(self, now: float) -> float:
+        """When the last note that no sink owes a note-off ends (-inf if none); forgets the
+        notes that ended with no note-off queued (their sinks had them at once, or none
+        owed them)."""
+        if self._unowed_end <= now and len(self._sounding) <= self._forget_at:
+            return self._unowed_end
+        end = -math.inf
+        ended = []
+        for stream, s in self._sounding.items():
+            if s.off_time <= now:
+                if not s.keys:  # nothing queued that would forget it
+                    ended.append(stream)
+            elif not s.sinks:
+                end = max(end, s.off_time)
+        for stream in ended:
+            del self._sounding[stream]
+        self._unowed_end = end
+        self._forget_at = max(2 * len(self._sounding), SOUNDING_SLACK)
+        return end
 
     def _on(self, channel: int, pitch: int, velocity: int) -> mido.Message:
         """The note_on message (reused; NoteEvent checked its fields when it was made, so
@@ -218,48 +314,59 @@ class Scheduler:
         return msg
 
     def _setup_channel(self, channel: int, program: int, pan: int | None, when: float) -> None:
-        """Program change and pan (CC 10) for ``channel``, when they differ from the last."""
+        """Program change and pan (CC 10) for ``channel``, when they differ from the last
+        (remembered without a sink that takes them, for a sink added later)."""
+        now = self.clock.time()
         if self._programs.get(channel) != program:
             self._programs[channel] = program
             self._dispatch(mido.Message("program_change", skip_checks=True, channel=channel,
-                                        program=program), when)
+                                        program=program), when, now, self._senders)
         if pan is not None and self._pans.get(channel) != pan:
             self._pans[channel] = pan
             self._dispatch(mido.Message("control_change", skip_checks=True, channel=channel,
-                                        control=CC_PAN, value=pan), when)
+                                        control=CC_PAN, value=pan), when, now, self._senders)
 
     def _play_earcon(self, earcon: Earcon, note: NoteEvent, start: float) -> None:
         at = start + earcon.delay
         pitch = earcon.note_for(note.direction)
         self._setup_channel(earcon.channel, earcon.program, None, at)
-        self._dispatch(mido.Message("note_on", channel=earcon.channel, note=pitch,
-                                    velocity=earcon.velocity), at)
-        self._dispatch(self._off(earcon.channel, pitch), at + earcon.length)
+        if self._senders:
+            now = self.clock.time()
+            self._dispatch(mido.Message("note_on", channel=earcon.channel, note=pitch,
+                                        velocity=earcon.velocity), at, now, self._senders)
+            self._dispatch(self._off(earcon.channel, pitch), at + earcon.length, now,
+                           self._senders)
         self.earcons += 1
 
     def _dispatch(
         self,
         msg: mido.Message,
         when: float,
+        now: float,
+        sinks: tuple[Sink, ...],
         note: NoteEvent | None = None,
         stream: str | None = None,
     ) -> list[int]:
-        """Hand ``msg`` (due at ``when``) to every sink now, or queue it for the time each
-        sink takes it (``when - lookahead``); returns the keys of the queued entries."""
+        """Hand ``msg`` (due at ``when``) to each of ``sinks`` now, or queue it for the time
+        each sink takes it (``when - lookahead``); returns the keys of the queued entries.
+        ``stream``: the stream whose note the note_off ``msg`` ends."""
         keys: list[int] = []
-        now = self.clock.time()
-        for sink in self.sinks:
+        for sink in sinks:
             at = when - sink.lookahead
             if at <= now:
                 self._deliver(sink, msg, when, note, stream)
-                continue
-            key = next(self._ids)
-            self._pending[key] = (sink, msg, when, note, stream)
-            heapq.heappush(self._queue, (at, key))
-            keys.append(key)
-            if at < self._timer_at:
-                self._arm(at)
+            else:
+                keys.append(self._queue_owed(at, (sink, msg, when, note, stream)))
         return keys
+
+    def _queue_owed(self, at: float, owed: _Owed) -> int:
+        """Queue ``owed`` for handing over at ``at``; returns its key."""
+        key = next(self._ids)
+        self._pending[key] = owed
+        heapq.heappush(self._queue, (at, key))
+        if at < self._timer_at:
+            self._arm(at)
+        return key
 
     def _arm(self, at: float) -> None:
         """The clock's timer for the queue's earliest entry, due at ``at``."""
@@ -287,23 +394,24 @@ class Scheduler:
             heapq.heappop(queue)
         if queue:
             self._arm(queue[0][0])
-        elif not pending and self._on_idle is not None:
+        elif not pending and self._quiet is None and self._on_idle is not None:
             self._on_idle()
 
     def _deliver(
-        self, sink: Sink, msg: mido.Message, when: float, note: NoteEvent | None,
+        self, sink: Sink, msg: mido.Message | None, when: float, note: NoteEvent | None,
         stream: str | None,
     ) -> None:
         if sink.closed:
             return
         try:
-            sink.send(msg, when)
+            if msg is not None:
+                sink.send(msg, when)
             if note is not None:
                 sink.note(note)
                 self.notes_out[sink.name] += 1
         except Exception as err:  # one failing output must not take the others down
             self._drop(sink, err)
-        if stream is not None and msg.type == "note_off":
+        if stream is not None:  # the note_off of the stream's note
             current = self._sounding.get(stream)
             if current is not None and current.off_time <= when:
                 del self._sounding[stream]
@@ -321,8 +429,9 @@ class Scheduler:
     def add_sink(self, sink: Sink) -> None:
         """Start sending to ``sink`` too (a reload opened it): it gets every channel's
         program and pan first, then the notes that start from now on."""
-        self.sinks.append(sink)
-        self.latency = max((s.lookahead for s in self.sinks), default=0.0)
+        self.sinks = [*self.sinks, sink]
+        if not sink.channel_messages:
+            return
         when = self.clock.time() + sink.lookahead
         for channel, program in sorted(self._programs.items()):
             self._deliver(sink, mido.Message("program_change", channel=channel,
@@ -335,7 +444,6 @@ class Scheduler:
         """Stop sending to ``sink`` and close it (its sounding notes are released); what
         was scheduled for it is skipped. A failure to close is logged and remembered."""
         self.sinks = [s for s in self.sinks if s is not sink]
-        self.latency = max((s.lookahead for s in self.sinks), default=0.0)
         self._close_sink(sink)
 
     def tick(self) -> None:
@@ -353,6 +461,9 @@ class Scheduler:
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_at = None, math.inf
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = None
         self._pending.clear()
         self._queue.clear()
         self._sounding.clear()

@@ -26,7 +26,8 @@ CC_ALL_NOTES_OFF = 123
 class Sink(ABC):
     """An output for timed MIDI messages.
 
-    ``send(msg, time)`` is called by the scheduler in time order. ``time`` is in seconds on
+    ``send(msg, time)`` is called by the scheduler in time order (for a sink with
+    ``channel_messages`` True; every sink gets ``note``). ``time`` is in seconds on
     the scheduler's clock (``time.monotonic()`` for live runs, seconds from 0 for offline
     renders). A sink with ``lookahead > 0`` receives each message up to that many seconds
     before its time and must place it at ``time`` itself (audio sinks do this to render
@@ -35,6 +36,11 @@ class Sink(ABC):
 
     #: Seconds before its time that the scheduler hands a message to this sink.
     lookahead: float = 0.0
+    #: Whether this sink takes channel messages (``send``: note_on/note_off, program and
+    #: control changes). A sink that only logs notes (:meth:`note`) sets it False: the
+    #: scheduler then calls only its ``note``, at the note's start, and owes it no note-offs
+    #: (when no sink takes them, a note costs no message scheduling at all).
+    channel_messages: bool = True
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -59,7 +65,8 @@ class Sink(ABC):
         return {}
 
     def note(self, event: NoteEvent) -> None:  # noqa: B027 - optional hook
-        """Called once per note when its note_on is sent; sinks that log notes override it."""
+        """Called once per note at its start (right after its note_on, for a sink that takes
+        channel messages); sinks that log notes override it."""
 
     def tick(self, now: float) -> None:  # noqa: B027 - optional hook
         """Called about once a second by the live daemon with the scheduler clock's time, in
@@ -70,19 +77,21 @@ class Sink(ABC):
         """Send one channel message at ``time``; tracks sounding notes for ``panic``."""
         if self.closed:
             raise OutputError(f"output {self.name!r} is closed; cannot send {msg.type}")
-        if hasattr(msg, "channel"):
-            self._channels.add(msg.channel)
-        if msg.type == "note_on" and msg.velocity > 0:
+        kind = msg.type
+        if kind in {"note_on", "note_off"}:
             key = (msg.channel, msg.note)
-            self._sounding[key] = self._sounding.get(key, 0) + 1
-        elif msg.type in ("note_on", "note_off"):
-            key = (msg.channel, msg.note)
-            left = self._sounding.get(key, 0) - 1
-            if left > 0:
-                self._sounding[key] = left
+            self._channels.add(key[0])
+            sounding = self._sounding
+            if kind == "note_on" and msg.velocity > 0:
+                sounding[key] = sounding.get(key, 0) + 1
             else:
-                self._sounding.pop(key, None)
-        self._last_time = max(self._last_time, time)
+                left = sounding.pop(key, 0) - 1
+                if left > 0:
+                    sounding[key] = left
+        elif hasattr(msg, "channel"):
+            self._channels.add(msg.channel)
+        if time > self._last_time:  # noqa: PLR1730 - a call of max() costs a third of send
+            self._last_time = time
         self._send(msg, time)
 
     @property

@@ -91,6 +91,8 @@ class EventsSink(Sink):
     ``tail -f | streamsonic --output events`` streams; ``flush_delay <= 0``: each note at
     once."""
 
+    channel_messages = False  # only notes are printed
+
     def __init__(self, stream: TextIO | None = None, flush_delay: float = FLUSH_DELAY) -> None:
         super().__init__("events")
         self._out = stream if stream is not None else sys.stdout

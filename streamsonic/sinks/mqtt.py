@@ -48,6 +48,8 @@ MAX_QUEUED = 10000
 class MqttSink(Sink):
     """Publishes NoteEvents as JSON; ignores raw channel messages."""
 
+    channel_messages = False  # only notes are published
+
     def __init__(self, prefix: str, url: BrokerUrl, config: Config) -> None:
         super().__init__(f"mqtt:{prefix}")
         self.prefix = prefix
