@@ -168,6 +168,22 @@ def stream_seed(seed: int, stream: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(stream.encode("utf-8"))) & 0xFFFFFFFF
 
 
+#: Values a warm-up stream plays (:func:`warm_up`): a rise, a leap, a spike and a drop, so
+#: that the normalizer, the anomaly scorer, the phrase search and the choice all run.
+WARM_UP_VALUES = (1.0, 2.0, 3.0, 2.5, 9.0, 2.0, 40.0, 1.0, -30.0, 2.0)
+
+
+def warm_up(config: Config, stepper: Stepper, encoding: PitchEncoding) -> None:
+    """Play a few samples on a scratch conductor sharing ``stepper``, so that the compiled
+    kernels a stream's first samples call (normalizer, anomaly scorer, phrase search,
+    choice) are loaded before the first real one: the first call of each reads it from
+    numba's cache (about 35 ms in all, measured), which would delay the first note."""
+    scratch = Conductor(config, stepper, encoding)
+    for i, value in enumerate(WARM_UP_VALUES):
+        sample = Sample("warm-up", float(i), value)
+        scratch.play([Cue(sample, float(i), reading=scratch.observe(sample))])
+
+
 class Conductor:
     """Turns cues into notes for many streams, batching the LSTM steps."""
 

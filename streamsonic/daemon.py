@@ -228,7 +228,7 @@ class Daemon:
         source = (self.open_input(self.config) if self.open_input is not None
                   else open_source(self.config, play_notes=self.play_notes))
         self.notifier.status("loading the model")
-        from streamsonic.conductor import Conductor  # noqa: PLC0415 - torch import
+        from streamsonic.conductor import Conductor, warm_up  # noqa: PLC0415 - torch import
         from streamsonic.engine import Engine  # noqa: PLC0415
         from streamsonic.model.loader import load_pitch_model  # noqa: PLC0415
         from streamsonic.scheduler import Scheduler  # noqa: PLC0415
@@ -242,6 +242,7 @@ class Daemon:
             stepper, encoding = load_temporal_model(self.config)
         else:
             stepper, encoding, _ = load_pitch_model(self.config.model)
+        warm_up(self.config, stepper, encoding)  # before READY: no first note comes late
         conductor = Conductor(self.config, stepper, encoding)
         try:
             self._start_metrics(self.config.metrics.listen, conductor)
