@@ -320,3 +320,15 @@ def test_metrics_of_the_workers_add_up(tmp_path: Path) -> None:
         assert daemon.finish() == 0, "".join(daemon.log)
     finally:
         daemon.finish()
+
+
+def test_check_config_refuses_what_workers_cannot_do(tmp_path: Path) -> None:
+    """check-config says at once what the daemon would refuse at start (exit 78)."""
+    bad, good = tmp_path / "bad.toml", tmp_path / "good.toml"
+    bad.write_text('[daemon]\nworkers = 2\n[output]\ntargets = ["events", "file:x.mid"]\n')
+    good.write_text('[daemon]\nworkers = 2\n[output]\ntargets = ["events"]\n')
+    run = [sys.executable, "-m", "streamsonic", "check-config"]
+    refused = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=WAIT)
+    assert refused.returncode == 78
+    assert f"{bad}: daemon.workers = 2" in refused.stderr and "file:x.mid" in refused.stderr
+    assert subprocess.run([*run, str(good)], capture_output=True, timeout=WAIT).returncode == 0

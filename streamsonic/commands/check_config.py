@@ -67,11 +67,19 @@ def check(path: Path | None) -> Config:
     from streamsonic.outputs import parse_output  # noqa: PLC0415
 
     where = str(path) if path is not None else "defaults"
+    specs = []
     for target in config.output.targets:
         try:
-            parse_output(target)
+            specs.append(parse_output(target))
         except UsageError as err:
             raise ConfigError(f"{where}: output.targets: {err}") from None
+    if config.daemon.workers > 1:  # what the daemon would refuse at start
+        from streamsonic.workers import check_workers  # noqa: PLC0415
+
+        try:
+            check_workers(config, specs)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
     return config
 
 
