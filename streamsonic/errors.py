@@ -115,3 +115,6 @@ class TrainingError(StreamsonicError):
 
 #: Exit status for an interrupted command (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit status of a daemon whose worker process (``daemon.workers``) was killed by a signal
+#: (EX_SOFTWARE: an internal failure; a supervisor restarts it).
+EXIT_WORKER_KILLED = 70

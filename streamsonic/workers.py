@@ -54,7 +54,13 @@ from typing import TYPE_CHECKING, Any
 
 from streamsonic import logs
 from streamsonic.config import Config, find_config_file, load_config
-from streamsonic.errors import EXIT_INTERRUPTED, ConfigError, SourceError, StreamsonicError
+from streamsonic.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_WORKER_KILLED,
+    ConfigError,
+    SourceError,
+    StreamsonicError,
+)
 from streamsonic.events import Holding, NoteEvent, Receipt, Sample, Source
 from streamsonic.outputs import OutputSpec
 from streamsonic.sdnotify import ENV_SOCKET, Notifier, watchdog_interval
@@ -529,7 +535,7 @@ class Router:
         failed = [s for s in statuses if s not in (0, None, -signal.SIGTERM, -signal.SIGINT)]
         if failed:
             code = failed[0]
-            return code if code is not None and code > 0 else 70  # killed by a signal
+            return code if code is not None and code > 0 else EXIT_WORKER_KILLED
         return status
 
     async def _finish(self) -> list[int | None]:
