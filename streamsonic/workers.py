@@ -431,6 +431,8 @@ class Router:
             self.notifier.stopping("stopping")
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if self.workers:  # after a failure too: each stops cleanly, then what is left dies
+                await self._finish()
             await self._kill_all()
             if self.metrics is not None:
                 self.metrics.close()

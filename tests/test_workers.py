@@ -334,3 +334,16 @@ def test_check_config_refuses_what_workers_cannot_do(tmp_path: Path) -> None:
     assert f"{bad}: daemon.workers = 2" in refused.stderr and "file:x.mid" in refused.stderr
     passed = subprocess.run([*run, str(good)], check=False, capture_output=True, timeout=WAIT)
     assert passed.returncode == 0
+
+
+def test_a_failed_source_stops_the_workers_cleanly() -> None:
+    """The broker cannot be reached within mqtt.connect_timeout: the daemon exits 69 with one
+    error line, and each worker stops as on SIGTERM (its stop line), not killed."""
+    proc = start(["--output", "events", "--workers", "2", "--mqtt", "mqtt://127.0.0.1:1",
+                  "--topic", "x", "--set", "mqtt.connect_timeout=1"])
+    _, err = proc.communicate(timeout=WAIT)
+    text = err.decode()
+    assert proc.returncode == 69, text
+    assert "worker 1/2: stopped:" in text and "worker 2/2: stopped:" in text
+    assert "killed" not in text
+    assert text.count("streamsonic: error:") == 1
