@@ -153,6 +153,30 @@ def _clip01_py(x: float) -> float:
     return y if y < 1.0 else 1.0
 
 
+def _bisect_right_py(s: np.ndarray, start: int, n: int, value: float) -> int:
+    """``bisect.bisect_right`` in ``s[start:start + n]`` (sorted): past equal values."""
+    a, b = 0, n
+    while a < b:
+        mid = (a + b) // 2
+        if value < s[start + mid]:
+            b = mid
+        else:
+            a = mid + 1
+    return a
+
+
+def _bisect_left_py(s: np.ndarray, start: int, n: int, value: float) -> int:
+    """``bisect.bisect_left`` in ``s[start:start + n]`` (sorted): before equal values."""
+    a, b = 0, n
+    while a < b:
+        mid = (a + b) // 2
+        if s[start + mid] < value:
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
 def _knot_position_py(s: np.ndarray, k: int, value: float) -> float:
     """``value`` through the reference whose REF_KNOTS knots start at ``s[k]``."""
     lo, hi = s[k], s[k + REF_KNOTS - 1]
@@ -161,14 +185,7 @@ def _knot_position_py(s: np.ndarray, k: int, value: float) -> float:
     if value < lo:
         return (value - lo) / (hi - lo)
     last = REF_KNOTS - 1
-    a, b = 0, REF_KNOTS  # bisect.bisect_right
-    while a < b:
-        mid = (a + b) // 2
-        if value < s[k + mid]:
-            b = mid
-        else:
-            a = mid + 1
-    i = a - 1
+    i = _bisect_right(s, k, REF_KNOTS, value) - 1
     if i > last - 1:
         i = last - 1
     x, y = s[k + i], s[k + i + 1]
@@ -441,13 +458,7 @@ def _push_py(s: np.ndarray, time: float, value: float) -> bool:
     xn += 1
     count = n - 1  # sorted values before this one
     if sorts:  # bisect.insort (to the right of equal values)
-        a, b = 0, count
-        while a < b:
-            mid = (a + b) // 2
-            if value < s[srt + mid]:
-                b = mid
-            else:
-                a = mid + 1
+        a = _bisect_right(s, srt, count, value)
         for j in range(count, a, -1):
             s[srt + j] = s[srt + j - 1]
         s[srt + a] = value
@@ -472,13 +483,7 @@ def _push_py(s: np.ndarray, time: float, value: float) -> bool:
             xh = (xh + 1) % c
             xn -= 1
         if sorts:  # del sorted[bisect.bisect_left(sorted, old)]
-            a, b = 0, count
-            while a < b:
-                mid = (a + b) // 2
-                if s[srt + mid] < old:
-                    a = mid + 1
-                else:
-                    b = mid
+            a = _bisect_left(s, srt, count, old)
             for j in range(a, count - 1):
                 s[srt + j] = s[srt + j + 1]
             count -= 1
@@ -535,22 +540,8 @@ def _normalize_py(s: np.ndarray, value: float) -> float:
     if mode == RANK:
         if n < 2:
             return MIDDLE
-        a, b = 0, n  # bisect_left
-        while a < b:
-            mid = (a + b) // 2
-            if s[srt + mid] < value:
-                a = mid + 1
-            else:
-                b = mid
-        below = a
-        a, b = 0, n  # bisect_right
-        while a < b:
-            mid = (a + b) // 2
-            if value < s[srt + mid]:
-                b = mid
-            else:
-                a = mid + 1
-        equal = a - below
+        below = _bisect_left(s, srt, n, value)
+        equal = _bisect_right(s, srt, n, value) - below
         if equal == n:
             return MIDDLE
         return _clip01((below + (equal - 1) / 2) / (n - 1))
@@ -584,6 +575,7 @@ def _position_py(s: np.ndarray, value: float) -> float:
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _tiny, _clip01, _knot_position, _knot_value = (
         _tiny_py, _clip01_py, _knot_position_py, _knot_value_py)
+    _bisect_left, _bisect_right = _bisect_left_py, _bisect_right_py
     _quantile_knots, _last_sorted, _sorted4_third = (
         _quantile_knots_py, _last_sorted_py, _sorted4_third_py)
     _set_reference, _ring_append, _snap, _stretch_for_trend, _zoom, _auto_range = (
@@ -600,6 +592,8 @@ else:
     # Each piece is its own compiled function (inlined by LLVM where it pays; numba's
     # inline="always" ran no faster here and compiled push 0.6 s slower, without a cache).
     _tiny, _clip01 = jit(_tiny_py, fastmath=False), jit(_clip01_py, fastmath=False)
+    _bisect_left = jit(_bisect_left_py, fastmath=False)
+    _bisect_right = jit(_bisect_right_py, fastmath=False)
     _knot_position = jit(_knot_position_py, fastmath=False)
     _knot_value = jit(_knot_value_py, fastmath=False)
     _quantile_knots = jit(_quantile_knots_py, fastmath=False)
