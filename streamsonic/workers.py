@@ -52,7 +52,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from streamsonic import logs
+from streamsonic import logs, sources
 from streamsonic.config import Config, find_config_file, load_config
 from streamsonic.errors import (
     EXIT_INTERRUPTED,
@@ -670,14 +670,12 @@ class Router:
     @property
     def source_waiting_for(self) -> str | None:
         """What the source waits for (the broker), or None."""
-        source = self.source
-        return source.waiting_for if isinstance(source, Connecting) else None
+        return sources.waiting_for(self.source)
 
     @property
     def mqtt_connected(self) -> bool | None:
         """Whether the MQTT source is connected; None for another source."""
-        source = self.source
-        return source.connected if isinstance(source, Connecting) else None
+        return sources.connected(self.source)
 
     def status_text(self) -> str:
         running = sum(w.process.returncode is None for w in self.workers)

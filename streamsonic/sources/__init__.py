@@ -35,6 +35,17 @@ class Connecting(Protocol):
         ...
 
 
+def waiting_for(source: object) -> str | None:
+    """What ``source`` waits for (the broker), or None (connected, or not a network
+    source): what STATUS= and the metrics show."""
+    return source.waiting_for if isinstance(source, Connecting) else None
+
+
+def connected(source: object) -> bool | None:
+    """Whether a network ``source`` is connected now; None for another source."""
+    return source.connected if isinstance(source, Connecting) else None
+
+
 def open_source(config: Config, play_notes: bool = False) -> Source:
     """The configured source: NATS when ``nats.url`` is set, MQTT when ``mqtt.url`` is,
     else stdin.
