@@ -27,7 +27,7 @@ from streamsonic.model.loader import load_pitch_model
 from streamsonic.record import VirtualTimeLoop
 from streamsonic.scheduler import Scheduler
 from streamsonic.shedding import Shedding
-from streamsonic.sinks.base import Sink
+from tests.test_batching import Notes
 
 STREAMS = 12
 ROUNDS = 16
@@ -37,18 +37,6 @@ SPIKE = 12  # the round in which stream s0 spikes (an accent)
 #: rounds that are not blocked; BLOCK is far beyond it.
 MARGIN = 0.1
 BLOCK = 0.3
-
-
-class Notes(Sink):
-    def __init__(self) -> None:
-        super().__init__("notes")
-        self.notes: list[NoteEvent] = []
-
-    def note(self, event: NoteEvent) -> None:
-        self.notes.append(event)
-
-    def _send(self, msg: object, time: float) -> None:
-        pass
 
 
 def value(stream: int, r: int) -> float:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,21 @@ def wait_stderr(proc: subprocess.Popen[bytes], text: str, log: list[str]) -> Non
         if text in line:
             return
     pytest.fail(f"never logged {text!r}:\n" + "".join(log))
+
+
+@contextlib.contextmanager
+def two_workers(args: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], list[str]]]:
+    """The daemon with ``args`` and 2 workers, once it says it is ready; its stderr lines so
+    far; killed on the way out if the test left it running."""
+    proc = start([*args, "--workers", "2"])
+    log: list[str] = []
+    try:
+        wait_stderr(proc, "ready: 2 workers", log)
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=WAIT)
 
 
 def test_streams_are_split_by_name_alone() -> None:
@@ -177,11 +193,8 @@ def test_lines_from_several_workers_never_cut_into_each_other(
 
 
 def test_sigterm_stops_every_worker(random_pitch_checkpoint: Path) -> None:
-    proc = start(["--output", "events", "--weights", str(random_pitch_checkpoint),
-                  "--workers", "2"])
-    log: list[str] = []
-    try:
-        wait_stderr(proc, "ready: 2 workers", log)
+    with two_workers(["--output", "events", "--weights", str(random_pitch_checkpoint)]) as (
+            proc, log):
         workers = children(proc.pid)
         assert len(workers) == 2 and all(alive(p) for p in workers)
         assert proc.stdin is not None
@@ -190,26 +203,17 @@ def test_sigterm_stops_every_worker(random_pitch_checkpoint: Path) -> None:
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, "".join(log) + err.decode()
     assert not any(alive(p) for p in workers)
     assert err.decode().count("stopped:") == 3, "".join(log) + err.decode()  # workers, daemon
 
 
 def test_a_worker_that_dies_stops_the_daemon(random_pitch_checkpoint: Path) -> None:
-    proc = start(["--output", "events", "--weights", str(random_pitch_checkpoint),
-                  "--workers", "2"])
-    log: list[str] = []
-    try:
-        wait_stderr(proc, "ready: 2 workers", log)
+    with two_workers(["--output", "events", "--weights", str(random_pitch_checkpoint)]) as (
+            proc, log):
         workers = children(proc.pid)
         os.kill(workers[0], signal.SIGKILL)
         _, err = proc.communicate(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     text = "".join(log) + err.decode()
     assert proc.returncode == 70, text
     assert "worker 1 exited with status -9" in text
@@ -227,20 +231,14 @@ def test_outputs_of_one_process_are_refused_with_workers(tmp_path: Path) -> None
 def test_sighup_reaches_every_worker(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[music]\nscale = "major"\n')
-    proc = start(["--config", str(config), "--output", "events", "--weights",
-                  str(random_pitch_checkpoint), "--workers", "2"])
-    log: list[str] = []
-    try:
-        wait_stderr(proc, "ready: 2 workers", log)
+    with two_workers(["--config", str(config), "--output", "events", "--weights",
+                      str(random_pitch_checkpoint)]) as (proc, log):
         config.write_text('[music]\nscale = "minor"\n')
         proc.send_signal(signal.SIGHUP)
         wait_stderr(proc, "reloaded configuration (music.scale)", log)
         wait_stderr(proc, "reloaded configuration (music.scale)", log)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     reloaded = [line for line in log if "reloaded configuration" in line]
     assert sorted(line.split(":")[2].strip() for line in reloaded) == ["worker 1/2",
                                                                        "worker 2/2"]
