@@ -31,7 +31,7 @@ from streamsonic.errors import (
     OutputError,
     StreamsonicError,
 )
-from streamsonic.events import Holding
+from streamsonic.events import Arrival, Holding
 from streamsonic.extras import require_extra
 from streamsonic.outputs import OutputSpec, open_output, parse_output
 from streamsonic.sdnotify import Notifier, watchdog_interval
@@ -283,7 +283,8 @@ class Daemon:
 
     async def _run(self, engine: Engine, source: Source, scheduler: Scheduler) -> int:
         holding = source if isinstance(source, Holding) else None
-        consume = asyncio.create_task(engine.consume(aiter(source), holding))
+        arrival = source if isinstance(source, Arrival) else None
+        consume = asyncio.create_task(engine.consume(aiter(source), holding, arrival))
         stopper = asyncio.create_task(self._stop.wait())
         housekeeping = asyncio.create_task(self._housekeeping(engine, source, scheduler))
         try:

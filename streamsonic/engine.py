@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 
 from streamsonic.conductor import MIN_NOTE, Conductor, Cue, Reading, is_temporal
 from streamsonic.config import Config
-from streamsonic.events import Holding, NoteEvent, Receipt, Sample
+from streamsonic.events import Arrival, Holding, NoteEvent, Receipt, Sample
 from streamsonic.music import seconds_per_beat
 from streamsonic.scheduler import Handle, Scheduler
 from streamsonic.shedding import SHED_AFTER, Shedding
@@ -218,7 +218,7 @@ class Engine:
 
     # -- input -----------------------------------------------------------------------------
     async def consume(self, items: AsyncIterator[Sample | NoteEvent],
-                      holding: Holding | None = None) -> None:
+                      holding: Holding | None = None, arrival: Arrival | None = None) -> None:
         """Feed everything the source yields until it ends.
 
         With ``holding`` (a source whose deliveries can be settled later, such as MQTT at
@@ -228,6 +228,9 @@ class Engine:
         A source that always has data ready (a firehose) never lets the event loop run
         its signal handlers and timers; every YIELD_EVERY seconds of feeding, the loop
         gets a turn, so SIGTERM is answered at any load, whatever the source.
+
+        With ``arrival`` (a worker's pipe), a sample played at once counts its wait from when
+        it reached the daemon rather than from now.
         """
         turn = self.loop.time() + YIELD_EVERY
         async for item in items:
@@ -236,7 +239,8 @@ class Engine:
                 self.play_note(item)
                 self._settle_soon([receipt])
             else:
-                self.feed(item, holding.hold() if holding is not None else None)
+                self.feed(item, holding.hold() if holding is not None else None,
+                          arrival.arrived() if arrival is not None else None)
             if self.loop.time() >= turn:
                 await asyncio.sleep(0)
                 turn = self.loop.time() + YIELD_EVERY
@@ -244,9 +248,11 @@ class Engine:
     def _count_played(self, _note: NoteEvent) -> None:
         self.played += 1
 
-    def feed(self, sample: Sample, receipt: Receipt | None = None) -> None:
+    def feed(self, sample: Sample, receipt: Receipt | None = None,
+             arrived: float | None = None) -> None:
         """One sample arrives. ``receipt`` (its delivery, if still owed) is settled once
-        the note that plays the sample is scheduled, or the sample is dropped."""
+        the note that plays the sample is scheduled, or the sample is dropped. ``arrived``:
+        when it reached the daemon (loop time) if earlier than now."""
         self.samples += 1
         stream = sample.stream
         if not self.conductor.admit(stream):
@@ -282,7 +288,8 @@ class Engine:
             self._flush_stream(stream)
         if (not self._queues.get(stream) and stream not in self._batched and allowed):
             self._next_allowed[stream] = now + 1.0 / clock.max_rate
-            self._submit(sample, reading, receipt)
+            self._submit(sample, reading, receipt,
+                         came=now if arrived is None else min(arrived, now))
             return
         self._enqueue(sample, reading, receipt)
         if stream not in self._flush and stream not in self._batched:

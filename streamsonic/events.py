@@ -131,6 +131,17 @@ class Holding(Protocol):
 
 
 @runtime_checkable
+class Arrival(Protocol):
+    """A source that knows when the item yielded last reached the daemon, earlier than the
+    engine sees it (a worker's pipe: when the router read it): :meth:`arrived` is that
+    moment on ``time.monotonic`` (the event loop's clock, the same in every process of the
+    machine), or ``None``. The engine counts a sample's wait from then, so the time it
+    spent in the router and the pipe counts against its deadline (shedding)."""
+
+    def arrived(self) -> float | None: ...
+
+
+@runtime_checkable
 class Source(Protocol):
     """A source of samples: an async context manager and an async iterator.
 

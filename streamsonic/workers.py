@@ -202,6 +202,7 @@ class PipeSource:
         self._back = back
         self._reader: asyncio.StreamReader | None = None
         self._receipt = 0
+        self._arrived: float | None = None
         self._samples = 0
 
     async def __aenter__(self) -> PipeSource:
@@ -220,8 +221,9 @@ class PipeSource:
             items = await read_frame(self._reader)
             if items is None:
                 return
-            for stream, time, value, receipt in items:
+            for stream, time, value, receipt, arrived in items:
                 self._receipt = receipt
+                self._arrived = arrived
                 self._samples += 1
                 yield Sample(stream, time, value)
             # A turn of the loop per frame (a few ms of samples): the batch step's timer
@@ -231,6 +233,10 @@ class PipeSource:
     def hold(self) -> Receipt | None:
         """The receipt of the sample yielded last (None when the router owes nothing)."""
         return _Settle(self._back, self._receipt) if self._receipt else None
+
+    def arrived(self) -> float | None:
+        """When the router read the sample yielded last (``time.monotonic``)."""
+        return self._arrived
 
     @property
     def stats(self) -> dict[str, int]:
@@ -347,7 +353,8 @@ class _Worker:
     index: int
     process: asyncio.subprocess.Process
     back: asyncio.StreamReader
-    pending: list[tuple[str, float, float, int]] = field(default_factory=list)
+    #: (stream, time, value, receipt, when the router read it) of samples not yet sent
+    pending: list[tuple[str, float, float, int, float]] = field(default_factory=list)
     ready: bool = False
     samples: int = 0
     stopping: bool = False  # asked to stop (once: a second SIGTERM could come too late)
@@ -586,10 +593,10 @@ class Router:
                     self._next_receipt += 1
                     self.owed[receipt] = owed
             worker = self.worker_for(item.stream)
-            worker.pending.append((item.stream, item.time, item.value, receipt))
+            now = loop.time()
+            worker.pending.append((item.stream, item.time, item.value, receipt, now))
             worker.samples += 1
             self.routed += 1
-            now = loop.time()
             if len(worker.pending) >= FRAME_ITEMS:
                 self._send(worker)
             elif not self._flush_due:

@@ -345,3 +345,47 @@ def test_a_failed_source_stops_the_workers_cleanly() -> None:
     assert "worker 1/2: stopped:" in text and "worker 2/2: stopped:" in text
     assert "killed" not in text
     assert text.count("streamsonic: error:") == 1
+
+
+def test_a_sample_that_waited_for_its_worker_plays_without_passing_notes() -> None:
+    """The router stamps each sample when it reads it; a worker counts the sample's wait
+    from then. Both workers are stopped (SIGSTOP) while one row waits in their pipes: that
+    row comes 0.6 s late, beyond any deadline, so its cues play their data notes without
+    the model's passing notes (shed), while the rows before and after play phrases (the
+    shipped model at the defaults, values that leap between the ends of their range)."""
+    streams, rows, stale = 4, 12, 6
+
+    def value(i: int, r: int) -> float:
+        return (r % 2) * 10.0 + i * 0.01 + r * 0.0001  # unique: each note tells its row
+
+    def row(r: int) -> bytes:
+        return (",".join(str(value(i, r)) for i in range(streams)) + "\n").encode()
+
+    with two_workers(["--output", "events", "--set", "accent.earcon=false"]) as (proc, log):
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write((",".join(f"s{i}" for i in range(streams)) + "\n").encode())
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        for r in range(rows):
+            if r == stale:
+                for pid in workers:
+                    os.kill(pid, signal.SIGSTOP)
+            proc.stdin.write(row(r))
+            proc.stdin.flush()
+            if r == stale:
+                time.sleep(0.6)
+                for pid in workers:
+                    os.kill(pid, signal.SIGCONT)
+            time.sleep(0.25)
+        stdout, err = proc.communicate(timeout=WAIT)  # stdin closed: the input ends
+    text = "".join(log) + err.decode()
+    assert proc.returncode == 0, text
+    round_of = {value(i, r): r for i in range(streams) for r in range(rows)}
+    sources: dict[int, list[str]] = {}
+    for line in stdout.decode().splitlines():
+        note = json.loads(line)
+        sources.setdefault(round_of[note["value"]], []).append(note["source"])
+    assert sources[stale] == ["data"] * streams, sources
+    assert any("model" in sources[r] for r in range(1, stale)), sources
+    assert any("model" in sources[r] for r in range(stale + 1, rows)), sources
+    assert "shed.phrases" in text, text
