@@ -8,8 +8,10 @@ through them), only the notes leading to them are left out. Data notes and accen
 shed.
 
 In time means: a cue's notes are made within ``clock.batch_window`` + :data:`SHED_AFTER`
-seconds of the moment it came to be played (with ``daemon.workers``, of the moment the
-router read it: the time it spent in the router and the pipe counts too). :class:`Shedding` keeps the passing notes of as
+seconds of the moment it came to be played, counted from when the sample reached the
+daemon where the source knows it (an MQTT source: when its network thread handed the
+message over; a worker: when the router read it), so a wait in a queue or a pipe counts
+too. :class:`Shedding` keeps the passing notes of as
 many of a batched step's cues as fit before its oldest cue's deadline, at what recent
 steps with passing notes cost per cue; the others play without. Waits and costs are
 measured on the loop's clock: a loop that keeps up sheds nothing, and on virtual time

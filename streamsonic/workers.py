@@ -61,7 +61,7 @@ from streamsonic.errors import (
     SourceError,
     StreamsonicError,
 )
-from streamsonic.events import Holding, NoteEvent, Receipt, Sample, Source
+from streamsonic.events import Arrival, Holding, NoteEvent, Receipt, Sample, Source
 from streamsonic.outputs import OutputSpec
 from streamsonic.sdnotify import ENV_SOCKET, Notifier, watchdog_interval
 from streamsonic.sources import Connecting
@@ -399,6 +399,7 @@ class Router:
         self._stop = asyncio.Event()
         self.stop_reason: str | None = None
         self.routed = 0
+        self._arrival: Arrival | None = None  # the source, when it knows when items came
         # what the metrics endpoint reads (streamsonic.metrics.Observed)
         self.engine: Engine | None = None
         self.scheduler: Scheduler | None = None
@@ -499,6 +500,7 @@ class Router:
     async def _serve(self, source: Source, watch: list[asyncio.Task[int]]) -> int:
         """Route the input until it ends (then let the workers play out) or a stop."""
         holding = source if isinstance(source, Holding) else None
+        self._arrival = source if isinstance(source, Arrival) else None
         self._serve_metrics(self.config.metrics.listen)
         self.notifier.ready(self.status_text())
         log.info("ready: %d workers, outputs %s", len(self.workers),
@@ -594,7 +596,10 @@ class Router:
                     self.owed[receipt] = owed
             worker = self.worker_for(item.stream)
             now = loop.time()
-            worker.pending.append((item.stream, item.time, item.value, receipt, now))
+            # when it reached the daemon: an MQTT source knows it (its queue's wait), else now
+            arrived = self._arrival.arrived() if self._arrival is not None else None
+            worker.pending.append((item.stream, item.time, item.value, receipt,
+                                   now if arrived is None else min(arrived, now)))
             worker.samples += 1
             self.routed += 1
             if len(worker.pending) >= FRAME_ITEMS:

@@ -297,9 +297,20 @@ def play_until_all(daemon: Daemon, wanted: set[float], seen: list[dict]) -> None
 def fill_stdout_pipe(daemon: Daemon) -> None:
     """Wait until unread notes fill the daemon's stdout pipe (its event loop is stuck
     writing one), then give its network thread a moment to take (and, if it wrongly did,
-    acknowledge) more messages."""
+    acknowledge) more messages.
+
+    Full is: more than 16 KiB unread, and no more for 0.5 s. (Not a byte count near the
+    pipe's 64 KiB: the events output writes whole lines in pieces of at most PIPE_BUF, each
+    atomic, and the kernel gives each piece that does not fit the last page a page of its
+    own, so a pipe of 16 pages is full at 40-48 KiB of such pieces.)"""
     deadline = time.monotonic() + WAIT
-    while daemon.unread_stdout() < 48 * 1024 and time.monotonic() < deadline:
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        unread = daemon.unread_stdout()
+        if unread != last:
+            last, since = unread, time.monotonic()
+        elif unread > 16 * 1024 and time.monotonic() - since >= 0.5:
+            break
         time.sleep(0.05)
     time.sleep(1.0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import paho.mqtt.client as paho
 import pytest
@@ -248,7 +249,9 @@ def test_hand_over_drops_oldest_and_wakes_once() -> None:
     source._hand_over()
     source._batch = [(Sample("a", 0, 5.0), None)]
     source._hand_over()
-    assert [s.value for s, _ in source._queue] == [3.0, 4.0, 5.0]
+    assert [s.value for s, _, _ in source._queue] == [3.0, 4.0, 5.0]
+    stamps = [stamp for _, _, stamp in source._queue]  # when each was handed over
+    assert stamps == sorted(stamps) and stamps[-1] <= time.monotonic()
     assert source.stats["dropped.queue_full"] == 3
     assert len(loop.calls) == 1  # one wake-up pending at a time
 

@@ -48,10 +48,12 @@ def value(stream: int, r: int) -> float:
 
 
 async def play(shipped: Path, late: tuple[int, ...], costly: int = -1, last: int = ROUNDS,
-               settings: dict[str, object] | None = None,
+               settings: dict[str, object] | None = None, stale: tuple[int, ...] = (),
                ) -> tuple[dict[int, list[NoteEvent]], Engine]:
     """The feed, each round's notes (by the round of their sample) and the engine; in the
-    rounds in ``late`` the loop is blocked while the round's cues wait for their batch; from
+    rounds in ``late`` the loop is blocked while the round's cues wait for their batch; the
+    samples of the rounds in ``stale`` reached the daemon BLOCK seconds before the engine
+    sees them (as an MQTT source's queue or a worker's pipe says, ``Arrival``); from
     round ``costly`` on, passing notes cost 20 ms per cue as far as the engine knows; the
     rounds before ``last``; ``settings`` override the defaults."""
     loop = asyncio.get_running_loop()
@@ -64,7 +66,8 @@ async def play(shipped: Path, late: tuple[int, ...], costly: int = -1, last: int
     for r in range(last):
         for i in range(STREAMS):
             round_of[value(i, r)] = r
-            engine.feed(Sample(f"s{i}", 0.0, value(i, r)))
+            engine.feed(Sample(f"s{i}", 0.0, value(i, r)), None,
+                        loop.time() - BLOCK if r in stale else None)
         if r == costly:
             engine.shedding.phrase = 0.02  # as if measured
         if r in late:
@@ -102,6 +105,18 @@ async def test_a_late_loop_plays_data_notes_and_accents_without_the_models_notes
     # the rounds on time still play phrases, the stream's phrase state intact after a shed
     assert all(added(rounds[r]) > 0 for r in (9, 11, 14, 15))
     assert shed_metric(engine) == STREAMS * len(LATE)  # what the metrics endpoint serves
+
+
+@pytest.mark.usefixtures("margin")
+async def test_samples_that_waited_before_the_engine_play_without_the_models_notes(
+        shipped: Path) -> None:
+    """The loop keeps up, but the samples of the LATE rounds waited elsewhere first (a
+    queue, a pipe): their wait counts, and they are shed as if the loop had been late."""
+    rounds, engine = await play(shipped, (), stale=LATE)
+    for r in LATE:
+        assert [n.source for n in rounds[r]] == ["data"] * STREAMS, r
+    assert engine.stats["shed.phrases"] == STREAMS * len(LATE)
+    assert all(added(rounds[r]) > 0 for r in (9, 11, 14, 15))
 
 
 def shed_metric(engine: Engine) -> float:

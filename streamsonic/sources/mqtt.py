@@ -212,7 +212,8 @@ class MqttSource:
         self._counters = Counters()
         self._warn = RateLimitedLog(log, config.daemon.warn_interval)
         self._topic_keys = BoundedKeys(MAX_TOPIC_COUNTERS, "(other topics)")
-        self._queue: collections.deque[tuple[Item, _Receipt | None]] = collections.deque()
+        # (item, its receipt, when the network thread handed it over: time.monotonic)
+        self._queue: collections.deque[tuple[Item, _Receipt | None, float]] = collections.deque()
         # what the network thread decoded in this loop turn, handed over at its end
         self._batch: list[tuple[Item, _Receipt | None]] = []
         self._received = 0  # messages of this turn, counted at its end
@@ -234,6 +235,7 @@ class MqttSource:
         # acknowledgements: the consumer appends, the network thread sends
         self._acks: collections.deque[_Ack] = collections.deque()
         self._taken: _Receipt | None = None
+        self._arrived: float | None = None  # when the item yielded last was handed over
         self._receipt_lock = threading.Lock()
         self._ack_wake_pending = False
         self._wake_r: socket.socket | None = None
@@ -378,7 +380,7 @@ class MqttSource:
             if self._failure is not None:
                 raise self._failure
             try:
-                item, receipt = self._queue.popleft()
+                item, receipt, self._arrived = self._queue.popleft()
             except IndexError:
                 pass
             else:
@@ -398,6 +400,12 @@ class MqttSource:
         item's note is scheduled (:class:`streamsonic.events.Holding`)."""
         receipt, self._taken = self._taken, None
         return receipt
+
+    def arrived(self) -> float | None:
+        """When the network thread handed the item yielded last over (``time.monotonic``,
+        :class:`streamsonic.events.Arrival`): its wait in the queue counts against its
+        deadline."""
+        return self._arrived
 
     def _release_taken(self) -> None:
         """The consumer asked for the next item without holding the last one: settle it."""
@@ -857,7 +865,8 @@ class MqttSource:
         room = self._max_queue - len(queue)
         if len(batch) > room:
             dropped += self._drop_oldest(len(batch) - room)
-        queue.extend(batch)
+        stamp = time.monotonic()
+        queue.extend([(item, receipt, stamp) for item, receipt in batch])
         if dropped:
             self._warn.warning("queue_full", "MQTT queue full (%d items): dropped the %d oldest; "
                                "the engine is not keeping up", self._max_queue, dropped)
@@ -870,9 +879,10 @@ class MqttSource:
         dropped: list[tuple[Item, _Receipt | None]] = []
         for _ in range(n):
             try:
-                dropped.append(queue.popleft())
+                item, receipt, _ = queue.popleft()
             except IndexError:  # the consumer emptied it meanwhile
                 break
+            dropped.append((item, receipt))
         return self._drop(dropped)
 
     def _drop(self, items: list[tuple[Item, _Receipt | None]]) -> int:
