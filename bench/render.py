@@ -88,6 +88,37 @@ def mosquitto() -> Iterator[int | None]:
             proc.wait()
 
 
+def floor_rows_per_s(rows: int, repeat: int) -> float:
+    """Rows/s of the matrix products that one row of a one-note-per-row render cannot do
+    without, alone, in the shipped model's shapes: a row proposes (the two layers'
+    recurrent products, the second layer's input product, the head) and then commits the
+    chosen note (the second layer's input product again, for the chosen note's first
+    layer), each product depending on the one before, so a column's rows cannot share
+    them. NumPy on one BLAS thread, no Python of the renderer's own: a bound on what any
+    render of one column can reach with these float32 weights on this machine."""
+    import numpy as np  # noqa: PLC0415
+
+    from streamsonic.model.checkpoint import default_weights  # noqa: PLC0415
+
+    weights = np.load(default_weights("pitch").with_suffix(".npz"))
+    hh1 = np.ascontiguousarray(weights["lstm1.weight_hh_l0"].T, np.float32)
+    ih2 = np.ascontiguousarray(weights["lstm2.weight_ih_l0"].T, np.float32)
+    hh2 = np.ascontiguousarray(weights["lstm2.weight_hh_l0"].T, np.float32)
+    head = np.ascontiguousarray(weights["head.weight"].T, np.float32)
+    h1 = np.full((1, hh1.shape[0]), 0.1, np.float32)
+    h2 = np.full((1, hh2.shape[0]), 0.1, np.float32)
+
+    def run() -> None:
+        for _ in range(rows):
+            h1 @ hh1
+            h2 @ hh2
+            h1 @ ih2  # proposed
+            h2 @ head
+            h1 @ ih2  # committed
+
+    return rows / best_cpu(run, repeat)
+
+
 def measure(rows: int, columns: int, notes: int, repeat: int) -> dict[str, float]:
     """The measurements at the revision this process imports streamsonic from."""
     import inspect  # noqa: PLC0415
@@ -123,6 +154,7 @@ def measure(rows: int, columns: int, notes: int, repeat: int) -> dict[str, float
         else:
             many = best_cpu(lambda: [render_notes(config, s, spec) for s in table], repeat)
         out[f"render, {columns} columns (rows/s, all columns)"] = rows * columns / many
+    out["floor: the model's products alone, 1 column (rows/s)"] = floor_rows_per_s(rows, repeat)
 
     made = [NoteEvent(f"s{i % 50}", float(i), 1.0, 0.5, 48 + i % 40, 60 + i % 60, 0.25,
                       i % 16, 0, start=i * 0.01) for i in range(notes)]
