@@ -198,7 +198,9 @@ class NatsSource:
         self._counters = Counters()
         self._warn = RateLimitedLog(log, config.daemon.warn_interval)
         self._subject_keys = BoundedKeys(MAX_SUBJECT_COUNTERS, "(other subjects)")
-        self._queue: collections.deque[Item] = collections.deque()
+        # (item, when its message was handed to us: time.monotonic)
+        self._queue: collections.deque[tuple[Item, float]] = collections.deque()
+        self._arrived: float | None = None  # when the item yielded last came
         self._max_queue = settings.queue_size
         self._client: Client | None = None
         self._wake_event: asyncio.Event | None = None
@@ -277,7 +279,7 @@ class NatsSource:
             raise RuntimeError("use 'async with NatsSource(...)' before iterating")
         while True:
             try:
-                item = self._queue.popleft()
+                item, self._arrived = self._queue.popleft()
             except IndexError:
                 pass
             else:
@@ -289,6 +291,12 @@ class NatsSource:
             if self._queue or self._closed:
                 continue
             await event.wait()
+
+    def arrived(self) -> float | None:
+        """When the item yielded last was handed to the source (``time.monotonic``,
+        :class:`streamsonic.events.Arrival`): its wait in the queue counts against its
+        deadline."""
+        return self._arrived
 
     # -- connecting ---------------------------------------------------------------------
     async def _connect(self) -> None:
@@ -425,11 +433,12 @@ class NatsSource:
     def _push(self, items: list[Item]) -> None:
         queue = self._queue
         dropped = 0
+        stamp = time.monotonic()
         for item in items:
             if len(queue) >= self._max_queue:
                 queue.popleft()
                 dropped += 1
-            queue.append(item)
+            queue.append((item, stamp))
         if dropped:
             self._counters.add("dropped.queue_full", dropped)
             self._warn.warning("queue_full", "NATS queue full (%d items): dropped the %d "
