@@ -188,6 +188,9 @@ class Conductor:
     """Turns cues into notes for many streams, batching the LSTM steps."""
 
     config: Config  # set by ``configure``
+    #: Whether one cue with one note per sample steps through :meth:`_step_one` (the same
+    #: notes as the general path, with less overhead; tests turn it off to compare).
+    one_path: bool = True
 
     def __init__(self, config: Config, stepper: Stepper,
                  encoding: PitchEncoding) -> None:
@@ -422,6 +425,9 @@ class Conductor:
     def _step(self, cues: list[Cue]) -> StepResult:
         """The body of :meth:`play`."""
         temporal = is_temporal(self.stepper)
+        if len(cues) == 1 and self.one_path and not temporal and (
+                self.config.model.passing_notes <= 0 or self.chooser.influence >= 1.0):
+            return self._step_one(cues[0])
         if not cues:
             return StepResult(np.empty(0, np.int64), np.empty(0), [] if temporal else None, [])
         states = [self.state(c.sample.stream) for c in cues]
@@ -505,6 +511,61 @@ class Conductor:
                 )
             )
         return StepResult(pitches, inputs, timings, notes)
+
+    def _step_one(self, cue: Cue) -> StepResult:
+        """:meth:`_step` of one cue with the pitch model and one note per sample (a column
+        rendered alone, a stream stepped alone): the same calls on the same numbers, without
+        a batch's lists, stacking and splitting (tests/test_conductor_one.py holds it to the
+        general path)."""
+        sample = cue.sample
+        st = self.state(sample.stream)
+        reading = cue.reading or self.read(sample.stream, sample.value)
+        if cue.normalized is not None:
+            reading = self._reading(cue.normalized, reading.anomaly, reading.direction,
+                                    reading.accent)
+        chooser, stepper = self.chooser, self._pitch_stepper()
+        norm = reading.normalized
+        data_pitch, data_input = chooser.encode_one(norm)
+        logits, pending = stepper.propose(data_input, st.model_state)
+        chosen = chooser.choose_one(logits, data_pitch, st.rng)
+        index = np.array([chosen], dtype=np.int64)
+        inputs = chooser.candidate_input(index)
+        st.model_state = stepper.commit(pending, inputs)
+        pitches = chooser.candidates[index]
+        if reading.beyond is not None:  # the data alone decides (see _step)
+            pitches[0] = self.beyond[np.abs(self.beyond - reading.beyond).argmin()]
+        st.notes += 1
+        voice = self.allocator.voice(st.name)
+        if voice.muted:
+            return StepResult(pitches, inputs, None, [])
+        music = self.config.music
+        accent_cfg = self.config.accent
+        velocity = cue.velocity
+        if velocity is None:
+            velocity = velocity_for(reading.anomaly, music.velocity_min, music.velocity_max,
+                                    accent_cfg.threshold)
+        accent = reading.accent and accent_cfg.enabled
+        if accent:
+            velocity = accent_cfg.velocity
+        duration = cue.duration
+        span = cue.span or self._span()  # as _step places it: after no added notes
+        note = NoteEvent(
+            stream=st.name,
+            time=sample.time,
+            value=sample.value,
+            normalized=float(norm),
+            pitch=int(pitches[0]),
+            velocity=int(velocity),
+            duration=float(duration if duration is not None else self.note_seconds),
+            channel=voice.channel,
+            program=voice.program,
+            start=cue.start + 0 * span,
+            anomaly=reading.anomaly,
+            accent=accent,
+            direction=reading.direction if accent else 0,
+            pan=voice.pan,
+        )
+        return StepResult(pitches, inputs, None, [note])
 
     def _span(self) -> float:
         """The least time between two cues of one stream that the clock allows."""

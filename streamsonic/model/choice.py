@@ -22,6 +22,8 @@ pitch (10 * (1 - influence): 2 at the default 0.8, 5 at 0.5, 10 at 0, only the n
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 
 from streamsonic.encoding import PitchEncoding
@@ -51,6 +53,21 @@ class Chooser:
         self._cand_class = encoding.nearest_class_for(self.candidates)
         self._cand_inputs = np.asarray(encoding.input_for_pitch(self._cand_f), dtype=np.float64)
         self._kernel_scale = 1.0 / (2.0 * kernel_width * kernel_width)
+        # One row's arguments and results (:meth:`encode_one`, :meth:`choose_one`)
+        self._one_norm = np.empty(1, dtype=np.float64)
+        self._one_pitch = np.empty(1, dtype=np.float64)
+        self._one_input = np.empty(1, dtype=np.float64)
+        self._one_uniform = np.zeros(1, dtype=np.float64)
+        self._one_out = np.empty(1, dtype=np.int64)
+        self._k: ModuleType | None = None  # streamsonic.model.kernels, once imported
+
+    def _kernels(self) -> ModuleType:
+        """The compiled kernels (numba), imported on first use."""
+        if self._k is None:
+            from streamsonic.model import kernels  # noqa: PLC0415 - numba, on first use
+
+            self._k = kernels
+        return self._k
 
     def data_pitch(self, normalized: np.ndarray) -> np.ndarray:
         """Normalized values (0..1) -> fractional pitches in the configured range."""
@@ -70,6 +87,25 @@ class Chooser:
         kernels.encode(values, float(self.low), float(self.high - self.low), self._classes_f,
                        pitch, inputs)
         return pitch, inputs
+
+    def encode_one(self, normalized: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode` of one value (the same compiled call), into the chooser's own
+        arrays (shape (1,)): valid until its next call."""
+        self._one_norm[0] = normalized
+        self._kernels().encode(self._one_norm, float(self.low), float(self.high - self.low),
+                       self._classes_f, self._one_pitch, self._one_input)
+        return self._one_pitch, self._one_input
+
+    def choose_one(self, logits: np.ndarray, data_pitch: np.ndarray,
+                   rng: np.random.Generator) -> int:
+        """:meth:`choose` of one row (the same compiled call): the candidate's index."""
+        uniform = self._one_uniform
+        if self.temperature > 0.0:
+            uniform[0] = rng.random()
+        self._kernels().choose(np.asarray(logits, dtype=np.float64), self._cand_class, self._cand_f,
+                       data_pitch, self.influence, self._kernel_scale, self.temperature,
+                       uniform, self._one_out)
+        return int(self._one_out[0])
 
     def candidate_input(self, index: np.ndarray) -> np.ndarray:
         """The network input that encodes each chosen candidate."""

@@ -215,6 +215,13 @@ class NumpyPitchStepper:
         #: Where h1, c1, h2 and c2 end in a stream's row (see :meth:`split`).
         self._part_ends = (self.h1, 2 * self.h1, 2 * self.h1 + self.h2,
                            2 * (self.h1 + self.h2))
+        # One stream's step (the render of one column, a live stream alone): what
+        # :meth:`propose` computes and drops (both layers' new state; the logits' input)
+        # lands in these, not in fresh arrays; the same calls, in the same order.
+        self._one_h1, self._one_c1 = np.empty((1, self.h1), f), np.empty((1, self.h1), f)
+        self._one_g2 = np.empty((1, 4 * self.h2), f)
+        self._one_h2, self._one_c2 = np.empty((1, self.h2), f), np.empty((1, self.h2), f)
+        self._one_x0 = np.zeros(1, f)
 
     def _scale(self, hidden: int) -> np.ndarray:
         scale = np.full(4 * hidden, 0.5, self.dtype)
@@ -228,7 +235,21 @@ class NumpyPitchStepper:
         return (z1, z1.copy(), z2, z2.copy())
 
     def _x(self, inputs: np.ndarray) -> np.ndarray:
+        if type(inputs) is np.ndarray and inputs.ndim == 1:  # not a subclass
+            return inputs.astype(self.dtype)  # (one call: a step's overhead counts)
         return np.ascontiguousarray(np.atleast_1d(inputs), dtype=self.dtype)
+
+    def _layers_one(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray,
+                    c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+        """:meth:`_layers` of one row, into the stepper's own buffers: returns the second
+        layer's new ``h`` (a buffer, overwritten by the next call)."""
+        h1, g2, h2 = self._one_h1, self._one_g2, self._one_h2
+        self._k.gates_cell(base, x, self._w_ih1, self._scale1, c1, h1, self._one_c1)
+        np.matmul(h1, self._w_ih2_t, out=g2)
+        g2 += shared
+        self._k.gates_cell(g2, self._one_x0, self._zero2, self._scale2, c2, h2,
+                           self._one_c2)
+        return h2
 
     def step(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One timestep: inputs (batch,) -> logits (batch, n_classes), new state.
@@ -294,8 +315,8 @@ class NumpyPitchStepper:
         gates2 = h1 @ self._w_ih2_t
         gates2 += shared
         h2, c2n = np.empty((batch, self.h2), self.dtype), np.empty((batch, self.h2), self.dtype)
-        self._k.gates_cell(gates2, np.zeros(batch, self.dtype), self._zero2, self._scale2,
-                           c2, h2, c2n)
+        x0 = self._one_x0 if batch == 1 else np.zeros(batch, self.dtype)
+        self._k.gates_cell(gates2, x0, self._zero2, self._scale2, c2, h2, c2n)
         return (h1, c1n, h2, c2n)
 
     def propose(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, Pending]:
@@ -305,7 +326,10 @@ class NumpyPitchStepper:
         base += self._b1
         shared = h2 @ self._w_hh2_t
         shared += self._b2
-        _, _, h2n, _ = self._layers(base, shared, self._x(inputs), c1, c2)
+        if base.shape[0] == 1:
+            h2n = self._layers_one(base, shared, self._x(inputs), c1, c2)
+        else:
+            _, _, h2n, _ = self._layers(base, shared, self._x(inputs), c1, c2)
         logits = h2n @ self._head_t
         logits += self._head_b
         return logits, Pending(state, base, shared)

@@ -1,0 +1,84 @@
+"""One cue with one note per sample steps through ``Conductor._step_one`` (a column
+rendered alone, a stream stepped alone): the same notes, pitches, remembered inputs and
+model states, to the bit, as the general (batched) path stepping the same single cue."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamsonic.conductor import Conductor, Cue, StepResult
+from streamsonic.config import load_config
+from streamsonic.events import Sample
+from streamsonic.model.loader import load_pitch_model
+
+#: A walk with a flat stretch, spikes far out of range (headroom, accents) and a drop.
+VALUES = [*np.cumsum(np.random.default_rng(7).standard_normal(120)).tolist(),
+          *[3.0] * 6, 80.0, 2.0, -60.0, 1.0, *np.random.default_rng(8).normal(0, 5, 60).tolist()]
+
+
+def _play(one_path: bool, overrides: dict[str, Any], given: bool,
+          ) -> tuple[Conductor, list[StepResult]]:
+    config = load_config(None, {"model.device": "cpu", "model.passing_notes": 0, **overrides})
+    stepper, encoding, _ = load_pitch_model(config.model)
+    conductor = Conductor(config, stepper, encoding)
+    conductor.one_path = one_path
+    results = []
+    for n, value in enumerate(VALUES):
+        sample = Sample("s", float(n), value)
+        reading = conductor.observe(sample)
+        # given: render's whole-file place (here: the reading's, moved); else the reading's
+        normalized = (n % 13) / 12.0 if given else None
+        results.append(conductor.play([Cue(sample, 0.25 * n, normalized, reading=reading,
+                                           span=0.25 if n % 2 else None)]))
+    return conductor, results
+
+
+@pytest.mark.parametrize(("overrides", "given"), [
+    ({}, False),
+    ({}, True),
+    ({"model.temperature": 0.7}, False),
+    ({"model.influence": 1.0, "model.passing_notes": 3}, False),
+    ({"model.influence": 0.3, "accent.enabled": False}, False),
+    ({"music.note_length": 0.5, "music.velocity_min": 30}, True),
+])
+def test_one_cue_path_plays_what_the_general_path_plays(shipped: Any,
+                                                         overrides: dict[str, Any],
+                                                         given: bool) -> None:
+    fast, fast_results = _play(True, overrides, given)
+    slow, slow_results = _play(False, overrides, given)
+    notes = [note for r in fast_results for note in r.notes]
+    assert notes == [note for r in slow_results for note in r.notes]
+    assert len(notes) == len(VALUES)
+    assert len({note.pitch for note in notes}) > 5
+    for a, b in zip(fast_results, slow_results, strict=True):
+        assert a.pitches.dtype == b.pitches.dtype
+        assert a.pitches.tolist() == b.pitches.tolist()
+        assert a.inputs.tolist() == b.inputs.tolist()
+        assert [type(getattr(n, f)) for n in a.notes for f in ("normalized", "start")] == \
+            [type(getattr(n, f)) for n in b.notes for f in ("normalized", "start")]
+    for part_a, part_b in zip(fast.streams["s"].model_state, slow.streams["s"].model_state,
+                              strict=True):
+        assert part_a.dtype == part_b.dtype
+        assert part_a.tobytes() == part_b.tobytes()
+
+
+def test_a_muted_voice_steps_without_notes(shipped: Any) -> None:
+    from streamsonic.config import VoiceRule
+
+    results = {}
+    for one_path in (True, False):
+        config = load_config(None, {"model.device": "cpu", "model.passing_notes": 0})
+        config = dataclasses.replace(config, voices=(VoiceRule(match="s", mute=True),))
+        stepper, encoding, _ = load_pitch_model(config.model)
+        conductor = Conductor(config, stepper, encoding)
+        conductor.one_path = one_path
+        played = [conductor.play([Cue(Sample("s", float(n), v), float(n))])
+                  for n, v in enumerate(VALUES[:40])]
+        assert all(not r.notes for r in played)
+        results[one_path] = ([r.pitches.tolist() for r in played],
+                             [p.tobytes() for p in conductor.streams["s"].model_state])
+    assert results[True] == results[False]
