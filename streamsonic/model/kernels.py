@@ -135,6 +135,40 @@ def _gates_cell_py(
             flat_h[oh + j] = (_HALF * t[3 * hidden + j] + _HALF) * _tanh(u[j])
 
 
+def _add_rows_py(a: np.ndarray, b: np.ndarray) -> None:
+    """``a += b`` for 2-D float arrays, ``b`` of one row (broadcast) or of ``a``'s rows:
+    NumPy's in-place add, element by element (compiled without fastmath: the same sums)."""
+    rows, n = a.shape
+    step = 1 if b.shape[0] > 1 else 0
+    for r in range(rows):
+        for k in range(n):
+            a[r, k] = a[r, k] + b[r * step, k]
+
+
+def _layer1_one_py(
+    base: np.ndarray, b1: np.ndarray, shared: np.ndarray, b2: np.ndarray, biased: bool,
+    x: np.ndarray, w_in: np.ndarray, scale: np.ndarray, c: np.ndarray, h_out: np.ndarray,
+    c_out: np.ndarray,
+) -> None:
+    """The first layer's cell of one timestep (:func:`gates_cell`) after its products:
+    unless ``biased``, first ``base += b1`` and ``shared += b2`` (the layers' biases, in
+    place: the step's shared parts). One call where NumPy takes three."""
+    if not biased:
+        add_rows(base, b1)
+        add_rows(shared, b2)
+    gates_cell(base, x, w_in, scale, c, h_out, c_out)
+
+
+def _layer2_one_py(
+    gates: np.ndarray, shared: np.ndarray, x: np.ndarray, w_in: np.ndarray,
+    scale: np.ndarray, c: np.ndarray, h_out: np.ndarray, c_out: np.ndarray,
+) -> None:
+    """The second layer's cell after its input product: ``gates += shared`` (in place),
+    then :func:`gates_cell`. One call where NumPy takes two."""
+    add_rows(gates, shared)
+    gates_cell(gates, x, w_in, scale, c, h_out, c_out)
+
+
 def _choose_py(
     logits: np.ndarray, cand_class: np.ndarray, cand_pitch: np.ndarray, data_pitch: np.ndarray,
     influence: float, kernel_scale: float, temperature: float, uniform: np.ndarray,
@@ -306,9 +340,15 @@ def _choose_near_py(
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging the kernels in plain Python
     _tanh, gates_cell, choose, encode = _tanh_py, _gates_cell_py, _choose_py, _encode_py
     beam_level, beam_best, choose_near = _beam_level_py, _beam_best_py, _choose_near_py
+    add_rows, layer1_one, layer2_one = _add_rows_py, _layer1_one_py, _layer2_one_py
 else:
     _tanh = _jit(_tanh_py, inline="always")
     gates_cell = _jit(_gates_cell_py)
+    # The adds without fastmath: each sum rounded as NumPy's; the cell as gates_cell's
+    # (its own code, with its own flags, called from these).
+    add_rows = _jit(_add_rows_py, fastmath=False)
+    layer1_one = _jit(_layer1_one_py, fastmath=False)
+    layer2_one = _jit(_layer2_one_py, fastmath=False)
     choose = _jit(_choose_py)
     encode = _jit(_encode_py)
     beam_level = _jit(_beam_level_py, fastmath=False)

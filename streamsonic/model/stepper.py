@@ -222,6 +222,7 @@ class NumpyPitchStepper:
         self._one_g2 = np.empty((1, 4 * self.h2), f)
         self._one_h2, self._one_c2 = np.empty((1, self.h2), f), np.empty((1, self.h2), f)
         self._one_x0 = np.zeros(1, f)
+        self._b1_row, self._b2_row = self._b1.reshape(1, -1), self._b2.reshape(1, -1)
 
     def _scale(self, hidden: int) -> np.ndarray:
         scale = np.full(4 * hidden, 0.5, self.dtype)
@@ -239,17 +240,19 @@ class NumpyPitchStepper:
             return inputs.astype(self.dtype)  # (one call: a step's overhead counts)
         return np.ascontiguousarray(np.atleast_1d(inputs), dtype=self.dtype)
 
-    def _layers_one(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray,
-                    c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
-        """:meth:`_layers` of one row, into the stepper's own buffers: returns the second
-        layer's new ``h`` (a buffer, overwritten by the next call)."""
-        h1, g2, h2 = self._one_h1, self._one_g2, self._one_h2
-        self._k.gates_cell(base, x, self._w_ih1, self._scale1, c1, h1, self._one_c1)
+    def _layers_one(self, base: np.ndarray, shared: np.ndarray, biased: bool, x: np.ndarray,
+                    c1: np.ndarray, c2: np.ndarray, h1: np.ndarray, c1n: np.ndarray,
+                    h2: np.ndarray, c2n: np.ndarray) -> None:
+        """:meth:`_layers` of one row into ``h1, c1n, h2, c2n``, unless ``biased`` adding
+        the biases to the products first (``base += b1``, ``shared += b2``, in place): the
+        same arithmetic in the same order as NumPy's adds and :meth:`_layers`, in two
+        compiled calls (:func:`~streamsonic.model.kernels.layer1_one`, ``layer2_one``)
+        where NumPy takes six (a step of one stream is mostly such calls' overhead)."""
+        k, g2 = self._k, self._one_g2
+        k.layer1_one(base, self._b1_row, shared, self._b2_row, biased, x, self._w_ih1,
+                     self._scale1, c1, h1, c1n)
         np.matmul(h1, self._w_ih2_t, out=g2)
-        g2 += shared
-        self._k.gates_cell(g2, self._one_x0, self._zero2, self._scale2, c2, h2,
-                           self._one_c2)
-        return h2
+        k.layer2_one(g2, shared, self._one_x0, self._zero2, self._scale2, c2, h2, c2n)
 
     def step(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One timestep: inputs (batch,) -> logits (batch, n_classes), new state.
@@ -323,12 +326,14 @@ class NumpyPitchStepper:
         """Logits for the next note with ``inputs`` (the data), state left unchanged."""
         h1, c1, h2, c2 = state
         base = h1 @ self._w_hh1_t
-        base += self._b1
         shared = h2 @ self._w_hh2_t
-        shared += self._b2
-        if base.shape[0] == 1:
-            h2n = self._layers_one(base, shared, self._x(inputs), c1, c2)
+        if base.shape[0] == 1:  # the new state lands in buffers: only h2's new row counts
+            h2n = self._one_h2
+            self._layers_one(base, shared, False, self._x(inputs), c1, c2, self._one_h1,
+                             self._one_c1, h2n, self._one_c2)
         else:
+            base += self._b1
+            shared += self._b2
             _, _, h2n, _ = self._layers(base, shared, self._x(inputs), c1, c2)
         logits = h2n @ self._head_t
         logits += self._head_b
@@ -337,6 +342,13 @@ class NumpyPitchStepper:
     def commit(self, pending: Pending, inputs: np.ndarray) -> State:
         """The state after the same timestep with ``inputs`` (the chosen notes) instead."""
         _, c1, _, c2 = pending.state
+        if pending.base.shape[0] == 1:
+            f = self.dtype
+            new = (np.empty((1, self.h1), f), np.empty((1, self.h1), f),
+                   np.empty((1, self.h2), f), np.empty((1, self.h2), f))
+            self._layers_one(pending.base, pending.shared, True, self._x(inputs), c1, c2,
+                             *new)
+            return new
         return self._layers(pending.base, pending.shared, self._x(inputs), c1, c2)
 
     def stack(self, states: list[State]) -> State:

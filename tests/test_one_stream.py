@@ -82,3 +82,31 @@ def test_a_muted_voice_steps_without_notes(shipped: Any) -> None:
         results[one_path] = ([r.pitches.tolist() for r in played],
                              [p.tobytes() for p in conductor.streams["s"].model_state])
     assert results[True] == results[False]
+
+
+def test_one_rows_step_is_the_batched_arithmetic(shipped: Any) -> None:
+    """The stepper's one-row propose/commit (biases added inside the compiled cell calls,
+    buffers reused) gives the bits of NumPy's adds and ``_layers``, as a batch takes it."""
+    config = load_config(None, {"model.device": "cpu"})
+    stepper: Any = load_pitch_model(config.model)[0]
+    rng = np.random.default_rng(3)
+    state = stepper.initial_state(1)
+    for _ in range(50):
+        data, chosen = rng.random(1), rng.random(1)
+        logits, pending = stepper.propose(data, state)
+        new = stepper.commit(pending, chosen)
+        h1, c1, h2, c2 = state
+        base = h1 @ stepper._w_hh1_t
+        base += stepper._b1
+        shared = h2 @ stepper._w_hh2_t
+        shared += stepper._b2
+        proposed = stepper._layers(base, shared, stepper._x(data), c1, c2)
+        want_logits = proposed[2] @ stepper._head_t
+        want_logits += stepper._head_b
+        want = stepper._layers(base, shared, stepper._x(chosen), c1, c2)
+        assert logits.tobytes() == want_logits.tobytes()
+        assert pending.base.tobytes() == base.tobytes()
+        assert pending.shared.tobytes() == shared.tobytes()
+        for got, expected in zip(new, want, strict=True):
+            assert got.tobytes() == expected.tobytes()
+        state = new
