@@ -3,11 +3,12 @@
 One stream's scorer state is one float64 array (:func:`new_state`): the last values, the
 last few z, and per forecaster a window of residuals kept both in arrival order (a ring)
 and sorted. :func:`step` forecasts the next value four ways, judges the new one by the
-forecaster whose recent residuals are the tightest, remembers the residuals (clipped) and
-the value, and returns the robust z before and after the burst statistic. The functions
-are plain Python over arrays, compiled by numba (``STREAMSONIC_NO_JIT=1`` runs them as they
-are); the arithmetic is done in the same order as Python's, without fastmath, so the
-scores are the same to the bit as the reference implementation in the tests.
+forecaster whose recent residuals are the tightest, remembers the residuals (clipped; an
+anomaly's as an ordinary one) and the value, and returns the robust z before and after the
+burst statistic. The functions are plain Python over arrays, compiled by numba
+(``STREAMSONIC_NO_JIT=1`` runs them as they are); the arithmetic is done in the same order
+as Python's, without fastmath, so the scores are the same to the bit as the reference
+implementation in the tests.
 """
 
 from __future__ import annotations
@@ -31,18 +32,25 @@ WINSOR = 3.0
 #: Values the forecast line is fitted through (trailing medians of 3).
 FORECAST = 6
 #: A burst: the median |z| of the last BURST_SAMPLES residuals, times BURST_GAIN.
-BURST_SAMPLES, BURST_GAIN = 3, 1.6
+BURST_SAMPLES, BURST_GAIN = 3, 1.5
+#: A sample whose z (or burst statistic) reaches ANOMALY_Z is an anomaly: its residuals
+#: enter the windows as ordinary ones (each window's median), so anomalies do not widen
+#: the spread that judges the next ones ... unless anomalies have been common lately (a
+#: count of them that decays over ``history`` samples above ANOMALY_SHARE of it): then
+#: they enter clipped like any other, and a lasting change is learned step by step.
+ANOMALY_Z, ANOMALY_SHARE = 8.0, 0.2
 #: The forecasters: the last value, the median of the last five, a line through the
 #: trailing medians of three, the last value plus MOMENTUM times the last step.
 FORECASTERS = 4
 
 # The state array's layout: the last values and their count, the last z and their count,
-# then per forecaster a block: the ring of residuals, the same sorted, their count, the
-# ring's oldest slot and the sum of their |values|.
+# the decaying count of anomalies, then per forecaster a block: the ring of residuals, the
+# same sorted, their count, the ring's oldest slot and the sum of their |values|.
 _HIST = FORECAST + 2
 _HN = _HIST
 _RZ = _HN + 1
 _RZN = _RZ + BURST_SAMPLES
+_ANOMALIES = _RZN + 1
 _BLOCKS = 16
 
 
@@ -63,8 +71,9 @@ def tail_index(history: int) -> np.ndarray:
 
 
 def clear(state: np.ndarray) -> None:
-    """Forget the residuals and the last z (the values stay)."""
+    """Forget the residuals, the last z and the anomalies (the values stay)."""
     state[_RZN] = 0.0
+    state[_ANOMALIES] = 0.0
     size = _block_size(_history(state))
     for f in range(FORECASTERS):
         base = _BLOCKS + f * size
@@ -183,6 +192,12 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
     hn = int(s[_HN])
     z = 0.0
     direction = 0
+    # per forecaster: the residual, its window's median and the clipping bounds
+    residuals = np.empty(FORECASTERS)
+    mids = np.empty(FORECASTERS)
+    lows = np.empty(FORECASTERS)
+    highs = np.empty(FORECASTERS)
+    judged = False
     if hn:
         last = s[hn - 1]
         forecasts = (last, _median_last(s, hn, 5), _line(s, hn),
@@ -191,10 +206,10 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
         best = -1
         width = 0.0
         for f in range(FORECASTERS):
-            base = _BLOCKS + f * size
             residual = u - forecasts[f]
+            residuals[f] = residual
             if judged:
-                mid, up, down = _spread(s, base, history, ktab)
+                mid, up, down = _spread(s, _BLOCKS + f * size, history, ktab)
                 if best < 0 or up + down < width:  # the tightest forecaster judges
                     best, width = f, up + down
                     scale = up if residual >= mid else down
@@ -202,12 +217,8 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
                     tiny = max(abs(mid), abs(residual), 1.0) * 1e-12
                     z = (0.0 if diff <= tiny else math.inf) if scale <= tiny else diff / scale
                     direction = 0 if residual == 0.0 else (1 if residual > 0.0 else -1)
-                # anomalies must not widen the scale that judges the next ones (a
-                # lasting change still widens it, step by step)
-                low, high = mid - WINSOR * down, mid + WINSOR * up
-                residual = low if low > residual else residual
-                residual = high if high < residual else residual
-            _add(s, base, history, residual)
+                mids[f] = mid
+                lows[f], highs[f] = mid - WINSOR * down, mid + WINSOR * up
     if hn < _HIST:
         s[hn] = u
         s[_HN] = hn + 1
@@ -229,6 +240,22 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
         a, b, c = s[_RZ], s[_RZ + 1], s[_RZ + 2]
         median = max(min(a, b), min(max(a, b), c)) * BURST_GAIN
         burst = median if median > z else z
+    # Anomalies must not widen the spread that judges the next ones (else each burst
+    # hides the next); while they are rare, an anomaly's residuals enter as ordinary ones.
+    anomaly = burst >= ANOMALY_Z
+    count = s[_ANOMALIES] * (1.0 - 1.0 / history) + (1.0 if anomaly else 0.0)
+    s[_ANOMALIES] = count
+    ordinary = anomaly and count <= ANOMALY_SHARE * history
+    if hn:
+        for f in range(FORECASTERS):
+            residual = residuals[f]
+            if judged:
+                if ordinary:
+                    residual = mids[f]
+                else:  # outliers clipped (a lasting change still widens it, step by step)
+                    residual = lows[f] if lows[f] > residual else residual
+                    residual = highs[f] if highs[f] < residual else residual
+            _add(s, _BLOCKS + f * size, history, residual)
     return z, burst, direction
 
 

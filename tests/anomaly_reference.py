@@ -37,7 +37,11 @@ WINSOR = 3.0
 #: Values the forecast line is fitted through (trailing medians of 3).
 FORECAST = 6
 #: A burst: the median |z| of the last BURST_SAMPLES residuals, times BURST_GAIN.
-BURST_SAMPLES, BURST_GAIN = 3, 1.6
+BURST_SAMPLES, BURST_GAIN = 3, 1.5
+#: A sample whose z (or burst statistic) reaches ANOMALY_Z is an anomaly: its residuals
+#: enter the windows as ordinary ones (their median) while anomalies are rare (a count of
+#: them decaying over ``history`` samples at most ANOMALY_SHARE of it).
+ANOMALY_Z, ANOMALY_SHARE = 8.0, 0.2
 
 
 class _Residuals:
@@ -66,13 +70,18 @@ class _Residuals:
         return (mid, max(floor, (s[n - 1 - k] - mid) * SIDE_TO_SIGMA),
                 max(floor, (mid - s[k]) * SIDE_TO_SIGMA))
 
-    def add(self, residual: float, spread: tuple[float, float, float] | None) -> None:
+    def add(self, residual: float, spread: tuple[float, float, float] | None,
+            ordinary: bool = False) -> None:
         """Remember a residual, clipped to WINSOR robust sigmas of ``spread`` (this
-        window's, before the residual; None: not clipped): anomalies must not widen the
-        scale that judges the next ones (a lasting change still widens it, step by step)."""
+        window's, before the residual; None: not clipped), or as the window's median if
+        ``ordinary`` (an anomaly's): anomalies must not widen the scale that judges the
+        next ones (a lasting change still widens it, step by step)."""
         if spread is not None:
             mid, up, down = spread
-            residual = min(max(residual, mid - WINSOR * down), mid + WINSOR * up)
+            if ordinary:
+                residual = mid
+            else:
+                residual = min(max(residual, mid - WINSOR * down), mid + WINSOR * up)
         self._order.append(residual)
         bisect.insort(self._sorted, residual)
         self._abs_sum += abs(residual)
@@ -92,7 +101,8 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_early", "_hist", "_log", "_recent_z", "_residuals", "history", "z_ref")
+    __slots__ = ("_anomalies", "_early", "_hist", "_log", "_recent_z", "_residuals",
+                 "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -102,6 +112,7 @@ class AnomalyScorer:
         self._hist: deque[float] = deque(maxlen=FORECAST + 2)  # the last values
         self._residuals = [_Residuals(history) for _ in _FORECASTERS]
         self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
+        self._anomalies = 0.0  # a count of anomalies, decaying over `history` samples
         # The first values, until the stream's scale is decided: a positive stream that
         # spans a wide ratio (latencies, counts of people, prices over years) varies by
         # multiples, and is judged on the log of its values.
@@ -124,6 +135,8 @@ class AnomalyScorer:
         u = math.log(value) if self._log else value
         z_res = 0.0
         direction = 0
+        residuals: list[float] = []
+        spreads = None
         if self._hist:
             residuals = [u - f(self._hist) for f in _FORECASTERS]
             spreads = ([w.spread() for w in self._residuals]
@@ -132,9 +145,20 @@ class AnomalyScorer:
                 z_res, residual = _surprise(residuals, spreads)
                 if residual:
                     direction = 1 if residual > 0 else -1
-            for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=True)):
-                window.add(r, None if spreads is None else spreads[i])
         self._hist.append(u)
+        # A burst of variance: most of the last few residuals are unusual, though none
+        # alone may be extreme (the median of their |z| ignores one single spike).
+        self._recent_z.append(z_res)
+        burst = z_res
+        if len(self._recent_z) == BURST_SAMPLES:
+            burst = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
+        # An anomaly's residuals enter as ordinary ones while anomalies are rare.
+        anomaly = burst >= ANOMALY_Z
+        self._anomalies = self._anomalies * (1.0 - 1.0 / self.history) + (
+            1.0 if anomaly else 0.0)
+        ordinary = anomaly and self._anomalies <= ANOMALY_SHARE * self.history
+        for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=False)):
+            window.add(r, None if spreads is None else spreads[i], ordinary)
         if self._early is not None:
             self._early.append(value)
             if len(self._early) >= DECIDE:
@@ -144,11 +168,9 @@ class AnomalyScorer:
                 self._early = None
                 if early[0] > 0.0 and hi >= LOG_RATIO * lo and hi - mid >= SKEW * (mid - lo):
                     self._set_log(True)
-        # A burst of variance: most of the last few residuals are unusual, though none
-        # alone may be extreme (the median of their |z| ignores one single spike).
-        self._recent_z.append(z_res)
-        if len(self._recent_z) == BURST_SAMPLES:
-            z_res = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
+                    self._recent_z.append(z_res)  # the burst's memory starts afresh
+                    burst = z_res
+        z_res = burst
         # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
         z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._log else LEVEL_Z_PER_WIDTH)
         if z_level > z_res:
@@ -167,6 +189,7 @@ class AnomalyScorer:
                            maxlen=self._hist.maxlen)
         self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
         self._recent_z.clear()
+        self._anomalies = 0.0
 
 
 def _surprise(residuals: list[float], spreads: list[tuple[float, float, float]]
