@@ -515,7 +515,7 @@ class Conductor:
     def _step_one(self, cue: Cue) -> StepResult:
         """:meth:`_step` of one cue with the pitch model and one note per sample (a column
         rendered alone, a stream stepped alone): the same calls on the same numbers, without
-        a batch's lists, stacking and splitting (tests/test_one_stream.py holds it to the
+        a batch's lists, stacking and splitting (tests/test_fast_paths.py holds it to the
         general path)."""
         sample = cue.sample
         st = self.state(sample.stream)

@@ -166,7 +166,10 @@ class Chooser:
         the search's end compares its paths' log-probabilities as single rows."""
         sub = np.asarray(logits, dtype=np.float64)[:, self._cand_class]
         sub = sub - sub.max(axis=1, keepdims=True)
-        sums = np.array([row.sum() for row in np.exp(sub)])
+        # ``sub`` is laid out by columns (fancy indexing); over C-ordered rows, NumPy's
+        # reduction along them sums each row as ``row.sum()`` does (pairwise): one call
+        # for all rows, the same bits (tests/test_fast_paths.py holds it to the per-row sums)
+        sums = np.add.reduce(np.ascontiguousarray(np.exp(sub)), axis=1)
         return sub - np.log(sums[:, None])
 
     def _pick(self, scores: np.ndarray, rng: np.random.Generator) -> int:

@@ -1,6 +1,9 @@
-"""One cue with one note per sample steps through ``Conductor._step_one`` (a column
-rendered alone, a stream stepped alone): the same notes, pitches, remembered inputs and
-model states, to the bit, as the general (batched) path stepping the same single cue."""
+"""The fast paths give the bits of the general ones.
+
+One cue with one note per sample steps through ``Conductor._step_one`` (a column rendered
+alone, a stream stepped alone): the same notes, pitches, remembered inputs and model states,
+to the bit, as the general (batched) path stepping the same single cue. The stepper's
+one-row propose/commit is NumPy's arithmetic."""
 
 from __future__ import annotations
 
@@ -110,3 +113,23 @@ def test_one_rows_step_is_the_batched_arithmetic(shipped: Any) -> None:
         for got, expected in zip(new, want, strict=True):
             assert got.tobytes() == expected.tobytes()
         state = new
+
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 16])
+def test_log_p_rows_sums_each_row_as_a_row_alone(shipped: Any, rows: int) -> None:
+    """``Chooser.log_p_rows`` (one reduction over C-ordered rows) is the per-row
+    ``row.sum()`` reference to the bit, while ``log_p`` (a batch's reduction) is not."""
+    config = load_config(None, {"model.device": "cpu"})
+    conductor = Conductor(config, *load_pitch_model(config.model)[:2])
+    chooser = conductor.chooser
+    rng = np.random.default_rng(rows)
+    differ = 0
+    for _ in range(300):
+        logits = rng.normal(0, 4, (rows, chooser._cand_class.max() + 1)).astype(np.float32)
+        sub = np.asarray(logits, dtype=np.float64)[:, chooser._cand_class]
+        sub = sub - sub.max(axis=1, keepdims=True)
+        want = sub - np.log(np.array([row.sum() for row in np.exp(sub)])[:, None])
+        assert chooser.log_p_rows(logits).tobytes() == want.tobytes()
+        differ += chooser.log_p(logits).tobytes() != want.tobytes()
+    assert rows == 1 or differ > 0  # (else the test could not tell the two apart)
