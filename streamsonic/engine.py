@@ -183,6 +183,10 @@ class Engine:
         self.rhythm = rhythm
         self._queues: dict[str, deque[Aggregate]] = {}
         self._next_allowed: dict[str, float] = {}
+        # per stream: the earliest moment its next sample could play, on the clock of its
+        # samples' arrival (its last cue's ``came`` + 1 / clock.max_rate): a sample that
+        # arrived while its stream was held back by the rate cap is late from then only
+        self._playable_from: dict[str, float] = {}
         self._flush: dict[str, Handle] = {}
         # event clock: the samples waiting for the batch step (at most one per stream), each
         # with its reading and what it settles once played (an aggregate, a receipt, or
@@ -229,8 +233,9 @@ class Engine:
         its signal handlers and timers; every YIELD_EVERY seconds of feeding, the loop
         gets a turn, so SIGTERM is answered at any load, whatever the source.
 
-        With ``arrival`` (a worker's pipe), a sample played at once counts its wait from when
-        it reached the daemon rather than from now.
+        With ``arrival`` (an MQTT or NATS source, a worker's pipe), a sample played at once
+        counts its wait from when it reached the daemon rather than from now (from when its
+        stream could next play, if the rate cap held it back until later).
         """
         turn = self.loop.time() + YIELD_EVERY
         async for item in items:
@@ -252,7 +257,8 @@ class Engine:
              arrived: float | None = None) -> None:
         """One sample arrives. ``receipt`` (its delivery, if still owed) is settled once
         the note that plays the sample is scheduled, or the sample is dropped. ``arrived``:
-        when it reached the daemon (loop time) if earlier than now."""
+        when it reached the daemon (``time.monotonic``, the loop's clock), if the source
+        knows (:class:`streamsonic.events.Arrival`)."""
         self.samples += 1
         stream = sample.stream
         if not self.conductor.admit(stream):
@@ -288,8 +294,11 @@ class Engine:
             self._flush_stream(stream)
         if (not self._queues.get(stream) and stream not in self._batched and allowed):
             self._next_allowed[stream] = now + 1.0 / clock.max_rate
-            self._submit(sample, reading, receipt,
-                         came=now if arrived is None else min(arrived, now))
+            came = now
+            if arrived is not None:  # it waited before the engine saw it: late from then
+                came = min(max(arrived, self._playable_from.get(stream, -math.inf)), now)
+            self._playable_from[stream] = came + 1.0 / clock.max_rate
+            self._submit(sample, reading, receipt, came=came)
             return
         self._enqueue(sample, reading, receipt)
         if stream not in self._flush and stream not in self._batched:
@@ -348,6 +357,7 @@ class Engine:
                     kept.append(waiting)
             self._batch = kept
         self._next_allowed.pop(stream, None)
+        self._playable_from.pop(stream, None)
         if self.rhythm is not None:
             self.dropped_evicted += self.rhythm.forget(stream)
         if self.scheduler.release(stream):
@@ -389,6 +399,7 @@ class Engine:
         now = self.loop.time()
         due = min(self._next_allowed.get(stream, now), now)  # when the timer was due
         self._next_allowed[stream] = now + 1.0 / self.config.clock.max_rate
+        self._playable_from[stream] = due + 1.0 / self.config.clock.max_rate
         self._submit(*taken, came=due)
         self._arm(stream)
 
@@ -403,7 +414,9 @@ class Engine:
         """Event clock: step ``sample`` (as it read: ``reading``) with the others due within
         ``clock.batch_window`` (at once when the window is 0; at the loop's next turn when
         ``MAX_BATCH`` wait); ``owed`` is settled once played. ``came``: when it was due to
-        play (a waiting sample's flush; by default now)."""
+        play (a waiting sample's flush; a sample that waited before the engine saw it: when
+        it reached the daemon, or when its stream could next play if that was later; by
+        default now)."""
         self._batch.append((sample, reading, owed, self.loop.time() if came is None else came))
         self._batched.add(sample.stream)
         window = self.config.clock.batch_window

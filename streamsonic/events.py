@@ -136,7 +136,9 @@ class Arrival(Protocol):
     engine sees it (a worker's pipe: when the router read it): :meth:`arrived` is that
     moment on ``time.monotonic`` (the event loop's clock, the same in every process of the
     machine), or ``None``. The engine counts a sample's wait from then, so the time it
-    spent in the router and the pipe counts against its deadline (shedding)."""
+    spent in a queue, the router or a pipe counts against its deadline (shedding). Only for
+    a loop on ``time.monotonic``: a source on virtual time (``replay --fast``) must not
+    offer it."""
 
     def arrived(self) -> float | None: ...
 

@@ -27,12 +27,14 @@ original timing and the replay takes only the time to compute it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import logging
 import math
 import selectors
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -179,6 +181,38 @@ class Recorder:
             self._file = None
 
 
+#: The members of a source that the daemon finds through ``isinstance`` with a protocol
+#: (:class:`streamsonic.events.Holding`, :class:`streamsonic.events.Arrival`,
+#: :class:`streamsonic.sources.Connecting`): a recording source offers those its source does.
+_PROTOCOL_MEMBERS = ("hold", "arrived", "connected", "waiting_for", "reconfigure")
+_ABSENT = object()
+
+
+def _forward_property(name: str) -> property:
+    return property(lambda self: getattr(self.source, name))
+
+
+def _forward_method(name: str) -> Callable[..., Any]:
+    def method(self: RecordingSource, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.source, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+@functools.cache
+def _recording_class(kind: type) -> type[RecordingSource]:
+    """RecordingSource with the protocol members that sources of ``kind`` have."""
+    members: dict[str, Any] = {}
+    for name in _PROTOCOL_MEMBERS:
+        found = inspect.getattr_static(kind, name, _ABSENT)
+        if found is _ABSENT:
+            continue
+        members[name] = (_forward_method(name) if callable(found)
+                         and not isinstance(found, property) else _forward_property(name))
+    return type(f"Recording{kind.__name__}", (RecordingSource,), members)
+
+
 class RecordingSource:
     """A source that records every sample it passes on (``run --record``).
 
@@ -187,6 +221,14 @@ class RecordingSource:
     acknowledgements wait for the engine as without recording; the connection state and
     ``reconfigure`` of a network source), so the daemon treats it as the source it wraps.
     """
+
+    def __new__(cls, source: Source, recorder: Recorder) -> RecordingSource:
+        # A class of its own per kind of wrapped source, with that kind's protocol members
+        # (receipts, arrival times, the connection): ``isinstance`` checks against the
+        # protocols (Holding, Arrival, Connecting) see them on the class, as they must from
+        # Python 3.12 on (they no longer ask ``__getattr__``).
+        kind = _recording_class(type(source)) if cls is RecordingSource else cls
+        return super().__new__(kind)
 
     def __init__(self, source: Source, recorder: Recorder) -> None:
         self.source = source
@@ -199,6 +241,7 @@ class RecordingSource:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.source, name)
+
 
     async def __aenter__(self) -> RecordingSource:
         await self.source.__aenter__()

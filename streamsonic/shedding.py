@@ -9,9 +9,11 @@ shed.
 
 In time means: a cue's notes are made within ``clock.batch_window`` + :data:`SHED_AFTER`
 seconds of the moment it came to be played, counted from when the sample reached the
-daemon where the source knows it (an MQTT source: when its network thread handed the
-message over; a worker: when the router read it), so a wait in a queue or a pipe counts
-too. :class:`Shedding` keeps the passing notes of as
+daemon where the source knows it (an MQTT or NATS source: when its network side handed
+the message over; a worker: when the router read it, or its source's hand-over), so a wait
+in a queue or a pipe counts too; a sample that came while its stream was held back by
+``clock.max_rate`` counts from when the stream could play again, and a waiting sample's
+(or a tick's) from when it was due. :class:`Shedding` keeps the passing notes of as
 many of a batched step's cues as fit before its oldest cue's deadline, at what recent
 steps with passing notes cost per cue; the others play without. Waits and costs are
 measured on the loop's clock: a loop that keeps up sheds nothing, and on virtual time

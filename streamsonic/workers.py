@@ -19,7 +19,9 @@ with the router's source (``streamsonic.metrics.merge_families``).
 What the router does:
 
 * Samples go to the workers in frames (a length and a pickled list of ``(stream, time,
-  value, receipt)`` tuples), one per worker per loop turn or per ``FRAME_ITEMS``; a worker
+  value, receipt, arrived)`` tuples, ``arrived`` being when the sample reached the daemon:
+  the router's read, or an MQTT or NATS source's own hand-over, on ``time.monotonic``), one
+  per worker per loop turn or per ``FRAME_ITEMS``; a worker
   that falls behind fills its pipe, and the router then waits for it, so the source is read
   no faster than the workers play (stdin: nothing dropped; MQTT: the broker's queue).
 * Deliveries owed to the sender (MQTT QoS 1) are kept by the router and settled when the
@@ -235,7 +237,8 @@ class PipeSource:
         return _Settle(self._back, self._receipt) if self._receipt else None
 
     def arrived(self) -> float | None:
-        """When the router read the sample yielded last (``time.monotonic``)."""
+        """When the sample yielded last reached the daemon (``time.monotonic``): when the
+        router read it, or when its MQTT or NATS source handed it over."""
         return self._arrived
 
     @property
@@ -596,7 +599,7 @@ class Router:
                     self.owed[receipt] = owed
             worker = self.worker_for(item.stream)
             now = loop.time()
-            # when it reached the daemon: an MQTT source knows it (its queue's wait), else now
+            # when it reached the daemon: an MQTT or NATS source knows it (its queue's wait)
             arrived = self._arrival.arrived() if self._arrival is not None else None
             worker.pending.append((item.stream, item.time, item.value, receipt,
                                    now if arrived is None else min(arrived, now)))

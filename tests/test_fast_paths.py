@@ -115,7 +115,6 @@ def test_one_rows_step_is_the_batched_arithmetic(shipped: Any) -> None:
         state = new
 
 
-
 @pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 16])
 def test_log_p_rows_sums_each_row_as_a_row_alone(shipped: Any, rows: int) -> None:
     """``Chooser.log_p_rows`` (one reduction over C-ordered rows) is the per-row

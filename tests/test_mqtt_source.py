@@ -9,6 +9,7 @@ import math
 import os
 import random
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -201,6 +202,22 @@ async def test_full_queue_drops_oldest_and_counts(mqtt_broker: Broker) -> None:
         got = await take(source, 10)
     assert [s.value for s in got] == [float(i) for i in range(40, 50)]
     assert source.stats["dropped.queue_full"] == 40
+
+
+async def test_each_item_says_when_it_was_handed_over(mqtt_broker: Broker) -> None:
+    """``arrived()`` (streamsonic.events.Arrival) is when the network thread queued the item,
+    not when the consumer took it: items that waited 0.3 s in the queue say so."""
+    async with make_source(mqtt_broker, ["arr/x"]) as source:
+        await subscribed(source)
+        before = time.monotonic()
+        await pub(mqtt_broker, "arr/x", ["1", "2", "3"])
+        await until(lambda: source.stats.get("received", 0) == 3, "3 messages")
+        queued = time.monotonic()
+        await asyncio.sleep(0.3)
+        for _ in range(3):
+            await anext(source)
+            came = source.arrived()
+            assert came is not None and before <= came <= queued
 
 
 async def test_play_notes_roundtrip_through_mqtt_output(mqtt_broker: Broker) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import itertools
 import json
 import os
@@ -342,7 +343,7 @@ def test_replay_source_counts(tmp_path: Path) -> None:
 def test_recording_source_is_the_source_it_wraps(tmp_path: Path) -> None:
     """The daemon asks the source for receipts (MQTT acknowledgements), its connection and
     reconfiguration; through the recorder it gets the wrapped source's answers."""
-    from streamsonic.events import Holding
+    from streamsonic.events import Arrival, Holding
     from streamsonic.record import RecordingSource
     from streamsonic.sources import Connecting
 
@@ -354,6 +355,9 @@ def test_recording_source_is_the_source_it_wraps(tmp_path: Path) -> None:
         def hold(self) -> str:
             return "receipt"
 
+        def arrived(self) -> float:
+            return 12.5
+
         def reconfigure(self, config: object) -> list[str]:
             return ["mqtt.url"]
 
@@ -362,12 +366,17 @@ def test_recording_source_is_the_source_it_wraps(tmp_path: Path) -> None:
 
     recorder = Recorder(str(tmp_path / "r.jsonl"), OutputConfig())
     wrapped: Any = RecordingSource(Network(), recorder)  # type: ignore[arg-type]
-    kinds = [isinstance(wrapped, kind) for kind in (Holding, Connecting)]
-    assert kinds == [True, True]
+    kinds = [isinstance(wrapped, kind) for kind in (Holding, Arrival, Connecting)]
+    assert kinds == [True, True, True]
     assert wrapped.hold() == "receipt" and wrapped.reconfigure(None) == ["mqtt.url"]
+    assert wrapped.arrived() == 12.5 and wrapped.connected and wrapped.waiting_for is None
     assert wrapped.stats == {"samples": 1, "recorded": 0}
+    # on the class itself, as isinstance with a protocol looks from Python 3.12 on
+    for name in ("hold", "arrived", "connected", "waiting_for", "reconfigure"):
+        inspect.getattr_static(wrapped, name)
     plain: Any = RecordingSource(Plain(), recorder)  # type: ignore[arg-type]
-    assert [isinstance(plain, kind) for kind in (Holding, Connecting)] == [False, False]
+    assert [isinstance(plain, kind) for kind in (Holding, Arrival, Connecting)] == [False] * 3
+    assert isinstance(plain, RecordingSource) and isinstance(wrapped, RecordingSource)
     recorder.close()
 
 

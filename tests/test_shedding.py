@@ -52,8 +52,9 @@ async def play(shipped: Path, late: tuple[int, ...], costly: int = -1, last: int
                ) -> tuple[dict[int, list[NoteEvent]], Engine]:
     """The feed, each round's notes (by the round of their sample) and the engine; in the
     rounds in ``late`` the loop is blocked while the round's cues wait for their batch; the
-    samples of the rounds in ``stale`` reached the daemon BLOCK seconds before the engine
-    sees them (as an MQTT source's queue or a worker's pipe says, ``Arrival``); from
+    samples of the rounds in ``stale`` reach the daemon on time and the engine BLOCK seconds
+    later (they wait in a queue or a pipe, as an MQTT source or a worker's pipe says,
+    ``Arrival``; the loop is free meanwhile); from
     round ``costly`` on, passing notes cost 20 ms per cue as far as the engine knows; the
     rounds before ``last``; ``settings`` override the defaults."""
     loop = asyncio.get_running_loop()
@@ -64,10 +65,13 @@ async def play(shipped: Path, late: tuple[int, ...], costly: int = -1, last: int
     engine = Engine(Conductor(config, stepper, encoding), Scheduler(loop, [sink]), loop)
     round_of: dict[float, int] = {}
     for r in range(last):
+        arrived = None
+        if r in stale:
+            arrived = loop.time()
+            await asyncio.sleep(BLOCK)
         for i in range(STREAMS):
             round_of[value(i, r)] = r
-            engine.feed(Sample(f"s{i}", 0.0, value(i, r)), None,
-                        loop.time() - BLOCK if r in stale else None)
+            engine.feed(Sample(f"s{i}", 0.0, value(i, r)), None, arrived)
         if r == costly:
             engine.shedding.phrase = 0.02  # as if measured
         if r in late:
@@ -117,6 +121,33 @@ async def test_samples_that_waited_before_the_engine_play_without_the_models_not
         assert [n.source for n in rounds[r]] == ["data"] * STREAMS, r
     assert engine.stats["shed.phrases"] == STREAMS * len(LATE)
     assert all(added(rounds[r]) > 0 for r in (9, 11, 14, 15))
+
+
+@pytest.mark.usefixtures("margin")
+async def test_a_wait_for_the_rate_cap_is_not_lateness(shipped: Path) -> None:
+    """``clock.max_rate`` 2: a round plays; the next arrives 10 ms later, while its streams
+    may not play for half a second, and the engine reads it once they may. It waited 0.5 s,
+    nearly all of it for the rate cap: it is late only from when its stream could play, and
+    nothing is shed. (Three such pairs, a pause between them.)"""
+    loop = asyncio.get_running_loop()
+    config = load_config(None, {"model.weights": str(shipped), "model.temperature": 0.0,
+                                "accent.earcon": False, "clock.max_rate": 2.0})
+    stepper, encoding, _ = load_pitch_model(config.model)
+    sink = Notes()
+    engine = Engine(Conductor(config, stepper, encoding), Scheduler(loop, [sink]), loop)
+    gap = 1.0 / config.clock.max_rate
+    for pair in range(3):
+        first = loop.time()
+        for r in (2 * pair, 2 * pair + 1):
+            for i in range(STREAMS):
+                engine.feed(Sample(f"s{i}", 0.0, value(i, r)), None,
+                            None if r % 2 == 0 else first + 0.01)
+            await asyncio.sleep(gap + 0.01 if r % 2 == 0 else 2 * gap)
+    await engine.drain()
+    engine.cancel()
+    assert "shed.phrases" not in engine.stats
+    assert len({n.value for n in sink.notes}) == 6 * STREAMS  # every round played
+    assert added(sink.notes) > 0  # with the model's notes
 
 
 def shed_metric(engine: Engine) -> float:
