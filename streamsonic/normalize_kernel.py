@@ -220,7 +220,12 @@ def _last_sorted_py(s: np.ndarray, count: int) -> np.ndarray:
     values = _RINGS + c
     n = int(s[_N])
     m = count if count < n else n
-    first = int(s[_HEAD]) + n - m
+    return _ring_sorted(s, values, c, int(s[_HEAD]) + n - m, m)
+
+
+def _ring_sorted_py(s: np.ndarray, values: int, c: int, first: int, m: int) -> np.ndarray:
+    """The ``m`` ring values from slot ``first`` on (ring of ``c`` slots at ``values``),
+    sorted stably by insertion (equal values in arrival order)."""
     buf = np.empty(m)
     for t in range(m):
         v = s[values + (first + t) % c]
@@ -234,15 +239,7 @@ def _last_sorted_py(s: np.ndarray, count: int) -> np.ndarray:
 
 def _sorted4_third_py(s: np.ndarray, values: int, c: int, first: int) -> float:
     """``sorted(four values from ring slot first)[2]``."""
-    buf = np.empty(4)
-    for t in range(4):
-        v = s[values + (first + t) % c]
-        j = t
-        while j > 0 and buf[j - 1] > v:
-            buf[j] = buf[j - 1]
-            j -= 1
-        buf[j] = v
-    return buf[2]
+    return _ring_sorted(s, values, c, first, 4)[2]
 
 
 def _set_reference_py(s: np.ndarray, knots: np.ndarray) -> None:
@@ -576,8 +573,8 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _tiny, _clip01, _knot_position, _knot_value = (
         _tiny_py, _clip01_py, _knot_position_py, _knot_value_py)
     _bisect_left, _bisect_right = _bisect_left_py, _bisect_right_py
-    _quantile_knots, _last_sorted, _sorted4_third = (
-        _quantile_knots_py, _last_sorted_py, _sorted4_third_py)
+    _quantile_knots, _ring_sorted, _last_sorted, _sorted4_third = (
+        _quantile_knots_py, _ring_sorted_py, _last_sorted_py, _sorted4_third_py)
     _set_reference, _ring_append, _snap, _stretch_for_trend, _zoom, _auto_range = (
         _set_reference_py, _ring_append_py, _snap_py, _stretch_for_trend_py, _zoom_py,
         _auto_range_py)
@@ -600,6 +597,7 @@ else:
     _ring_append = jit(_ring_append_py, fastmath=False)
     _set_reference = jit(_set_reference_py, fastmath=False)
     _percentile = jit(_percentile_py, fastmath=False)
+    _ring_sorted = jit(_ring_sorted_py, fastmath=False)
     _last_sorted = jit(_last_sorted_py, fastmath=False)
     _sorted4_third = jit(_sorted4_third_py, fastmath=False)
     _snap = jit(_snap_py, fastmath=False)
