@@ -168,8 +168,9 @@ def test_metrics_endpoint_counts_what_the_daemon_did(tmp_path: Path) -> None:
         before = scrape(port)
         assert before["streamsonic_input_samples_total"] == 0
         assert before["streamsonic_reload_failed"] == 0
-        # 6 good samples of 2 streams, 2 lines that are not numbers, 1 non-finite value
-        daemon.send("a=1 b=2\na=5 b=1\nhello\na=3 b=7\nworld\na=nan\n")
+        # 6 good samples of 2 streams, 2 lines that are not numbers, 1 non-finite value and
+        # a comment line (not bad input: ignored, not rejected)
+        daemon.send("a=1 b=2\na=5 b=1\nhello\n# a comment\na=3 b=7\nworld\na=nan\n")
         daemon.wait_until("6 notes", lambda: len(daemon.played()) >= 6)
         got = scrape_until(port, lambda m: m['streamsonic_notes_total{output="events"}']
                            == m["streamsonic_notes_played_total"] == len(daemon.notes),
@@ -178,6 +179,7 @@ def test_metrics_endpoint_counts_what_the_daemon_did(tmp_path: Path) -> None:
         assert got['streamsonic_input_rejected_total{reason="not_numeric"}'] == 2
         assert sum(v for k, v in got.items()
                    if k.startswith("streamsonic_input_rejected_total")) == 3
+        assert got['streamsonic_input_ignored_total{reason="comment"}'] == 1
         assert got['streamsonic_notes_total{output="events"}'] == len(daemon.notes) >= 6
         assert got["streamsonic_notes_played_total"] == len(daemon.notes)
         assert got["streamsonic_streams"] == 2

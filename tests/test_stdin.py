@@ -118,7 +118,9 @@ async def test_regular_file(tmp_path: Path) -> None:
     assert [(s.stream, s.value) for s in samples] == [
         ("temp", 21.5), ("hum", 40.0), ("temp", 22.0), ("hum", 41.0)]
     assert samples[2].time - samples[0].time == 1.0
-    assert source.stats == {"lines": 3, "samples": 4, "skipped.header": 1}
+    # a header is not bad input: ignored (as in MQTT payloads), not skipped (the metrics'
+    # streamsonic_input_rejected_total, which an operator alerts on)
+    assert source.stats == {"lines": 3, "samples": 4, "ignored.header": 1}
 
 
 async def test_file_with_bad_lines_counts_reasons_and_warns_once_per_reason(
@@ -137,7 +139,7 @@ async def test_file_with_bad_lines_counts_reasons_and_warns_once_per_reason(
         "lines": 13, "samples": 5,
         "skipped.empty": 1, "skipped.nan": 2, "skipped.inf": 1, "skipped.invalid_utf8": 1,
         "skipped.too_long": 2, "skipped.not_numeric": 2, "skipped.bad_json": 1,
-        "skipped.comment": 1,
+        "ignored.comment": 1,
     }
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 7  # one per bad reason (rate-limited), none for the comment

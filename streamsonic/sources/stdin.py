@@ -126,7 +126,8 @@ class StdinSource:
 
     @property
     def stats(self) -> dict[str, int]:
-        """``lines``, ``samples`` and ``skipped.<reason>`` counters."""
+        """``lines``, ``samples``, ``skipped.<reason>`` (bad input) and ``ignored.<reason>``
+        (header and comment lines) counters."""
         counts = {"lines": 0, "samples": 0}
         counts.update(self._counters.snapshot())
         return counts
@@ -343,14 +344,18 @@ class StdinSource:
 
     def _account(self, parsed: ParsedLine, lineno: int, line: bytes) -> None:
         """Count a line's skipped fields (and warn); lines and samples are counted by the
-        caller."""
+        caller. Header and comment lines are not bad input: they count as
+        ``ignored.<reason>``, as in MQTT and NATS payloads (the metrics'
+        ``streamsonic_input_ignored_total``, not ``..._rejected_total``)."""
         counters = self._counters
         for reason in parsed.skipped:
-            counters.add(f"skipped.{reason}")
             if reason not in BENIGN_REASONS:
+                counters.add(f"skipped.{reason}")
                 self._warn.warning(reason, "stdin line %d: skipped %s (%s): %.60r", lineno,
                                    reason, REASONS.get(reason, reason), line[:60])
-            elif reason == "header" and not self._header_logged and self._parser.header:
+                continue
+            counters.add(f"ignored.{reason}")
+            if reason == "header" and not self._header_logged and self._parser.header:
                 self._header_logged = True
                 names = self._parser.header
                 more = len(names) - _HEADER_NAMES_SHOWN
