@@ -214,6 +214,34 @@ def test_help_does_not_import_heavy_modules() -> None:
     assert "--influence" in run(["run", "--help"]).stdout
 
 
+LIVE_ONLY_FLAGS = ("--clock", "--max-rate", "--aggregate", "--midi-api")
+
+
+@pytest.mark.parametrize("command", ["render", "demo"])
+def test_render_offers_no_flag_it_would_ignore(command: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A render spaces its rows by --step and writes files: the live clock's flags and the
+    MIDI port backend would do nothing there, so its --help does not offer them and a
+    command line with one is refused (64) instead of silently ignoring it."""
+    from streamsonic.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert "--step" in shown and "--influence" in shown
+    for flag in LIVE_ONLY_FLAGS:
+        assert flag not in shown, flag
+        with pytest.raises(SystemExit) as done:
+            main([command, "x.csv", flag, "1"] if command == "render" else [command, flag, "1"])
+        assert done.value.code == 64, flag
+    for live in ("run", "replay"):  # where they do something, they stay
+        with pytest.raises(SystemExit):
+            main([live, "--help"])
+        shown = capsys.readouterr().out
+        assert all(flag in shown for flag in LIVE_ONLY_FLAGS), live
+
+
 def test_shipped_weights_are_the_default() -> None:
     res = run(["--output", "events", "--influence", "0.5"], "1\n2\n")
     assert res.returncode == 0, res.stderr

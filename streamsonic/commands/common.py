@@ -36,9 +36,11 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
            "temporal model checkpoint for --rhythm model (default: weights/temporal.pt)",
            metavar="PATH"),
     Option(("--rhythm",), "model.rhythm", str,
-           "who decides note timing: the clock, or the temporal model", choices=("clock", "model")),
+           "who decides note timing: the clock (default), or the temporal model",
+           choices=("clock", "model")),
     Option(("--device",), "model.device", str,
-           "where the LSTM runs; auto = CUDA when present", choices=("auto", "cpu", "cuda")),
+           "where the LSTM runs (default auto: CUDA when present)",
+           choices=("auto", "cpu", "cuda")),
     Option(("--scale",), "music.scale", str, "scale to play in (default major)",
            choices=SCALE_NAMES),
     Option(("--key",), "music.key", str, "tonic of the scale, e.g. C, F#, Bb (default C)",
@@ -52,8 +54,8 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
            "General MIDI program (0-127) for every stream without a [[voices]] rule; "
            "default -1: each stream its own, from music.palette", metavar="N"),
     Option(("--clock",), "clock.mode", str,
-           "event: a note per sample as it arrives (rate-capped); tick: one note per stream "
-           "per step at the tempo", choices=("event", "tick")),
+           "event (default): a note per sample as it arrives (rate-capped); tick: one note "
+           "per stream per step at the tempo", choices=("event", "tick")),
     Option(("--step",), "clock.step", float,
            "beats between ticks (tick clock) and between rows (render) (default 0.5)",
            metavar="BEATS"),
@@ -71,11 +73,22 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
     Option(("--accent-threshold",), "accent.threshold", float,
            "anomaly score (0..1) from which a note is accented (default 0.5)",
            metavar="SCORE"),
-    Option(("--soundfont",), "audio.soundfont", str, "General MIDI SoundFont (.sf2) for audio",
+    Option(("--soundfont",), "audio.soundfont", str,
+           "General MIDI SoundFont (.sf2) for audio and wav: outputs (default: "
+           "$STREAMSONIC_SOUNDFONT, else the system's, e.g. /usr/share/sounds/sf2/)",
            metavar="PATH"),
-    Option(("--midi-api",), "midi.api", str, "MIDI backend for midi: outputs",
+    Option(("--midi-api",), "midi.api", str,
+           "MIDI backend for midi: and midi-virtual: outputs (default auto)",
            choices=("auto", "alsa", "jack")),
 )
+
+#: Flags of MUSIC_OPTIONS that only a live clock or a MIDI port uses: a render spaces its
+#: rows by clock.step and writes files, so ``render`` and ``demo`` do not offer them.
+LIVE_ONLY_KEYS = frozenset({"clock.mode", "clock.max_rate", "clock.aggregate", "midi.api"})
+
+#: The music and model options of ``render`` and ``demo``.
+RENDER_OPTIONS: tuple[Option, ...] = tuple(o for o in MUSIC_OPTIONS
+                                           if o.key not in LIVE_ONLY_KEYS)
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -91,12 +104,15 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                        help="log verbosity on stderr (default info)")
 
 
-def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], title: str) -> None:
-    """Add ``options`` as flags whose dest is the config key."""
+def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...],
+                title: str) -> argparse._ArgumentGroup:
+    """Add ``options`` as flags whose dest is the config key, in a group of their own
+    (returned, for flags of the same kind that are not config keys)."""
     group = parser.add_argument_group(title)
     for opt in options:
         group.add_argument(*opt.flags, dest=opt.key, type=opt.type, help=opt.help,
                            choices=opt.choices, metavar=opt.metavar, default=None)
+    return group
 
 
 def overrides_from(args: argparse.Namespace, options: tuple[Option, ...]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamsonic.commands.common import (
-    MUSIC_OPTIONS,
+    RENDER_OPTIONS,
     add_config_options,
     add_options,
     config_from,
@@ -71,13 +71,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="where the files go (default ./demo-output)")
     parser.add_argument("--files", action="store_true",
                         help="render to files even when an audio device exists; play nothing")
-    add_options(parser, MUSIC_OPTIONS, "music and model")
+    add_options(parser, RENDER_OPTIONS, "music and model")
     add_config_options(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     """Play the demo, or render it to files when there is no audio device."""
-    config = config_from(args, MUSIC_OPTIONS)
+    config = config_from(args, RENDER_OPTIONS)
     setup_logging(config.daemon.log_level)
     out_dir = Path(args.output_dir)
     try:

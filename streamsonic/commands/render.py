@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from streamsonic.commands.common import (
-    MUSIC_OPTIONS,
+    RENDER_OPTIONS,
     add_config_options,
     add_options,
     config_from,
@@ -14,11 +14,13 @@ from streamsonic.commands.common import (
 from streamsonic.extras import require_extra
 
 DESCRIPTION = """\
-Render a CSV (or any stdin-format) file offline, one note per row in file order, faster
-than real time and deterministic for a given --seed. The tempo and --step decide the
-spacing. By default values are normalized over the whole file with a rank (quantile)
-transform so heavy-tailed data stays audible; --normalize rolling plays it exactly as the
-daemon would.
+Render a CSV (or any stdin-format) file offline, one data note per row in file order (with
+the notes the model adds before it in between: model.passing_notes, 0 for one note per row),
+faster than real time and deterministic for a given --seed. The tempo and --step decide the
+spacing. By default values are placed over the whole file (normalize.render_mode = "auto":
+ordinary values spread by their quantiles, the few beyond the 2nd/98th percentiles play
+beyond the range), so heavy-tailed data stays audible; --normalize rolling plays it exactly
+as the daemon would.
 
 examples:
   streamsonic render data.csv --column population -o out.mid --plot out.png
@@ -42,15 +44,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "or events (JSON lines on stdout)")
     parser.add_argument("--plot", metavar="OUT.png", help="draw the data and the notes")
     parser.add_argument("--normalize", choices=("global", "rolling"), default=None,
-                        help="normalize over the whole file (default) or over a rolling window")
-    add_options(parser, MUSIC_OPTIONS, "music and model")
+                        help="place values over the whole file (default; the method is "
+                             "normalize.render_mode) or over a rolling window as the daemon "
+                             "does (--window, --normalize-mode)")
+    add_options(parser, RENDER_OPTIONS, "music and model")
     add_config_options(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     """Render the file."""
     extra = {"normalize.render_scope": args.normalize} if args.normalize else {}
-    config = config_from(args, MUSIC_OPTIONS, extra)
+    config = config_from(args, RENDER_OPTIONS, extra)
     setup_logging(config.daemon.log_level)
     if args.plot:  # say so now rather than after the rendering
         require_extra("matplotlib", "--plot")
