@@ -26,9 +26,11 @@ from streamsonic.errors import EXIT_INTERRUPTED, StreamsonicError, UsageError
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("streamsonic.commands.run", "sonify live streams from stdin or MQTT (default)"),
+    "run": ("streamsonic.commands.run",
+            "sonify live streams from stdin, a file, MQTT or NATS (the default command)"),
     "render": ("streamsonic.commands.render", "render a CSV file offline to MIDI/WAV and a plot"),
-    "train": ("streamsonic.commands.train", "train the pitch or temporal model from MIDI files"),
+    "train": ("streamsonic.commands.train",
+              "train the pitch or temporal model from MIDI files and scores"),
     "info": ("streamsonic.commands.info", "show what a checkpoint contains"),
     "convert": ("streamsonic.commands.convert",
                 "write a checkpoint's torch-free weights file (.npz) for the CPU player"),
@@ -41,9 +43,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 DESCRIPTION = """\
-Hear your data. streamsonic reads numbers from stdin or MQTT, normalizes each stream over
-a rolling window, lets the values steer a streaming LSTM trained on piano music, and plays
-the notes live (FluidSynth audio or a MIDI port) or writes them to files.
+Hear your data. streamsonic reads numbers from stdin, MQTT or NATS, normalizes each stream
+over a rolling window, lets the values steer a streaming LSTM trained on piano music, and
+plays the notes live (FluidSynth audio or a MIDI port) or writes them to files.
 
 examples:
   tail -f metrics.log | streamsonic                     play through the audio device

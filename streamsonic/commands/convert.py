@@ -25,7 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="OUT.npz", default=None,
                         help="where to write it (default: beside the checkpoint)")
     parser.add_argument("--log-level", default="info",
-                        choices=("debug", "info", "warning", "error"), help="log verbosity")
+                        choices=("debug", "info", "warning", "error"),
+                        help="log verbosity on stderr (default info)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -49,7 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pace.add_argument("--speed", type=float, default=1.0, metavar="X",
                       help="play X times as fast as recorded (default 1)")
     pace.add_argument("--fast", action="store_true",
-                      help="as fast as possible on a virtual clock (files and events only)")
+                      help="as fast as possible on a virtual clock (only outputs that do not "
+                           "play in real time: events, file:, wav:, mqtt:)")
     parser.add_argument("--output", "-o", action="append", default=[], metavar="SPEC",
                         help="where notes go (repeatable), as for run: events, file:PATH, "
                              "audio[:DEVICE], midi:NAME, midi-virtual:NAME, wav:PATH, "

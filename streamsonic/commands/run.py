@@ -22,12 +22,13 @@ if TYPE_CHECKING:
     from streamsonic.record import Recorder
 
 DESCRIPTION = """\
-Sonify live streams. Reads numbers from FILE or stdin (or MQTT with --mqtt), one note per
-sample (event clock) or per tick (tick clock), and plays them until the input ends; then waits
-for the last note to finish and exits 0. A closed stdout (... | head -1) stops it quietly
-(exit 0). SIGINT/SIGTERM stop it cleanly (every sounding note is released); SIGHUP re-reads
-the config file and applies it, keeping every stream's state (what needs a restart is
-named in a warning; check a file first with 'streamsonic check-config').
+Sonify live streams. Reads numbers from FILE or stdin (or MQTT with --mqtt, NATS with
+--nats), one note per sample (event clock) or per tick (tick clock), and plays them until
+the input ends; then waits for the last note to finish and exits 0. A closed stdout
+(... | head -1) stops it quietly (exit 0). SIGINT (exit 130) and SIGTERM (exit 0) stop it
+cleanly (every sounding note is released); SIGHUP re-reads the config file and applies it,
+keeping every stream's state (what needs a restart is named in a warning; check a file
+first with 'streamsonic check-config'). Exit statuses: README, "Configuration".
 
 stdin formats (auto-detected per line): a bare number; comma/semicolon/tab/space
 separated columns (a first line of names is a header); name=value or name: value pairs;
@@ -48,7 +49,7 @@ outputs (--output, repeatable; default from config: audio):
 ({start} and {n} in FILE, rotation and never overwriting as for file: outputs);
 'streamsonic replay FILE' plays it again with the original timing."""
 
-MQTT_OPTIONS: tuple[Option, ...] = (
+NETWORK_OPTIONS: tuple[Option, ...] = (
     Option(("--mqtt",), "mqtt.url", str,
            "read from an MQTT broker instead of stdin: mqtt://host[:port] or mqtts://host[:port]",
            metavar="URL"),
@@ -80,20 +81,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="where notes go (repeatable): events, file:PATH, audio[:DEVICE], "
                              "midi:NAME, midi-virtual:NAME, wav:PATH, mqtt:PREFIX")
     add_options(parser, MUSIC_OPTIONS, "music and model")
-    add_options(parser, MQTT_OPTIONS, "MQTT input")
-    add_options(parser, RUN_OPTIONS, "scale")
-    parser.add_argument("--topic", action="append", default=[], metavar="FILTER",
-                        help="MQTT topic filter to subscribe to (repeatable; wildcards + and #; "
-                             "$share/GROUP/... for shared subscriptions)")
-    parser.add_argument("--subject", action="append", default=[], metavar="SUBJECT",
-                        help="NATS subject to subscribe to (repeatable; wildcards * and >; "
-                             "{partition} stands for each of this instance's partitions)")
-    parser.add_argument("--partition", action="append", default=[], type=int, metavar="N",
-                        help="NATS partition this instance plays (repeatable; the server's "
-                             "mapping partition(N, ...) makes them)")
-    parser.add_argument("--play-notes", action="store_true",
-                        help="MQTT input carries notes published by another streamsonic "
-                             "(--output mqtt:PREFIX); play them as they are")
+    network = add_options(parser, NETWORK_OPTIONS, "MQTT and NATS input")
+    network.add_argument("--topic", action="append", default=[], metavar="FILTER",
+                         help="MQTT topic filter to subscribe to (repeatable; wildcards + and "
+                              "#). $share/GROUP/... shared subscriptions are dealt out "
+                              "round-robin by most brokers, which splits every stream's "
+                              "melody between daemons: see README, \"Scaling out\"")
+    network.add_argument("--play-notes", action="store_true",
+                         help="MQTT input carries notes published by another streamsonic "
+                              "(--output mqtt:PREFIX); play them as they are")
+    network.add_argument("--subject", action="append", default=[], metavar="SUBJECT",
+                         help="NATS subject to subscribe to (repeatable; wildcards * and >; "
+                              "{partition} stands for each of this instance's partitions)")
+    network.add_argument("--partition", action="append", default=[], type=int, metavar="N",
+                         help="NATS partition this instance plays (repeatable; the server's "
+                              "mapping partition(N, ...) makes them)")
+    add_options(parser, RUN_OPTIONS, "processes")
     add_config_options(parser)
 
 
@@ -104,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
         extra["nats.subjects"] = list(args.subject)
     if args.partition:
         extra["nats.partitions"] = list(args.partition)
-    options = MUSIC_OPTIONS + MQTT_OPTIONS + RUN_OPTIONS
+    options = MUSIC_OPTIONS + NETWORK_OPTIONS + RUN_OPTIONS
     config = config_from(args, options, extra)
     setup_logging(config.daemon.log_level)
     source = _input(config, args.file, args.play_notes)  # a missing FILE fails now (66)

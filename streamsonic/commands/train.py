@@ -16,8 +16,9 @@ note's pitch, gap, duration and velocity) on every MIDI file (.mid, .midi) and s
 (MusicXML .mxl/.musicxml/.xml, ABC .abc, Humdrum .krn) under DIR, and on each --corpus
 source: another folder, or music21's bundled corpus as music21:NAME[:FORMAT]. Scores
 need music21 (pip install 'streamsonic[train]'). The melody of a MIDI file is its highest
-note per onset; of a score, its first part (--tracks). Pieces (every tune of an ABC
-collection is one) are split into training and validation by PIECE (seeded). The best
+note per onset; of a score, its part named Soprano or Melody, else its highest voice
+(--tracks). Pieces (every tune of an ABC collection is one) are split into training and
+validation by PIECE (seeded). The best
 model by validation loss is written to OUT as soon as it improves; Ctrl-C stops cleanly
 and --resume continues from the last finished epoch (state in OUT.resume). No config file
 is read or written.
@@ -70,13 +71,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--clip", type=float, default=1.0, metavar="X",
                    help="gradient norm clipping (default 1.0)")
     g.add_argument("--val-fraction", type=float, default=0.2, metavar="X",
-                   help="fraction of FILES held out for validation (default 0.2)")
+                   help="fraction of the pieces held out for validation (default 0.2)")
     g.add_argument("--transpose", type=int, default=0, metavar="N",
-                   help="also train on copies of each training file shifted by up to N "
+                   help="also train on copies of each training piece shifted by up to N "
                         "semitones either way, where they stay in the pitch range (default 0)")
     g.add_argument("--tracks", choices=("auto", "all", "first"), default="auto",
-                   help="melody from all tracks/parts merged (highest note per onset) or "
-                        "the first with notes; auto (default): MIDI all, scores first")
+                   help="where the melody comes from: all tracks/parts merged (the highest "
+                        "note per onset), or the first track/part with notes; auto (default): "
+                        "MIDI files all, scores the part named Soprano or Melody, else the "
+                        "highest voice")
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default="info", help="log verbosity on stderr (default info)")
     g.add_argument("--hidden1", type=int, default=256, metavar="N",
