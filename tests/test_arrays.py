@@ -217,6 +217,22 @@ def test_convert_writes_what_the_player_reads(tmp_path: Path) -> None:
     assert missing.returncode == 66 and "does not exist" in missing.stderr
 
 
+def test_info_reads_an_npz_as_it_reads_its_checkpoint() -> None:
+    """--weights takes a .npz, so info does too (it was refused as "not a streamsonic
+    checkpoint"): the same description but for the file line, read without torch."""
+    pt = REPO / "weights" / "pitch.pt"
+    npz = subprocess.run([sys.executable, "-c", NO_TORCH, "info", str(arrays_path(pt))],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert npz.returncode == 0, npz.stderr
+    assert npz.stderr.strip().splitlines()[-1] == "torch-free", npz.stderr
+    checkpoint = cli("info", str(pt))
+    assert checkpoint.returncode == 0, checkpoint.stderr
+    assert npz.stdout.splitlines()[0].startswith(f"file:        {arrays_path(pt)} (")
+    assert npz.stdout.splitlines()[1:] == checkpoint.stdout.splitlines()[1:]
+    as_json = json.loads(cli("info", "--json", str(arrays_path(pt))).stdout)
+    assert as_json["weights_sha256"] == load_checkpoint(pt).weights_sha256
+
+
 NO_TORCH = """
 import atexit, io, os, sys
 def check():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from importlib import resources
 from pathlib import Path
@@ -29,8 +30,9 @@ SHIPPED = ("pitch", "temporal")
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the info options."""
     parser.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default="pitch",
-                        help="a .pt file, or 'pitch' / 'temporal' for a shipped model "
-                             "(default: the shipped pitch model)")
+                        help="a .pt checkpoint or its torch-free .npz, or 'pitch' / "
+                             "'temporal' for a shipped model (default: the shipped pitch "
+                             "model)")
     parser.add_argument("--default-config", action="store_true",
                         help="print the shipped config.toml (every setting, commented) and exit")
     parser.add_argument("--json", action="store_true", help="print everything as JSON")
@@ -47,7 +49,8 @@ def note_name(pitch: int) -> str:
 
 
 def describe(ckpt: Any, files: bool = False) -> str:
-    """The human-readable description of a loaded checkpoint."""
+    """The human-readable description of a loaded checkpoint (a ``.pt``'s or a ``.npz``'s:
+    tensors or arrays)."""
     from streamsonic.train.report import metrics_table  # noqa: PLC0415
 
     meta = ckpt.meta or {}
@@ -56,7 +59,8 @@ def describe(ckpt: Any, files: bool = False) -> str:
     metrics = meta.get("metrics", {})
     size = Path(ckpt.path).stat().st_size if ckpt.path else 0
     lo, hi = min(ckpt.classes), max(ckpt.classes)
-    n_params = sum(int(v.numel()) for v in ckpt.state_dict.values())
+    weights = ckpt.arrays if hasattr(ckpt, "arrays") else ckpt.state_dict
+    n_params = sum(math.prod(v.shape) for v in weights.values())
     missing = [str(p) for p in range(lo, hi + 1) if p not in ckpt.classes]
     arch = {k: v for k, v in ckpt.arch.items() if not isinstance(v, list | dict)}
     checksum = (f"sha256 {ckpt.weights_sha256} (verified)" if ckpt.weights_sha256 else
@@ -124,12 +128,17 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(default_config_text())
         return 0
     from streamsonic.errors import CheckpointError  # noqa: PLC0415
-    from streamsonic.model.checkpoint import default_weights, load_checkpoint  # noqa: PLC0415
+    from streamsonic.model.arrays import SUFFIX, default_weights, load_arrays  # noqa: PLC0415
 
     path = args.checkpoint
     if path in SHIPPED and not Path(path).exists():
         path = default_weights(path)
-    ckpt = load_checkpoint(path)  # checks everything a player needs
+    if Path(path).suffix == SUFFIX:  # the torch-free weights (read without torch)
+        ckpt: Any = load_arrays(path)  # checks everything a player needs
+    else:
+        from streamsonic.model.checkpoint import load_checkpoint  # noqa: PLC0415
+
+        ckpt = load_checkpoint(path)
     if args.json:
         print(json.dumps({"kind": ckpt.kind, "arch": ckpt.arch, "classes": ckpt.classes,
                           "seq_len": ckpt.seq_len, "weights_sha256": ckpt.weights_sha256,
