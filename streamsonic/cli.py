@@ -68,6 +68,9 @@ class Parser(argparse.ArgumentParser):
     """argparse with the documented usage status: a bad command line exits 64 (EX_USAGE)
     after the usage line and one error line, as argparse words them."""
 
+    #: The subcommands' parsers, by name (the top-level parser's only).
+    commands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(UsageError.exit_status, f"{self.prog}: error: {message}\n")
@@ -77,7 +80,7 @@ def _load(name: str) -> ModuleType:
     return importlib.import_module(COMMANDS[name][0])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The full parser with every subcommand (each has ``--version``)."""
     parser = Parser(
         prog="streamsonic",
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=VERSION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    parser.commands = {}
     for name, (_, summary) in COMMANDS.items():
         module = _load(name)
         p = sub.add_parser(
@@ -97,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--version", action="version", version=VERSION,
                        help="show the version and exit")
         module.configure(p)
+        parser.commands[name] = p
     return parser
 
 
@@ -124,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    args, rest = parser.parse_known_args(args_list)
+    if rest:  # argparse would blame the top-level parser, with its usage: blame the command
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(rest)}")
     module = _load(args.command)
     try:
         return int(module.main(args))

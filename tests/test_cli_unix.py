@@ -60,6 +60,27 @@ def test_usage_errors_exit_64(args: list[str], env: dict[str, str]) -> None:
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize(("args", "command"), [
+    (["render", "x.csv", "--bogus"], "render"),
+    (["--bogus"], "run"),  # run is the default command
+    (["run", "a.txt", "b.txt"], "run"),
+    (["check-config", "a.toml", "b.toml"], "check-config"),
+])
+def test_an_unknown_argument_is_blamed_on_its_command(args: list[str], command: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse reports leftover arguments from the top-level parser ("usage: streamsonic
+    [-h] [--version] COMMAND ..."), which tells nothing about the command's options."""
+    from streamsonic.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 64
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: streamsonic {command} "), err
+    assert err.splitlines()[-1].startswith(f"streamsonic {command}: error: unrecognized "
+                                           "arguments: "), err
+
+
 @pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_version_on_every_command(command: str, env: dict[str, str]) -> None:
     res = cli([command, "--version"] if command else ["--version"], env)
