@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 DESCRIPTION = """\
-Show what a checkpoint holds: its kind, pitch classes and range, architecture, the
-training data (files and their sha256), validation metrics against the baselines, how it
-was trained, and the library versions that made it. Without CHECKPOINT, the pitch model
-installed with streamsonic (the one 'run' plays by default); 'temporal' names the shipped
-temporal model. --default-config prints the shipped, commented config.toml.
+Show what a checkpoint (.pt, or the .npz written beside it) holds: its kind, pitch classes
+and range, architecture, the training data (files and their sha256), validation metrics
+against the baselines, how it was trained, and the library versions that made it. Without
+CHECKPOINT, the pitch model installed with streamsonic (the one 'run' plays by default);
+'temporal' names the shipped temporal model. --default-config prints the shipped,
+commented config.toml.
 
 examples:
   streamsonic info
