@@ -642,6 +642,25 @@ def test_cli_info_on_foreign_file(tmp_path, capsys):
     assert "is not a streamsonic checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--epochs", "0"), ("--lr", "nan"), ("--val-fraction", "1.5"), ("--transpose", "13"),
+    ("--weight-decay", "-1"),  # was a traceback from torch's AdamW (exit 1)
+    ("--clip", "0"),  # was a silent run that zeroed every gradient and learnt nothing
+    ("--clip", "-1"),
+])
+def test_cli_train_bad_option_is_a_usage_error(flag: str, value: str, midi_dir: Path,
+                                               tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A value no run can train with is a bad command line (64, README's exit statuses),
+    one line naming the flag, before any data is read; not bad input data (65)."""
+    out = tmp_path / "o.pt"
+    status = cli_main(["train", "pitch", str(midi_dir), "-o", str(out), flag, value])
+    err = capsys.readouterr().err
+    assert status == 64, err
+    assert err.count("\n") == 1 and flag in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_cli_train_bad_folder(tmp_path, capsys):
     status = cli_main(["train", "pitch", str(tmp_path / "none"), "-o", str(tmp_path / "o.pt")])
     assert status == TrainingError.exit_status

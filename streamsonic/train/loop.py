@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import importlib.metadata
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from streamsonic import __version__
-from streamsonic.errors import CheckpointError, TrainingError
+from streamsonic.errors import CheckpointError, TrainingError, UsageError
 from streamsonic.model.checkpoint import Checkpoint, save_checkpoint
 from streamsonic.model.stepper import resolve_device
 from streamsonic.train.baselines import baselines
@@ -87,24 +88,31 @@ class TrainOptions:
         return [s for s in (self.data, *self.corpus) if s]
 
     def check(self) -> None:
-        """Reject values that cannot train, naming the flag."""
+        """Reject values that cannot train, naming the flag: a bad option is a bad command
+        line (UsageError, exit 64), as the README's exit statuses say."""
         if self.kind not in ("pitch", "temporal"):
-            raise TrainingError(f"unknown model kind {self.kind!r}; use pitch or temporal")
+            raise UsageError(f"unknown model kind {self.kind!r}; use pitch or temporal")
         for name, value in (("--epochs", self.epochs), ("--seq-len", self.seq_len),
                             ("--stride", self.stride), ("--batch-size", self.batch_size),
                             ("--patience", self.patience), ("--hidden1", self.hidden1)):
             if value < 1:
-                raise TrainingError(f"{name} must be at least 1, got {value}")
+                raise UsageError(f"{name} must be at least 1, got {value}")
         if not 0 <= self.transpose <= 12:
-            raise TrainingError(f"--transpose must be 0..12 semitones, got {self.transpose}")
+            raise UsageError(f"--transpose must be 0..12 semitones, got {self.transpose}")
         if self.threads < 0:
-            raise TrainingError(f"--threads must be >= 0 (0: default), got {self.threads}")
+            raise UsageError(f"--threads must be >= 0 (0: default), got {self.threads}")
         if self.hidden2 is not None and self.hidden2 < 1:
-            raise TrainingError(f"--hidden2 must be at least 1, got {self.hidden2}")
-        if not self.lr > 0:
-            raise TrainingError(f"--lr must be > 0, got {self.lr}")
+            raise UsageError(f"--hidden2 must be at least 1, got {self.hidden2}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"--lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UsageError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.clip) and self.clip > 0):  # 0 would zero every gradient
+            raise UsageError(f"--clip must be > 0 (the largest gradient norm), got {self.clip}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UsageError(f"--val-fraction {self.val_fraction} must be between 0 and 1")
         if self.tracks not in ("auto", "all", "first"):
-            raise TrainingError(f"--tracks must be auto, all or first, got {self.tracks!r}")
+            raise UsageError(f"--tracks must be auto, all or first, got {self.tracks!r}")
         if not self.sources():
             raise TrainingError("no training data: pass a folder of MIDI or score files, "
                                 "or --corpus music21:NAME (e.g. music21:bach)")
