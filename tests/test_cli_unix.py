@@ -81,6 +81,37 @@ def test_an_unknown_argument_is_blamed_on_its_command(args: list[str], command: 
                                            "arguments: "), err
 
 
+@pytest.mark.parametrize(("args", "named"), [
+    (["--topic", "plant/#"], "--mqtt URL"),
+    (["--subject", "sensors.>"], "--nats URL"),
+    (["--partition", "0"], "--nats URL"),
+    (["--play-notes"], "--mqtt URL"),
+])
+def test_network_flags_without_their_network_are_refused(
+        args: list[str], named: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """They did nothing (stdin was read and played instead): now a usage error (64)."""
+    from streamsonic.cli import main
+
+    (tmp_path / "empty.toml").write_text("")
+    monkeypatch.setenv("STREAMSONIC_CONFIG", str(tmp_path / "empty.toml"))
+    assert main(["run", "--output", "events", *args]) == 64
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and args[0] in err and named in err, err
+
+
+def test_a_list_flag_out_of_range_is_named_in_the_error(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from streamsonic.cli import main
+
+    (tmp_path / "empty.toml").write_text("")
+    monkeypatch.setenv("STREAMSONIC_CONFIG", str(tmp_path / "empty.toml"))
+    assert main(["run", "--nats", "nats://127.0.0.1:1", "--subject", "s.{partition}",
+                 "--partition", "70000"]) == 78
+    assert "(--partition): nats.partitions" in capsys.readouterr().err  # was "(--set)"
+
+
 @pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_version_on_every_command(command: str, env: dict[str, str]) -> None:
     res = cli([command, "--version"] if command else ["--version"], env)

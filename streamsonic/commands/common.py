@@ -131,12 +131,16 @@ def overrides_from(args: argparse.Namespace, options: tuple[Option, ...]) -> dic
 
 
 def config_from(args: argparse.Namespace, options: tuple[Option, ...],
-                extra: dict[str, Any] | None = None) -> Config:
-    """Load the config file and apply command-line overrides."""
+                extra: dict[str, Any] | None = None,
+                extra_flags: dict[str, str] | None = None) -> Config:
+    """Load the config file and apply command-line overrides (``extra``: more keys, set by
+    the flags that ``extra_flags`` names, for error messages)."""
     overrides = overrides_from(args, options)
     if extra:
         overrides.update(extra)
     given = {opt.key: opt.flags[0] for opt in options if getattr(args, opt.key, None) is not None}
+    given.update({key: flag for key, flag in (extra_flags or {}).items()
+                  if key in (extra or {})})
     if getattr(args, "log_level", None):
         given["daemon.log_level"] = "--log-level"
     return load_config(find_config_file(getattr(args, "config", None)), overrides, given)

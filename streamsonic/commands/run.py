@@ -108,7 +108,8 @@ def main(args: argparse.Namespace) -> int:
     if args.partition:
         extra["nats.partitions"] = list(args.partition)
     options = MUSIC_OPTIONS + NETWORK_OPTIONS + RUN_OPTIONS
-    config = config_from(args, options, extra)
+    config = config_from(args, options, extra, EXTRA_FLAGS)
+    _check_network_flags(config, args)
     setup_logging(config.daemon.log_level)
     source = _input(config, args.file, args.play_notes)  # a missing FILE fails now (66)
     recorder = _recorder(config, args.record, args.play_notes)
@@ -136,6 +137,26 @@ def main(args: argparse.Namespace) -> int:
     if recorder is not None and recorder.failed is not None:
         raise recorder.failed  # the music played on; the recording is incomplete (74)
     return status
+
+
+#: The config keys that run's list flags set (for error messages that name the flag).
+EXTRA_FLAGS = {"mqtt.topics": "--topic", "nats.subjects": "--subject",
+               "nats.partitions": "--partition"}
+
+
+def _check_network_flags(config: Config, args: argparse.Namespace) -> None:
+    """Flags that only a network source reads are refused without one: they would do
+    nothing, and stdin would be read instead."""
+    if args.topic and not config.mqtt.url:
+        raise UsageError("--topic subscribes to an MQTT broker: give it with --mqtt URL (or "
+                         "mqtt.url in the config file)")
+    for flag in ("subject", "partition"):
+        if getattr(args, flag) and not config.nats.url:
+            raise UsageError(f"--{flag} reads from a NATS server: give it with --nats URL "
+                             "(or nats.url in the config file)")
+    if args.play_notes and not (config.mqtt.url or config.nats.url):
+        raise UsageError("--play-notes plays the notes another streamsonic published to MQTT "
+                         "(or NATS): give the broker with --mqtt URL (or --nats URL)")
 
 
 def _input(config: Config, path: str | None, play_notes: bool) -> Source | None:
