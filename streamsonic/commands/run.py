@@ -30,10 +30,11 @@ cleanly (every sounding note is released); SIGHUP re-reads the config file and a
 keeping every stream's state (what needs a restart is named in a warning; check a file
 first with 'streamsonic check-config'). Exit statuses: README, "Configuration".
 
-stdin formats (auto-detected per line): a bare number; comma/semicolon/tab/space
-separated columns (a first line of names is a header); name=value or name: value pairs;
-Prometheus text lines; one JSON object per line. An ISO 8601 or epoch-seconds timestamp
-may lead the line.
+stdin formats (auto-detected per line; input.format fixes one): a bare number;
+comma/semicolon/tab/space/| separated columns (a first line of names is a header);
+name=value or name: value pairs; Prometheus text lines; one JSON object per line. An ISO
+8601 or epoch-seconds timestamp may lead the line (or a column named time, timestamp, ts,
+date ... hold it). Bad lines and fields are skipped and counted, never fatal.
 
 outputs (--output, repeatable; default from config: audio):
   events              one JSON line per note on stdout
