@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="recording(s) written by 'run --record', played in this order")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, metavar="X",
-                      help="play X times as fast as recorded (default 1)")
+                      help="play X times as fast as recorded (0.001..1000; default 1)")
     pace.add_argument("--fast", action="store_true",
                       help="as fast as possible on a virtual clock (only outputs that do not "
                            "play in real time: events, file:, wav:, mqtt:)")
