@@ -9,8 +9,11 @@ Clock policies:
   stepped together, one :meth:`Conductor.play` call for all their streams (one cue per
   stream per batch; a stream's next sample that may play closes the batch), so thousands
   of streams cost a few batched steps instead of one step each; the notes are those stepping each
-  alone gives, up to ``batch_window`` later. A sample that comes sooner waits in its
-  stream's queue and plays as soon as the stream may play again. Up to ``clock.backlog``
+  alone gives, up to ``batch_window`` later. The window is waited for only while samples
+  flow (a batch was stepped within it): a sample on a quiet clock (a sparse feed, the first
+  after a pause) is stepped at the loop's next turn, with whatever that turn fed. A sample
+  that comes sooner waits in its stream's queue and plays as soon as the stream may play
+  again. Up to ``clock.backlog``
   samples wait one by one, so a short burst (``printf '1\n5\n3\n9\n' | streamsonic``) is
   heard note by note; beyond that,
   samples fold into the last waiting note, which plays their aggregate (``clock.aggregate``:
@@ -196,6 +199,9 @@ class Engine:
         self._batched: set[str] = set()
         self._batch_handle: asyncio.Handle | None = None
         self._batch_soon = False  # the batch step is due at the loop's next turn
+        # when the last batch was stepped (loop time): a sample that comes later than the
+        # window after it finds the clock quiet and does not wait for the window
+        self._stepped_at = -math.inf
         self.batches = 0  # batched steps taken (event clock)
         self.aggregated = 0
         self._tick_handle: Handle | None = None
@@ -413,7 +419,8 @@ class Engine:
                 owed: Aggregate | Receipt | None, came: float | None = None) -> None:
         """Event clock: step ``sample`` (as it read: ``reading``) with the others due within
         ``clock.batch_window`` (at once when the window is 0; at the loop's next turn when
-        ``MAX_BATCH`` wait); ``owed`` is settled once played. ``came``: when it was due to
+        ``MAX_BATCH`` wait, or when no batch was stepped within the window: a quiet clock
+        adds no wait); ``owed`` is settled once played. ``came``: when it was due to
         play (a waiting sample's flush; a sample that waited before the engine saw it: when
         it reached the daemon, or when its stream could next play if that was later; by
         default now)."""
@@ -425,7 +432,15 @@ class Engine:
         elif len(self._batch) >= MAX_BATCH:
             self._step_soon()
         elif self._batch_handle is None:
-            self._batch_handle = self.loop.call_at(self.loop.time() + window, self._step_batch)
+            now = self.loop.time()
+            if now - self._stepped_at >= window:
+                # Quiet: nothing was stepped within the window (a sparse feed, the first
+                # sample after a pause). Waiting would only delay its note: it is stepped
+                # at the loop's next turn, with whatever the same turn feeds (one input
+                # line's streams, one read's lines, one hand-over of messages).
+                self._step_soon()
+            else:  # samples are flowing: those of the next `window` seconds join it
+                self._batch_handle = self.loop.call_at(now + window, self._step_batch)
 
     def _step_soon(self) -> None:
         """Step the batch at the loop's next turn (signals and I/O are served first)."""
@@ -462,6 +477,7 @@ class Engine:
         else:
             self._play(cues)
         self._settle_soon([owed for _, _, owed, _ in batch])
+        self._stepped_at = self.loop.time()
         for stream in streams:
             self._arm(stream)
         if len(self._batch) >= MAX_BATCH or self.config.clock.batch_window <= 0:

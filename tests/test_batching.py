@@ -124,6 +124,34 @@ async def test_batches_are_bounded_slices_stepped_at_the_next_turn(
     assert engine.batches == 3 and len(sink.notes) == 2 * MAX_BATCH + 10
 
 
+async def test_a_quiet_clock_steps_at_the_next_turn_and_a_flow_waits_for_the_window(
+        random_pitch_checkpoint: Path) -> None:
+    """A sample that comes when no batch was stepped within the window (a sparse feed: the
+    latency benchmark's one line every 20 ms) is stepped at the loop's next turn with what
+    that turn fed, not after the window (which added its 5 ms to every such note); one that
+    comes within the window after a step waits for the window, with the others that come."""
+    loop = asyncio.get_running_loop()
+    engine, sink = build(config(random_pitch_checkpoint, 0.1))
+    engine.feed(Sample("a", 0.0, 1.0))
+    engine.feed(Sample("b", 0.0, 2.0))  # the same turn: the same batch
+    began = loop.time()
+    await asyncio.sleep(0)
+    assert engine.batches == 1 and sorted(n.stream for n in sink.notes) == ["a", "b"]
+    assert loop.time() - began < 0.05  # not the window's 0.1 s
+    engine.feed(Sample("c", 0.0, 3.0))  # within the window after that step: samples flow
+    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    assert engine.batches == 1 and engine.waiting == 1
+    engine.feed(Sample("d", 0.0, 4.0))
+    await asyncio.sleep(0.15)
+    assert engine.batches == 2 and [n.stream for n in sink.notes][2:] == ["c", "d"]
+    await asyncio.sleep(0.12)  # quiet again
+    engine.feed(Sample("e", 0.0, 5.0))
+    await asyncio.sleep(0)
+    assert engine.batches == 3 and sink.notes[-1].stream == "e"
+    engine.cancel()
+
+
 async def test_receipts_settle_after_the_batch_and_eviction_drops_a_batched_cue(
         random_pitch_checkpoint: Path) -> None:
     engine, sink = build(config(random_pitch_checkpoint, 0.05, **{"streams.max_streams": 1}))
