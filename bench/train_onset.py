@@ -112,7 +112,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    shown = sorted({1, 2, 4, args.epochs // 2, args.epochs} - {0})
+    if args.epochs < 1 or args.seeds < 1:
+        parser.error("--epochs and --seeds must be at least 1")
+    shown = sorted(e for e in {1, 2, 4, args.epochs // 2, args.epochs} if 1 <= e <= args.epochs)
     print("next inter-onset interval exactly right on held-out pieces (synthetic rhythms, "
           f"6 of 30 pieces held out), mean of {args.seeds} seeds")
     print(f"{'encoding':<34}" + "".join(f"{'ep ' + str(e):>8}" for e in shown) + f"{'s':>7}")
