@@ -1,11 +1,15 @@
 """``streamsonic render``: CSV columns -> notes, offline, deterministic.
 
-One note per row in file order (per column: several columns play as several streams, the
-columns of a row stepped as one batch), spaced ``clock.step`` beats apart at ``music.tempo`` (or as
-the temporal model decides, with ``rhythm = "model"``);
-faster than real time (a :class:`VirtualClock` drives the same scheduler and sinks the
-daemon uses). Values are normalized over the whole file (``normalize.render_mode``,
-default ``rank``) or, with ``--normalize rolling``, exactly as the daemon would.
+One data note per row in file order (per column: several columns play as several streams,
+the columns of a row stepped as one batch; the model's added notes, ``model.passing_notes``,
+come between), spaced ``clock.step`` beats apart at ``music.tempo`` (or as the temporal
+model decides, with ``rhythm = "model"``); faster than real time (a :class:`VirtualClock`
+drives the same scheduler and sinks the daemon uses). Values are normalized over the whole
+file (``normalize.render_mode``, default ``auto``: quantiles, outliers beyond the range) or,
+with ``--normalize rolling``, exactly as the daemon would. Without ``--column``, the column
+with the most numbers plays; a column named as a time column (``time``, ``timestamp``,
+``ts``, ``date``, ``datetime``, ``epoch``), which ``run`` reads as the sample time, plays
+only when named.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from streamsonic.errors import InputDataError, NoInputError, UsageError
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.music import seconds_per_beat
 from streamsonic.outputs import OFFLINE_KINDS, OutputSpec, parse_output
-from streamsonic.parse import parse_number
+from streamsonic.parse import TIME_COLUMNS, parse_number
 
 if TYPE_CHECKING:  # the runtime import is deferred (the model's modules)
     from streamsonic.conductor import Stepper
@@ -63,8 +67,8 @@ def read_series(text: str, column: str | None, source: str) -> Series:
 def read_table(text: str, columns: list[str] | None, source: str,
                every: bool = False) -> list[Series]:
     """Parse CSV ``text`` and pick ``columns`` (header names or 0-based indexes; None: the
-    first numeric column; ``every``: every column with numbers), each as a :class:`Series`
-    read as :func:`read_series` reads one."""
+    column with the most numbers; ``every``: every column with numbers; a time column only
+    by name), each as a :class:`Series` read as :func:`read_series` reads one."""
     sample = text[:4096]
     try:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
@@ -87,15 +91,18 @@ def read_table(text: str, columns: list[str] | None, source: str,
     width = max(len(r) for r in rows)
     names = header or ([f"col{i}" for i in range(width)] if width > 1 else ["value"])
     if every:
-        indexes = [i for i in range(len(names)) if _numeric_count(rows, i) > 0]
+        indexes = [i for i in range(len(names))
+                   if not _is_time(names, i, header is not None)
+                   and _numeric_count(rows, i) > 0]
         if not indexes:
-            raise InputDataError(f"{source} has no numeric column")
+            raise InputDataError(f"{source} has no numeric column"
+                                 + (" besides its time column" if header else ""))
     elif columns:
         indexes = [_pick_column(rows, names, c, source) for c in columns]
         if len(set(indexes)) < len(indexes):
             raise UsageError(f"{source}: a column is named twice in --column")
     else:
-        indexes = [_pick_column(rows, names, None, source)]
+        indexes = [_pick_column(rows, names, None, source, header is not None)]
     return [_series(rows, names, index, first_line, source) for index in indexes]
 
 
@@ -124,7 +131,15 @@ def _numeric_count(rows: list[list[str]], i: int) -> int:
     return sum(1 for r in rows[:200] if i < len(r) and _number(r[i]) is not None)
 
 
-def _pick_column(rows: list[list[str]], names: list[str], column: str | None, source: str) -> int:
+def _is_time(names: list[str], index: int, headed: bool) -> bool:
+    """Whether the column is named as a time column (``time``, ``timestamp``, ``ts``,
+    ``date``, ``datetime``, ``epoch``): ``run`` reads it as the sample time, not a stream,
+    and a render plays it only when asked to by name."""
+    return headed and names[index].strip().lower() in TIME_COLUMNS
+
+
+def _pick_column(rows: list[list[str]], names: list[str], column: str | None, source: str,
+                 headed: bool = False) -> int:
     if column is not None:
         if column in names:
             return names.index(column)
@@ -138,11 +153,15 @@ def _pick_column(rows: list[list[str]], names: list[str], column: str | None, so
         )
     best, best_count = 0, -1
     for i in range(len(names)):
+        if _is_time(names, i, headed):
+            continue  # the sample time (as run reads it), not a series to play
         count = _numeric_count(rows, i)
         if count > best_count:
             best, best_count = i, count
     if best_count <= 0:
-        raise InputDataError(f"{source} has no numeric column; pick one with --column")
+        raise InputDataError(f"{source} has no numeric column"
+                             + (" besides its time column" if headed else "")
+                             + "; pick one with --column")
     return best
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from streamsonic.conductor import Conductor, Cue, StepResult
 from streamsonic.config import load_config
-from streamsonic.errors import UsageError
+from streamsonic.errors import InputDataError, UsageError
 from streamsonic.render import Series, read_table, render_notes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +82,14 @@ def test_column_choices() -> None:
     assert [s.name for s in read_table(text, ["b", "2"], "f")] == ["b", "a"]
     with pytest.raises(UsageError, match="named twice"):
         read_table(text, ["a", "2"], "f")
+    # a time column (as run reads it: the sample time) plays only when named
+    timed = "ts,cpu\n1733300000,5\n1733300010,7\n1733300020,\n"
+    assert [s.name for s in read_table(timed, None, "f")] == ["cpu"]
+    assert [s.name for s in read_table(timed, None, "f", every=True)] == ["cpu"]
+    assert [s.name for s in read_table(timed, ["ts"], "f")] == ["ts"]
+    with pytest.raises(InputDataError, match="no numeric column besides its time column"):
+        read_table("Time,host\n1,a\n2,b\n", None, "f")
+    assert [s.name for s in read_table("1,5\n2,6\n", None, "f")] == ["col0"]  # no header
     config = load_config(None, {"model.rhythm": "model", "model.device": "cpu"})
     with pytest.raises(UsageError, match="one column"):
         render_notes(config, read_table(text, ["a", "b"], "f"), [])

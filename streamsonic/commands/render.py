@@ -34,11 +34,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="CSV file (or '-' for stdin)")
     parser.add_argument("--column", metavar="NAME|INDEX", action="append", default=[],
                         help="column to play, by header name or 0-based index (default: the "
-                             "first numeric column); repeat it to play several columns, each "
-                             "as its own stream and voice, a row's columns stepped as one "
-                             "batch")
+                             "column with the most numbers, leaving out a time column: time, "
+                             "timestamp, ts, date, datetime, epoch); repeat it to play "
+                             "several columns, each as its own stream and voice, a row's "
+                             "columns stepped as one batch")
     parser.add_argument("--all-columns", action="store_true",
-                        help="play every column that holds numbers")
+                        help="play every column that holds numbers, except a time column")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                         help="output file (repeatable): OUT.mid, OUT.wav, file:PATH, wav:PATH, "
                              "or events (JSON lines on stdout)")
