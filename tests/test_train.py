@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from streamsonic.cli import main as cli_main
-from streamsonic.errors import CheckpointError, TrainingError
+from streamsonic.errors import CheckpointError, NoInputError, TrainingError
 from streamsonic.model.checkpoint import load_checkpoint
 from streamsonic.model.stepper import make_stepper
 from streamsonic.model.temporal import TemporalStepper
@@ -138,7 +138,7 @@ def test_no_usable_files_is_a_clear_error(tmp_path):
     (tmp_path / "x.mid").write_bytes(b"nope")
     with pytest.raises(TrainingError, match=r"no usable MIDI or score files in .*1 skipped"):
         load_corpus(tmp_path)
-    with pytest.raises(TrainingError, match="does not exist"):
+    with pytest.raises(NoInputError, match="does not exist"):  # 66, as a missing input file
         load_corpus(tmp_path / "missing")
 
 
@@ -663,7 +663,7 @@ def test_cli_train_bad_option_is_a_usage_error(flag: str, value: str, midi_dir: 
 
 def test_cli_train_bad_folder(tmp_path, capsys):
     status = cli_main(["train", "pitch", str(tmp_path / "none"), "-o", str(tmp_path / "o.pt")])
-    assert status == TrainingError.exit_status
+    assert status == NoInputError.exit_status == 66
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -35,7 +35,7 @@ from typing import Literal
 import mido
 import numpy as np
 
-from streamsonic.errors import TrainingError
+from streamsonic.errors import NoInputError, TrainingError
 from streamsonic.extras import require_extra
 from streamsonic.train import scores
 
@@ -100,7 +100,7 @@ def find_training_files(root: str | Path) -> list[Path]:
     """Every MIDI and score file under ``root`` (recursively), sorted by path."""
     base = Path(root)
     if not base.is_dir():
-        raise TrainingError(f"training data folder {base} does not exist or is not a folder; "
+        raise NoInputError(f"training data folder {base} does not exist or is not a folder; "
                             "pass a folder of .mid, .mxl, .musicxml, .xml, .abc or .krn files, "
                             "or music21:NAME for music21's corpus")
     suffixes = (*MIDI_SUFFIXES, *scores.SCORE_SUFFIXES)
