@@ -90,6 +90,11 @@ class VirtualClock:
         heapq.heappush(self._queue, (when, next(self._seq), callback, handle))
         return handle
 
+    def call_soon(self, callback: Callable[[], object]) -> _VirtualHandle:
+        """Schedule ``callback`` now, after what is already due now (as a loop's next turn:
+        the engine steps a batch so)."""
+        return self.call_at(self.now, callback)
+
     def run_until(self, when: float) -> None:
         """Run every callback due at or before ``when``, in time order; time becomes ``when``."""
         while self._queue and self._queue[0][0] <= when:

@@ -53,7 +53,7 @@ from streamsonic.events import NoteEvent, Sample, clean_name
 from streamsonic.model.loader import load_pitch_model
 from streamsonic.model.stepper import PitchStepper
 from streamsonic.mqtt.payload import PayloadDecoder
-from streamsonic.parse import REASONS, TIME_KEYS, LineParser, ParsedLine
+from streamsonic.parse import BENIGN_REASONS, REASONS, TIME_KEYS, LineParser, ParsedLine
 from streamsonic.scheduler import Scheduler, VirtualClock
 from streamsonic.sinks.events import EventsSink
 from streamsonic.sources.mqtt import MqttSource
@@ -197,7 +197,7 @@ async def play(items: AsyncIterator[Sample | NoteEvent], config: Config,
     sink = EventsSink(out)
     scheduler = Scheduler(clock, [sink])
     engine = Engine(Conductor(config, stepper, encoding), scheduler,
-                    clock)  # type: ignore[arg-type]  # the clock is all it uses of a loop
+                    clock)  # type: ignore[arg-type]  # time, call_at, call_soon: all it uses
     result = Played()
 
     async def tap() -> AsyncIterator[Sample | NoteEvent]:
@@ -284,7 +284,9 @@ def expected_stdin(data: bytes, config: Config) -> tuple[collections.Counter[str
         assert parsed.samples or parsed.skipped, f"line {line[:80]!r} gave nothing"
         counts["lines"] += 1
         counts["samples"] += len(parsed.samples)
-        counts.update(f"skipped.{r}" for r in parsed.skipped)
+        # a header or comment line is not bad input: ignored, as in MQTT payloads
+        counts.update(f"{'ignored' if r in BENIGN_REASONS else 'skipped'}.{r}"
+                      for r in parsed.skipped)
         parsed_lines.append(parsed)
     return counts, parsed_lines
 
