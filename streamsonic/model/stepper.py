@@ -275,10 +275,12 @@ class NumpyPitchStepper:
         several times, with different inputs: the paths of a search that grow from one).
 
         The first layer's recurrent product is computed once per distinct row, two rows
-        per matrix product (:meth:`_recurrent`). With one thread, OpenBLAS gives a row of
-        ``h @ W`` the same bits at every batch size from 2 on (measured: 2 .. 5,000 rows of
-        this model) and other bits alone (a matrix-vector product), so this is
-        :meth:`step` of the gathered rows to the bit here; elsewhere to BLAS's rounding.
+        per matrix product (:meth:`_recurrent`). With one thread, OpenBLAS gave a row of
+        ``h @ W`` the same bits at every batch size from 2 on on the CPU this was measured
+        on (2 .. 5,000 rows of this model) and other bits alone (a matrix-vector product),
+        so this is :meth:`step` of the gathered rows to the bit there; elsewhere to BLAS's
+        rounding (on a later day's CPU, OpenBLAS 0.3.31 gave rows of 2 and 3 the same bits
+        and rows of 4 or more others, in the last place).
         """
         rows = np.asarray(rows, dtype=np.intp)
         if len(rows) == 1:
@@ -298,7 +300,9 @@ class NumpyPitchStepper:
     def _recurrent(self, h1: np.ndarray) -> np.ndarray:
         """``h1 @ W_hh1`` for a few rows (the first layer's recurrent product), two rows
         per product, never one alone (an odd last row is paired with itself): OpenBLAS
-        takes about 2x one row's time for 2 rows, and 4-10x for 3 to 8 (bench/step.py)."""
+        took about 2x one row's time for 2 rows, and 4-10x for 3 to 8 (bench/step.py; on a
+        later day's CPU 5.8x for 2, 4.9x for 4 and 6.4x for 8, so whole products would be
+        faster there for 4 or more rows, in other bits)."""
         n = h1.shape[0]
         if n > PAIRED_ROWS:
             return h1 @ self._w_hh1_t
