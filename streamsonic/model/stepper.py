@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 State = tuple[Any, Any, Any, Any]
 
 #: Up to this many distinct rows, :meth:`NumpyPitchStepper.step_rows` multiplies the first
-#: layer's recurrent weights two rows at a time (above it, one product: BLAS's blocking wins).
-PAIRED_ROWS = 8
+#: layer's recurrent weights one row at a time (above it, one product: BLAS's blocking wins).
+ROW_BY_ROW = 8
 
 #: Device nodes without which no CUDA GPU can be present (Linux, WSL).
 CUDA_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")
@@ -274,13 +274,10 @@ class NumpyPitchStepper:
         """:meth:`step` of ``take(state, rows)`` (a row of ``state`` may be stepped
         several times, with different inputs: the paths of a search that grow from one).
 
-        The first layer's recurrent product is computed once per distinct row, two rows
-        per matrix product (:meth:`_recurrent`). With one thread, OpenBLAS gave a row of
-        ``h @ W`` the same bits at every batch size from 2 on on the CPU this was measured
-        on (2 .. 5,000 rows of this model) and other bits alone (a matrix-vector product),
-        so this is :meth:`step` of the gathered rows to the bit there; elsewhere to BLAS's
-        rounding (on a later day's CPU, OpenBLAS 0.3.31 gave rows of 2 and 3 the same bits
-        and rows of 4 or more others, in the last place).
+        The first layer's recurrent product is computed once per distinct row, one row at a
+        time for up to ``ROW_BY_ROW`` distinct rows (:meth:`_recurrent`), so a search's
+        paths get the bits a stream stepped alone gets; a larger batch's product rounds as
+        BLAS blocks it (a batch's logits match to about 1e-6).
         """
         rows = np.asarray(rows, dtype=np.intp)
         if len(rows) == 1:
@@ -298,19 +295,18 @@ class NumpyPitchStepper:
         return logits, new
 
     def _recurrent(self, h1: np.ndarray) -> np.ndarray:
-        """``h1 @ W_hh1`` for a few rows (the first layer's recurrent product), two rows
-        per product, never one alone (an odd last row is paired with itself): OpenBLAS
-        took about 2x one row's time for 2 rows, and 4-10x for 3 to 8 (bench/step.py; on a
-        later day's CPU 5.8x for 2, 4.9x for 4 and 6.4x for 8, so whole products would be
-        faster there for 4 or more rows, in other bits)."""
+        """``h1 @ W_hh1`` for a few rows (the first layer's recurrent product), one row
+        per product: one-thread OpenBLAS (0.3.31) takes 10 µs for one row of this model and
+        58 µs for 2 rows, 82 for 3, 49 for 4, 64 for 8 on the CPU of 2026-12-05 (an earlier
+        day's took about 2x one row's time for 2 rows and 4-10x for 3 to 8), and one row
+        gets the bits of :meth:`step` of one stream. Pairs were used before: a render at
+        the defaults went from 5,673 to 7,243 rows/s with the same notes."""
         n = h1.shape[0]
-        if n > PAIRED_ROWS:
+        if n > ROW_BY_ROW:
             return h1 @ self._w_hh1_t
         out = np.empty((n, self._w_hh1_t.shape[1]), self.dtype)
-        for i in range(0, n - 1, 2):
-            out[i : i + 2] = h1[i : i + 2] @ self._w_hh1_t
-        if n % 2:
-            out[n - 1] = (h1[[n - 1, n - 1]] @ self._w_hh1_t)[0]
+        for i in range(n):
+            np.matmul(h1[i : i + 1], self._w_hh1_t, out=out[i : i + 1])
         return out
 
     def _layers(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray, c1: np.ndarray,
