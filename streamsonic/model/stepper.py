@@ -275,9 +275,10 @@ class NumpyPitchStepper:
         several times, with different inputs: the paths of a search that grow from one).
 
         The first layer's recurrent product is computed once per distinct row, one row at a
-        time for up to ``ROW_BY_ROW`` distinct rows (:meth:`_recurrent`), so a search's
-        paths get the bits a stream stepped alone gets; a larger batch's product rounds as
-        BLAS blocks it (a batch's logits match to about 1e-6).
+        time for up to ``ROW_BY_ROW`` distinct rows (:meth:`_recurrent`): that product has
+        the bits it has for a stream stepped alone; a larger batch's, and the smaller
+        products of several rows, round as BLAS blocks them (a batch's logits match to
+        about 1e-6).
         """
         rows = np.asarray(rows, dtype=np.intp)
         if len(rows) == 1:
@@ -298,9 +299,9 @@ class NumpyPitchStepper:
         """``h1 @ W_hh1`` for a few rows (the first layer's recurrent product), one row
         per product: one-thread OpenBLAS (0.3.31) takes 10 µs for one row of this model and
         58 µs for 2 rows, 82 for 3, 49 for 4, 64 for 8 on the CPU of 2026-12-05 (an earlier
-        day's took about 2x one row's time for 2 rows and 4-10x for 3 to 8), and one row
-        gets the bits of :meth:`step` of one stream. Pairs were used before: a render at
-        the defaults went from 5,673 to 7,243 rows/s with the same notes."""
+        day's took about 2x one row's time for 2 rows and 4-10x for 3 to 8), and each row
+        gets the bits this product has in :meth:`step` of one stream. Pairs were used
+        before: a render at the defaults went from 5,673 to 7,243 rows/s, the same notes."""
         n = h1.shape[0]
         if n > ROW_BY_ROW:
             return h1 @ self._w_hh1_t
