@@ -367,7 +367,13 @@ def test_sigkill_with_messages_in_flight_loses_nothing(mqtt_broker: Broker,
         assert second.stop() == 0
     values = [n["value"] for n in played + second.rest()]
     assert set(values) == {float(i) for i in range(count)}  # none lost
-    assert len(values) - count <= 25  # replayed: at most about mosquitto's 20 in flight
+    # Replayed: the messages whose notes reached the pipe but whose acknowledgement had not
+    # (a note's message is acknowledged only after its line is written). Mostly 0 or 18
+    # (mosquitto's 20 in flight); while the loop writes, the network thread keeps taking
+    # what the broker sends, so the last turns can hold a few windows: 36 and 90 were seen
+    # (3 of about 40 runs), over the bound of 25 this test had. What it guards is above:
+    # none lost (a message acknowledged before its note was written would be).
+    assert len(values) - count <= 100
 
 
 def test_samples_waiting_in_a_backlog_are_not_acknowledged_until_played(
