@@ -8,14 +8,13 @@ Clock policies:
   per stream. Notes due within ``clock.batch_window`` seconds of each other (a few ms) are
   stepped together, one :meth:`Conductor.play` call for all their streams (one cue per
   stream per batch; a stream's next sample that may play closes the batch), so thousands
-  of streams cost a few batched steps instead of one step each; the notes are those stepping each
-  alone gives, up to ``batch_window`` later. The window is waited for only while samples
-  flow (a batch was stepped within it): a sample on a quiet clock (a sparse feed, the first
-  after a pause) is stepped at the loop's next turn, with whatever that turn fed. A sample
-  that comes sooner waits in its stream's queue and plays as soon as the stream may play
-  again. Up to ``clock.backlog``
-  samples wait one by one, so a short burst (``printf '1\n5\n3\n9\n' | streamsonic``) is
-  heard note by note; beyond that,
+  of streams cost a few batched steps instead of one step each; the notes are those
+  stepping each alone gives, up to ``batch_window`` later. The window is waited for only
+  while samples flow (a batch was stepped within it): a sample on a quiet clock (a sparse
+  feed, the first after a pause) is stepped at the loop's next turn, with whatever that
+  turn fed. A sample that comes sooner waits in its stream's queue and plays as soon as
+  the stream may play again. Up to ``clock.backlog`` samples wait one by one, so a short
+  burst (``printf '1\n5\n3\n9\n' | streamsonic``) is heard note by note; beyond that,
   samples fold into the last waiting note, which plays their aggregate (``clock.aggregate``:
   by default ``anomalous``, the most anomalous of them, so that no spike is lost; or last,
   mean, min, max), so a stream faster than the cap is aggregated with a latency of at most
