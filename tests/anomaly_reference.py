@@ -38,6 +38,15 @@ WINSOR = 3.0
 FORECAST = 6
 #: A burst: the median |z| of the last BURST_SAMPLES residuals, times BURST_GAIN.
 BURST_SAMPLES, BURST_GAIN = 3, 1.5
+#: The stream's tail: the share of its samples with TAIL_Z < z and a burst statistic (at
+#: least z) below TAIL_CAP, decaying over TAIL_DECAY samples from a prior of TAIL_PRIOR
+#: worth TAIL_PRIOR_SAMPLES samples; light at RATE_LIGHT and below, heavy at RATE_HEAVY and
+#: above, log-linear between. The surprise is judged against z_ref times Z_REF_LIGHT ..
+#: Z_REF_HEAVY.
+TAIL_Z, TAIL_CAP, TAIL_DECAY = 3.0, 6.0, 256
+TAIL_PRIOR, TAIL_PRIOR_SAMPLES = 0.03, 32.0
+RATE_LIGHT, RATE_HEAVY = 0.02, 0.08
+Z_REF_LIGHT, Z_REF_HEAVY = 0.8, 1.2
 #: A sample whose z (or burst statistic) reaches ANOMALY_Z is an anomaly: its residuals
 #: enter the windows as ordinary ones (their median) while anomalies are rare (a count of
 #: them decaying over ``history`` samples at most ANOMALY_SHARE of it).
@@ -102,7 +111,7 @@ class AnomalyScorer:
     """
 
     __slots__ = ("_anomalies", "_early", "_hist", "_log", "_recent_z", "_residuals",
-                 "history", "z_ref")
+                 "_tail", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -113,6 +122,7 @@ class AnomalyScorer:
         self._residuals = [_Residuals(history) for _ in _FORECASTERS]
         self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
         self._anomalies = 0.0  # a count of anomalies, decaying over `history` samples
+        self._tail = [0.0, 0.0]  # decaying counts: moderately unusual z, samples judged
         # The first values, until the stream's scale is decided: a positive stream that
         # spans a wide ratio (latencies, counts of people, prices over years) varies by
         # multiples, and is judged on the log of its values.
@@ -133,6 +143,10 @@ class AnomalyScorer:
         if self._log and value <= 0.0:
             self._set_log(False)  # a value the log cannot take: raw values for good
         u = math.log(value) if self._log else value
+        share = (self._tail[0] + TAIL_PRIOR_SAMPLES * TAIL_PRIOR) / (
+            self._tail[1] + TAIL_PRIOR_SAMPLES)
+        heavy = min(1.0, max(0.0, math.log(share / RATE_LIGHT)
+                             / math.log(RATE_HEAVY / RATE_LIGHT)))
         z_res = 0.0
         direction = 0
         residuals: list[float] = []
@@ -152,6 +166,11 @@ class AnomalyScorer:
         burst = z_res
         if len(self._recent_z) == BURST_SAMPLES:
             burst = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
+        if z_res > 0.0 or self._tail[1] > 0.0:
+            decay = 1.0 - 1.0 / TAIL_DECAY
+            self._tail[0] = self._tail[0] * decay + (
+                1.0 if z_res > TAIL_Z and burst < TAIL_CAP else 0.0)
+            self._tail[1] = self._tail[1] * decay + 1.0
         # An anomaly's residuals enter as ordinary ones while anomalies are rare.
         anomaly = burst >= ANOMALY_Z
         self._anomalies = self._anomalies * (1.0 - 1.0 / self.history) + (
@@ -170,7 +189,10 @@ class AnomalyScorer:
                     self._set_log(True)
                     self._recent_z.append(z_res)  # the burst's memory starts afresh
                     burst = z_res
-        z_res = burst
+        single = z_res
+        z_res = single / (Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
+        if burst > single:
+            z_res = max(z_res, burst)
         # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
         z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._log else LEVEL_Z_PER_WIDTH)
         if z_level > z_res:
@@ -190,6 +212,7 @@ class AnomalyScorer:
         self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
         self._recent_z.clear()
         self._anomalies = 0.0
+        self._tail = [0.0, 0.0]
 
 
 def _surprise(residuals: list[float], spreads: list[tuple[float, float, float]]

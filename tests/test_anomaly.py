@@ -222,7 +222,8 @@ def test_a_burst_does_not_hide_the_next_one(random_pitch_checkpoint: Path) -> No
     residuals enter the spread windows as ordinary ones, so it does not widen the scale
     that judges the next. Accented within their first 3 samples: 77 of 90 (when they
     entered clipped at 3 sigmas like any other, with the burst statistic's gain 1.6: 54);
-    the clean series accent nothing."""
+    the clean series (6,000 samples) accent 1 (0 before the threshold followed each
+    stream's tail: a light-tailed stream is judged more keenly)."""
     conductor = _conductor(random_pitch_checkpoint)
     caught = total = false = 0
     for seed in range(10):
@@ -241,7 +242,7 @@ def test_a_burst_does_not_hide_the_next_one(random_pitch_checkpoint: Path) -> No
                      for i, v in enumerate(x))
     assert total == 90
     assert caught >= 75, caught
-    assert false == 0
+    assert false <= 3, (caught, false)
 
 
 def test_a_lasting_change_of_variance_is_learned(random_pitch_checkpoint: Path) -> None:
@@ -263,6 +264,29 @@ def test_accents_off_keeps_the_score(random_pitch_checkpoint: Path) -> None:
     readings = [conductor.observe(Sample("s", float(i), float(v))) for i, v in enumerate(x)]
     assert readings[250].anomaly >= 0.5
     assert not any(r.accent for r in readings)
+
+
+def test_the_threshold_follows_the_streams_own_tail() -> None:
+    """The same jump of 5 sigmas after two random walks of 500 steps, 8 seeds each: one
+    with Gaussian steps (a light tail: accented in 8 of 8), one that jumps +-4.5 sigmas in
+    8% of its steps by itself (a heavy tail: accented in 1 of 8). Judged as one kind
+    (heaviness fixed at 0 or at 1) both would be accented alike."""
+    light_accents = heavy_accents = 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        gaussian = np.cumsum(rng.normal(0.0, 1.0, 500))
+        jumpy = np.cumsum(np.where(rng.random(500) < 0.08, rng.choice([-4.5, 4.5], 500),
+                                   rng.normal(0.0, 1.0, 500)))
+        light, heavy = AnomalyScorer(), AnomalyScorer()
+        for a, b in zip(gaussian, jumpy, strict=True):
+            light.update(float(a))
+            heavy.update(float(b))
+        assert light.heaviness == 0.0
+        assert heavy.heaviness >= 0.25, seed  # 0.34 .. 1.0
+        light_accents += light.update(float(gaussian[-1] + 5.0))[0] >= 0.5
+        heavy_accents += heavy.update(float(jumpy[-1] + 5.0))[0] >= 0.5
+    assert light_accents == 8
+    assert heavy_accents <= 2
 
 
 def test_positive_skewed_streams_are_judged_on_log_values() -> None:
