@@ -226,6 +226,8 @@ class AccentConfig:
     earcon_velocity: int = 110
     earcon_delay: float = 0.06
     earcon_length: float = 0.3
+    earcon_gap: float = 0.3
+    earcon_max_lag: float = 1.2
 
     def __post_init__(self) -> None:
         _check(0.0 < self.threshold <= 1.0, "accent.threshold", "must be > 0 and at most 1")
@@ -238,6 +240,8 @@ class AccentConfig:
         _within(self.earcon_velocity, 1, 127, "accent.earcon_velocity")
         _within(self.earcon_delay, 0.0, 2.0, "accent.earcon_delay", " seconds")
         _within(self.earcon_length, 0.01, 4.0, "accent.earcon_length", " seconds")
+        _within(self.earcon_gap, 0.0, 2.0, "accent.earcon_gap", " seconds")
+        _within(self.earcon_max_lag, 0.0, 10.0, "accent.earcon_max_lag", " seconds")
 
 
 @dataclass(frozen=True)

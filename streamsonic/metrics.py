@@ -28,6 +28,7 @@ Metric names (all ``streamsonic_``; counters end in ``_total``):
     output_up{output}                      0 while an output's device is away
     output_events_total{output,event}      each output's own counters (dropped, late ...)
     audio_underruns_total{output}          audio callbacks that ran too late
+    earcons_total{result}                  accent earcons played, dropped (past max lag)
     step_seconds                           histogram: one batched LSTM step
     source_up                              0 while the source waits (for the broker)
     mqtt_connected                         1 while connected to the broker
@@ -202,7 +203,12 @@ class DaemonCollector:
         underruns = counter("streamsonic_audio_underruns",
                             "Audio callbacks that ran too late (a click or gap).",
                             labels=["output"])
+        earcons = counter("streamsonic_earcons", "Accent earcons played, and left out when "
+                          "they would have waited past accent.earcon_max_lag.",
+                          labels=["result"])
         if scheduler is not None:
+            earcons.add_metric(["played"], scheduler.earcons)
+            earcons.add_metric(["dropped"], scheduler.earcons_dropped)
             empty: dict[str, int] = {}
             for name, value in sorted(_read(lambda: dict(scheduler.notes_out), empty).items()):
                 notes.add_metric([name], value)
@@ -214,7 +220,7 @@ class DaemonCollector:
                         underruns.add_metric([sink.name], value)
                     else:
                         events.add_metric([sink.name, event], value)
-        yield from (notes, up, events, underruns)
+        yield from (notes, up, events, underruns, earcons)
 
     def _source(self, stats: dict[str, int]) -> Iterator[Any]:
         core = self._core

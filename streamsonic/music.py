@@ -162,6 +162,11 @@ class Earcon:
     velocity: int
     delay: float  # seconds after the note starts
     length: float  # seconds
+    # Earcons of accents close together (several streams at once) start at least `gap`
+    # seconds apart, so that each can be heard and counted; one that would start more than
+    # `max_lag` seconds late is left out (0: every earcon at its note's time).
+    gap: float = 0.0
+    max_lag: float = 0.0
 
     def note_for(self, direction: int) -> int:
         """The earcon's MIDI note for an anomaly in ``direction`` (+1 up, -1 down)."""
@@ -174,7 +179,7 @@ def earcon_for(accent: AccentConfig) -> Earcon | None:
         return None
     return Earcon(accent.earcon_channel - 1, accent.earcon_program, accent.earcon_note_up,
                   accent.earcon_note_down, accent.earcon_velocity, accent.earcon_delay,
-                  accent.earcon_length)
+                  accent.earcon_length, accent.earcon_gap, accent.earcon_max_lag)
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,6 +155,8 @@ class Scheduler:
         self.sinks = sinks
         self.earcon = earcon  # played after each accented note (None: no earcons)
         self.earcons = 0
+        self.earcons_dropped = 0  # left out: they would have waited past earcon.max_lag
+        self._earcon_free = -math.inf  # when the next earcon may start (earcon.gap)
         self._on_idle = on_idle
         self._sounding: dict[str, _Sounding] = {}
         # The latest end of a note no sink owes a note-off (a bound: release shortens notes),
@@ -333,6 +335,13 @@ class Scheduler:
 
     def _play_earcon(self, earcon: Earcon, note: NoteEvent, start: float) -> None:
         at = start + earcon.delay
+        if earcon.gap > 0.0:  # several at once: one after another, `gap` apart
+            later = max(at, self._earcon_free)
+            if later - at > earcon.max_lag + 1e-9:  # (sums of gaps round)
+                self.earcons_dropped += 1
+                return
+            at = later
+            self._earcon_free = at + earcon.gap
         pitch = earcon.note_for(note.direction)
         self._setup_channel(earcon.channel, earcon.program, None, at)
         if self._senders:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mido
 import numpy as np
 import pytest
 
@@ -113,3 +114,33 @@ def test_cli_renders_several_columns() -> None:
                           capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
                           env=env)
     assert both.returncode == 64 and "one or the other" in both.stderr
+
+
+def test_cli_spaces_the_earcons_of_columns_that_accent_together(tmp_path: Path) -> None:
+    """Four columns jump at the same row: in the MIDI file each accent's earcon (channel
+    10) follows the previous one by accent.earcon_gap (0.3 s), and at gap 0 they coincide."""
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSONIC_CONFIG"}
+    rng = np.random.default_rng(11)
+    table = rng.normal(0.0, 1.0, (120, 4))
+    table[100:] += 40.0  # one incident, seen by all four
+    text = "a,b,c,d\n" + "".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in table)
+    starts = {}
+    for gap in ("0.3", "0"):
+        out = tmp_path / f"gap{gap}.mid"
+        res = subprocess.run([sys.executable, "-m", "streamsonic", "render", "-", "--all-columns",
+                              "-o", str(out), "--device", "cpu", "--set",
+                              f"accent.earcon_gap={gap}"],
+                             input=text, capture_output=True, text=True, timeout=120,
+                             check=False, cwd=REPO, env=env)
+        assert res.returncode == 0, res.stderr
+        now, ons = 0.0, []
+        for msg in mido.MidiFile(str(out)):
+            now += msg.time
+            if msg.type == "note_on" and msg.velocity > 0 and msg.channel == 9:
+                ons.append(now)
+        starts[gap] = ons
+    spaced, together = starts["0.3"], starts["0"]
+    assert len(spaced) == len(together) >= 4
+    first = together[0]
+    assert together[:4] == [pytest.approx(first, abs=0.002)] * 4
+    assert spaced[:4] == [pytest.approx(first + 0.3 * i, abs=0.002) for i in range(4)]

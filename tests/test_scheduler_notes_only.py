@@ -277,3 +277,27 @@ def test_a_notes_only_sink_added_while_notes_sound_gets_the_notes_from_then_on()
     assert [(t, k, n) for t, k, n in first.notes()] == [
         (0.0, "note_on", 60), (0.5, "note_off", 60), (0.5, "note_on", 62), (0.5, "note_off", 62)]
     sched.close()
+
+
+def test_earcons_of_simultaneous_accents_follow_one_another_up_to_the_max_lag() -> None:
+    """Eight streams accent at the same moment: their earcons start 0.3 s apart (each can be
+    counted) until one would wait more than 1.2 s; the other three are left out, counted.
+    With no gap they all sound at once."""
+    for gap, want_at, dropped in ((0.3, [1.05, 1.35, 1.65, 1.95, 2.25], 3),
+                                  (0.0, [1.05] * 8, 0)):
+        clock = VirtualClock()
+        rec = Recorder(clock)
+        earcon = Earcon(channel=9, program=0, note_up=81, note_down=76, velocity=110,
+                        delay=0.05, length=0.1, gap=gap, max_lag=1.2)
+        sched = Scheduler(clock, [rec], earcon=earcon)
+        for s in range(8):
+            sched.play(note(f"s{s}", 1.0, accent=True))
+        clock.run_all()
+        ons = [t for t, kind, pitch in rec.notes() if kind == "note_on" and pitch == 81]
+        assert ons == [pytest.approx(t) for t in want_at]
+        assert (sched.earcons, sched.earcons_dropped) == (len(want_at), dropped)
+        # a later accent, once the earcons are past, sounds at its own time again
+        sched.play(note("s0", 5.0, accent=True))
+        clock.run_all()
+        ons = [t for t, kind, pitch in rec.notes() if kind == "note_on" and pitch == 81]
+        assert ons[-1] == pytest.approx(5.05)
