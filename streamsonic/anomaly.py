@@ -62,6 +62,8 @@ TAIL_PRIOR, TAIL_PRIOR_SAMPLES = 0.03, 32.0
 #: Z_REF_HEAVY (log-linear between).
 RATE_LIGHT, RATE_HEAVY = 0.02, 0.08
 Z_REF_LIGHT, Z_REF_HEAVY = 0.8, 1.2
+_PRIOR_COUNT = TAIL_PRIOR_SAMPLES * TAIL_PRIOR
+_LOG_SPAN = math.log(RATE_HEAVY / RATE_LIGHT)
 
 
 def strength(score: float) -> float:
@@ -119,10 +121,12 @@ class AnomalyScorer:
     @property
     def heaviness(self) -> float:
         """How heavy the stream's tail is: 0 (light, Gaussian-like) .. 1 (heavy)."""
-        rate = ((self._tail_n + TAIL_PRIOR_SAMPLES * TAIL_PRIOR)
-                / (self._tail_seen + TAIL_PRIOR_SAMPLES))
-        t = math.log(rate / RATE_LIGHT) / math.log(RATE_HEAVY / RATE_LIGHT)
-        return min(1.0, max(0.0, t))
+        rate = (self._tail_n + _PRIOR_COUNT) / (self._tail_seen + TAIL_PRIOR_SAMPLES)
+        if rate <= RATE_LIGHT:  # (the log below would give 0 or less: no log to take)
+            return 0.0
+        if rate >= RATE_HEAVY:
+            return 1.0
+        return min(1.0, max(0.0, math.log(rate / RATE_LIGHT) / _LOG_SPAN))
 
     def update(self, value: float, overflow: float = 0.0) -> tuple[float, int]:
         """Score ``value`` (then remember it): ``(score 0..1, direction -1/0/+1)``.
