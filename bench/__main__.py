@@ -50,6 +50,7 @@ BENCHES = (
     Bench("rhythm", (), r"."),
     Bench("musicality", ("--no-sweep",), r"mean|total"),
     Bench("listen", ("--skip-fast",), r"mean|total"),
+    Bench("accents", ("--seeds", "3"), r"^\| (all|separable) \|"),
     Bench("train", ("--batches", "4", "--repeats", "1"), r"speed|s/batch|ratio"),
     Bench("train_onset", ("--epochs", "3", "--seeds", "1"), r"mean|best|loss"),
 )
