@@ -1,15 +1,14 @@
 """Accents in process: recall per anomaly kind and false accents, over several seeds, now
 and at an earlier commit in the same run.
 
-    .venv/bin/python bench/accents.py [--seeds 6] [--rev REV] [--statsmodels DIR]
+    .venv/bin/python bench/accents.py [--seeds 6] [--rev REV]
 
 ``bench/listen.py`` runs the live CLI on one seed per series; this runs the conductor's
 ``observe`` (what gives every note its ``anomaly`` and ``accent``, the code the daemon runs)
-on more seeds, fast enough to judge a change to the score. Series: ``bench/listen.py``'s 16
-(the research's four, matplotlib's four, eight synthetic kinds) and, when statsmodels'
-datasets are found (installed, or ``--statsmodels DIR`` naming its ``datasets`` folder; its
-CSV files are read, statsmodels is not imported), nine more: sunspots, weekly CO2, El Nino,
-and six US quarterly macro series. Anomalies are injected as ``bench/listen.py`` does (a
+on more seeds, fast enough to judge a change to the score. Series: ``bench/listen.py``'s 26
+(the research's four, matplotlib's four, eight synthetic kinds, ten public-domain series
+shipped in ``bench/data/public``: sunspots, weekly CO2, El Nino, the Nile, six US quarterly
+macro series). Anomalies are injected as ``bench/listen.py`` does (a
 spike of 8 typical steps, a 3-sample dropout, a shift of 8 steps, a 15-sample burst of
 noise of 5 steps; 8 per kind and series, positions drawn per seed); recall: the share with an
 accent on one of their first 3 samples. False accents: accented samples of the clean series.
@@ -23,8 +22,6 @@ time (see ``bench/listen.py``).
 from __future__ import annotations
 
 import argparse
-import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -46,40 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 KINDS = listen.KINDS
 
 
-def statsmodels_series(folder: Path | None) -> dict[str, np.ndarray]:
-    """The nine statsmodels series, from the CSV files of its ``datasets`` folder."""
-    if folder is None:
-        spec = importlib.util.find_spec("statsmodels")
-        if spec is None or not spec.submodule_search_locations:
-            return {}
-        folder = Path(next(iter(spec.submodule_search_locations))) / "datasets"
-    if not (folder / "sunspots" / "sunspots.csv").is_file():
-        return {}
-
-    def rows(name: str) -> list[dict[str, str]]:
-        with (folder / name / f"{name}.csv").open(encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-
-    def number(text: str) -> float:
-        return float(text) if text.strip() not in ("", "NA", "nan") else np.nan
-
-    def filled(x: np.ndarray) -> np.ndarray:  # gaps (weekly CO2) linearly interpolated
-        bad = np.isnan(x)
-        x[bad] = np.interp(np.flatnonzero(bad), np.flatnonzero(~bad), x[~bad])
-        return x
-
-    out = {"sm:sunspots": np.array([number(r["SUNACTIVITY"]) for r in rows("sunspots")])}
-    out["sm:co2 weekly"] = filled(np.array([number(r["co2"]) for r in rows("co2")]))
-    months = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV",
-              "DEC")
-    out["sm:elnino"] = np.array([number(r[m]) for r in rows("elnino") for m in months])
-    macro = rows("macrodata")
-    for column in ("realgdp", "realcons", "realinv", "cpi", "unemp", "tbilrate"):
-        out[f"sm:{column}"] = np.array([number(r[column]) for r in macro])
-    return out
-
-
-def measure(seeds: int, statsmodels: Path | None) -> dict[str, Any]:
+def measure(seeds: int) -> dict[str, Any]:
     """Per series: false accents on the clean series, hits per kind, separability."""
     from streamsonic.conductor import Conductor  # noqa: PLC0415
     from streamsonic.config import load_config  # noqa: PLC0415
@@ -94,8 +58,7 @@ def measure(seeds: int, statsmodels: Path | None) -> dict[str, Any]:
         return [conductor.observe(Sample("s", float(i), float(v))).accent
                 for i, v in enumerate(values)]
 
-    series = {**listen.real_series(), **listen.synthetic_series(),
-              **statsmodels_series(statsmodels)}
+    series = listen.all_series()
     out: dict[str, Any] = {}
     for name, x in series.items():
         own = float(np.mean(np.abs(np.diff(x)) >= 8 * listen.typical_step(x)))
@@ -131,14 +94,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=6, help="seeds per series (default 6)")
     parser.add_argument("--rev", metavar="REV", help="also measure this git revision")
-    parser.add_argument("--statsmodels", type=Path, metavar="DIR",
-                        help="statsmodels' datasets folder (default: found if installed)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     if args.json:  # (a revision's run, in a subprocess)
-        print(json.dumps(measure(args.seeds, args.statsmodels)))
+        print(json.dumps(measure(args.seeds)))
         return 0
     results: list[tuple[str, dict[str, Any]]] = []
     if args.rev:
@@ -146,8 +107,6 @@ def main() -> int:
         listen.worktree(args.rev, tree)
         try:
             command = [sys.executable, __file__, "--json", "--seeds", str(args.seeds)]
-            if args.statsmodels:
-                command += ["--statsmodels", str(args.statsmodels)]
             env = {**os.environ, "PYTHONPATH": str(tree)}
             done = subprocess.run(command, env=env, capture_output=True, text=True,
                                   check=True)
@@ -155,7 +114,7 @@ def main() -> int:
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                             str(tree)], check=False, capture_output=True)
-    results.append(("now", measure(args.seeds, args.statsmodels)))
+    results.append(("now", measure(args.seeds)))
     count = len(results[-1][1])
     print(f"accents in process ({count} series, {args.seeds} seeds, 8 anomalies of each kind "
           "per series and seed)")

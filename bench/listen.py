@@ -2,7 +2,10 @@
 
 Runs the live path exactly as a user would (``streamsonic --output events`` on stdin, one
 subprocess per series, every variant of a series as its own stream of JSON lines so that
-all are played in one run) and prints one table, per series:
+all are played in one run) and prints one table, per series. Series: the research's four
+(``../shared/data/seed-test-series``), four real series that matplotlib ships, eight
+seeded synthetic kinds and ten public-domain real series shipped in ``bench/data/public``
+(see its README.md). Per series:
 
 * ``rho``: median Spearman(value, pitch) over sliding 30-sample windows of the clean series
   (a window where the values vary and the pitch does not counts as 0);
@@ -49,6 +52,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "seed-test-series"
+PUBLIC = Path(__file__).resolve().parent / "data" / "public"
 KINDS = ("spike", "dropout", "shift", "burst")
 WINDOW = 30
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -71,6 +75,31 @@ def _sample_data(name: str) -> Path:
     return Path(matplotlib.get_data_path()) / "sample_data" / name
 
 
+def public_series() -> dict[str, np.ndarray]:
+    """Public-domain real series shipped in bench/data/public (see its README.md)."""
+
+    def rows(name: str) -> list[dict[str, str]]:
+        with (PUBLIC / f"{name}.csv").open(encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+    def number(text: str) -> float:
+        return float(text) if text.strip() not in ("", "NA", "nan") else math.nan
+
+    co2 = np.array([number(r["co2"]) for r in rows("co2")])
+    gaps = np.isnan(co2)  # missing weeks: interpolated linearly
+    co2[gaps] = np.interp(np.flatnonzero(gaps), np.flatnonzero(~gaps), co2[~gaps])
+    months = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV",
+              "DEC")
+    out = {"pub:sunspots": np.array([number(r["SUNACTIVITY"]) for r in rows("sunspots")]),
+           "pub:co2 weekly": co2,
+           "pub:elnino": np.array([number(r[m]) for r in rows("elnino") for m in months]),
+           "pub:nile": np.array([number(r["volume"]) for r in rows("nile")])}
+    macro = rows("macrodata")
+    for column in ("realgdp", "realcons", "realinv", "cpi", "unemp", "tbilrate"):
+        out[f"pub:{column}"] = np.array([number(r[column]) for r in macro])
+    return out
+
+
 def real_series() -> dict[str, np.ndarray]:
     """The research's example series and real series that matplotlib ships."""
     out: dict[str, np.ndarray] = {}
@@ -85,6 +114,13 @@ def real_series() -> dict[str, np.ndarray]:
     membrane = np.fromfile(_sample_data("membrane.dat"), dtype=np.float32).astype(float)
     out["mpl:membrane"] = membrane[:4000:5]
     return out
+
+
+def all_series() -> dict[str, np.ndarray]:
+    """Every series the benchmark plays, in its order (each series' seed is 100 + its
+    place: the public series come last, so the first 16 keep the seeds they had before
+    those were added)."""
+    return {**real_series(), **synthetic_series(), **public_series()}
 
 
 def synthetic_series(n: int = 600, seed: int = 7) -> dict[str, np.ndarray]:
@@ -327,7 +363,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="listen-"))
     if args.before:
         revs.insert(0, Revision(worktree(args.before, tmp / "before"), "before"))
-    series = {**real_series(), **synthetic_series()}
+    series = all_series()
     if args.only:
         series = {k: v for k, v in series.items() if args.only in k}
     print("| series | rev | rho (30) | top pitch | 1.1x pitch/vel | 10x pitch/vel | 10x - 1.1x "
