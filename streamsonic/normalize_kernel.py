@@ -36,7 +36,7 @@ WARMUP = 16
 RECENT = 32
 #: When the last RECENT values span less than this share of the reference, it zooms in:
 #: to the last 2 * RECENT values, ZOOM_WIDTH times as wide as they spread.
-ZOOM, ZOOM_WIDTH = 0.1, 3.0
+ZOOM, ZOOM_WIDTH = 0.15, 3.0
 #: Where a trending signal lands after the reference moved (from the edge it came in by).
 TREND_LAND = 0.15
 #: ... and the reference is sized so that, at its recent rate, the trend crosses it in
