@@ -48,7 +48,7 @@ MAX_PACE = 8.0
 #: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
 #: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
 #: edge it left by, instead of moving.
-EXPAND_LAND, EXPAND_MAX = 0.75, 2.0
+EXPAND_LAND, EXPAND_MAX = 0.75, 3.0
 #: Another exit the same way is a trend unless the signal came back this far past where
 #: the last move put it.
 BACK = 0.35

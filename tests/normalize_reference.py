@@ -36,7 +36,7 @@ MAX_PACE = 8.0
 #: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
 #: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
 #: edge it left by (a swing wider than before), instead of moving.
-EXPAND_LAND, EXPAND_MAX = 0.75, 2.0
+EXPAND_LAND, EXPAND_MAX = 0.75, 3.0
 #: Another exit the same way is a trend unless the signal came back this far (a share of
 #: the range) past where the last move put it: then it swings (a season, a cycle).
 BACK = 0.35
