@@ -28,8 +28,9 @@ ordinary), decaying over ``TAIL_DECAY`` samples and starting from a prior. A lig
 ``z_ref``, a heavy one (``RATE_HEAVY`` or more) against ``Z_REF_HEAVY`` times, between them
 on a log scale. So a shift or a spike of 4-5 sigmas is heard on a quiet stream, and a
 volatile one does not accent its own ordinary swings. The burst statistic keeps one gain:
-a gain that followed the tail made bursts no easier to hear on bench/listen.py's series
-(a burst raises the tail share itself).
+a gain that also followed the tail bought bursts with false accents at the rate a higher
+fixed gain does (measured in process, as bench/accents.py does; a burst raises the tail
+share itself).
 """
 
 from __future__ import annotations
