@@ -72,9 +72,10 @@ class Receiver:
         if self._freed:
             return
         self._freed = True
-        self._in.cancel_callback()
-        self._in.close_port()
-        self._in.delete()
+        with jackclient.closing():  # as streamsonic's own closes (see there why)
+            self._in.cancel_callback()
+            self._in.close_port()
+            self._in.delete()
 
     def close(self) -> None:
         """Remove the port and the client (idempotent; after a server death, only frees)."""

@@ -14,7 +14,7 @@ import pytest
 
 from streamsonic.config import Config, DaemonConfig, MidiConfig
 from streamsonic.errors import MidiPortError
-from streamsonic.sinks import midiport
+from streamsonic.sinks import jackclient, midiport
 from tests.jackmidi import Receiver
 
 
@@ -177,3 +177,27 @@ def test_devices_command_works_with_nothing(tmp_path) -> None:
     assert out.returncode == 0
     assert "audio output devices" in out.stdout
     assert "MIDI output ports" in out.stdout
+
+
+def test_closing_waits_out_the_last_client_change(monkeypatch) -> None:
+    """Unit test (a fake clock and sleep) beside the real JACK tests above: a close right
+    after this process opened or closed a JACK client waits until SETTLE has passed."""
+    now = [1000.0]
+    slept: list[float] = []
+    monkeypatch.setattr(jackclient.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(jackclient.time, "sleep", slept.append)
+    monkeypatch.setattr(jackclient, "_last_change", 0.0)
+    with jackclient.closing():
+        pass
+    assert slept == []  # nothing changed lately
+    now[0] += 0.03
+    with jackclient.closing():
+        pass
+    assert slept == [pytest.approx(jackclient.SETTLE - 0.03)]
+    now[0] += 1.0
+    with jackclient.opening():
+        pass
+    now[0] += 0.05
+    with jackclient.closing():
+        pass
+    assert slept[-1] == pytest.approx(jackclient.SETTLE - 0.05)

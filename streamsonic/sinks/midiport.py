@@ -404,10 +404,11 @@ class MidiPortSink(Sink):
 
 def _delete(out: Any) -> None:
     """Close an rtmidi output's port and free it (errors of a dead backend ignored)."""
-    with suppress(Exception):
-        out.close_port()
-    with suppress(Exception):
-        out.delete()
+    with jackclient.closing():  # no-op wait unless this process just changed JACK clients
+        with suppress(Exception):
+            out.close_port()
+        with suppress(Exception):
+            out.delete()
 
 
 def _opening(label: str) -> Any:
