@@ -93,6 +93,16 @@ def _reinit_portaudio(stop: Callable[[], None] | None = None) -> None:
         sd._initialize()
 
 
+def start_failure(log: Path) -> str:
+    """Why jackd did not start: its log's tail, and the fix for a full server registry."""
+    text = log.read_text(errors="replace")[-2000:]
+    if "Too many servers already active" in text:
+        text += ("\nlibjack's server registry in /dev/shm is full of servers that were killed "
+                 "without cleaning up (pytest or jackd killed with SIGKILL): stop every jackd "
+                 "(pkill jackd), then remove /dev/shm/jack*")
+    return f"jackd did not start: {text}"
+
+
 @pytest.fixture(scope="session")
 def jack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackServer]:
     """A JACK dummy server (48 kHz, ``PERIOD``-frame periods) for the whole test session."""
@@ -111,7 +121,7 @@ def jack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackServer
         ready = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True,
                                text=True, timeout=30, check=False)
         if ready.returncode != 0 or proc.poll() is not None:
-            raise RuntimeError(f"jackd did not start: {log.read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(start_failure(log))
         previous = os.environ.get("JACK_DEFAULT_SERVER")
         os.environ["JACK_DEFAULT_SERVER"] = name
         os.environ["JACK_NO_START_SERVER"] = "1"

@@ -33,7 +33,7 @@ from streamsonic.config import Config, DaemonConfig, MidiConfig
 from streamsonic.sinks import fluid, midiport
 from streamsonic.sinks.synth import FluidSynth
 from tests.components import missing
-from tests.fixtures_jack import JackServer
+from tests.fixtures_jack import JackServer, start_failure
 from tests.jackaudio import JackCapture
 from tests.jackmidi import Receiver
 from tests.test_live_midi import unmatched_note_ons
@@ -67,7 +67,7 @@ class KillableJack:
                 self.name = name
                 self.server = JackServer(name, self.proc.pid, RATE, PERIOD, self.log)
                 return self.server
-        raise RuntimeError(f"jackd did not start: {self.log.read_text(errors='replace')}")
+        raise RuntimeError(start_failure(self.log))
 
     def _start(self, name: str) -> bool:
         env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
