@@ -447,11 +447,15 @@ def test_memory_stays_flat_over_a_long_run(tmp_path: Path, daemons: list[Daemon]
     streams, lines = 40, 2000
     rng = random.Random(7)
 
+    notes = [0]  # notes read so far (the reading loop below)
+
     def feed() -> None:
         """About 200 lines a second, 4 at a time (8,000 samples a second, which the daemon
         keeps up with; each stream well under its --max-rate, a row's samples waiting in
         its backlog): every sample becomes a note. Unpaced, the reader takes 64 KiB at a
-        time, some 200 samples of each stream at once, and the rate cap folds them."""
+        time, some 200 samples of each stream at once, and the rate cap folds them. On a
+        loaded machine the daemon falls behind that pace and sheds (58,392 notes with two
+        busy loops on 2 cores), so the feed also waits while more than 50 lines are out."""
         assert d.proc.stdin
         for i in range(lines):
             d.proc.stdin.write(" ".join(f"s{k}={rng.random():.3f}" for k in range(streams))
@@ -459,6 +463,9 @@ def test_memory_stays_flat_over_a_long_run(tmp_path: Path, daemons: list[Daemon]
             if i % 4 == 3:
                 d.proc.stdin.flush()
                 time.sleep(0.02)
+                deadline = time.monotonic() + 10
+                while (i + 1 - 50) * streams > notes[0] and time.monotonic() < deadline:
+                    time.sleep(0.01)
         d.proc.stdin.close()
 
     threading.Thread(target=feed, daemon=True).start()
@@ -467,6 +474,7 @@ def test_memory_stays_flat_over_a_long_run(tmp_path: Path, daemons: list[Daemon]
     count = 0
     for _ in d.proc.stdout:
         count += 1
+        notes[0] = count
         if count % 10_000 == 0:
             rss.append((count, d.rss()))
     assert d.proc.wait(timeout=120) == 0
