@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -184,8 +185,16 @@ def test_closing_waits_out_the_last_client_change(monkeypatch) -> None:
     after this process opened or closed a JACK client waits until SETTLE has passed."""
     now = [1000.0]
     slept: list[float] = []
+    real_sleep, test_thread = time.sleep, threading.current_thread()
+
+    def sleep(seconds: float) -> None:  # only this thread's sleeps are the ones under test
+        if threading.current_thread() is test_thread:
+            slept.append(seconds)
+        else:
+            real_sleep(seconds)
+
     monkeypatch.setattr(jackclient.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(jackclient.time, "sleep", slept.append)
+    monkeypatch.setattr(jackclient.time, "sleep", sleep)
     monkeypatch.setattr(jackclient, "_last_change", 0.0)
     with jackclient.closing():
         pass

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -351,12 +351,9 @@ class JackClient:
             if client is None:
                 return
             untrack(self._token)
-            if self.dead.is_set() or is_dead(self.generation):  # only freed: no threads
-                self.active = False
-                self._jack.jack_client_close(client)
-                return
-            with closing():
-                if self.active:
+            dead = self.dead.is_set() or is_dead(self.generation)  # only freed: no threads
+            with nullcontext() if dead else closing():
+                if self.active and not dead:
                     self._jack.jack_deactivate(client)
                 self.active = False
                 self._jack.jack_client_close(client)
