@@ -5,11 +5,14 @@ wait; the real daemon (run_daemon, as ``streamsonic run FILE`` calls it) on a re
 from __future__ import annotations
 
 import gc
+import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import mido
+import pytest
 
 from streamsonic.config import load_config
 from streamsonic.daemon import run_daemon
@@ -50,7 +53,9 @@ def test_startup_objects_are_frozen_while_the_daemon_runs(tmp_path: Path) -> Non
     data = tmp_path / "in.txt"
     data.write_text("".join(f"{v}\n" for v in range(1, 21)))
     song = tmp_path / "out.mid"
-    config = load_config(None, overrides={"model.passing_notes": 0})
+    # the whole file is read at once: a backlog above its length plays every sample (the
+    # default 16 folds the last few into one note, as many as the reading outpaces playing)
+    config = load_config(None, overrides={"model.passing_notes": 0, "clock.backlog": 64})
     seen: list[int] = []
     status = run_daemon(config, outputs=[f"file:{song}"], open_input=lambda c: Watching(
         StdinSource.open_file(c, str(data)), seen))
@@ -62,3 +67,22 @@ def test_startup_objects_are_frozen_while_the_daemon_runs(tmp_path: Path) -> Non
     assert gc.get_freeze_count() == 0
     notes = [m for m in mido.MidiFile(song) if m.type == "note_on" and m.velocity > 0]
     assert len(notes) == 20
+
+
+def test_the_stop_line_counts_samples_folded_beyond_the_backlog(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Fewer notes than samples is explained where an operator reads it: the samples folded
+    into another's note (more than clock.backlog waited) are counted on the stop line."""
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"{v}\n" for v in range(1, 21)))
+    config = load_config(None, overrides={"model.passing_notes": 0, "clock.backlog": 2})
+    caplog.set_level(logging.INFO, logger="streamsonic.daemon")
+    status = run_daemon(config, outputs=[f"file:{tmp_path / 'out.mid'}"],
+                        open_input=lambda c: StdinSource.open_file(c, str(data)))
+    assert status == 0
+    stopped = next(r.getMessage() for r in caplog.records
+                   if r.getMessage().startswith("stopped:"))
+    found = re.search(r"stopped: 20 samples, (\d+) notes;.*; (\d+) samples folded", stopped)
+    assert found, stopped
+    notes, folded = int(found[1]), int(found[2])
+    assert folded > 0 and notes + folded == 20, stopped
