@@ -276,9 +276,8 @@ class Daemon:
             scheduler.close()
             self._remove_signals(loop)
             self._close_metrics()
-            log.info("stopped: %d samples, %d notes; streams %s; input %s%s", engine.samples,
-                     engine.played, _fmt_stats(engine.stats), _fmt_stats(source.stats),
-                     _folded(engine.aggregated))
+            log.info("stopped: %d samples, %d notes; streams %s; input %s", engine.samples,
+                     engine.played, _fmt_stats(engine.stats), _fmt_stats(source.stats))
         scheduler.check_written()  # a file that could not be written is a failed run
         return status
 
@@ -340,10 +339,9 @@ class Daemon:
             if loop.time() >= next_stats:
                 next_stats += stats_every
                 log.info("stats: %d samples, %d notes, %d streams, %d waiting; streams %s; "
-                         "input %s%s", engine.samples, engine.played,
+                         "input %s", engine.samples, engine.played,
                          len(engine.conductor.streams), engine.waiting,
-                         _fmt_stats(engine.stats), _fmt_stats(source.stats),
-                         _folded(engine.aggregated))
+                         _fmt_stats(engine.stats), _fmt_stats(source.stats))
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -513,12 +511,3 @@ def _fmt_stats(stats: dict[str, int]) -> str:
         return "-"
     return ", ".join(f"{k}={v}" for k, v in sorted(stats.items()))
 
-
-
-def _folded(aggregated: int) -> str:
-    """The log's note of samples folded into another's note (beyond ``clock.backlog``), so
-    fewer notes than samples is explained where it is read."""
-    if not aggregated:
-        return ""
-    return (f"; {aggregated} samples folded into other samples' notes (more than "
-            "clock.backlog waited)")

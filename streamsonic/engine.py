@@ -377,8 +377,10 @@ class Engine:
     def stats(self) -> dict[str, int]:
         """The stream table's counters (those not zero): evictions by reason, samples
         dropped with an evicted stream or refused by a full table, notes released early, cues
-        played late without the model's passing notes."""
+        played late without the model's passing notes, samples folded into another's note
+        (more than ``clock.backlog`` waited): so the log explains fewer notes than samples."""
         counts = {
+            "folded": self.aggregated,
             "evicted.idle": self.conductor.evictions["idle"],
             "evicted.full": self.conductor.evictions["full"],
             "dropped.evicted": self.dropped_evicted,

@@ -82,7 +82,7 @@ def test_the_stop_line_counts_samples_folded_beyond_the_backlog(
     assert status == 0
     stopped = next(r.getMessage() for r in caplog.records
                    if r.getMessage().startswith("stopped:"))
-    found = re.search(r"stopped: 20 samples, (\d+) notes;.*; (\d+) samples folded", stopped)
+    found = re.search(r"stopped: 20 samples, (\d+) notes; streams .*\bfolded=(\d+)", stopped)
     assert found, stopped
     notes, folded = int(found[1]), int(found[2])
     assert folded > 0 and notes + folded == 20, stopped
