@@ -45,7 +45,8 @@ Z_REF = 5.0
 #: A value one range-width beyond the ordinary range counts as this many robust sigmas.
 LEVEL_Z_PER_WIDTH = 2.5
 LEVEL_Z_PER_WIDTH_LOG = 1.0
-#: Samples after which a stream's scale is decided, and the ratio of its 90th to its 10th
+#: Samples after which a stream's scale is first decided (then again every DECIDE // 2 of
+#: an even sample of all its values: ScaleWatch), and the ratio of its 90th to its 10th
 #: percentile from which a positive stream is judged on log values.
 DECIDE, LOG_RATIO = 64, 4.0
 #: ... if it is also right-skewed: its upper decile this many times further from the median
@@ -94,7 +95,7 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_early", "_log", "_state", "_tail", "_tail_n", "_tail_seen", "history",
+    __slots__ = ("_log", "_scale", "_state", "_tail", "_tail_n", "_tail_seen", "history",
                  "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
@@ -104,10 +105,8 @@ class AnomalyScorer:
         self.z_ref = z_ref
         self._state = kernel.new_state(history)
         self._tail = _tail_index(history)
-        # The first values, until the stream's scale is decided: a positive stream that
-        # spans a wide ratio (latencies, counts of people, prices over years) varies by
-        # multiples, and is judged on the log of its values.
-        self._early: list[float] | None = []
+        # Whether the stream is judged on the log of its values (ScaleWatch).
+        self._scale = ScaleWatch()
         self._log = False
         # The stream's tail: decaying counts of samples with a moderately unusual z, and
         # of samples judged (from the first z above 0).
@@ -138,16 +137,7 @@ class AnomalyScorer:
         if self._log and value <= 0.0:
             self._set_log(False)  # a value the log cannot take: raw values for good
         u = math.log(value) if self._log else value
-        decided_log = False
-        if self._early is not None:
-            self._early.append(value)
-            if len(self._early) >= DECIDE:
-                early = sorted(self._early)
-                n = len(early)
-                lo, mid, hi = early[n // 10], early[n // 2], early[n - 1 - n // 10]
-                self._early = None
-                decided_log = (early[0] > 0.0 and hi >= LOG_RATIO * lo
-                               and hi - mid >= SKEW * (mid - lo))
+        decided_log = not self._log and self._scale.push(value)
         heavy = self.heaviness
         z_res, z_burst, direction = kernel.step(self._state, u, self.history, self._tail)
         single = z_res
@@ -172,17 +162,83 @@ class AnomalyScorer:
         z = max(z_res, z_level)
         # Until the stream's scale is decided its history is short and maybe the wrong
         # kind (a heavy tail seen raw): judge it more cautiously.
-        z_ref = self.z_ref * (WARMUP_CAUTION if self._early is not None else 1.0)
+        z_ref = self.z_ref * (WARMUP_CAUTION if self._scale.early else 1.0)
         return score_of(z, z_ref), direction if z > 0 else 0
 
     def _set_log(self, log: bool) -> None:
         """Judge the stream on log values (or raw ones again); residuals start afresh."""
         self._log = log
-        self._early = None
+        self._scale.stop()
         self._tail_n = self._tail_seen = 0.0
         kernel.set_values(self._state, [math.log(v) if log else math.exp(v)
                                         for v in kernel.values(self._state)])
         kernel.clear(self._state)
+
+
+class ScaleWatch:
+    """Whether a stream is judged on the log of its values: a positive stream that spans a
+    wide ratio and leans right (latencies, counts of people, prices over years) varies by
+    multiples.
+
+    Decided on the first ``DECIDE`` values, then again every ``DECIDE // 2`` values of an
+    even sample of all the values so far (every ``stride``-th; at most ``2 * DECIDE`` kept,
+    the stride doubling), for as long as the stream stays positive and raw: a stream that
+    starts within a narrow ratio and later comes to span multiples (a growing count, a
+    sorted heavy tail) moves to logs then. Once on logs, or after a value <= 0, it watches
+    no more.
+    """
+
+    __slots__ = ("_skip", "_stride", "_values", "early")
+
+    def __init__(self) -> None:
+        self._values: list[float] | None = []
+        self._stride = 1
+        self._skip = 0
+        #: The first decision is still to come (the scorer judges more cautiously).
+        self.early = True
+
+    def push(self, value: float) -> bool:
+        """Take the stream's next value; True when the stream is to be judged on logs from
+        now on (then the watch stops)."""
+        values = self._values
+        if values is None:
+            return False
+        if value <= 0.0 and not self.early:
+            self._values = None  # (early: the first decision sees it and says raw)
+            return False
+        self._skip += 1
+        if self._skip < self._stride:
+            return False
+        self._skip = 0
+        values.append(value)
+        if self.early:
+            if len(values) < DECIDE:
+                return False
+            self.early = False
+            if values and min(values) <= 0.0:
+                self._values = None
+                return False
+        elif len(values) % (DECIDE // 2):
+            return False
+        if len(values) >= 2 * DECIDE:
+            del values[::2]
+            self._stride *= 2
+        if _varies_by_multiples(sorted(values)):
+            self._values = None
+            return True
+        return False
+
+    def stop(self) -> None:
+        """No more decisions (the stream was moved to logs, or back to raw for good)."""
+        self._values = None
+        self.early = False
+
+
+def _varies_by_multiples(values: list[float]) -> bool:
+    """Whether sorted positive ``values`` span a wide ratio and lean right."""
+    n = len(values)
+    lo, mid, hi = values[n // 10], values[n // 2], values[n - 1 - n // 10]
+    return hi >= LOG_RATIO * lo and hi - mid >= SKEW * (mid - lo)
 
 
 _tail_index = functools.cache(kernel.tail_index)

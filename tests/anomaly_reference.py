@@ -9,7 +9,7 @@ import itertools
 import math
 from collections import deque
 
-from streamsonic.anomaly import score_of
+from streamsonic.anomaly import ScaleWatch, score_of
 
 #: Robust z at which the score is 0.5 (the default accent threshold).
 Z_REF = 5.0
@@ -24,13 +24,7 @@ TAIL_Q, SIDE_TO_SIGMA = 0.1, 1.0 / 1.2816
 #: The momentum forecast: the last value plus this share of the last step (1: a straight
 #: line through the last two values).
 MOMENTUM = 1.0
-#: Samples after which a stream's scale is decided, and the ratio of its 90th to its 10th
-#: percentile from which a positive stream is judged on log values.
-DECIDE, LOG_RATIO = 64, 4.0
-#: ... if it is also right-skewed: its upper decile this many times further from the median
-#: than its lower one (a lognormal's is 2.6 times, a uniform's 1).
-SKEW = 1.8
-#: ... and until then, z_ref is this many times larger.
+#: Until a stream's scale is first decided (ScaleWatch), z_ref is this many times larger.
 WARMUP_CAUTION = 1.5
 #: Residuals enter the history clipped to this many robust sigmas from its median.
 WINSOR = 3.0
@@ -110,7 +104,7 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_anomalies", "_early", "_hist", "_log", "_recent_z", "_residuals",
+    __slots__ = ("_anomalies", "_hist", "_log", "_recent_z", "_residuals", "_scale",
                  "_tail", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
@@ -123,10 +117,9 @@ class AnomalyScorer:
         self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
         self._anomalies = 0.0  # a count of anomalies, decaying over `history` samples
         self._tail = [0.0, 0.0]  # decaying counts: moderately unusual z, samples judged
-        # The first values, until the stream's scale is decided: a positive stream that
-        # spans a wide ratio (latencies, counts of people, prices over years) varies by
-        # multiples, and is judged on the log of its values.
-        self._early: list[float] | None = []
+        # Whether the stream is judged on the log of its values (the daemon's own
+        # ScaleWatch, decided apart from the arithmetic this file holds the kernel to).
+        self._scale = ScaleWatch()
         self._log = False
 
     @property
@@ -178,17 +171,10 @@ class AnomalyScorer:
         ordinary = anomaly and self._anomalies <= ANOMALY_SHARE * self.history
         for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=False)):
             window.add(r, None if spreads is None else spreads[i], ordinary)
-        if self._early is not None:
-            self._early.append(value)
-            if len(self._early) >= DECIDE:
-                early = sorted(self._early)
-                n = len(early)
-                lo, mid, hi = early[n // 10], early[n // 2], early[n - 1 - n // 10]
-                self._early = None
-                if early[0] > 0.0 and hi >= LOG_RATIO * lo and hi - mid >= SKEW * (mid - lo):
-                    self._set_log(True)
-                    self._recent_z.append(z_res)  # the burst's memory starts afresh
-                    burst = z_res
+        if not self._log and self._scale.push(value):
+            self._set_log(True)
+            self._recent_z.append(z_res)  # the burst's memory starts afresh
+            burst = z_res
         single = z_res
         z_res = single / (Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
         if burst > single:
@@ -200,13 +186,13 @@ class AnomalyScorer:
         z = max(z_res, z_level)
         # Until the stream's scale is decided its history is short and maybe the wrong
         # kind (a heavy tail seen raw): judge it more cautiously.
-        z_ref = self.z_ref * (WARMUP_CAUTION if self._early is not None else 1.0)
+        z_ref = self.z_ref * (WARMUP_CAUTION if self._scale.early else 1.0)
         return score_of(z, z_ref), direction if z > 0 else 0
 
     def _set_log(self, log: bool) -> None:
         """Judge the stream on log values (or raw ones again); residuals start afresh."""
         self._log = log
-        self._early = None
+        self._scale.stop()
         self._hist = deque((math.log(v) if log else math.exp(v) for v in self._hist),
                            maxlen=self._hist.maxlen)
         self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]

@@ -307,3 +307,42 @@ def test_positive_skewed_streams_are_judged_on_log_values() -> None:
     # a value the log cannot take turns the stream back to raw values, without a crash
     assert 0.0 <= skewed.update(-5.0)[0] <= 1.0
     assert not skewed.log_scale
+
+
+def test_a_stream_that_comes_to_span_multiples_moves_to_log_values_later() -> None:
+    """The scale is decided again as a positive raw stream grows: narrow at first (its
+    first 64 values within 1.3x: raw), then growing by 1% a sample (an exponential: its
+    values spread over multiples, leaning right): judged on logs from then on. A linear
+    climb over the same range never leans right: raw throughout; nor does a stream that
+    once went to 0."""
+    rng = np.random.default_rng(RNG_SEED)
+    flat = 100.0 * (1.0 + 0.05 * rng.standard_normal(100))
+    growth = flat[-1] * 1.01 ** np.arange(1, 501) * (1.0 + 0.002 * rng.standard_normal(500))
+    series = np.concatenate([flat, growth])
+    scorer = AnomalyScorer()
+    moved_at = None
+    for i, v in enumerate(series):
+        scorer.update(float(v))
+        if i == 63:
+            assert not scorer.log_scale  # the first decision: raw
+        if scorer.log_scale and moved_at is None:
+            moved_at = i
+    assert moved_at is not None and 100 < moved_at < 400, moved_at
+    linear = np.linspace(100.0, float(series[-1]), 600)
+    with_zero = series.copy()
+    with_zero[80] = 0.0
+    for other in (linear, with_zero):
+        scorer = AnomalyScorer()
+        for v in other:
+            scorer.update(float(v))
+        assert not scorer.log_scale
+
+
+def test_the_scale_watch_keeps_a_bounded_sample() -> None:
+    """However long a positive raw stream runs, the scale watch keeps at most 2 * 64 values
+    (an even sample of all of them, thinned as it goes)."""
+    scorer = AnomalyScorer()
+    for v in np.random.default_rng(RNG_SEED).uniform(50.0, 60.0, 20_000):
+        scorer.update(float(v))
+    kept = scorer._scale._values
+    assert not scorer.log_scale and kept is not None and 64 <= len(kept) <= 128

@@ -36,6 +36,8 @@ def _series() -> dict[str, np.ndarray]:
         "constant, then a change": np.concatenate([np.full(100, 5.0), [6.0], np.full(99, 5.0)]),
         "two values": rng.integers(0, 2, 500).astype(float),
         "counter": np.cumsum(rng.exponential(1.0, 800)),
+        "narrow, then growing by multiples (log scale later)": np.concatenate(
+            [100 + rng.normal(0, 3, 100), 100 * 1.01 ** np.arange(1, 501)]),
         "huge": rng.uniform(-1e300, 1e300, 300),
     }
 
