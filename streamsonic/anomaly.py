@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
+from array import array
 
 from streamsonic import anomaly_kernel as kernel
 
@@ -191,7 +192,8 @@ class ScaleWatch:
     __slots__ = ("_skip", "_stride", "_values", "early")
 
     def __init__(self) -> None:
-        self._values: list[float] | None = []
+        # (an array of doubles: 1 KiB at most per stream, a quarter of a list of floats)
+        self._values: array[float] | None = array("d")
         self._stride = 1
         self._skip = 0
         #: The first decision is still to come (the scorer judges more cautiously).
@@ -215,7 +217,7 @@ class ScaleWatch:
             if len(values) < DECIDE:
                 return False
             self.early = False
-            if values and min(values) <= 0.0:
+            if min(values) <= 0.0:
                 self._values = None
                 return False
         elif len(values) % (DECIDE // 2):
