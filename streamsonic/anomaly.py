@@ -138,7 +138,7 @@ class AnomalyScorer:
         if self._log and value <= 0.0:
             self._set_log(False)  # a value the log cannot take: raw values for good
         u = math.log(value) if self._log else value
-        decided_log = not self._log and self._scale.push(value)
+        decided_log = self._scale.push(value)  # (stopped once on logs)
         heavy = self.heaviness
         z_res, z_burst, direction = kernel.step(self._state, u, self.history, self._tail)
         single = z_res

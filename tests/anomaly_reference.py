@@ -171,7 +171,7 @@ class AnomalyScorer:
         ordinary = anomaly and self._anomalies <= ANOMALY_SHARE * self.history
         for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=False)):
             window.add(r, None if spreads is None else spreads[i], ordinary)
-        if not self._log and self._scale.push(value):
+        if self._scale.push(value):  # (stopped once on logs)
             self._set_log(True)
             self._recent_z.append(z_res)  # the burst's memory starts afresh
             burst = z_res
