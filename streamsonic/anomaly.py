@@ -23,7 +23,10 @@ residuals close to Gaussian exceed 3 robust sigmas in about 1% of samples or few
 of a stock index or an EEG in 4-8%. Each stream keeps the share of its samples whose
 surprise lies above ``TAIL_Z`` while both it and the burst statistic stay below
 ``TAIL_CAP`` (moderately unusual; anomalies must not teach a stream that anomalies are
-ordinary), decaying over ``TAIL_DECAY`` samples and starting from a prior. A light tail
+ordinary), decaying over ``TAIL_DECAY`` samples and starting from a prior; the
+``EPISODE`` samples after one that scores near an accent (``EPISODE_Z`` times the
+threshold's z) are not counted at all, so that the rest of a burst, a dropout or a new
+level does not raise the share either. A light tail
 (a share of at most ``RATE_LIGHT``) judges the surprise against ``Z_REF_LIGHT`` times
 ``z_ref``, a heavy one (``RATE_HEAVY`` or more) against ``Z_REF_HEAVY`` times, between them
 on a log scale. So a shift or a spike of 4-5 sigmas is heard on a quiet stream, and a
@@ -60,6 +63,9 @@ WARMUP_CAUTION = 1.5
 #: if seen over TAIL_PRIOR_SAMPLES samples.
 TAIL_Z, TAIL_CAP, TAIL_DECAY = 3.0, 6.0, 256
 TAIL_PRIOR, TAIL_PRIOR_SAMPLES = 0.03, 32.0
+#: The EPISODE samples after one whose z reaches EPISODE_Z times z_ref (an anomaly's
+#: episode: the rest of a burst, a dropout) do not count towards the tail share.
+EPISODE, EPISODE_Z = 8, 0.8
 #: A tail share at most RATE_LIGHT is light (Gaussian z exceed 3 in 0.27% of samples); at
 #: least RATE_HEAVY heavy. The surprise is judged against z_ref times Z_REF_LIGHT ..
 #: Z_REF_HEAVY (log-linear between).
@@ -96,8 +102,8 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_log", "_scale", "_state", "_tail", "_tail_n", "_tail_seen", "history",
-                 "z_ref")
+    __slots__ = ("_episode", "_log", "_scale", "_state", "_tail", "_tail_n", "_tail_seen",
+                 "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -113,6 +119,8 @@ class AnomalyScorer:
         # of samples judged (from the first z above 0).
         self._tail_n = 0.0
         self._tail_seen = 0.0
+        # Samples left of the current anomaly's episode (not counted in the tail).
+        self._episode = 0
 
     @property
     def log_scale(self) -> bool:
@@ -142,7 +150,9 @@ class AnomalyScorer:
         heavy = self.heaviness
         z_res, z_burst, direction = kernel.step(self._state, u, self.history, self._tail)
         single = z_res
-        if single > 0.0 or self._tail_seen > 0.0:
+        if self._episode > 0:
+            self._episode -= 1
+        elif single > 0.0 or self._tail_seen > 0.0:
             keep = 1.0 - 1.0 / TAIL_DECAY
             usual = single > TAIL_Z and z_burst < TAIL_CAP  # moderately unusual
             self._tail_n = self._tail_n * keep + (1.0 if usual else 0.0)
@@ -164,6 +174,8 @@ class AnomalyScorer:
         # Until the stream's scale is decided its history is short and maybe the wrong
         # kind (a heavy tail seen raw): judge it more cautiously.
         z_ref = self.z_ref * (WARMUP_CAUTION if self._scale.early else 1.0)
+        if z >= EPISODE_Z * z_ref:
+            self._episode = EPISODE
         return score_of(z, z_ref), direction if z > 0 else 0
 
     def _set_log(self, log: bool) -> None:

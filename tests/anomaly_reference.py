@@ -39,6 +39,8 @@ BURST_SAMPLES, BURST_GAIN = 3, 1.5
 #: Z_REF_HEAVY.
 TAIL_Z, TAIL_CAP, TAIL_DECAY = 3.0, 6.0, 256
 TAIL_PRIOR, TAIL_PRIOR_SAMPLES = 0.03, 32.0
+#: The EPISODE samples after a z of at least EPISODE_Z times z_ref are not counted at all.
+EPISODE, EPISODE_Z = 8, 0.8
 RATE_LIGHT, RATE_HEAVY = 0.02, 0.08
 Z_REF_LIGHT, Z_REF_HEAVY = 0.8, 1.2
 #: A sample whose z (or burst statistic) reaches ANOMALY_Z is an anomaly: its residuals
@@ -104,8 +106,8 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_anomalies", "_hist", "_log", "_recent_z", "_residuals", "_scale",
-                 "_tail", "history", "z_ref")
+    __slots__ = ("_anomalies", "_episode", "_hist", "_log", "_recent_z", "_residuals",
+                 "_scale", "_tail", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -117,6 +119,7 @@ class AnomalyScorer:
         self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
         self._anomalies = 0.0  # a count of anomalies, decaying over `history` samples
         self._tail = [0.0, 0.0]  # decaying counts: moderately unusual z, samples judged
+        self._episode = 0  # samples left of an anomaly's episode (not counted in the tail)
         # Whether the stream is judged on the log of its values (the daemon's own
         # ScaleWatch, decided apart from the arithmetic this file holds the kernel to).
         self._scale = ScaleWatch()
@@ -159,7 +162,9 @@ class AnomalyScorer:
         burst = z_res
         if len(self._recent_z) == BURST_SAMPLES:
             burst = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
-        if z_res > 0.0 or self._tail[1] > 0.0:
+        if self._episode:
+            self._episode -= 1
+        elif z_res > 0.0 or self._tail[1] > 0.0:
             decay = 1.0 - 1.0 / TAIL_DECAY
             self._tail[0] = self._tail[0] * decay + (
                 1.0 if z_res > TAIL_Z and burst < TAIL_CAP else 0.0)
@@ -187,6 +192,8 @@ class AnomalyScorer:
         # Until the stream's scale is decided its history is short and maybe the wrong
         # kind (a heavy tail seen raw): judge it more cautiously.
         z_ref = self.z_ref * (WARMUP_CAUTION if self._scale.early else 1.0)
+        if z >= EPISODE_Z * z_ref:
+            self._episode = EPISODE  # the samples of an anomaly's episode, uncounted
         return score_of(z, z_ref), direction if z > 0 else 0
 
     def _set_log(self, log: bool) -> None:
