@@ -2,8 +2,8 @@
 
 One cue with one note per sample steps through ``Conductor._step_one`` (a column rendered
 alone, a stream stepped alone): the same notes, pitches, remembered inputs and model states,
-to the bit, as the general (batched) path stepping the same single cue. The stepper's
-one-row propose/commit is NumPy's arithmetic."""
+to the bit, as the general (batched) path stepping the same single cue. The stepper's few-row
+step gives each row the bits of its stream stepped alone."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from streamsonic.conductor import Conductor, Cue, StepResult
 from streamsonic.config import load_config
 from streamsonic.events import Sample
 from streamsonic.model.loader import load_pitch_model
+from streamsonic.model.stepper import FEW_ROWS
 
 #: A walk with a flat stretch, spikes far out of range (headroom, accents) and a drop.
 VALUES = [*np.cumsum(np.random.default_rng(7).standard_normal(120)).tolist(),
@@ -87,32 +88,49 @@ def test_a_muted_voice_steps_without_notes(shipped: Any) -> None:
     assert results[True] == results[False]
 
 
-def test_one_rows_step_is_the_batched_arithmetic(shipped: Any) -> None:
-    """The stepper's one-row propose/commit (biases added inside the compiled cell calls,
-    buffers reused) gives the bits of NumPy's adds and ``_layers``, as a batch takes it."""
+def test_a_few_rows_step_as_streams_stepped_alone(shipped: Any) -> None:
+    """Up to FEW_ROWS rows step through one compiled call (``_cells``): one row's
+    propose/commit gives the bits of its step; a few streams stepped together, and the
+    paths of a search grown from one state (``step_rows``), give each row the bits of that
+    stream stepped alone with that input; and the compiled arithmetic is NumPy's (a large
+    batch's ``_layers``, BLAS's products) to float32 rounding."""
     config = load_config(None, {"model.device": "cpu"})
     stepper: Any = load_pitch_model(config.model)[0]
     rng = np.random.default_rng(3)
-    state = stepper.initial_state(1)
-    for _ in range(50):
-        data, chosen = rng.random(1), rng.random(1)
-        logits, pending = stepper.propose(data, state)
-        new = stepper.commit(pending, chosen)
-        h1, c1, h2, c2 = state
-        base = h1 @ stepper._w_hh1_t
-        base += stepper._b1
-        shared = h2 @ stepper._w_hh2_t
-        shared += stepper._b2
-        proposed = stepper._layers(base, shared, stepper._x(data), c1, c2)
-        want_logits = proposed[2] @ stepper._head_t
-        want_logits += stepper._head_b
+    states = [stepper.initial_state(1) for _ in range(FEW_ROWS)]
+    for _ in range(30):
+        data, chosen = rng.random(FEW_ROWS), rng.random(FEW_ROWS)
+        alone = [stepper.step(chosen[i:i + 1], st) for i, st in enumerate(states)]
+        # one row: propose then commit is its step
+        logits, pending = stepper.propose(data[:1], states[0])
+        proposed, _ = stepper.step(data[:1], states[0])
+        assert logits.tobytes() == proposed.tobytes()
+        new = stepper.commit(pending, chosen[:1])
+        assert [p.tobytes() for p in new] == [p.tobytes() for p in alone[0][1]]
+        # a few streams together: each as alone
+        together = stepper.stack(states)
+        batch_logits, batch = stepper.step(chosen, together)
+        for i, (want_logits, want) in enumerate(alone):
+            assert batch_logits[i:i + 1].tobytes() == want_logits.tobytes()
+            assert [p[i:i + 1].tobytes() for p in batch] == [p.tobytes() for p in want]
+        # a search's paths: rows 0, 0, 2 of the batch, each with its own input
+        rows = np.array([0, 0, 2])
+        inputs = np.array([chosen[0], data[1], chosen[2]])
+        logits, paths = stepper.step_rows(inputs, together, rows)
+        for k, (r, x) in enumerate(zip(rows, inputs, strict=True)):
+            want_logits, want = stepper.step(np.array([x]), states[r])
+            assert logits[k:k + 1].tobytes() == want_logits.tobytes()
+            assert [p[k:k + 1].tobytes() for p in paths] == [p.tobytes() for p in want]
+        # NumPy's arithmetic for the same step, as a batch above FEW_ROWS takes it
+        h1, c1, h2, c2 = together
+        base = h1 @ stepper._w_hh1_t + stepper._b1
+        shared = h2 @ stepper._w_hh2_t + stepper._b2
         want = stepper._layers(base, shared, stepper._x(chosen), c1, c2)
-        assert logits.tobytes() == want_logits.tobytes()
-        assert pending.base.tobytes() == base.tobytes()
-        assert pending.shared.tobytes() == shared.tobytes()
-        for got, expected in zip(new, want, strict=True):
-            assert got.tobytes() == expected.tobytes()
-        state = new
+        np.testing.assert_allclose(batch_logits, want[2] @ stepper._head_t + stepper._head_b,
+                                   rtol=0, atol=1e-4)
+        for got, expected in zip(batch, want, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+        states = [tuple(p[i:i + 1].copy() for p in batch) for i in range(FEW_ROWS)]
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 16])

@@ -3,7 +3,9 @@
 A timestep of N streams is a few matrix-matrix products (NumPy float32 ``@``, BLAS, the
 weights read once per batch: :class:`streamsonic.model.stepper.NumpyPitchStepper`) and the
 elementwise gate arithmetic, which NumPy would spend a dozen passes over memory on; that
-part is one compiled call per layer here (:func:`gates_cell`). The influence chooser's
+part is one compiled call per layer here (:func:`gates_cell`). A few rows (one stream, the
+paths of the phrases' search, a small batch) take everything after the first layer's
+recurrent product in one compiled call (:func:`cells`). The influence chooser's
 scores and the data encoding are compiled too (:func:`choose`, :func:`encode`).
 
 Gate order is PyTorch's: input, forget, cell, output.
@@ -135,38 +137,63 @@ def _gates_cell_py(
             flat_h[oh + j] = (_HALF * t[3 * hidden + j] + _HALF) * _tanh(u[j])
 
 
-def _add_rows_py(a: np.ndarray, b: np.ndarray) -> None:
-    """``a += b`` for 2-D float arrays, ``b`` of one row (broadcast) or of ``a``'s rows:
-    NumPy's in-place add, element by element (compiled without fastmath: the same sums)."""
-    rows, n = a.shape
-    step = 1 if b.shape[0] > 1 else 0
-    for r in range(rows):
-        for k in range(n):
-            a[r, k] = a[r, k] + b[r * step, k]
-
-
-def _layer1_one_py(
-    base: np.ndarray, b1: np.ndarray, shared: np.ndarray, b2: np.ndarray, biased: bool,
-    x: np.ndarray, w_in: np.ndarray, scale: np.ndarray, c: np.ndarray, h_out: np.ndarray,
-    c_out: np.ndarray,
+def _cells_py(
+    base: np.ndarray, where: np.ndarray, x: np.ndarray, c1: np.ndarray, rows: np.ndarray,
+    h2: np.ndarray, c2: np.ndarray, v1: np.ndarray, w2: np.ndarray, v2: np.ndarray,
+    head: np.ndarray, h1_out: np.ndarray, c1_out: np.ndarray, h2_out: np.ndarray,
+    c2_out: np.ndarray, logits: np.ndarray,
 ) -> None:
-    """The first layer's cell of one timestep (:func:`gates_cell`) after its products:
-    unless ``biased``, first ``base += b1`` and ``shared += b2`` (the layers' biases, in
-    place: the step's shared parts). One call where NumPy takes three."""
-    if not biased:
-        add_rows(base, b1)
-        add_rows(shared, b2)
-    gates_cell(base, x, w_in, scale, c, h_out, c_out)
-
-
-def _layer2_one_py(
-    gates: np.ndarray, shared: np.ndarray, x: np.ndarray, w_in: np.ndarray,
-    scale: np.ndarray, c: np.ndarray, h_out: np.ndarray, c_out: np.ndarray,
-) -> None:
-    """The second layer's cell after its input product: ``gates += shared`` (in place),
-    then :func:`gates_cell`. One call where NumPy takes two."""
-    add_rows(gates, shared)
-    gates_cell(gates, x, w_in, scale, c, h_out, c_out)
+    """Both LSTM cells and the head for a few rows, after the first layer's recurrent
+    product: row ``r`` steps from ``base[where[r]]`` (that product, without bias) and the
+    state in row ``rows[r]`` of ``c1``, ``h2``, ``c2``, with input ``x[r]``; writes its new
+    state and logits in row ``r`` of the outputs. ``v1`` holds the first layer's bias, input
+    column and gate scales (3, 4 * H1); ``w2`` the second layer's recurrent weights above
+    its input weights (H2 + H1, 4 * H2); ``v2`` its bias and gate scales (2, 4 * H2); ``head``
+    the head's weights above its bias (H2 + 1, classes). The products run as a sum over
+    the rows of a weight matrix (no sum across vector lanes), so a row's numbers do not
+    depend on the other rows or on its place in the batch: a path of the phrases' search,
+    or a stream stepped with a few others, gets the bits of a stream stepped alone."""
+    n_gates1 = base.shape[1]
+    hidden1 = n_gates1 // 4
+    n_gates2 = w2.shape[1]
+    hidden2 = n_gates2 // 4
+    classes = head.shape[1]
+    t1 = np.empty(n_gates1, dtype=base.dtype)
+    g2 = np.empty(n_gates2, dtype=base.dtype)
+    for r in range(x.shape[0]):
+        b = where[r]
+        p = rows[r]
+        xr = x[r]
+        for k in range(n_gates1):
+            t1[k] = _tanh(v1[2, k] * (base[b, k] + v1[0, k] + xr * v1[1, k]))
+        for j in range(hidden1):
+            c1_out[r, j] = ((_HALF * t1[hidden1 + j] + _HALF) * c1[p, j]
+                            + (_HALF * t1[j] + _HALF) * t1[2 * hidden1 + j])
+        for j in range(hidden1):
+            h1_out[r, j] = (_HALF * t1[3 * hidden1 + j] + _HALF) * _tanh(c1_out[r, j])
+        for j in range(n_gates2):
+            g2[j] = v2[0, j]
+        for k in range(hidden2):
+            hk = h2[p, k]
+            for j in range(n_gates2):
+                g2[j] += hk * w2[k, j]
+        for k in range(hidden1):
+            hk = h1_out[r, k]
+            for j in range(n_gates2):
+                g2[j] += hk * w2[hidden2 + k, j]
+        for j in range(n_gates2):
+            g2[j] = _tanh(v2[1, j] * g2[j])
+        for j in range(hidden2):
+            c2_out[r, j] = ((_HALF * g2[hidden2 + j] + _HALF) * c2[p, j]
+                            + (_HALF * g2[j] + _HALF) * g2[2 * hidden2 + j])
+        for j in range(hidden2):
+            h2_out[r, j] = (_HALF * g2[3 * hidden2 + j] + _HALF) * _tanh(c2_out[r, j])
+        for j in range(classes):
+            logits[r, j] = head[hidden2, j]
+        for k in range(hidden2):
+            hk = h2_out[r, k]
+            for j in range(classes):
+                logits[r, j] += hk * head[k, j]
 
 
 def _choose_py(
@@ -339,16 +366,12 @@ def _choose_near_py(
 
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging the kernels in plain Python
     _tanh, gates_cell, choose, encode = _tanh_py, _gates_cell_py, _choose_py, _encode_py
+    cells = _cells_py
     beam_level, beam_best, choose_near = _beam_level_py, _beam_best_py, _choose_near_py
-    add_rows, layer1_one, layer2_one = _add_rows_py, _layer1_one_py, _layer2_one_py
 else:
     _tanh = _jit(_tanh_py, inline="always")
     gates_cell = _jit(_gates_cell_py)
-    # The adds without fastmath: each sum rounded as NumPy's; the cell as gates_cell's
-    # (its own code, with its own flags, called from these).
-    add_rows = _jit(_add_rows_py, fastmath=False)
-    layer1_one = _jit(_layer1_one_py, fastmath=False)
-    layer2_one = _jit(_layer2_one_py, fastmath=False)
+    cells = _jit(_cells_py)
     choose = _jit(_choose_py)
     encode = _jit(_encode_py)
     beam_level = _jit(_beam_level_py, fastmath=False)

@@ -43,6 +43,12 @@ State = tuple[Any, Any, Any, Any]
 #: Up to this many distinct rows, :meth:`NumpyPitchStepper.step_rows` multiplies the first
 #: layer's recurrent weights one row at a time (above it, one product: BLAS's blocking wins).
 ROW_BY_ROW = 8
+#: Up to this many rows, :class:`NumpyPitchStepper` takes a step's rest after that product
+#: in one compiled call (each row as a stream stepped alone, :meth:`~NumpyPitchStepper.
+#: _cells`); above it NumPy's batched products and gate passes cost less (measured, one
+#: thread: 2 paths of a search from one state 24.3 µs against 33.7, 4 from one 30.4
+#: against 33.8, 8 from one 42.4 against 39.7; 8 streams 14.2 µs each against 10.9).
+FEW_ROWS = 4
 
 #: Device nodes without which no CUDA GPU can be present (Linux, WSL).
 CUDA_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")
@@ -91,8 +97,9 @@ class Pending:
     """A proposed step: the state it started from and the shared first-layer product."""
 
     state: State
-    base: Any  # W_hh1 @ h1 + b1, (batch, 4 * hidden1)
-    shared: Any = None  # (NumPy) W_hh2 @ h2 + b2, the second layer's input-free part
+    base: Any  # W_hh1 @ h1 (+ b1, but for NumPy's few rows), (batch, 4 * hidden1)
+    shared: Any = None  # (NumPy, many rows) W_hh2 @ h2 + b2, the second layer's input-free
+    # part; None: a few rows, whose commit takes them through the compiled cells again
 
 
 class PitchStepper(Protocol):
@@ -215,19 +222,26 @@ class NumpyPitchStepper:
         #: Where h1, c1, h2 and c2 end in a stream's row (see :meth:`split`).
         self._part_ends = (self.h1, 2 * self.h1, 2 * self.h1 + self.h2,
                            2 * (self.h1 + self.h2))
-        # One stream's step (the render of one column, a live stream alone): what
-        # :meth:`propose` computes and drops (both layers' new state; the logits' input)
-        # lands in these, not in fresh arrays; the same calls, in the same order.
-        self._one_h1, self._one_c1 = np.empty((1, self.h1), f), np.empty((1, self.h1), f)
-        self._one_g2 = np.empty((1, 4 * self.h2), f)
-        self._one_h2, self._one_c2 = np.empty((1, self.h2), f), np.empty((1, self.h2), f)
-        self._one_x0 = np.zeros(1, f)
-        self._b1_row, self._b2_row = self._b1.reshape(1, -1), self._b2.reshape(1, -1)
+        # A few rows (:meth:`_cells`): everything after the first layer's recurrent product
+        # in one compiled call, its small weights packed (fewer arguments to pass).
+        self._v1 = arr(np.stack([self._b1, self._w_ih1, self._scale1]))
+        self._w2 = arr(np.concatenate([self._w_hh2_t, self._w_ih2_t]))
+        self._v2 = arr(np.stack([self._b2, self._scale2]))
+        self._head = arr(np.concatenate([self._head_t, self._head_b[None, :]]))
+        self._index = np.arange(FEW_ROWS, dtype=np.intp)
+        # What :meth:`propose` of one stream computes and drops (its new state: commit
+        # computes the chosen input's) lands in these, not in fresh arrays.
+        self._scratch = self._empty_state(1)
 
     def _scale(self, hidden: int) -> np.ndarray:
         scale = np.full(4 * hidden, 0.5, self.dtype)
         scale[2 * hidden : 3 * hidden] = 1.0
         return scale
+
+    def _empty_state(self, batch: int) -> State:
+        f = self.dtype
+        return (np.empty((batch, self.h1), f), np.empty((batch, self.h1), f),
+                np.empty((batch, self.h2), f), np.empty((batch, self.h2), f))
 
     def initial_state(self, batch: int = 1) -> State:
         """Zero state for ``batch`` streams."""
@@ -240,26 +254,17 @@ class NumpyPitchStepper:
             return inputs.astype(self.dtype)  # (one call: a step's overhead counts)
         return np.ascontiguousarray(np.atleast_1d(inputs), dtype=self.dtype)
 
-    def _layers_one(self, base: np.ndarray, shared: np.ndarray, biased: bool, x: np.ndarray,
-                    c1: np.ndarray, c2: np.ndarray, h1: np.ndarray, c1n: np.ndarray,
-                    h2: np.ndarray, c2n: np.ndarray) -> None:
-        """:meth:`_layers` of one row into ``h1, c1n, h2, c2n``, unless ``biased`` adding
-        the biases to the products first (``base += b1``, ``shared += b2``, in place): the
-        same arithmetic in the same order as NumPy's adds and :meth:`_layers`, in two
-        compiled calls (:func:`~streamsonic.model.kernels.layer1_one`, ``layer2_one``)
-        where NumPy takes six (a step of one stream is mostly such calls' overhead)."""
-        k, g2 = self._k, self._one_g2
-        k.layer1_one(base, self._b1_row, shared, self._b2_row, biased, x, self._w_ih1,
-                     self._scale1, c1, h1, c1n)
-        np.matmul(h1, self._w_ih2_t, out=g2)
-        k.layer2_one(g2, shared, self._one_x0, self._zero2, self._scale2, c2, h2, c2n)
-
     def step(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One timestep: inputs (batch,) -> logits (batch, n_classes), new state.
 
         :meth:`propose` then :meth:`commit` with the same inputs, the layers evaluated
-        once (the same products in the same order: the same numbers)."""
+        once (the same products in the same order: the same numbers). Up to
+        ``FEW_ROWS`` streams, each row as a stream stepped alone (:meth:`_cells`)."""
         h1, c1, h2, c2 = state
+        n = h1.shape[0]
+        if n <= FEW_ROWS:
+            index = self._index[:n]
+            return self._cells(self._recurrent(h1), index, self._x(inputs), state, index)
         base = h1 @ self._w_hh1_t
         base += self._b1
         shared = h2 @ self._w_hh2_t
@@ -275,18 +280,20 @@ class NumpyPitchStepper:
         several times, with different inputs: the paths of a search that grow from one).
 
         The first layer's recurrent product is computed once per distinct row, one row at a
-        time for up to ``ROW_BY_ROW`` distinct rows (:meth:`_recurrent`): that product has
-        the bits it has for a stream stepped alone; a larger batch's, and the smaller
-        products of several rows, round as BLAS blocks them (a batch's logits match to
-        about 1e-6).
+        time for up to ``ROW_BY_ROW`` distinct rows (:meth:`_recurrent`), and up to
+        ``FEW_ROWS`` rows the rest in one compiled call (:meth:`_cells`): each row has the
+        bits of a stream stepped alone; a larger batch's products round as BLAS blocks them
+        (a batch's logits match to about 1e-6).
         """
         rows = np.asarray(rows, dtype=np.intp)
-        if len(rows) == 1:
-            return self.step(inputs, self.take(state, rows))
         h1, c1, h2, c2 = state
         first: dict[int, int] = {}  # each distinct row -> its place among them
         where = [first.setdefault(r, len(first)) for r in rows.tolist()]
-        base = self._recurrent(h1[list(first)])[where]
+        base = self._recurrent(h1[list(first)])
+        if len(rows) <= FEW_ROWS:
+            return self._cells(base, np.array(where, dtype=np.intp), self._x(inputs), state,
+                               rows)
+        base = base[where]
         base += self._b1
         shared = h2[rows] @ self._w_hh2_t
         shared += self._b2
@@ -310,32 +317,52 @@ class NumpyPitchStepper:
             np.matmul(h1[i : i + 1], self._w_hh1_t, out=out[i : i + 1])
         return out
 
+    def _cells(self, base: np.ndarray, where: np.ndarray, x: np.ndarray, state: State,
+               rows: np.ndarray, out: State | None = None) -> tuple[np.ndarray, State]:
+        """A few rows' step after the first layer's recurrent product ``base`` (without
+        bias): row ``r`` from ``base[where[r]]`` and row ``rows[r]`` of ``state``, with input
+        ``x[r]``; its logits and new state (into ``out`` if given). One compiled call
+        (:func:`~streamsonic.model.kernels.cells`): the per-row NumPy products and gate
+        passes it replaces cost more in calls than in arithmetic (one row: 24.1 µs for a
+        propose and a commit before, 20.3 after, 9.3 of it the recurrent product; 2 paths
+        of a search from one: 36.2 against 24.5)."""
+        _, c1, h2, c2 = state
+        n = x.shape[0]
+        new = self._empty_state(n) if out is None else out
+        logits = np.empty((n, self.n_classes), self.dtype)
+        self._k.cells(base, where, x, c1, rows, h2, c2, self._v1, self._w2, self._v2,
+                      self._head, *new, logits)
+        return logits, new
+
     def _layers(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray, c1: np.ndarray,
                 c2: np.ndarray) -> State:
-        """Both layers' cells from the shared products, with ``x`` as the input."""
+        """Both layers' cells from the shared products, with ``x`` as the input (a batch
+        of more than ``FEW_ROWS`` rows: BLAS's products of the whole batch)."""
         batch = base.shape[0]
         h1, c1n = np.empty((batch, self.h1), self.dtype), np.empty((batch, self.h1), self.dtype)
         self._k.gates_cell(base, x, self._w_ih1, self._scale1, c1, h1, c1n)
         gates2 = h1 @ self._w_ih2_t
         gates2 += shared
         h2, c2n = np.empty((batch, self.h2), self.dtype), np.empty((batch, self.h2), self.dtype)
-        x0 = self._one_x0 if batch == 1 else np.zeros(batch, self.dtype)
+        x0 = np.zeros(batch, self.dtype)
         self._k.gates_cell(gates2, x0, self._zero2, self._scale2, c2, h2, c2n)
         return (h1, c1n, h2, c2n)
 
     def propose(self, inputs: np.ndarray, state: State) -> tuple[np.ndarray, Pending]:
         """Logits for the next note with ``inputs`` (the data), state left unchanged."""
         h1, c1, h2, c2 = state
+        n = h1.shape[0]
+        if n <= FEW_ROWS:  # as step does; the state it drops lands in buffers for one
+            index = self._index[:n]
+            base = self._recurrent(h1)
+            logits, _ = self._cells(base, index, self._x(inputs), state, index,
+                                    self._scratch if n == 1 else None)
+            return logits, Pending(state, base)
         base = h1 @ self._w_hh1_t
         shared = h2 @ self._w_hh2_t
-        if base.shape[0] == 1:  # the new state lands in buffers: only h2's new row counts
-            h2n = self._one_h2
-            self._layers_one(base, shared, False, self._x(inputs), c1, c2, self._one_h1,
-                             self._one_c1, h2n, self._one_c2)
-        else:
-            base += self._b1
-            shared += self._b2
-            _, _, h2n, _ = self._layers(base, shared, self._x(inputs), c1, c2)
+        base += self._b1
+        shared += self._b2
+        _, _, h2n, _ = self._layers(base, shared, self._x(inputs), c1, c2)
         logits = h2n @ self._head_t
         logits += self._head_b
         return logits, Pending(state, base, shared)
@@ -343,13 +370,9 @@ class NumpyPitchStepper:
     def commit(self, pending: Pending, inputs: np.ndarray) -> State:
         """The state after the same timestep with ``inputs`` (the chosen notes) instead."""
         _, c1, _, c2 = pending.state
-        if pending.base.shape[0] == 1:
-            f = self.dtype
-            new = (np.empty((1, self.h1), f), np.empty((1, self.h1), f),
-                   np.empty((1, self.h2), f), np.empty((1, self.h2), f))
-            self._layers_one(pending.base, pending.shared, True, self._x(inputs), c1, c2,
-                             *new)
-            return new
+        if pending.shared is None:  # a few rows (propose took them through _cells)
+            index = self._index[:pending.base.shape[0]]
+            return self._cells(pending.base, index, self._x(inputs), pending.state, index)[1]
         return self._layers(pending.base, pending.shared, self._x(inputs), c1, c2)
 
     def stack(self, states: list[State]) -> State:
