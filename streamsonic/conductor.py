@@ -676,7 +676,7 @@ class Conductor:
         for i, beam in beams.items():
             # The data's note ends the path: its best log-probability near the data counts
             # (ties to the earlier path).
-            k = kernels.beam_best(beam.scores, chooser.log_p_rows(beam.logits),
+            k = kernels.beam_best(beam.scores, chooser.log_p(beam.logits),
                                   chooser.candidates, float(data_pitch[i]), reach,
                                   int(target[i]))
             leads[i] = [int(x) for x in beam.paths[k, 1:]]

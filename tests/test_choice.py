@@ -204,10 +204,15 @@ def test_compiled_choose_near_is_the_reference(influence: float) -> None:
         np.testing.assert_array_equal(got, _choose_near_reference(c, logits, data, avoid))
 
 
-def test_log_p_rows_is_each_row_alone() -> None:
-    """The search's end compares paths by their log-probabilities as single rows (how the
-    search computed them before it kept its paths as one array): to the bit."""
+def test_log_p_is_each_row_alone() -> None:
+    """The search compares paths by their log-probabilities as single rows, whatever the
+    batch they were computed in: to the bit; and they are NumPy's log-softmax over the
+    candidates' classes, to rounding."""
     c = make(0.5, scale="chromatic")
     logits = np.random.default_rng(5).standard_normal((8, len(CLASSES))) * 4
     alone = np.concatenate([c.log_p(logits[i : i + 1]) for i in range(8)])
-    np.testing.assert_array_equal(c.log_p_rows(logits), alone)
+    np.testing.assert_array_equal(c.log_p(logits), alone)
+    sub = logits[:, c._cand_class] - logits[:, c._cand_class].max(axis=1, keepdims=True)
+    want = sub - np.log(np.exp(sub).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(c.log_p(logits), want, rtol=0, atol=1e-12)
+    assert np.isnan(c.log_p(np.full((1, len(CLASSES)), np.nan))).all()

@@ -155,22 +155,14 @@ class Chooser:
 
     def log_p(self, logits: np.ndarray) -> np.ndarray:
         """The model's log-probability of each candidate (batch, n_candidates), the
-        softmax taken over the candidates."""
-        sub = np.asarray(logits, dtype=np.float64)[:, self._cand_class]
-        sub = sub - sub.max(axis=1, keepdims=True)
-        return sub - np.log(np.exp(sub).sum(axis=1, keepdims=True))
-
-    def log_p_rows(self, logits: np.ndarray) -> np.ndarray:
-        """:meth:`log_p` of each row as of that row alone: NumPy sums the rows of a batch
-        in another order than a row alone (the last bits differ from 8 candidates on), and
-        the search's end compares its paths' log-probabilities as single rows."""
-        sub = np.asarray(logits, dtype=np.float64)[:, self._cand_class]
-        sub = sub - sub.max(axis=1, keepdims=True)
-        # ``sub`` is laid out by columns (fancy indexing); over C-ordered rows, NumPy's
-        # reduction along them sums each row as ``row.sum()`` does (pairwise): one call
-        # for all rows, the same bits (tests/test_fast_paths.py holds it to the per-row sums)
-        sums = np.add.reduce(np.ascontiguousarray(np.exp(sub)), axis=1)
-        return sub - np.log(sums[:, None])
+        softmax taken over the candidates, each row as of that row alone (one compiled
+        call: :func:`~streamsonic.model.kernels.log_p`; the search compares its paths'
+        log-probabilities as single rows, and NumPy would sum a batch's rows in another
+        order than a row alone)."""
+        rows = np.asarray(logits, dtype=np.float64)
+        out = np.empty((rows.shape[0], self._cand_class.shape[0]), dtype=np.float64)
+        self._kernels().log_p(rows, self._cand_class, out)
+        return out
 
     def _pick(self, scores: np.ndarray, rng: np.random.Generator) -> int:
         """The best of ``scores`` (-inf: not allowed), or a sample at the temperature."""

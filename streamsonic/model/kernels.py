@@ -260,6 +260,29 @@ def _encode_py(
         input_out[b] = pos / (n - 1)
 
 
+def _log_p_py(logits: np.ndarray, cand_class: np.ndarray, out: np.ndarray) -> None:
+    """The model's log-probability of each candidate, the softmax taken over the candidates'
+    classes (``logits[:, cand_class]``), for each row alone (the same bits for a row in
+    any batch): the row's largest logit subtracted, then the log of the sum of the
+    exponentials, summed in candidate order (compiled without fastmath). A row with NaN
+    gives NaN."""
+    n = cand_class.shape[0]
+    for b in range(logits.shape[0]):
+        top = logits[b, cand_class[0]]
+        for j in range(1, n):
+            v = logits[b, cand_class[j]]
+            if v > top or math.isnan(v):
+                top = v
+        total = 0.0
+        for j in range(n):
+            d = logits[b, cand_class[j]] - top
+            out[b, j] = d
+            total += math.exp(d)
+        log_total = math.log(total)
+        for j in range(n):
+            out[b, j] = out[b, j] - log_total
+
+
 def _beam_level_py(
     scores: np.ndarray, prev: np.ndarray, target: int, left: int, octave: int, fallback: int,
     entry_out: np.ndarray, note_out: np.ndarray, score_out: np.ndarray,
@@ -368,12 +391,14 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging the kernels in plain P
     _tanh, gates_cell, choose, encode = _tanh_py, _gates_cell_py, _choose_py, _encode_py
     cells = _cells_py
     beam_level, beam_best, choose_near = _beam_level_py, _beam_best_py, _choose_near_py
+    log_p = _log_p_py
 else:
     _tanh = _jit(_tanh_py, inline="always")
     gates_cell = _jit(_gates_cell_py)
     cells = _jit(_cells_py)
     choose = _jit(_choose_py)
     encode = _jit(_encode_py)
+    log_p = _jit(_log_p_py, fastmath=False)
     beam_level = _jit(_beam_level_py, fastmath=False)
     beam_best = _jit(_beam_best_py, fastmath=False)
     choose_near = _jit(_choose_near_py, fastmath=False)
