@@ -188,8 +188,9 @@ class Conductor:
     """Turns cues into notes for many streams, batching the LSTM steps."""
 
     config: Config  # set by ``configure``
-    #: Whether one cue with one note per sample steps through :meth:`_step_one` (the same
-    #: notes as the general path, with less overhead; tests turn it off to compare).
+    #: Whether one cue steps through the one-stream paths (:meth:`_step_one` with one note
+    #: per sample, :meth:`_search_one` with phrases: the same notes as the general path,
+    #: with less overhead; tests turn it off to compare).
     one_path: bool = True
 
     def __init__(self, config: Config, stepper: Stepper,
@@ -599,7 +600,11 @@ class Conductor:
             else []
             for st, r, q, span in zip(states, readings, target, spans, strict=True)
         ]
-        leads = self._search(states, plans, target, data_pitch)
+        if len(states) == 1 and self.one_path:  # (a column alone, a stream stepped alone)
+            leads = [self._search_one(states[0], plans[0], int(target[0]),
+                                      float(data_pitch[0])) if plans[0] else []]
+        else:
+            leads = self._search(states, plans, target, data_pitch)
         prev = np.array([path[-1] if path else st.last for st, path in zip(states, leads,
                                                                           strict=True)])
         fresh = [st.next_logits is None for st in states]
@@ -683,6 +688,34 @@ class Conductor:
             states[i].model_state = stepper.take(beam.state, np.array([k]))
             states[i].next_logits = beam.logits[k:k + 1].copy()
         return leads
+
+    def _search_one(self, st: StreamState, plan: list[Waypoint], target: int,
+                    data_pitch: float) -> list[int]:
+        """:meth:`_search` of one stream's plan: the same calls on the same numbers, without
+        the batch's bookkeeping (tests/test_fast_paths.py holds it to the general path)."""
+        from streamsonic.model import kernels  # noqa: PLC0415 - numba, loaded on first use
+
+        chooser, stepper = self.chooser, self._pitch_stepper()
+        scores = np.zeros(1)
+        paths = np.full((1, 1), st.last, np.int64)
+        state, logits = st.model_state, self._logits(st)
+        entry, note = np.empty(BEAM, np.int64), np.empty(BEAM, np.int64)
+        for j, waypoint in enumerate(plan):
+            level = scores[:, None] + chooser.log_p(logits)
+            best = np.empty(BEAM, np.float64)
+            picks = kernels.beam_level(
+                level, paths[:, -1], target, len(plan) - j, self._octave,
+                min(max(waypoint.index, 0), level.shape[1] - 1), entry, note, best)
+            rows, notes = entry[:picks], note[:picks]
+            logits, state = stepper.step_rows(chooser.candidate_input(notes), state, rows)
+            logits = np.asarray(logits, dtype=np.float64)
+            paths = np.concatenate([paths[rows], notes[:, None]], axis=1)
+            scores = best[:picks]
+        k = kernels.beam_best(scores, chooser.log_p(logits), chooser.candidates, data_pitch,
+                              max(chooser.window, 1.0), target)
+        st.model_state = stepper.take(state, np.array([k]))
+        st.next_logits = logits[k:k + 1].copy()
+        return [int(x) for x in paths[k, 1:]]
 
     def _pitch_stepper(self) -> PitchStepper:
         """The stepper, which phrases only use when it is the pitch model's."""

@@ -1,9 +1,10 @@
 """The fast paths give the bits of the general ones.
 
-One cue with one note per sample steps through ``Conductor._step_one`` (a column rendered
-alone, a stream stepped alone): the same notes, pitches, remembered inputs and model states,
-to the bit, as the general (batched) path stepping the same single cue. The stepper's few-row
-step gives each row the bits of its stream stepped alone."""
+One cue steps through ``Conductor._step_one`` (one note per sample) or
+``Conductor._search_one`` (phrases): a column rendered alone, a stream stepped alone. The
+same notes, pitches, remembered inputs and model states, to the bit, as the general
+(batched) path stepping the same single cue. The stepper's few-row step gives each row the
+bits of its stream stepped alone."""
 
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ def _play(one_path: bool, overrides: dict[str, Any], given: bool,
     ({"model.influence": 1.0, "model.passing_notes": 3}, False),
     ({"model.influence": 0.3, "accent.enabled": False}, False),
     ({"music.note_length": 0.5, "music.velocity_min": 30}, True),
+    ({"model.passing_notes": 5}, False),
+    ({"model.passing_notes": 5}, True),
+    ({"model.passing_notes": 2, "model.influence": 0.5}, False),
 ])
 def test_one_cue_path_plays_what_the_general_path_plays(shipped: Any,
                                                          overrides: dict[str, Any],
@@ -56,7 +60,10 @@ def test_one_cue_path_plays_what_the_general_path_plays(shipped: Any,
     slow, slow_results = _play(False, overrides, given)
     notes = [note for r in fast_results for note in r.notes]
     assert notes == [note for r in slow_results for note in r.notes]
-    assert len(notes) == len(VALUES)
+    assert len([note for note in notes if note.source == "data"]) == len(VALUES)
+    if overrides.get("model.passing_notes", 0) > 0 and overrides.get("model.influence",
+                                                                      0.8) < 1.0:
+        assert sum(note.source == "model" for note in notes) > len(VALUES) // 4
     assert len({note.pitch for note in notes}) > 5
     for a, b in zip(fast_results, slow_results, strict=True):
         assert a.pitches.dtype == b.pitches.dtype
