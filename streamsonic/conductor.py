@@ -633,28 +633,11 @@ class Conductor:
 
         Each stream's paths are arrays (:class:`_Beam`: one row per path), and each level
         steps every stream's grown paths as one batch, in stream order."""
-        from streamsonic.model import kernels  # noqa: PLC0415 - numba, loaded on first use
-
         chooser, stepper = self.chooser, self._pitch_stepper()
-        beams = {i: _Beam(np.zeros(1), np.full((1, 1), states[i].last, np.int64),
-                          states[i].model_state, self._logits(states[i]))
-                 for i in range(len(states)) if plans[i]}
+        beams = {i: self._first_beam(states[i]) for i in range(len(states)) if plans[i]}
         for j in range(max((len(p) for p in plans), default=0)):
-            grown: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-            for i, beam in beams.items():
-                if len(plans[i]) <= j:
-                    continue
-                scores = beam.scores[:, None] + chooser.log_p(beam.logits)
-                # the best BEAM (entry, note) pairs of the notes allowed (leaps of at most
-                # an octave, never the same note twice, the target still in reach, the last
-                # a step from it); ties in entry order, then lower note
-                entry, note = np.empty(BEAM, np.int64), np.empty(BEAM, np.int64)
-                best = np.empty(BEAM, np.float64)
-                picks = kernels.beam_level(
-                    scores, beam.paths[:, -1], int(target[i]), len(plans[i]) - j,
-                    self._octave, min(max(plans[i][j].index, 0), scores.shape[1] - 1),
-                    entry, note, best)
-                grown.append((i, entry[:picks], note[:picks], best[:picks]))
+            grown = [(i, *self._grow(beam, plans[i], j, int(target[i])))
+                     for i, beam in beams.items() if j < len(plans[i])]
             if not grown:
                 break
             # every grown path steps from the state of the path it grew from
@@ -677,45 +660,57 @@ class Conductor:
                 paths = np.concatenate([beams[i].paths[entry], note[:, None]], axis=1)
                 beams[i] = _Beam(score, paths, tuple(s[mine] for s in state), logits[mine])
         leads: list[list[int]] = [[] for _ in states]
-        reach = max(chooser.window, 1.0)
         for i, beam in beams.items():
-            # The data's note ends the path: its best log-probability near the data counts
-            # (ties to the earlier path).
-            k = kernels.beam_best(beam.scores, chooser.log_p(beam.logits),
-                                  chooser.candidates, float(data_pitch[i]), reach,
-                                  int(target[i]))
-            leads[i] = [int(x) for x in beam.paths[k, 1:]]
-            states[i].model_state = stepper.take(beam.state, np.array([k]))
-            states[i].next_logits = beam.logits[k:k + 1].copy()
+            leads[i] = self._end(states[i], beam, int(target[i]), float(data_pitch[i]))
         return leads
 
     def _search_one(self, st: StreamState, plan: list[Waypoint], target: int,
                     data_pitch: float) -> list[int]:
         """:meth:`_search` of one stream's plan: the same calls on the same numbers, without
         the batch's bookkeeping (tests/test_fast_paths.py holds it to the general path)."""
+        stepper = self._pitch_stepper()
+        beam = self._first_beam(st)
+        for j in range(len(plan)):
+            entry, note, score = self._grow(beam, plan, j, target)
+            logits, state = stepper.step_rows(self.chooser.candidate_input(note), beam.state,
+                                              entry)
+            paths = np.concatenate([beam.paths[entry], note[:, None]], axis=1)
+            beam = _Beam(score, paths, state, np.asarray(logits, dtype=np.float64))
+        return self._end(st, beam, target, data_pitch)
+
+    def _first_beam(self, st: StreamState) -> _Beam:
+        """A stream's search before its first added note: one path, the note played last."""
+        return _Beam(np.zeros(1), np.full((1, 1), st.last, np.int64), st.model_state,
+                     self._logits(st))
+
+    def _grow(self, beam: _Beam, plan: list[Waypoint], j: int,
+              target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Level ``j`` of a stream's search: the best BEAM (path, note) pairs of the notes
+        allowed (leaps of at most an octave, never the same note twice, the target still in
+        reach, the last a step from it); ties in path order, then lower note. Returns each
+        pick's path (row of ``beam``), note and score."""
         from streamsonic.model import kernels  # noqa: PLC0415 - numba, loaded on first use
 
-        chooser, stepper = self.chooser, self._pitch_stepper()
-        scores = np.zeros(1)
-        paths = np.full((1, 1), st.last, np.int64)
-        state, logits = st.model_state, self._logits(st)
+        scores = beam.scores[:, None] + self.chooser.log_p(beam.logits)
         entry, note = np.empty(BEAM, np.int64), np.empty(BEAM, np.int64)
-        for j, waypoint in enumerate(plan):
-            level = scores[:, None] + chooser.log_p(logits)
-            best = np.empty(BEAM, np.float64)
-            picks = kernels.beam_level(
-                level, paths[:, -1], target, len(plan) - j, self._octave,
-                min(max(waypoint.index, 0), level.shape[1] - 1), entry, note, best)
-            rows, notes = entry[:picks], note[:picks]
-            logits, state = stepper.step_rows(chooser.candidate_input(notes), state, rows)
-            logits = np.asarray(logits, dtype=np.float64)
-            paths = np.concatenate([paths[rows], notes[:, None]], axis=1)
-            scores = best[:picks]
-        k = kernels.beam_best(scores, chooser.log_p(logits), chooser.candidates, data_pitch,
-                              max(chooser.window, 1.0), target)
-        st.model_state = stepper.take(state, np.array([k]))
-        st.next_logits = logits[k:k + 1].copy()
-        return [int(x) for x in paths[k, 1:]]
+        best = np.empty(BEAM, np.float64)
+        picks = kernels.beam_level(
+            scores, beam.paths[:, -1], target, len(plan) - j, self._octave,
+            min(max(plan[j].index, 0), scores.shape[1] - 1), entry, note, best)
+        return entry[:picks], note[:picks], best[:picks]
+
+    def _end(self, st: StreamState, beam: _Beam, target: int, data_pitch: float) -> list[int]:
+        """The end of a stream's search: the path whose score plus the best log-probability
+        of a data note near the data is highest (ties to the earlier path) becomes the
+        stream's lead-in; the stream keeps its model state and logits."""
+        from streamsonic.model import kernels  # noqa: PLC0415 - numba, loaded on first use
+
+        chooser = self.chooser
+        k = kernels.beam_best(beam.scores, chooser.log_p(beam.logits), chooser.candidates,
+                              data_pitch, max(chooser.window, 1.0), target)
+        st.model_state = self._pitch_stepper().take(beam.state, np.array([k]))
+        st.next_logits = beam.logits[k:k + 1].copy()
+        return [int(x) for x in beam.paths[k, 1:]]
 
     def _pitch_stepper(self) -> PitchStepper:
         """The stepper, which phrases only use when it is the pitch model's."""

@@ -137,6 +137,19 @@ def _gates_cell_py(
             flat_h[oh + j] = (_HALF * t[3 * hidden + j] + _HALF) * _tanh(u[j])
 
 
+def _cell_py(t: np.ndarray, c: np.ndarray, p: int, c_out: np.ndarray, h_out: np.ndarray,
+             r: int) -> None:
+    """One row's cell update from its gates' tanh ``t`` (4 * H; the sigmoid gates as
+    tanh of half the gate): the new cell state from row ``p`` of ``c`` into row ``r`` of
+    ``c_out``, the new output into row ``r`` of ``h_out``."""
+    hidden = c.shape[1]
+    for j in range(hidden):
+        c_out[r, j] = ((_HALF * t[hidden + j] + _HALF) * c[p, j]
+                       + (_HALF * t[j] + _HALF) * t[2 * hidden + j])
+    for j in range(hidden):
+        h_out[r, j] = (_HALF * t[3 * hidden + j] + _HALF) * _tanh(c_out[r, j])
+
+
 def _cells_py(
     base: np.ndarray, where: np.ndarray, x: np.ndarray, c1: np.ndarray, rows: np.ndarray,
     h2: np.ndarray, c2: np.ndarray, v1: np.ndarray, w2: np.ndarray, v2: np.ndarray,
@@ -166,11 +179,7 @@ def _cells_py(
         xr = x[r]
         for k in range(n_gates1):
             t1[k] = _tanh(v1[2, k] * (base[b, k] + v1[0, k] + xr * v1[1, k]))
-        for j in range(hidden1):
-            c1_out[r, j] = ((_HALF * t1[hidden1 + j] + _HALF) * c1[p, j]
-                            + (_HALF * t1[j] + _HALF) * t1[2 * hidden1 + j])
-        for j in range(hidden1):
-            h1_out[r, j] = (_HALF * t1[3 * hidden1 + j] + _HALF) * _tanh(c1_out[r, j])
+        _cell(t1, c1, p, c1_out, h1_out, r)
         for j in range(n_gates2):
             g2[j] = v2[0, j]
         for k in range(hidden2):
@@ -183,11 +192,7 @@ def _cells_py(
                 g2[j] += hk * w2[hidden2 + k, j]
         for j in range(n_gates2):
             g2[j] = _tanh(v2[1, j] * g2[j])
-        for j in range(hidden2):
-            c2_out[r, j] = ((_HALF * g2[hidden2 + j] + _HALF) * c2[p, j]
-                            + (_HALF * g2[j] + _HALF) * g2[2 * hidden2 + j])
-        for j in range(hidden2):
-            h2_out[r, j] = (_HALF * g2[3 * hidden2 + j] + _HALF) * _tanh(c2_out[r, j])
+        _cell(g2, c2, p, c2_out, h2_out, r)
         for j in range(classes):
             logits[r, j] = head[hidden2, j]
         for k in range(hidden2):
@@ -389,12 +394,13 @@ def _choose_near_py(
 
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging the kernels in plain Python
     _tanh, gates_cell, choose, encode = _tanh_py, _gates_cell_py, _choose_py, _encode_py
-    cells = _cells_py
+    _cell, cells = _cell_py, _cells_py
     beam_level, beam_best, choose_near = _beam_level_py, _beam_best_py, _choose_near_py
     log_p = _log_p_py
 else:
     _tanh = _jit(_tanh_py, inline="always")
     gates_cell = _jit(_gates_cell_py)
+    _cell = _jit(_cell_py, inline="always")
     cells = _jit(_cells_py)
     choose = _jit(_choose_py)
     encode = _jit(_encode_py)
