@@ -26,7 +26,7 @@ from streamsonic.config import Config
 from streamsonic.encoding import PitchEncoding
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.choice import Chooser
-from streamsonic.model.stepper import PitchStepper
+from streamsonic.model.stepper import NumpyPitchStepper, PhraseArgs, PitchStepper
 from streamsonic.music import (
     PERCUSSION_CHANNEL,
     SCALES,
@@ -249,6 +249,12 @@ class Conductor:
         )
         self.note_seconds = music.note_length * seconds_per_beat(music.tempo)
         self._octave = len(SCALES[music.scale])  # candidates per octave (phrases' leaps)
+        # One stream's phrase in one compiled call (the CPU stepper, greedy choice), with
+        # the candidates' inputs in the stepper's precision.
+        stepper = self.stepper
+        self._cand_x = (self.chooser.cand_inputs.astype(stepper.dtype)
+                        if isinstance(stepper, NumpyPitchStepper)
+                        and config.model.temperature <= 0.0 else None)
         if is_temporal(self.stepper):  # how the temporal model's gaps are drawn
             self.stepper.temperature = config.model.rhythm_temperature
 
@@ -594,6 +600,10 @@ class Conductor:
         chooser = self.chooser
         limit = self.config.model.passing_notes
         target = chooser.nearest(data_pitch)
+        if (len(states) == 1 and self.one_path and self._cand_x is not None
+                and states[0].next_logits is not None):
+            return self._phrase_one(states[0], readings[0], float(data_pitch[0]),
+                                    int(target[0]), spans[0])
         plans = [
             lead_in(st.last, int(q), min(limit, int(span / MIN_NOTE) - 1))
             if not r.accent and st.last >= 0 and st.next_logits is not None
@@ -624,6 +634,28 @@ class Conductor:
         for st, c in zip(states, chosen, strict=True):
             st.last = int(c)
         return chosen, leads
+
+    def _phrase_one(self, st: StreamState, reading: Reading, data_pitch: float, target: int,
+                    span: float) -> tuple[np.ndarray, list[list[int]]]:
+        """:meth:`_phrase` of one stream that has played before, on the CPU stepper with
+        the greedy choice, in one compiled call (:meth:`NumpyPitchStepper.phrase`): the
+        same pieces on the same numbers (tests/test_fast_paths.py holds it to the general
+        path)."""
+        stepper = self.stepper
+        assert isinstance(stepper, NumpyPitchStepper) and self._cand_x is not None
+        chooser = self.chooser
+        limit = self.config.model.passing_notes
+        plan = ([] if reading.accent or st.last < 0
+                else lead_in(st.last, target, min(limit, int(span / MIN_NOTE) - 1)))
+        chosen, leads, st.model_state, st.next_logits = stepper.phrase(
+            np.array([w.index for w in plan], dtype=np.int64), st.model_state,
+            self._logits(st),
+            PhraseArgs(target, self._octave, data_pitch, max(chooser.window, 1.0),
+                       chooser.window, chooser.influence, chooser.kernel_scale, st.held,
+                       st.anchor, reading.beyond is not None, st.last, chooser.cand_class,
+                       chooser.cand_pitch, self._cand_x, BEAM))
+        st.held, st.anchor, st.last = data_pitch, chosen, chosen
+        return np.array([chosen], dtype=np.int64), [leads.tolist()]
 
     def _search(self, states: list[StreamState], plans: list[list[Waypoint]],
                 target: np.ndarray, data_pitch: np.ndarray) -> list[list[int]]:

@@ -1,8 +1,9 @@
 """The fast paths give the bits of the general ones.
 
-One cue steps through ``Conductor._step_one`` (one note per sample) or
-``Conductor._search_one`` (phrases): a column rendered alone, a stream stepped alone. The
-same notes, pitches, remembered inputs and model states, to the bit, as the general
+One cue steps through ``Conductor._step_one`` (one note per sample) or, with phrases,
+``Conductor._phrase_one`` (the CPU stepper's compiled phrase step, greedy choice) or
+``Conductor._search_one`` (otherwise): a column rendered alone, a stream stepped alone. The
+same notes, pitches, remembered inputs, model states and logits, to the bit, as the general
 (batched) path stepping the same single cue. The stepper's few-row step gives each row the
 bits of its stream stepped alone."""
 
@@ -18,7 +19,7 @@ from streamsonic.conductor import Conductor, Cue, StepResult
 from streamsonic.config import load_config
 from streamsonic.events import Sample
 from streamsonic.model.loader import load_pitch_model
-from streamsonic.model.stepper import FEW_ROWS
+from streamsonic.model.stepper import FEW_ROWS, NumpyPitchStepper
 
 #: A walk with a flat stretch, spikes far out of range (headroom, accents) and a drop.
 VALUES = [*np.cumsum(np.random.default_rng(7).standard_normal(120)).tolist(),
@@ -26,9 +27,20 @@ VALUES = [*np.cumsum(np.random.default_rng(7).standard_normal(120)).tolist(),
 
 
 def _play(one_path: bool, overrides: dict[str, Any], given: bool,
-          ) -> tuple[Conductor, list[StepResult]]:
+          ) -> tuple[Conductor, list[StepResult], int]:
+    """The conductor, each cue's result, and how many compiled phrase steps it took."""
     config = load_config(None, {"model.device": "cpu", "model.passing_notes": 0, **overrides})
     stepper, encoding, _ = load_pitch_model(config.model)
+    assert isinstance(stepper, NumpyPitchStepper)
+    compiled = 0
+    phrase = stepper.phrase
+
+    def counted(*args: Any) -> Any:
+        nonlocal compiled
+        compiled += 1
+        return phrase(*args)
+
+    stepper.phrase = counted  # type: ignore[method-assign,assignment]
     conductor = Conductor(config, stepper, encoding)
     conductor.one_path = one_path
     results = []
@@ -39,7 +51,7 @@ def _play(one_path: bool, overrides: dict[str, Any], given: bool,
         normalized = (n % 13) / 12.0 if given else None
         results.append(conductor.play([Cue(sample, 0.25 * n, normalized, reading=reading,
                                            span=0.25 if n % 2 else None)]))
-    return conductor, results
+    return conductor, results, compiled
 
 
 @pytest.mark.parametrize(("overrides", "given"), [
@@ -52,17 +64,22 @@ def _play(one_path: bool, overrides: dict[str, Any], given: bool,
     ({"model.passing_notes": 5}, False),
     ({"model.passing_notes": 5}, True),
     ({"model.passing_notes": 2, "model.influence": 0.5}, False),
+    ({"model.passing_notes": 3, "model.temperature": 0.7}, False),
 ])
 def test_one_cue_path_plays_what_the_general_path_plays(shipped: Any,
                                                          overrides: dict[str, Any],
                                                          given: bool) -> None:
-    fast, fast_results = _play(True, overrides, given)
-    slow, slow_results = _play(False, overrides, given)
+    fast, fast_results, compiled = _play(True, overrides, given)
+    slow, slow_results, none = _play(False, overrides, given)
+    phrases = (overrides.get("model.passing_notes", 0) > 0
+               and overrides.get("model.influence", 0.8) < 1.0)
+    # every cue after the first through the compiled phrase step (greedy), none in general
+    greedy = overrides.get("model.temperature", 0.0) == 0.0
+    assert (compiled, none) == ((len(VALUES) - 1 if phrases and greedy else 0), 0)
     notes = [note for r in fast_results for note in r.notes]
     assert notes == [note for r in slow_results for note in r.notes]
     assert len([note for note in notes if note.source == "data"]) == len(VALUES)
-    if overrides.get("model.passing_notes", 0) > 0 and overrides.get("model.influence",
-                                                                      0.8) < 1.0:
+    if phrases:
         assert sum(note.source == "model" for note in notes) > len(VALUES) // 4
     assert len({note.pitch for note in notes}) > 5
     for a, b in zip(fast_results, slow_results, strict=True):
@@ -75,6 +92,10 @@ def test_one_cue_path_plays_what_the_general_path_plays(shipped: Any,
                               strict=True):
         assert part_a.dtype == part_b.dtype
         assert part_a.tobytes() == part_b.tobytes()
+    logits = [c.streams["s"].next_logits for c in (fast, slow)]
+    assert (logits[0] is None) == (logits[1] is None)
+    if logits[0] is not None and logits[1] is not None:
+        assert logits[0].tobytes() == logits[1].tobytes()
 
 
 def test_a_muted_voice_steps_without_notes(shipped: Any) -> None:

@@ -275,10 +275,10 @@ def test_batched_step_equals_single_streams(net: PitchLSTM) -> None:
 
 
 def test_a_search_multiplies_each_distinct_row_as_one_stream_alone(net: PitchLSTM) -> None:
-    """Up to ROW_BY_ROW distinct rows, the first layer's recurrent product goes one row per
-    product: each row has the bits that product has for a stream stepped alone (one-thread
-    OpenBLAS gave two rows per product other bits, and took 5.8x one row's time for them on
-    the CPU of 2026-12-05); more rows go as one product."""
+    """Up to ROW_BY_ROW distinct rows, the first layer's recurrent product is a compiled sum
+    over the weights' rows in their order, each row alone: the bits of that sum written out
+    in NumPy (float32 products and adds, one weight row at a time), whatever the other rows;
+    more rows go as one BLAS product."""
     stepper = NumpyPitchStepper(net)
     rng = np.random.default_rng(5)
     w = stepper._w_hh1_t
@@ -286,7 +286,11 @@ def test_a_search_multiplies_each_distinct_row_as_one_stream_alone(net: PitchLST
         h = rng.standard_normal((n, stepper.h1)).astype(stepper.dtype)
         got = stepper._recurrent(h)
         for i in range(n):
-            assert got[i].tobytes() == (h[i : i + 1] @ w)[0].tobytes(), (n, i)
+            want: np.ndarray = np.zeros(w.shape[1], stepper.dtype)
+            for k in range(w.shape[0]):
+                want = want + h[i, k] * w[k]
+            assert got[i].tobytes() == want.tobytes(), (n, i)
+            assert got[i].tobytes() == stepper._recurrent(h[i : i + 1])[0].tobytes()
     h = rng.standard_normal((ROW_BY_ROW + 1, stepper.h1)).astype(stepper.dtype)
     assert stepper._recurrent(h).tobytes() == (h @ w).tobytes()
 

@@ -61,6 +61,26 @@ class Chooser:
         self._one_out = np.empty(1, dtype=np.int64)
         self._k: ModuleType | None = None  # streamsonic.model.kernels, once imported
 
+    @property
+    def cand_class(self) -> np.ndarray:
+        """Each candidate's model class."""
+        return self._cand_class
+
+    @property
+    def cand_pitch(self) -> np.ndarray:
+        """Each candidate's pitch, as float64."""
+        return self._cand_f
+
+    @property
+    def cand_inputs(self) -> np.ndarray:
+        """Each candidate's network input (float64)."""
+        return self._cand_inputs
+
+    @property
+    def kernel_scale(self) -> float:
+        """The data kernel's ``1 / (2 * width^2)``."""
+        return self._kernel_scale
+
     def _kernels(self) -> ModuleType:
         """The compiled kernels (numba), imported on first use."""
         if self._k is None:

@@ -265,6 +265,23 @@ def _encode_py(
         input_out[b] = pos / (n - 1)
 
 
+def _rows_product_py(h: np.ndarray, rows: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = h[rows[i]] @ w`` (the first layer's recurrent product of a few rows), as a
+    sum over the rows of ``w`` in their order (compiled without fastmath: no fused
+    multiply-adds, no reordering): a row's numbers do not depend on the others or on the
+    caller, so one stream stepped alone, a path of its search and the compiled phrase
+    step (:mod:`streamsonic.model.phrase_kernel`) get the same bits."""
+    width = w.shape[1]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(width):
+            out[i, j] = 0.0
+        for k in range(w.shape[0]):
+            hk = h[r, k]
+            for j in range(width):
+                out[i, j] += hk * w[k, j]
+
+
 def _log_p_py(logits: np.ndarray, cand_class: np.ndarray, out: np.ndarray) -> None:
     """The model's log-probability of each candidate, the softmax taken over the candidates'
     classes (``logits[:, cand_class]``), for each row alone (the same bits for a row in
@@ -396,7 +413,7 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging the kernels in plain P
     _tanh, gates_cell, choose, encode = _tanh_py, _gates_cell_py, _choose_py, _encode_py
     _cell, cells = _cell_py, _cells_py
     beam_level, beam_best, choose_near = _beam_level_py, _beam_best_py, _choose_near_py
-    log_p = _log_p_py
+    log_p, rows_product = _log_p_py, _rows_product_py
 else:
     _tanh = _jit(_tanh_py, inline="always")
     gates_cell = _jit(_gates_cell_py)
@@ -405,6 +422,7 @@ else:
     choose = _jit(_choose_py)
     encode = _jit(_encode_py)
     log_p = _jit(_log_p_py, fastmath=False)
+    rows_product = _jit(_rows_product_py, fastmath=False)
     beam_level = _jit(_beam_level_py, fastmath=False)
     beam_best = _jit(_beam_best_py, fastmath=False)
     choose_near = _jit(_choose_near_py, fastmath=False)

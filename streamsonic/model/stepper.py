@@ -49,6 +49,12 @@ ROW_BY_ROW = 8
 #: thread: 2 paths of a search from one state 24.3 µs against 33.7, 4 from one 30.4
 #: against 33.8, 8 from one 42.4 against 39.7; 8 streams 14.2 µs each against 10.9).
 FEW_ROWS = 4
+#: Up to this many rows (a stream's search keeps 8 paths), :meth:`NumpyPitchStepper.
+#: step_rows` takes them through the same compiled call: every path of a stream's search
+#: gets the bits of a stream stepped alone, as the compiled phrase step computes them
+#: (:meth:`NumpyPitchStepper.phrase`); 8 paths from one state cost 42.4 µs that way against
+#: 39.7 through NumPy's batched products (measured when FEW_ROWS was chosen).
+PATH_ROWS = 8
 
 #: Device nodes without which no CUDA GPU can be present (Linux, WSL).
 CUDA_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")
@@ -100,6 +106,29 @@ class Pending:
     base: Any  # W_hh1 @ h1 (+ b1, but for NumPy's few rows), (batch, 4 * hidden1)
     shared: Any = None  # (NumPy, many rows) W_hh2 @ h2 + b2, the second layer's input-free
     # part; None: a few rows, whose commit takes them through the compiled cells again
+
+
+@dataclass(frozen=True, slots=True)
+class PhraseArgs:
+    """What :meth:`NumpyPitchStepper.phrase` needs besides the stream's state: the data's
+    target note and pitch, the search's limits, the chooser's settings and candidates, and
+    the stream's last notes (see :meth:`streamsonic.conductor.Conductor._phrase`)."""
+
+    target: int  # the candidate nearest to the data's pitch
+    octave: int  # candidates per octave: the search's largest leap
+    data_pitch: float
+    reach: float  # semitones around the data's pitch that the search's end looks at
+    window: float  # semitones within which the data's note may move (Chooser.window)
+    influence: float
+    kernel_scale: float
+    held: float  # the data's pitch at the stream's last data note (NaN: none)
+    anchor: int  # that note's candidate (-1: none)
+    beyond: bool  # beyond the ordinary range: the data alone decides (the target)
+    last: int  # the candidate played last
+    cand_class: np.ndarray  # each candidate's model class
+    cand_pitch: np.ndarray  # each candidate's pitch (float64)
+    cand_x: np.ndarray  # each candidate's network input
+    beam: int  # paths the search keeps
 
 
 class PitchStepper(Protocol):
@@ -228,7 +257,7 @@ class NumpyPitchStepper:
         self._w2 = arr(np.concatenate([self._w_hh2_t, self._w_ih2_t]))
         self._v2 = arr(np.stack([self._b2, self._scale2]))
         self._head = arr(np.concatenate([self._head_t, self._head_b[None, :]]))
-        self._index = np.arange(FEW_ROWS, dtype=np.intp)
+        self._index = np.arange(max(FEW_ROWS, ROW_BY_ROW), dtype=np.intp)
         # What :meth:`propose` of one stream computes and drops (its new state: commit
         # computes the chosen input's) lands in these, not in fresh arrays.
         self._scratch = self._empty_state(1)
@@ -281,7 +310,7 @@ class NumpyPitchStepper:
 
         The first layer's recurrent product is computed once per distinct row, one row at a
         time for up to ``ROW_BY_ROW`` distinct rows (:meth:`_recurrent`), and up to
-        ``FEW_ROWS`` rows the rest in one compiled call (:meth:`_cells`): each row has the
+        ``PATH_ROWS`` rows the rest in one compiled call (:meth:`_cells`): each row has the
         bits of a stream stepped alone; a larger batch's products round as BLAS blocks them
         (a batch's logits match to about 1e-6).
         """
@@ -290,7 +319,7 @@ class NumpyPitchStepper:
         first: dict[int, int] = {}  # each distinct row -> its place among them
         where = [first.setdefault(r, len(first)) for r in rows.tolist()]
         base = self._recurrent(h1[list(first)])
-        if len(rows) <= FEW_ROWS:
+        if len(rows) <= PATH_ROWS:
             return self._cells(base, np.array(where, dtype=np.intp), self._x(inputs), state,
                                rows)
         base = base[where]
@@ -303,18 +332,16 @@ class NumpyPitchStepper:
         return logits, new
 
     def _recurrent(self, h1: np.ndarray) -> np.ndarray:
-        """``h1 @ W_hh1`` for a few rows (the first layer's recurrent product), one row
-        per product: one-thread OpenBLAS (0.3.31) takes 10 µs for one row of this model and
-        58 µs for 2 rows, 82 for 3, 49 for 4, 64 for 8 on the CPU of 2026-12-05 (an earlier
-        day's took about 2x one row's time for 2 rows and 4-10x for 3 to 8), and each row
-        gets the bits this product has in :meth:`step` of one stream. Pairs were used
-        before: a render at the defaults went from 5,673 to 7,243 rows/s, the same notes."""
+        """``h1 @ W_hh1`` (the first layer's recurrent product): up to ``ROW_BY_ROW`` rows
+        in one compiled call, each row alone (:func:`~streamsonic.model.kernels.
+        rows_product`: a row's bits do not depend on the others), more in one BLAS product.
+        One-thread OpenBLAS (0.3.31) takes 10.5 µs for one row of this model and 58 µs for
+        2 rows on the CPU of 2026-12-05; the compiled sum 8.2 µs a row."""
         n = h1.shape[0]
-        if n == 1 or n > ROW_BY_ROW:  # (one row: the same product, without the loop)
+        if n > ROW_BY_ROW:
             return h1 @ self._w_hh1_t
         out = np.empty((n, self._w_hh1_t.shape[1]), self.dtype)
-        for i in range(n):
-            np.matmul(h1[i : i + 1], self._w_hh1_t, out=out[i : i + 1])
+        self._k.rows_product(h1, self._index[:n], self._w_hh1_t, out)
         return out
 
     def _cells(self, base: np.ndarray, where: np.ndarray, x: np.ndarray, state: State,
@@ -333,6 +360,28 @@ class NumpyPitchStepper:
         self._k.cells(base, where, x, c1, rows, h2, c2, self._v1, self._w2, self._v2,
                       self._head, *new, logits)
         return logits, new
+
+    def phrase(self, plan: np.ndarray, state: State, logits: np.ndarray,
+               phrase: PhraseArgs) -> tuple[int, np.ndarray, State, np.ndarray]:
+        """One stream's phrase in one compiled call (:mod:`streamsonic.model.phrase_kernel`:
+        the search for the notes that lead to the data's note, that note, the step through
+        it): ``plan`` the fallback candidate of each note to add, ``state`` and ``logits``
+        (1, classes; float64) the stream's. Returns the data's note (a candidate index),
+        the added notes, and the stream's new state and logits."""
+        from streamsonic.model import phrase_kernel  # noqa: PLC0415 - numba, on first use
+
+        leads = np.empty(plan.shape[0], np.int64)
+        new = self._empty_state(1)
+        out = np.empty((1, self.n_classes), np.float64)
+        h1, c1, h2, c2 = state
+        p = phrase
+        chosen = phrase_kernel.phrase(
+            plan, p.target, p.octave, p.data_pitch, p.reach, p.window, p.influence,
+            p.kernel_scale, p.held, p.anchor, p.beyond, p.last, self._w_hh1_t, self._v1,
+            self._w2, self._v2, self._head, p.cand_class, p.cand_pitch,
+            p.cand_x.astype(self.dtype, copy=False), h1, c1, h2, c2, logits, p.beam, leads,
+            *new, out)
+        return int(chosen), leads, new, out
 
     def _layers(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray, c1: np.ndarray,
                 c2: np.ndarray) -> State:
