@@ -9,6 +9,7 @@ batch. It knows nothing about time or outputs: the engine (live) or the renderer
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import sys
@@ -26,10 +27,11 @@ from streamsonic.config import Config
 from streamsonic.encoding import PitchEncoding
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.choice import Chooser
-from streamsonic.model.stepper import NumpyPitchStepper, PhraseArgs, PitchStepper
+from streamsonic.model.stepper import NumpyPitchStepper, PhraseSetup, PitchStepper
 from streamsonic.music import (
     PERCUSSION_CHANNEL,
     SCALES,
+    Voice,
     VoiceAllocator,
     Waypoint,
     beyond_pitch,
@@ -249,12 +251,16 @@ class Conductor:
         )
         self.note_seconds = music.note_length * seconds_per_beat(music.tempo)
         self._octave = len(SCALES[music.scale])  # candidates per octave (phrases' leaps)
-        # One stream's phrase in one compiled call (the CPU stepper, greedy choice), with
-        # the candidates' inputs in the stepper's precision.
-        stepper = self.stepper
-        self._cand_x = (self.chooser.cand_inputs.astype(stepper.dtype)
-                        if isinstance(stepper, NumpyPitchStepper)
-                        and config.model.temperature <= 0.0 else None)
+        # One stream's phrase in one compiled call (the CPU stepper, greedy choice).
+        chooser, stepper = self.chooser, self.stepper
+        self._phrase_setup = (
+            PhraseSetup(self._octave, max(chooser.window, 1.0), chooser.window,
+                        chooser.influence, chooser.kernel_scale, chooser.cand_class,
+                        chooser.cand_pitch, chooser.cand_inputs.astype(stepper.dtype), BEAM)
+            if isinstance(stepper, NumpyPitchStepper) and config.model.temperature <= 0.0
+            else None)
+        # the candidates' pitches, for the nearest one to a pitch (bisect)
+        self._cand_list = chooser.cand_pitch.tolist()
         if is_temporal(self.stepper):  # how the temporal model's gaps are drawn
             self.stepper.temperature = config.model.rhythm_temperature
 
@@ -430,11 +436,17 @@ class Conductor:
         return result
 
     def _step(self, cues: list[Cue]) -> StepResult:
-        """The body of :meth:`play`."""
-        temporal = is_temporal(self.stepper)
-        if len(cues) == 1 and self.one_path and not temporal and (
-                self.config.model.passing_notes <= 0 or self.chooser.influence >= 1.0):
+        """The body of :meth:`play`: one cue alone through :meth:`_step_one` where it
+        can (the pitch model: one note per sample, or phrases on the CPU stepper with the
+        greedy choice), else :meth:`_step_batch`."""
+        if len(cues) == 1 and self.one_path and not is_temporal(self.stepper) and (
+                not self._phrases() or self._phrase_setup is not None):
             return self._step_one(cues[0])
+        return self._step_batch(cues)
+
+    def _step_batch(self, cues: list[Cue]) -> StepResult:
+        """Step N streams as one batch (the general path)."""
+        temporal = is_temporal(self.stepper)
         if not cues:
             return StepResult(np.empty(0, np.int64), np.empty(0), [] if temporal else None, [])
         states = [self.state(c.sample.stream) for c in cues]
@@ -447,10 +459,7 @@ class Conductor:
         data_pitch, data_input = self.chooser.encode(normalized)
         leads: list[list[int]] = [[] for _ in cues]
         timings: list[Timing] | None = None
-        # Phrases need the pitch model and room for it (influence 1: the data alone).
-        phrases = (not temporal and self.config.model.passing_notes > 0
-                   and self.chooser.influence < 1.0)
-        if not phrases:
+        if not self._phrases():
             # One note per sample: the logits with the data as the network's input.
             proposal = self._propose(states, data_input)
             timings = proposal.timings
@@ -469,110 +478,120 @@ class Conductor:
                 # Beyond the ordinary range the data alone decides: how far out it plays
                 # is the message, and the model must not pull it back in.
                 pitches[i] = self.beyond[np.abs(self.beyond - reading.beyond).argmin()]
-        music = self.config.music
-        accent_cfg = self.config.accent
         notes: list[NoteEvent] = []
         for i, (cue, st, norm, pitch, reading) in enumerate(
             zip(cues, states, normalized, pitches, readings, strict=True)
         ):
             st.notes += 1
             voice = self.allocator.voice(st.name)
-            if voice.muted:
-                continue
-            velocity, duration = cue.velocity, cue.duration
-            if timings is not None:
-                velocity = timings[i].velocity if velocity is None else velocity
-                duration = timings[i].duration if duration is None else duration
-            if velocity is None:
-                velocity = velocity_for(reading.anomaly, music.velocity_min, music.velocity_max,
-                                        accent_cfg.threshold)
-            accent = reading.accent and accent_cfg.enabled
-            if accent:  # nothing (not the temporal model either) plays an accent softly
-                velocity = accent_cfg.velocity
-            # Phrases: the model's notes lead in from the cue's start, evenly spaced over
-            # its span (at least MIN_NOTE each), and the data's note ends the figure.
-            unit = (cue.span or self._span()) / (len(leads[i]) + 1)
-            for j, lead in enumerate(leads[i]):
-                notes.append(NoteEvent(
-                    stream=st.name, time=cue.sample.time, value=cue.sample.value,
-                    normalized=float(norm), pitch=int(self.chooser.candidates[lead]),
-                    velocity=max(1, round(MODEL_VELOCITY * music.velocity_min)),
-                    duration=unit, channel=voice.channel, program=voice.program,
-                    start=cue.start + j * unit, pan=voice.pan, source="model"))
-            notes.append(
-                NoteEvent(
-                    stream=st.name,
-                    time=cue.sample.time,
-                    value=cue.sample.value,
-                    normalized=float(norm),
-                    pitch=int(pitch),
-                    velocity=int(velocity),
-                    duration=float(duration if duration is not None else self.note_seconds),
-                    channel=voice.channel,
-                    program=voice.program,
-                    start=cue.start + len(leads[i]) * unit,
-                    anomaly=reading.anomaly,
-                    accent=accent,
-                    direction=reading.direction if accent else 0,
-                    pan=voice.pan,
-                )
-            )
+            if not voice.muted:
+                notes += self._notes(cue, st, voice, reading, float(norm), int(pitch),
+                                     leads[i], None if timings is None else timings[i])
         return StepResult(pitches, inputs, timings, notes)
 
     def _step_one(self, cue: Cue) -> StepResult:
-        """:meth:`_step` of one cue with the pitch model and one note per sample (a column
-        rendered alone, a stream stepped alone): the same calls on the same numbers, without
-        a batch's lists, stacking and splitting (tests/test_fast_paths.py holds it to the
-        general path)."""
+        """:meth:`_step` of one cue with the pitch model (a column rendered alone, a stream
+        stepped alone), one note per sample or a phrase through the compiled phrase step
+        (:meth:`_phrase_one`): the same calls on the same numbers, without a batch's lists,
+        stacking and splitting (tests/test_fast_paths.py holds it to the general path). A
+        stream's first phrase (nothing to lead from yet) takes the general path."""
         sample = cue.sample
         st = self.state(sample.stream)
+        phrases = self._phrases()
+        if phrases and st.next_logits is None:
+            return self._step_batch([cue])
         reading = cue.reading or self.read(sample.stream, sample.value)
         if cue.normalized is not None:
             reading = self._reading(cue.normalized, reading.anomaly, reading.direction,
                                     reading.accent)
-        chooser, stepper = self.chooser, self._pitch_stepper()
+        chooser = self.chooser
         norm = reading.normalized
         data_pitch, data_input = chooser.encode_one(norm)
-        logits, pending = stepper.propose(data_input, st.model_state)
-        chosen = chooser.choose_one(logits, data_pitch, st.rng)
-        index = np.array([chosen], dtype=np.int64)
-        inputs = chooser.candidate_input(index)
-        st.model_state = stepper.commit(pending, inputs)
+        span = cue.span or self._span()
+        leads: list[int] = []
+        if phrases:
+            pitch = float(data_pitch[0])
+            chosen, leads = self._phrase_one(st, reading, pitch, self._nearest(pitch), span)
+            index = np.array([chosen], dtype=np.int64)
+            inputs = chooser.candidate_input(index)
+        else:
+            stepper = self._pitch_stepper()
+            logits, pending = stepper.propose(data_input, st.model_state)
+            index = np.array([chooser.choose_one(logits, data_pitch, st.rng)], dtype=np.int64)
+            inputs = chooser.candidate_input(index)
+            st.model_state = stepper.commit(pending, inputs)
         pitches = chooser.candidates[index]
-        if reading.beyond is not None:  # the data alone decides (see _step)
+        if reading.beyond is not None:  # the data alone decides (see _step_batch)
             pitches[0] = self.beyond[np.abs(self.beyond - reading.beyond).argmin()]
         st.notes += 1
         voice = self.allocator.voice(st.name)
         if voice.muted:
             return StepResult(pitches, inputs, None, [])
+        return StepResult(pitches, inputs, None,
+                          self._notes(cue, st, voice, reading, float(norm), int(pitches[0]),
+                                      leads, None))
+
+    def _notes(self, cue: Cue, st: StreamState, voice: Voice, reading: Reading, norm: float,
+               pitch: int, leads: list[int], timing: Timing | None) -> list[NoteEvent]:
+        """A cue's notes: the model's added ones (``leads``, candidate indices), evenly
+        spaced over the cue's span from its start, then the data's note, which carries the
+        reading's anomaly and accent."""
         music = self.config.music
         accent_cfg = self.config.accent
-        velocity = cue.velocity
+        velocity, duration = cue.velocity, cue.duration
+        if timing is not None:
+            velocity = timing.velocity if velocity is None else velocity
+            duration = timing.duration if duration is None else duration
         if velocity is None:
             velocity = velocity_for(reading.anomaly, music.velocity_min, music.velocity_max,
                                     accent_cfg.threshold)
         accent = reading.accent and accent_cfg.enabled
-        if accent:
+        if accent:  # nothing (not the temporal model either) plays an accent softly
             velocity = accent_cfg.velocity
-        duration = cue.duration
-        span = cue.span or self._span()  # as _step places it: after no added notes
-        note = NoteEvent(
+        # Phrases: the model's notes lead in from the cue's start, evenly spaced over its
+        # span (at least MIN_NOTE each), and the data's note ends the figure.
+        unit = (cue.span or self._span()) / (len(leads) + 1)
+        sample = cue.sample
+        notes = [NoteEvent(stream=st.name, time=sample.time, value=sample.value,
+                           normalized=norm, pitch=int(self.chooser.candidates[lead]),
+                           velocity=max(1, round(MODEL_VELOCITY * music.velocity_min)),
+                           duration=unit, channel=voice.channel, program=voice.program,
+                           start=cue.start + j * unit, pan=voice.pan, source="model")
+                 for j, lead in enumerate(leads)]
+        notes.append(NoteEvent(
             stream=st.name,
             time=sample.time,
             value=sample.value,
-            normalized=float(norm),
-            pitch=int(pitches[0]),
+            normalized=norm,
+            pitch=pitch,
             velocity=int(velocity),
             duration=float(duration if duration is not None else self.note_seconds),
             channel=voice.channel,
             program=voice.program,
-            start=cue.start + 0 * span,
+            start=cue.start + len(leads) * unit,
             anomaly=reading.anomaly,
             accent=accent,
             direction=reading.direction if accent else 0,
             pan=voice.pan,
-        )
-        return StepResult(pitches, inputs, None, [note])
+        ))
+        return notes
+
+    def _phrases(self) -> bool:
+        """Whether a cue plays a phrase (the pitch model, room for added notes, influence
+        below 1) rather than one note."""
+        return (self.config.model.passing_notes > 0 and self.chooser.influence < 1.0
+                and not is_temporal(self.stepper))
+
+    def _nearest(self, pitch: float) -> int:
+        """:meth:`Chooser.nearest` of one pitch (the first of two equally near), by bisection
+        of the ascending candidates."""
+        cands = self._cand_list
+        i = bisect.bisect_left(cands, pitch)
+        if i == 0:
+            return 0
+        if i == len(cands) or pitch - cands[i - 1] <= cands[i] - pitch:
+            return i - 1
+        return i
 
     def _span(self) -> float:
         """The least time between two cues of one stream that the clock allows."""
@@ -600,10 +619,6 @@ class Conductor:
         chooser = self.chooser
         limit = self.config.model.passing_notes
         target = chooser.nearest(data_pitch)
-        if (len(states) == 1 and self.one_path and self._cand_x is not None
-                and states[0].next_logits is not None):
-            return self._phrase_one(states[0], readings[0], float(data_pitch[0]),
-                                    int(target[0]), spans[0])
         plans = [
             lead_in(st.last, int(q), min(limit, int(span / MIN_NOTE) - 1))
             if not r.accent and st.last >= 0 and st.next_logits is not None
@@ -636,26 +651,22 @@ class Conductor:
         return chosen, leads
 
     def _phrase_one(self, st: StreamState, reading: Reading, data_pitch: float, target: int,
-                    span: float) -> tuple[np.ndarray, list[list[int]]]:
+                    span: float) -> tuple[int, list[int]]:
         """:meth:`_phrase` of one stream that has played before, on the CPU stepper with
         the greedy choice, in one compiled call (:meth:`NumpyPitchStepper.phrase`): the
         same pieces on the same numbers (tests/test_fast_paths.py holds it to the general
-        path)."""
-        stepper = self.stepper
-        assert isinstance(stepper, NumpyPitchStepper) and self._cand_x is not None
-        chooser = self.chooser
+        path). Returns the data's note (a candidate index) and the added ones."""
+        stepper, setup = self.stepper, self._phrase_setup
+        assert isinstance(stepper, NumpyPitchStepper) and setup is not None
         limit = self.config.model.passing_notes
         plan = ([] if reading.accent or st.last < 0
                 else lead_in(st.last, target, min(limit, int(span / MIN_NOTE) - 1)))
         chosen, leads, st.model_state, st.next_logits = stepper.phrase(
-            np.array([w.index for w in plan], dtype=np.int64), st.model_state,
-            self._logits(st),
-            PhraseArgs(target, self._octave, data_pitch, max(chooser.window, 1.0),
-                       chooser.window, chooser.influence, chooser.kernel_scale, st.held,
-                       st.anchor, reading.beyond is not None, st.last, chooser.cand_class,
-                       chooser.cand_pitch, self._cand_x, BEAM))
+            setup, np.array([w.index for w in plan], dtype=np.int64), st.model_state,
+            self._logits(st), target, data_pitch, st.held, st.anchor,
+            reading.beyond is not None, st.last)
         st.held, st.anchor, st.last = data_pitch, chosen, chosen
-        return np.array([chosen], dtype=np.int64), [leads.tolist()]
+        return chosen, leads.tolist()
 
     def _search(self, states: list[StreamState], plans: list[list[Waypoint]],
                 target: np.ndarray, data_pitch: np.ndarray) -> list[list[int]]:

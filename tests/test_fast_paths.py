@@ -179,3 +179,16 @@ def test_log_p_gives_each_row_the_bits_of_a_row_alone(shipped: Any, rows: int) -
         sub = sub - sub.max(axis=1, keepdims=True)
         want = sub - np.log(np.array([row.sum() for row in np.exp(sub)])[:, None])
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_nearest_of_one_pitch_is_the_choosers(shipped: Any) -> None:
+    """``Conductor._nearest`` (bisection, one pitch) picks what ``Chooser.nearest`` picks:
+    below, above and between the candidates, on them, and halfway (the lower one)."""
+    config = load_config(None, {"model.device": "cpu"})
+    stepper, encoding, _ = load_pitch_model(config.model)
+    conductor = Conductor(config, stepper, encoding)
+    cands = conductor.chooser.candidates.astype(float)
+    pitches = [*np.random.default_rng(3).uniform(cands[0] - 5, cands[-1] + 5, 500),
+               *cands, *((cands[:-1] + cands[1:]) / 2), cands[0] - 0.5, cands[-1] + 0.5]
+    want = conductor.chooser.nearest(np.array(pitches)).tolist()
+    assert [conductor._nearest(p) for p in pitches] == want

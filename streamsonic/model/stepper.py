@@ -109,25 +109,19 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True)
-class PhraseArgs:
-    """What :meth:`NumpyPitchStepper.phrase` needs besides the stream's state: the data's
-    target note and pitch, the search's limits, the chooser's settings and candidates, and
-    the stream's last notes (see :meth:`streamsonic.conductor.Conductor._phrase`)."""
+class PhraseSetup:
+    """What :meth:`NumpyPitchStepper.phrase` needs that stays the same from note to note:
+    the search's limits, the chooser's settings and candidates (see
+    :meth:`streamsonic.conductor.Conductor._phrase`)."""
 
-    target: int  # the candidate nearest to the data's pitch
     octave: int  # candidates per octave: the search's largest leap
-    data_pitch: float
     reach: float  # semitones around the data's pitch that the search's end looks at
     window: float  # semitones within which the data's note may move (Chooser.window)
     influence: float
     kernel_scale: float
-    held: float  # the data's pitch at the stream's last data note (NaN: none)
-    anchor: int  # that note's candidate (-1: none)
-    beyond: bool  # beyond the ordinary range: the data alone decides (the target)
-    last: int  # the candidate played last
     cand_class: np.ndarray  # each candidate's model class
     cand_pitch: np.ndarray  # each candidate's pitch (float64)
-    cand_x: np.ndarray  # each candidate's network input
+    cand_x: np.ndarray  # each candidate's network input, in the stepper's precision
     beam: int  # paths the search keeps
 
 
@@ -361,26 +355,29 @@ class NumpyPitchStepper:
                       self._head, *new, logits)
         return logits, new
 
-    def phrase(self, plan: np.ndarray, state: State, logits: np.ndarray,
-               phrase: PhraseArgs) -> tuple[int, np.ndarray, State, np.ndarray]:
+    def phrase(self, setup: PhraseSetup, plan: np.ndarray, state: State, logits: np.ndarray,
+               target: int, data_pitch: float, held: float, anchor: int, beyond: bool,
+               last: int) -> tuple[int, np.ndarray, State, np.ndarray]:
         """One stream's phrase in one compiled call (:mod:`streamsonic.model.phrase_kernel`:
         the search for the notes that lead to the data's note, that note, the step through
         it): ``plan`` the fallback candidate of each note to add, ``state`` and ``logits``
-        (1, classes; float64) the stream's. Returns the data's note (a candidate index),
-        the added notes, and the stream's new state and logits."""
+        (1, classes; float64) the stream's, ``target`` the candidate nearest to the data's
+        pitch, ``held`` and ``anchor`` the data pitch and candidate of the stream's last data
+        note (NaN, -1: none), ``beyond`` whether the data alone decides (beyond the
+        ordinary range), ``last`` the candidate played last. Returns the data's note (a
+        candidate index), the added notes, and the stream's new state and logits."""
         from streamsonic.model import phrase_kernel  # noqa: PLC0415 - numba, on first use
 
         leads = np.empty(plan.shape[0], np.int64)
         new = self._empty_state(1)
         out = np.empty((1, self.n_classes), np.float64)
         h1, c1, h2, c2 = state
-        p = phrase
+        u = setup
         chosen = phrase_kernel.phrase(
-            plan, p.target, p.octave, p.data_pitch, p.reach, p.window, p.influence,
-            p.kernel_scale, p.held, p.anchor, p.beyond, p.last, self._w_hh1_t, self._v1,
-            self._w2, self._v2, self._head, p.cand_class, p.cand_pitch,
-            p.cand_x.astype(self.dtype, copy=False), h1, c1, h2, c2, logits, p.beam, leads,
-            *new, out)
+            plan, target, u.octave, data_pitch, u.reach, u.window, u.influence,
+            u.kernel_scale, held, anchor, beyond, last, self._w_hh1_t, self._v1, self._w2,
+            self._v2, self._head, u.cand_class, u.cand_pitch, u.cand_x, h1, c1, h2, c2,
+            logits, u.beam, leads, *new, out)
         return int(chosen), leads, new, out
 
     def _layers(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray, c1: np.ndarray,
