@@ -345,3 +345,23 @@ def test_device_resolution() -> None:
 
         with pytest.raises(DeviceError, match="--device cpu"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("depth", [13, 16, 256])
+def test_rows_product_sums_each_row_in_order(depth: int) -> None:
+    """``kernels.rows_product`` of one row and of several (weights read 8 rows at a time,
+    then the rest one by one): each output the float32 sum over the weight rows in their
+    order, so a row's bits do not depend on the rows beside it."""
+    from streamsonic.model import kernels
+
+    rng = np.random.default_rng(depth)
+    w = rng.standard_normal((depth, 40)).astype(np.float32)
+    h = rng.standard_normal((5, depth)).astype(np.float32)
+    for rows in ([3], [0, 4, 2], [1, 1, 0, 2, 3, 4, 2]):
+        out = np.empty((len(rows), w.shape[1]), np.float32)
+        kernels.rows_product(h, np.array(rows, dtype=np.int64), w, out)
+        for i, r in enumerate(rows):
+            want: np.ndarray = np.zeros(w.shape[1], np.float32)
+            for k in range(depth):
+                want = want + h[r, k] * w[k]
+            assert out[i].tobytes() == want.tobytes(), (rows, i)

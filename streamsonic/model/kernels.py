@@ -270,16 +270,40 @@ def _rows_product_py(h: np.ndarray, rows: np.ndarray, w: np.ndarray, out: np.nda
     sum over the rows of ``w`` in their order (compiled without fastmath: no fused
     multiply-adds, no reordering): a row's numbers do not depend on the others or on the
     caller, so one stream stepped alone, a path of its search and the compiled phrase
-    step (:mod:`streamsonic.model.phrase_kernel`) get the same bits."""
+    step (:mod:`streamsonic.model.phrase_kernel`) get the same bits. Several rows go
+    through ``w`` together, 8 of its rows at a time (each output still sums them one by
+    one, in order): ``w`` (1 MiB in the shipped model) is read from the cache once for all
+    of them (8 rows 42 µs against 68 one at a time, 2 rows 14 against 17.5)."""
     width = w.shape[1]
-    for i in range(rows.shape[0]):
-        r = rows[i]
+    depth = w.shape[0]
+    n = rows.shape[0]
+    for i in range(n):
         for j in range(width):
             out[i, j] = 0.0
-        for k in range(w.shape[0]):
+    if n == 1:
+        r = rows[0]
+        for k in range(depth):
             hk = h[r, k]
             for j in range(width):
+                out[0, j] += hk * w[k, j]
+        return
+    k = 0
+    while k + 8 <= depth:
+        for i in range(n):
+            r = rows[i]
+            h0, h1, h2, h3 = h[r, k], h[r, k + 1], h[r, k + 2], h[r, k + 3]
+            h4, h5, h6, h7 = h[r, k + 4], h[r, k + 5], h[r, k + 6], h[r, k + 7]
+            for j in range(width):
+                out[i, j] = (((((((out[i, j] + h0 * w[k, j]) + h1 * w[k + 1, j])
+                                 + h2 * w[k + 2, j]) + h3 * w[k + 3, j]) + h4 * w[k + 4, j])
+                              + h5 * w[k + 5, j]) + h6 * w[k + 6, j]) + h7 * w[k + 7, j]
+        k += 8
+    while k < depth:
+        for i in range(n):
+            hk = h[rows[i], k]
+            for j in range(width):
                 out[i, j] += hk * w[k, j]
+        k += 1
 
 
 def _log_p_py(logits: np.ndarray, cand_class: np.ndarray, out: np.ndarray) -> None:
