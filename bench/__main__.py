@@ -50,7 +50,8 @@ BENCHES = (
     Bench("rhythm", (), r"."),
     Bench("musicality", ("--no-sweep",), r"mean|total"),
     Bench("listen", ("--skip-fast",), r"mean|total"),
-    Bench("accents", ("--seeds", "3"), r"^\| (all|separable) \|"),
+    Bench("accents", ("--seeds", "3", "--reference"),
+          r"^\| (all|separable) \||^syn:(noise|random walk)\s+streamsonic"),
     Bench("train", ("--batches", "4", "--repeats", "1"), r"speed|s/batch|ratio"),
     Bench("train_onset", ("--epochs", "3", "--seeds", "1"), r"mean|best|loss"),
 )
