@@ -192,3 +192,30 @@ def test_nearest_of_one_pitch_is_the_choosers(shipped: Any) -> None:
                *cands, *((cands[:-1] + cands[1:]) / 2), cands[0] - 0.5, cands[-1] + 0.5]
     want = conductor.chooser.nearest(np.array(pitches)).tolist()
     assert [conductor._nearest(p) for p in pitches] == want
+
+
+def test_a_float64_stepper_plays_phrases_alike_on_both_paths(shipped: Any) -> None:
+    """The compiled phrase step in float64 (a stepper built with ``dtype=np.float64``, the
+    NumPy type): the general path's notes and model states, to the bit."""
+    from streamsonic.model.checkpoint import default_weights
+
+    config = load_config(None, {"model.device": "cpu", "model.passing_notes": 5})
+    _, encoding, _ = load_pitch_model(config.model)
+    arrays = dict(np.load(default_weights("pitch").with_suffix(".npz")))
+    played = []
+    for one_path in (True, False):
+        stepper = NumpyPitchStepper(arrays, dtype=np.float64)
+        assert stepper.dtype == np.float64
+        conductor = Conductor(config, stepper, encoding)
+        conductor.one_path = one_path
+        notes = []
+        for n, value in enumerate(VALUES):
+            sample = Sample("s", float(n), value)
+            reading = conductor.observe(sample)
+            notes += conductor.play([Cue(sample, 0.25 * n, None, reading=reading,
+                                         span=0.25)]).notes
+        state = conductor.streams["s"].model_state
+        assert all(part.dtype == np.float64 for part in state)
+        played.append((notes, [part.tobytes() for part in state]))
+    assert played[0] == played[1]
+    assert sum(note.source == "model" for note in played[0][0]) > len(VALUES) // 4

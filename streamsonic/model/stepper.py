@@ -196,8 +196,12 @@ def make_stepper(network: PitchLSTM | Weights, device: Any = "cpu",
 
 
 def _float64(dtype: Any) -> bool:
-    """Whether ``dtype`` (NumPy or torch, or None: float32) asks for float64."""
-    return dtype is not None and str(dtype).rsplit(".", 1)[-1] in ("float64", "double")
+    """Whether ``dtype`` (NumPy's, as a dtype, a type or a name, or torch's; None:
+    float32) asks for float64."""
+    if dtype is None:
+        return False
+    name = dtype.__name__ if isinstance(dtype, type) else str(dtype)
+    return name.rsplit(".", 1)[-1] in ("float64", "double")
 
 
 def _arrays(weights: PitchLSTM | Weights) -> dict[str, np.ndarray]:
