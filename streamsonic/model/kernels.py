@@ -4,9 +4,12 @@ A timestep of N streams is a few matrix-matrix products (NumPy float32 ``@``, BL
 weights read once per batch: :class:`streamsonic.model.stepper.NumpyPitchStepper`) and the
 elementwise gate arithmetic, which NumPy would spend a dozen passes over memory on; that
 part is one compiled call per layer here (:func:`gates_cell`). A few rows (one stream, the
-paths of the phrases' search, a small batch) take everything after the first layer's
-recurrent product in one compiled call (:func:`cells`). The influence chooser's
-scores and the data encoding are compiled too (:func:`choose`, :func:`encode`).
+paths of the phrases' search, a small batch) take the first layer's recurrent product as a
+compiled sum, each row alone (:func:`rows_product`), and everything after it in one
+compiled call (:func:`cells`). The influence chooser's scores, the data encoding and the
+phrases' search steps are compiled too (:func:`choose`, :func:`encode`, :func:`log_p`,
+:func:`beam_level`, :func:`beam_best`, :func:`choose_near`); one stream's whole phrase is
+one call of :mod:`streamsonic.model.phrase_kernel`, made of these.
 
 Gate order is PyTorch's: input, forget, cell, output.
 """
