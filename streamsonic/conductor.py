@@ -62,11 +62,6 @@ MODEL_VELOCITY = 0.8
 MIN_NOTE = 0.02
 #: Paths per stream that the search for the model's notes keeps (see Conductor._search).
 BEAM = 8
-#: Up to this many cues with phrases (the CPU stepper, greedy choice) step one by one
-#: through the compiled phrase step rather than as one batch: per stream of a random walk
-#: (µs, one thread) 2 cues 60 against 90 as a batch, 8 59 against 70, 16 56 against 67, 24
-#: 60 against 55, 64 61 against 52 (the batch's products read the weights once for all).
-PHRASES_ALONE = 16
 
 
 @dataclass
@@ -443,19 +438,14 @@ class Conductor:
     def _step(self, cues: list[Cue]) -> StepResult:
         """The body of :meth:`play`: one cue alone through :meth:`_step_one` where it
         can (the pitch model: one note per sample, or phrases on the CPU stepper with the
-        greedy choice), and so a few cues with phrases (up to ``PHRASES_ALONE``), one by
-        one; else :meth:`_step_batch`."""
+        greedy choice), several cues with such phrases through :meth:`_step_phrases`; else
+        :meth:`_step_batch`."""
         if len(cues) == 1 and self.one_path and not is_temporal(self.stepper) and (
                 not self._phrases() or self._phrase_setup is not None):
             return self._step_one(cues[0])
-        if (1 < len(cues) <= PHRASES_ALONE and self.one_path
-                and self._phrase_setup is not None and self._phrases()):
-            # a few streams' phrases: each its own compiled call costs less than the
-            # batch's bookkeeping, and each plays exactly what it would alone
-            results = [self._step_one(cue) for cue in cues]
-            return StepResult(np.concatenate([r.pitches for r in results]),
-                              np.concatenate([r.inputs for r in results]), None,
-                              [note for r in results for note in r.notes])
+        if len(cues) > 1 and self.one_path and self._phrase_setup is not None and (
+                self._phrases()):
+            return self._step_phrases(cues)
         return self._step_batch(cues)
 
     def _step_batch(self, cues: list[Cue]) -> StepResult:
@@ -544,6 +534,80 @@ class Conductor:
         return StepResult(pitches, inputs, None,
                           self._notes(cue, st, voice, reading, float(norm), int(pitches[0]),
                                       leads, None))
+
+    def _step_phrases(self, cues: list[Cue]) -> StepResult:
+        """:meth:`_step_batch` of several cues with phrases on the CPU stepper with the
+        greedy choice: their phrases in one compiled call (:meth:`NumpyPitchStepper.
+        phrases`), each stream's notes, model state and logits those it gets stepped alone
+        (tests/test_fast_paths.py); a stream's first phrase (nothing to lead from yet)
+        takes the general path, alone."""
+        states = [self.state(c.sample.stream) for c in cues]
+        fresh = [i for i, st in enumerate(states) if st.next_logits is None]
+        if fresh:
+            alone = {i: self._step_batch([cues[i]]) for i in fresh}
+            rest = [i for i in range(len(cues)) if i not in alone]
+            stepped = dict(zip(rest, self._step_phrases_ready([cues[i] for i in rest],
+                                                              [states[i] for i in rest]),
+                               strict=True))
+            results = [alone[i] if i in alone else stepped[i] for i in range(len(cues))]
+        else:
+            results = self._step_phrases_ready(cues, states)
+        if len(results) == 1:
+            return results[0]
+        return StepResult(np.concatenate([r.pitches for r in results]),
+                          np.concatenate([r.inputs for r in results]), None,
+                          [note for r in results for note in r.notes])
+
+    def _step_phrases_ready(self, cues: list[Cue], states: list[StreamState],
+                            ) -> list[StepResult]:
+        """:meth:`_step_phrases` of streams that have played before: each cue's result."""
+        if not cues:
+            return []
+        stepper, setup, chooser = self.stepper, self._phrase_setup, self.chooser
+        assert isinstance(stepper, NumpyPitchStepper) and setup is not None
+        readings = []
+        for cue in cues:
+            r = cue.reading or self.read(cue.sample.stream, cue.sample.value)
+            if cue.normalized is not None:
+                r = self._reading(cue.normalized, r.anomaly, r.direction, r.accent)
+            readings.append(r)
+        normalized = np.array([r.normalized for r in readings], dtype=np.float64)
+        data_pitch, _ = chooser.encode(normalized)
+        pitch_list = data_pitch.tolist()
+        targets = [self._nearest(p) for p in pitch_list]
+        limit = self.config.model.passing_notes
+        plans = [[] if r.accent or st.last < 0 else
+                 lead_in(st.last, t, min(limit, int((c.span or self._span()) / MIN_NOTE) - 1))
+                 for c, r, st, t in zip(cues, readings, states, targets, strict=True)]
+        starts = np.zeros(len(cues) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in plans], out=starts[1:])
+        chosen, leads, new, logits = stepper.phrases(
+            setup, np.array([w.index for p in plans for w in p], dtype=np.int64), starts,
+            stepper.stack([st.model_state for st in states]),
+            np.concatenate([self._logits(st) for st in states]),
+            np.array(targets, dtype=np.int64), data_pitch,
+            np.array([st.held for st in states], dtype=np.float64),
+            np.array([st.anchor for st in states], dtype=np.int64),
+            np.array([r.beyond is not None for r in readings], dtype=np.bool_),
+            np.array([st.last for st in states], dtype=np.int64))
+        pitches = chooser.candidates[chosen]
+        inputs = chooser.candidate_input(chosen)
+        results = []
+        for i, (cue, st, r, s) in enumerate(zip(cues, states, readings,
+                                                stepper.split(new, len(cues)), strict=True)):
+            c = int(chosen[i])
+            st.model_state, st.next_logits = s, logits[i:i + 1].copy()
+            st.held, st.anchor, st.last = pitch_list[i], c, c
+            pitch = pitches[i:i + 1]
+            if r.beyond is not None:  # the data alone decides (see _step_batch)
+                pitch[0] = self.beyond[np.abs(self.beyond - r.beyond).argmin()]
+            st.notes += 1
+            voice = self.allocator.voice(st.name)
+            notes = [] if voice.muted else self._notes(
+                cue, st, voice, r, float(normalized[i]), int(pitch[0]),
+                leads[starts[i]:starts[i + 1]].tolist(), None)
+            results.append(StepResult(pitch, inputs[i:i + 1], None, notes))
+        return results
 
     def _notes(self, cue: Cue, st: StreamState, voice: Voice, reading: Reading, norm: float,
                pitch: int, leads: list[int], timing: Timing | None) -> list[NoteEvent]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamsonic.conductor import PHRASES_ALONE, Conductor, Cue, StepResult
+from streamsonic.conductor import Conductor, Cue, StepResult
 from streamsonic.config import load_config
 from streamsonic.events import Sample
 from streamsonic.model.loader import load_pitch_model
@@ -221,31 +221,35 @@ def test_a_float64_stepper_plays_phrases_alike_on_both_paths(shipped: Any) -> No
     assert sum(note.source == "model" for note in played[0][0]) > len(VALUES) // 4
 
 
-@pytest.mark.parametrize("streams", [2, PHRASES_ALONE, PHRASES_ALONE + 1])
-def test_a_few_streams_phrases_step_alone(shipped: Any, streams: int) -> None:
-    """Up to PHRASES_ALONE cues with phrases step one by one through the compiled phrase
-    step: the notes and model states of each stream played alone, to the bit; above it,
-    the batch (no compiled phrase step)."""
+@pytest.mark.parametrize("streams", [2, 17, 40])
+def test_several_streams_phrases_play_what_each_plays_alone(shipped: Any, streams: int,
+                                                             ) -> None:
+    """Several cues with phrases step through one compiled call (``Conductor.
+    _step_phrases``): the notes, model states and logits of each stream played alone, to
+    the bit, streams joining on different rows (a stream's first phrase goes alone)."""
     config = load_config(None, {"model.device": "cpu", "model.passing_notes": 3})
     walks = np.cumsum(np.random.default_rng(streams).standard_normal((40, streams)), axis=0)
+    walks[17, ::3] += 40.0  # a spike on some streams: accents, headroom
     played = []
     for together in (True, False):
         stepper, encoding, _ = load_pitch_model(config.model)
         assert isinstance(stepper, NumpyPitchStepper)
-        compiled = 0
-        phrase = stepper.phrase
+        batches: list[int] = []
+        phrases = stepper.phrases
 
-        def counted(*args: Any, phrase: Any = phrase) -> Any:
-            nonlocal compiled
-            compiled += 1
-            return phrase(*args)
+        def counted(*args: Any, phrases: Any = phrases, batches: list[int] = batches,
+                    ) -> Any:
+            batches.append(args[3][0].shape[0])
+            return phrases(*args)
 
-        stepper.phrase = counted  # type: ignore[method-assign,assignment]
+        stepper.phrases = counted  # type: ignore[method-assign,assignment]
         conductor = Conductor(config, stepper, encoding)
         notes = []
         for n, row in enumerate(walks):
             cues = []
             for i, value in enumerate(row):
+                if n < i % 5:  # stream i joins on row i % 5
+                    continue
                 sample = Sample(f"s{i}", float(n), float(value))
                 cues.append(Cue(sample, 0.25 * n, None, reading=conductor.observe(sample),
                                 span=0.25))
@@ -255,12 +259,14 @@ def test_a_few_streams_phrases_step_alone(shipped: Any, streams: int) -> None:
                 for cue in cues:
                     notes += conductor.play([cue]).notes
         states = [p.tobytes() for st in conductor.streams.values() for p in st.model_state]
-        played.append((notes, states, compiled))
-    (notes, states, compiled), (alone_notes, alone_states, alone_compiled) = played
-    assert alone_compiled == streams * (len(walks) - 1)  # (a stream's first: no phrase)
-    assert compiled == (alone_compiled if streams <= PHRASES_ALONE else 0)
-    if streams <= PHRASES_ALONE:
-        assert (notes, states) == (alone_notes, alone_states)
-    else:  # the batch (its products may round otherwise: tests/test_batching.py)
-        assert len([n for n in notes if n.source == "data"]) == len(walks) * streams
+        logits = [st.next_logits.tobytes() for st in conductor.streams.values()
+                  if st.next_logits is not None]
+        played.append((notes, states, logits, batches))
+    (notes, states, logits, batches), (alone, *alone_rest, alone_batches) = played
+    assert (notes, states, logits) == (alone, *alone_rest)
+    assert not alone_batches  # one cue at a time: the one-stream step
+    # a batch per row from the second, each of the streams that had played before
+    assert batches[-1] == streams
+    assert sum(batches) == sum(n > i % 5 for n in range(len(walks)) for i in range(streams))
     assert sum(n.source == "model" for n in notes) > len(walks) * streams // 4
+    assert any(n.accent for n in notes)

@@ -1,15 +1,19 @@
-"""One stream's phrase step on the CPU in one compiled call: the beam search for the notes
+"""Phrases on the CPU in compiled calls: for each stream, the beam search for the notes
 that lead to the data's next note, the data's note near the data, and the LSTM step
-through it (what :meth:`streamsonic.conductor.Conductor._phrase` does for one stream with
+through it (what :meth:`streamsonic.conductor.Conductor._phrase` does with
 :meth:`~streamsonic.conductor.Conductor._search_one`, :meth:`~streamsonic.conductor.
 Conductor._end`, :meth:`~streamsonic.model.choice.Chooser.choose_near` and
-:meth:`~streamsonic.conductor.Conductor._advance`).
+:meth:`~streamsonic.conductor.Conductor._advance`). :func:`phrase` plays one stream,
+:func:`phrases` several.
 
 The same compiled pieces in the same order on the same numbers
 (:mod:`streamsonic.model.kernels`: ``rows_product``, ``cells``, ``log_p``, ``beam_level``,
 ``beam_best``, ``choose_near``), without the Python between them: a random walk's phrase
 costs a few dozen NumPy calls and allocations in Python, about as much as its arithmetic.
-tests/test_fast_paths.py holds it to the general path, bit for bit.
+Every product and cell is computed row by row (a row's bits do not depend on the rows
+beside it), so a stream played among several gets the bits it gets alone, while
+:func:`phrases` reads the first layer's weights once for up to ``CHUNK`` streams.
+tests/test_fast_paths.py holds both to the general path, bit for bit.
 """
 
 from __future__ import annotations
@@ -20,6 +24,136 @@ from typing import Any
 import numpy as np
 
 from streamsonic.model import kernels
+
+#: Streams whose first layer's recurrent products :func:`phrases` computes together (the
+#: weights read once for them: 5.2 µs a row in groups of 16, 9.1 one at a time, 4.0 for
+#: BLAS's product of 256 rows, which rounds otherwise).
+CHUNK = 16
+
+
+def _search_py(
+    plan: np.ndarray, target: int, octave: int, data_pitch: float, reach: float, last: int,
+    base0: np.ndarray, w_hh1: np.ndarray, v1: np.ndarray, w2: np.ndarray, v2: np.ndarray,
+    head: np.ndarray, cand_class: np.ndarray, cand_pitch: np.ndarray, cand_x: np.ndarray,
+    h1: np.ndarray, c1: np.ndarray, h2: np.ndarray, c2: np.ndarray, logits: np.ndarray,
+    scratch: tuple[np.ndarray, ...], leads_out: np.ndarray, f_h1: np.ndarray,
+    f_c1: np.ndarray, f_h2: np.ndarray, f_c2: np.ndarray, f_logits: np.ndarray,
+) -> int:
+    """One stream's search for the ``len(plan)`` notes (at least one) that lead to the data's
+    note: ``plan`` the fallback candidate of each, ``base0`` (1, 4 * H1) the first layer's
+    recurrent product of the stream's ``h1``, ``h1 .. c2`` (1, H) its state and ``logits``
+    (1, classes; float64) its next logits, ``scratch`` the search's buffers
+    (:func:`_scratch`). Writes the notes into ``leads_out``, the state and logits after
+    them into the ``f_`` outputs (1, ...); returns the last note."""
+    n_cand = cand_class.shape[0]
+    classes = logits.shape[1]
+    levels = plan.shape[0]
+    bh1, bc1, bh2, bc2, raw, base, x = scratch[:7]
+    blog, scores, lp, grown, best = scratch[7:12]
+    paths, entry, note, where, parents, prev = scratch[12:]
+    paths[0, 0, 0] = last
+    scores[0, 0] = 0.0
+    k = 1
+    cur = 0
+    for j in range(levels):
+        # the paths' states: the stream's own at the first level, then the last level's
+        if j == 0:
+            ph1, pc1, ph2, pc2, plog = h1, c1, h2, c2, logits
+        else:
+            ph1, pc1, ph2, pc2, plog = bh1[cur], bc1[cur], bh2[cur], bc2[cur], blog[cur]
+        kernels.log_p(plog[:k], cand_class, lp[:k])
+        for e in range(k):
+            for c in range(n_cand):
+                grown[e, c] = scores[cur, e] + lp[e, c]
+            prev[e] = paths[cur, e, j]
+        fallback = min(max(plan[j], 0), n_cand - 1)
+        picks = kernels.beam_level(grown[:k], prev[:k], target, levels - j, octave,
+                                   fallback, entry, note, best)
+        # each distinct parent's recurrent product once, in order of first appearance
+        distinct = 0
+        for t in range(picks):
+            found = -1
+            for d in range(distinct):
+                if parents[d] == entry[t]:
+                    found = d
+                    break
+            if found < 0:
+                parents[distinct] = entry[t]
+                found = distinct
+                distinct += 1
+            where[t] = found
+            x[t] = cand_x[note[t]]
+        if j == 0:  # one parent: the stream's own state, its product given
+            products = base0
+        else:
+            kernels.rows_product(ph1, parents[:distinct], w_hh1, base[:distinct])
+            products = base[:distinct]
+        nxt = 1 - cur
+        kernels.cells(products, where[:picks], x[:picks], pc1, entry[:picks], ph2, pc2, v1,
+                      w2, v2, head, bh1[nxt, :picks], bc1[nxt, :picks], bh2[nxt, :picks],
+                      bc2[nxt, :picks], raw[:picks])
+        for t in range(picks):
+            for c in range(classes):
+                blog[nxt, t, c] = raw[t, c]
+            for i in range(j + 1):
+                paths[nxt, t, i] = paths[cur, entry[t], i]
+            paths[nxt, t, j + 1] = note[t]
+            scores[nxt, t] = best[t]
+        cur, k = nxt, picks
+    kernels.log_p(blog[cur, :k], cand_class, lp[:k])
+    kb = kernels.beam_best(scores[cur, :k], lp[:k], cand_pitch, data_pitch, reach, target)
+    for i in range(levels):
+        leads_out[i] = paths[cur, kb, i + 1]
+    f_h1[0, :] = bh1[cur, kb]
+    f_c1[0, :] = bc1[cur, kb]
+    f_h2[0, :] = bh2[cur, kb]
+    f_c2[0, :] = bc2[cur, kb]
+    f_logits[0, :] = blog[cur, kb]
+    return leads_out[levels - 1]
+
+
+def _scratch_py(beam: int, levels: int, h1: np.ndarray, c1: np.ndarray, h2: np.ndarray,
+                c2: np.ndarray, classes: int, n_cand: int, width: int,
+                ) -> tuple[Any, ...]:
+    """The search's buffers, for paths of up to ``levels`` added notes: two sets (this
+    level's paths and the next's) of the paths' states (like ``h1 .. c2``), logits
+    (float64), scores and notes; one level's products, inputs, log-probabilities, picks."""
+    dtype = h1.dtype
+    return (np.empty((2, beam, h1.shape[1]), dtype), np.empty((2, beam, c1.shape[1]), dtype),
+            np.empty((2, beam, h2.shape[1]), dtype), np.empty((2, beam, c2.shape[1]), dtype),
+            np.empty((beam, classes), dtype), np.empty((beam, width), dtype),
+            np.empty(beam, dtype),
+            np.empty((2, beam, classes), np.float64), np.zeros((2, beam), np.float64),
+            np.empty((beam, n_cand), np.float64), np.empty((beam, n_cand), np.float64),
+            np.empty(beam, np.float64),
+            np.empty((2, beam, levels + 1), np.int64), np.empty(beam, np.int64),
+            np.empty(beam, np.int64), np.empty(beam, np.int64), np.empty(beam, np.int64),
+            np.empty(beam, np.int64))
+
+
+def _data_note_py(
+    logits: np.ndarray, target: int, data_pitch: float, window: float, influence: float,
+    kernel_scale: float, held: float, anchor: int, beyond: bool, avoid: int,
+    cand_class: np.ndarray, cand_pitch: np.ndarray,
+) -> int:
+    """The data's note after the lead-in (``avoid``: its last note, -1: none) from the
+    stream's ``logits`` (1, classes; float64): near the data's pitch; the ``target`` beyond
+    the ordinary range; the last data note (``anchor``) while the data stays where it was
+    (``held``)."""
+    one_lp = np.empty((1, cand_class.shape[0]), np.float64)
+    kernels.log_p(logits, cand_class, one_lp)
+    data = np.empty(1, np.float64)
+    data[0] = data_pitch
+    avoid_a = np.empty(1, np.int64)
+    avoid_a[0] = avoid
+    chosen = np.empty(1, np.int64)
+    kernels.choose_near(one_lp, cand_pitch, data, avoid_a, window, influence, kernel_scale,
+                        chosen)
+    if beyond:
+        return target
+    if held == data_pitch and anchor not in (-1, avoid):
+        return anchor
+    return chosen[0]
 
 
 def _phrase_py(
@@ -38,119 +172,117 @@ def _phrase_py(
     logits into the outputs; returns the data's note (a candidate index). ``held`` and
     ``anchor``: the data pitch and note of the stream's last data note (flat data stays on
     the same note); ``beyond``: the data alone decides (the target)."""
-    n_cand = cand_class.shape[0]
-    classes = logits.shape[1]
-    levels = plan.shape[0]
     dtype = h1.dtype
-    # the stream's state and logits after its search (its own, without one)
-    sh1, sc1, sh2, sc2 = h1, c1, h2, c2
-    s_logits = logits
-    s_row = 0
+    row = np.zeros(1, np.int64)
+    base = np.empty((1, w_hh1.shape[1]), dtype)
     avoid = -1
-    if levels > 0:
-        # two sets of beam buffers: the paths' states, logits (float64), paths and scores
-        bh1 = np.empty((2, beam, h1.shape[1]), dtype)
-        bc1 = np.empty((2, beam, c1.shape[1]), dtype)
-        bh2 = np.empty((2, beam, h2.shape[1]), dtype)
-        bc2 = np.empty((2, beam, c2.shape[1]), dtype)
-        blog = np.empty((2, beam, classes), np.float64)
-        paths = np.empty((2, beam, levels + 1), np.int64)
-        scores = np.zeros((2, beam), np.float64)
-        raw = np.empty((beam, classes), dtype)
-        lp = np.empty((beam, n_cand), np.float64)
-        grown = np.empty((beam, n_cand), np.float64)
-        entry = np.empty(beam, np.int64)
-        note = np.empty(beam, np.int64)
-        best = np.empty(beam, np.float64)
-        where = np.empty(beam, np.int64)
-        parents = np.empty(beam, np.int64)
-        base = np.empty((beam, w_hh1.shape[1]), dtype)
-        x = np.empty(beam, dtype)
-        paths[0, 0, 0] = last
-        k = 1
-        cur = 0
-        for j in range(levels):
-            # the paths' states: the stream's own at the first level, then the last level's
-            if j == 0:
-                ph1, pc1, ph2, pc2, plog = h1, c1, h2, c2, logits
-            else:
-                ph1, pc1, ph2, pc2, plog = bh1[cur], bc1[cur], bh2[cur], bc2[cur], blog[cur]
-            kernels.log_p(plog[:k], cand_class, lp[:k])
-            for e in range(k):
-                for c in range(n_cand):
-                    grown[e, c] = scores[cur, e] + lp[e, c]
-            fallback = min(max(plan[j], 0), n_cand - 1)
-            prev = np.empty(k, np.int64)
-            for e in range(k):
-                prev[e] = paths[cur, e, j]
-            picks = kernels.beam_level(grown[:k], prev, target, levels - j, octave, fallback,
-                                       entry, note, best)
-            # each distinct parent's recurrent product once, in order of first appearance
-            distinct = 0
-            for t in range(picks):
-                found = -1
-                for d in range(distinct):
-                    if parents[d] == entry[t]:
-                        found = d
-                        break
-                if found < 0:
-                    parents[distinct] = entry[t]
-                    found = distinct
-                    distinct += 1
-                where[t] = found
-                x[t] = cand_x[note[t]]
-            kernels.rows_product(ph1, parents[:distinct], w_hh1, base[:distinct])
-            nxt = 1 - cur
-            kernels.cells(base[:distinct], where[:picks], x[:picks], pc1, entry[:picks], ph2,
-                          pc2, v1, w2, v2, head, bh1[nxt, :picks], bc1[nxt, :picks],
-                          bh2[nxt, :picks], bc2[nxt, :picks], raw[:picks])
-            for t in range(picks):
-                for c in range(classes):
-                    blog[nxt, t, c] = raw[t, c]
-                for i in range(j + 1):
-                    paths[nxt, t, i] = paths[cur, entry[t], i]
-                paths[nxt, t, j + 1] = note[t]
-                scores[nxt, t] = best[t]
-            cur, k = nxt, picks
-        kernels.log_p(blog[cur, :k], cand_class, lp[:k])
-        kb = kernels.beam_best(scores[cur, :k], lp[:k], cand_pitch, data_pitch, reach, target)
-        for i in range(levels):
-            leads_out[i] = paths[cur, kb, i + 1]
-        avoid = leads_out[levels - 1]
-        sh1, sc1, sh2, sc2 = bh1[cur], bc1[cur], bh2[cur], bc2[cur]
-        s_logits, s_row = blog[cur], kb
-    # the data's note near the data
-    one_lp = np.empty((1, n_cand), np.float64)
-    kernels.log_p(s_logits[s_row:s_row + 1], cand_class, one_lp)
-    data = np.empty(1, np.float64)
-    data[0] = data_pitch
-    avoid_a = np.empty(1, np.int64)
-    avoid_a[0] = avoid
-    chosen_a = np.empty(1, np.int64)
-    kernels.choose_near(one_lp, cand_pitch, data, avoid_a, window, influence, kernel_scale,
-                        chosen_a)
-    chosen = chosen_a[0]
-    if beyond:
-        chosen = target
-    elif held == data_pitch and anchor not in (-1, avoid):
-        chosen = anchor
+    sh1, sc1, sh2, sc2, s_logits = h1, c1, h2, c2, logits
+    if plan.shape[0] > 0:
+        kernels.rows_product(h1, row, w_hh1, base)
+        sh1, sc1 = np.empty_like(h1), np.empty_like(c1)
+        sh2, sc2 = np.empty_like(h2), np.empty_like(c2)
+        s_logits = np.empty_like(logits)
+        scratch = _scratch(beam, plan.shape[0], h1, c1, h2, c2, logits.shape[1],
+                           cand_class.shape[0], w_hh1.shape[1])
+        avoid = _search(plan, target, octave, data_pitch, reach, last, base, w_hh1, v1, w2,
+                        v2, head, cand_class, cand_pitch, cand_x, h1, c1, h2, c2, logits,
+                        scratch, leads_out, sh1, sc1, sh2, sc2, s_logits)
+    chosen = _data_note(s_logits, target, data_pitch, window, influence, kernel_scale, held,
+                        anchor, beyond, avoid, cand_class, cand_pitch)
     # the step through it
-    row = np.empty(1, np.int64)
-    row[0] = s_row
-    zero = np.zeros(1, np.int64)
-    base1 = np.empty((1, w_hh1.shape[1]), dtype)
-    kernels.rows_product(sh1, row, w_hh1, base1)
-    x1 = np.empty(1, dtype)
-    x1[0] = cand_x[chosen]
-    raw1 = np.empty((1, classes), dtype)
-    kernels.cells(base1, zero, x1, sc1, row, sh2, sc2, v1, w2, v2, head, h1_out, c1_out,
-                  h2_out, c2_out, raw1)
-    for c in range(classes):
-        logits_out[0, c] = raw1[0, c]
+    kernels.rows_product(sh1, row, w_hh1, base)
+    x = np.empty(1, dtype)
+    x[0] = cand_x[chosen]
+    raw = np.empty((1, logits.shape[1]), dtype)
+    kernels.cells(base, row, x, sc1, row, sh2, sc2, v1, w2, v2, head, h1_out, c1_out,
+                  h2_out, c2_out, raw)
+    for c in range(logits.shape[1]):
+        logits_out[0, c] = raw[0, c]
     return chosen
 
 
+def _phrases_py(
+    plans: np.ndarray, starts: np.ndarray, targets: np.ndarray, octave: int,
+    data_pitch: np.ndarray, reach: float, window: float, influence: float,
+    kernel_scale: float, held: np.ndarray, anchor: np.ndarray, beyond: np.ndarray,
+    last: np.ndarray,
+    w_hh1: np.ndarray, v1: np.ndarray, w2: np.ndarray, v2: np.ndarray, head: np.ndarray,
+    cand_class: np.ndarray, cand_pitch: np.ndarray, cand_x: np.ndarray,
+    h1: np.ndarray, c1: np.ndarray, h2: np.ndarray, c2: np.ndarray, logits: np.ndarray,
+    beam: int, leads_out: np.ndarray, h1_out: np.ndarray, c1_out: np.ndarray,
+    h2_out: np.ndarray, c2_out: np.ndarray, logits_out: np.ndarray, chosen_out: np.ndarray,
+) -> None:
+    """:func:`phrase` of each row (stream) of ``h1 .. c2``, ``logits`` and the per-stream
+    arrays, its plan ``plans[starts[i]:starts[i + 1]]`` (its added notes into the same
+    slice of ``leads_out``), its data note into ``chosen_out[i]``: the bits each stream
+    gets from :func:`phrase`, the first layer's products ``CHUNK`` rows at a time."""
+    n = h1.shape[0]
+    dtype = h1.dtype
+    classes = logits.shape[1]
+    width = w_hh1.shape[1]
+    # the first layer's products of the streams' own states (those with notes to add)
+    searching = np.empty(n, np.int64)
+    count = 0
+    for i in range(n):
+        if starts[i + 1] > starts[i]:
+            searching[count] = i
+            count += 1
+    base = np.empty((n, width), dtype)
+    for g in range(0, count, CHUNK):
+        top = min(g + CHUNK, count)
+        kernels.rows_product(h1, searching[g:top], w_hh1, base[g:top])
+    # each stream's search and data note; the state each steps from lands in f_
+    f_h1, f_c1 = np.empty_like(h1), np.empty_like(c1)
+    f_h2, f_c2 = np.empty_like(h2), np.empty_like(c2)
+    f_logits = np.empty_like(logits)
+    x = np.empty(n, dtype)
+    longest = 0
+    for i in range(n):
+        longest = max(longest, starts[i + 1] - starts[i])
+    scratch = _scratch(beam, longest, h1, c1, h2, c2, classes, cand_class.shape[0], width)
+    at = 0
+    for i in range(n):
+        a, b = starts[i], starts[i + 1]
+        avoid = -1
+        if b > a:
+            avoid = _search(plans[a:b], targets[i], octave, data_pitch[i], reach, last[i],
+                            base[at:at + 1], w_hh1, v1, w2, v2, head, cand_class,
+                            cand_pitch, cand_x, h1[i:i + 1], c1[i:i + 1], h2[i:i + 1],
+                            c2[i:i + 1], logits[i:i + 1], scratch, leads_out[a:b],
+                            f_h1[i:i + 1], f_c1[i:i + 1], f_h2[i:i + 1], f_c2[i:i + 1],
+                            f_logits[i:i + 1])
+            at += 1
+        else:
+            f_h1[i, :] = h1[i]
+            f_c1[i, :] = c1[i]
+            f_h2[i, :] = h2[i]
+            f_c2[i, :] = c2[i]
+            f_logits[i, :] = logits[i]
+        chosen = _data_note(f_logits[i:i + 1], targets[i], data_pitch[i], window, influence,
+                            kernel_scale, held[i], anchor[i], beyond[i], avoid, cand_class,
+                            cand_pitch)
+        chosen_out[i] = chosen
+        x[i] = cand_x[chosen]
+    # the step through each data note
+    rows = np.arange(n)
+    for g in range(0, n, CHUNK):
+        top = min(g + CHUNK, n)
+        kernels.rows_product(f_h1, rows[g:top], w_hh1, base[g:top])
+    raw = np.empty((n, classes), dtype)
+    kernels.cells(base, rows, x, f_c1, rows, f_h2, f_c2, v1, w2, v2, head, h1_out, c1_out,
+                  h2_out, c2_out, raw)
+    for i in range(n):
+        for c in range(classes):
+            logits_out[i, c] = raw[i, c]
+
+
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
+    _search, _data_note, _scratch = _search_py, _data_note_py, _scratch_py
     phrase: Any = _phrase_py
+    phrases: Any = _phrases_py
 else:
+    _search = kernels.jit(_search_py, fastmath=False)
+    _scratch = kernels.jit(_scratch_py)
+    _data_note = kernels.jit(_data_note_py, fastmath=False)
     phrase = kernels.jit(_phrase_py, fastmath=False)
+    phrases = kernels.jit(_phrases_py, fastmath=False)

@@ -384,6 +384,31 @@ class NumpyPitchStepper:
             logits, u.beam, leads, *new, out)
         return int(chosen), leads, new, out
 
+    def phrases(self, setup: PhraseSetup, plans: np.ndarray, starts: np.ndarray,
+                state: State, logits: np.ndarray, targets: np.ndarray, data_pitch: np.ndarray,
+                held: np.ndarray, anchor: np.ndarray, beyond: np.ndarray, last: np.ndarray,
+                ) -> tuple[np.ndarray, np.ndarray, State, np.ndarray]:
+        """:meth:`phrase` of several streams in one compiled call (the rows of ``state``,
+        ``logits`` and the per-stream arrays; stream ``i``'s plan is
+        ``plans[starts[i]:starts[i + 1]]``), each with the bits it gets alone. Returns
+        each stream's data note, the added notes (sliced as the plans), and the new
+        batched state and logits."""
+        from streamsonic.model import phrase_kernel  # noqa: PLC0415 - numba, on first use
+
+        n = state[0].shape[0]
+        leads = np.empty(plans.shape[0], np.int64)
+        chosen = np.empty(n, np.int64)
+        new = self._empty_state(n)
+        out = np.empty((n, self.n_classes), np.float64)
+        h1, c1, h2, c2 = state
+        u = setup
+        phrase_kernel.phrases(
+            plans, starts, targets, u.octave, data_pitch, u.reach, u.window, u.influence,
+            u.kernel_scale, held, anchor, beyond, last, self._w_hh1_t, self._v1, self._w2,
+            self._v2, self._head, u.cand_class, u.cand_pitch, u.cand_x, h1, c1, h2, c2,
+            logits, u.beam, leads, *new, out, chosen)
+        return chosen, leads, new, out
+
     def _layers(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray, c1: np.ndarray,
                 c2: np.ndarray) -> State:
         """Both layers' cells from the shared products, with ``x`` as the input (a batch
