@@ -5,7 +5,8 @@ One cue steps through ``Conductor._step_one`` (one note per sample) or, with phr
 ``Conductor._search_one`` (otherwise): a column rendered alone, a stream stepped alone. The
 same notes, pitches, remembered inputs, model states and logits, to the bit, as the general
 (batched) path stepping the same single cue. The stepper's few-row step gives each row the
-bits of its stream stepped alone."""
+bits of its stream stepped alone. Several cues with phrases (CPU, greedy) step through
+``Conductor._step_phrases``: each stream the bits it gets stepped alone."""
 
 from __future__ import annotations
 
