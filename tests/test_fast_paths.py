@@ -11,6 +11,7 @@ bits of its stream stepped alone. Several cues with phrases (CPU, greedy) step t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,10 +29,14 @@ VALUES = [*np.cumsum(np.random.default_rng(7).standard_normal(120)).tolist(),
 
 
 def _play(one_path: bool, overrides: dict[str, Any], given: bool,
+          make: Callable[[], NumpyPitchStepper] | None = None,
           ) -> tuple[Conductor, list[StepResult], int]:
-    """The conductor, each cue's result, and how many compiled phrase steps it took."""
+    """The conductor (its stepper the shipped model's, or ``make()``), each cue's result,
+    and how many compiled phrase steps it took."""
     config = load_config(None, {"model.device": "cpu", "model.passing_notes": 0, **overrides})
     stepper, encoding, _ = load_pitch_model(config.model)
+    if make is not None:
+        stepper = make()
     assert isinstance(stepper, NumpyPitchStepper)
     compiled = 0
     phrase = stepper.phrase
@@ -200,26 +205,20 @@ def test_a_float64_stepper_plays_phrases_alike_on_both_paths(shipped: Any) -> No
     NumPy type): the general path's notes and model states, to the bit."""
     from streamsonic.model.checkpoint import default_weights
 
-    config = load_config(None, {"model.device": "cpu", "model.passing_notes": 5})
-    _, encoding, _ = load_pitch_model(config.model)
     arrays = dict(np.load(default_weights("pitch").with_suffix(".npz")))
-    played = []
-    for one_path in (True, False):
-        stepper = NumpyPitchStepper(arrays, dtype=np.float64)
-        assert stepper.dtype == np.float64
-        conductor = Conductor(config, stepper, encoding)
-        conductor.one_path = one_path
-        notes = []
-        for n, value in enumerate(VALUES):
-            sample = Sample("s", float(n), value)
-            reading = conductor.observe(sample)
-            notes += conductor.play([Cue(sample, 0.25 * n, None, reading=reading,
-                                         span=0.25)]).notes
-        state = conductor.streams["s"].model_state
-        assert all(part.dtype == np.float64 for part in state)
-        played.append((notes, [part.tobytes() for part in state]))
-    assert played[0] == played[1]
-    assert sum(note.source == "model" for note in played[0][0]) > len(VALUES) // 4
+
+    def make() -> NumpyPitchStepper:
+        return NumpyPitchStepper(arrays, dtype=np.float64)
+
+    played = [_play(one_path, {"model.passing_notes": 5}, False, make)
+              for one_path in (True, False)]
+    (fast, fast_results, compiled), (slow, slow_results, _) = played
+    assert compiled == len(VALUES) - 1
+    assert [n for r in fast_results for n in r.notes] == [n for r in slow_results
+                                                           for n in r.notes]
+    states = [c.streams["s"].model_state for c in (fast, slow)]
+    assert all(part.dtype == np.float64 for part in states[0])
+    assert [p.tobytes() for p in states[0]] == [p.tobytes() for p in states[1]]
 
 
 @pytest.mark.parametrize("streams", [2, 17, 40])
