@@ -176,14 +176,20 @@ WARM_UP_VALUES = (1.0, 2.0, 3.0, 2.5, 9.0, 2.0, 40.0, 1.0, -30.0, 2.0)
 
 
 def warm_up(config: Config, stepper: Stepper, encoding: PitchEncoding) -> None:
-    """Play a few samples on a scratch conductor sharing ``stepper``, so that the compiled
-    kernels a stream's first samples call (normalizer, anomaly scorer, phrase search,
-    choice) are loaded before the first real one: the first call of each reads it from
-    numba's cache (about 35 ms in all, measured), which would delay the first note."""
+    """Play a few samples on a scratch conductor sharing ``stepper``, one stream alone and
+    two together, so that the compiled kernels a stream's first samples call (normalizer,
+    anomaly scorer, phrases of one stream and of several, choice) are loaded before the
+    first real one: the first call of each reads it from numba's cache (about 35 ms in all
+    for one stream, measured), or compiles it where nothing is cached yet, which would
+    delay the first note."""
     scratch = Conductor(config, stepper, encoding)
     for i, value in enumerate(WARM_UP_VALUES):
-        sample = Sample("warm-up", float(i), value)
-        scratch.play([Cue(sample, float(i), reading=scratch.observe(sample))])
+        cues = []
+        for name in ("warm-up", "warm-up 2", "warm-up 3"):
+            sample = Sample(name, float(i), value)
+            cues.append(Cue(sample, float(i), reading=scratch.observe(sample)))
+        scratch.play(cues[:1])
+        scratch.play(cues[1:])
 
 
 class Conductor:

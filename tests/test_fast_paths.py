@@ -270,3 +270,27 @@ def test_several_streams_phrases_play_what_each_plays_alone(shipped: Any, stream
     assert sum(batches) == sum(n > i % 5 for n in range(len(walks)) for i in range(streams))
     assert sum(n.source == "model" for n in notes) > len(walks) * streams // 4
     assert any(n.accent for n in notes)
+
+
+def test_warm_up_loads_the_phrase_kernels_of_one_stream_and_of_several(shipped: Any) -> None:
+    """The daemon's warm-up (before READY) plays one stream alone and two together, so
+    both compiled phrase kernels are loaded (or compiled) before the first real sample, in
+    a fresh process: not at the first batch of several streams."""
+    import subprocess
+    import sys
+
+    code = """
+from streamsonic.conductor import warm_up
+from streamsonic.config import load_config
+from streamsonic.model import phrase_kernel
+from streamsonic.model.loader import load_pitch_model
+config = load_config(None, {"model.device": "cpu"})
+stepper, encoding, _ = load_pitch_model(config.model)
+before = [bool(k.signatures) for k in (phrase_kernel.phrase, phrase_kernel.phrases)]
+warm_up(config, stepper, encoding)
+after = [bool(k.signatures) for k in (phrase_kernel.phrase, phrase_kernel.phrases)]
+print(before, after)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert done.stdout.split("\n")[-2] == "[False, False] [True, True]", done.stdout
