@@ -294,3 +294,54 @@ print(before, after)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, check=True)
     assert done.stdout.split("\n")[-2] == "[False, False] [True, True]", done.stdout
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_settings_play_alike_on_all_paths(shipped: Any, seed: int) -> None:
+    """Random scales, keys, ranges, added-note limits, influences, rates and spans, on
+    random walks, noise, flat and spiky data, one or three streams: the fast paths (one
+    stream's and several streams' compiled phrases, one note per sample) play what the
+    general path plays cue by cue, note for note."""
+    import random
+
+    from streamsonic.music import SCALES
+
+    rnd = random.Random(seed)
+    low = rnd.randint(30, 80)
+    config = load_config(None, {
+        "model.device": "cpu", "music.scale": rnd.choice(sorted(SCALES)),
+        "music.key": rnd.choice(["C", "D", "F#", "Bb"]), "music.low": low,
+        "music.high": min(low + rnd.choice([12, 24, 40]), 120),
+        "model.passing_notes": 0 if seed == 7 else rnd.choice([1, 2, 5, 8]),
+        "model.influence": rnd.choice([0.0, 0.3, 0.8, 0.95]),
+        "clock.max_rate": rnd.choice([2.0, 16.0, 40.0])})
+    streams = 3 if seed % 2 else 1
+    rng = np.random.default_rng(seed)
+    values = {
+        "walk": np.cumsum(rng.standard_normal((60, streams)), axis=0),
+        "noise": rng.standard_normal((60, streams)),
+        "flat": np.round(rng.standard_normal((60, streams)) * 0.2),
+        "spiky": rng.standard_normal((60, streams)) * np.where(
+            rng.random((60, streams)) < 0.05, 50.0, 1.0),
+    }[rnd.choice(["walk", "noise", "flat", "spiky"])]
+    spans = [[rnd.choice([None, 0.05, 0.3]) for _ in range(streams)] for _ in values]
+    played = []
+    for fast in (True, False):
+        stepper, encoding, _ = load_pitch_model(config.model)
+        conductor = Conductor(config, stepper, encoding)
+        conductor.one_path = fast
+        notes = []
+        for n, row in enumerate(values):
+            cues = []
+            for i, value in enumerate(row):
+                sample = Sample(f"s{i}", float(n), float(value))
+                cues.append(Cue(sample, 0.1 * n, None, reading=conductor.observe(sample),
+                                span=spans[n][i]))
+            if fast:
+                notes += conductor.play(cues).notes
+            else:
+                for cue in cues:
+                    notes += conductor.play([cue]).notes
+        played.append(notes)
+    assert played[0] == played[1]
+    assert len([n for n in played[0] if n.source == "data"]) == len(values) * streams
