@@ -257,7 +257,8 @@ class Conductor:
         )
         self.note_seconds = music.note_length * seconds_per_beat(music.tempo)
         self._octave = len(SCALES[music.scale])  # candidates per octave (phrases' leaps)
-        # One stream's phrase in one compiled call (the CPU stepper, greedy choice).
+        # Phrases in compiled calls (the CPU stepper, greedy choice): what they need that
+        # stays the same from note to note.
         chooser, stepper = self.chooser, self.stepper
         self._phrase_setup = (
             PhraseSetup(self._octave, max(chooser.window, 1.0), chooser.window,
