@@ -8,8 +8,9 @@ Conductor._end`, :meth:`~streamsonic.model.choice.Chooser.choose_near` and
 
 The same compiled pieces in the same order on the same numbers
 (:mod:`streamsonic.model.kernels`: ``rows_product``, ``cells``, ``log_p``, ``beam_level``,
-``beam_best``, ``choose_near``), without the Python between them: a random walk's phrase
-costs a few dozen NumPy calls and allocations in Python, about as much as its arithmetic.
+``beam_best``, ``choose_near``), without the Python between them (the general path's
+few dozen NumPy calls and allocations per phrase of a random walk cost about as much as
+its arithmetic).
 Every product and cell is computed row by row (a row's bits do not depend on the rows
 beside it), so a stream played among several gets the bits it gets alone, while
 :func:`phrases` reads the first layer's weights once for up to ``CHUNK`` streams.
