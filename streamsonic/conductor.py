@@ -559,8 +559,6 @@ class Conductor:
             results = [alone[i] if i in alone else stepped[i] for i in range(len(cues))]
         else:
             results = self._step_phrases_ready(cues, states)
-        if len(results) == 1:
-            return results[0]
         return StepResult(np.concatenate([r.pitches for r in results]),
                           np.concatenate([r.inputs for r in results]), None,
                           [note for r in results for note in r.notes])
@@ -582,9 +580,7 @@ class Conductor:
         data_pitch, _ = chooser.encode(normalized)
         pitch_list = data_pitch.tolist()
         targets = [self._nearest(p) for p in pitch_list]
-        limit = self.config.model.passing_notes
-        plans = [[] if r.accent or st.last < 0 else
-                 lead_in(st.last, t, min(limit, int((c.span or self._span()) / MIN_NOTE) - 1))
+        plans = [self._plan(st, r, t, c.span or self._span())
                  for c, r, st, t in zip(cues, readings, states, targets, strict=True)]
         starts = np.zeros(len(cues) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in plans], out=starts[1:])
@@ -702,14 +698,9 @@ class Conductor:
         stream's model state and logits have stepped through both.
         """
         chooser = self.chooser
-        limit = self.config.model.passing_notes
         target = chooser.nearest(data_pitch)
-        plans = [
-            lead_in(st.last, int(q), min(limit, int(span / MIN_NOTE) - 1))
-            if not r.accent and st.last >= 0 and st.next_logits is not None
-            else []
-            for st, r, q, span in zip(states, readings, target, spans, strict=True)
-        ]
+        plans = [self._plan(st, r, int(q), span)
+                 for st, r, q, span in zip(states, readings, target, spans, strict=True)]
         if len(states) == 1 and self.one_path:  # (a column alone, a stream stepped alone)
             leads = [self._search_one(states[0], plans[0], int(target[0]),
                                       float(data_pitch[0])) if plans[0] else []]
@@ -735,6 +726,16 @@ class Conductor:
             st.last = int(c)
         return chosen, leads
 
+    def _plan(self, st: StreamState, reading: Reading, target: int,
+              span: float) -> list[Waypoint]:
+        """The notes the model adds before the data's note (:func:`~streamsonic.music.
+        lead_in`): none before a stream's first note or an accent, at most
+        ``model.passing_notes`` and what ``span`` holds at MIN_NOTE each."""
+        if reading.accent or st.last < 0 or st.next_logits is None:
+            return []
+        limit = min(self.config.model.passing_notes, int(span / MIN_NOTE) - 1)
+        return lead_in(st.last, target, limit)
+
     def _phrase_one(self, st: StreamState, reading: Reading, data_pitch: float, target: int,
                     span: float) -> tuple[int, list[int]]:
         """:meth:`_phrase` of one stream that has played before, on the CPU stepper with
@@ -743,9 +744,7 @@ class Conductor:
         path). Returns the data's note (a candidate index) and the added ones."""
         stepper, setup = self.stepper, self._phrase_setup
         assert isinstance(stepper, NumpyPitchStepper) and setup is not None
-        limit = self.config.model.passing_notes
-        plan = ([] if reading.accent or st.last < 0
-                else lead_in(st.last, target, min(limit, int(span / MIN_NOTE) - 1)))
+        plan = self._plan(st, reading, target, span)
         chosen, leads, st.model_state, st.next_logits = stepper.phrase(
             setup, np.array([w.index for w in plan], dtype=np.int64), st.model_state,
             self._logits(st), target, data_pitch, st.held, st.anchor,

@@ -145,6 +145,9 @@ def test_figures_lead_to_the_data_and_keep_its_notes() -> None:
     assert [n.accent for n in data] == [n.accent for n in quantized]
     assert data[200].accent and data[200].pitch > 89
     assert not any(n.accent for n in notes if n.source == "model")
+    # an accent jumps in at once: the model adds nothing before it
+    accented = [k for k, n in enumerate(notes) if n.accent]
+    assert accented and all(notes[k - 1].source == "data" for k in accented if k)
     # model notes are softer than every data note, and the figure is in time order
     soft = max(n.velocity for n in notes if n.source == "model")
     assert soft < min(n.velocity for n in data)

@@ -172,34 +172,22 @@ def _phrase_py(
     float64). Writes the added notes into ``leads_out[:len(plan)]``, the new state and
     logits into the outputs; returns the data's note (a candidate index). ``held`` and
     ``anchor``: the data pitch and note of the stream's last data note (flat data stays on
-    the same note); ``beyond``: the data alone decides (the target)."""
-    dtype = h1.dtype
-    row = np.zeros(1, np.int64)
-    base = np.empty((1, w_hh1.shape[1]), dtype)
-    avoid = -1
-    sh1, sc1, sh2, sc2, s_logits = h1, c1, h2, c2, logits
-    if plan.shape[0] > 0:
-        kernels.rows_product(h1, row, w_hh1, base)
-        sh1, sc1 = np.empty_like(h1), np.empty_like(c1)
-        sh2, sc2 = np.empty_like(h2), np.empty_like(c2)
-        s_logits = np.empty_like(logits)
-        scratch = _scratch(beam, plan.shape[0], h1, c1, h2, c2, logits.shape[1],
-                           cand_class.shape[0], w_hh1.shape[1])
-        avoid = _search(plan, target, octave, data_pitch, reach, last, base, w_hh1, v1, w2,
-                        v2, head, cand_class, cand_pitch, cand_x, h1, c1, h2, c2, logits,
-                        scratch, leads_out, sh1, sc1, sh2, sc2, s_logits)
-    chosen = _data_note(s_logits, target, data_pitch, window, influence, kernel_scale, held,
-                        anchor, beyond, avoid, cand_class, cand_pitch)
-    # the step through it
-    kernels.rows_product(sh1, row, w_hh1, base)
-    x = np.empty(1, dtype)
-    x[0] = cand_x[chosen]
-    raw = np.empty((1, logits.shape[1]), dtype)
-    kernels.cells(base, row, x, sc1, row, sh2, sc2, v1, w2, v2, head, h1_out, c1_out,
-                  h2_out, c2_out, raw)
-    for c in range(logits.shape[1]):
-        logits_out[0, c] = raw[0, c]
-    return chosen
+    the same note); ``beyond``: the data alone decides (the target). :func:`phrases` of
+    one stream, its scalars as arrays of one."""
+    starts = np.zeros(2, np.int64)
+    starts[1] = plan.shape[0]
+    ints = np.empty(3, np.int64)  # target, anchor, last
+    ints[0], ints[1], ints[2] = target, anchor, last
+    floats = np.empty(2, np.float64)  # data pitch, held
+    floats[0], floats[1] = data_pitch, held
+    beyond_a = np.empty(1, np.bool_)
+    beyond_a[0] = beyond
+    chosen = np.empty(1, np.int64)
+    phrases(plan, starts, ints[0:1], octave, floats[0:1], reach, window, influence,
+            kernel_scale, floats[1:2], ints[1:2], beyond_a, ints[2:3], w_hh1, v1, w2, v2,
+            head, cand_class, cand_pitch, cand_x, h1, c1, h2, c2, logits, beam, leads_out,
+            h1_out, c1_out, h2_out, c2_out, logits_out, chosen)
+    return chosen[0]
 
 
 def _phrases_py(
@@ -279,11 +267,11 @@ def _phrases_py(
 
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _search, _data_note, _scratch = _search_py, _data_note_py, _scratch_py
-    phrase: Any = _phrase_py
     phrases: Any = _phrases_py
+    phrase: Any = _phrase_py
 else:
     _search = kernels.jit(_search_py, fastmath=False)
     _scratch = kernels.jit(_scratch_py)
     _data_note = kernels.jit(_data_note_py, fastmath=False)
-    phrase = kernels.jit(_phrase_py, fastmath=False)
     phrases = kernels.jit(_phrases_py, fastmath=False)
+    phrase = kernels.jit(_phrase_py, fastmath=False)
