@@ -268,6 +268,8 @@ class Conductor:
             else None)
         # the candidates' pitches, for the nearest one to a pitch (bisect)
         self._cand_list = chooser.cand_pitch.tolist()
+        self._phrasing = (config.model.passing_notes > 0 and chooser.influence < 1.0
+                          and not is_temporal(self.stepper))
         if is_temporal(self.stepper):  # how the temporal model's gaps are drawn
             self.stepper.temperature = config.model.rhythm_temperature
 
@@ -523,15 +525,16 @@ class Conductor:
         if phrases:
             pitch = float(data_pitch[0])
             chosen, leads = self._phrase_one(st, reading, pitch, self._nearest(pitch), span)
-            index = np.array([chosen], dtype=np.int64)
-            inputs = chooser.candidate_input(index)
+            # (slices copied: cheaper than indexing with an array of one)
+            pitches = chooser.candidates[chosen:chosen + 1].copy()
+            inputs = chooser.cand_inputs[chosen:chosen + 1].copy()
         else:
             stepper = self._pitch_stepper()
             logits, pending = stepper.propose(data_input, st.model_state)
             index = np.array([chooser.choose_one(logits, data_pitch, st.rng)], dtype=np.int64)
             inputs = chooser.candidate_input(index)
             st.model_state = stepper.commit(pending, inputs)
-        pitches = chooser.candidates[index]
+            pitches = chooser.candidates[index]
         if reading.beyond is not None:  # the data alone decides (see _step_batch)
             pitches[0] = self.beyond[np.abs(self.beyond - reading.beyond).argmin()]
         st.notes += 1
@@ -659,9 +662,8 @@ class Conductor:
 
     def _phrases(self) -> bool:
         """Whether a cue plays a phrase (the pitch model, room for added notes, influence
-        below 1) rather than one note."""
-        return (self.config.model.passing_notes > 0 and self.chooser.influence < 1.0
-                and not is_temporal(self.stepper))
+        below 1) rather than one note (decided by :meth:`configure`)."""
+        return self._phrasing
 
     def _nearest(self, pitch: float) -> int:
         """:meth:`Chooser.nearest` of one pitch (the first of two equally near), by bisection

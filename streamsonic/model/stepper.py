@@ -217,13 +217,14 @@ class NumpyPitchStepper:
     (:mod:`streamsonic.model.kernels`)."""
 
     def __init__(self, network: PitchLSTM | Weights, dtype: Any = None) -> None:
-        from streamsonic.model import kernels  # noqa: PLC0415 - numba import, CPU only
+        from streamsonic.model import kernels, phrase_kernel  # noqa: PLC0415 - numba, CPU only
 
         sd = _arrays(network)
         w_ih1 = sd["lstm1.weight_ih_l0"]
         if w_ih1.ndim != 2 or w_ih1.shape[1] != 1:
             raise ValueError("the pitch stepper needs a network with a scalar input")
         self._k = kernels
+        self._pk = phrase_kernel
         self.device = "cpu"
         self.dtype = np.float64 if _float64(dtype) else np.float32
         f = self.dtype
@@ -370,14 +371,12 @@ class NumpyPitchStepper:
         note (NaN, -1: none), ``beyond`` whether the data alone decides (beyond the
         ordinary range), ``last`` the candidate played last. Returns the data's note (a
         candidate index), the added notes, and the stream's new state and logits."""
-        from streamsonic.model import phrase_kernel  # noqa: PLC0415 - numba, on first use
-
         leads = np.empty(plan.shape[0], np.int64)
         new = self._empty_state(1)
         out = np.empty((1, self.n_classes), np.float64)
         h1, c1, h2, c2 = state
         u = setup
-        chosen = phrase_kernel.phrase(
+        chosen = self._pk.phrase(
             plan, target, u.octave, data_pitch, u.reach, u.window, u.influence,
             u.kernel_scale, held, anchor, beyond, last, self._w_hh1_t, self._v1, self._w2,
             self._v2, self._head, u.cand_class, u.cand_pitch, u.cand_x, h1, c1, h2, c2,
@@ -393,8 +392,6 @@ class NumpyPitchStepper:
         ``plans[starts[i]:starts[i + 1]]``), each with the bits it gets alone. Returns
         each stream's data note, the added notes (sliced as the plans), and the new
         batched state and logits."""
-        from streamsonic.model import phrase_kernel  # noqa: PLC0415 - numba, on first use
-
         n = state[0].shape[0]
         leads = np.empty(plans.shape[0], np.int64)
         chosen = np.empty(n, np.int64)
@@ -402,7 +399,7 @@ class NumpyPitchStepper:
         out = np.empty((n, self.n_classes), np.float64)
         h1, c1, h2, c2 = state
         u = setup
-        phrase_kernel.phrases(
+        self._pk.phrases(
             plans, starts, targets, u.octave, data_pitch, u.reach, u.window, u.influence,
             u.kernel_scale, held, anchor, beyond, last, self._w_hh1_t, self._v1, self._w2,
             self._v2, self._head, u.cand_class, u.cand_pitch, u.cand_x, h1, c1, h2, c2,
