@@ -5,10 +5,11 @@ and at an earlier commit in the same run.
 
 ``bench/listen.py`` runs the live CLI on one seed per series; this runs the conductor's
 ``observe`` (what gives every note its ``anomaly`` and ``accent``, the code the daemon runs)
-on more seeds, fast enough to judge a change to the score. Series: ``bench/listen.py``'s 26
-(the research's four, matplotlib's four, eight synthetic kinds, ten public-domain series
+on more seeds, fast enough to judge a change to the score. Series: ``bench/listen.py``'s 32
+(the research's four, matplotlib's four, eight synthetic kinds, sixteen public-domain series
 shipped in ``bench/data/public``: sunspots, weekly CO2, El Nino, the Nile, six US quarterly
-macro series). Anomalies are injected as ``bench/listen.py`` does (a
+macro series, four monthly US employment series, daily Seattle temperature and rain).
+Anomalies are injected as ``bench/listen.py`` does (a
 spike of 8 typical steps, a 3-sample dropout, a shift of 8 steps, a 15-sample burst of
 noise of 5 steps; 8 per kind and series, positions drawn per seed); recall: the share with an
 accent on one of their first 3 samples. False accents: accented samples of the clean series.

@@ -4,8 +4,10 @@ Runs the live path exactly as a user would (``streamsonic --output events`` on s
 subprocess per series, every variant of a series as its own stream of JSON lines so that
 all are played in one run) and prints one table, per series. Series: the research's four
 (``../shared/data/seed-test-series``), four real series that matplotlib ships, eight
-seeded synthetic kinds and ten public-domain real series shipped in ``bench/data/public``
-(see its README.md). Per series:
+seeded synthetic kinds and sixteen public-domain real series shipped in
+``bench/data/public`` (see its README.md; the last six, monthly US employment and daily
+Seattle weather, were added after everything else was tuned, as series nobody tuned for).
+Per series:
 
 * ``rho``: median Spearman(value, pitch) over sliding 30-sample windows of the clean series
   (a window where the values vary and the pitch does not counts as 0);
@@ -97,6 +99,14 @@ def public_series() -> dict[str, np.ndarray]:
     macro = rows("macrodata")
     for column in ("realgdp", "realcons", "realinv", "cpi", "unemp", "tbilrate"):
         out[f"pub:{column}"] = np.array([number(r[column]) for r in macro])
+    # Added after the rest was tuned, as series nobody tuned for: monthly US employment
+    # 2006-2015 (slow trends that turn: the Great Recession), daily Seattle weather.
+    jobs = rows("us-employment")
+    for column in ("nonfarm", "manufacturing", "leisure_and_hospitality", "government"):
+        out[f"pub:jobs {column}"] = np.array([number(r[column]) for r in jobs])
+    weather = rows("seattle-weather")
+    for column in ("temp_max", "precipitation"):
+        out[f"pub:seattle {column}"] = np.array([number(r[column]) for r in weather])
     return out
 
 
