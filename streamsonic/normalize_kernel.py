@@ -45,6 +45,13 @@ TREND_PERIOD = 100
 #: A trend that crossed its reference faster than TREND_PERIOD gets the next one sized for
 #: the pace it kept, up to this many times its recent rate.
 MAX_PACE = 8.0
+#: A series that starts on a trend: from its 8th sample, a window whose values moved by at
+#: least WARM_TREND_NET of their range between its first and last 4 samples, and in order
+#: (Kendall's tau of at least WARM_TREND_TAU), gets a reference sized like a trend's
+#: (TREND_PERIOD samples to cross it at the rate it came in with, stretched from where it
+#: started) and the warm-up ends there: its samples then climb (or fall) through it instead
+#: of all playing at the top (or bottom) of a reference rebuilt around each of them.
+WARM_TREND_NET, WARM_TREND_TAU = 0.3, 0.5
 #: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
 #: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
 #: edge it left by, instead of moving.
@@ -67,7 +74,8 @@ _SHIFT, _SUM, _SUMSQ, _SINCE_REFRESH = 15, 16, 17, 18
 _HAS_KNOTS, _RUN, _SINCE_SNAP, _LAST_EXIT, _CROSSING = 19, 20, 21, 22, 23
 _PACE, _LOW, _HIGH, _LAND = 24, 25, 26, 27
 _OUTH, _OUTN, _RECH, _RECN = 28, 29, 30, 31  # the rings of exits and places: slot, count
-_HEADER = 32
+_WARMED = 32  # the warm-up ended early: the series started on a trend (_warm_trend)
+_HEADER = 33
 _KNOTS = _HEADER
 _OUTSIDE = _KNOTS + REF_KNOTS
 _RECENT = _OUTSIDE + RECENT
@@ -324,6 +332,44 @@ def _stretch_for_trend_py(s: np.ndarray, level: float, direction: int) -> None:
         s[_KNOTS + k] = level + factor * (s[_KNOTS + k] - level)
 
 
+def _warm_trend_py(s: np.ndarray) -> None:
+    """During the warm-up: for a series that starts on a trend, widen the window's
+    reference and end the warm-up (``_warm_trend`` in tests/normalize_reference.py; see
+    WARM_TREND_NET)."""
+    n = int(s[_N])
+    if n < 8 or s[_HAS_KNOTS] == 0.0:
+        return
+    c = int(s[_WINDOW]) + 1
+    values = _RINGS + c
+    head = int(s[_HEAD])
+    concordant = 0  # Kendall's S: pairs in order minus pairs out of order
+    for i in range(n - 1):
+        a = s[values + (head + i) % c]
+        for j in range(i + 1, n):
+            b = s[values + (head + j) % c]
+            if b > a:
+                concordant += 1
+            elif b < a:
+                concordant -= 1
+    if abs(concordant) < WARM_TREND_TAU * (n * (n - 1) // 2):
+        return
+    # the rate as _stretch_for_trend takes it: the (upper) median of the newest 4 values
+    # against that of the first 4
+    newest = _sorted4_third(s, values, c, head + n - 4)
+    oldest = _sorted4_third(s, values, c, head)
+    net = abs(newest - oldest)
+    span = s[_KNOTS + REF_KNOTS - 1] - s[_KNOTS]
+    if net < WARM_TREND_NET * span:
+        return
+    width = net / (n - 4) * TREND_PERIOD
+    if width <= span:
+        return
+    factor = width / span
+    for k in range(REF_KNOTS):
+        s[_KNOTS + k] = oldest + factor * (s[_KNOTS + k] - oldest)
+    s[_WARMED] = 1.0
+
+
 def _zoom_py(s: np.ndarray, value: float) -> None:
     """Zoom the reference in to the last ``2 * RECENT`` values (``_zoom`` in
     tests/normalize_reference.py)."""
@@ -353,8 +399,9 @@ def _zoom_py(s: np.ndarray, value: float) -> None:
 def _auto_range_py(s: np.ndarray, value: float) -> None:
     """Keep, move or rebuild the reference after ``value`` joined the window (``_auto_range``
     in tests/normalize_reference.py)."""
-    if s[_HAS_KNOTS] == 0.0 or int(s[_N]) <= WARMUP:
+    if s[_HAS_KNOTS] == 0.0 or (int(s[_N]) <= WARMUP and s[_WARMED] == 0.0):
         _snap(s, value, False, 0.5, 0, False)
+        _warm_trend(s)
         return
     above = value > s[_KNOTS + REF_KNOTS - 1]
     below = value < s[_KNOTS]
@@ -578,6 +625,7 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _set_reference, _ring_append, _snap, _stretch_for_trend, _zoom, _auto_range = (
         _set_reference_py, _ring_append_py, _snap_py, _stretch_for_trend_py, _zoom_py,
         _auto_range_py)
+    _warm_trend = _warm_trend_py
     _zscore, _percentile, _normalize = _zscore_py, _percentile_py, _normalize_py
     push: Any = _push_py
     position: Any = _position_py
@@ -602,6 +650,7 @@ else:
     _sorted4_third = jit(_sorted4_third_py, fastmath=False)
     _snap = jit(_snap_py, fastmath=False)
     _stretch_for_trend = jit(_stretch_for_trend_py, fastmath=False)
+    _warm_trend = jit(_warm_trend_py, fastmath=False)
     _zoom = jit(_zoom_py, fastmath=False)
     _auto_range = jit(_auto_range_py, fastmath=False)
     _zscore = jit(_zscore_py, fastmath=False)

@@ -33,6 +33,10 @@ TREND_PERIOD = 100
 #: A trend that crossed its reference faster than TREND_PERIOD (it accelerates) gets the
 #: next one sized for the pace it kept, up to this many times its recent rate.
 MAX_PACE = 8.0
+#: A series that starts on a trend (its first and last 4 values apart by WARM_TREND_NET
+#: of the window's range, Kendall's tau at least WARM_TREND_TAU) gets a reference sized
+#: like a trend's from its 8th sample on, and its warm-up ends there.
+WARM_TREND_NET, WARM_TREND_TAU = 0.3, 0.5
 #: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
 #: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
 #: edge it left by (a swing wider than before), instead of moving.
@@ -88,6 +92,7 @@ class RollingNormalizer:
         self._outside: deque[bool] = deque(maxlen=RECENT)
         self._last_exit = 0  # direction of the last exit that moved the reference
         self._crossing = False  # the reference was sized for a trend to cross it
+        self._warmed = False  # the warm-up ended early: the series started on a trend
         self._pace = 1.0  # how much faster than its recent rate the trend crossed it
         self._low, self._high = math.inf, -math.inf  # the lowest/highest place since then
         self._land = 0.5  # where the last move put the level (from the edge it left by)
@@ -231,8 +236,9 @@ class RollingNormalizer:
         """Keep, move or rebuild the reference after ``value`` joined the window."""
         knots = self._knots
         n = len(self._sorted)
-        if not knots or n <= WARMUP:
+        if not knots or (n <= WARMUP and not self._warmed):
             self._snap(value, centered=False)
+            self._warm_trend()
             return
         above, below = value > knots[-1], value < knots[0]
         self._run = (max(self._run, 0) + 1 if above else min(self._run, 0) - 1 if below
@@ -276,6 +282,33 @@ class RollingNormalizer:
         elif max(recent) - min(recent) < ZOOM:
             self._zoom(value)  # the recent values sit in a sliver of the range: zoom in
             self._crossing = False
+
+    def _warm_trend(self) -> None:
+        """During the warm-up, a series that starts on a trend (its first and last 4
+        values apart by WARM_TREND_NET of the window's range or more, in order: Kendall's
+        tau of WARM_TREND_TAU or more): widen the reference so that the trend, at the rate
+        it came in with, crosses it in TREND_PERIOD samples, stretched from where it
+        started, and end the warm-up."""
+        items, knots = self._items, self._knots
+        if len(items) < 8 or not knots:
+            return
+        values = [v for _, _, v in items]
+        pairs = [(a, b) for i, a in enumerate(values) for b in values[i + 1:]]
+        kendall = sum(b > a for a, b in pairs) - sum(b < a for a, b in pairs)
+        if abs(kendall) < WARM_TREND_TAU * len(pairs):
+            return
+        newest = sorted(v for _, _, v in itertools.islice(items, len(items) - 4, None))[2]
+        oldest = sorted(v for _, _, v in itertools.islice(items, 0, 4))[2]
+        net = abs(newest - oldest)
+        span = knots[-1] - knots[0]
+        if net < WARM_TREND_NET * span:
+            return
+        width = net / (len(items) - 4) * TREND_PERIOD
+        if width <= span:
+            return
+        factor = width / span
+        self._knots = [oldest + factor * (k - oldest) for k in knots]
+        self._warmed = True
 
     def _stretch_for_trend(self, level: float, land: float, direction: int) -> None:
         """Size the reference so that the trend, at its recent rate, takes about

@@ -183,3 +183,32 @@ def test_auto_range_widens_for_a_season_on_a_slow_trend(trend: float) -> None:
     x = (300 + trend * t + 3 * np.sin(2 * np.pi * t / 52)
          + np.random.default_rng(1).normal(0, 0.3, 600))
     assert _local_rho(x, _positions(x)) >= 0.9
+
+
+@pytest.mark.parametrize("step", [1.0, -3.0])
+def test_auto_range_lets_a_series_that_starts_on_a_trend_climb_through_its_warm_up(
+        step: float) -> None:
+    """A stream that starts on a steady trend (monthly employment coming out of a
+    recession): its warm-up samples move through the reference the way the values move,
+    rather than each playing at the edge of a reference rebuilt around it (which gave the
+    first 16 samples one pitch, then a jump), and the trend then crosses the reference
+    in about TREND_PERIOD samples with nothing moved."""
+    x = 100.0 + step * np.arange(60.0) + np.random.default_rng(2).normal(0, 0.05, 60)
+    placed = _positions(x)
+    toward = placed if step > 0 else 1.0 - placed  # the way the values go
+    assert np.all(np.diff(toward[7:]) > 0.0)  # from the 8th sample, with every sample
+    assert 0.0 < toward[7] < 0.5  # well inside the range, with room to go on
+    assert toward[59] < 1.0  # 60 samples in: still inside, no exit, no jump
+    assert _local_rho(x, placed) >= 0.9
+
+
+def test_auto_range_keeps_the_window_reference_for_a_start_without_a_trend() -> None:
+    """A start that swings without going anywhere (its first and last values close
+    together) keeps the window's own reference in the warm-up: its extremes stay at the
+    quantiles (2% and 98%) as its edges."""
+    x = np.tile([0.0, 10.0, 5.0, 2.0, 8.0, 1.0, 9.0, 4.0], 2)
+    norm = RollingNormalizer(mode="auto")
+    norm.push(0.0, float(x[0]))
+    for i, v in enumerate(x[1:], start=1):
+        norm.push(float(i), float(v))
+        assert norm.edges() == pytest.approx(tuple(np.quantile(x[:i + 1], [0.02, 0.98])))
