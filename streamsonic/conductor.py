@@ -192,6 +192,35 @@ def warm_up(config: Config, stepper: Stepper, encoding: PitchEncoding) -> None:
         scratch.play(cues[1:])
 
 
+#: The spread of a stream's values that :func:`_widths_out` measures excess in: between
+#: these quantiles of its window (a spike in it moves them little).
+SPREAD_Q = (0.02, 0.98)
+
+
+def _widths_out(norm: RollingNormalizer, position: float,
+                unit: Callable[[float], float] | None) -> float:
+    """A place beyond the auto-ranging reference (``position`` outside 0..1, its excess in
+    the reference's widths), its excess counted in widths of what the stream's values
+    spread over instead (``SPREAD_Q`` of the window) where those are narrower: a reference
+    sized for a trend to cross, or widened for a swing, is wider than the values, and a
+    spike of 10 times their range must sound far beyond one of 1.1 times (not 2 semitones
+    above it). ``unit``: the map from the normalizer's values to the position's units
+    (``math.exp`` for the raw excess of a stream on logs)."""
+    edges = norm.edges()
+    if edges is None or len(norm) < 2:
+        return position
+    lo, hi = (norm.percentile(q) for q in SPREAD_Q)
+    e_lo, e_hi = edges
+    if unit is not None:
+        lo, hi, e_lo, e_hi = unit(lo), unit(hi), unit(e_lo), unit(e_hi)
+    spread, width = hi - lo, e_hi - e_lo
+    if not 0.0 < spread < width:
+        return position
+    if position > 1.0:
+        return 1.0 + (position - 1.0) * (width / spread)
+    return position * (width / spread)
+
+
 class Conductor:
     """Turns cues into notes for many streams, batching the LSTM steps."""
 
@@ -400,19 +429,26 @@ class Conductor:
 
     @staticmethod
     def _position(st: StreamState, value: float) -> float:
-        """``value``'s place in the stream's ordinary range (beyond 0..1: how far out)."""
+        """``value``'s place in the stream's ordinary range (beyond 0..1: how far out, in
+        widths of what the stream's values spread over: see :func:`_widths_out`)."""
+        norm = st.normalizer
         if not st.log:
-            return st.normalizer.position(value)
+            position = norm.position(value)
+            if 0.0 <= position <= 1.0 or math.isnan(position):
+                return position
+            return _widths_out(norm, position, None)
         if value <= 0.0:
             return -math.inf
-        position = st.normalizer.position(math.log(value))
-        edges = st.normalizer.edges()
+        position = norm.position(math.log(value))
+        if 0.0 <= position <= 1.0 or math.isnan(position):
+            return position
+        edges = norm.edges()
         if position > 1.0 and edges is not None:
             # Above the range, how far out counts in widths of the range's own values:
             # 10x a stream's maximum plays far above 1.1x it, on a log scale too.
             lo, hi = math.exp(edges[0]), math.exp(edges[1])
-            position = 1.0 + (value - hi) / (hi - lo)
-        return position
+            return _widths_out(norm, 1.0 + (value - hi) / (hi - lo), math.exp)
+        return _widths_out(norm, position, None)
 
     def _reading(self, position: float, anomaly: float, direction: int,
                  accent: bool) -> Reading:

@@ -50,8 +50,10 @@ MAX_PACE = 8.0
 #: (Kendall's tau of at least WARM_TREND_TAU), gets a reference sized like a trend's
 #: (TREND_PERIOD samples to cross it at the rate it came in with, stretched from where it
 #: started) and the warm-up ends there: its samples then climb (or fall) through it instead
-#: of all playing at the top (or bottom) of a reference rebuilt around each of them.
-WARM_TREND_NET, WARM_TREND_TAU = 0.3, 0.5
+#: of all playing at the top (or bottom) of a reference rebuilt around each of them. If the
+#: window's values stop going one way (tau below WARM_TURN_TAU) within RECENT samples (the
+#: first rise of a season), the window's own reference takes over once.
+WARM_TREND_NET, WARM_TREND_TAU, WARM_TURN_TAU = 0.3, 0.6, 0.3
 #: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
 #: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
 #: edge it left by, instead of moving.
@@ -74,7 +76,8 @@ _SHIFT, _SUM, _SUMSQ, _SINCE_REFRESH = 15, 16, 17, 18
 _HAS_KNOTS, _RUN, _SINCE_SNAP, _LAST_EXIT, _CROSSING = 19, 20, 21, 22, 23
 _PACE, _LOW, _HIGH, _LAND = 24, 25, 26, 27
 _OUTH, _OUTN, _RECH, _RECN = 28, 29, 30, 31  # the rings of exits and places: slot, count
-_WARMED = 32  # the warm-up ended early: the series started on a trend (_warm_trend)
+_WARMED = 32  # 1: the warm-up ended early, the series started on a trend (_warm_trend); 2: it
+# turned within RECENT samples after all
 _HEADER = 33
 _KNOTS = _HEADER
 _OUTSIDE = _KNOTS + REF_KNOTS
@@ -332,6 +335,25 @@ def _stretch_for_trend_py(s: np.ndarray, level: float, direction: int) -> None:
         s[_KNOTS + k] = level + factor * (s[_KNOTS + k] - level)
 
 
+def _in_order_py(s: np.ndarray, tau: float) -> bool:
+    """Whether the window's values go one way: Kendall's tau (pairs in order minus pairs
+    out of order, over all pairs) of at least ``tau`` either way."""
+    n = int(s[_N])
+    c = int(s[_WINDOW]) + 1
+    values = _RINGS + c
+    head = int(s[_HEAD])
+    concordant = 0
+    for i in range(n - 1):
+        a = s[values + (head + i) % c]
+        for j in range(i + 1, n):
+            b = s[values + (head + j) % c]
+            if b > a:
+                concordant += 1
+            elif b < a:
+                concordant -= 1
+    return abs(concordant) >= tau * (n * (n - 1) // 2)
+
+
 def _warm_trend_py(s: np.ndarray) -> None:
     """During the warm-up: for a series that starts on a trend, widen the window's
     reference and end the warm-up (``_warm_trend`` in tests/normalize_reference.py; see
@@ -342,24 +364,13 @@ def _warm_trend_py(s: np.ndarray) -> None:
     c = int(s[_WINDOW]) + 1
     values = _RINGS + c
     head = int(s[_HEAD])
-    concordant = 0  # Kendall's S: pairs in order minus pairs out of order
-    for i in range(n - 1):
-        a = s[values + (head + i) % c]
-        for j in range(i + 1, n):
-            b = s[values + (head + j) % c]
-            if b > a:
-                concordant += 1
-            elif b < a:
-                concordant -= 1
-    if abs(concordant) < WARM_TREND_TAU * (n * (n - 1) // 2):
-        return
     # the rate as _stretch_for_trend takes it: the (upper) median of the newest 4 values
     # against that of the first 4
     newest = _sorted4_third(s, values, c, head + n - 4)
     oldest = _sorted4_third(s, values, c, head)
     net = abs(newest - oldest)
     span = s[_KNOTS + REF_KNOTS - 1] - s[_KNOTS]
-    if net < WARM_TREND_NET * span:
+    if net < WARM_TREND_NET * span or not _in_order(s, WARM_TREND_TAU):
         return
     width = net / (n - 4) * TREND_PERIOD
     if width <= span:
@@ -399,6 +410,12 @@ def _zoom_py(s: np.ndarray, value: float) -> None:
 def _auto_range_py(s: np.ndarray, value: float) -> None:
     """Keep, move or rebuild the reference after ``value`` joined the window (``_auto_range``
     in tests/normalize_reference.py)."""
+    if s[_WARMED] == 1.0 and int(s[_N]) <= RECENT and not _in_order(s, WARM_TURN_TAU):
+        # The start looked like a trend and turned within RECENT samples (the first
+        # rise of a season): the window's own reference, once, and on as usual.
+        s[_WARMED] = 2.0
+        _snap(s, value, False, 0.5, 0, False)
+        return
     if s[_HAS_KNOTS] == 0.0 or (int(s[_N]) <= WARMUP and s[_WARMED] == 0.0):
         _snap(s, value, False, 0.5, 0, False)
         _warm_trend(s)
@@ -625,7 +642,7 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _set_reference, _ring_append, _snap, _stretch_for_trend, _zoom, _auto_range = (
         _set_reference_py, _ring_append_py, _snap_py, _stretch_for_trend_py, _zoom_py,
         _auto_range_py)
-    _warm_trend = _warm_trend_py
+    _warm_trend, _in_order = _warm_trend_py, _in_order_py
     _zscore, _percentile, _normalize = _zscore_py, _percentile_py, _normalize_py
     push: Any = _push_py
     position: Any = _position_py
@@ -650,6 +667,7 @@ else:
     _sorted4_third = jit(_sorted4_third_py, fastmath=False)
     _snap = jit(_snap_py, fastmath=False)
     _stretch_for_trend = jit(_stretch_for_trend_py, fastmath=False)
+    _in_order = jit(_in_order_py, fastmath=False)
     _warm_trend = jit(_warm_trend_py, fastmath=False)
     _zoom = jit(_zoom_py, fastmath=False)
     _auto_range = jit(_auto_range_py, fastmath=False)

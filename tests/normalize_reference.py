@@ -35,8 +35,9 @@ TREND_PERIOD = 100
 MAX_PACE = 8.0
 #: A series that starts on a trend (its first and last 4 values apart by WARM_TREND_NET
 #: of the window's range, Kendall's tau at least WARM_TREND_TAU) gets a reference sized
-#: like a trend's from its 8th sample on, and its warm-up ends there.
-WARM_TREND_NET, WARM_TREND_TAU = 0.3, 0.5
+#: like a trend's from its 8th sample on, and its warm-up ends there; until RECENT samples,
+#: a tau below WARM_TURN_TAU gives it up for the window's own reference.
+WARM_TREND_NET, WARM_TREND_TAU, WARM_TURN_TAU = 0.3, 0.6, 0.3
 #: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
 #: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
 #: edge it left by (a swing wider than before), instead of moving.
@@ -92,7 +93,8 @@ class RollingNormalizer:
         self._outside: deque[bool] = deque(maxlen=RECENT)
         self._last_exit = 0  # direction of the last exit that moved the reference
         self._crossing = False  # the reference was sized for a trend to cross it
-        self._warmed = False  # the warm-up ended early: the series started on a trend
+        # 1: the warm-up ended early (the series started on a trend); 2: it turned soon
+        self._warmed = 0
         self._pace = 1.0  # how much faster than its recent rate the trend crossed it
         self._low, self._high = math.inf, -math.inf  # the lowest/highest place since then
         self._land = 0.5  # where the last move put the level (from the edge it left by)
@@ -236,6 +238,10 @@ class RollingNormalizer:
         """Keep, move or rebuild the reference after ``value`` joined the window."""
         knots = self._knots
         n = len(self._sorted)
+        if self._warmed == 1 and n <= RECENT and not self._in_order(WARM_TURN_TAU):
+            self._warmed = 2  # it turned within RECENT samples: the window's reference
+            self._snap(value, centered=False)
+            return
         if not knots or (n <= WARMUP and not self._warmed):
             self._snap(value, centered=False)
             self._warm_trend()
@@ -283,6 +289,13 @@ class RollingNormalizer:
             self._zoom(value)  # the recent values sit in a sliver of the range: zoom in
             self._crossing = False
 
+    def _in_order(self, tau: float) -> bool:
+        """Whether the window's values go one way (Kendall's tau >= ``tau`` either way)."""
+        values = [v for _, _, v in self._items]
+        pairs = [(a, b) for i, a in enumerate(values) for b in values[i + 1:]]
+        kendall = sum(b > a for a, b in pairs) - sum(b < a for a, b in pairs)
+        return abs(kendall) >= tau * len(pairs)
+
     def _warm_trend(self) -> None:
         """During the warm-up, a series that starts on a trend (its first and last 4
         values apart by WARM_TREND_NET of the window's range or more, in order: Kendall's
@@ -292,23 +305,18 @@ class RollingNormalizer:
         items, knots = self._items, self._knots
         if len(items) < 8 or not knots:
             return
-        values = [v for _, _, v in items]
-        pairs = [(a, b) for i, a in enumerate(values) for b in values[i + 1:]]
-        kendall = sum(b > a for a, b in pairs) - sum(b < a for a, b in pairs)
-        if abs(kendall) < WARM_TREND_TAU * len(pairs):
-            return
         newest = sorted(v for _, _, v in itertools.islice(items, len(items) - 4, None))[2]
         oldest = sorted(v for _, _, v in itertools.islice(items, 0, 4))[2]
         net = abs(newest - oldest)
         span = knots[-1] - knots[0]
-        if net < WARM_TREND_NET * span:
+        if net < WARM_TREND_NET * span or not self._in_order(WARM_TREND_TAU):
             return
         width = net / (len(items) - 4) * TREND_PERIOD
         if width <= span:
             return
         factor = width / span
         self._knots = [oldest + factor * (k - oldest) for k in knots]
-        self._warmed = True
+        self._warmed = 1
 
     def _stretch_for_trend(self, level: float, land: float, direction: int) -> None:
         """Size the reference so that the trend, at its recent rate, takes about

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -171,6 +172,33 @@ def _conductor(weights: Path, **overrides: object) -> Conductor:
     config = load_config(None, {"model.weights": str(weights), **overrides})
     stepper, encoding, _ = load_pitch_model(config.model)
     return Conductor(config, stepper, encoding)
+
+
+def test_how_far_out_counts_in_widths_of_the_values_not_of_a_wider_reference(
+        random_pitch_checkpoint: Path) -> None:
+    """A stream that starts on a climb gets a reference sized for the trend to cross it in
+    about 100 samples; 60 samples in, its values fill about 60% of it. A spike counts how
+    far out it is in widths of the values (their 2%..98% spread), so 10x their range plays
+    clearly above 1.1x it (in the reference's widths the two were 2.7 semitones apart on
+    the US nonfarm jobs series)."""
+    x = 1000.0 + 2.0 * np.arange(60.0) + np.random.default_rng(9).normal(0, 0.5, 60)
+    conductor = _conductor(random_pitch_checkpoint)
+    for i, v in enumerate(x):
+        conductor.observe(Sample("s", float(i), float(v)))
+    norm = conductor.state("s").normalizer
+    edges = norm.edges()
+    assert edges is not None
+    lo, hi = edges
+    spread = norm.percentile(0.98) - norm.percentile(0.02)
+    assert spread < 0.8 * (hi - lo)  # the reference is wider than the values
+    top, span = float(x.max()), float(np.ptp(x))
+    small, big = top + 0.1 * span, top + 9.0 * span
+    p_big = Conductor._position(conductor.state("s"), big)
+    assert p_big == pytest.approx(1.0 + (big - hi) / spread)
+    assert p_big > 1.0 + 1.2 * (big - hi) / (hi - lo)
+    r_small, r_big = conductor.read("s", small), conductor.read("s", big)
+    pitch_small = r_small.beyond if r_small.beyond is not None else 50 + 39 * r_small.normalized
+    assert r_big.beyond is not None and r_big.beyond - pitch_small >= 3.0
 
 
 def test_accent_marks_the_onset_then_only_a_higher_score(random_pitch_checkpoint: Path) -> None:

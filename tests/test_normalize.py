@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -212,3 +213,20 @@ def test_auto_range_keeps_the_window_reference_for_a_start_without_a_trend() -> 
     for i, v in enumerate(x[1:], start=1):
         norm.push(float(i), float(v))
         assert norm.edges() == pytest.approx(tuple(np.quantile(x[:i + 1], [0.02, 0.98])))
+
+
+def test_auto_range_gives_up_a_trend_that_turns_within_its_first_samples() -> None:
+    """A season's first rise looks like a trend at first; once the values turn (within
+    RECENT samples), the window's own reference takes over and the season uses the whole
+    range again, rather than a sliver of a reference sized for a climb."""
+    t = np.arange(200.0)
+    x = 0.5 + 0.3 * np.sin(t / 7) + np.random.default_rng(2024).normal(0, 0.01, 200)
+    norm = RollingNormalizer(mode="auto")
+    widths = []
+    for i, v in enumerate(x):
+        norm.push(float(i), float(v))
+        edges = norm.edges()
+        widths.append(math.nan if edges is None else edges[1] - edges[0])  # (one value)
+    assert widths[9] > 2.0 * np.ptp(x)  # taken for a trend at first
+    assert max(widths[32:]) < 1.5 * np.ptp(x)  # the season's own range after it turned
+    assert np.ptp(np.clip(_positions(x)[32:], 0, 1)) > 0.8
