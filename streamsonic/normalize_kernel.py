@@ -53,7 +53,7 @@ MAX_PACE = 8.0
 #: of all playing at the top (or bottom) of a reference rebuilt around each of them. If the
 #: window's values stop going one way (tau below WARM_TURN_TAU) within RECENT samples (the
 #: first rise of a season), the window's own reference takes over once.
-WARM_TREND_NET, WARM_TREND_TAU, WARM_TURN_TAU = 0.3, 0.6, 0.3
+WARM_TREND_NET, WARM_TREND_TAU, WARM_TURN_TAU = 0.3, 0.6, 0.5
 #: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
 #: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
 #: edge it left by, instead of moving.

@@ -37,7 +37,7 @@ MAX_PACE = 8.0
 #: of the window's range, Kendall's tau at least WARM_TREND_TAU) gets a reference sized
 #: like a trend's from its 8th sample on, and its warm-up ends there; until RECENT samples,
 #: a tau below WARM_TURN_TAU gives it up for the window's own reference.
-WARM_TREND_NET, WARM_TREND_TAU, WARM_TURN_TAU = 0.3, 0.6, 0.3
+WARM_TREND_NET, WARM_TREND_TAU, WARM_TURN_TAU = 0.3, 0.6, 0.5
 #: After an exit to a new extreme at most EXPAND_MAX times as far from the far edge as
 #: the window's range reaches, the reference widens to hold it, EXPAND_LAND in from the
 #: edge it left by (a swing wider than before), instead of moving.

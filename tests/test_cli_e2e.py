@@ -82,18 +82,25 @@ def test_events_stream_before_eof(random_pitch_checkpoint: Path) -> None:
 
 
 def test_sine_follows_the_data_in_scale(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
-    values = [math.sin(2 * math.pi * i / 40) * 50 + 100 for i in range(240)]
-    res = run(["--output", "events", "--weights", str(random_pitch_checkpoint),
-               "--influence", "1", "--scale", "dorian", "--key", "D", "--max-rate", "1000",
-               "--note-length", "0.01", "--window", "80", "--set", "clock.backlog=1000"],
-              "".join(f"{v}\n" for v in values))
-    assert res.returncode == 0, res.stderr
-    events = [json.loads(line) for line in res.stdout.splitlines()]
-    assert len(events) == len(values)
-    assert [e["value"] for e in events] == pytest.approx(values)
-    pitches = [e["pitch"] for e in events]
-    assert all(in_scale(p, "dorian", "D") and 50 <= p <= 89 for p in pitches)
-    assert spearman(values, pitches) >= 0.8
+    """A sine in four phases (its start rising, at its top, falling, at its bottom: the
+    first samples of a stream decide its first reference, so one phase alone says little
+    about the mapping): every note in the scale and range, and the pitch follows the
+    values (Spearman over the whole stream)."""
+    rhos = []
+    for phase in (0.0, 0.25, 0.5, 0.75):
+        values = [math.sin(2 * math.pi * (i / 40 + phase)) * 50 + 100 for i in range(240)]
+        res = run(["--output", "events", "--weights", str(random_pitch_checkpoint),
+                   "--influence", "1", "--scale", "dorian", "--key", "D", "--max-rate",
+                   "1000", "--note-length", "0.01", "--window", "80", "--set",
+                   "clock.backlog=1000"], "".join(f"{v}\n" for v in values))
+        assert res.returncode == 0, res.stderr
+        events = [json.loads(line) for line in res.stdout.splitlines()]
+        assert len(events) == len(values)
+        assert [e["value"] for e in events] == pytest.approx(values)
+        pitches = [e["pitch"] for e in events]
+        assert all(in_scale(p, "dorian", "D") and 50 <= p <= 89 for p in pitches)
+        rhos.append(spearman(values, pitches))
+    assert min(rhos) >= 0.75 and sum(rhos) / len(rhos) >= 0.8, rhos
 
 
 def test_render_sine_rolling_follows_the_data(tmp_path: Path,
