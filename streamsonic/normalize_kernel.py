@@ -410,9 +410,10 @@ def _zoom_py(s: np.ndarray, value: float) -> None:
 def _auto_range_py(s: np.ndarray, value: float) -> None:
     """Keep, move or rebuild the reference after ``value`` joined the window (``_auto_range``
     in tests/normalize_reference.py)."""
-    if s[_WARMED] == 1.0 and int(s[_N]) <= RECENT and not _in_order(s, WARM_TURN_TAU):
-        # The start looked like a trend and turned within RECENT samples (the first
-        # rise of a season): the window's own reference, once, and on as usual.
+    if s[_WARMED] == 1.0 and s[_SEQ] <= RECENT and not _in_order(s, WARM_TURN_TAU):
+        # The start looked like a trend and turned within the stream's first RECENT
+        # samples (the first rise of a season): the window's own reference, once, and on
+        # as usual.
         s[_WARMED] = 2.0
         _snap(s, value, False, 0.5, 0, False)
         return

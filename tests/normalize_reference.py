@@ -238,7 +238,7 @@ class RollingNormalizer:
         """Keep, move or rebuild the reference after ``value`` joined the window."""
         knots = self._knots
         n = len(self._sorted)
-        if self._warmed == 1 and n <= RECENT and not self._in_order(WARM_TURN_TAU):
+        if self._warmed == 1 and self._seq <= RECENT and not self._in_order(WARM_TURN_TAU):
             self._warmed = 2  # it turned within RECENT samples: the window's reference
             self._snap(value, centered=False)
             return
