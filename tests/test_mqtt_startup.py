@@ -13,12 +13,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streamsonic.config import load_config
 from streamsonic.errors import MqttError
+from streamsonic.mqtt.connection import self_connected
 from streamsonic.music import in_scale
+from streamsonic.sources import mqtt as mqtt_source
 from streamsonic.sources.mqtt import MqttSource
 from tests.fixtures_mqtt import Broker, free_port, publish
 from tests.test_health import Daemon, next_datagram, scrape, status_of, wait_status
@@ -123,6 +126,51 @@ async def test_source_waits_and_a_refused_login_is_still_final(mqtt_broker_facto
         with pytest.raises(MqttError, match=r"refused user 'alice'.*password"):
             async for _ in source:
                 pass
+
+
+def test_self_connected_tells_a_connection_that_reached_its_own_port() -> None:
+    """A TCP connection to a port of this machine that nothing listens on can get that very
+    port as its local one (a simultaneous open) and talk to itself; an ordinary one is
+    not taken for that."""
+    own = socket.socket()
+    try:
+        own.bind(("127.0.0.1", 0))
+        own.connect(own.getsockname())  # the simultaneous open, on purpose
+        assert self_connected(own)
+    finally:
+        own.close()
+    assert not self_connected(socket.socket())  # not connected at all
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    try:
+        assert not self_connected(client)
+    finally:
+        client.close()
+        server.close()
+
+
+async def test_a_first_connect_that_reaches_its_own_port_waits_for_the_broker(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The source's first connection reaches its own port (forced here: the client binds
+    the broker's port before it connects, as the kernel can choose by itself when the
+    broker's port is an ephemeral one; once seen in CI as "closed the connection before
+    accepting it", final): the broker is not up yet, so the source waits for it instead
+    of failing."""
+    port = free_port()
+    real = mqtt_source.connect_args
+
+    def bound(config: Any, url: Any) -> Any:
+        return {**real(config, url), "bind_address": "127.0.0.1", "bind_port": port}
+
+    monkeypatch.setattr(mqtt_source, "connect_args", bound)
+    config = load_config(None, {"mqtt.url": f"mqtt://127.0.0.1:{port}", "mqtt.topics": ["x"],
+                                "mqtt.reconnect_min": 0.1, "mqtt.reconnect_max": 0.2})
+    source = MqttSource.from_config(config)
+    async with source:
+        assert not source.connected
+        assert source.waiting_for == f"the broker at 127.0.0.1:{port}"
+    assert any("reached its own port" in r.getMessage() and "waiting for it" in r.getMessage()
+               for r in caplog.records), caplog.text
 
 
 # -- reload ----------------------------------------------------------------------------------

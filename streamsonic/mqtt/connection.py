@@ -213,6 +213,17 @@ def connect_args(config: MqttConfig, url: BrokerUrl) -> ConnectArgs:
     return args
 
 
+def self_connected(sock: socket.socket) -> bool:
+    """Whether a TCP connection reached its own port: connecting to a port of this machine
+    that nothing listens on, in the ephemeral port range, now and then gets that very port
+    as its local one (a simultaneous open), and then talks to itself. It means, as a
+    refused connection would, that no broker is up there yet."""
+    try:
+        return bool(sock.getsockname() == sock.getpeername())
+    except OSError:  # not connected (any more)
+        return False
+
+
 def explain_socket_error(err: BaseException, url: BrokerUrl) -> MqttError:
     """A one-line MqttError for a failure to open the connection to ``url``."""
     where = f"MQTT broker {url}"

@@ -95,6 +95,7 @@ from streamsonic.mqtt.connection import (
     explain_refusal,
     explain_socket_error,
     parse_url,
+    self_connected,
 )
 from streamsonic.mqtt.naming import check_filter, check_template
 from streamsonic.mqtt.payload import PayloadDecoder
@@ -443,6 +444,11 @@ class MqttSource:
             raise explain_socket_error(err, self.url) from None
         except OSError as err:  # refused, unreachable, no name yet: it may come up
             raise _BrokerDown(str(explain_socket_error(err, self.url))) from None
+        sock = client.socket()
+        if isinstance(sock, socket.socket) and self_connected(sock):
+            sock.close()  # (not MQTT's DISCONNECT: there is no broker to say it to)
+            raise _BrokerDown(f"MQTT broker {self.url}: nothing listens on its port yet "
+                              "(the connection reached its own port)")
         deadline = time.monotonic() + CONNECT_TIMEOUT
         while not self._connack.is_set():
             rc = client.loop(timeout=LOOP_TIMEOUT)
