@@ -204,8 +204,11 @@ def _widths_out(norm: RollingNormalizer, position: float,
     spread over instead (``SPREAD_Q`` of the window) where those are narrower: a reference
     sized for a trend to cross, or widened for a swing, is wider than the values, and a
     spike of 10 times their range must sound far beyond one of 1.1 times (not 2 semitones
-    above it). ``unit``: the map from the normalizer's values to the position's units
-    (``math.exp`` for the raw excess of a stream on logs)."""
+    above it). A place inside 0..1 (or NaN) is returned as it is. ``unit``: the map from
+    the normalizer's values to the position's units (``math.exp`` for the raw excess of a
+    stream on logs)."""
+    if 0.0 <= position <= 1.0 or math.isnan(position):
+        return position
     edges = norm.edges()
     if edges is None or len(norm) < 2:
         return position
@@ -433,15 +436,10 @@ class Conductor:
         widths of what the stream's values spread over: see :func:`_widths_out`)."""
         norm = st.normalizer
         if not st.log:
-            position = norm.position(value)
-            if 0.0 <= position <= 1.0 or math.isnan(position):
-                return position
-            return _widths_out(norm, position, None)
+            return _widths_out(norm, norm.position(value), None)
         if value <= 0.0:
             return -math.inf
         position = norm.position(math.log(value))
-        if 0.0 <= position <= 1.0 or math.isnan(position):
-            return position
         edges = norm.edges()
         if position > 1.0 and edges is not None:
             # Above the range, how far out counts in widths of the range's own values:

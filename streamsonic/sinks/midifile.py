@@ -162,11 +162,7 @@ class MidiFileSink(Sink):
     def _encode(self, msg: mido.Message, tick: int, out: bytearray) -> None:
         raw = _raw(msg)
         status = raw[0]
-        delta = tick - self._last_tick
-        if delta < 0x80:  # most deltas: one byte
-            out.append(delta)
-        else:
-            out += _vlq(delta)
+        out += _vlq(tick - self._last_tick)
         self._last_tick = tick
         if status == self._running:
             out += raw[1:]
@@ -207,7 +203,6 @@ class MidiFileSink(Sink):
         rotate_bytes = self._rotate_bytes()
         room = 2 * len(END_OF_TRACK) + 64
         boundary = self._boundary()  # changes only when a file ends
-        per_second = self._ticks_per_second
         for time, _, msg in events:
             if boundary is not None and time >= boundary:
                 self._commit(data)
@@ -216,10 +211,7 @@ class MidiFileSink(Sink):
                 boundary = self._boundary()
             if self._stamp:
                 self._stamp_time(data)
-            t0 = self._t0  # (_tick_of, inline: per message; rotation moves it)
-            assert t0 is not None
-            tick = round((time - t0) * per_second)
-            self._encode(msg, tick if tick > self._last_tick else self._last_tick, data)
+            self._encode(msg, self._tick_of(time), data)
             self.messages += 1
             if self._out.size + len(data) + room >= rotate_bytes:
                 self._commit(data)
