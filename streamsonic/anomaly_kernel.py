@@ -42,15 +42,24 @@ ANOMALY_Z, ANOMALY_SHARE = 8.0, 0.2
 #: The forecasters: the last value, the median of the last five, a line through the
 #: trailing medians of three, the last value plus MOMENTUM times the last step.
 FORECASTERS = 4
+#: Counts and coarse readings: once the last ``history`` values changed at least
+#: QUANTUM_CHANGES times, a change by the smallest of those steps (the readings' quantum:
+#: one count, one tenth of a degree) is at most QUANTUM_Z robust sigmas, however many
+#: residuals are exactly zero (a count that is mostly 0 has no spread in its quantiles).
+QUANTUM_CHANGES, QUANTUM_Z = 8, 2.0
 
 # The state array's layout: the last values and their count, the last z and their count,
-# the decaying count of anomalies, then per forecaster a block: the ring of residuals, the
-# same sorted, their count, the ring's oldest slot and the sum of their |values|.
+# the decaying count of anomalies, the oldest slot and count of the ring of changes, then
+# per forecaster a block: the ring of residuals, the same sorted, their count, the ring's
+# oldest slot and the sum of their |values|; last the ring of the last ``history`` changes
+# (|value - previous value|).
 _HIST = FORECAST + 2
 _HN = _HIST
 _RZ = _HN + 1
 _RZN = _RZ + BURST_SAMPLES
 _ANOMALIES = _RZN + 1
+_DHEAD = _ANOMALIES + 1  # the ring of the last |changes| (after the blocks): oldest slot
+_DN = _DHEAD + 1  # ... and count
 _BLOCKS = 16
 
 
@@ -60,7 +69,7 @@ def _block_size(history: int) -> int:
 
 def new_state(history: int) -> np.ndarray:
     """A fresh scorer state for a residual window of ``history`` values."""
-    return np.zeros(_BLOCKS + FORECASTERS * _block_size(history))
+    return np.zeros(_BLOCKS + FORECASTERS * _block_size(history) + history)
 
 
 def tail_index(history: int) -> np.ndarray:
@@ -78,6 +87,8 @@ def clear(state: np.ndarray) -> None:
     for f in range(FORECASTERS):
         base = _BLOCKS + f * size
         state[base:base + size] = 0.0
+    state[_BLOCKS + FORECASTERS * size:] = 0.0  # the changes (the values' scale changed)
+    state[_DHEAD] = state[_DN] = 0.0
 
 
 def remember_z(state: np.ndarray, z: float) -> None:
@@ -97,7 +108,7 @@ def set_values(state: np.ndarray, new: list[float]) -> None:
 
 
 def _history(state: np.ndarray) -> int:
-    return ((len(state) - _BLOCKS) // FORECASTERS - 3) // 2
+    return (len(state) - _BLOCKS - 3 * FORECASTERS) // (2 * FORECASTERS + 1)
 
 
 def _median_last_py(s: np.ndarray, hn: int, count: int) -> float:
@@ -142,11 +153,12 @@ def _line_py(s: np.ndarray, hn: int) -> float:
     return ybar + (sxy / sxx) * (m + 1 - xbar)
 
 
-def _spread_py(s: np.ndarray, base: int, history: int, ktab: np.ndarray
-            ) -> tuple[float, float, float]:
+def _spread_py(s: np.ndarray, base: int, history: int, ktab: np.ndarray, least: float
+               ) -> tuple[float, float, float]:
     """The median residual and a robust sigma above and below it: each side's the larger
-    of its 10% tail's (heavy tails) and a floor, the larger of the IQR's and half the mean
-    |residual| (a mostly constant stream). Needs a residual."""
+    of its 10% tail's (heavy tails) and a floor, the largest of the IQR's, half the mean
+    |residual| (a mostly constant stream) and ``least`` (the readings' quantum's share, see
+    QUANTUM_Z). Needs a residual."""
     srt = base + history
     n = int(s[base + 2 * history])
     k = ktab[n]
@@ -154,6 +166,7 @@ def _spread_py(s: np.ndarray, base: int, history: int, ktab: np.ndarray
     iqr = (s[srt + (3 * n) // 4] - s[srt + n // 4]) * IQR_TO_SIGMA
     mean = 0.5 * s[base + 2 * history + 2] / n
     floor = mean if mean > iqr else iqr
+    floor = least if least > floor else floor
     up = (s[srt + n - 1 - k] - mid) * SIDE_TO_SIGMA
     down = (mid - s[srt + k]) * SIDE_TO_SIGMA
     return mid, up if up > floor else floor, down if down > floor else floor
@@ -198,7 +211,19 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
     lows = np.empty(FORECASTERS)
     highs = np.empty(FORECASTERS)
     judged = False
+    changes = _BLOCKS + FORECASTERS * size
+    least = 0.0  # the quantum's floor for the scale
     if hn:
+        dn = int(s[_DN])
+        quantum = math.inf
+        count = 0
+        for i in range(dn):
+            d = s[changes + i]
+            if d > 0.0:
+                count += 1
+                quantum = min(quantum, d)
+        if count >= QUANTUM_CHANGES:
+            least = quantum / QUANTUM_Z
         last = s[hn - 1]
         forecasts = (last, _median_last(s, hn, 5), _line(s, hn),
                      last + MOMENTUM * (last - s[hn - 2]) if hn >= 2 else last)
@@ -209,7 +234,7 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
             residual = u - forecasts[f]
             residuals[f] = residual
             if judged:
-                mid, up, down = _spread(s, _BLOCKS + f * size, history, ktab)
+                mid, up, down = _spread(s, _BLOCKS + f * size, history, ktab, least)
                 if best < 0 or up + down < width:  # the tightest forecaster judges
                     best, width = f, up + down
                     scale = up if residual >= mid else down
@@ -219,6 +244,16 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
                     direction = 0 if residual == 0.0 else (1 if residual > 0.0 else -1)
                 mids[f] = mid
                 lows[f], highs[f] = mid - WINSOR * down, mid + WINSOR * up
+    if hn:  # the change, into the ring of the last `history`
+        change = abs(u - s[hn - 1])
+        dn = int(s[_DN])
+        if dn == history:
+            head = int(s[_DHEAD])
+            s[changes + head] = change
+            s[_DHEAD] = (head + 1) % history
+        else:
+            s[changes + dn] = change
+            s[_DN] = dn + 1
     if hn < _HIST:
         s[hn] = u
         s[_HN] = hn + 1

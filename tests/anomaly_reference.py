@@ -47,6 +47,9 @@ Z_REF_LIGHT, Z_REF_HEAVY = 0.8, 1.2
 #: enter the windows as ordinary ones (their median) while anomalies are rare (a count of
 #: them decaying over ``history`` samples at most ANOMALY_SHARE of it).
 ANOMALY_Z, ANOMALY_SHARE = 8.0, 0.2
+#: Once the last ``history`` values changed at least QUANTUM_CHANGES times, a change by the
+#: smallest of those changes is at most QUANTUM_Z robust sigmas.
+QUANTUM_CHANGES, QUANTUM_Z = 8, 2.0
 
 
 class _Residuals:
@@ -63,15 +66,16 @@ class _Residuals:
     def __len__(self) -> int:
         return len(self._sorted)
 
-    def spread(self) -> tuple[float, float, float]:
+    def spread(self, least: float = 0.0) -> tuple[float, float, float]:
         """The median residual and a robust sigma above and below it: each side's the
-        larger of its 10% tail's (heavy tails) and a floor, the larger of the IQR's and
-        half the mean |residual| (a mostly constant stream). Needs a residual."""
+        larger of its 10% tail's (heavy tails) and a floor, the largest of the IQR's, half
+        the mean |residual| (a mostly constant stream) and ``least``. Needs a residual."""
         s = self._sorted
         n = len(s)
         k = max(1, round(TAIL_Q * (n - 1)))
         mid = s[n // 2]
-        floor = max((s[(3 * n) // 4] - s[n // 4]) * IQR_TO_SIGMA, 0.5 * self._abs_sum / n)
+        floor = max((s[(3 * n) // 4] - s[n // 4]) * IQR_TO_SIGMA, 0.5 * self._abs_sum / n,
+                    least)
         return (mid, max(floor, (s[n - 1 - k] - mid) * SIDE_TO_SIGMA),
                 max(floor, (mid - s[k]) * SIDE_TO_SIGMA))
 
@@ -106,8 +110,8 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_anomalies", "_episode", "_hist", "_log", "_recent_z", "_residuals",
-                 "_scale", "_tail", "history", "z_ref")
+    __slots__ = ("_anomalies", "_changes", "_episode", "_hist", "_log", "_recent_z",
+                 "_residuals", "_scale", "_tail", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -115,6 +119,8 @@ class AnomalyScorer:
         self.history = history
         self.z_ref = z_ref
         self._hist: deque[float] = deque(maxlen=FORECAST + 2)  # the last values
+        # |value - previous value| of the last `history` values (the readings' quantum)
+        self._changes: deque[float] = deque(maxlen=history)
         self._residuals = [_Residuals(history) for _ in _FORECASTERS]
         self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
         self._anomalies = 0.0  # a count of anomalies, decaying over `history` samples
@@ -149,12 +155,16 @@ class AnomalyScorer:
         spreads = None
         if self._hist:
             residuals = [u - f(self._hist) for f in _FORECASTERS]
-            spreads = ([w.spread() for w in self._residuals]
+            moved = [c for c in self._changes if c > 0.0]
+            least = min(moved) / QUANTUM_Z if len(moved) >= QUANTUM_CHANGES else 0.0
+            spreads = ([w.spread(least) for w in self._residuals]
                        if len(self._residuals[0]) >= 8 else None)
             if spreads is not None:
                 z_res, residual = _surprise(residuals, spreads)
                 if residual:
                     direction = 1 if residual > 0 else -1
+        if self._hist:
+            self._changes.append(abs(u - self._hist[-1]))
         self._hist.append(u)
         # A burst of variance: most of the last few residuals are unusual, though none
         # alone may be extreme (the median of their |z| ignores one single spike).
@@ -203,6 +213,7 @@ class AnomalyScorer:
         self._hist = deque((math.log(v) if log else math.exp(v) for v in self._hist),
                            maxlen=self._hist.maxlen)
         self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
+        self._changes.clear()
         self._recent_z.clear()
         self._anomalies = 0.0
         self._tail = [0.0, 0.0]

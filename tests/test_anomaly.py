@@ -201,6 +201,35 @@ def test_how_far_out_counts_in_widths_of_the_values_not_of_a_wider_reference(
     assert r_big.beyond is not None and r_big.beyond - pitch_small >= 3.0
 
 
+def test_sparse_counts_accent_their_outliers_not_every_count(
+        random_pitch_checkpoint: Path) -> None:
+    """Error counts, mostly 0 (Poisson, 0.1 a sample): their residuals are mostly exactly 0,
+    so a scale from quantiles alone was 0 or near it and every count of 1 was an anomaly,
+    and the return to 0 after it as well (25% of samples accented, measured before the
+    quantum's floor). A change by the readings' quantum (one count) is now at most 2 robust
+    sigmas: few accents, and an incident (50 errors) is accented at once."""
+    x = np.random.default_rng(RNG_SEED).poisson(0.1, 2000).astype(float)
+    x[1500] = 50.0
+    conductor = _conductor(random_pitch_checkpoint)
+    readings = [conductor.observe(Sample("errors", float(i), float(v)))
+                for i, v in enumerate(x)]
+    accents = np.array([r.accent for r in readings])
+    assert float(np.mean(accents[200:1500])) <= 0.01
+    assert accents[1500]
+    ones = (x == 1.0) & (np.arange(len(x)) >= 200)
+    assert float(np.mean([r.anomaly for r, one in zip(readings, ones, strict=True) if one])) < 0.5
+
+
+def test_readings_in_tenths_are_judged_by_their_steps() -> None:
+    """A slow drift read to a tenth of a degree mostly repeats its last reading: a step of
+    one tenth is ordinary, a jump of 3 degrees is not."""
+    rng = np.random.default_rng(RNG_SEED)
+    x = np.round(20.0 + np.cumsum(rng.normal(0.0, 0.03, 1200)), 1)
+    s = scores([*x, x[-1] + 3.0])
+    assert float(np.mean(s[200:-1] >= 0.5)) <= 0.01
+    assert s[-1] >= 0.5
+
+
 def test_accent_marks_the_onset_then_only_a_higher_score(random_pitch_checkpoint: Path) -> None:
     """A burst keeps scoring high for many samples: one accent at its onset, not one per
     sample; a much bigger spike inside the refractory window still accents."""

@@ -33,6 +33,8 @@ def _series() -> dict[str, np.ndarray]:
         "log scale, then a value <= 0": np.concatenate(
             [rng.lognormal(0, 1, 300), [0.0], rng.lognormal(0, 1, 300)]),
         "counts": rng.poisson(3, 800).astype(float),
+        "sparse counts (mostly 0: the quantum's floor)": rng.poisson(0.1, 1500).astype(float),
+        "readings in tenths": np.round(20 + np.cumsum(rng.normal(0, 0.05, 800)), 1),
         "constant, then a change": np.concatenate([np.full(100, 5.0), [6.0], np.full(99, 5.0)]),
         "two values": rng.integers(0, 2, 500).astype(float),
         "counter": np.cumsum(rng.exponential(1.0, 800)),
