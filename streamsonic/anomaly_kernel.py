@@ -47,6 +47,13 @@ FORECASTERS = 4
 #: one count, one tenth of a degree) is at most QUANTUM_Z robust sigmas, however many
 #: residuals are exactly zero (a count that is mostly 0 has no spread in its quantiles).
 QUANTUM_CHANGES, QUANTUM_Z = 8, 2.0
+#: A stream that mostly repeats itself (at least REPEAT_SHARE of those changes exactly 0:
+#: rain that is 0 on dry days, errors per minute, a reading that rarely moves) departs from
+#: its repeated value as its ordinary way to vary: its scale is at least the median of its
+#: nonzero changes (about one Gaussian sigma of the departures: the median |change| of
+#: Gaussian values is 0.95 of theirs), so an ordinary rainy day is not an anomaly, a
+#: downpour still is.
+REPEAT_SHARE = 0.3
 
 # The state array's layout: the last values and their count, the last z and their count,
 # the decaying count of anomalies, the oldest slot and count of the ring of changes, then
@@ -197,6 +204,22 @@ def _add_py(s: np.ndarray, base: int, history: int, residual: float) -> None:
     s[base + 2 * history + 2] = total
 
 
+def _median_moved_py(s: np.ndarray, changes: int, dn: int, count: int) -> float:
+    """The median of the ``count`` nonzero changes among the ``dn`` in the ring (the mean
+    of the middle two if even)."""
+    moved = np.empty(count)
+    j = 0
+    for i in range(dn):
+        d = s[changes + i]
+        if d > 0.0:
+            moved[j] = d
+            j += 1
+    moved.sort()
+    if count % 2:
+        return moved[count // 2]
+    return 0.5 * (moved[count // 2 - 1] + moved[count // 2])
+
+
 def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
              ) -> tuple[float, float, int]:
     """Judge the value ``u`` (then remember it): ``(z, z with the burst statistic,
@@ -224,6 +247,9 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
                 quantum = min(quantum, d)
         if count >= QUANTUM_CHANGES:
             least = quantum / QUANTUM_Z
+            if dn - count >= REPEAT_SHARE * dn:  # mostly repeating
+                typical = _median_moved(s, changes, dn, count)
+                least = typical if typical > least else least
         last = s[hn - 1]
         forecasts = (last, _median_last(s, hn, 5), _line(s, hn),
                      last + MOMENTUM * (last - s[hn - 2]) if hn >= 2 else last)
@@ -296,6 +322,7 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
 
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _median_last, _line, _spread, _add = _median_last_py, _line_py, _spread_py, _add_py
+    _median_moved = _median_moved_py
     step: Any = _step_py
 else:
     from streamsonic.model.kernels import jit  # numba: compiled at first use, or cached
@@ -304,4 +331,5 @@ else:
     _line = jit(_line_py, fastmath=False, inline="always")
     _spread = jit(_spread_py, fastmath=False, inline="always")
     _add = jit(_add_py, fastmath=False, inline="always")
+    _median_moved = jit(_median_moved_py, fastmath=False)
     step = jit(_step_py, fastmath=False)

@@ -50,6 +50,9 @@ ANOMALY_Z, ANOMALY_SHARE = 8.0, 0.2
 #: Once the last ``history`` values changed at least QUANTUM_CHANGES times, a change by the
 #: smallest of those changes is at most QUANTUM_Z robust sigmas.
 QUANTUM_CHANGES, QUANTUM_Z = 8, 2.0
+#: ... and when at least REPEAT_SHARE of the changes are exactly 0 (a stream that mostly
+#: repeats itself), its scale is at least the median of its nonzero changes.
+REPEAT_SHARE = 0.3
 
 
 class _Residuals:
@@ -156,7 +159,15 @@ class AnomalyScorer:
         if self._hist:
             residuals = [u - f(self._hist) for f in _FORECASTERS]
             moved = [c for c in self._changes if c > 0.0]
-            least = min(moved) / QUANTUM_Z if len(moved) >= QUANTUM_CHANGES else 0.0
+            least = 0.0
+            if len(moved) >= QUANTUM_CHANGES:
+                least = min(moved) / QUANTUM_Z
+                if len(self._changes) - len(moved) >= REPEAT_SHARE * len(self._changes):
+                    moved.sort()
+                    m = len(moved)
+                    typical = (moved[m // 2] if m % 2
+                               else 0.5 * (moved[m // 2 - 1] + moved[m // 2]))
+                    least = max(least, typical)
             spreads = ([w.spread(least) for w in self._residuals]
                        if len(self._residuals[0]) >= 8 else None)
             if spreads is not None:
