@@ -234,14 +234,20 @@ def knot_value(knots: list[float], position: float) -> float:
 
 def knot_position(knots: list[float], value: float) -> float:
     """``value`` through a reference given by its quantile knots (ascending, equal quantile
-    steps): 0..1 inside (piecewise linear), affine beyond, in widths of the reference."""
+    steps): 0..1 inside (piecewise linear), affine beyond, in widths of the reference; a
+    value that several knots equal (a value the stream repeats: the 0 of a mostly idle
+    count) at the middle of those knots, as ranks average ties."""
     lo, hi = knots[0], knots[-1]
     if value > hi:
         return 1.0 + (value - hi) / (hi - lo)
     if value < lo:
         return (value - lo) / (hi - lo)
     last = len(knots) - 1
-    i = min(bisect.bisect_right(knots, value) - 1, last - 1)
+    i = bisect.bisect_right(knots, value) - 1
+    first = bisect.bisect_left(knots, value)
+    if knots[i] == value and first < i:
+        return 0.5 * (first + i) / last  # on knots that are all this value: their middle
+    i = min(i, last - 1)
     a, b = knots[i], knots[i + 1]
     frac = (value - a) / (b - a) if b > a else 0.5
     return (i + frac) / last

@@ -189,7 +189,8 @@ def _bisect_left_py(s: np.ndarray, start: int, n: int, value: float) -> int:
 
 
 def _knot_position_py(s: np.ndarray, k: int, value: float) -> float:
-    """``value`` through the reference whose REF_KNOTS knots start at ``s[k]``."""
+    """``value`` through the reference whose REF_KNOTS knots start at ``s[k]`` (a value
+    that several knots equal: the middle of them)."""
     lo, hi = s[k], s[k + REF_KNOTS - 1]
     if value > hi:
         return 1.0 + (value - hi) / (hi - lo)
@@ -197,6 +198,10 @@ def _knot_position_py(s: np.ndarray, k: int, value: float) -> float:
         return (value - lo) / (hi - lo)
     last = REF_KNOTS - 1
     i = _bisect_right(s, k, REF_KNOTS, value) - 1
+    if s[k + i] == value:
+        first = _bisect_left(s, k, REF_KNOTS, value)
+        if first < i:  # on knots that are all this value: the middle of them (ties)
+            return 0.5 * (first + i) / last
     if i > last - 1:
         i = last - 1
     x, y = s[k + i], s[k + i + 1]

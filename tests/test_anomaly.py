@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from streamsonic.anomaly import AnomalyScorer, score_of, strength
 from streamsonic.conductor import ACCENT_RENEW, Conductor
-from streamsonic.config import load_config
+from streamsonic.config import NormalizeConfig, load_config
 from streamsonic.events import Sample
 from streamsonic.model.loader import load_pitch_model
-from streamsonic.normalize import RollingNormalizer
+from streamsonic.normalize import RollingNormalizer, normalize_global
 
 RNG_SEED = 3
 
@@ -166,6 +166,27 @@ def test_auto_range_constant_and_first_samples() -> None:
     for i in range(50):
         const.push(float(i), 7.0)
     assert const.position(7.0) == 0.5
+
+
+def test_a_repeated_value_plays_in_the_middle_of_the_knots_it_fills(
+        random_pitch_checkpoint: Path) -> None:
+    """A stream that idles at 0 and spikes to 20 now and then (NAB's
+    art_increase_spike_density: about 6% spikes): most quantile knots of its reference are
+    0, and 0 took the place of the last of them, the top of the range, so the idle played
+    at 0.97 and the spikes at 1.0, a semitone apart (local contour 0.00). A value that
+    several knots equal now plays at their middle, as ranks average ties: the idle below
+    the middle, every spike at the top, live and in a render."""
+    x = np.zeros(1200)
+    x[np.random.default_rng(RNG_SEED).choice(1200, 70, replace=False)] = 20.0
+    conductor = _conductor(random_pitch_checkpoint)
+    places = np.array([conductor.observe(Sample("s", float(i), float(v))).normalized
+                       for i, v in enumerate(x)])
+    idle, spikes = places[200:][x[200:] == 0.0], places[200:][x[200:] > 0.0]
+    assert float(np.max(idle)) <= 0.5
+    assert float(np.min(spikes)) >= 0.9
+    rendered = normalize_global(x, "auto", NormalizeConfig())
+    assert float(np.max(rendered[x == 0.0])) <= 0.5
+    assert float(np.min(rendered[x > 0.0])) >= 0.9
 
 
 def _conductor(weights: Path, **overrides: object) -> Conductor:
