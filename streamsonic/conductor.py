@@ -53,6 +53,13 @@ log = logging.getLogger(__name__)
 
 #: Within ``accent.refractory`` samples of an accent, another needs this many times its z.
 ACCENT_RENEW = 2.0
+#: The anomaly's end is no new one: within RETURN_SAMPLES samples of an accent, the first
+#: value that comes back over half the accent's move (no further than RETURN_OVERSHOOT times
+#: that move past the value before the accent), and the values after it until one scores
+#: below the accent threshold (the forecasts catching up), are not accented (a job done, an
+#: idle machine idle again; they still play as loud as their score). Once the stream is
+#: ordinary again, an anomaly either way is accented.
+RETURN_SAMPLES, RETURN_OVERSHOOT = 32, 0.5
 
 #: The loudness of a note the model adds, as a share of ``music.velocity_min``: below every
 #: note of the data, so the data's notes stand out of the phrase.
@@ -78,6 +85,12 @@ class StreamState:
     log: bool = False  # placed and judged on the log of its values (positive, skewed)
     accent_at: int = -(2**31)  # the sample count at its last accent
     accent_score: float = 0.0  # and that accent's score
+    accent_direction: int = 0  # and its direction (+1 above what was expected, -1 below)
+    accent_value: float = math.nan  # and its value
+    accent_from: float = math.nan  # and the value of the sample before it
+    away: bool = False  # not back from the last accent yet (see RETURN_SAMPLES)
+    returning: bool = False  # back, and not yet ordinary again
+    previous: float = math.nan  # the value of the stream's last sample
     seen: float = 0.0  # the conductor's clock at its last sample (LRU order, idle eviction)
     # Phrases (model.passing_notes > 0): the candidate index of the last note played (-1:
     # none, or beyond the range), and the model's logits for the note after it.
@@ -222,6 +235,32 @@ def _widths_out(norm: RollingNormalizer, position: float,
     if position > 1.0:
         return 1.0 + (position - 1.0) * (width / spread)
     return position * (width / spread)
+
+
+
+def _comes_back(st: StreamState, value: float, unusual: bool) -> bool:
+    """Whether ``value`` is part of the stream's way back from its last accent (see
+    RETURN_SAMPLES): the first value back over half the accent's move, or one after it that
+    still scores ``unusual`` (at the accent threshold) on the way back."""
+    if not (st.away or st.returning):
+        return False
+    if st.samples - st.accent_at > RETURN_SAMPLES:
+        st.away = st.returning = False
+        return False
+    move = st.accent_value - st.accent_from
+    if (value - (st.accent_from + 0.5 * move)) * st.accent_direction > 0.0:
+        if st.returning:  # away again: a new excursion
+            st.returning = False
+        return False
+    if (value - (st.accent_from - RETURN_OVERSHOOT * move)) * st.accent_direction < 0.0:
+        st.away = st.returning = False  # far past where it was: a new anomaly
+        return False
+    if st.away:
+        st.away, st.returning = False, True
+        return True
+    if not unusual:
+        st.returning = False  # ordinary again
+    return st.returning
 
 
 class Conductor:
@@ -416,11 +455,18 @@ class Conductor:
         # a clearly larger one (ACCENT_RENEW times its z) accents again; an anomaly that
         # goes on is heard as loudness, not as a string of accents.
         cfg = self.config.accent
-        accent = cfg.enabled and anomaly >= cfg.threshold and (
+        unusual = anomaly >= cfg.threshold
+        # (every sample: it follows the way back; accent.refractory = 0 accents them all)
+        back = _comes_back(st, value, unusual) and cfg.refractory > 0
+        accent = cfg.enabled and unusual and not back and (
             st.samples - st.accent_at > cfg.refractory
             or strength(anomaly) >= ACCENT_RENEW * strength(st.accent_score))
         if accent:
-            st.accent_at, st.accent_score = st.samples, anomaly
+            st.accent_at, st.accent_score, st.accent_direction = st.samples, anomaly, direction
+            st.accent_value, st.accent_from = value, st.previous
+            st.away = direction != 0 and not math.isnan(st.previous)
+            st.returning = False
+        st.previous = value
         return self._reading(position, anomaly, direction, accent)
 
     def read(self, stream: str, value: float, anomaly: float = 0.0, direction: int = 0,

@@ -358,6 +358,31 @@ def test_a_lasting_change_of_variance_is_learned(random_pitch_checkpoint: Path) 
     assert max(accents) < 600, accents
 
 
+def test_the_end_of_an_anomaly_is_not_another_accent(random_pitch_checkpoint: Path) -> None:
+    """An idle machine (CPU about 0.1%) runs a job now and then (about 80% for 5 samples):
+    each start is accented, and the first value back at idle is not (it was, as often as
+    not: the idle's spread is tiny, so the fall to it scored high). An anomaly the other way
+    after the stream came back (a dropout below idle), and a fall far past where the stream
+    was before the accent, are each accented."""
+    rng = np.random.default_rng(RNG_SEED)
+    n = 1500
+    x = 0.1 + rng.normal(0.0, 0.005, n)
+    starts = list(range(150, 1300, 97))
+    for a in starts:
+        x[a:a + 5] = 80.0 + rng.normal(0.0, 3.0, 5)
+    ends = [a + 5 for a in starts]
+    x[ends[-2] + 12] = -5.0  # a dropout after the stream came back
+    x[1420:1426] = 90.0  # a jump, then (past the refractory) a fall far below where the
+    x[1426] = -60.0  # stream was before it
+    conductor = _conductor(random_pitch_checkpoint)
+    accents = np.array([conductor.observe(Sample("cpu", float(i), float(v))).accent
+                        for i, v in enumerate(x)])
+    assert all(accents[a] for a in starts[1:])
+    assert not any(accents[e] for e in ends)
+    assert accents[ends[-2] + 12]
+    assert accents[1420] and accents[1426]
+
+
 def test_accents_off_keeps_the_score(random_pitch_checkpoint: Path) -> None:
     x = list(noise(300))
     x[250] = 50.0
