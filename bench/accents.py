@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,17 +145,8 @@ def main() -> int:
         return 0
     results: list[tuple[str, dict[str, Any]]] = []
     if args.rev:
-        tree = Path(tempfile.mkdtemp(prefix="accents-")) / "rev"
-        listen.worktree(args.rev, tree)
-        try:
-            command = [sys.executable, __file__, "--json", "--seeds", str(args.seeds)]
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            done = subprocess.run(command, env=env, capture_output=True, text=True,
-                                  check=True)
-            results.append((args.rev, json.loads(done.stdout)))
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                            str(tree)], check=False, capture_output=True)
+        results.append((args.rev, listen.json_at(args.rev, __file__,
+                                                 ["--seeds", str(args.seeds)])))
     results.append(("now", measure(args.seeds)))
     count = len(results[-1][1])
     print(f"accents in process ({count} series, {args.seeds} seeds, 8 anomalies of each kind "

@@ -363,6 +363,22 @@ def worktree(rev: str, into: Path) -> Path:
     return into
 
 
+def json_at(rev: str, script: str, args: list[str]) -> Any:
+    """Run ``script --json ARGS`` (this checkout's file) on revision ``rev``'s streamsonic (a
+    git worktree, first on the path) and return what it printed, parsed (the ``--rev`` of
+    bench/accents.py and bench/nab.py)."""
+    tree = Path(tempfile.mkdtemp(prefix="rev-")) / "rev"
+    worktree(rev, tree)
+    try:
+        done = subprocess.run([sys.executable, script, "--json", *args],
+                              env={**os.environ, "PYTHONPATH": str(tree)},
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                       check=False, capture_output=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", metavar="REV", help="also measure this git revision")

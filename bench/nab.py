@@ -29,9 +29,7 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,18 +142,8 @@ def main() -> int:
         return 0
     results: list[tuple[str, dict[str, dict[str, Any]]]] = []
     if args.rev:
-        tree = Path(tempfile.mkdtemp(prefix="nab-")) / "rev"
-        listen.worktree(args.rev, tree)
-        try:
-            command = [sys.executable, __file__, "--json", "--nab", str(args.nab),
-                       "--only", args.only]
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            done = subprocess.run(command, env=env, capture_output=True, text=True,
-                                  check=True)
-            results.append((args.rev, json.loads(done.stdout)))
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                            str(tree)], check=False, capture_output=True)
+        results.append((args.rev, listen.json_at(
+            args.rev, __file__, ["--nab", str(args.nab), "--only", args.only])))
     results.append(("now", measure(args.nab, args.only)))
     print("| series | rev | rho | false accents | windows | labels +-3 |")
     print("|---|---|---|---|---|---|")
