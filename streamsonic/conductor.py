@@ -10,6 +10,7 @@ batch. It knows nothing about time or outputs: the engine (live) or the renderer
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 import sys
@@ -17,7 +18,7 @@ import time
 import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
@@ -60,6 +61,9 @@ ACCENT_RENEW = 2.0
 #: idle machine idle again; they still play as loud as their score). Once the stream is
 #: ordinary again, an anomaly either way is accented.
 RETURN_SAMPLES, RETURN_OVERSHOOT = 32, 0.5
+#: Onsets keep a schedule when their intervals are equal within this many samples (and
+#: longer than one: ``accent.schedule``).
+SCHEDULE_SLACK = 2
 
 #: The loudness of a note the model adds, as a share of ``music.velocity_min``: below every
 #: note of the data, so the data's notes stand out of the phrase.
@@ -91,6 +95,7 @@ class StreamState:
     away: bool = False  # not back from the last accent yet (see RETURN_SAMPLES)
     returning: bool = False  # back, and not yet ordinary again
     previous: float = math.nan  # the value of the stream's last sample
+    onsets: list[int] = field(default_factory=list)  # the last onsets' sample counts
     seen: float = 0.0  # the conductor's clock at its last sample (LRU order, idle eviction)
     # Phrases (model.passing_notes > 0): the candidate index of the last note played (-1:
     # none, or beyond the range), and the model's logits for the note after it.
@@ -236,6 +241,18 @@ def _widths_out(norm: RollingNormalizer, position: float,
         return 1.0 + (position - 1.0) * (width / spread)
     return position * (width / spread)
 
+
+
+def _on_schedule(st: StreamState, schedule: int) -> bool:
+    """Whether the onset now keeps the stream's schedule: its last ``schedule`` onsets and
+    this one at intervals equal within SCHEDULE_SLACK samples (a cron job). Remembers it."""
+    onsets = st.onsets
+    onsets.append(st.samples)
+    del onsets[:-schedule - 1]  # (at most schedule + 1 kept)
+    if schedule <= 0 or len(onsets) <= schedule:
+        return False
+    gaps = [b - a for a, b in itertools.pairwise(onsets)]
+    return min(gaps) > 1 and max(gaps) - min(gaps) <= SCHEDULE_SLACK
 
 
 def _comes_back(st: StreamState, value: float, unusual: bool) -> bool:
@@ -466,6 +483,8 @@ class Conductor:
             st.accent_value, st.accent_from = value, st.previous
             st.away = direction != 0 and not math.isnan(st.previous)
             st.returning = False
+            # (an expected onset starts the refractory and the way back as an accent does)
+            accent = not _on_schedule(st, cfg.schedule)
         st.previous = value
         return self._reading(position, anomaly, direction, accent)
 

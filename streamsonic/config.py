@@ -217,6 +217,7 @@ class AccentConfig:
     enabled: bool = True
     threshold: float = 0.5
     refractory: int = 4
+    schedule: int = 4
     velocity: int = 127
     earcon: bool = True
     earcon_channel: int = 10
@@ -232,6 +233,7 @@ class AccentConfig:
     def __post_init__(self) -> None:
         _check(0.0 < self.threshold <= 1.0, "accent.threshold", "must be > 0 and at most 1")
         _within(self.refractory, 0, 10_000, "accent.refractory", " samples")
+        _within(self.schedule, 0, 64, "accent.schedule", " onsets")
         _within(self.velocity, 1, 127, "accent.velocity")
         _within(self.earcon_channel, 1, 16, "accent.earcon_channel")
         _within(self.earcon_program, 0, 127, "accent.earcon_program")
