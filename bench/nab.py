@@ -1,6 +1,6 @@
 """NAB: the live mapping and the accents on real, labelled series nobody here tuned for.
 
-    .venv/bin/python bench/nab.py --nab PATH [--rev REV] [--only TEXT]
+    .venv/bin/python bench/nab.py --nab PATH [--rev REV] [--only TEXT] [--set KEY=VALUE]
 
 The Numenta Anomaly Benchmark (https://github.com/numenta/NAB, MIT licence; not shipped
 here: ``git clone https://github.com/numenta/NAB`` and pass its folder, or set ``NAB``) holds
@@ -81,13 +81,16 @@ def load(nab: Path, only: str = "") -> list[Labelled]:
     return out
 
 
-def measure(nab: Path, only: str) -> dict[str, dict[str, Any]]:
-    """Per series: rho, false accents (count, samples), windows and labels caught."""
-    from streamsonic.config import load_config  # noqa: PLC0415
+def measure(nab: Path, only: str, settings: list[str] | None = None
+            ) -> dict[str, dict[str, Any]]:
+    """Per series: rho, false accents (count, samples), windows and labels caught
+    (``settings``: ``KEY=VALUE`` config overrides, as ``--set`` takes them)."""
+    from streamsonic.config import load_config, parse_override  # noqa: PLC0415
     from streamsonic.render import Series, render_notes  # noqa: PLC0415
 
     config = load_config(None, {"model.device": "cpu", "daemon.log_level": "warning",
-                                "normalize.render_scope": "rolling"})
+                                "normalize.render_scope": "rolling",
+                                **dict(parse_override(t) for t in settings or [])})
     out: dict[str, dict[str, Any]] = {}
     for s in load(nab, only):
         notes = render_notes(config, Series(s.key, s.values, list(range(len(s.values))), {}),
@@ -132,19 +135,23 @@ def main() -> int:
     parser.add_argument("--rev", metavar="REV", help="also measure this git revision")
     parser.add_argument("--only", default="", metavar="TEXT",
                         help="only series whose path contains TEXT")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run (as streamsonic --set takes "
+                             "it), e.g. accent.schedule=4")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.nab is None or not (args.nab / "labels" / "combined_windows.json").is_file():
         parser.error("--nab must name a checkout of https://github.com/numenta/NAB (its "
                      "data/ and labels/ folders); clone it and pass its path or set NAB")
     if args.json:  # (a revision's run, in a subprocess)
-        print(json.dumps(measure(args.nab, args.only)))
+        print(json.dumps(measure(args.nab, args.only, args.set)))
         return 0
     results: list[tuple[str, dict[str, dict[str, Any]]]] = []
     if args.rev:
+        sets = [a for t in args.set for a in ("--set", t)]
         results.append((args.rev, listen.json_at(
-            args.rev, __file__, ["--nab", str(args.nab), "--only", args.only])))
-    results.append(("now", measure(args.nab, args.only)))
+            args.rev, __file__, ["--nab", str(args.nab), "--only", args.only, *sets])))
+    results.append(("now", measure(args.nab, args.only, args.set)))
     print("| series | rev | rho | false accents | windows | labels +-3 |")
     print("|---|---|---|---|---|---|")
     for key in results[-1][1]:

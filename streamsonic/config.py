@@ -217,7 +217,7 @@ class AccentConfig:
     enabled: bool = True
     threshold: float = 0.5
     refractory: int = 4
-    schedule: int = 4
+    schedule: int = 0
     velocity: int = 127
     earcon: bool = True
     earcon_channel: int = 10

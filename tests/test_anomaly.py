@@ -384,13 +384,13 @@ def test_the_end_of_an_anomaly_is_not_another_accent(random_pitch_checkpoint: Pa
 
 
 def test_an_onset_that_keeps_a_schedule_is_expected(random_pitch_checkpoint: Path) -> None:
-    """A cron job: a spike every 12 samples (every one was accented: 8.3% of samples, and
-    NAB's cpu_utilization_asg_misconfiguration 7.1% of its samples). After 4 onsets at
-    equal intervals the next ones on the schedule play without the accent; a spike off it
-    is accented, and so is the job when it comes back after skipping a run (each starts
-    the schedule over: 4 runs accented again); spikes at
-    intervals that vary as the benchmark's injections do are all accented; with
-    accent.schedule = 0 the job is accented every time."""
+    """With accent.schedule = 4, a cron job: a spike every 12 samples (every one was
+    accented: 8.3% of samples, and NAB's cpu_utilization_asg_misconfiguration 7.1% of its
+    samples). After 4 onsets at equal intervals the next ones on the schedule play without
+    the accent; a spike off it is accented, and so is the job when it comes back after
+    skipping a run (each starts the schedule over: 4 runs accented again); spikes at
+    intervals that vary as the benchmark's injections do are all accented. Off by default
+    (accent.schedule = 0): the job is accented every time."""
     rng = np.random.default_rng(RNG_SEED)
     x = 30.0 + rng.normal(0.0, 1.0, 1200)
     jobs = [j for j in range(300, 900, 12) if j != 600]  # the run at 600 skipped
@@ -398,7 +398,7 @@ def test_an_onset_that_keeps_a_schedule_is_expected(random_pitch_checkpoint: Pat
     x[702] += 15.0  # off the schedule (halfway between two runs)
     jittered = [950, 1003, 1062, 1113, 1170]  # intervals 53, 59, 51, 57
     x[jittered] += 15.0
-    conductor = _conductor(random_pitch_checkpoint)
+    conductor = _conductor(random_pitch_checkpoint, **{"accent.schedule": 4})
     accents = np.array([conductor.observe(Sample("cron", float(i), float(v))).accent
                         for i, v in enumerate(x)])
     # the first 4 runs, 4 again after the skipped one and after the spike off the
@@ -407,7 +407,7 @@ def test_an_onset_that_keeps_a_schedule_is_expected(random_pitch_checkpoint: Pat
     assert [j for j in jobs if accents[j]] == list(heard)
     assert accents[702]
     assert all(accents[j] for j in jittered)
-    off = _conductor(random_pitch_checkpoint, **{"accent.schedule": 0})
+    off = _conductor(random_pitch_checkpoint)  # the default: accent.schedule = 0
     every = np.array([off.observe(Sample("cron", float(i), float(v))).accent
                       for i, v in enumerate(x)])
     assert all(every[j] for j in jobs)
