@@ -242,7 +242,6 @@ def _widths_out(norm: RollingNormalizer, position: float,
     return position * (width / spread)
 
 
-
 def _on_schedule(st: StreamState, schedule: int) -> bool:
     """Whether the onset now keeps the stream's schedule: its last ``schedule`` onsets and
     this one at intervals equal within SCHEDULE_SLACK samples (a cron job). Remembers it."""
@@ -470,7 +469,8 @@ class Conductor:
             st.normalizer, st.log = st.normalizer.remapped(math.log), True
         # An accent marks the onset of an anomaly: for `refractory` samples after one, only
         # a clearly larger one (ACCENT_RENEW times its z) accents again; an anomaly that
-        # goes on is heard as loudness, not as a string of accents.
+        # goes on is heard as loudness, not as a string of accents; its end (the way back,
+        # _comes_back) is not accented, nor, with accent.schedule, an onset on a schedule.
         cfg = self.config.accent
         unusual = anomaly >= cfg.threshold
         # (every sample: it follows the way back; accent.refractory = 0 accents them all)
