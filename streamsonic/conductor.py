@@ -245,10 +245,12 @@ def _widths_out(norm: RollingNormalizer, position: float,
 def _on_schedule(st: StreamState, schedule: int) -> bool:
     """Whether the onset now keeps the stream's schedule: its last ``schedule`` onsets and
     this one at intervals equal within SCHEDULE_SLACK samples (a cron job). Remembers it."""
+    if schedule <= 0:
+        return False
     onsets = st.onsets
     onsets.append(st.samples)
     del onsets[:-schedule - 1]  # (at most schedule + 1 kept)
-    if schedule <= 0 or len(onsets) <= schedule:
+    if len(onsets) <= schedule:
         return False
     gaps = [b - a for a, b in itertools.pairwise(onsets)]
     return min(gaps) > 1 and max(gaps) - min(gaps) <= SCHEDULE_SLACK

@@ -244,9 +244,10 @@ def knot_position(knots: list[float], value: float) -> float:
         return (value - lo) / (hi - lo)
     last = len(knots) - 1
     i = bisect.bisect_right(knots, value) - 1
-    first = bisect.bisect_left(knots, value)
-    if knots[i] == value and first < i:
-        return 0.5 * (first + i) / last  # on knots that are all this value: their middle
+    if knots[i] == value:
+        first = bisect.bisect_left(knots, value)
+        if first < i:  # on knots that are all this value: their middle
+            return 0.5 * (first + i) / last
     i = min(i, last - 1)
     a, b = knots[i], knots[i + 1]
     frac = (value - a) / (b - a) if b > a else 0.5
