@@ -114,8 +114,10 @@ def velocity_for(anomaly: float, vmin: int, vmax: int, threshold: float) -> int:
 
 
 #: An excess of this many widths of the ordinary range reaches the end of the headroom
-#: band: 3 decades of excess over the band (an octave by default: 4 semitones a decade).
-EXCESS_FULL = 1000.0
+#: band: 2 decades of excess over the band (an octave by default: 6 semitones a decade, so
+#: that 10 times a value's excess plays at least 3 semitones beyond it after the scale's
+#: rounding, even where both are far out: 4 a decade left 2 on a falling trend).
+EXCESS_FULL = 100.0
 
 
 def beyond_pitch(position: float, low: int, high: int, headroom: int) -> float:

@@ -82,6 +82,34 @@ def test_a_10x_spike_plays_clearly_higher_than_a_1_1x_spike() -> None:
     assert max(after) - min(after) >= 12
 
 
+def test_a_10x_spike_plays_clearly_higher_on_a_falling_trend() -> None:
+    """On a falling trend (and a geometric decline, played on logs) the window's maximum is
+    far above the present values, so 1.1x it already plays beyond the range; 10x it must
+    still play at least 3 semitones higher (4 semitones a decade of excess gave 2 here,
+    after the scale's rounding, at 3 of these 4 places)."""
+    rng = np.random.default_rng(11)
+    t = np.arange(800, dtype=float)
+    kinds = {"fall": 100 - 0.05 * t + rng.normal(0, 0.3, 800),
+             "decline": 1000 * 0.997 ** t * np.exp(rng.normal(0, 0.02, 800))}
+    streams: dict[str, np.ndarray] = {}
+    for kind, base in kinds.items():
+        for at in (300, 700):
+            window = base[at - 200:at]
+            hi, lo = float(window.max()), float(window.min())
+            for label, factor in (("small", 0.1), ("big", 9.0)):
+                x = base.copy()
+                x[at] = hi + factor * (hi - lo)
+                streams[f"{kind}{at}{label}"] = x
+    rows = [{k: float(v[i]) for k, v in streams.items()} for i in range(800)]
+    notes = by_stream(run_rows(rows, ALL_NOTES))
+    for kind in kinds:
+        for at in (300, 700):
+            p_small = int(notes[f"{kind}{at}small"][at]["pitch"])
+            p_big = int(notes[f"{kind}{at}big"][at]["pitch"])
+            assert p_small >= 89, (kind, at, p_small)  # 1.1x: at or beyond the top
+            assert p_big - p_small >= 3, (kind, at, p_small, p_big)
+
+
 def test_magnitude_on_a_heavy_tailed_positive_stream() -> None:
     """Latency-like data (lognormal) is placed and judged on a log scale; 10x its maximum
     still plays clearly above 1.1x it, and is accented."""
