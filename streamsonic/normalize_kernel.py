@@ -61,6 +61,10 @@ EXPAND_LAND, EXPAND_MAX = 0.75, 3.0
 #: Another exit the same way is a trend unless the signal came back this far past where
 #: the last move put it.
 BACK = 0.35
+#: ... and unless its last RECENT values go that way less than this (pairs in that order
+#: minus pairs against it, over the untied pairs): a season's peak above last year's (air
+#: passengers) is a wider swing, not a trend.
+TREND_TAU = 0.7
 #: After an exit, the window's own range is kept when it holds the signal's level at
 #: least this far from its edges.
 EDGE = 0.1
@@ -359,6 +363,32 @@ def _in_order_py(s: np.ndarray, tau: float) -> bool:
     return abs(concordant) >= tau * (n * (n - 1) // 2)
 
 
+def _going_py(s: np.ndarray, count: int, direction: int) -> float:
+    """How the newest ``count`` values of the window (at most) go ``direction``'s way:
+    pairs in that order minus pairs against it, over the pairs that are not tied
+    (Goodman and Kruskal's gamma: a trend read in coarse steps, with many equal values,
+    is as much in order as a fine one)."""
+    total = int(s[_N])
+    n = total if total < count else count
+    if n < 2:
+        return 0.0
+    c = int(s[_WINDOW]) + 1
+    values = _RINGS + c
+    first = int(s[_HEAD]) + total - n
+    up = down = 0
+    for i in range(n - 1):
+        a = s[values + (first + i) % c]
+        for j in range(i + 1, n):
+            b = s[values + (first + j) % c]
+            if b > a:
+                up += 1
+            elif b < a:
+                down += 1
+    if up + down == 0:
+        return 0.0
+    return direction * (up - down) / (up + down)
+
+
 def _warm_trend_py(s: np.ndarray) -> None:
     """During the warm-up: for a series that starts on a trend, widen the window's
     reference and end the warm-up (``_warm_trend`` in tests/normalize_reference.py; see
@@ -444,7 +474,7 @@ def _auto_range_py(s: np.ndarray, value: float) -> None:
         direction = 1 if run > 0 else -1
         back = (s[_LOW] if direction > 0 else 1.0 - s[_HIGH]) < s[_LAND] - BACK
         trend = (direction == int(s[_LAST_EXIT]) and since_snap < int(s[_WINDOW])
-                 and not back)
+                 and not back and _going(s, RECENT, direction) >= TREND_TAU)
         land = 0.5 - direction * (0.5 - TREND_LAND) if trend else 0.5
         if not trend:
             s[_PACE] = 1.0
@@ -648,7 +678,7 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _set_reference, _ring_append, _snap, _stretch_for_trend, _zoom, _auto_range = (
         _set_reference_py, _ring_append_py, _snap_py, _stretch_for_trend_py, _zoom_py,
         _auto_range_py)
-    _warm_trend, _in_order = _warm_trend_py, _in_order_py
+    _warm_trend, _in_order, _going = _warm_trend_py, _in_order_py, _going_py
     _zscore, _percentile, _normalize = _zscore_py, _percentile_py, _normalize_py
     push: Any = _push_py
     position: Any = _position_py
@@ -674,6 +704,7 @@ else:
     _snap = jit(_snap_py, fastmath=False)
     _stretch_for_trend = jit(_stretch_for_trend_py, fastmath=False)
     _in_order = jit(_in_order_py, fastmath=False)
+    _going = jit(_going_py, fastmath=False)
     _warm_trend = jit(_warm_trend_py, fastmath=False)
     _zoom = jit(_zoom_py, fastmath=False)
     _auto_range = jit(_auto_range_py, fastmath=False)

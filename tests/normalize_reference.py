@@ -45,6 +45,10 @@ EXPAND_LAND, EXPAND_MAX = 0.75, 3.0
 #: Another exit the same way is a trend unless the signal came back this far (a share of
 #: the range) past where the last move put it: then it swings (a season, a cycle).
 BACK = 0.35
+#: ... and unless its last RECENT values go that way less than this (pairs in that order
+#: minus pairs against it, over the untied pairs): a season's peak above last year's is a
+#: wider swing, not a trend.
+TREND_TAU = 0.7
 #: After an exit, the window's own range is kept when it holds the signal's level at
 #: least this far from its edges (an oscillation); otherwise the reference moves.
 EDGE = 0.1
@@ -259,7 +263,7 @@ class RollingNormalizer:
             # it came back: since the last move it went BACK of the range past the level
             back = (self._low if direction > 0 else 1.0 - self._high) < self._land - BACK
             trend = (direction == self._last_exit and self._since_snap < self.window
-                     and not back)
+                     and not back and self._going(RECENT, direction) >= TREND_TAU)
             land = 0.5 - direction * (0.5 - TREND_LAND) if trend else 0.5
             if not trend:
                 self._pace = 1.0
@@ -295,6 +299,15 @@ class RollingNormalizer:
         pairs = [(a, b) for i, a in enumerate(values) for b in values[i + 1:]]
         kendall = sum(b > a for a, b in pairs) - sum(b < a for a, b in pairs)
         return abs(kendall) >= tau * len(pairs)
+
+    def _going(self, count: int, direction: int) -> float:
+        """How the newest ``count`` values (at most) go ``direction``'s way: pairs in
+        that order minus pairs against it, over the untied pairs (Goodman and Kruskal's
+        gamma), 0 when all are tied."""
+        values = [v for _, _, v in self._items][-count:]
+        pairs = [(a, b) for i, a in enumerate(values) for b in values[i + 1:]]
+        up, down = sum(b > a for a, b in pairs), sum(b < a for a, b in pairs)
+        return direction * (up - down) / (up + down) if up + down else 0.0
 
     def _warm_trend(self) -> None:
         """During the warm-up, a series that starts on a trend (its first and last 4
