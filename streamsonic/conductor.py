@@ -242,6 +242,15 @@ def _widths_out(norm: RollingNormalizer, position: float,
     return position * (width / spread)
 
 
+def _renews(anomaly: float, accented: float) -> bool:
+    """Whether a score of ``anomaly`` is clearly larger than the ``accented`` one (its z
+    at least ACCENT_RENEW times as large). Nothing is clearly larger than a score of 1 (a
+    z beyond measure: a stream that had not moved at all, now moving), so a stream whose
+    scale is 0 does not accent each of its next samples as a new onset."""
+    before = strength(accented)
+    return math.isfinite(before) and strength(anomaly) >= ACCENT_RENEW * before
+
+
 def _on_schedule(st: StreamState, schedule: int) -> bool:
     """Whether the onset now keeps the stream's schedule: its last ``schedule`` onsets and
     this one at intervals equal within SCHEDULE_SLACK samples (a cron job). Remembers it."""
@@ -479,7 +488,7 @@ class Conductor:
         back = _comes_back(st, value, unusual) and cfg.refractory > 0
         accent = cfg.enabled and unusual and not back and (
             st.samples - st.accent_at > cfg.refractory
-            or strength(anomaly) >= ACCENT_RENEW * strength(st.accent_score))
+            or _renews(anomaly, st.accent_score))
         if accent:
             st.accent_at, st.accent_score, st.accent_direction = st.samples, anomaly, direction
             st.accent_value, st.accent_from = value, st.previous

@@ -519,3 +519,18 @@ def test_the_scale_watch_keeps_a_bounded_sample() -> None:
         scorer.update(float(v))
     kept = scorer._scale._values
     assert not scorer.log_scale and kept is not None and 64 <= len(kept) <= 128
+
+
+def test_a_score_beyond_measure_does_not_renew_its_own_accent(
+        random_pitch_checkpoint: Path) -> None:
+    """A key that stopped (an exact 0 for 300 samples) and then flickers (NAB's rogue agent
+    key hold): its scale is 0, so each of the first values after the stop scores 1 (a z
+    beyond measure). Within the refractory samples only a clearly larger anomaly accents
+    again, and nothing is clearly larger than 1: the first value is accented, not the next
+    4 (3 of them were, each counted as infinitely larger than the last)."""
+    x = np.concatenate([np.full(300, 0.0), [0.077, 0.099, 0.0, 0.081, 0.0, 0.0, 0.0]])
+    conductor = _conductor(random_pitch_checkpoint)
+    readings = [conductor.observe(Sample("key", float(i), float(v)))
+                for i, v in enumerate(x)]
+    assert [r.anomaly for r in readings[300:304]] == [1.0] * 4  # beyond measure, each
+    assert [r.accent for r in readings[300:305]] == [True, False, False, False, False]
