@@ -95,6 +95,7 @@ class StreamState:
     away: bool = False  # not back from the last accent yet (see RETURN_SAMPLES)
     returning: bool = False  # back, and not yet ordinary again
     previous: float = math.nan  # the value of the stream's last sample
+    unusual: bool = False  # and whether it scored at or above the accent threshold
     onsets: list[int] = field(default_factory=list)  # the last onsets' sample counts
     seen: float = 0.0  # the conductor's clock at its last sample (LRU order, idle eviction)
     # Phrases (model.passing_notes > 0): the candidate index of the last note played (-1:
@@ -479,8 +480,9 @@ class Conductor:
             # follows the log too, so a geometric decline plays as a steady line.
             st.normalizer, st.log = st.normalizer.remapped(math.log), True
         # An accent marks the onset of an anomaly: for `refractory` samples after one, only
-        # a clearly larger one (ACCENT_RENEW times its z) accents again; an anomaly that
-        # goes on is heard as loudness, not as a string of accents; its end (the way back,
+        # a clearly larger one (ACCENT_RENEW times its z), the other way or after the
+        # excursion ended, accents again; an anomaly that goes on (or grows) is heard as
+        # loudness, not as a string of accents; its end (the way back,
         # _comes_back) is not accented, nor, with accent.schedule, an onset on a schedule.
         cfg = self.config.accent
         unusual = anomaly >= cfg.threshold
@@ -488,7 +490,8 @@ class Conductor:
         back = _comes_back(st, value, unusual) and cfg.refractory > 0
         accent = cfg.enabled and unusual and not back and (
             st.samples - st.accent_at > cfg.refractory
-            or _renews(anomaly, st.accent_score))
+            or ((direction != st.accent_direction or not st.unusual)
+                and _renews(anomaly, st.accent_score)))
         if accent:
             st.accent_at, st.accent_score, st.accent_direction = st.samples, anomaly, direction
             st.accent_value, st.accent_from = value, st.previous
@@ -496,7 +499,12 @@ class Conductor:
             st.returning = False
             # (an expected onset starts the refractory and the way back as an accent does)
             accent = not _on_schedule(st, cfg.schedule)
-        st.previous = value
+        elif (unusual and st.unusual and st.away and direction == st.accent_direction
+              and (value - st.accent_value) * direction > 0.0):
+            # The accented excursion goes on, further out: one anomaly, heard as loudness.
+            # Its way back counts from here, and only one clearly larger than this renews.
+            st.accent_value, st.accent_score = value, max(st.accent_score, anomaly)
+        st.previous, st.unusual = value, unusual
         return self._reading(position, anomaly, direction, accent)
 
     def read(self, stream: str, value: float, anomaly: float = 0.0, direction: int = 0,

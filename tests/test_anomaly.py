@@ -534,3 +534,19 @@ def test_a_score_beyond_measure_does_not_renew_its_own_accent(
                 for i, v in enumerate(x)]
     assert [r.anomaly for r in readings[300:304]] == [1.0] * 4  # beyond measure, each
     assert [r.accent for r in readings[300:305]] == [True, False, False, False, False]
+
+
+def test_an_excursion_that_grows_is_accented_once(random_pitch_checkpoint: Path) -> None:
+    """A spike that takes a few samples to peak and undershoots on its way back (a
+    membrane potential's action potential): its onset is accented; as it grows further
+    out it stays one anomaly (each sample's z more than doubled, which renewed the accent
+    at the peak), and its way back counts from the peak, so the samples around where it
+    started are not a new anomaly (the end was accented too: 3 accents for one spike)."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0, 1, 300), [4.0, 12.0, 30.0, 9.0, -6.0, -3.0, 0.5, -0.2]])
+    conductor = _conductor(random_pitch_checkpoint)
+    readings = [conductor.observe(Sample("cell", float(i), float(v)))
+                for i, v in enumerate(x)]
+    assert not any(r.accent for r in readings[:300])
+    assert [i for i, r in enumerate(readings) if r.accent] == [301]
+    assert readings[302].anomaly > readings[301].anomaly  # the peak keeps its larger score
