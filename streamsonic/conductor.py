@@ -501,9 +501,10 @@ class Conductor:
             accent = not _on_schedule(st, cfg.schedule)
         elif (unusual and st.unusual and st.away and direction == st.accent_direction
               and (value - st.accent_value) * direction > 0.0):
-            # The accented excursion goes on, further out: one anomaly, heard as loudness.
-            # Its way back counts from here, and only one clearly larger than this renews.
-            st.accent_value, st.accent_score = value, max(st.accent_score, anomaly)
+            # The accented excursion goes on, further out: one anomaly, heard as loudness;
+            # its way back counts from here (a new one the same way, clearly larger than
+            # its onset, still renews the accent).
+            st.accent_value = value
         st.previous, st.unusual = value, unusual
         return self._reading(position, anomaly, direction, accent)
 
