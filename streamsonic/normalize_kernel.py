@@ -299,8 +299,12 @@ def _snap_py(s: np.ndarray, value: float, centered: bool, land: float, direction
         if hi - lo <= _tiny(lo, hi):
             s[_HAS_KNOTS] = 0.0  # a constant window: everything plays the middle
             return
+        # Mostly one value (its few others beyond the quantiles): that value stays in the
+        # middle, where a constant plays, and the farthest other one reaches an edge.
+        mid = knots[0]
+        reach = hi - mid if hi - mid > mid - lo else mid - lo
         for k in range(REF_KNOTS):
-            knots[k] = lo + (hi - lo) * k / (REF_KNOTS - 1)
+            knots[k] = mid + reach * ((2 * k - (REF_KNOTS - 1)) / (REF_KNOTS - 1))
     if centered:
         p = _knot_position(knots, 0, value)
         if not (p >= EDGE and p <= 1.0 - EDGE):

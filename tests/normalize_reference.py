@@ -391,11 +391,15 @@ class RollingNormalizer:
         it from its other edge until ``value`` sits at EXPAND_LAND from there."""
         knots = _quantile_knots(self._sorted)
         if knots[-1] - knots[0] <= _tiny(knots[0], knots[-1]):
-            lo, hi = self.minimum, self.maximum  # mostly one value: use the extremes
+            lo, hi = self.minimum, self.maximum  # mostly one value
             if hi - lo <= _tiny(lo, hi):
                 self._knots = []  # a constant window: everything plays the middle
                 return
-            knots = [lo + (hi - lo) * k / (REF_KNOTS - 1) for k in range(REF_KNOTS)]
+            # that value in the middle, its farthest other value at an edge
+            mid = knots[0]
+            reach = max(hi - mid, mid - lo)
+            knots = [mid + reach * ((2 * k - (REF_KNOTS - 1)) / (REF_KNOTS - 1))
+                     for k in range(REF_KNOTS)]
         if centered and not EDGE <= knot_position(knots, value) <= 1.0 - EDGE:
             # The window's own range does not hold the signal's level well (it is at its
             # edge: a trend, a level shift): move the reference to the level, or (a new

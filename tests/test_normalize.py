@@ -246,3 +246,17 @@ def test_auto_range_does_not_take_a_growing_season_for_a_trend(seed: int) -> Non
          * np.exp(rng.normal(0, 0.03, 144)))
     placed = _positions(x)
     assert np.all(placed[40:] >= 0.0)
+
+
+@pytest.mark.parametrize("spike", [4.0, 2.0, 1.7e308, -1.7e308])
+def test_auto_range_keeps_a_stuck_value_in_the_middle_after_one_spike(spike: float) -> None:
+    """A sensor stuck at one value plays the middle; one spike (up or down, up to the
+    largest float) plays at the edge its way, and the stuck value keeps the middle after
+    it: the window's range was its minimum..maximum, which put the stuck value at the
+    other edge (a level that sounded low, or high, because of one sample), and a spike
+    near the largest float overflowed the range's knots (it played 1/16 up the range)."""
+    x = np.concatenate([np.full(200, 3.0), [spike], np.full(20, 3.0)])
+    placed = _positions(x)
+    assert np.all(placed[:200] == 0.5)
+    assert placed[200] == (1.0 if spike > 3.0 else 0.0)
+    assert np.all(placed[201:] == 0.5)
