@@ -32,6 +32,10 @@ table; revisions without accents are judged by their loudest 2% of notes (the be
 listener could do there). Usage::
 
     .venv/bin/python bench/listen.py [--before REV] [--skip-fast] [--only NAME]
+                                     [--series CSV ...]
+
+``--series CSV`` plays your own series instead (each numeric column of the file; the same
+measures, seeds 100, 101, ... in the file's order): how streamsonic does on data like yours.
 """
 
 from __future__ import annotations
@@ -131,6 +135,27 @@ def all_series() -> dict[str, np.ndarray]:
     place: the public series come last, so the first 16 keep the seeds they had before
     those were added)."""
     return {**real_series(), **synthetic_series(), **public_series()}
+
+
+def file_series(path: Path, min_samples: int = 60) -> dict[str, np.ndarray]:
+    """Series of the user's own: each column of a CSV file with a header row whose cells
+    are numbers (empty, ``NA`` or ``nan`` cells are left out of that column; a column with
+    any other text, or fewer than ``min_samples`` numbers, is not a series), named
+    ``STEM:COLUMN``. Raises SystemExit naming the file when it has no such column."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    out: dict[str, np.ndarray] = {}
+    for column in (table[0].keys() if table else ()):
+        cells = [(r.get(column) or "").strip() for r in table]
+        try:
+            values = [float(c) for c in cells if c not in ("", "NA", "nan")]
+        except ValueError:
+            continue  # a column of dates or names
+        if len(values) >= min_samples and np.all(np.isfinite(values)):
+            out[f"{path.stem}:{column}"] = np.array(values)
+    if not out:
+        raise SystemExit(f"{path}: no column of at least {min_samples} numbers under a header")
+    return out
 
 
 def synthetic_series(n: int = 600, seed: int = 7) -> dict[str, np.ndarray]:
@@ -384,12 +409,17 @@ def main() -> int:
     parser.add_argument("--before", metavar="REV", help="also measure this git revision")
     parser.add_argument("--skip-fast", action="store_true", help="skip the real-time feeds")
     parser.add_argument("--only", metavar="TEXT", help="only series whose name contains TEXT")
+    parser.add_argument("--series", metavar="CSV", type=Path, action="append",
+                        help="play these series instead of the benchmark's: each numeric "
+                        "column of the CSV file (a header row, at least 60 numbers); "
+                        "repeatable")
     args = parser.parse_args()
     revs = [Revision(REPO, "after")]
     tmp = Path(tempfile.mkdtemp(prefix="listen-"))
     if args.before:
         revs.insert(0, Revision(worktree(args.before, tmp / "before"), "before"))
-    series = all_series()
+    series = ({k: v for path in args.series for k, v in file_series(path).items()}
+              if args.series else all_series())
     if args.only:
         series = {k: v for k, v in series.items() if args.only in k}
     print("| series | rev | rho (30) | top pitch | 1.1x pitch/vel | 10x pitch/vel | 10x - 1.1x "
