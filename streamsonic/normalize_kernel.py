@@ -348,34 +348,11 @@ def _stretch_for_trend_py(s: np.ndarray, level: float, direction: int) -> None:
         s[_KNOTS + k] = level + factor * (s[_KNOTS + k] - level)
 
 
-def _in_order_py(s: np.ndarray, tau: float) -> bool:
-    """Whether the window's values go one way: Kendall's tau (pairs in order minus pairs
-    out of order, over all pairs) of at least ``tau`` either way."""
-    n = int(s[_N])
-    c = int(s[_WINDOW]) + 1
-    values = _RINGS + c
-    head = int(s[_HEAD])
-    concordant = 0
-    for i in range(n - 1):
-        a = s[values + (head + i) % c]
-        for j in range(i + 1, n):
-            b = s[values + (head + j) % c]
-            if b > a:
-                concordant += 1
-            elif b < a:
-                concordant -= 1
-    return abs(concordant) >= tau * (n * (n - 1) // 2)
-
-
-def _going_py(s: np.ndarray, count: int, direction: int) -> float:
-    """How the newest ``count`` values of the window (at most) go ``direction``'s way:
-    pairs in that order minus pairs against it, over the pairs that are not tied
-    (Goodman and Kruskal's gamma: a trend read in coarse steps, with many equal values,
-    is as much in order as a fine one)."""
+def _pairs_py(s: np.ndarray, count: int) -> tuple[int, int]:
+    """Among the newest ``count`` values of the window (at most), the pairs (earlier,
+    later) that go up and those that go down."""
     total = int(s[_N])
     n = total if total < count else count
-    if n < 2:
-        return 0.0
     c = int(s[_WINDOW]) + 1
     values = _RINGS + c
     first = int(s[_HEAD]) + total - n
@@ -388,6 +365,23 @@ def _going_py(s: np.ndarray, count: int, direction: int) -> float:
                 up += 1
             elif b < a:
                 down += 1
+    return up, down
+
+
+def _in_order_py(s: np.ndarray, tau: float) -> bool:
+    """Whether the window's values go one way: Kendall's tau (pairs in order minus pairs
+    out of order, over all pairs) of at least ``tau`` either way."""
+    n = int(s[_N])
+    up, down = _pairs(s, n)
+    return abs(up - down) >= tau * (n * (n - 1) // 2)
+
+
+def _going_py(s: np.ndarray, count: int, direction: int) -> float:
+    """How the newest ``count`` values of the window (at most) go ``direction``'s way:
+    pairs in that order minus pairs against it, over the pairs that are not tied
+    (Goodman and Kruskal's gamma: a trend read in coarse steps, with many equal values,
+    is as much in order as a fine one)."""
+    up, down = _pairs(s, count)
     if up + down == 0:
         return 0.0
     return direction * (up - down) / (up + down)
@@ -682,7 +676,8 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _set_reference, _ring_append, _snap, _stretch_for_trend, _zoom, _auto_range = (
         _set_reference_py, _ring_append_py, _snap_py, _stretch_for_trend_py, _zoom_py,
         _auto_range_py)
-    _warm_trend, _in_order, _going = _warm_trend_py, _in_order_py, _going_py
+    _warm_trend, _in_order, _going, _pairs = (_warm_trend_py, _in_order_py, _going_py,
+                                              _pairs_py)
     _zscore, _percentile, _normalize = _zscore_py, _percentile_py, _normalize_py
     push: Any = _push_py
     position: Any = _position_py
@@ -707,6 +702,7 @@ else:
     _sorted4_third = jit(_sorted4_third_py, fastmath=False)
     _snap = jit(_snap_py, fastmath=False)
     _stretch_for_trend = jit(_stretch_for_trend_py, fastmath=False)
+    _pairs = jit(_pairs_py, fastmath=False)
     _in_order = jit(_in_order_py, fastmath=False)
     _going = jit(_going_py, fastmath=False)
     _warm_trend = jit(_warm_trend_py, fastmath=False)
