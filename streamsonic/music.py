@@ -125,9 +125,10 @@ def beyond_pitch(position: float, low: int, high: int, headroom: int) -> float:
 
     Ordinary values (``position`` 0..1) play in ``low..high``; a value beyond them plays
     in a band of ``headroom`` semitones above ``high`` (or below ``low``), further out for
-    a larger excess, on a log scale: a value 0.1 range-widths out plays about half a
-    semitone beyond the range, 10 widths out 4 semitones, 1000 widths out (or more) at the
-    band's end. Order is kept and one extreme value never squeezes the others.
+    a larger excess, on a log scale: a value 0.1 range-widths out plays a quarter of a
+    semitone beyond the range, 1 width out 1.8 semitones, 10 widths out 6, 100 widths out
+    (or more) at the band's end (with the default octave). Order is kept and one extreme
+    value never squeezes the others.
     """
     excess = position - 1.0 if position > 1.0 else -position
     reach = headroom * min(math.log1p(max(excess, 0.0)) / math.log1p(EXCESS_FULL), 1.0)
