@@ -115,6 +115,7 @@ class Reading:
     direction: int = 0  # +1 above what was expected, -1 below, 0 neither
     accent: bool = False  # the score crossed the threshold here (the onset of an anomaly)
     beyond: float | None = None  # beyond the ordinary range: the pitch it plays (headroom)
+    back: bool = False  # on its way back from an accent: plays at ordinary loudness
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,7 +507,7 @@ class Conductor:
             # its onset, still renews the accent).
             st.accent_value = value
         st.previous, st.unusual = value, unusual
-        return self._reading(position, anomaly, direction, accent)
+        return self._reading(position, anomaly, direction, accent, back)
 
     def read(self, stream: str, value: float, anomaly: float = 0.0, direction: int = 0,
              accent: bool = False) -> Reading:
@@ -534,13 +535,14 @@ class Conductor:
         return _widths_out(norm, position, None)
 
     def _reading(self, position: float, anomaly: float, direction: int,
-                 accent: bool) -> Reading:
+                 accent: bool, back: bool = False) -> Reading:
         music = self.config.music
         if math.isnan(position):
             position = 0.5
         beyond = (None if 0.0 <= position <= 1.0 else
                   beyond_pitch(position, music.low, music.high, music.headroom))
-        return Reading(min(1.0, max(0.0, position)), anomaly, direction, accent, beyond)
+        return Reading(min(1.0, max(0.0, position)), anomaly, direction, accent, beyond,
+                       back)
 
     def play(self, cues: list[Cue]) -> StepResult:
         """Step N streams: one LSTM timestep for each cue's stream (one cue per stream), as
@@ -745,8 +747,9 @@ class Conductor:
         if timing is not None:
             velocity = timing.velocity if velocity is None else velocity
             duration = timing.duration if duration is None else duration
-        if velocity is None:
-            velocity = velocity_for(reading.anomaly, music.velocity_min, music.velocity_max,
+        if velocity is None:  # (the way back from an accent is no new surprise)
+            velocity = velocity_for(0.0 if reading.back else reading.anomaly,
+                                    music.velocity_min, music.velocity_max,
                                     accent_cfg.threshold)
         accent = reading.accent and accent_cfg.enabled
         if accent:  # nothing (not the temporal model either) plays an accent softly

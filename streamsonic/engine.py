@@ -119,9 +119,11 @@ class Aggregate:
         self.time = sample.time
         self.accent = self.accent or reading.accent
         # The most anomalous sample, an accented one before any that is not (a higher
-        # score inside accent.refractory is no accent; the note must carry the accent's).
+        # score inside accent.refractory is no accent; the note must carry the accent's),
+        # and any before one on the way back from an accent (no new surprise).
         peak = self.peak
-        if (peak is None or (reading.accent, reading.anomaly) > (peak.accent, peak.anomaly)):
+        if (peak is None or (reading.accent, not reading.back, reading.anomaly)
+                > (peak.accent, not peak.back, peak.anomaly)):
             self.peak = reading
             self.peak_value = sample.value
 

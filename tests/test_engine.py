@@ -10,9 +10,9 @@ from pathlib import Path
 import mido
 import pytest
 
-from streamsonic.conductor import Conductor
+from streamsonic.conductor import Conductor, Reading
 from streamsonic.config import Config, load_config
-from streamsonic.engine import Engine
+from streamsonic.engine import Aggregate, Engine
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.loader import load_pitch_model
 from streamsonic.scheduler import Scheduler, VirtualClock
@@ -188,3 +188,17 @@ async def test_a_busy_loop_does_not_fold_what_the_cap_lets_play(random_pitch_che
     assert len(rec.notes) == engine.samples == rows * len(streams)
     assert [n.value for n in rec.notes if n.stream == "a"] == [float(k % 7) for k in range(rows)]
     assert balanced(rec)
+
+
+def test_an_aggregate_plays_a_new_surprise_before_a_way_back() -> None:
+    """Samples folded into one note: the note plays the most anomalous, but a sample on
+    the way back from an accent (scored high, no new surprise) comes after any that is
+    not, and an accented one before both."""
+    back = Reading(0.5, anomaly=0.99, direction=1, back=True)
+    new = Reading(0.9, anomaly=0.6, direction=1)
+    agg = Aggregate.of(Sample("s", 0.0, 40.0), back)
+    agg.add(Sample("s", 1.0, 70.0), new)
+    assert agg.peak is new and agg.value("anomalous") == 70.0
+    accented = Reading(0.1, anomaly=0.55, direction=-1, accent=True)
+    agg.add(Sample("s", 2.0, 5.0), accented)
+    assert agg.peak is accented and agg.value("anomalous") == 5.0

@@ -126,6 +126,23 @@ def test_magnitude_on_a_heavy_tailed_positive_stream() -> None:
     assert sum(clean) <= 3  # its own tail is not an anomaly
 
 
+def test_the_way_back_from_a_dropout_plays_at_ordinary_loudness() -> None:
+    """A 5-sample dropout of a CPU reading: its onset is accented and the samples while it
+    lasts play loud; the values back at the usual level still score high (the forecasts
+    need a few samples to forget the dropout) and carry that score, but they are the way
+    back, no new surprise, and play at ordinary loudness (they played as loud as the
+    dropout, so it sounded twice as long as it was)."""
+    rng = np.random.default_rng(12)
+    x = np.concatenate([45 + rng.normal(0, 3, 240), 2.0 + rng.normal(0, 0.2, 5),
+                        45 + rng.normal(0, 3, 40)])
+    notes = by_stream(run_rows([{"cpu": float(v)} for v in x], ALL_NOTES))["cpu"]
+    assert notes[240]["accent"] and notes[240]["velocity"] == 127
+    assert all(int(e["velocity"]) >= 90 for e in notes[241:244])  # it lasts: loud
+    back = notes[245:249]
+    assert all(float(e["anomaly"]) >= 0.5 and not e["accent"] for e in back)
+    assert all(int(e["velocity"]) <= 60 for e in back)  # velocity_min is 56
+
+
 def test_eight_streams_get_distinct_programs_and_pans() -> None:
     rows = [{f"s{k}": float(np.sin(i / 5 + k)) for k in range(8)} for i in range(20)]
     notes = by_stream(run_rows(rows, ALL_NOTES))
