@@ -510,11 +510,11 @@ class Conductor:
         return self._reading(position, anomaly, direction, accent, back)
 
     def read(self, stream: str, value: float, anomaly: float = 0.0, direction: int = 0,
-             accent: bool = False) -> Reading:
+             accent: bool = False, back: bool = False) -> Reading:
         """Where ``value`` stands in ``stream``'s current window (for aggregates: their
         value's place, with the anomaly score and accent of their samples)."""
         return self._reading(self._position(self.state(stream), value), anomaly, direction,
-                             accent)
+                             accent, back)
 
     @staticmethod
     def _position(st: StreamState, value: float) -> float:
@@ -587,7 +587,7 @@ class Conductor:
         readings = [c.reading or self.read(c.sample.stream, c.sample.value) for c in cues]
         # A cue's own position (render's whole-file normalization) replaces the reading's.
         readings = [r if c.normalized is None else
-                    self._reading(c.normalized, r.anomaly, r.direction, r.accent)
+                    self._reading(c.normalized, r.anomaly, r.direction, r.accent, r.back)
                     for c, r in zip(cues, readings, strict=True)]
         normalized = np.array([r.normalized for r in readings], dtype=np.float64)
         data_pitch, data_input = self.chooser.encode(normalized)
@@ -637,7 +637,7 @@ class Conductor:
         reading = cue.reading or self.read(sample.stream, sample.value)
         if cue.normalized is not None:
             reading = self._reading(cue.normalized, reading.anomaly, reading.direction,
-                                    reading.accent)
+                                    reading.accent, reading.back)
         chooser = self.chooser
         norm = reading.normalized
         data_pitch, data_input = chooser.encode_one(norm)
@@ -698,7 +698,7 @@ class Conductor:
         for cue in cues:
             r = cue.reading or self.read(cue.sample.stream, cue.sample.value)
             if cue.normalized is not None:
-                r = self._reading(cue.normalized, r.anomaly, r.direction, r.accent)
+                r = self._reading(cue.normalized, r.anomaly, r.direction, r.accent, r.back)
             readings.append(r)
         normalized = np.array([r.normalized for r in readings], dtype=np.float64)
         data_pitch, _ = chooser.encode(normalized)

@@ -152,10 +152,10 @@ def fold(agg: Aggregate, sample: Sample, reading: Reading, conductor: Conductor,
         agg.reading = replace(peak, accent=agg.accent)
     elif how == "last":
         agg.reading = replace(reading, anomaly=peak.anomaly, direction=peak.direction,
-                              accent=agg.accent)
+                              accent=agg.accent, back=peak.back)
     else:
         agg.reading = conductor.read(sample.stream, agg.value(how), peak.anomaly,
-                                     peak.direction, agg.accent)
+                                     peak.direction, agg.accent, peak.back)
 
 
 def _settle(owed: Aggregate | Receipt | None) -> None:

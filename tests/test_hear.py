@@ -11,9 +11,14 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from streamsonic.config import load_config
+from streamsonic.outputs import parse_output
+from streamsonic.render import Series, render_notes
 
 EXE = [sys.executable, "-m", "streamsonic", "--output", "events"]
 ALL_NOTES = ["--set", "clock.backlog=100000", "--max-rate", "1000"]
@@ -141,6 +146,20 @@ def test_the_way_back_from_a_dropout_plays_at_ordinary_loudness() -> None:
     back = notes[245:249]
     assert all(float(e["anomaly"]) >= 0.5 and not e["accent"] for e in back)
     assert all(int(e["velocity"]) <= 60 for e in back)  # velocity_min is 56
+
+
+def test_the_way_back_plays_at_ordinary_loudness_in_a_render_too(tmp_path: Path) -> None:
+    """The same through ``render`` (its whole-file normalization gives each note its
+    place, so the reading is made again from the sample's: the way back must survive it)."""
+    rng = np.random.default_rng(12)
+    x = np.concatenate([45 + rng.normal(0, 3, 240), 2.0 + rng.normal(0, 0.2, 5),
+                        45 + rng.normal(0, 3, 40)])
+    config = load_config(None, {"model.device": "cpu", "daemon.log_level": "warning"})
+    notes = [n for n in render_notes(config, Series("cpu", x, list(range(len(x))), {}),
+                                     [parse_output(f"file:{tmp_path}/out.mid")])
+             if n.source == "data"]
+    assert notes[240].accent and notes[240].velocity == 127
+    assert all(n.anomaly >= 0.5 and n.velocity <= 60 for n in notes[245:249])
 
 
 def test_eight_streams_get_distinct_programs_and_pans() -> None:
