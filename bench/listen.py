@@ -81,6 +81,11 @@ def _sample_data(name: str) -> Path:
     return Path(matplotlib.get_data_path()) / "sample_data" / name
 
 
+def _number(text: str) -> float:
+    """A CSV cell's number; NaN for a missing one (empty, ``NA`` or ``nan``)."""
+    return float(text) if text.strip() not in ("", "NA", "nan") else math.nan
+
+
 def public_series() -> dict[str, np.ndarray]:
     """Public-domain real series shipped in bench/data/public (see its README.md)."""
 
@@ -88,29 +93,26 @@ def public_series() -> dict[str, np.ndarray]:
         with (PUBLIC / f"{name}.csv").open(encoding="utf-8") as fh:
             return list(csv.DictReader(fh))
 
-    def number(text: str) -> float:
-        return float(text) if text.strip() not in ("", "NA", "nan") else math.nan
-
-    co2 = np.array([number(r["co2"]) for r in rows("co2")])
+    co2 = np.array([_number(r["co2"]) for r in rows("co2")])
     gaps = np.isnan(co2)  # missing weeks: interpolated linearly
     co2[gaps] = np.interp(np.flatnonzero(gaps), np.flatnonzero(~gaps), co2[~gaps])
     months = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV",
               "DEC")
-    out = {"pub:sunspots": np.array([number(r["SUNACTIVITY"]) for r in rows("sunspots")]),
+    out = {"pub:sunspots": np.array([_number(r["SUNACTIVITY"]) for r in rows("sunspots")]),
            "pub:co2 weekly": co2,
-           "pub:elnino": np.array([number(r[m]) for r in rows("elnino") for m in months]),
-           "pub:nile": np.array([number(r["volume"]) for r in rows("nile")])}
+           "pub:elnino": np.array([_number(r[m]) for r in rows("elnino") for m in months]),
+           "pub:nile": np.array([_number(r["volume"]) for r in rows("nile")])}
     macro = rows("macrodata")
     for column in ("realgdp", "realcons", "realinv", "cpi", "unemp", "tbilrate"):
-        out[f"pub:{column}"] = np.array([number(r[column]) for r in macro])
+        out[f"pub:{column}"] = np.array([_number(r[column]) for r in macro])
     # Added after the rest was tuned, as series nobody tuned for: monthly US employment
     # 2006-2015 (slow trends that turn: the Great Recession), daily Seattle weather.
     jobs = rows("us-employment")
     for column in ("nonfarm", "manufacturing", "leisure_and_hospitality", "government"):
-        out[f"pub:jobs {column}"] = np.array([number(r[column]) for r in jobs])
+        out[f"pub:jobs {column}"] = np.array([_number(r[column]) for r in jobs])
     weather = rows("seattle-weather")
     for column in ("temp_max", "precipitation"):
-        out[f"pub:seattle {column}"] = np.array([number(r[column]) for r in weather])
+        out[f"pub:seattle {column}"] = np.array([_number(r[column]) for r in weather])
     return out
 
 
@@ -146,13 +148,13 @@ def file_series(path: Path, min_samples: int = 60) -> dict[str, np.ndarray]:
         table = list(csv.DictReader(fh))
     out: dict[str, np.ndarray] = {}
     for column in (table[0].keys() if table else ()):
-        cells = [(r.get(column) or "").strip() for r in table]
         try:
-            values = [float(c) for c in cells if c not in ("", "NA", "nan")]
+            cells = np.array([_number(r.get(column) or "") for r in table])
         except ValueError:
             continue  # a column of dates or names
+        values = cells[~np.isnan(cells)]
         if len(values) >= min_samples and np.all(np.isfinite(values)):
-            out[f"{path.stem}:{column}"] = np.array(values)
+            out[f"{path.stem}:{column}"] = values
     if not out:
         raise SystemExit(f"{path}: no column of at least {min_samples} numbers under a header")
     return out

@@ -58,7 +58,8 @@ ACCENT_RENEW = 2.0
 #: value that comes back over half the accent's move (no further than RETURN_OVERSHOOT times
 #: that move past the value before the accent), and the values after it until one scores
 #: below the accent threshold (the forecasts catching up), are not accented (a job done, an
-#: idle machine idle again; they still play as loud as their score). Once the stream is
+#: idle machine idle again; they play at ordinary loudness, carrying their score, since the
+#: end of an anomaly is no new surprise). Once the stream is
 #: ordinary again, an anomaly either way is accented.
 RETURN_SAMPLES, RETURN_OVERSHOOT = 32, 0.5
 #: Onsets keep a schedule when their intervals are equal within this many samples (and

@@ -12,7 +12,7 @@ import pytest
 
 from streamsonic.conductor import Conductor, Reading
 from streamsonic.config import Config, load_config
-from streamsonic.engine import Aggregate, Engine
+from streamsonic.engine import Aggregate, Engine, fold
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.model.loader import load_pitch_model
 from streamsonic.scheduler import Scheduler, VirtualClock
@@ -202,3 +202,24 @@ def test_an_aggregate_plays_a_new_surprise_before_a_way_back() -> None:
     accented = Reading(0.1, anomaly=0.55, direction=-1, accent=True)
     agg.add(Sample("s", 2.0, 5.0), accented)
     assert agg.peak is accented and agg.value("anomalous") == 5.0
+
+
+@pytest.mark.parametrize("how", ["anomalous", "last", "mean"])
+def test_a_folded_note_of_way_back_samples_plays_as_the_way_back(
+        random_pitch_checkpoint: Path, how: str) -> None:
+    """Every aggregation keeps whether its peak was on the way back from an accent, so a
+    note folded only from such samples plays at ordinary loudness too; one that also
+    holds a new surprise does not."""
+    config = load_config(None, {"model.weights": str(random_pitch_checkpoint),
+                                "model.device": "cpu"})
+    stepper, encoding, _ = load_pitch_model(config.model)
+    conductor = Conductor(config, stepper, encoding)
+    conductor.observe(Sample("s", 0.0, 1.0))
+    back = Reading(0.5, anomaly=0.99, direction=1, back=True)
+    agg = Aggregate.of(Sample("s", 1.0, 40.0), back)
+    fold(agg, Sample("s", 2.0, 41.0), back, conductor, how)
+    assert agg.reading is not None and agg.reading.back
+    # a new surprise, then the way back (the last): the note plays the surprise's
+    agg = Aggregate.of(Sample("s", 1.0, 70.0), Reading(0.9, anomaly=0.6, direction=1))
+    fold(agg, Sample("s", 2.0, 41.0), back, conductor, how)
+    assert agg.reading is not None and not agg.reading.back
