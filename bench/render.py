@@ -202,6 +202,8 @@ def main() -> int:
                     help="leave out the working tree (compare revisions only)")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # worker mode
     args = ap.parse_args()
+    if args.no_now and not args.rev:
+        ap.error("--no-now leaves nothing to measure without --rev REV")
     sizes = (args.rows, args.columns, args.notes, args.repeat)
     if args.json:
         print(json.dumps(measure(*sizes)))
