@@ -42,24 +42,29 @@ ANOMALY_Z, ANOMALY_SHARE = 8.0, 0.2
 #: The forecasters: the last value, the median of the last five, a line through the
 #: trailing medians of three, the last value plus MOMENTUM times the last step.
 FORECASTERS = 4
-#: Counts and coarse readings: once the last ``history`` values changed at least
-#: QUANTUM_CHANGES times, a change by the smallest of those steps (the readings' quantum:
-#: one count, one tenth of a degree) is at most QUANTUM_Z robust sigmas, however many
-#: residuals are exactly zero (a count that is mostly 0 has no spread in its quantiles).
+#: Counts and coarse readings: once the stream has changed at least QUANTUM_CHANGES times
+#: (its last ``history`` nonzero changes are kept, however many repeats lie between them),
+#: a change by the smallest of those steps (the readings' quantum: one count, one tenth of
+#: a degree) is at most QUANTUM_Z robust sigmas, however many residuals are exactly zero
+#: (a count that is mostly 0 has no spread in its quantiles).
 QUANTUM_CHANGES, QUANTUM_Z = 8, 2.0
-#: A stream that mostly repeats itself (at least REPEAT_SHARE of those changes exactly 0:
-#: rain that is 0 on dry days, errors per minute, a reading that rarely moves) departs from
-#: its repeated value as its ordinary way to vary: its scale is at least the median of its
-#: nonzero changes (about one Gaussian sigma of the departures: the median |change| of
-#: Gaussian values is 0.95 of theirs), so an ordinary rainy day is not an anomaly, a
-#: downpour still is.
+#: A stream that mostly repeats itself (at least REPEAT_SHARE of its last ``history``
+#: changes exactly 0: rain that is 0 on dry days, errors per minute, a reading that rarely
+#: moves, a gauge sampled faster than it is updated) departs from its repeated value as its
+#: ordinary way to vary: its scale is at least the median of its last nonzero changes
+#: (about one Gaussian sigma of the departures: the median |change| of Gaussian values is
+#: 0.95 of theirs), so an ordinary rainy day is not an anomaly, a downpour still is. (Kept
+#: apart from the last ``history`` changes: a gauge held for 24 samples or more changed
+#: fewer than QUANTUM_CHANGES times in them, so every update was judged against no spread
+#: and accented.)
 REPEAT_SHARE = 0.3
 
 # The state array's layout: the last values and their count, the last z and their count,
-# the decaying count of anomalies, the oldest slot and count of the ring of changes, then
-# per forecaster a block: the ring of residuals, the same sorted, their count, the ring's
-# oldest slot and the sum of their |values|; last the ring of the last ``history`` changes
-# (|value - previous value|).
+# the decaying count of anomalies, the oldest slot and count of the ring of changes and of
+# the ring of nonzero changes, then per forecaster a block: the ring of residuals, the same
+# sorted, their count, the ring's oldest slot and the sum of their |values|; last the ring
+# of the last ``history`` changes (|value - previous value|), then the ring of the last
+# ``history`` nonzero ones.
 _HIST = FORECAST + 2
 _HN = _HIST
 _RZ = _HN + 1
@@ -67,7 +72,9 @@ _RZN = _RZ + BURST_SAMPLES
 _ANOMALIES = _RZN + 1
 _DHEAD = _ANOMALIES + 1  # the ring of the last |changes| (after the blocks): oldest slot
 _DN = _DHEAD + 1  # ... and count
-_BLOCKS = 16
+_MHEAD = _DN + 1  # the ring of the last nonzero |changes| (after that one): oldest slot
+_MN = _MHEAD + 1  # ... and count
+_BLOCKS = 18
 
 
 def _block_size(history: int) -> int:
@@ -76,7 +83,7 @@ def _block_size(history: int) -> int:
 
 def new_state(history: int) -> np.ndarray:
     """A fresh scorer state for a residual window of ``history`` values."""
-    return np.zeros(_BLOCKS + FORECASTERS * _block_size(history) + history)
+    return np.zeros(_BLOCKS + FORECASTERS * _block_size(history) + 2 * history)
 
 
 def tail_index(history: int) -> np.ndarray:
@@ -95,7 +102,7 @@ def clear(state: np.ndarray) -> None:
         base = _BLOCKS + f * size
         state[base:base + size] = 0.0
     state[_BLOCKS + FORECASTERS * size:] = 0.0  # the changes (the values' scale changed)
-    state[_DHEAD] = state[_DN] = 0.0
+    state[_DHEAD] = state[_DN] = state[_MHEAD] = state[_MN] = 0.0
 
 
 def remember_z(state: np.ndarray, z: float) -> None:
@@ -115,7 +122,7 @@ def set_values(state: np.ndarray, new: list[float]) -> None:
 
 
 def _history(state: np.ndarray) -> int:
-    return (len(state) - _BLOCKS - 3 * FORECASTERS) // (2 * FORECASTERS + 1)
+    return (len(state) - _BLOCKS - 3 * FORECASTERS) // (2 * FORECASTERS + 2)
 
 
 def _median_last_py(s: np.ndarray, hn: int, count: int) -> float:
@@ -204,16 +211,10 @@ def _add_py(s: np.ndarray, base: int, history: int, residual: float) -> None:
     s[base + 2 * history + 2] = total
 
 
-def _median_moved_py(s: np.ndarray, changes: int, dn: int, count: int) -> float:
-    """The median of the ``count`` nonzero changes among the ``dn`` in the ring (the mean
-    of the middle two if even)."""
-    moved = np.empty(count)
-    j = 0
-    for i in range(dn):
-        d = s[changes + i]
-        if d > 0.0:
-            moved[j] = d
-            j += 1
+def _median_moved_py(s: np.ndarray, moves: int, count: int) -> float:
+    """The median of the ``count`` nonzero changes in their ring (the mean of the middle
+    two if even)."""
+    moved = s[moves:moves + count].copy()
     moved.sort()
     if count % 2:
         return moved[count // 2]
@@ -235,20 +236,22 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
     highs = np.empty(FORECASTERS)
     judged = False
     changes = _BLOCKS + FORECASTERS * size
+    moves = changes + history
     least = 0.0  # the quantum's floor for the scale
     if hn:
-        dn = int(s[_DN])
-        quantum = math.inf
-        count = 0
-        for i in range(dn):
-            d = s[changes + i]
-            if d > 0.0:
-                count += 1
-                quantum = min(quantum, d)
-        if count >= QUANTUM_CHANGES:
+        mn = int(s[_MN])
+        if mn >= QUANTUM_CHANGES:
+            quantum = math.inf
+            for i in range(mn):
+                quantum = min(quantum, s[moves + i])
             least = quantum / QUANTUM_Z
-            if dn - count >= REPEAT_SHARE * dn:  # mostly repeating
-                typical = _median_moved(s, changes, dn, count)
+            dn = int(s[_DN])
+            repeats = 0
+            for i in range(dn):
+                if s[changes + i] == 0.0:
+                    repeats += 1
+            if repeats >= REPEAT_SHARE * dn:  # mostly repeating
+                typical = _median_moved(s, moves, mn)
                 least = typical if typical > least else least
         last = s[hn - 1]
         forecasts = (last, _median_last(s, hn, 5), _line(s, hn),
@@ -280,6 +283,15 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
         else:
             s[changes + dn] = change
             s[_DN] = dn + 1
+        if change > 0.0:  # (NaN never comes: values are finite)
+            mn = int(s[_MN])
+            if mn == history:
+                head = int(s[_MHEAD])
+                s[moves + head] = change
+                s[_MHEAD] = (head + 1) % history
+            else:
+                s[moves + mn] = change
+                s[_MN] = mn + 1
     if hn < _HIST:
         s[hn] = u
         s[_HN] = hn + 1

@@ -35,8 +35,13 @@ WARMUP = 16
 #: How many recent samples auto-ranging looks at to decide that its reference is stale.
 RECENT = 32
 #: When the last RECENT values span less than this share of the reference, it zooms in:
-#: to the last 2 * RECENT values, ZOOM_WIDTH times as wide as they spread.
+#: to the last 2 * RECENT values, ZOOM_WIDTH times as wide as they spread ...
 ZOOM, ZOOM_WIDTH = 0.15, 3.0
+#: ... if those values changed at least ZOOM_MOVES times: how a signal that holds each
+#: value for a while (a gauge sampled faster than it is updated) spreads is not seen in
+#: one or two of its steps (a zoom to three times its last step put its next ordinary
+#: step far beyond the range, loud and accented).
+ZOOM_MOVES = 8
 #: Where a trending signal lands after the reference moved (from the edge it came in by).
 TREND_LAND = 0.15
 #: ... and the reference is sized so that, at its recent rate, the trend crosses it in
@@ -376,6 +381,21 @@ def _in_order_py(s: np.ndarray, tau: float) -> bool:
     return abs(up - down) >= tau * (n * (n - 1) // 2)
 
 
+def _moves_py(s: np.ndarray, count: int) -> int:
+    """How many of the window's newest ``count`` values (at most) differ from the value
+    before them (``_moves`` in tests/normalize_reference.py)."""
+    c = int(s[_WINDOW]) + 1
+    values = _RINGS + c
+    n = int(s[_N])
+    m = count if count < n else n
+    first = int(s[_HEAD]) + n - m
+    moved = 0
+    for t in range(1, m):
+        if s[values + (first + t) % c] != s[values + (first + t - 1) % c]:
+            moved += 1
+    return moved
+
+
 def _going_py(s: np.ndarray, count: int, direction: int) -> float:
     """How the newest ``count`` values of the window (at most) go ``direction``'s way:
     pairs in that order minus pairs against it, over the pairs that are not tied
@@ -513,7 +533,7 @@ def _auto_range_py(s: np.ndarray, value: float) -> None:
     if outside > RECENT // 2:
         _snap(s, value, False, 0.5, 0, False)  # the signal grew wilder: take the window's
         s[_LAST_EXIT], s[_CROSSING] = 0.0, 0.0
-    elif top - bottom < ZOOM:
+    elif top - bottom < ZOOM and _moves(s, 2 * RECENT) >= ZOOM_MOVES:
         _zoom(s, value)  # the recent values sit in a sliver of the range: zoom in
         s[_CROSSING] = 0.0
 
@@ -676,8 +696,8 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _set_reference, _ring_append, _snap, _stretch_for_trend, _zoom, _auto_range = (
         _set_reference_py, _ring_append_py, _snap_py, _stretch_for_trend_py, _zoom_py,
         _auto_range_py)
-    _warm_trend, _in_order, _going, _pairs = (_warm_trend_py, _in_order_py, _going_py,
-                                              _pairs_py)
+    _warm_trend, _in_order, _going, _pairs, _moves = (
+        _warm_trend_py, _in_order_py, _going_py, _pairs_py, _moves_py)
     _zscore, _percentile, _normalize = _zscore_py, _percentile_py, _normalize_py
     push: Any = _push_py
     position: Any = _position_py
@@ -705,6 +725,7 @@ else:
     _pairs = jit(_pairs_py, fastmath=False)
     _in_order = jit(_in_order_py, fastmath=False)
     _going = jit(_going_py, fastmath=False)
+    _moves = jit(_moves_py, fastmath=False)
     _warm_trend = jit(_warm_trend_py, fastmath=False)
     _zoom = jit(_zoom_py, fastmath=False)
     _auto_range = jit(_auto_range_py, fastmath=False)

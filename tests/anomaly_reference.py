@@ -47,11 +47,13 @@ Z_REF_LIGHT, Z_REF_HEAVY = 0.8, 1.2
 #: enter the windows as ordinary ones (their median) while anomalies are rare (a count of
 #: them decaying over ``history`` samples at most ANOMALY_SHARE of it).
 ANOMALY_Z, ANOMALY_SHARE = 8.0, 0.2
-#: Once the last ``history`` values changed at least QUANTUM_CHANGES times, a change by the
-#: smallest of those changes is at most QUANTUM_Z robust sigmas.
+#: Once the stream changed at least QUANTUM_CHANGES times (its last ``history`` nonzero
+#: changes, however many repeats lie between them), a change by the smallest of those is at
+#: most QUANTUM_Z robust sigmas.
 QUANTUM_CHANGES, QUANTUM_Z = 8, 2.0
-#: ... and when at least REPEAT_SHARE of the changes are exactly 0 (a stream that mostly
-#: repeats itself), its scale is at least the median of its nonzero changes.
+#: ... and when at least REPEAT_SHARE of its last ``history`` changes are exactly 0 (a
+#: stream that mostly repeats itself), its scale is at least the median of those nonzero
+#: changes.
 REPEAT_SHARE = 0.3
 
 
@@ -113,8 +115,8 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_anomalies", "_changes", "_episode", "_hist", "_log", "_recent_z",
-                 "_residuals", "_scale", "_tail", "history", "z_ref")
+    __slots__ = ("_anomalies", "_changes", "_episode", "_hist", "_log", "_moves",
+                 "_recent_z", "_residuals", "_scale", "_tail", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -122,8 +124,10 @@ class AnomalyScorer:
         self.history = history
         self.z_ref = z_ref
         self._hist: deque[float] = deque(maxlen=FORECAST + 2)  # the last values
-        # |value - previous value| of the last `history` values (the readings' quantum)
+        # |value - previous value| of the last `history` values, and the last `history`
+        # of them that were not 0 (the readings' quantum, a repeating stream's moves)
         self._changes: deque[float] = deque(maxlen=history)
+        self._moves: deque[float] = deque(maxlen=history)
         self._residuals = [_Residuals(history) for _ in _FORECASTERS]
         self._recent_z: deque[float] = deque(maxlen=BURST_SAMPLES)
         self._anomalies = 0.0  # a count of anomalies, decaying over `history` samples
@@ -158,11 +162,12 @@ class AnomalyScorer:
         spreads = None
         if self._hist:
             residuals = [u - f(self._hist) for f in _FORECASTERS]
-            moved = [c for c in self._changes if c > 0.0]
+            moved = list(self._moves)
             least = 0.0
             if len(moved) >= QUANTUM_CHANGES:
                 least = min(moved) / QUANTUM_Z
-                if len(self._changes) - len(moved) >= REPEAT_SHARE * len(self._changes):
+                repeats = sum(1 for c in self._changes if c == 0.0)
+                if repeats >= REPEAT_SHARE * len(self._changes):
                     moved.sort()
                     m = len(moved)
                     typical = (moved[m // 2] if m % 2
@@ -175,7 +180,10 @@ class AnomalyScorer:
                 if residual:
                     direction = 1 if residual > 0 else -1
         if self._hist:
-            self._changes.append(abs(u - self._hist[-1]))
+            change = abs(u - self._hist[-1])
+            self._changes.append(change)
+            if change > 0.0:
+                self._moves.append(change)
         self._hist.append(u)
         # A burst of variance: most of the last few residuals are unusual, though none
         # alone may be extreme (the median of their |z| ignores one single spike).
@@ -225,6 +233,7 @@ class AnomalyScorer:
                            maxlen=self._hist.maxlen)
         self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
         self._changes.clear()
+        self._moves.clear()
         self._recent_z.clear()
         self._anomalies = 0.0
         self._tail = [0.0, 0.0]

@@ -23,8 +23,10 @@ WARMUP = 16
 #: How many recent samples auto-ranging looks at to decide that its reference is stale.
 RECENT = 32
 #: When the last RECENT values span less than this share of the reference, it zooms in:
-#: to the last 2 * RECENT values, ZOOM_WIDTH times as wide as they spread.
+#: to the last 2 * RECENT values, ZOOM_WIDTH times as wide as they spread, if those
+#: values changed at least ZOOM_MOVES times.
 ZOOM, ZOOM_WIDTH = 0.15, 3.0
+ZOOM_MOVES = 8
 #: Where a trending signal lands after the reference moved (from the edge it came in by).
 TREND_LAND = 0.15
 #: ... and the reference is sized so that, at its recent rate, the trend crosses it in
@@ -289,7 +291,7 @@ class RollingNormalizer:
         if sum(self._outside) > RECENT // 2:
             self._snap(value, centered=False)  # the signal grew wilder: take the window's
             self._last_exit, self._crossing = 0, False
-        elif max(recent) - min(recent) < ZOOM:
+        elif max(recent) - min(recent) < ZOOM and self._moves(2 * RECENT) >= ZOOM_MOVES:
             self._zoom(value)  # the recent values sit in a sliver of the range: zoom in
             self._crossing = False
 
@@ -299,6 +301,11 @@ class RollingNormalizer:
         pairs = [(a, b) for i, a in enumerate(values) for b in values[i + 1:]]
         kendall = sum(b > a for a, b in pairs) - sum(b < a for a, b in pairs)
         return abs(kendall) >= tau * len(pairs)
+
+    def _moves(self, count: int) -> int:
+        """How many of the newest ``count`` values (at most) differ from the one before."""
+        values = [v for _, _, v in self._items][-count:]
+        return sum(b != a for a, b in itertools.pairwise(values))
 
     def _going(self, count: int, direction: int) -> float:
         """How the newest ``count`` values (at most) go ``direction``'s way: pairs in

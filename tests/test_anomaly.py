@@ -550,3 +550,51 @@ def test_an_excursion_that_grows_is_accented_once(random_pitch_checkpoint: Path)
     assert not any(r.accent for r in readings[:300])
     assert [i for i, r in enumerate(readings) if r.accent] == [301]
     assert readings[302].anomaly > readings[301].anomaly  # the peak keeps its larger score
+
+
+def _held_walk(seed: int, hold: int = 60, n: int = 3000) -> np.ndarray:
+    """A gauge sampled ``hold`` times as often as it is updated: a random walk, each value
+    repeated ``hold`` times."""
+    steps = np.random.default_rng(seed).normal(0.0, 1.0, n // hold + 1)
+    return np.repeat(50.0 + np.cumsum(steps), hold)[:n]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_gauge_held_between_updates_is_judged_by_its_updates(seed: int) -> None:
+    """Each update of a gauge held for 60 samples was judged against no spread at all (its
+    last 128 changes held 2 or 3 updates, fewer than the 8 the readings' quantum needs,
+    and its residuals were all 0 but for the updates, which as anomalies entered as 0):
+    every update scored 1 and was accented (46 of 46, measured). The updates it has kept
+    (however many repeats lie between them) now give its scale: an ordinary update is
+    ordinary, one of 10 typical steps is not."""
+    x = _held_walk(seed)
+    moves = np.abs(np.diff(x))
+    x[2400:] += 10.0 * float(np.median(moves[moves > 0.0]))  # the update at 2400: 10 steps
+    scorer = AnomalyScorer()
+    s = np.array([scorer.update(float(v))[0] for v in x])
+    updates = np.flatnonzero(np.diff(x) != 0.0) + 1
+    ordinary = [i for i in updates if 8 * 60 < i < 2400]
+    assert float(np.mean(s[ordinary] >= 0.5)) <= 0.1, s[ordinary]
+    assert s[2400] >= 0.5
+
+
+def test_auto_range_does_not_zoom_into_a_held_gauges_last_step() -> None:
+    """A gauge held for 60 samples sat in a sliver of its range for 32 samples after each
+    update, and auto-ranging zoomed in to three times its last step: the next ordinary
+    update played far beyond the range (8 seeds: 57 of 320 updates more than a width out,
+    up to 95 widths, in the headroom and accented by how far out they were). A zoom now
+    needs the recent values to have moved at least 8 times (measured after: 7 of 320, at
+    most 2.4 widths: a random walk held this long has 3 or 4 values in its window)."""
+    out, farthest, updates = 0, 0.0, 0
+    for seed in range(8):
+        x = _held_walk(seed)
+        norm = RollingNormalizer(mode="auto")
+        for i, v in enumerate(x):
+            if i >= 600 and v != x[i - 1]:  # where an update lands as it comes
+                p = norm.position(float(v))
+                excess = max(p - 1.0, -p, 0.0)
+                out += excess > 1.0
+                farthest = max(farthest, excess)
+                updates += 1
+            norm.push(float(i), float(v))
+    assert out <= 0.05 * updates and farthest <= 3.0, (out, updates, farthest)

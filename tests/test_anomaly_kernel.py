@@ -41,6 +41,7 @@ def _series() -> dict[str, np.ndarray]:
         "narrow, then growing by multiples (log scale later)": np.concatenate(
             [100 + rng.normal(0, 3, 100), 100 * 1.01 ** np.arange(1, 501)]),
         "huge": rng.uniform(-1e300, 1e300, 300),
+        "a gauge held between updates": np.repeat(np.cumsum(rng.normal(0, 1, 40)), 40) + 100,
     }
 
 
@@ -69,8 +70,12 @@ def test_the_window_stays_sorted_and_bounded() -> None:
     rng = np.random.default_rng(1)
     for v in rng.normal(0, 1, 200):
         anomaly_kernel.step(state, float(v), 16, tail)
-    block = state[16:16 + 2 * 16 + 3]
+    start = anomaly_kernel._BLOCKS
+    block = state[start:start + 2 * 16 + 3]
     ring, ordered, n = block[:16], block[16:32], int(block[32])
     assert n == 16
     assert list(ordered) == sorted(ring)
     assert block[34] == pytest.approx(float(np.abs(ring).sum()))
+    # the rings of the last changes and of the last nonzero ones: full, never more
+    assert state[anomaly_kernel._DN] == state[anomaly_kernel._MN] == 16
+    assert len(state) == start + anomaly_kernel.FORECASTERS * (2 * 16 + 3) + 2 * 16

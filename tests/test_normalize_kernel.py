@@ -77,6 +77,7 @@ def _series() -> dict[str, np.ndarray]:
         "quiet, then wild": np.concatenate([rng.normal(0, 1e-4, 400), rng.normal(0, 1e3, 400)]),
         "large offset": 1e12 + rng.integers(0, 5, 800).astype(float),
         "tiny": rng.normal(0, 1e-200, 500),
+        "a gauge held between updates": np.repeat(np.cumsum(rng.normal(0, 1, 40)), 40) + 100,
     }
 
 
