@@ -211,6 +211,20 @@ def _add_py(s: np.ndarray, base: int, history: int, residual: float) -> None:
     s[base + 2 * history + 2] = total
 
 
+def _ring_push_py(s: np.ndarray, ring: int, head_slot: int, count_slot: int, size: int,
+                  value: float) -> None:
+    """Append ``value`` to the ring of ``size`` slots at ``ring`` (its oldest slot and count
+    in ``s[head_slot]``, ``s[count_slot]``), over its oldest value once full."""
+    n = int(s[count_slot])
+    if n == size:
+        head = int(s[head_slot])
+        s[ring + head] = value
+        s[head_slot] = (head + 1) % size
+    else:
+        s[ring + n] = value
+        s[count_slot] = n + 1
+
+
 def _median_moved_py(s: np.ndarray, moves: int, count: int) -> float:
     """The median of the ``count`` nonzero changes in their ring (the mean of the middle
     two if even)."""
@@ -273,25 +287,11 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
                     direction = 0 if residual == 0.0 else (1 if residual > 0.0 else -1)
                 mids[f] = mid
                 lows[f], highs[f] = mid - WINSOR * down, mid + WINSOR * up
-    if hn:  # the change, into the ring of the last `history`
+    if hn:  # the change, into the ring of the last `history` (and of the nonzero ones)
         change = abs(u - s[hn - 1])
-        dn = int(s[_DN])
-        if dn == history:
-            head = int(s[_DHEAD])
-            s[changes + head] = change
-            s[_DHEAD] = (head + 1) % history
-        else:
-            s[changes + dn] = change
-            s[_DN] = dn + 1
+        _ring_push(s, changes, _DHEAD, _DN, history, change)
         if change > 0.0:  # (NaN never comes: values are finite)
-            mn = int(s[_MN])
-            if mn == history:
-                head = int(s[_MHEAD])
-                s[moves + head] = change
-                s[_MHEAD] = (head + 1) % history
-            else:
-                s[moves + mn] = change
-                s[_MN] = mn + 1
+            _ring_push(s, moves, _MHEAD, _MN, history, change)
     if hn < _HIST:
         s[hn] = u
         s[_HN] = hn + 1
@@ -334,7 +334,7 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
 
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _median_last, _line, _spread, _add = _median_last_py, _line_py, _spread_py, _add_py
-    _median_moved = _median_moved_py
+    _median_moved, _ring_push = _median_moved_py, _ring_push_py
     step: Any = _step_py
 else:
     from streamsonic.model.kernels import jit  # numba: compiled at first use, or cached
@@ -344,4 +344,5 @@ else:
     _spread = jit(_spread_py, fastmath=False, inline="always")
     _add = jit(_add_py, fastmath=False, inline="always")
     _median_moved = jit(_median_moved_py, fastmath=False)
+    _ring_push = jit(_ring_push_py, fastmath=False, inline="always")
     step = jit(_step_py, fastmath=False)
