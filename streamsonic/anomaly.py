@@ -15,11 +15,12 @@ The score combines two views of each new value, because a listener on watch need
 **Counts, coarse readings, rain** (errors per second, mostly 0; a temperature read to a
 tenth, mostly repeating; rain, 0 on dry days) have residuals that are mostly exactly 0:
 quantiles alone give them no spread, every step would be an anomaly and, as one, would
-never widen the spread. Once the last ``history`` values changed ``QUANTUM_CHANGES``
-times, a change by the smallest of those steps (the readings' quantum) is at most
-``QUANTUM_Z`` robust sigmas, and a stream with at least ``REPEAT_SHARE`` of its changes
-exactly 0 has a scale of at least the median of its nonzero changes
-(:mod:`streamsonic.anomaly_kernel`).
+never widen the spread. Once the stream changed ``QUANTUM_CHANGES`` times (its last
+``history`` nonzero changes are kept, however many repeats lie between them: a gauge
+polled faster than it is updated), a change by the smallest of those steps (the readings'
+quantum) is at most ``QUANTUM_Z`` robust sigmas, and a stream with at least
+``REPEAT_SHARE`` of its last ``history`` changes exactly 0 has a scale of at least the
+median of its nonzero changes (:mod:`streamsonic.anomaly_kernel`).
 
 Both become a z-like number; the larger, ``z``, maps to ``score = z^2 / (z^2 + z_ref^2)``,
 which is 0.5 at ``z = z_ref``: the default accent threshold. Constant streams have no
