@@ -174,9 +174,10 @@ def _cells_py(
     n_gates2 = w2.shape[1]
     hidden2 = n_gates2 // 4
     classes = head.shape[1]
+    n = x.shape[0]
     t1 = np.empty(n_gates1, dtype=base.dtype)
-    g2 = np.empty(n_gates2, dtype=base.dtype)
-    for r in range(x.shape[0]):
+    g2 = np.empty((n, n_gates2), dtype=base.dtype)
+    for r in range(n):
         b = where[r]
         p = rows[r]
         xr = x[r]
@@ -184,18 +185,24 @@ def _cells_py(
             t1[k] = _tanh(v1[2, k] * (base[b, k] + v1[0, k] + xr * v1[1, k]))
         _cell(t1, c1, p, c1_out, h1_out, r)
         for j in range(n_gates2):
-            g2[j] = v2[0, j]
-        for k in range(hidden2):
-            hk = h2[p, k]
+            g2[r, j] = v2[0, j]
+    # The second layer's product for every row together: each row of ``w2`` is read once
+    # for all of them (8 rows: 17 us against 24 one row at a time), each output still
+    # summed over ``w2``'s rows in order (the bits of a row stepped alone).
+    for k in range(hidden2):
+        for r in range(n):
+            hk = h2[rows[r], k]
             for j in range(n_gates2):
-                g2[j] += hk * w2[k, j]
-        for k in range(hidden1):
+                g2[r, j] += hk * w2[k, j]
+    for k in range(hidden1):
+        for r in range(n):
             hk = h1_out[r, k]
             for j in range(n_gates2):
-                g2[j] += hk * w2[hidden2 + k, j]
+                g2[r, j] += hk * w2[hidden2 + k, j]
+    for r in range(n):
         for j in range(n_gates2):
-            g2[j] = _tanh(v2[1, j] * g2[j])
-        _cell(g2, c2, p, c2_out, h2_out, r)
+            g2[r, j] = _tanh(v2[1, j] * g2[r, j])
+        _cell(g2[r], c2, rows[r], c2_out, h2_out, r)
         for j in range(classes):
             logits[r, j] = head[hidden2, j]
         for k in range(hidden2):
