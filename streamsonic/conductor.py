@@ -566,6 +566,63 @@ class Conductor:
             observer(len(cues), elapsed)
         return result
 
+    def play_run(self, cues: list[Cue]) -> list[StepResult]:
+        """:meth:`play` of each of ``cues`` alone, in order, all of one stream (a column
+        rendered alone): with phrases on the CPU stepper with the greedy choice, the
+        phrases of the whole run in one compiled call (:meth:`NumpyPitchStepper.run`),
+        the notes, model state and logits that playing them one by one gives
+        (tests/test_fast_paths.py); else one :meth:`play` each. A stream's first phrase
+        takes the general path, alone."""
+        if self.on_step or not (self.one_path and self._phrases()
+                                and self._phrase_setup is not None):
+            return [self.play([cue]) for cue in cues]
+        results = []
+        at = 0
+        while at < len(cues) and self.state(cues[at].sample.stream).next_logits is None:
+            results.append(self._step_one(cues[at]))
+            at += 1
+        if at < len(cues):
+            results += self._run_ready(cues[at:])
+        return results
+
+    def _run_ready(self, cues: list[Cue]) -> list[StepResult]:
+        """:meth:`play_run` of a stream that has played before."""
+        stepper, setup, chooser = self.stepper, self._phrase_setup, self.chooser
+        assert isinstance(stepper, NumpyPitchStepper) and setup is not None
+        st = self.state(cues[0].sample.stream)
+        readings = []
+        for cue in cues:
+            r = cue.reading or self.read(cue.sample.stream, cue.sample.value)
+            if cue.normalized is not None:
+                r = self._reading(cue.normalized, r.anomaly, r.direction, r.accent, r.back)
+            readings.append(r)
+        data_pitch, _ = chooser.encode(np.array([r.normalized for r in readings]))
+        pitch_list = data_pitch.tolist()
+        passing = self.config.model.passing_notes
+        chosen, leads, starts, st.model_state, st.next_logits = stepper.run(
+            setup, data_pitch, np.array([self._nearest(p) for p in pitch_list], np.int64),
+            np.array([r.accent for r in readings], np.bool_),
+            np.array([r.beyond is not None for r in readings], np.bool_),
+            np.array([min(passing, int((c.span or self._span()) / MIN_NOTE) - 1)
+                      for c in cues], np.int64),
+            st.model_state, self._logits(st), st.held, st.anchor, st.last)
+        st.held, st.anchor = pitch_list[-1], int(chosen[-1])
+        st.last = st.anchor
+        pitches, inputs = chooser.candidates[chosen], chooser.cand_inputs[chosen]
+        voice = self.allocator.voice(st.name)
+        starts_list, leads_list = starts.tolist(), leads.tolist()
+        results = []
+        for i, (cue, r) in enumerate(zip(cues, readings, strict=True)):
+            pitch = pitches[i:i + 1]
+            if r.beyond is not None:  # the data alone decides (see _step_batch)
+                pitch[0] = self.beyond[np.abs(self.beyond - r.beyond).argmin()]
+            st.notes += 1
+            notes = [] if voice.muted else self._notes(
+                cue, st, voice, r, r.normalized, int(pitch[0]),
+                leads_list[starts_list[i]:starts_list[i + 1]], None)
+            results.append(StepResult(pitch, inputs[i:i + 1], None, notes))
+        return results
+
     def _step(self, cues: list[Cue]) -> StepResult:
         """The body of :meth:`play`: one cue alone through :meth:`_step_one` where it
         can (the pitch model: one note per sample, or phrases on the CPU stepper with the

@@ -345,3 +345,80 @@ def test_random_settings_play_alike_on_all_paths(shipped: Any, seed: int) -> Non
         played.append(notes)
     assert played[0] == played[1]
     assert len([n for n in played[0] if n.source == "data"]) == len(values) * streams
+
+
+@pytest.mark.parametrize(("overrides", "given", "run"), [
+    ({"model.passing_notes": 5}, False, 512),
+    ({"model.passing_notes": 5}, True, 7),
+    ({"model.passing_notes": 2, "model.influence": 0.5}, False, 1),
+    ({"model.passing_notes": 5, "accent.enabled": False}, True, 64),
+    ({"model.passing_notes": 3, "model.temperature": 0.7}, False, 64),  # (not compiled)
+    ({"model.passing_notes": 0}, True, 64),  # one note per sample: play() each
+])
+def test_a_run_of_cues_plays_what_they_play_one_by_one(shipped: Any, overrides: dict[str, Any],
+                                                       given: bool, run: int) -> None:
+    """``Conductor.play_run`` (``render``'s one column, ``run`` rows at a time) gives the
+    notes, pitches, inputs, model state, logits and phrase marks that ``play`` of each cue
+    alone gives, to the bit; the compiled run steps every phrase after the first."""
+    played = {}
+    for together in (True, False):
+        config = load_config(None, {"model.device": "cpu", **overrides})
+        stepper, encoding, _ = load_pitch_model(config.model)
+        assert isinstance(stepper, NumpyPitchStepper)
+        runs = 0
+        compiled_run = stepper.run
+
+        def counted(*args: Any, compiled_run: Callable[..., Any] = compiled_run) -> Any:
+            nonlocal runs
+            runs += 1
+            return compiled_run(*args)
+
+        stepper.run = counted  # type: ignore[method-assign,assignment]
+        conductor = Conductor(config, stepper, encoding)
+        cues = []
+        for n, value in enumerate(VALUES):
+            sample = Sample("s", float(n), value)
+            cues.append(Cue(sample, 0.25 * n, (n % 13) / 12.0 if given else None,
+                            reading=conductor.observe(sample), span=0.25 if n % 2 else None))
+        if together:
+            results = [r for at in range(0, len(cues), run)
+                       for r in conductor.play_run(cues[at:at + run])]
+        else:
+            results = [conductor.play([cue]) for cue in cues]
+        st = conductor.streams["s"]
+        played[together] = (
+            [r.notes for r in results], [r.pitches.tolist() for r in results],
+            [r.inputs.tolist() for r in results], [p.tobytes() for p in st.model_state],
+            None if st.next_logits is None else st.next_logits.tobytes(),
+            (st.held, st.anchor, st.last, st.notes))
+        compiled = (overrides["model.passing_notes"] > 0
+                    and overrides.get("model.temperature", 0.0) == 0.0)
+        # (the first phrase takes the general path: a run of it alone compiles nothing)
+        expected = -(-len(cues) // run) - (run == 1) if together and compiled else 0
+        assert runs == expected
+    assert played[True] == played[False]
+    notes = [n for r in played[True][0] for n in r]
+    assert len({n.pitch for n in notes}) > 5
+    if overrides["model.passing_notes"]:
+        assert sum(n.source == "model" for n in notes) > len(VALUES) // 4
+    if overrides.get("accent.enabled", True):
+        assert any(n.accent for n in notes)
+
+
+def test_a_column_rendered_alone_plays_what_it_plays_beside_another(shipped: Any) -> None:
+    """``render`` steps one column in runs (``Conductor.play_run``), several row by row
+    as one batch: a column's notes are the same either way (it is the first stream, so its
+    voice is too)."""
+    from streamsonic.render import Series, render_notes
+
+    config = load_config(None, {"model.device": "cpu"})
+    rng = np.random.default_rng(3)
+    size = 1300  # more than one run of render.RUN rows
+    walk = np.cumsum(rng.standard_normal(size)) + np.where(rng.random(size) < 0.01, 30.0, 0.0)
+    a = Series("a", walk, list(range(size)), {})
+    b = Series("b", rng.standard_normal(size), list(range(size)), {})
+    alone = render_notes(config, a, [])
+    beside = [n for n in render_notes(config, [a, b], []) if n.stream == "a"]
+    assert alone == beside
+    assert sum(n.source == "model" for n in alone) > size // 4
+    assert any(n.accent for n in alone)

@@ -265,13 +265,96 @@ def _phrases_py(
             logits_out[i, c] = raw[i, c]
 
 
+def _lead_in_py(prev: int, target: int, limit: int, out: np.ndarray) -> int:
+    """:func:`streamsonic.music.lead_in` (the same numbers: Python's rounding, half to
+    even) into ``out``: returns how many notes."""
+    gap = target - prev
+    size = abs(gap)
+    if limit <= 0 or size == 1:
+        return 0
+    if size == 0:
+        out[0] = prev + 1
+        return 1
+    d = 1 if gap > 0 else -1
+    n = min(limit + 1, size)
+    for j in range(1, n):
+        out[j - 1] = prev + d * round(size * j / n)
+    return n - 1
+
+
+def _run_py(
+    data_pitch: np.ndarray, targets: np.ndarray, plain: np.ndarray, beyond: np.ndarray,
+    limits: np.ndarray, octave: int, reach: float, window: float, influence: float,
+    kernel_scale: float,
+    w_hh1: np.ndarray, v1: np.ndarray, w2: np.ndarray, v2: np.ndarray, head: np.ndarray,
+    cand_class: np.ndarray, cand_pitch: np.ndarray, cand_x: np.ndarray,
+    h1: np.ndarray, c1: np.ndarray, h2: np.ndarray, c2: np.ndarray, logits: np.ndarray,
+    held: np.ndarray, marks: np.ndarray, beam: int,
+    chosen_out: np.ndarray, leads_out: np.ndarray, lead_starts: np.ndarray,
+) -> None:
+    """One stream's phrases for consecutive data notes, one after the other (what
+    :meth:`streamsonic.conductor.Conductor._phrase_one` does note by note, each through
+    :func:`phrase`): note ``i`` at ``data_pitch[i]``, nearest candidate ``targets[i]``;
+    the notes added before it are those :func:`~streamsonic.music.lead_in` plans from the
+    note played last (at most ``limits[i]``; none where ``plain[i]``: an accent), its
+    added notes into ``leads_out[lead_starts[i]:lead_starts[i + 1]]``, its data note into
+    ``chosen_out[i]``. The stream's state ``h1 .. c2`` (1, H), ``logits`` (1, classes;
+    float64), ``held`` (1: the data pitch of its last data note) and ``marks`` (2: the
+    candidate of that note, the note played last) are read at the start and hold the
+    stream's after the last note when it returns."""
+    n = data_pitch.shape[0]
+    plan = np.empty(max(1, limits.max() if n else 1), np.int64)
+    starts = np.zeros(2, np.int64)
+    ints = np.empty(3, np.int64)  # target, anchor, last
+    floats = np.empty(2, np.float64)  # data pitch, held
+    chosen = np.empty(1, np.int64)
+    # two sets of the state: each note steps from one into the other
+    sh1, sc1, sh2, sc2 = np.empty_like(h1), np.empty_like(c1), np.empty_like(h2), np.empty_like(c2)
+    slog = np.empty_like(logits)
+    a_h1, a_c1, a_h2, a_c2, a_log = h1, c1, h2, c2, logits
+    b_h1, b_c1, b_h2, b_c2, b_log = sh1, sc1, sh2, sc2, slog
+    at = 0
+    for i in range(n):
+        last = marks[1]
+        count = 0
+        if not plain[i] and last >= 0:
+            count = _lead_in(last, targets[i], limits[i], plan)
+        lead_starts[i] = at
+        starts[1] = count
+        ints[0], ints[1], ints[2] = targets[i], marks[0], last
+        floats[0], floats[1] = data_pitch[i], held[0]
+        phrases(plan[:count], starts, ints[0:1], octave, floats[0:1], reach, window,
+                influence, kernel_scale, floats[1:2], ints[1:2], beyond[i:i + 1], ints[2:3],
+                w_hh1, v1, w2, v2, head, cand_class, cand_pitch, cand_x, a_h1, a_c1, a_h2,
+                a_c2, a_log, beam, leads_out[at:at + count], b_h1, b_c1, b_h2, b_c2, b_log,
+                chosen)
+        at += count
+        chosen_out[i] = chosen[0]
+        held[0] = data_pitch[i]
+        marks[0] = chosen[0]
+        marks[1] = chosen[0]
+        a_h1, a_c1, a_h2, a_c2, a_log, b_h1, b_c1, b_h2, b_c2, b_log = (
+            b_h1, b_c1, b_h2, b_c2, b_log, a_h1, a_c1, a_h2, a_c2, a_log)
+    lead_starts[n] = at
+    if n % 2:  # the last note's state is in the second set: back into the stream's
+        h1[:, :] = sh1
+        c1[:, :] = sc1
+        h2[:, :] = sh2
+        c2[:, :] = sc2
+        logits[:, :] = slog
+
+
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _search, _data_note, _scratch = _search_py, _data_note_py, _scratch_py
+    _lead_in = _lead_in_py
     phrases: Any = _phrases_py
     phrase: Any = _phrase_py
+    run: Any = _run_py
 else:
     _search = kernels.jit(_search_py, fastmath=False)
     _scratch = kernels.jit(_scratch_py)
     _data_note = kernels.jit(_data_note_py, fastmath=False)
     phrases = kernels.jit(_phrases_py, fastmath=False)
     phrase = kernels.jit(_phrase_py, fastmath=False)
+    _lead_in = kernels.jit(_lead_in_py, fastmath=False)
+    run = kernels.jit(_run_py, fastmath=False)

@@ -383,6 +383,33 @@ class NumpyPitchStepper:
             logits, u.beam, leads, *new, out)
         return int(chosen), leads, new, out
 
+    def run(self, setup: PhraseSetup, data_pitch: np.ndarray, targets: np.ndarray,
+            plain: np.ndarray, beyond: np.ndarray, limits: np.ndarray, state: State,
+            logits: np.ndarray, held: float, anchor: int, last: int,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, State, np.ndarray]:
+        """:meth:`phrase` of one stream's consecutive data notes in one compiled call
+        (:func:`~streamsonic.model.phrase_kernel.run`): note ``i``'s plan is what
+        :func:`~streamsonic.music.lead_in` plans from the note played last, at most
+        ``limits[i]`` notes, none where ``plain[i]`` (an accent). Returns each note's data
+        note (a candidate index), the added notes (note ``i``'s at
+        ``leads[starts[i]:starts[i + 1]]``), ``starts``, and the stream's state and logits
+        after the last note (the bits of :meth:`phrase` note by note)."""
+        n = data_pitch.shape[0]
+        chosen = np.empty(n, np.int64)
+        leads = np.empty(int(limits.sum()), np.int64)
+        starts = np.empty(n + 1, np.int64)
+        new = _state(np.array(a, order="C") for a in state)  # (copies: theirs stay)
+        out = np.ascontiguousarray(logits, dtype=np.float64).copy()
+        held_a = np.array([held], np.float64)
+        marks = np.array([anchor, last], np.int64)
+        u = setup
+        self._pk.run(
+            np.ascontiguousarray(data_pitch, np.float64), targets, plain, beyond, limits,
+            u.octave, u.reach, u.window, u.influence, u.kernel_scale, self._w_hh1_t,
+            self._v1, self._w2, self._v2, self._head, u.cand_class, u.cand_pitch, u.cand_x,
+            *new, out, held_a, marks, u.beam, chosen, leads, starts)
+        return chosen, leads, starts, new, out
+
     def phrases(self, setup: PhraseSetup, plans: np.ndarray, starts: np.ndarray,
                 state: State, logits: np.ndarray, targets: np.ndarray, data_pitch: np.ndarray,
                 held: np.ndarray, anchor: np.ndarray, beyond: np.ndarray, last: np.ndarray,
