@@ -190,6 +190,23 @@ def _phrase_py(
     return chosen[0]
 
 
+def _work_py(n: int, longest: int, beam: int, h1: np.ndarray, c1: np.ndarray,
+             h2: np.ndarray, c2: np.ndarray, logits: np.ndarray, n_cand: int, width: int,
+             ) -> tuple[Any, ...]:
+    """The buffers of :func:`phrases` of ``n`` streams (``h1 .. c2``, ``logits``: theirs)
+    whose plans hold up to ``longest`` notes: the streams that search, the first layer's
+    products, the states and logits each steps from, the data notes' inputs, the rows,
+    the last step's logits, the search's (:func:`_scratch`)."""
+    dtype = h1.dtype
+    classes = logits.shape[1]
+    return (np.empty(n, np.int64), np.empty((n, width), dtype),
+            np.empty((n, h1.shape[1]), dtype), np.empty((n, c1.shape[1]), dtype),
+            np.empty((n, h2.shape[1]), dtype), np.empty((n, c2.shape[1]), dtype),
+            np.empty((n, classes), logits.dtype), np.empty(n, dtype), np.arange(n),
+            np.empty((n, classes), dtype),
+            _scratch(beam, longest, h1, c1, h2, c2, classes, n_cand, width))
+
+
 def _phrases_py(
     plans: np.ndarray, starts: np.ndarray, targets: np.ndarray, octave: int,
     data_pitch: np.ndarray, reach: float, window: float, influence: float,
@@ -206,29 +223,44 @@ def _phrases_py(
     slice of ``leads_out``), its data note into ``chosen_out[i]``: the bits each stream
     gets from :func:`phrase`, the first layer's products ``CHUNK`` rows at a time."""
     n = h1.shape[0]
-    dtype = h1.dtype
+    longest = 0
+    for i in range(n):
+        longest = max(longest, starts[i + 1] - starts[i])
+    work = _work(n, longest, beam, h1, c1, h2, c2, logits, cand_class.shape[0],
+                 w_hh1.shape[1])
+    _phrases_into(plans, starts, targets, octave, data_pitch, reach, window, influence,
+                  kernel_scale, held, anchor, beyond, last, w_hh1, v1, w2, v2, head,
+                  cand_class, cand_pitch, cand_x, h1, c1, h2, c2, logits, leads_out, h1_out,
+                  c1_out, h2_out, c2_out, logits_out, chosen_out, work)
+
+
+def _phrases_into_py(
+    plans: np.ndarray, starts: np.ndarray, targets: np.ndarray, octave: int,
+    data_pitch: np.ndarray, reach: float, window: float, influence: float,
+    kernel_scale: float, held: np.ndarray, anchor: np.ndarray, beyond: np.ndarray,
+    last: np.ndarray,
+    w_hh1: np.ndarray, v1: np.ndarray, w2: np.ndarray, v2: np.ndarray, head: np.ndarray,
+    cand_class: np.ndarray, cand_pitch: np.ndarray, cand_x: np.ndarray,
+    h1: np.ndarray, c1: np.ndarray, h2: np.ndarray, c2: np.ndarray, logits: np.ndarray,
+    leads_out: np.ndarray, h1_out: np.ndarray, c1_out: np.ndarray,
+    h2_out: np.ndarray, c2_out: np.ndarray, logits_out: np.ndarray, chosen_out: np.ndarray,
+    work: tuple[Any, ...],
+) -> None:
+    """:func:`phrases` in the buffers ``work`` (:func:`_work`, for as many streams and
+    plans at least as long)."""
+    n = h1.shape[0]
     classes = logits.shape[1]
-    width = w_hh1.shape[1]
+    searching, base, f_h1, f_c1, f_h2, f_c2, f_logits, x, rows, raw, scratch = work
     # the first layer's products of the streams' own states (those with notes to add)
-    searching = np.empty(n, np.int64)
     count = 0
     for i in range(n):
         if starts[i + 1] > starts[i]:
             searching[count] = i
             count += 1
-    base = np.empty((n, width), dtype)
     for g in range(0, count, CHUNK):
         top = min(g + CHUNK, count)
         kernels.rows_product(h1, searching[g:top], w_hh1, base[g:top])
     # each stream's search and data note; the state each steps from lands in f_
-    f_h1, f_c1 = np.empty_like(h1), np.empty_like(c1)
-    f_h2, f_c2 = np.empty_like(h2), np.empty_like(c2)
-    f_logits = np.empty_like(logits)
-    x = np.empty(n, dtype)
-    longest = 0
-    for i in range(n):
-        longest = max(longest, starts[i + 1] - starts[i])
-    scratch = _scratch(beam, longest, h1, c1, h2, c2, classes, cand_class.shape[0], width)
     at = 0
     for i in range(n):
         a, b = starts[i], starts[i + 1]
@@ -253,11 +285,9 @@ def _phrases_py(
         chosen_out[i] = chosen
         x[i] = cand_x[chosen]
     # the step through each data note
-    rows = np.arange(n)
     for g in range(0, n, CHUNK):
         top = min(g + CHUNK, n)
         kernels.rows_product(f_h1, rows[g:top], w_hh1, base[g:top])
-    raw = np.empty((n, classes), dtype)
     kernels.cells(base, rows, x, f_c1, rows, f_h2, f_c2, v1, w2, v2, head, h1_out, c1_out,
                   h2_out, c2_out, raw)
     for i in range(n):
@@ -303,7 +333,10 @@ def _run_py(
     candidate of that note, the note played last) are read at the start and hold the
     stream's after the last note when it returns."""
     n = data_pitch.shape[0]
-    plan = np.empty(max(1, limits.max() if n else 1), np.int64)
+    longest = max(1, limits.max() if n else 1)
+    plan = np.empty(longest, np.int64)
+    work = _work(1, longest, beam, h1, c1, h2, c2, logits, cand_class.shape[0],
+                 w_hh1.shape[1])
     starts = np.zeros(2, np.int64)
     ints = np.empty(3, np.int64)  # target, anchor, last
     floats = np.empty(2, np.float64)  # data pitch, held
@@ -323,11 +356,11 @@ def _run_py(
         starts[1] = count
         ints[0], ints[1], ints[2] = targets[i], marks[0], last
         floats[0], floats[1] = data_pitch[i], held[0]
-        phrases(plan[:count], starts, ints[0:1], octave, floats[0:1], reach, window,
-                influence, kernel_scale, floats[1:2], ints[1:2], beyond[i:i + 1], ints[2:3],
-                w_hh1, v1, w2, v2, head, cand_class, cand_pitch, cand_x, a_h1, a_c1, a_h2,
-                a_c2, a_log, beam, leads_out[at:at + count], b_h1, b_c1, b_h2, b_c2, b_log,
-                chosen)
+        _phrases_into(plan[:count], starts, ints[0:1], octave, floats[0:1], reach, window,
+                      influence, kernel_scale, floats[1:2], ints[1:2], beyond[i:i + 1],
+                      ints[2:3], w_hh1, v1, w2, v2, head, cand_class, cand_pitch, cand_x,
+                      a_h1, a_c1, a_h2, a_c2, a_log, leads_out[at:at + count], b_h1, b_c1,
+                      b_h2, b_c2, b_log, chosen, work)
         at += count
         chosen_out[i] = chosen[0]
         held[0] = data_pitch[i]
@@ -346,7 +379,7 @@ def _run_py(
 
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _search, _data_note, _scratch = _search_py, _data_note_py, _scratch_py
-    _lead_in = _lead_in_py
+    _lead_in, _work, _phrases_into = _lead_in_py, _work_py, _phrases_into_py
     phrases: Any = _phrases_py
     phrase: Any = _phrase_py
     run: Any = _run_py
@@ -354,6 +387,8 @@ else:
     _search = kernels.jit(_search_py, fastmath=False)
     _scratch = kernels.jit(_scratch_py)
     _data_note = kernels.jit(_data_note_py, fastmath=False)
+    _work = kernels.jit(_work_py)
+    _phrases_into = kernels.jit(_phrases_into_py, fastmath=False)
     phrases = kernels.jit(_phrases_py, fastmath=False)
     phrase = kernels.jit(_phrase_py, fastmath=False)
     _lead_in = kernels.jit(_lead_in_py, fastmath=False)
