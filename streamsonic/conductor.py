@@ -293,6 +293,67 @@ def _comes_back(st: StreamState, value: float, unusual: bool) -> bool:
     return st.returning
 
 
+@dataclass
+class _RunJob:
+    """What a compiled run of one stream's cues steps (:meth:`Conductor.start_run`): each
+    cue's reading, data pitch, nearest candidate, whether it adds no notes (an accent),
+    whether it lies beyond the range, how many it may add; where it starts (``begin``: the
+    stream's state, logits, held pitch, anchor and last note; or the end of ``after``,
+    the stream's run before it) and where it ends (``end``: :meth:`NumpyPitchStepper.run`'s
+    result)."""
+
+    cues: list[Cue]
+    readings: list[Reading]
+    data_pitch: np.ndarray
+    pitch_list: list[float]
+    targets: np.ndarray
+    plain: np.ndarray
+    beyond: np.ndarray
+    limits: np.ndarray
+    begin: tuple[Any, np.ndarray, float, int, int] | None = None
+    after: _RunJob | None = None
+    end: tuple[np.ndarray, np.ndarray, np.ndarray, Any, np.ndarray] | None = None
+
+
+class Run:
+    """One stream's run of cues between :meth:`Conductor.start_run` and its results:
+    :meth:`step` (any thread; the compiled part, which releases the GIL), then
+    :meth:`results` (the conductor's thread), each once, runs of a stream in order."""
+
+    def __init__(self, conductor: Conductor, head: list[StepResult],
+                 st: StreamState | None = None, job: _RunJob | None = None) -> None:
+        self._conductor = conductor
+        self._head = head  # the results played at the start (a stream's first phrase)
+        self._st = st
+        self.job = job
+
+    def step(self) -> None:
+        """Step the model through the run's compiled part (nothing to do without one)."""
+        job = self.job
+        if job is None:
+            return
+        if job.begin is None:  # where the run before it ended
+            before = job.after
+            assert before is not None and before.end is not None, "steps in order"
+            chosen, _, _, state, logits = before.end
+            last = int(chosen[-1])  # (its data note: the anchor and the last note)
+            job.begin = (state, logits, before.pitch_list[-1], last, last)
+        conductor = self._conductor
+        stepper, setup = conductor.stepper, conductor._phrase_setup
+        assert isinstance(stepper, NumpyPitchStepper) and setup is not None
+        state, logits, held, anchor, last = job.begin
+        job.end = stepper.run(setup, job.data_pitch, job.targets, job.plain, job.beyond,
+                              job.limits, state, logits, held, anchor, last)
+        job.after = None  # (the run before it may go)
+
+    def results(self) -> list[StepResult]:
+        """Each cue's result, as :meth:`Conductor.play` of it alone gives (after
+        :meth:`step`); the stream keeps the state after the run."""
+        if self.job is None or self._st is None:
+            return self._head
+        return self._head + self._conductor._run_results(self._st, self.job)
+
+
 class Conductor:
     """Turns cues into notes for many streams, batching the LSTM steps."""
 
@@ -572,23 +633,30 @@ class Conductor:
         phrases of the whole run in one compiled call (:meth:`NumpyPitchStepper.run`),
         the notes, model state and logits that playing them one by one gives
         (tests/test_fast_paths.py); else one :meth:`play` each. A stream's first phrase
-        takes the general path, alone."""
+        takes the general path, alone. :meth:`start_run` in three steps."""
+        run = self.start_run(cues)
+        run.step()
+        return run.results()
+
+    def start_run(self, cues: list[Cue], after: Run | None = None) -> Run:
+        """:meth:`play_run` of ``cues`` in three steps: this one reads them (and plays a
+        stream's first phrase, or every cue where the run cannot be compiled), the run's
+        :meth:`Run.step` steps the model (compiled, without the GIL: another thread may
+        run it while this one reads the next run), its :meth:`Run.results` makes the
+        notes (in this thread). ``after``: the stream's run started before this one, not
+        finished yet: this one starts from where that one's step ends (steps in the
+        order of their runs, results too)."""
         if self.on_step or not (self.one_path and self._phrases()
                                 and self._phrase_setup is not None):
-            return [self.play([cue]) for cue in cues]
-        results = []
+            return Run(self, [self.play([cue]) for cue in cues])
+        head = []
         at = 0
         while at < len(cues) and self.state(cues[at].sample.stream).next_logits is None:
-            results.append(self._step_one(cues[at]))
+            head.append(self._step_one(cues[at]))
             at += 1
-        if at < len(cues):
-            results += self._run_ready(cues[at:])
-        return results
-
-    def _run_ready(self, cues: list[Cue]) -> list[StepResult]:
-        """:meth:`play_run` of a stream that has played before."""
-        stepper, setup, chooser = self.stepper, self._phrase_setup, self.chooser
-        assert isinstance(stepper, NumpyPitchStepper) and setup is not None
+        if at == len(cues):
+            return Run(self, head)
+        cues = cues[at:]
         st = self.state(cues[0].sample.stream)
         readings = []
         for cue in cues:
@@ -596,23 +664,35 @@ class Conductor:
             if cue.normalized is not None:
                 r = self._reading(cue.normalized, r.anomaly, r.direction, r.accent, r.back)
             readings.append(r)
-        data_pitch, _ = chooser.encode(np.array([r.normalized for r in readings]))
-        pitch_list = data_pitch.tolist()
+        data_pitch, _ = self.chooser.encode(np.array([r.normalized for r in readings]))
         passing = self.config.model.passing_notes
-        chosen, leads, starts, st.model_state, st.next_logits = stepper.run(
-            setup, data_pitch, np.array([self._nearest(p) for p in pitch_list], np.int64),
+        job = _RunJob(
+            cues, readings, data_pitch, data_pitch.tolist(),
+            np.array([self._nearest(p) for p in data_pitch.tolist()], np.int64),
             np.array([r.accent for r in readings], np.bool_),
             np.array([r.beyond is not None for r in readings], np.bool_),
-            np.array([min(passing, int((c.span or self._span()) / MIN_NOTE) - 1)
-                      for c in cues], np.int64),
-            st.model_state, self._logits(st), st.held, st.anchor, st.last)
-        st.held, st.anchor = pitch_list[-1], int(chosen[-1])
+            # (lead_in adds none at a limit of 0 or less: a span shorter than MIN_NOTE)
+            np.array([max(0, min(passing, int((c.span or self._span()) / MIN_NOTE) - 1))
+                      for c in cues], np.int64))
+        if after is None or after.job is None:  # the stream as it is now
+            job.begin = (st.model_state, self._logits(st), st.held, st.anchor, st.last)
+        else:
+            job.after = after.job
+        return Run(self, head, st, job)
+
+    def _run_results(self, st: StreamState, job: _RunJob) -> list[StepResult]:
+        """:meth:`Run.results` of a compiled run: the stream keeps its state after it."""
+        assert job.end is not None, "Run.step first"
+        chosen, leads, starts, state, logits = job.end
+        st.model_state, st.next_logits = state, logits
+        st.held, st.anchor = job.pitch_list[-1], int(chosen[-1])
         st.last = st.anchor
+        chooser = self.chooser
         pitches, inputs = chooser.candidates[chosen], chooser.cand_inputs[chosen]
         voice = self.allocator.voice(st.name)
         starts_list, leads_list = starts.tolist(), leads.tolist()
         results = []
-        for i, (cue, r) in enumerate(zip(cues, readings, strict=True)):
+        for i, (cue, r) in enumerate(zip(job.cues, job.readings, strict=True)):
             pitch = pitches[i:i + 1]
             if r.beyond is not None:  # the data alone decides (see _step_batch)
                 pitch[0] = self.beyond[np.abs(self.beyond - r.beyond).argmin()]

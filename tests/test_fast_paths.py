@@ -354,12 +354,17 @@ def test_random_settings_play_alike_on_all_paths(shipped: Any, seed: int) -> Non
     ({"model.passing_notes": 5, "accent.enabled": False}, True, 64),
     ({"model.passing_notes": 3, "model.temperature": 0.7}, False, 64),  # (not compiled)
     ({"model.passing_notes": 0}, True, 64),  # one note per sample: play() each
+    ({"model.passing_notes": 5, "clock.max_rate": 80.0}, False, 64),  # some spans < MIN_NOTE
+    ({"model.passing_notes": 5, "clock.max_rate": 80.0, "accent.enabled": False}, False,
+     -64),  # every span < MIN_NOTE: no notes added
 ])
 def test_a_run_of_cues_plays_what_they_play_one_by_one(shipped: Any, overrides: dict[str, Any],
                                                        given: bool, run: int) -> None:
     """``Conductor.play_run`` (``render``'s one column, ``run`` rows at a time) gives the
     notes, pitches, inputs, model state, logits and phrase marks that ``play`` of each cue
-    alone gives, to the bit; the compiled run steps every phrase after the first."""
+    alone gives, to the bit; the compiled run steps every phrase after the first. A
+    negative ``run``: as long, every span shorter than MIN_NOTE."""
+    short, run = run < 0, abs(run)
     played = {}
     for together in (True, False):
         config = load_config(None, {"model.device": "cpu", **overrides})
@@ -379,7 +384,8 @@ def test_a_run_of_cues_plays_what_they_play_one_by_one(shipped: Any, overrides: 
         for n, value in enumerate(VALUES):
             sample = Sample("s", float(n), value)
             cues.append(Cue(sample, 0.25 * n, (n % 13) / 12.0 if given else None,
-                            reading=conductor.observe(sample), span=0.25 if n % 2 else None))
+                            reading=conductor.observe(sample),
+                            span=0.25 if n % 2 and not short else None))
         if together:
             results = [r for at in range(0, len(cues), run)
                        for r in conductor.play_run(cues[at:at + run])]
@@ -399,26 +405,32 @@ def test_a_run_of_cues_plays_what_they_play_one_by_one(shipped: Any, overrides: 
     assert played[True] == played[False]
     notes = [n for r in played[True][0] for n in r]
     assert len({n.pitch for n in notes}) > 5
-    if overrides["model.passing_notes"]:
+    if overrides["model.passing_notes"] and not short:
         assert sum(n.source == "model" for n in notes) > len(VALUES) // 4
     if overrides.get("accent.enabled", True):
         assert any(n.accent for n in notes)
 
 
-def test_a_column_rendered_alone_plays_what_it_plays_beside_another(shipped: Any) -> None:
-    """``render`` steps one column in runs (``Conductor.play_run``), several row by row
-    as one batch: a column's notes are the same either way (it is the first stream, so its
-    voice is too)."""
-    from streamsonic.render import Series, render_notes
+@pytest.mark.parametrize("run", [1, 7, 400])
+def test_a_column_rendered_alone_plays_what_it_plays_beside_another(
+        shipped: Any, monkeypatch: pytest.MonkeyPatch, run: int) -> None:
+    """``render`` steps one column in runs of ``render.RUN`` rows (``Conductor.start_run``,
+    each run's step in a second thread, starting where the run before it ended), several
+    columns row by row as one batch: a column's notes are the same either way (it is the
+    first stream, so its voice is too), across runs' ends in flat stretches too."""
+    from streamsonic import render
 
+    monkeypatch.setattr(render, "RUN", run)
     config = load_config(None, {"model.device": "cpu"})
     rng = np.random.default_rng(3)
-    size = 1300  # more than one run of render.RUN rows
+    size = 1300
     walk = np.cumsum(rng.standard_normal(size)) + np.where(rng.random(size) < 0.01, 30.0, 0.0)
-    a = Series("a", walk, list(range(size)), {})
-    b = Series("b", rng.standard_normal(size), list(range(size)), {})
-    alone = render_notes(config, a, [])
-    beside = [n for n in render_notes(config, [a, b], []) if n.stream == "a"]
+    walk[::5] = walk[1::5]  # the data held for a row now and then (the same note)
+    walk[395:410] = walk[395]
+    a = render.Series("a", walk, list(range(size)), {})
+    b = render.Series("b", rng.standard_normal(size), list(range(size)), {})
+    alone = render.render_notes(config, a, [])
+    beside = [n for n in render.render_notes(config, [a, b], []) if n.stream == "a"]
     assert alone == beside
     assert sum(n.source == "model" for n in alone) > size // 4
     assert any(n.accent for n in alone)
