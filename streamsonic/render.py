@@ -1,7 +1,8 @@
 """``streamsonic render``: CSV columns -> notes, offline, deterministic.
 
 One data note per row in file order (per column: several columns play as several streams,
-the columns of a row stepped as one batch; the model's added notes, ``model.passing_notes``,
+the columns of a row stepped as one batch; one column alone in runs of ``RUN`` rows, the
+model stepping in a second thread; the model's added notes, ``model.passing_notes``,
 come between), spaced ``clock.step`` beats apart at ``music.tempo`` (or as the temporal
 model decides, with ``rhythm = "model"``); faster than real time (a :class:`VirtualClock`
 drives the same scheduler and sinks the daemon uses). Values are normalized over the whole
