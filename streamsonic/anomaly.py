@@ -20,7 +20,10 @@ never widen the spread. Once the stream changed ``QUANTUM_CHANGES`` times (its l
 polled faster than it is updated), a change by the smallest of those steps (the readings'
 quantum) is at most ``QUANTUM_Z`` robust sigmas, and a stream with at least
 ``REPEAT_SHARE`` of its last ``history`` changes exactly 0 has a scale of at least the
-median of its nonzero changes (:mod:`streamsonic.anomaly_kernel`).
+median of its nonzero changes (:mod:`streamsonic.anomaly_kernel`). A count that ranges
+from quiet hours into busy ones is judged on Anscombe's root when its steps' variance grows
+as its level does (Poisson), on the logs of one more than its values when faster
+(:class:`ScaleWatch`): its spread is then the same by night and by day.
 
 Both become a z-like number; the larger, ``z``, maps to ``score = z^2 / (z^2 + z_ref^2)``,
 which is 0.5 at ``z = z_ref``: the default accent threshold. Constant streams have no
@@ -68,6 +71,34 @@ DECIDE, LOG_RATIO = 64, 4.0
 SKEW = 1.8
 #: ... and until then, z_ref is this many times larger.
 WARMUP_CAUTION = 1.5
+#: How a stream's values are judged: as they are; on their logs (positive, varying by
+#: multiples); on the logs of one more than them (counts: whole numbers, 0 among them, one
+#: more than them varying by multiples: requests or errors per interval over a day).
+#: Or on Anscombe's root (counts whose spread grows as the root of their level, as a
+#: Poisson count's does: the slope of the log of their steps' variance on the log of their
+#: level below TAYLOR_ROOT; at or above it, as a count with bursts of its own, the logs).
+RAW, LOG, LOG1P, ROOT = 0, 1, 2, 3
+TAYLOR_ROOT = 1.5
+#: A count decided on its steps is watched on: the slope, fitted again on more of them,
+#: moves it to the other side once it lies TAYLOR_BAND beyond TAYLOR_ROOT (a bursty count
+#: looks like a Poisson one at low levels).
+TAYLOR_BAND = 0.2
+#: Level bins (one octave of 1 + the level each) of a count's steps; the slope is fitted
+#: over the bins from the second on (a level of 1 or more) with TAYLOR_STEPS steps or
+#: more, once they span TAYLOR_OCTAVES octaves of level.
+_BINS, TAYLOR_STEPS, TAYLOR_OCTAVES = 48, 16, 2.5
+
+
+def _root(value: float) -> float:
+    return 2.0 * math.sqrt(value + 0.375)
+
+
+def _unroot(u: float) -> float:
+    return 0.25 * u * u - 0.375
+
+
+_FORWARD = (float, math.log, math.log1p, _root)
+_BACK = (float, math.exp, math.expm1, _unroot)
 #: The stream's tail: the share of its samples with z above TAIL_Z and both z and the burst
 #: statistic below TAIL_CAP, decaying over TAIL_DECAY samples, starting from TAIL_PRIOR as
 #: if seen over TAIL_PRIOR_SAMPLES samples.
@@ -112,8 +143,8 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_episode", "_log", "_scale", "_state", "_tail", "_tail_n", "_tail_seen",
-                 "history", "z_ref")
+    __slots__ = ("_episode", "_kind", "_scale", "_state", "_tail", "_tail_n", "_tail_seen",
+                 "_whole", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -122,9 +153,10 @@ class AnomalyScorer:
         self.z_ref = z_ref
         self._state = kernel.new_state(history)
         self._tail = _tail_index(history)
-        # Whether the stream is judged on the log of its values (ScaleWatch).
+        # Whether the stream is judged on the log of its values, or of one more (ScaleWatch).
         self._scale = ScaleWatch()
-        self._log = False
+        self._kind = RAW
+        self._whole = True  # every value so far a whole number >= 0 (a count)
         # The stream's tail: decaying counts of samples with a moderately unusual z, and
         # of samples judged (from the first z above 0).
         self._tail_n = 0.0
@@ -134,8 +166,14 @@ class AnomalyScorer:
 
     @property
     def log_scale(self) -> bool:
-        """Whether the stream is judged on the log of its values."""
-        return self._log
+        """Whether the stream is judged on the log of its values (positive, varying by
+        multiples: its pitch follows the log too)."""
+        return self._kind == LOG
+
+    @property
+    def scale(self) -> int:
+        """How the stream is judged: RAW, LOG, LOG1P or ROOT (counts, see ScaleWatch)."""
+        return self._kind
 
     @property
     def heaviness(self) -> float:
@@ -153,10 +191,17 @@ class AnomalyScorer:
         ``overflow`` is how far the value lies beyond the ordinary range, in range widths
         (0 inside it; negative below, positive above).
         """
-        if self._log and value <= 0.0:
-            self._set_log(False)  # a value the log cannot take: raw values for good
-        u = math.log(value) if self._log else value
-        decided_log = self._scale.push(value)  # (stopped once on logs)
+        whole = self._whole = self._whole and _is_count(value)
+        if self._kind == LOG and value <= 0.0:
+            # a value the log cannot take: a count's 0 on the logs of one more, else raw
+            # values for good
+            self._set_scale(LOG1P if whole else RAW)
+        elif self._kind >= LOG1P and not whole:
+            self._set_scale(RAW)  # not a count: raw values for good
+        u = _FORWARD[self._kind](value)
+        decided = self._scale.push(value, whole)
+        if decided == self._kind:
+            decided = None
         heavy = self.heaviness
         z_res, z_burst, direction = kernel.step(self._state, u, self.history, self._tail)
         single = z_res
@@ -167,8 +212,8 @@ class AnomalyScorer:
             usual = single > TAIL_Z and z_burst < TAIL_CAP  # moderately unusual
             self._tail_n = self._tail_n * keep + (1.0 if usual else 0.0)
             self._tail_seen = self._tail_seen * keep + 1.0
-        if decided_log:  # residuals start afresh on log values, the burst's too
-            self._set_log(True)
+        if decided is not None:  # residuals start afresh on its values, the burst's too
+            self._set_scale(decided)
             kernel.remember_z(self._state, z_res)
             z_burst = z_res
         # The surprise judged against the stream's own tail; the burst statistic where it
@@ -177,7 +222,8 @@ class AnomalyScorer:
         if z_burst > single:
             z_res = max(z_res, z_burst)
         # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
-        z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._log else LEVEL_Z_PER_WIDTH)
+        z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._kind == LOG
+                                   else LEVEL_Z_PER_WIDTH)
         if z_level > z_res:
             direction = 1 if overflow > 0 else -1
         z = max(z_res, z_level)
@@ -188,74 +234,159 @@ class AnomalyScorer:
             self._episode = EPISODE
         return score_of(z, z_ref), direction if z > 0 else 0
 
-    def _set_log(self, log: bool) -> None:
-        """Judge the stream on log values (or raw ones again); residuals start afresh."""
-        self._log = log
-        self._scale.stop()
+    def _set_scale(self, kind: int) -> None:
+        """Judge the stream on ``kind`` values from now on (RAW, LOG, LOG1P, ROOT);
+        residuals start afresh."""
+        back, forward = _BACK[self._kind], _FORWARD[kind]
+        self._kind = kind
+        if kind == RAW:  # (raw for good)
+            self._scale.stop()
         self._tail_n = self._tail_seen = 0.0
-        kernel.set_values(self._state, [math.log(v) if log else math.exp(v)
-                                        for v in kernel.values(self._state)])
+        kernel.set_values(self._state, [forward(back(u)) for u in kernel.values(self._state)])
         kernel.clear(self._state)
 
 
 class ScaleWatch:
     """Whether a stream is judged on the log of its values: a positive stream that spans a
     wide ratio and leans right (latencies, counts of people, prices over years) varies by
-    multiples.
+    multiples. A count (whole numbers >= 0) whose values plus one span a wide ratio and
+    lean right (requests or errors per minute over a day: 0 or 1 at night, hundreds by
+    day) is judged by how its steps' variance grows with its level, once it has been at
+    levels TAYLOR_OCTAVES octaves apart: as the level itself (Taylor's slope below
+    TAYLOR_ROOT: a Poisson count) on Anscombe's root, faster (a count with bursts of its
+    own) on the logs (of one more than its values if 0 is among them), fitted again at
+    each decision after that (TAYLOR_BAND: a bursty count looks like a Poisson one at low
+    levels). Until then a positive count goes on logs as any positive stream does, one
+    with zeros stays raw.
 
     Decided on the first ``DECIDE`` values, then again every ``DECIDE // 2`` values of an
     even sample of all the values so far (every ``stride``-th; at most ``2 * DECIDE`` kept,
-    the stride doubling), for as long as the stream stays positive and raw: a stream that
+    the stride doubling), for as long as the stream stays positive, or a count, and raw
+    (a count: until its scale is decided on the evidence of its steps): a stream that
     starts within a narrow ratio and later comes to span multiples (a growing count, a
-    sorted heavy tail) moves to logs then. Once on logs, or after a value <= 0, it watches
-    no more.
+    sorted heavy tail, a count from its quiet hours into its busy ones) moves then.
     """
 
-    __slots__ = ("_skip", "_stride", "_values", "early")
+    __slots__ = ("_count", "_last", "_logs", "_skip", "_steps", "_stride", "_values",
+                 "_zero", "early")
 
     def __init__(self) -> None:
         # (an array of doubles: 1 KiB at most per stream, a quarter of a list of floats)
         self._values: array[float] | None = array("d")
         self._stride = 1
         self._skip = 0
+        # A count's steps by the octave of 1 + their level: how many, the sum of their
+        # squares, the sum of their levels (_BINS each; 1.1 KiB while it is watched).
+        self._steps: array[float] | None = None
+        self._last = math.nan
+        self._logs = False  # moved to logs, still watched as a count
+        self._count: int | None = None  # a count's scale decided on its steps
+        self._zero = False  # a count with 0 among its values
         #: The first decision is still to come (the scorer judges more cautiously).
         self.early = True
 
-    def push(self, value: float) -> bool:
-        """Take the stream's next value; True when the stream is to be judged on logs from
-        now on (then the watch stops)."""
+    def push(self, value: float, whole: bool = False) -> int | None:
+        """Take the stream's next value (``whole``: it and every value before it whole
+        numbers >= 0); the scale the stream is to be judged on from now on (LOG, LOG1P or
+        ROOT), None when that is not decided now."""
         values = self._values
         if values is None:
-            return False
-        if value <= 0.0 and not self.early:
-            self._values = None  # (early: the first decision sees it and says raw)
-            return False
+            return None
+        if not whole and (self._logs or (value <= 0.0 and not self.early)):
+            self.stop()  # (early: the first decision sees it and says raw)
+            return None
+        if whole:
+            self._step(value)
+            self._zero = self._zero or value == 0.0
         self._skip += 1
         if self._skip < self._stride:
-            return False
+            return None
         self._skip = 0
         values.append(value)
         if self.early:
             if len(values) < DECIDE:
-                return False
+                return None
             self.early = False
-            if min(values) <= 0.0:
-                self._values = None
-                return False
+            if min(values) <= 0.0 and not whole:
+                self.stop()
+                return None
         elif len(values) % (DECIDE // 2):
-            return False
+            return None
         if len(values) >= 2 * DECIDE:
             del values[::2]
             self._stride *= 2
-        if _varies_by_multiples(sorted(values)):
-            self._values = None
-            return True
-        return False
+        ordered = sorted(values)
+        if whole:
+            slope = self._taylor()
+            if not math.isnan(slope) and _varies_by_multiples([v + 1.0 for v in ordered]):
+                # a count, judged by its steps (and watched on: more of them may move it)
+                heavy = LOG1P if self._zero else LOG
+                if self._count is None:
+                    self._count = ROOT if slope < TAYLOR_ROOT else heavy
+                elif self._count == ROOT:
+                    self._count = heavy if slope >= TAYLOR_ROOT + TAYLOR_BAND else ROOT
+                else:
+                    self._count = ROOT if slope < TAYLOR_ROOT - TAYLOR_BAND else heavy
+                return self._count
+            if self._logs or self._count is not None:
+                return None
+        if ordered[0] > 0.0 and _varies_by_multiples(ordered):
+            if whole:  # on logs, and watched until its steps decide
+                self._logs = True
+            else:
+                self.stop()
+            return LOG
+        return None
 
     def stop(self) -> None:
-        """No more decisions (the stream was moved to logs, or back to raw for good)."""
+        """No more decisions (the stream's scale is decided, or raw for good)."""
         self._values = None
+        self._steps = None
         self.early = False
+
+    def _step(self, value: float) -> None:
+        """Count a count's step from its last value to ``value`` at their level."""
+        last, self._last = self._last, value
+        if math.isnan(last):
+            return
+        steps = self._steps
+        if steps is None:
+            steps = self._steps = array("d", bytes(8 * 3 * _BINS))
+        level = 1.0 + 0.5 * (last + value)
+        b = min(int(math.log2(level)), _BINS - 1)
+        step = value - last
+        steps[b] += 1.0
+        steps[_BINS + b] += step * step
+        steps[2 * _BINS + b] += level
+
+    def _taylor(self) -> float:
+        """The slope of the log of a count's steps' variance on the log of its level
+        (Taylor's power law: 1 for a Poisson count, 2 for one that varies by multiples),
+        over the octaves of its level from 1 up with TAYLOR_STEPS steps or more, not all
+        0; NaN until those span TAYLOR_OCTAVES octaves."""
+        steps = self._steps
+        if steps is None:
+            return math.nan
+        xs, ys, ws = [], [], []
+        for b in range(1, _BINS):
+            n = steps[b]
+            if n >= TAYLOR_STEPS and steps[_BINS + b] > 0.0:
+                xs.append(math.log(steps[2 * _BINS + b] / n))
+                ys.append(math.log(steps[_BINS + b] / n))
+                ws.append(n)
+        if len(xs) < 2 or max(xs) - min(xs) < TAYLOR_OCTAVES * math.log(2.0):
+            return math.nan
+        total = sum(ws)
+        mx = sum(w * x for w, x in zip(ws, xs, strict=True)) / total
+        my = sum(w * y for w, y in zip(ws, ys, strict=True)) / total
+        sxx = sum(w * (x - mx) ** 2 for w, x in zip(ws, xs, strict=True))
+        sxy = sum(w * (x - mx) * (y - my) for w, x, y in zip(ws, xs, ys, strict=True))
+        return sxy / sxx
+
+
+def _is_count(value: float) -> bool:
+    """Whether ``value`` is a whole number >= 0 (below 2**53, where floats still are)."""
+    return 0.0 <= value < 9007199254740992.0 and value == math.floor(value)
 
 
 def _varies_by_multiples(values: list[float]) -> bool:

@@ -8,8 +8,9 @@ import bisect
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 
-from streamsonic.anomaly import ScaleWatch, score_of
+from streamsonic.anomaly import LOG, LOG1P, RAW, ROOT, ScaleWatch, score_of
 
 #: Robust z at which the score is 0.5 (the default accent threshold).
 Z_REF = 5.0
@@ -28,6 +29,11 @@ MOMENTUM = 1.0
 WARMUP_CAUTION = 1.5
 #: Residuals enter the history clipped to this many robust sigmas from its median.
 WINSOR = 3.0
+#: Each scale's map from values (and back): raw, logs, logs of one more, Anscombe's root.
+TO_SCALE: dict[int, Callable[[float], float]] = {RAW: float, LOG: math.log, LOG1P: math.log1p,
+            ROOT: lambda v: 2.0 * math.sqrt(v + 0.375)}
+FROM_SCALE: dict[int, Callable[[float], float]] = {RAW: float, LOG: math.exp, LOG1P: math.expm1,
+              ROOT: lambda u: (u / 2.0) ** 2 - 0.375}
 #: Values the forecast line is fitted through (trailing medians of 3).
 FORECAST = 6
 #: A burst: the median |z| of the last BURST_SAMPLES residuals, times BURST_GAIN.
@@ -115,8 +121,8 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_anomalies", "_changes", "_episode", "_hist", "_log", "_moves",
-                 "_recent_z", "_residuals", "_scale", "_tail", "history", "z_ref")
+    __slots__ = ("_anomalies", "_changes", "_episode", "_hist", "_kind", "_moves",
+                 "_recent_z", "_residuals", "_scale", "_tail", "_whole", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -133,15 +139,22 @@ class AnomalyScorer:
         self._anomalies = 0.0  # a count of anomalies, decaying over `history` samples
         self._tail = [0.0, 0.0]  # decaying counts: moderately unusual z, samples judged
         self._episode = 0  # samples left of an anomaly's episode (not counted in the tail)
-        # Whether the stream is judged on the log of its values (the daemon's own
-        # ScaleWatch, decided apart from the arithmetic this file holds the kernel to).
+        # Whether the stream is judged on the log of its values, of one more, or on a
+        # count's root (the daemon's own ScaleWatch, decided apart from the arithmetic this
+        # file holds the kernel to).
         self._scale = ScaleWatch()
-        self._log = False
+        self._kind = RAW
+        self._whole = True  # every value so far a whole number >= 0
 
     @property
     def log_scale(self) -> bool:
         """Whether the stream is judged on the log of its values."""
-        return self._log
+        return self._kind == LOG
+
+    @property
+    def scale(self) -> int:
+        """How the stream is judged (RAW, LOG, LOG1P, ROOT)."""
+        return self._kind
 
     def update(self, value: float, overflow: float = 0.0) -> tuple[float, int]:
         """Score ``value`` (then remember it): ``(score 0..1, direction -1/0/+1)``.
@@ -149,9 +162,12 @@ class AnomalyScorer:
         ``overflow`` is how far the value lies beyond the ordinary range, in range widths
         (0 inside it; negative below, positive above).
         """
-        if self._log and value <= 0.0:
-            self._set_log(False)  # a value the log cannot take: raw values for good
-        u = math.log(value) if self._log else value
+        self._whole = self._whole and value >= 0.0 and value == math.floor(value)
+        if self._kind == LOG and value <= 0.0:
+            self._set_scale(LOG1P if self._whole else RAW)  # the log cannot take it
+        elif self._kind in (LOG1P, ROOT) and not self._whole:
+            self._set_scale(RAW)  # not a count: raw values for good
+        u = TO_SCALE[self._kind](value)
         share = (self._tail[0] + TAIL_PRIOR_SAMPLES * TAIL_PRIOR) / (
             self._tail[1] + TAIL_PRIOR_SAMPLES)
         heavy = min(1.0, max(0.0, math.log(share / RATE_LIGHT)
@@ -205,8 +221,9 @@ class AnomalyScorer:
         ordinary = anomaly and self._anomalies <= ANOMALY_SHARE * self.history
         for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=False)):
             window.add(r, None if spreads is None else spreads[i], ordinary)
-        if self._scale.push(value):  # (stopped once on logs)
-            self._set_log(True)
+        decided = self._scale.push(value, self._whole)
+        if decided is not None and decided != self._kind:
+            self._set_scale(decided)
             self._recent_z.append(z_res)  # the burst's memory starts afresh
             burst = z_res
         single = z_res
@@ -214,7 +231,8 @@ class AnomalyScorer:
         if burst > single:
             z_res = max(z_res, burst)
         # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
-        z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._log else LEVEL_Z_PER_WIDTH)
+        z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._kind == LOG
+                                   else LEVEL_Z_PER_WIDTH)
         if z_level > z_res:
             direction = 1 if overflow > 0 else -1
         z = max(z_res, z_level)
@@ -225,12 +243,13 @@ class AnomalyScorer:
             self._episode = EPISODE  # the samples of an anomaly's episode, uncounted
         return score_of(z, z_ref), direction if z > 0 else 0
 
-    def _set_log(self, log: bool) -> None:
-        """Judge the stream on log values (or raw ones again); residuals start afresh."""
-        self._log = log
-        self._scale.stop()
-        self._hist = deque((math.log(v) if log else math.exp(v) for v in self._hist),
-                           maxlen=self._hist.maxlen)
+    def _set_scale(self, kind: int) -> None:
+        """Judge the stream on ``kind`` values from now on; residuals start afresh."""
+        back, forward = FROM_SCALE[self._kind], TO_SCALE[kind]
+        self._kind = kind
+        if kind == RAW:
+            self._scale.stop()
+        self._hist = deque((forward(back(v)) for v in self._hist), maxlen=self._hist.maxlen)
         self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
         self._changes.clear()
         self._moves.clear()

@@ -19,6 +19,7 @@ def same_scores(values: list[float], overflow: list[float], history: int = 128) 
         got, want = compiled.update(v, o), plain.update(v, o)
         assert got == want, f"sample {i} ({v!r}): {got} != {want}"
         assert compiled.log_scale == plain.log_scale
+        assert compiled.scale == plain.scale
 
 
 def _series() -> dict[str, np.ndarray]:
@@ -42,7 +43,20 @@ def _series() -> dict[str, np.ndarray]:
             [100 + rng.normal(0, 3, 100), 100 * 1.01 ** np.arange(1, 501)]),
         "huge": rng.uniform(-1e300, 1e300, 300),
         "a gauge held between updates": np.repeat(np.cumsum(rng.normal(0, 1, 40)), 40) + 100,
+        "counts over a day (root)": rng.poisson(_daily(1, 100)).astype(float),
+        "bursty counts over a day, zeros (logs of one more)": rng.negative_binomial(
+            5, 5 / (5 + _daily(1, 100))).astype(float),
+        "counts over a day, then a decimal (raw)": np.concatenate(
+            [rng.poisson(_daily(1, 100)[:900]), [2.5], rng.poisson(_daily(1, 100)[:300])]),
+        "positive counts on logs, then a 0 (logs of one more)": np.concatenate(
+            [np.round(rng.lognormal(3, 1, 300)) + 1, [0.0], np.round(rng.lognormal(3, 1, 300))]),
     }
+
+
+def _daily(low: float, high: float) -> np.ndarray:
+    """A rate from ``low`` to ``high`` and back every 288 samples (5 minutes a sample),
+    1,500 samples."""
+    return low * (high / low) ** (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1500) / 288))
 
 
 @pytest.mark.parametrize("name", list(_series()))
