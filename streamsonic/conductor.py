@@ -658,12 +658,7 @@ class Conductor:
             return Run(self, head)
         cues = cues[at:]
         st = self.state(cues[0].sample.stream)
-        readings = []
-        for cue in cues:
-            r = cue.reading or self.read(cue.sample.stream, cue.sample.value)
-            if cue.normalized is not None:
-                r = self._reading(cue.normalized, r.anomaly, r.direction, r.accent, r.back)
-            readings.append(r)
+        readings = self._readings(cues)
         data_pitch, _ = self.chooser.encode(np.array([r.normalized for r in readings]))
         passing = self.config.model.passing_notes
         job = _RunJob(
@@ -679,6 +674,17 @@ class Conductor:
         else:
             job.after = after.job
         return Run(self, head, st, job)
+
+    def _readings(self, cues: list[Cue]) -> list[Reading]:
+        """Each cue's reading (the window as it is now where it has none), its place the
+        cue's own where it has one (render's whole-file normalization)."""
+        readings = []
+        for cue in cues:
+            r = cue.reading or self.read(cue.sample.stream, cue.sample.value)
+            if cue.normalized is not None:
+                r = self._reading(cue.normalized, r.anomaly, r.direction, r.accent, r.back)
+            readings.append(r)
+        return readings
 
     def _run_results(self, st: StreamState, job: _RunJob) -> list[StepResult]:
         """:meth:`Run.results` of a compiled run: the stream keeps its state after it."""
@@ -832,12 +838,7 @@ class Conductor:
             return []
         stepper, setup, chooser = self.stepper, self._phrase_setup, self.chooser
         assert isinstance(stepper, NumpyPitchStepper) and setup is not None
-        readings = []
-        for cue in cues:
-            r = cue.reading or self.read(cue.sample.stream, cue.sample.value)
-            if cue.normalized is not None:
-                r = self._reading(cue.normalized, r.anomaly, r.direction, r.accent, r.back)
-            readings.append(r)
+        readings = self._readings(cues)
         normalized = np.array([r.normalized for r in readings], dtype=np.float64)
         data_pitch, _ = chooser.encode(normalized)
         pitch_list = data_pitch.tolist()
