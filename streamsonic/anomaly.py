@@ -281,7 +281,7 @@ class ScaleWatch:
         self._last = math.nan
         self._logs = False  # moved to logs, still watched as a count
         self._count: int | None = None  # a count's scale decided on its steps
-        self._zero = False  # a count with 0 among its values
+        self._zero = False  # a value <= 0 seen (a count's 0)
         #: The first decision is still to come (the scorer judges more cautiously).
         self.early = True
 
@@ -292,12 +292,12 @@ class ScaleWatch:
         values = self._values
         if values is None:
             return None
-        if not whole and (self._logs or (value <= 0.0 and not self.early)):
+        self._zero = self._zero or value <= 0.0  # (every value: the sample may miss it)
+        if not whole and (self._logs or (self._zero and not self.early)):
             self.stop()  # (early: the first decision sees it and says raw)
             return None
         if whole:
             self._step(value)
-            self._zero = self._zero or value == 0.0
         self._skip += 1
         if self._skip < self._stride:
             return None
@@ -307,7 +307,7 @@ class ScaleWatch:
             if len(values) < DECIDE:
                 return None
             self.early = False
-            if min(values) <= 0.0 and not whole:
+            if self._zero and not whole:
                 self.stop()
                 return None
         elif len(values) % (DECIDE // 2):
@@ -321,8 +321,10 @@ class ScaleWatch:
             if not math.isnan(slope) and _varies_by_multiples([v + 1.0 for v in ordered]):
                 # a count, judged by its steps (and watched on: more of them may move it)
                 heavy = LOG1P if self._zero else LOG
-                if self._count is None:
+                if self._count is None and not self._logs:
                     self._count = ROOT if slope < TAYLOR_ROOT else heavy
+                elif self._count is None:  # on logs already: as if decided so
+                    self._count = ROOT if slope < TAYLOR_ROOT - TAYLOR_BAND else heavy
                 elif self._count == ROOT:
                     self._count = heavy if slope >= TAYLOR_ROOT + TAYLOR_BAND else ROOT
                 else:
@@ -330,7 +332,7 @@ class ScaleWatch:
                 return self._count
             if self._logs or self._count is not None:
                 return None
-        if ordered[0] > 0.0 and _varies_by_multiples(ordered):
+        if not self._zero and _varies_by_multiples(ordered):
             if whole:  # on logs, and watched until its steps decide
                 self._logs = True
             else:

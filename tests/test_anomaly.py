@@ -322,6 +322,24 @@ def test_counts_that_are_not_poisson_keep_their_scale() -> None:
     assert seen[999] == ROOT and seen[1000:] == [RAW] * 301
 
 
+def test_a_count_with_rare_zeros_is_not_on_logs_after_a_zero() -> None:
+    """A count that varies by multiples with a 0 now and then (which the even sample of
+    its values may miss): once a 0 has come it is never on logs (whose history would hold
+    the log of 0: a crash, found while tuning), and every score is in 0..1."""
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        x = np.round(rng.lognormal(3.0, 1.2, 3000)) + 1.0
+        x[rng.random(3000) < 0.003] = 0.0
+        scorer = AnomalyScorer()
+        zero = False
+        for v in x:
+            score, _ = scorer.update(float(v))
+            zero = zero or v == 0.0
+            assert 0.0 <= score <= 1.0
+            assert not (zero and scorer.scale == LOG), seed
+        assert scorer.scale in (LOG1P, ROOT), seed
+
+
 def test_readings_in_tenths_are_judged_by_their_steps() -> None:
     """A slow drift read to a tenth of a degree mostly repeats its last reading: a step of
     one tenth is ordinary, a jump of 3 degrees is not."""
