@@ -274,7 +274,7 @@ class Daemon:
             self.notifier.stopping("stopping")
             engine.cancel()
             scheduler.close()
-            self._remove_signals(loop)
+            self._calm_signals(loop)
             self._close_metrics()
             log.info("stopped: %d samples, %d notes; streams %s; input %s", engine.samples,
                      engine.played, _fmt_stats(engine.stats), _fmt_stats(source.stats))
@@ -348,10 +348,17 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
 
-    @staticmethod
-    def _remove_signals(loop: asyncio.AbstractEventLoop) -> None:
+    def _calm_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        """While it exits, until its loop closes (which gives the signals back): SIGINT,
+        SIGTERM and SIGHUP change nothing; it is already stopping. (With no handler, a
+        second SIGTERM then ended the process at once, exit status -15, its last work
+        undone: seen in CI, a test's stop coming as the daemon exited.)"""
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+            loop.add_signal_handler(sig, self._late_signal, sig.name)
+
+    @staticmethod
+    def _late_signal(name: str) -> None:
+        log.debug("%s while stopping: already stopping", name)
 
     # -- metrics -----------------------------------------------------------------------------
     def _start_metrics(self, listen: str, conductor: Any) -> None:

@@ -100,6 +100,10 @@ _SYSTEMD_ENV = (ENV_SOCKET, "WATCHDOG_USEC", "WATCHDOG_PID")
 _HEADER = struct.Struct("<I")
 
 
+def _late_signal(name: str) -> None:
+    log.debug("%s while stopping: already stopping", name)
+
+
 def worker_of(stream: str, workers: int) -> int:
     """The worker (0 .. workers - 1) that plays ``stream``: a CRC-32 of its UTF-8 name."""
     return zlib.crc32(stream.encode("utf-8", "surrogatepass")) % workers
@@ -440,8 +444,10 @@ class Router:
             return self._status(await self._finish(), status)
         finally:
             self.notifier.stopping("stopping")
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+            # While the workers stop: a stop signal goes on to them (they take it as the
+            # first), SIGHUP changes nothing; the loop's close gives the signals back.
+            # (Without handlers, a second SIGTERM ended the router at once, -15.)
+            loop.add_signal_handler(signal.SIGHUP, _late_signal, "SIGHUP")
             if self.workers:  # after a failure too: each stops cleanly, then what is left dies
                 await self._finish()
             await self._kill_all()

@@ -170,3 +170,43 @@ def test_sighup_is_answered_under_a_firehose_and_the_new_scale_plays(
         end(proc)
     print(f"reload logged {took:.2f} s after SIGHUP")
     assert proc.returncode == 0
+
+
+#: Run as ``python -c``: the CLI, with a SIGTERM and a SIGHUP to itself while the daemon
+#: exits (from the metrics' close, after the notes are released and the outputs closed),
+#: or the router (before it kills what is left of its workers).
+_LATE_SIGNAL = """
+import os, signal, sys
+from streamsonic import daemon, workers
+def signals():
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGHUP)
+close, kill_all = daemon.Daemon._close_metrics, workers.Router._kill_all
+def late(self):
+    signals()
+    close(self)
+async def late_router(self):
+    signals()
+    await kill_all(self)
+daemon.Daemon._close_metrics = late
+workers.Router._kill_all = late_router
+from streamsonic.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_signal_while_the_daemon_exits_changes_nothing(random_pitch_checkpoint: Path,
+                                                         workers: int) -> None:
+    """A SIGTERM (and a SIGHUP) that comes while the daemon (or the router of its worker
+    processes) exits, after its run: it is already stopping, so it exits 0 with every note
+    played. Its handlers used to be gone by then and the signal's default action ended it
+    at once (-15: seen in CI, a test's stop coming as the daemon exited)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LATE_SIGNAL, "run", "--output", "events", "--weights",
+         str(random_pitch_checkpoint), "--set", "model.passing_notes=0",
+         "--set", f"daemon.workers={workers}"],
+        input=b"1\n5\n3\n", capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert len(done.stdout.decode().splitlines()) == 3
+    assert b"stopped:" in done.stderr
