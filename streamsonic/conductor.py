@@ -660,15 +660,13 @@ class Conductor:
         st = self.state(cues[0].sample.stream)
         readings = self._readings(cues)
         data_pitch, _ = self.chooser.encode(np.array([r.normalized for r in readings]))
-        passing = self.config.model.passing_notes
+        pitch_list = data_pitch.tolist()
         job = _RunJob(
-            cues, readings, data_pitch, data_pitch.tolist(),
-            np.array([self._nearest(p) for p in data_pitch.tolist()], np.int64),
+            cues, readings, data_pitch, pitch_list,
+            np.array([self._nearest(p) for p in pitch_list], np.int64),
             np.array([r.accent for r in readings], np.bool_),
             np.array([r.beyond is not None for r in readings], np.bool_),
-            # (lead_in adds none at a limit of 0 or less: a span shorter than MIN_NOTE)
-            np.array([max(0, min(passing, int((c.span or self._span()) / MIN_NOTE) - 1))
-                      for c in cues], np.int64))
+            np.array([self._limit(c.span or self._span()) for c in cues], np.int64))
         if after is None or after.job is None:  # the stream as it is now
             job.begin = (st.model_state, self._logits(st), st.held, st.anchor, st.last)
         else:
@@ -996,8 +994,12 @@ class Conductor:
         ``model.passing_notes`` and what ``span`` holds at MIN_NOTE each."""
         if reading.accent or st.last < 0 or st.next_logits is None:
             return []
-        limit = min(self.config.model.passing_notes, int(span / MIN_NOTE) - 1)
-        return lead_in(st.last, target, limit)
+        return lead_in(st.last, target, self._limit(span))
+
+    def _limit(self, span: float) -> int:
+        """How many notes the model may add in ``span``: at most ``model.passing_notes``
+        and what it holds at MIN_NOTE each (0: none)."""
+        return max(0, min(self.config.model.passing_notes, int(span / MIN_NOTE) - 1))
 
     def _phrase_one(self, st: StreamState, reading: Reading, data_pitch: float, target: int,
                     span: float) -> tuple[int, list[int]]:

@@ -278,6 +278,16 @@ def _play_column(conductor: Conductor, scheduler: Scheduler, clock: VirtualClock
     start = 0.0
     pending: deque[tuple[list[Cue], Run, Future[None]]] = deque()
     previous: Run | None = None
+
+    def schedule_oldest() -> None:
+        done_cues, run, future = pending.popleft()
+        future.result()
+        for cue, played in zip(done_cues, run.results(), strict=True):
+            clock.run_until(cue.start)
+            for note in played.notes:
+                scheduler.play(note)
+                notes.append(note)
+
     with ThreadPoolExecutor(1, thread_name_prefix="render-step") as pool:
         for first in range(0, len(values), RUN):
             cues = []
@@ -290,14 +300,10 @@ def _play_column(conductor: Conductor, scheduler: Scheduler, clock: VirtualClock
                 start += step
             previous = conductor.start_run(cues, after=previous)
             pending.append((cues, previous, pool.submit(previous.step)))
-            while len(pending) > 1 or (pending and first + RUN >= len(values)):
-                done_cues, run, future = pending.popleft()
-                future.result()
-                for cue, played in zip(done_cues, run.results(), strict=True):
-                    clock.run_until(cue.start)
-                    for note in played.notes:
-                        scheduler.play(note)
-                        notes.append(note)
+            if len(pending) > 1:  # (the run just started steps meanwhile)
+                schedule_oldest()
+        while pending:
+            schedule_oldest()
 
 
 def render_file(

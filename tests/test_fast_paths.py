@@ -434,3 +434,18 @@ def test_a_column_rendered_alone_plays_what_it_plays_beside_another(
     assert alone == beside
     assert sum(n.source == "model" for n in alone) > size // 4
     assert any(n.accent for n in alone)
+
+
+def test_the_compiled_lead_in_plans_what_lead_in_plans() -> None:
+    """``phrase_kernel._lead_in`` (a compiled run's plan) against ``music.lead_in`` (the
+    conductor's), on every pair of candidates up to 40 apart and limits -1 .. 9: the same
+    waypoints (Python's rounding, half to even)."""
+    from streamsonic.model import phrase_kernel
+    from streamsonic.music import lead_in
+
+    out = np.empty(16, np.int64)
+    for prev in range(41):
+        for target in range(41):
+            for limit in range(-1, 10):
+                count = phrase_kernel._lead_in(prev, target, limit, out)
+                assert out[:count].tolist() == [w.index for w in lead_in(prev, target, limit)]

@@ -205,3 +205,26 @@ def test_default_output_of_a_synthetic_series_is_melodic(kind: str, tmp_path: Pa
                                                        "model.passing_notes=0"))
     assert plain_repeated > 0.15 or plain_stepwise < 0.45, (kind, plain_repeated,
                                                             plain_stepwise)
+
+
+@pytest.mark.usefixtures("shipped")
+@pytest.mark.parametrize(("beats", "passing", "most"), [
+    (0.25, 8, 5),  # 125 ms: 6 notes of MIN_NOTE (20 ms), the data's among them
+    (0.5, 3, 3),  # 250 ms: model.passing_notes is the limit
+    (0.03, 8, 0),  # 15 ms: not even one note of MIN_NOTE fits beside the data's
+])
+def test_added_notes_are_as_many_as_the_span_holds(beats: float, passing: int,
+                                                   most: int) -> None:
+    """Noise leaps at every row: the model adds as many notes as a row's span holds at
+    MIN_NOTE each beside the data's note (and model.passing_notes allows), never more."""
+    notes = render(np.random.default_rng(2).normal(0, 1, 200), **{
+        "clock.step": beats, "music.tempo": 120.0, "model.passing_notes": passing})
+    added, run = [], 0
+    for note in notes:
+        if note.source == "model":
+            run += 1
+        else:
+            added.append(run)
+            run = 0
+    assert len(added) == 200
+    assert max(added) == most

@@ -183,10 +183,12 @@ def _phrase_py(
     beyond_a = np.empty(1, np.bool_)
     beyond_a[0] = beyond
     chosen = np.empty(1, np.int64)
+    work = work_for(1, plan.shape[0], beam, h1, c1, h2, c2, logits, cand_class.shape[0],
+                    w_hh1.shape[1])
     phrases(plan, starts, ints[0:1], octave, floats[0:1], reach, window, influence,
             kernel_scale, floats[1:2], ints[1:2], beyond_a, ints[2:3], w_hh1, v1, w2, v2,
-            head, cand_class, cand_pitch, cand_x, h1, c1, h2, c2, logits, beam, leads_out,
-            h1_out, c1_out, h2_out, c2_out, logits_out, chosen)
+            head, cand_class, cand_pitch, cand_x, h1, c1, h2, c2, logits, leads_out,
+            h1_out, c1_out, h2_out, c2_out, logits_out, chosen, work)
     return chosen[0]
 
 
@@ -215,39 +217,15 @@ def _phrases_py(
     w_hh1: np.ndarray, v1: np.ndarray, w2: np.ndarray, v2: np.ndarray, head: np.ndarray,
     cand_class: np.ndarray, cand_pitch: np.ndarray, cand_x: np.ndarray,
     h1: np.ndarray, c1: np.ndarray, h2: np.ndarray, c2: np.ndarray, logits: np.ndarray,
-    beam: int, leads_out: np.ndarray, h1_out: np.ndarray, c1_out: np.ndarray,
-    h2_out: np.ndarray, c2_out: np.ndarray, logits_out: np.ndarray, chosen_out: np.ndarray,
-) -> None:
-    """:func:`phrase` of each row (stream) of ``h1 .. c2``, ``logits`` and the per-stream
-    arrays, its plan ``plans[starts[i]:starts[i + 1]]`` (its added notes into the same
-    slice of ``leads_out``), its data note into ``chosen_out[i]``: the bits each stream
-    gets from :func:`phrase`, the first layer's products ``CHUNK`` rows at a time."""
-    n = h1.shape[0]
-    longest = 0
-    for i in range(n):
-        longest = max(longest, starts[i + 1] - starts[i])
-    work = _work(n, longest, beam, h1, c1, h2, c2, logits, cand_class.shape[0],
-                 w_hh1.shape[1])
-    _phrases_into(plans, starts, targets, octave, data_pitch, reach, window, influence,
-                  kernel_scale, held, anchor, beyond, last, w_hh1, v1, w2, v2, head,
-                  cand_class, cand_pitch, cand_x, h1, c1, h2, c2, logits, leads_out, h1_out,
-                  c1_out, h2_out, c2_out, logits_out, chosen_out, work)
-
-
-def _phrases_into_py(
-    plans: np.ndarray, starts: np.ndarray, targets: np.ndarray, octave: int,
-    data_pitch: np.ndarray, reach: float, window: float, influence: float,
-    kernel_scale: float, held: np.ndarray, anchor: np.ndarray, beyond: np.ndarray,
-    last: np.ndarray,
-    w_hh1: np.ndarray, v1: np.ndarray, w2: np.ndarray, v2: np.ndarray, head: np.ndarray,
-    cand_class: np.ndarray, cand_pitch: np.ndarray, cand_x: np.ndarray,
-    h1: np.ndarray, c1: np.ndarray, h2: np.ndarray, c2: np.ndarray, logits: np.ndarray,
     leads_out: np.ndarray, h1_out: np.ndarray, c1_out: np.ndarray,
     h2_out: np.ndarray, c2_out: np.ndarray, logits_out: np.ndarray, chosen_out: np.ndarray,
     work: tuple[Any, ...],
 ) -> None:
-    """:func:`phrases` in the buffers ``work`` (:func:`_work`, for as many streams and
-    plans at least as long)."""
+    """:func:`phrase` of each row (stream) of ``h1 .. c2``, ``logits`` and the per-stream
+    arrays, its plan ``plans[starts[i]:starts[i + 1]]`` (its added notes into the same
+    slice of ``leads_out``), its data note into ``chosen_out[i]``: the bits each stream
+    gets from :func:`phrase`, the first layer's products ``CHUNK`` rows at a time; in the
+    buffers ``work`` (:func:`work_for`, for as many streams and plans at least as long)."""
     n = h1.shape[0]
     classes = logits.shape[1]
     searching, base, f_h1, f_c1, f_h2, f_c2, f_logits, x, rows, raw, scratch = work
@@ -335,7 +313,7 @@ def _run_py(
     n = data_pitch.shape[0]
     longest = max(1, limits.max() if n else 1)
     plan = np.empty(longest, np.int64)
-    work = _work(1, longest, beam, h1, c1, h2, c2, logits, cand_class.shape[0],
+    work = work_for(1, longest, beam, h1, c1, h2, c2, logits, cand_class.shape[0],
                  w_hh1.shape[1])
     starts = np.zeros(2, np.int64)
     ints = np.empty(3, np.int64)  # target, anchor, last
@@ -356,7 +334,7 @@ def _run_py(
         starts[1] = count
         ints[0], ints[1], ints[2] = targets[i], marks[0], last
         floats[0], floats[1] = data_pitch[i], held[0]
-        _phrases_into(plan[:count], starts, ints[0:1], octave, floats[0:1], reach, window,
+        phrases(plan[:count], starts, ints[0:1], octave, floats[0:1], reach, window,
                       influence, kernel_scale, floats[1:2], ints[1:2], beyond[i:i + 1],
                       ints[2:3], w_hh1, v1, w2, v2, head, cand_class, cand_pitch, cand_x,
                       a_h1, a_c1, a_h2, a_c2, a_log, leads_out[at:at + count], b_h1, b_c1,
@@ -379,7 +357,7 @@ def _run_py(
 
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _search, _data_note, _scratch = _search_py, _data_note_py, _scratch_py
-    _lead_in, _work, _phrases_into = _lead_in_py, _work_py, _phrases_into_py
+    _lead_in, work_for = _lead_in_py, _work_py
     phrases: Any = _phrases_py
     phrase: Any = _phrase_py
     run: Any = _run_py
@@ -387,8 +365,7 @@ else:
     _search = kernels.jit(_search_py, fastmath=False)
     _scratch = kernels.jit(_scratch_py)
     _data_note = kernels.jit(_data_note_py, fastmath=False)
-    _work = kernels.jit(_work_py)
-    _phrases_into = kernels.jit(_phrases_into_py, fastmath=False)
+    work_for = kernels.jit(_work_py)
     phrases = kernels.jit(_phrases_py, fastmath=False)
     phrase = kernels.jit(_phrase_py, fastmath=False)
     _lead_in = kernels.jit(_lead_in_py, fastmath=False)

@@ -426,11 +426,14 @@ class NumpyPitchStepper:
         out = np.empty((n, self.n_classes), np.float64)
         h1, c1, h2, c2 = state
         u = setup
+        longest = int((starts[1:] - starts[:-1]).max()) if n else 0
+        work = self._pk.work_for(n, longest, u.beam, h1, c1, h2, c2, logits,
+                                 u.cand_class.shape[0], self._w_hh1_t.shape[1])
         self._pk.phrases(
             plans, starts, targets, u.octave, data_pitch, u.reach, u.window, u.influence,
             u.kernel_scale, held, anchor, beyond, last, self._w_hh1_t, self._v1, self._w2,
             self._v2, self._head, u.cand_class, u.cand_pitch, u.cand_x, h1, c1, h2, c2,
-            logits, u.beam, leads, *new, out, chosen)
+            logits, leads, *new, out, chosen, work)
         return chosen, leads, new, out
 
     def _layers(self, base: np.ndarray, shared: np.ndarray, x: np.ndarray, c1: np.ndarray,
