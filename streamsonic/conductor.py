@@ -97,6 +97,9 @@ class StreamState:
     returning: bool = False  # back, and not yet ordinary again
     previous: float = math.nan  # the value of the stream's last sample
     unusual: bool = False  # and whether it scored at or above the accent threshold
+    # every sample since the last accent scored at or above the threshold: that anomaly
+    # goes on (one anomaly, however long: not accented again, see Conductor.observe)
+    ongoing: bool = False
     onsets: list[int] = field(default_factory=list)  # the last onsets' sample counts
     seen: float = 0.0  # the conductor's clock at its last sample (LRU order, idle eviction)
     # Phrases (model.passing_notes > 0): the candidate index of the last note played (-1:
@@ -542,20 +545,24 @@ class Conductor:
             # A positive stream that varies by multiples (the scorer decided): its pitch
             # follows the log too, so a geometric decline plays as a steady line.
             st.normalizer, st.log = st.normalizer.remapped(math.log), True
-        # An accent marks the onset of an anomaly: for `refractory` samples after one, only
-        # a clearly larger one (ACCENT_RENEW times its z), the other way or after the
-        # excursion ended, accents again; an anomaly that goes on (or grows) is heard as
-        # loudness, not as a string of accents; its end (the way back,
+        # An accent marks the onset of an anomaly: an anomaly that goes on (every sample
+        # since its accent at the threshold), however long, and for `refractory` samples
+        # after one, are not accented again unless clearly larger (ACCENT_RENEW times its
+        # z) the other way or after the excursion ended; an anomaly that goes on (or grows)
+        # is heard as loudness, not as a string of accents; its end (the way back,
         # _comes_back) is not accented, nor, with accent.schedule, an onset on a schedule.
         cfg = self.config.accent
         unusual = anomaly >= cfg.threshold
         # (every sample: it follows the way back; accent.refractory = 0 accents them all)
         back = _comes_back(st, value, unusual) and cfg.refractory > 0
+        ongoing = st.ongoing and unusual and cfg.refractory > 0
         accent = cfg.enabled and unusual and not back and (
-            st.samples - st.accent_at > cfg.refractory
+            (st.samples - st.accent_at > cfg.refractory and not ongoing)
             or ((direction != st.accent_direction or not st.unusual)
                 and _renews(anomaly, st.accent_score)))
+        st.ongoing = ongoing
         if accent:
+            st.ongoing = True
             st.accent_at, st.accent_score, st.accent_direction = st.samples, anomaly, direction
             st.accent_value, st.accent_from = value, st.previous
             st.away = direction != 0 and not math.isnan(st.previous)

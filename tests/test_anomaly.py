@@ -674,3 +674,21 @@ def test_auto_range_does_not_zoom_into_a_held_gauges_last_step() -> None:
                 updates += 1
             norm.push(float(i), float(v))
     assert out <= 0.05 * updates and farthest <= 3.0, (out, updates, farthest)
+
+
+def test_an_anomaly_that_goes_on_is_accented_once(random_pitch_checkpoint: Path) -> None:
+    """A stretch of 16 samples far out, rising and falling in steps the stream never took
+    (a heartbeat's QRS complex against its baseline, a machine thrashing): every sample
+    scores at the threshold or above, and it is one anomaly, accented at its onset only
+    (it was accented again every 5 samples, past accent.refractory). Once the stream is
+    ordinary again, the next anomaly is accented."""
+    rng = np.random.default_rng(7)
+    out = [20.0, 40.0, 22.0, 44.0, 24.0, 48.0, 26.0, 52.0, 28.0, 56.0, 30.0, 60.0,
+           32.0, 64.0, 34.0, 68.0]
+    x = np.concatenate([rng.normal(0, 1, 300), out, rng.normal(0, 1, 40), [-25.0]])
+    conductor = _conductor(random_pitch_checkpoint)
+    readings = [conductor.observe(Sample("beat", float(i), float(v)))
+                for i, v in enumerate(x)]
+    assert all(r.anomaly >= 0.5 for r in readings[300:316])  # it goes on throughout
+    accented = [i for i, r in enumerate(readings) if r.accent]
+    assert accented == [300, len(x) - 1], accented
