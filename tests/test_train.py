@@ -6,7 +6,9 @@ Networks are tiny (hidden 24/12) and windows short so the whole file runs in sec
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -694,3 +696,121 @@ def test_sigint_in_a_real_process_saves_and_exits_130(midi_dir, tmp_path):
     ckpt = load_checkpoint(out, kind="pitch")
     assert ckpt.meta["training"]["stopped"] == "interrupted"
     assert ckpt.meta["training"]["epochs_run"] >= 2
+
+
+# -- where the files go: checked at start, written whole or not at all -----------------------
+
+TINY_CLI = ["--epochs", "2", "--seq-len", "12", "--hidden1", "16", "--hidden2", "8",
+            "--threads", "1", "--device", "cpu", "--val-fraction", "0.25"]
+
+
+def limited_writes(size: int) -> None:
+    """In a child process (preexec_fn): no file may grow past ``size`` bytes, and a write
+    past it fails with EFBIG ("File too large") instead of killing the process, as a full
+    disk fails a write, without root or a mount."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def listing(folder: Path) -> dict[str, bytes | None]:
+    """Each file's name and bytes (None for anything else: a folder, a FIFO)."""
+    return {p.name: p.read_bytes() if p.is_file() else None for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("where", ["folder", "under a file", "npz is a folder", "fifo"])
+def test_cli_train_unusable_output_fails_before_any_epoch(where: str, midi_dir: Path,
+                                                          tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]):
+    """-o that cannot be written is one line, exit 69 (an output found unusable at start,
+    as for render), before any data is read; nothing is written. Was: a traceback (exit 1)
+    after the first epoch (IsADirectoryError, or RuntimeError from torch), and a 1.2 MB
+    OUT.tmp left beside a folder."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "afile").write_text("a file")
+    out = {"folder": out_dir, "under a file": out_dir / "afile" / "x.pt",
+           "npz is a folder": out_dir / "m.pt", "fifo": out_dir / "f.pt"}[where]
+    if where == "npz is a folder":
+        (out_dir / "m.npz").mkdir()
+    if where == "fifo":  # not a regular file, such as /dev/null: never replaced by one
+        os.mkfifo(out)
+    before = listing(out_dir)
+    status = cli_main(["train", "pitch", str(midi_dir), "-o", str(out), *TINY_CLI])
+    err = capsys.readouterr().err
+    assert status == 69, err
+    assert err.count("\n") == 1 and "Traceback" not in err and "epoch" not in err, err
+    assert f"cannot write {'weights file' if where == 'npz is a folder' else 'checkpoint'}" \
+        in err
+    assert {"folder": "is a folder; give -o a file name",
+            "under a file": f"{out_dir / 'afile'} is a file, not a folder",
+            "npz is a folder": "m.npz: it is a folder",
+            "fifo": "it is not a regular file"}[where] in err
+    assert listing(out_dir) == before
+    assert where != "fifo" or stat.S_ISFIFO(out.stat().st_mode)
+
+
+def test_train_failed_save_removes_its_temporary_file_and_exits_74(midi_dir: Path,
+                                                                   tmp_path: Path):
+    """A checkpoint save that fails (here: files may not grow past 4 KiB, as on a full disk)
+    is one line naming the file and the cause, exit 74; the earlier file at OUT is as it was
+    and no temporary file remains. Was: a RuntimeError traceback (exit 1) and OUT.tmp left,
+    filling the disk."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "x.pt"
+    out.write_bytes(b"the previous checkpoint")
+    res = subprocess.run([sys.executable, "-m", "streamsonic", "train", "pitch", str(midi_dir),
+                          "-o", str(out), *TINY_CLI], capture_output=True, text=True,
+                         timeout=120, check=False, preexec_fn=lambda: limited_writes(4096))
+    assert res.returncode == 74, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in res.stderr
+    assert last == (f"streamsonic: error: cannot write checkpoint {out}: File too large; "
+                    f"{out} was left as it was")
+    assert listing(out_dir) == {"x.pt": b"the previous checkpoint"}
+
+
+@pytest.mark.parametrize("at", [(1,), (2,), (2, 3)], ids=["checkpoint", "resume", "twice"])
+def test_ctrl_c_during_a_save_leaves_whole_files_and_no_temporary_file(
+        at: tuple[int, ...], midi_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real SIGINT in the middle of a save (the run's saves: 1 the first best checkpoint,
+    2 the resume state after it, 3 the checkpoint saved on stopping): the save completes,
+    then the interrupt is raised; every file is whole (the .npz is the .pt's) and no
+    temporary file remains. A second Ctrl-C during the save on stopping ("twice") ends
+    train() with KeyboardInterrupt (the CLI: exit 130) once that save is done. Was:
+    OUT.pt.resume.tmp left ("resume"), OUT.pt.tmp left ("twice"); "checkpoint" passed
+    (the save on stopping wrote the checkpoint's temporary file again, and renamed it)."""
+    from streamsonic.model.arrays import arrays_for
+
+    real_save = torch.save
+    calls: list[int] = []
+
+    def save_then_interrupt(*args: Any, **kwargs: Any) -> None:
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) in at:
+            signal.raise_signal(signal.SIGINT)  # delivered now, mid-save
+
+    monkeypatch.setattr(torch, "save", save_then_interrupt)
+    # a suite started in the background inherits SIGINT ignored: handle it as a shell would
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    out = tmp_path / "out" / "c.pt"
+    try:
+        if len(at) == 2:
+            with pytest.raises(KeyboardInterrupt):
+                train(tiny("pitch", midi_dir, out, epochs=3))
+        else:
+            result = train(tiny("pitch", midi_dir, out, epochs=3))
+            assert result.stopped == "interrupted" and result.epochs_run == 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sorted(p.name for p in out.parent.iterdir()) == \
+        ["c.npz", "c.pt", "c.pt.resume"][: 2 if at == (1,) else 3]
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["training"]["stopped"] == "interrupted"
+    arrays, why = arrays_for(out, kind="pitch")
+    assert arrays is not None, why
+    if at != (1,):
+        assert torch.load(resume_path(out), weights_only=True)["epoch"] == 1

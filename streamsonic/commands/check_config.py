@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from streamsonic.commands.printing import write_stdout
 from streamsonic.config import Config, find_config_file, load_config
 from streamsonic.errors import ConfigError, UsageError
 
@@ -55,9 +56,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"streamsonic: warning: {warning}", file=sys.stderr)
     if not args.quiet:
         origin = str(path) if path is not None else "the built-in defaults (no config file)"
-        sys.stdout.write(f"# streamsonic: effective configuration from {origin}\n")
-        sys.stdout.write(to_toml(config))
-        sys.stdout.flush()
+        write_stdout(f"# streamsonic: effective configuration from {origin}\n"
+                     + to_toml(config))
     return 0
 
 

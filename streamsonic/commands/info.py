@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -125,14 +124,16 @@ def default_config_text() -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Print the description (or JSON)."""
+    from streamsonic.commands.printing import write_stdout  # noqa: PLC0415
+
     if args.default_config:
-        sys.stdout.write(default_config_text())
+        write_stdout(default_config_text())
         return 0
     from streamsonic.errors import CheckpointError  # noqa: PLC0415
     from streamsonic.model.arrays import SUFFIX, default_weights, load_arrays  # noqa: PLC0415
 
     path = args.checkpoint
-    if path in SHIPPED and not Path(path).exists():
+    if path in SHIPPED and not Path(path).is_file():
         path = default_weights(path)
     if Path(path).suffix == SUFFIX:  # the torch-free weights (read without torch)
         ckpt: Any = load_arrays(path)  # checks everything a player needs
@@ -141,9 +142,9 @@ def main(args: argparse.Namespace) -> int:
 
         ckpt = load_checkpoint(path)
     if args.json:
-        print(json.dumps({"kind": ckpt.kind, "arch": ckpt.arch, "classes": ckpt.classes,
-                          "seq_len": ckpt.seq_len, "weights_sha256": ckpt.weights_sha256,
-                          "meta": ckpt.meta}, indent=2, default=str))
+        write_stdout(json.dumps({"kind": ckpt.kind, "arch": ckpt.arch, "classes": ckpt.classes,
+                                 "seq_len": ckpt.seq_len, "weights_sha256": ckpt.weights_sha256,
+                                 "meta": ckpt.meta}, indent=2, default=str) + "\n")
         return 0
     try:
         text = describe(ckpt, files=args.files)
@@ -153,5 +154,5 @@ def main(args: argparse.Namespace) -> int:
             f"{ckpt.path}: malformed checkpoint metadata ({type(err).__name__}: {err}); "
             "'streamsonic info --json' shows it as stored"
         ) from None
-    print(text)
+    write_stdout(text + "\n")
     return 0

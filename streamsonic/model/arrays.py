@@ -28,6 +28,7 @@ code.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import numpy as np
 
 from streamsonic.errors import CheckpointError
+from streamsonic.model.files import check_writable, interrupts_held, write_whole
 
 if TYPE_CHECKING:
     from streamsonic.model.checkpoint import Checkpoint
@@ -262,7 +264,6 @@ def save_arrays(path: str | Path, ckpt: Checkpoint | ArrayCheckpoint,
     from streamsonic.model.checkpoint import plain  # noqa: PLC0415 - metadata made plain
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     table: Mapping[str, Any] = (ckpt.arrays if isinstance(ckpt, ArrayCheckpoint)
                                 else ckpt.state_dict)
     arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
@@ -273,11 +274,10 @@ def save_arrays(path: str | Path, ckpt: Checkpoint | ArrayCheckpoint,
         "seq_len": int(ckpt.seq_len), "meta": plain(ckpt.meta),
         "weights_sha256": weights_digest(arrays), "source_sha256": source_sha256,
     }
-    tmp = target.with_name(target.name + ".tmp")
-    with tmp.open("wb") as out:
-        np.savez(out, allow_pickle=False, **{META_KEY: np.array(json.dumps(header))}, **arrays)
-    tmp.replace(target)
-    return target
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **{META_KEY: np.array(json.dumps(header))}, **arrays)
+    with interrupts_held():
+        return write_whole(target, buffer.getbuffer(), "weights file")
 
 
 def convert(checkpoint: str | Path, out: str | Path | None = None) -> Path:
@@ -286,8 +286,10 @@ def convert(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     from streamsonic.model.checkpoint import load_checkpoint  # noqa: PLC0415 - torch
 
     source = Path(checkpoint)
+    target = Path(out) if out else arrays_path(source)
     ckpt = load_checkpoint(source)
-    return save_arrays(out or arrays_path(source), ckpt, file_digest(source))
+    check_writable(target, "weights file")  # a folder, a read-only one: 69, nothing written
+    return save_arrays(target, ckpt, file_digest(source))
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -321,11 +323,19 @@ def read_header(path: str | Path) -> dict[str, Any]:
                               f"{type(err).__name__}); {HINT}") from None
 
 
+def missing(p: Path, hint: str) -> CheckpointError:
+    """The error for a weights file ``p`` that is not a file: a folder, or nothing."""
+    if p.is_dir():
+        return CheckpointError(f"weights file {p} is a folder; give a weights file (a .pt "
+                               f"checkpoint or its {SUFFIX}), e.g. {p / 'pitch.pt'}")
+    return CheckpointError(f"weights file {p} does not exist; {hint}")
+
+
 def load_arrays(path: str | Path, kind: str | None = None) -> ArrayCheckpoint:
     """Load and check a ``.npz``; ``kind`` ("pitch"/"temporal") must match if given."""
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"weights file {p} does not exist; {HINT}")
+        raise missing(p, HINT)
     try:
         with np.load(p, allow_pickle=False) as npz:
             header = _header(npz, p)
@@ -379,7 +389,7 @@ def arrays_for(path: str | Path, kind: str) -> tuple[ArrayCheckpoint | None, str
     if p.suffix == SUFFIX:
         return load_arrays(p, kind=kind), ""
     if not p.is_file():
-        raise CheckpointError(f"weights file {p} does not exist; {HINT}")
+        raise missing(p, HINT)
     beside = arrays_path(p)
     if not beside.is_file():
         return None, (f"{p} has no {beside.name} beside it: it was read with torch (slower "

@@ -21,6 +21,7 @@ writes that ``.npz`` with the checkpoint.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,10 @@ from streamsonic.model.arrays import (
     check_weights,
     default_weights,
     expected_shapes,
-    file_digest,
+    missing,
     save_arrays,
 )
+from streamsonic.model.files import interrupts_held, write_whole
 from streamsonic.model.network import PitchLSTM
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_GRID", "MAX_HIDDEN", "MAX_SEQ_LEN", "META_TABLES",
@@ -131,7 +133,6 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, arrays: bool = True) -> 
     same checkpoint goes beside it (:mod:`streamsonic.model.arrays`; the CPU player reads
     that one)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.detach().cpu() for k, v in ckpt.state_dict.items()}
     payload = {
         "format": FORMAT,
@@ -144,11 +145,13 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, arrays: bool = True) -> 
         "meta": plain(ckpt.meta),
         "weights_sha256": weights_digest(state_dict),
     }
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(target)
-    if arrays and target.suffix != ".npz":
-        save_arrays(arrays_path(target), ckpt, file_digest(target))
+    with interrupts_held():  # a Ctrl-C meanwhile comes once both files are whole
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        data = buffer.getvalue()
+        write_whole(target, data, "checkpoint")
+        if arrays and target.suffix != ".npz":
+            save_arrays(arrays_path(target), ckpt, hashlib.sha256(data).hexdigest())
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
@@ -156,7 +159,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     p = Path(path)
     hint = "train one with 'streamsonic train pitch DIR -o weights/pitch.pt' or pass --weights"
     if not p.is_file():
-        raise CheckpointError(f"weights file {p} does not exist; {hint}")
+        raise missing(p, hint)
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types (KeyError, UnpicklingError, ...)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import importlib.metadata
+import io
 import math
 import platform
 import time
@@ -34,7 +35,9 @@ from torch import nn
 
 from streamsonic import __version__
 from streamsonic.errors import CheckpointError, TrainingError, UsageError
+from streamsonic.model.arrays import SUFFIX, arrays_path
 from streamsonic.model.checkpoint import Checkpoint, save_checkpoint
+from streamsonic.model.files import check_writable, interrupts_held, write_whole
 from streamsonic.model.stepper import resolve_device
 from streamsonic.train.baselines import baselines
 from streamsonic.train.dataset import (
@@ -147,6 +150,16 @@ def resume_path(out: str | Path) -> Path:
     return Path(str(out) + ".resume")
 
 
+def check_outputs(out: str | Path) -> None:
+    """The files a run writes (the checkpoint, its ``.npz``, the resume state) can be
+    written: none is a folder, their folder exists or can be made and takes files. Checked
+    before any data is read, so a bad ``-o`` is one line (exit 69), not a lost epoch."""
+    check_writable(out, "checkpoint")
+    if Path(out).suffix != SUFFIX:
+        check_writable(arrays_path(out), "weights file", option="-o (its .npz, beside it)")
+    check_writable(resume_path(out), "resume state", option="-o (its .resume, beside it)")
+
+
 def versions() -> dict[str, str]:
     """Library versions recorded in every checkpoint."""
     def ver(name: str) -> str:
@@ -198,6 +211,7 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
           on_epoch: Callable[[int], None] | None = None) -> TrainResult:
     """Train one model as ``opts`` says; see the module docstring."""
     opts.check()
+    check_outputs(opts.out)
     device = resolve_device(opts.device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -366,11 +380,10 @@ def _save_resume(opts: TrainOptions, run: _Run, net: nn.Module,
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "optimizer": optimizer.state_dict(),
     }
-    target = resume_path(opts.out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(target)
+    with interrupts_held():  # a Ctrl-C meanwhile comes once the file is whole
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_whole(resume_path(opts.out), buffer.getbuffer(), "resume state")
 
 
 def _load_resume(opts: TrainOptions, run: _Run, net: nn.Module,

@@ -1,0 +1,143 @@
+"""Writing weights files (checkpoints, their ``.npz``, ``train``'s resume state) whole or not
+at all.
+
+:func:`check_writable` is for the start of a command: a path that is a folder (or a device),
+or whose folder cannot be made or written, is an :class:`OutputError` (exit 69) before any
+work is done. :func:`write_whole` writes bytes to a hidden temporary file in the target's
+folder, syncs it and renames it over the target: a write that fails (disk full, I/O error)
+removes the temporary file, leaves any earlier file at the path as it was, and is one
+:class:`OutputWriteError` (exit 74) naming the file and the cause. :func:`interrupts_held`
+keeps Ctrl-C (SIGINT) from landing in the middle of a save: a save that has begun completes,
+then the interrupt is raised as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from streamsonic.errors import OutputError, OutputWriteError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _target(path: Path) -> Path:
+    """What writing ``path`` replaces: a symlink's final target (the link stays a link)."""
+    return path.resolve() if path.is_symlink() else path
+
+
+def check_writable(path: str | Path, what: str, option: str = "-o") -> None:
+    """Raise :class:`OutputError` unless ``path`` can be written as a regular file: it is not
+    a folder or a device, and its folder exists (or can be made) and takes new files (tried
+    with a temporary file, so a read-only file system is found as well)."""
+    shown = Path(path)
+    p = _target(shown)
+    try:
+        st = p.stat()
+    except (FileNotFoundError, NotADirectoryError):  # a file on the way: found below
+        st = None
+    except OSError as err:  # EACCES, ELOOP...
+        raise OutputError(f"cannot write {what} {shown}: {err.strerror}; give {option} a "
+                          "path in a writable folder") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"cannot write {what} {shown}: it is a folder; give {option} a file "
+                          f"name (e.g. {shown / ('model' + (shown.suffix or '.pt'))})")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"cannot write {what} {shown}: it is not a regular file (a device "
+                          f"or a pipe), which is never replaced; give {option} a file name")
+    folder = p.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {what} {shown}: {existing} is a file, not a folder; "
+                          f"give {option} a path in a writable folder")
+    with interrupts_held():  # the probe never stays behind
+        try:
+            fd, name = tempfile.mkstemp(dir=existing, prefix=".streamsonic-check.",
+                                        suffix=".tmp")
+        except OSError as err:
+            where = "" if existing == folder else f" (to make {folder} in it)"
+            raise OutputError(f"cannot write {what} {shown}: folder {existing} cannot be "
+                              f"written{where}: {err.strerror}; give {option} a path in a "
+                              "writable folder") from None
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            Path(name).unlink()
+
+
+def write_whole(path: str | Path, data: bytes | bytearray | memoryview, what: str) -> Path:
+    """Write ``data`` as the file at ``path`` atomically (temporary file, fsync, rename),
+    making its folder if need be; returns ``path``. On failure nothing is left behind and an
+    earlier file at ``path`` is as it was: :class:`OutputWriteError` for an OSError, else the
+    exception itself (KeyboardInterrupt...)."""
+    shown = Path(path)
+    target = _target(shown)
+    tmp: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        tmp = Path(name)
+        with os.fdopen(fd, "wb", buffering=0) as out:
+            os.fchmod(out.fileno(), mode)  # mkstemp makes 0600: the mode open() would give
+            view = memoryview(data).cast("B")
+            while view:
+                n = out.write(view)
+                view = view[n or 0:]
+            os.fsync(out.fileno())
+        tmp.replace(target)
+        tmp = None
+    except OSError as err:
+        kept = (f"; {shown} was left as it was" if target.is_file()
+                else f"; nothing was written to {shown}")
+        raise OutputWriteError(f"cannot write {what} {shown}: "
+                               f"{err.strerror or type(err).__name__}{kept}") from None
+    finally:
+        if tmp is not None:  # failed or interrupted: no partial file remains
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return shown
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold SIGINT until the block ends: a Ctrl-C meanwhile is raised (by the handler that
+    was in place, KeyboardInterrupt by default) once the block is done, so that a save is
+    never cut in the middle. Outside the main thread, or with SIGINT not handled in Python
+    (ignored), nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield
+        return
+    held: list[FrameType | None] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(frame)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        handler: Any = previous
+        handler(signal.SIGINT, held[0])
