@@ -48,13 +48,20 @@ DEFAULT_PALETTE: tuple[int, ...] = (0, 73, 56, 11, 40, 24, 71, 19, 12, 68, 46, 6
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
-class _Invalid(ValueError):
-    """Raised inside ``__post_init__``; the loader adds the file name."""
+#: Keys whose values are secrets: never taken from the command line (``--set``), never
+#: shown in a message.
+SECRET_KEYS = frozenset({"mqtt.password"})
 
-    def __init__(self, key: str, message: str) -> None:
+
+class _Invalid(ValueError):
+    """Raised inside ``__post_init__``; the loader adds the file name. ``shown``: how the
+    value is shown in the message, where not its ``repr`` (a URL's credentials redacted)."""
+
+    def __init__(self, key: str, message: str, shown: str | None = None) -> None:
         super().__init__(f"{key}: {message}")
         self.key = key
         self.detail = message
+        self.shown = shown
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -273,6 +280,16 @@ class OutputConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.targets) > 0, "output.targets", "name at least one output")
+        from streamsonic.errors import UsageError  # noqa: PLC0415
+        from streamsonic.mqtt.urls import redact  # noqa: PLC0415 - no paho
+        from streamsonic.outputs import parse_output  # noqa: PLC0415 - avoid a cycle
+
+        for target in self.targets:  # what the daemon would refuse at start
+            try:
+                parse_output(target)
+            except UsageError as err:
+                raise _Invalid("output.targets", redact(str(err)),
+                               shown=_shown([redact(t) for t in self.targets])) from None
         _within(self.flush_interval, 0.1, 3600.0, "output.flush_interval", " seconds")
         _check(self.rotate_seconds == 0 or 1.0 <= self.rotate_seconds <= 31_622_400.0,
                "output.rotate_seconds", "must be 0 (off) or 1..31622400 seconds (a year)")
@@ -341,6 +358,23 @@ class MqttConfig:
     connect_timeout: float = 0.0
 
     def __post_init__(self) -> None:
+        from streamsonic.mqtt.naming import check_filter, check_template  # noqa: PLC0415
+        from streamsonic.mqtt.urls import redact, split_url  # noqa: PLC0415 - no paho
+
+        if self.url:
+            try:
+                split_url(self.url)
+            except ValueError as err:
+                raise _Invalid("mqtt.url", str(err), shown=_shown(redact(self.url))) from None
+        for topic_filter in self.topics:
+            try:
+                check_filter(topic_filter)
+            except ConfigError as err:
+                raise _Invalid("mqtt.topics", str(err)) from None
+        try:
+            check_template(self.stream_name)
+        except ConfigError as err:
+            raise _Invalid("mqtt.stream_name", str(err)) from None
         _check(self.qos in (0, 1, 2), "mqtt.qos", "must be 0, 1 or 2")
         _within(self.connect_timeout, 0.0, 86_400.0, "mqtt.connect_timeout",
                 " seconds (0: keep trying)")
@@ -560,10 +594,29 @@ def apply_overrides(config: Config, overrides: dict[str, Any],
     return _build(Config, data, "", _Origin("the command line", options))
 
 
+def source_problem(config: Config) -> str | None:
+    """What makes ``config`` unable to run as a daemon reading its configured source, which
+    no single section can see (``replay`` may use ``mqtt.url`` as an ``mqtt:`` output's
+    broker alone, so ``load_config`` does not refuse it): an MQTT source (``mqtt.url``
+    set, no ``nats.url``) with no topics. ``check-config`` and the MQTT source refuse it
+    (exit 78)."""
+    mqtt = config.mqtt
+    if mqtt.url and not config.nats.url and not mqtt.topics:
+        return ("mqtt.topics is empty, but mqtt.url is set (MQTT is the source): name the "
+                "topics to subscribe to in mqtt.topics (or pass --topic FILTER, repeatable)")
+    return None
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse one ``--set section.key=value``; the value is TOML, or else a plain string."""
     key, sep, raw = text.partition("=")
     key = key.strip()
+    if key in SECRET_KEYS:
+        raise ConfigError(
+            f"--set {key}: a password never comes from the command line (ps and the shell's "
+            "history would show it); put it in the config file's mqtt.password, "
+            "mqtt.password_file, $STREAMSONIC_MQTT_PASSWORD or the systemd credential "
+            "'mqtt-password'")
     if not sep or "." not in key:
         raise ConfigError(f"--set {text!r}: write --set section.key=value, e.g. music.scale=minor")
     try:
@@ -602,9 +655,8 @@ def _build(cls: type, data: Any, prefix: str, origin: _Origin) -> Any:
     try:
         built = cls(**kwargs)
     except _Invalid as err:
-        raise ConfigError(
-            f"{origin.of(err.key)}: {err.key} = {_show(kwargs, err.key)} {err.detail}"
-        ) from None
+        shown = _show(kwargs, err.key) if err.shown is None else f"{err.shown}:"
+        raise ConfigError(f"{origin.of(err.key)}: {err.key} = {shown} {err.detail}") from None
     for name, value in kwargs.items():  # a safety net: every number key has its own range
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{origin.of(prefix + name)}: {prefix}{name} = {value!r}: "
@@ -626,6 +678,8 @@ def _shown(value: object) -> str:
 def _convert(tp: Any, value: Any, key: str, origin: _Origin) -> Any:
     origin_tp = get_origin(tp)
     at = origin.of(key)
+    if key in SECRET_KEYS and not isinstance(value, str):
+        raise ConfigError(f"{at}: {key} must be a string (its value is not shown)")
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, f"{key}.", origin)
     if origin_tp is Literal:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from streamsonic.config import Config
 from streamsonic.errors import UsageError
 from streamsonic.extras import missing_extra
+from streamsonic.mqtt.urls import PASSWORD_PLACES, redact, split_url
 from streamsonic.sinks.base import Sink
 
 #: spec kind -> (module, factory function, whether the part after ':' is required)
@@ -47,7 +48,10 @@ class OutputSpec:
 
 
 def parse_output(text: str) -> OutputSpec:
-    """Parse ``kind[:arg]``; a bare path ending in .mid/.midi/.wav is accepted too."""
+    """Parse ``kind[:arg]``; a bare path ending in .mid/.midi/.wav is accepted too.
+
+    An ``mqtt:`` output is checked here (its own broker URL, its topic prefix), so that a
+    bad one is refused before anything starts; no message shows a URL's credentials."""
     raw = text.strip()
     kind, sep, arg = raw.partition(":")
     if kind not in BACKENDS:
@@ -57,12 +61,41 @@ def parse_output(text: str) -> OutputSpec:
         if lower.endswith(".wav"):
             return OutputSpec("wav", raw)
         raise UsageError(
-            f"unknown output {text!r}; use one of: events, file:PATH, audio[:DEVICE], "
+            f"unknown output {redact(text)!r}; use one of: events, file:PATH, audio[:DEVICE], "
             "midi:NAME, midi-virtual:NAME, wav:PATH, mqtt:PREFIX"
         )
     if BACKENDS[kind][2] and not arg:
         raise UsageError(f"output {kind!r} needs a value: write {kind}:VALUE")
+    if kind == "mqtt":
+        check_mqtt_output(arg)
     return OutputSpec(kind, arg if sep else "")
+
+
+def check_mqtt_output(arg: str) -> None:
+    """UsageError unless ``arg`` (of ``mqtt:ARG``) is a topic prefix, or a broker URL with
+    one (``mqtt[s]://[user@]host[:port]/PREFIX``) and no password; the prefix must not hold
+    the wildcards '+' or '#' (a URL would cut the topic at '#' without a word)."""
+    shown = redact(f"mqtt:{arg}")
+    prefix = arg
+    if arg.startswith(("mqtt://", "mqtts://")):
+        try:
+            prefix = split_url(arg).path
+        except ValueError as err:
+            if "contains a password" in str(err):
+                raise UsageError(
+                    f"output {shown}: the URL contains a password; passwords never go into "
+                    f"a URL or on the command line: put it in {PASSWORD_PLACES} (the user "
+                    "name may stay in the URL)") from None
+            raise UsageError(f"output {shown}: {err}") from None
+        if any(c in arg.partition("://")[2] for c in "+#"):
+            raise UsageError(f"output {shown}: the topic prefix must not contain '+' or '#' "
+                             "(MQTT wildcards); e.g. mqtt:mqtt://host/notes")
+    elif any(c in arg for c in "+#"):
+        raise UsageError(f"output {shown}: the topic prefix must not contain '+' or '#' "
+                         "(MQTT wildcards); e.g. mqtt:notes")
+    if not prefix.strip("/"):
+        raise UsageError(f"output {shown}: give a topic prefix, e.g. mqtt:notes or "
+                         "mqtt:mqtt://HOST[:PORT]/notes")
 
 
 def open_output(spec: OutputSpec, config: Config, live: bool = False) -> Sink:
@@ -74,7 +107,7 @@ def open_output(spec: OutputSpec, config: Config, live: bool = False) -> Sink:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:  # a backend from a pip extra that is not installed
-        error = missing_extra(err, f"output {spec}")
+        error = missing_extra(err, f"output {redact(str(spec))}")
         if error is None:
             raise
         raise error from None

@@ -6,6 +6,7 @@ warning is logged at most once per interval per key, saying how many were suppre
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -61,21 +62,36 @@ class BoundedKeys:
 class RateLimitedLog:
     """Logs a warning per key at most once every ``interval`` seconds.
 
-    The next warning for a key says how many were suppressed since the last one.
+    The next warning for a key says how many were suppressed since the last one. At most
+    ``max_keys`` keys are remembered (callers may key by topic, and topics are endless):
+    past that, keys whose interval has passed are forgotten first (the next warning for one
+    is logged anyway), then the least recently logged ones; memory stays bounded whatever
+    the keys. The counters, not this, are the exact counts.
     """
+
+    #: Keys remembered at most (each a few hundred bytes).
+    MAX_KEYS = 4096
 
     def __init__(
         self,
         logger: logging.Logger,
         interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        max_keys: int = MAX_KEYS,
     ) -> None:
         self.logger = logger
         self.interval = interval
+        self.max_keys = max(1, max_keys)
         self._clock = clock
+        # key -> when it was last logged, least recently logged first
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Keys remembered now (at most ``max_keys``)."""
+        with self._lock:
+            return len(self._last)
 
     def warning(self, key: str, msg: str, *args: object) -> bool:
         """Log ``msg % args`` unless ``key`` was logged less than ``interval`` ago.
@@ -88,6 +104,10 @@ class RateLimitedLog:
             if last is not None and now - last < self.interval:
                 self._suppressed[key] += 1
                 return False
+            if last is not None:
+                del self._last[key]  # re-inserted last: the dict stays in logging order
+            elif len(self._last) >= self.max_keys:
+                self._prune(now)
             self._last[key] = now
             suppressed = self._suppressed.pop(key, 0)
         if suppressed:
@@ -95,3 +115,16 @@ class RateLimitedLog:
             args = (*args, suppressed)
         self.logger.warning(msg, *args)
         return True
+
+    def _prune(self, now: float) -> None:
+        """Make room for a new key (under the lock): forget the keys whose interval has
+        passed; if that frees less than a quarter, the least recently logged as well."""
+        expired = [k for k, t in self._last.items() if now - t >= self.interval]
+        for k in expired:
+            del self._last[k]
+            self._suppressed.pop(k, None)
+        excess = len(self._last) - (self.max_keys * 3) // 4
+        if excess > 0:
+            for k in list(itertools.islice(self._last, excess)):
+                del self._last[k]
+                self._suppressed.pop(k, None)

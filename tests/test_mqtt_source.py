@@ -155,7 +155,8 @@ async def test_garbage_is_counted_and_never_fatal(mqtt_broker: Broker) -> None:
     assert stats["received"] == 20 + 1 + 8 + 1 + 1
     # As on stdin, a payload that is not UTF-8 loses only its fields that hold such bytes
     # (here all of them: none of the random payloads gave a number).
-    assert stats["ignored.header"] >= 1  # "nope" (and garbage that reads as a header line)
+    assert stats["skipped.not_numeric"] >= 1  # "nope": a one-line payload is never a header
+    assert stats["by_topic.junk/nan.not_numeric"] == 1
     assert stats["skipped.invalid_utf8"] >= 21
     assert stats["skipped.too_large"] == 1
     assert stats["skipped.nan"] == 2

@@ -37,7 +37,9 @@ def test_parse_url() -> None:
 
 
 @pytest.mark.parametrize(("url", "message"), [
-    ("mqtt://u:secret@h", "never go on the command line"),
+    ("mqtt://u:secret@h", "never go into a URL or on the command line"),
+    ("mqtt://h:0", "port 0"),
+    ("mqtt://u:p@ss/w#rd@h", "not valid|password|holds"),
     ("http://h", "use mqtt://"),
     ("mqtt://", "names no host"),
     ("mqtt://h:99999", "not valid"),
@@ -107,12 +109,15 @@ def test_client_setup_errors(tmp_path) -> None:
 
 
 def test_source_checks_topics_up_front() -> None:
-    with pytest.raises(MqttError, match="--topic"):
+    """No topics: a configuration error (exit 78), not an unavailable broker (69); bad
+    filters and naming rules are refused by config validation itself."""
+    with pytest.raises(ConfigError, match="--topic") as err:
         MqttSource.from_config(cfg(url="mqtt://h"))
+    assert err.value.exit_status == 78
     with pytest.raises(ConfigError, match="'#' must be a whole level"):
-        MqttSource.from_config(cfg(url="mqtt://h", topics=["a/#/b"]))
+        cfg(url="mqtt://h", topics=["a/#/b"])
     with pytest.raises(ConfigError, match="stream_name"):
-        MqttSource.from_config(cfg(url="mqtt://h", topics=["a"], stream_name="{nope}"))
+        cfg(url="mqtt://h", topics=["a"], stream_name="{nope}")
 
 
 def test_output_needs_a_broker() -> None:
@@ -120,8 +125,8 @@ def test_output_needs_a_broker() -> None:
         open_sink("notes", cfg())
     with pytest.raises(OutputError, match="prefix"):
         open_sink("mqtt://h", cfg())
-    with pytest.raises(OutputError, match=r"\+ or #"):
-        open_sink("no+tes", cfg(url="mqtt://h"))
+    with pytest.raises(OutputError, match="must not contain '\\+' or '#'"):
+        open_sink("no+tes", cfg(url="mqtt://h", topics=["a"]))
 
 
 # -- naming -------------------------------------------------------------------------------
@@ -192,12 +197,19 @@ def test_json_payloads() -> None:
 
 
 def test_line_payloads_keep_a_header_per_topic() -> None:
+    """A header may begin a payload of several lines, and is kept for the topic; a payload
+    of one line is never a header: its text is a bad payload (counted, warned about)."""
     decoder = PayloadDecoder(cfg(payload="line"))
-    assert decoder.decode("a", b"x,y", 1.0).ignored == ["header"]
+    assert decoder.decode("a", b"x,y\n1,2", 1.0).ignored == ["header"]
     assert decoder.decode("b", b"1,2", 1.0).items == [Sample("b.col0", 1.0, 1.0),
                                                       Sample("b.col1", 1.0, 2.0)]
     assert decoder.decode("a", b"3,4", 1.0).items == [Sample("a.x", 1.0, 3.0),
                                                       Sample("a.y", 1.0, 4.0)]
+    for payload in (b"x,y", b"offline", b"ERROR"):
+        out = decoder.decode("c", payload, 1.0)
+        assert out.ignored == [] and out.items == [] and "not_numeric" in out.skipped
+    assert decoder.decode("c", b"3,4", 1.0).items == [Sample("c.col0", 1.0, 3.0),
+                                                      Sample("c.col1", 1.0, 4.0)]
 
 
 def test_limits_and_encoding() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from streamsonic.commands.printing import write_stdout
-from streamsonic.config import Config, find_config_file, load_config
+from streamsonic.config import Config, find_config_file, load_config, source_problem
 from streamsonic.errors import ConfigError, UsageError
 
 DESCRIPTION = """\
@@ -67,6 +67,9 @@ def check(path: Path | None) -> Config:
     from streamsonic.outputs import parse_output  # noqa: PLC0415
 
     where = str(path) if path is not None else "defaults"
+    problem = source_problem(config)  # what the daemon's source would refuse at start
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}")
     specs = []
     for target in config.output.targets:
         try:

@@ -11,10 +11,8 @@ import os
 import socket
 import ssl
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NotRequired, TypedDict
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -24,68 +22,28 @@ from paho.mqtt.properties import Properties
 from streamsonic.config import MqttConfig
 from streamsonic.errors import MqttError
 from streamsonic.mqtt.chunked import ChunkedClient
+from streamsonic.mqtt.urls import (
+    CREDENTIAL_NAME,
+    DEFAULT_PORTS,
+    PASSWORD_ENV,
+    BrokerUrl,
+    split_url,
+)
+
+__all__ = ["CREDENTIAL_NAME", "DEFAULT_PORTS", "PASSWORD_ENV", "BrokerUrl", "build_client",
+           "client_id_for", "connect_args", "explain_refusal", "explain_socket_error",
+           "parse_url", "resolve_password", "self_connected"]
 
 log = logging.getLogger(__name__)
 
-#: Environment variable that may hold the broker password.
-PASSWORD_ENV = "STREAMSONIC_MQTT_PASSWORD"
-#: File name looked up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=mqtt-password:...``).
-CREDENTIAL_NAME = "mqtt-password"
-
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-
-
-@dataclass(frozen=True)
-class BrokerUrl:
-    """A parsed ``mqtt://[user@]host[:port][/path]`` or ``mqtts://`` URL."""
-
-    scheme: str
-    host: str
-    port: int
-    username: str = ""
-    path: str = ""
-
-    @property
-    def tls(self) -> bool:
-        """Whether the connection uses TLS."""
-        return self.scheme == "mqtts"
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
 
 def parse_url(url: str) -> BrokerUrl:
-    """Parse a broker URL; a password in it is refused (it would show in ``ps``)."""
-    text = url.strip()
-    if "://" not in text:
-        text = "mqtt://" + text
+    """Parse a broker URL (:func:`streamsonic.mqtt.urls.split_url`); MqttError when it is
+    not usable. Config validation refuses the same URLs first (exit 78)."""
     try:
-        parts = urlsplit(text)
-        port = parts.port
+        return split_url(url)
     except ValueError as err:
-        raise MqttError(
-            f"MQTT URL {url!r} is not valid ({err}); write mqtt://host[:port]"
-        ) from None
-    if parts.scheme not in DEFAULT_PORTS:
-        raise MqttError(
-            f"MQTT URL {url!r} has scheme {parts.scheme!r}; use mqtt://host[:port] "
-            "or mqtts://host[:port] for TLS"
-        )
-    if not parts.hostname:
-        raise MqttError(f"MQTT URL {url!r} names no host; write mqtt://host[:port]")
-    if parts.password is not None:
-        raise MqttError(
-            f"MQTT URL for {parts.hostname} contains a password; passwords never go on the "
-            f"command line: use mqtt.password_file, ${PASSWORD_ENV} or the systemd credential "
-            f"{CREDENTIAL_NAME!r}"
-        )
-    return BrokerUrl(
-        scheme=parts.scheme,
-        host=parts.hostname,
-        port=port or DEFAULT_PORTS[parts.scheme],
-        username=unquote(parts.username or ""),
-        path=parts.path.strip("/"),
-    )
+        raise MqttError(str(err)) from None
 
 
 def resolve_password(config: MqttConfig) -> tuple[str | None, str]:

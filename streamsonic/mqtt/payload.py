@@ -17,6 +17,7 @@ it) was skipped, and the source counts and logs them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -87,6 +88,8 @@ class PayloadDecoder:
         self.play_notes = play_notes
         self.max_bytes = config.input.max_line_bytes * PAYLOAD_LINES_LIMIT
         self._line_parsers: dict[str, LineParser] = {}
+        # one-line payloads of topics that never sent several lines: no header, no state
+        self._plain = LineParser(dataclasses.replace(config.input, header="no"))
         # topic -> (stream name, the name cleaned for a sample of its own)
         self._names: dict[str, tuple[str, str]] = {}
         self._fast = not play_notes and self.mqtt.payload in ("auto", "number")
@@ -206,17 +209,29 @@ class PayloadDecoder:
             out.skipped.append("no_value")
 
     def _decode_lines(self, topic: str, base: str, text: str, now: float, out: Decoded) -> None:
-        parser = self._line_parser(topic)
+        """Lines as stdin reads them, with one difference: a payload of one line is never
+        a header. A message is a value, not the start of a file: its text (``offline``,
+        ``temp,hum``) is a bad payload (``not_numeric``), counted per topic and warned
+        about. Only a payload of several lines may begin with a header naming the columns
+        of the lines after it (kept for the topic's later payloads, as stdin keeps one)."""
+        lines = [line for line in text.splitlines() if line.strip()]
+        single = len(lines) == 1
+        parser = self._line_parsers.get(topic)
+        if parser is None:  # a headerless parser has no state to keep per topic
+            parser = self._plain if single else self._line_parser(topic)
         default_name = self.config.input.stream
-        for line in text.splitlines():
-            if not line.strip():
-                continue
+        for line in lines:
             parsed = parser.parse_line(line, now)  # never raises
             for sample in parsed.samples:
                 name = base if sample.stream == default_name else f"{base}.{sample.stream}"
                 _add(out, name, sample.time, sample.value)
             for reason in parsed.skipped:
-                (out.ignored if reason in BENIGN_REASONS else out.skipped).append(reason)
+                if reason == "header" and single:  # names nothing: text where a value goes
+                    out.skipped.append("not_numeric")
+                elif reason in BENIGN_REASONS:
+                    out.ignored.append(reason)
+                else:
+                    out.skipped.append(reason)
 
     def _line_parser(self, topic: str) -> LineParser:
         parser = self._line_parsers.get(topic)

@@ -21,7 +21,7 @@ import mido
 import paho.mqtt.client as paho
 
 from streamsonic.config import Config, MqttConfig
-from streamsonic.errors import MqttError, OutputError
+from streamsonic.errors import MqttError, OutputError, UsageError
 from streamsonic.events import NoteEvent
 from streamsonic.mqtt.connection import (
     BrokerUrl,
@@ -33,6 +33,8 @@ from streamsonic.mqtt.connection import (
     parse_url,
 )
 from streamsonic.mqtt.naming import publish_topic
+from streamsonic.mqtt.urls import redact
+from streamsonic.outputs import check_mqtt_output
 from streamsonic.sinks.base import Sink
 from streamsonic.stats import Counters, RateLimitedLog
 
@@ -150,26 +152,29 @@ class MqttSink(Sink):
 
 
 def open_sink(arg: str, config: Config) -> MqttSink:
-    """``--output mqtt:PREFIX`` (broker: mqtt.url) or ``mqtt:mqtt[s]://host[:port]/PREFIX``."""
+    """``--output mqtt:PREFIX`` (broker: mqtt.url) or ``mqtt:mqtt[s]://host[:port]/PREFIX``.
+
+    No message shows the credentials of a URL (:func:`streamsonic.mqtt.urls.redact`)."""
+    shown = redact(f"mqtt:{arg}")
+    try:
+        check_mqtt_output(arg)  # parse_output has done it; a direct caller may not have
+    except UsageError as err:
+        raise OutputError(str(err)) from None
     if arg.startswith(("mqtt://", "mqtts://")):
         try:
             url = parse_url(arg)
         except MqttError as err:
-            raise OutputError(f"output mqtt:{arg}: {err}") from None
+            raise OutputError(f"output {shown}: {err}") from None
         prefix = url.path
     elif config.mqtt.url:
         try:
             url = parse_url(config.mqtt.url)
         except MqttError as err:
-            raise OutputError(f"output mqtt:{arg}: {err}") from None
+            raise OutputError(f"output {shown}: {err}") from None
         prefix = arg
     else:
         raise OutputError(
-            f"output mqtt:{arg} needs a broker: pass --mqtt URL (or set mqtt.url), or write "
+            f"output {shown} needs a broker: pass --mqtt URL (or set mqtt.url), or write "
             f"the broker into the output: mqtt:mqtt://HOST[:PORT]/{arg.strip('/')}"
         )
-    if not prefix.strip("/"):
-        raise OutputError(f"output mqtt:{arg}: give a topic prefix, e.g. mqtt:notes")
-    if any(c in prefix for c in "+#"):
-        raise OutputError(f"output mqtt:{arg}: the prefix must not contain + or #")
     return MqttSink(prefix.strip("/"), url, config)

@@ -84,7 +84,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from streamsonic.config import Config
-from streamsonic.errors import MqttError
+from streamsonic.errors import ConfigError, MqttError
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.mqtt.chunked import ChunkedClient
 from streamsonic.mqtt.connection import (
@@ -110,6 +110,8 @@ LOOP_TIMEOUT = 0.1
 READ_PACKETS = 2000
 #: Seconds to wait for the broker's CONNACK at startup.
 CONNECT_TIMEOUT = 10.0
+#: paho's own limit on one TCP connect (seconds); ``mqtt.connect_timeout`` may cut it.
+PAHO_CONNECT_TIMEOUT = 5.0
 #: mqtt.* settings that need a new connection when a reload changes them.
 BROKER_KEYS = ("url", "client_id", "protocol", "username", "password", "password_file",
                "ca_file", "cert_file", "key_file", "keepalive", "clean_start",
@@ -197,8 +199,8 @@ class MqttSource:
         self.config = config
         self.play_notes = play_notes
         self.url: BrokerUrl = parse_url(mqtt.url)
-        if not mqtt.topics:
-            raise MqttError(
+        if not mqtt.topics:  # a configuration error (exit 78), as check-config says
+            raise ConfigError(
                 f"no MQTT topics to subscribe to on {self.url}; pass --topic FILTER "
                 "(repeatable) or set mqtt.topics"
             )
@@ -438,6 +440,7 @@ class MqttSource:
     def _first_connect(self) -> None:
         client = self._client
         assert client is not None
+        self._bound_attempt(client)
         try:
             client.connect(**connect_args(self.config.mqtt, self.url))
         except ssl.SSLError as err:  # TLS: a restart cannot fix it
@@ -449,7 +452,10 @@ class MqttSource:
             sock.close()  # (not MQTT's DISCONNECT: there is no broker to say it to)
             raise _BrokerDown(f"MQTT broker {self.url}: nothing listens on its port yet "
                               "(the connection reached its own port)")
-        deadline = time.monotonic() + CONNECT_TIMEOUT
+        left = self._remaining()
+        started = time.monotonic()
+        deadline = started + (CONNECT_TIMEOUT if left is None
+                                       else max(0.0, min(CONNECT_TIMEOUT, left)))
         while not self._connack.is_set():
             rc = client.loop(timeout=LOOP_TIMEOUT)
             if rc != paho.MQTT_ERR_SUCCESS and not self._connack.is_set():
@@ -466,7 +472,8 @@ class MqttSource:
                 client.disconnect()
                 raise _BrokerDown(
                     f"MQTT broker {self.url} did not accept the connection within "
-                    f"{CONNECT_TIMEOUT:.0f} s; check the URL and that the broker is healthy"
+                    f"{time.monotonic() - started:.1f} s; check the URL and that the broker "
+                    "is healthy"
                 )
         if self._refusal is not None:
             client.disconnect()
@@ -499,6 +506,37 @@ class MqttSource:
     def _username(self) -> str:
         return self.config.mqtt.username or self.url.username
 
+    def _remaining(self) -> float | None:
+        """Seconds left of ``mqtt.connect_timeout`` while never connected (None: no
+        limit, or connected once). Every wait at start-up (the TCP connect, the CONNACK,
+        the backoff) is cut to it, so giving up comes within about the configured time."""
+        limit = self.config.mqtt.connect_timeout
+        if not limit or self._generation:
+            return None
+        return limit - (time.monotonic() - self._started)
+
+    def _bound_attempt(self, client: paho.Client) -> None:
+        """Let the next TCP connect take at most what is left of ``mqtt.connect_timeout``
+        (paho's own limit is 5 s)."""
+        left = self._remaining()
+        if left is None:
+            return
+        with contextlib.suppress(RuntimeError, ValueError):  # a connection is up after all
+            client.connect_timeout = min(PAHO_CONNECT_TIMEOUT, max(left, 0.05))
+
+    def _give_up_if_late(self) -> bool:
+        """Past ``mqtt.connect_timeout`` without ever connecting: the failure is set (the
+        elapsed time in it is the true one) and True."""
+        left = self._remaining()
+        if left is None or left > 0:
+            return False
+        waited = time.monotonic() - self._started
+        self._failure = MqttError(
+            f"MQTT broker {self.url} could not be reached for {waited:.1f} s "
+            f"(mqtt.connect_timeout = {self.config.mqtt.connect_timeout:g}); last error: "
+            f"{self._last_error or 'no answer'}")
+        return True
+
     def _network_loop(self) -> None:
         client = self._client
         assert client is not None
@@ -512,26 +550,27 @@ class MqttSource:
                 log.exception("MQTT broker %s: network loop failed; reconnecting", self.url)
                 self._counters.add("errors.network_loop")
                 rc = paho.MQTT_ERR_UNKNOWN
+            if self._failure is None and self._give_up_if_late():
+                break  # (also a connection the broker took but never answered)
             if rc == paho.MQTT_ERR_SUCCESS or self._stop.is_set() or self._failure is not None:
                 continue
             mqtt = self.config.mqtt
-            waited = time.monotonic() - self._started
-            if self._generation == 0 and mqtt.connect_timeout and waited >= mqtt.connect_timeout:
-                self._failure = MqttError(
-                    f"MQTT broker {self.url} could not be reached for {waited:.0f} s "
-                    f"(mqtt.connect_timeout = {mqtt.connect_timeout:g}); last error: "
-                    f"{self._last_error}")
-                break
             if self._takeover:
                 delay = takeover_delay(mqtt.takeover_retry, self._rng)
             else:
                 delay = backoff_delay(self._attempt, mqtt.reconnect_min, mqtt.reconnect_max,
                                       self._rng)
                 self._attempt += 1
+            left = self._remaining()
+            if left is not None:
+                delay = min(delay, max(left, 0.0))
             log.info("MQTT broker %s: reconnecting in %.1f s (attempt %d)",
                      self.url, delay, self._attempt)
             if self._stop.wait(delay):
                 break
+            if self._give_up_if_late():
+                break
+            self._bound_attempt(client)
             try:
                 client.reconnect()
             except (OSError, ssl.SSLError) as err:
@@ -847,9 +886,13 @@ class MqttSource:
         return True
 
     def _skip(self, topic: str, reason: str, payload: bytes | bytearray) -> None:
+        """Count a bad payload (per reason exactly, per topic for the first
+        ``MAX_TOPIC_COUNTERS`` topics) and warn, rate-limited per reason over all topics:
+        thousands of topics sending bad payloads give one warning per reason and interval
+        (naming one of them and how many more were suppressed), not one per topic."""
         self._counters.add(f"skipped.{reason}")
         self._counters.add(f"by_topic.{self._topic_keys.key(topic)}.{reason}")
-        self._warn.warning(f"{topic}\0{reason}", "MQTT topic %s: skipped a payload (%s): %r",
+        self._warn.warning(f"skip\0{reason}", "MQTT topic %s: skipped a payload (%s): %r",
                            topic, reason, payload[:60])
 
     def _hand_over(self) -> None:

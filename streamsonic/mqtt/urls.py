@@ -1,0 +1,102 @@
+"""Broker URLs without paho: parsing and checking (``mqtt.url``, ``--mqtt``, an ``mqtt:``
+output's own broker) and keeping the credentials in them out of every message.
+
+Used by config validation (``streamsonic.config``, so ``check-config`` and start-up refuse
+the same URLs, exit 78) and by ``--output`` parsing (``streamsonic.outputs``), neither of
+which may import paho (the ``mqtt`` extra).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+#: Environment variable that may hold the broker password.
+PASSWORD_ENV = "STREAMSONIC_MQTT_PASSWORD"
+#: File name looked up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=mqtt-password:...``).
+CREDENTIAL_NAME = "mqtt-password"
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+#: Where a password belongs instead of a URL (said by every refusal).
+PASSWORD_PLACES = (f"the config file's mqtt.password, mqtt.password_file, ${PASSWORD_ENV} or "
+                   f"the systemd credential {CREDENTIAL_NAME!r}")
+
+# ``scheme://`` then everything up to the last '@' of the run of non-blank characters: a
+# password may hold '@', '/', ':' or '#' unencoded, and none of it may show.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^\s'\"]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user information of every URL in it (``scheme://USER:PASSWORD@``)
+    replaced by ``***``: for any message or log line that shows a URL or an output spec."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """A parsed ``mqtt://[user@]host[:port][/path]`` or ``mqtts://`` URL."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str = ""
+    path: str = ""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection uses TLS."""
+        return self.scheme == "mqtts"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def split_url(url: str) -> BrokerUrl:
+    """Parse and check a broker URL; ValueError with a one-line message (the URL in it
+    redacted) when it is not usable: another scheme, no host, a port outside 1..65535, a
+    password in it (it would show in ``ps`` and in logs), a '#' (MQTT's wildcard; a URL
+    would silently cut the topic there)."""
+    text = url.strip()
+    shown = repr(redact(text))
+    if "://" not in text:
+        text = "mqtt://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+        password = parts.password
+        hostname = parts.hostname
+    except ValueError as err:
+        raise ValueError(
+            f"MQTT URL {shown} is not valid ({redact(str(err))}); write mqtt://host[:port], "
+            "the port 1..65535"
+        ) from None
+    if password is not None:
+        raise ValueError(
+            f"MQTT URL {shown} contains a password; passwords never go into a URL or on the "
+            f"command line: put it in {PASSWORD_PLACES} (the user name may stay in the URL, "
+            "or go in mqtt.username)"
+        )
+    if parts.scheme not in DEFAULT_PORTS:
+        raise ValueError(
+            f"MQTT URL {shown} has scheme {parts.scheme!r}; use mqtt://host[:port] "
+            "or mqtts://host[:port] for TLS"
+        )
+    if not hostname:
+        raise ValueError(f"MQTT URL {shown} names no host; write mqtt://host[:port]")
+    if port == 0:
+        raise ValueError(f"MQTT URL {shown}: port 0 is not a broker's port; use 1..65535 "
+                         "(or leave it out: 1883, mqtts 8883)")
+    if parts.fragment or text.endswith("#") or parts.query or "?" in text:
+        raise ValueError(
+            f"MQTT URL {shown} holds '#' or '?'; a topic prefix is a plain topic (no "
+            "wildcards), e.g. mqtt://host/notes"
+        )
+    return BrokerUrl(
+        scheme=parts.scheme,
+        host=hostname,
+        port=port or DEFAULT_PORTS[parts.scheme],
+        username=unquote(parts.username or ""),
+        path=parts.path.strip("/"),
+    )
