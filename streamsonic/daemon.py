@@ -20,6 +20,7 @@ import contextlib
 import gc
 import logging
 import signal
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -112,11 +113,82 @@ def run_daemon(
 
         return run_router(config, specs, config_path, cli_overrides or {}, bool(outputs),
                           open_input)
-    daemon = Daemon(config, specs, play_notes, config_path, cli_overrides or {},
-                    fixed_outputs=bool(outputs))
-    daemon.open_input = open_input
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(daemon.main())
+    early = StartupSignals()
+    early.install()
+    try:
+        daemon = Daemon(config, specs, play_notes, config_path, cli_overrides or {},
+                        fixed_outputs=bool(outputs))
+        daemon.open_input = open_input
+        daemon.early = early
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(daemon.main())
+    except StoppedDuringStartup as stop:
+        log.info("%s while starting: stopped before playing anything", stop.signal_name)
+        return 0
+    finally:
+        early.uninstall()
+
+
+class StoppedDuringStartup(BaseException):
+    """SIGTERM while the daemon loads (the model, its compiled kernels; nothing opened
+    yet): it ends there (not an Exception: no ``except Exception`` on the way keeps it)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class StartupSignals:
+    """The stop and reload signals from the start until the daemon's loop handles them.
+
+    Without handlers, a SIGTERM or SIGHUP in that time (up to a second warm, some 20 s
+    while numba compiles on a first start) ended the process by the signal's default
+    action: exit status -15 or -1 (``systemctl stop`` or a reload as the service starts).
+    While ``loading`` (nothing opened yet) SIGTERM ends the start-up at the next step of
+    it (:meth:`check`: after the imports, the model, the kernels' warm-up; exit 0; the
+    handler itself raises nothing, which an import in progress could swallow) and SIGINT
+    interrupts it as it does any command (exit 130); after that (the outputs opening) a
+    stop is kept and answered as soon as the daemon runs, the way it answers one then
+    (every output written, exit 0). A SIGHUP is kept and answered by a reload once the
+    daemon runs (the configuration may have changed after it was read).
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.loading = True
+        self.stop: str | None = None
+        self.reload = False
+        self._before: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Handle the signals from now on (the main thread only: elsewhere, as before)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self._SIGNALS:
+            self._before[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        """The handlers from before :meth:`install` again, where this one is still set
+        (the loop's replaced it while it ran, and gave the defaults back as it closed)."""
+        for sig, before in self._before.items():
+            if signal.getsignal(sig) == self._handle:
+                signal.signal(sig, before)
+        self._before.clear()
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            self.reload = True
+        elif signum == signal.SIGINT and self.loading:
+            raise KeyboardInterrupt
+        else:
+            self.stop = self.stop or name
+
+    def check(self) -> None:
+        """While loading: end the start-up here if a stop came (nothing is open yet)."""
+        if self.loading and self.stop is not None:
+            raise StoppedDuringStartup(self.stop)
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
@@ -142,6 +214,8 @@ class Daemon:
 
     #: Opens the input instead of the configured source, when set (see ``run_daemon``).
     open_input: Callable[[Config], Source] | None = None
+    #: The signals that came while it started (see ``run_daemon``), when set.
+    early: StartupSignals | None = None
 
     def __init__(
         self,
@@ -226,10 +300,13 @@ class Daemon:
         source = (self.open_input(self.config) if self.open_input is not None
                   else open_source(self.config, play_notes=self.play_notes))
         self.notifier.status("loading the model")
+        early = self.early or StartupSignals()
         from streamsonic.conductor import Conductor, warm_up  # noqa: PLC0415 - torch import
         from streamsonic.engine import Engine  # noqa: PLC0415
         from streamsonic.model.loader import load_pitch_model  # noqa: PLC0415
         from streamsonic.scheduler import Scheduler  # noqa: PLC0415
+
+        early.check()
 
         loop = asyncio.get_running_loop()
         use_rhythm = self.config.model.rhythm == "model" and not self.play_notes
@@ -240,8 +317,11 @@ class Daemon:
             stepper, encoding = load_temporal_model(self.config)
         else:
             stepper, encoding, _ = load_pitch_model(self.config.model)
+        early.check()
         warm_up(self.config, stepper, encoding)  # before READY: no first note comes late
         conductor = Conductor(self.config, stepper, encoding)
+        early.check()
+        early.loading = False  # from here a stop is answered once the daemon runs
         try:
             self._start_metrics(self.config.metrics.listen, conductor)
             sinks = open_outputs(self.specs, self.config, live=True)
@@ -254,6 +334,10 @@ class Daemon:
         engine = Engine(conductor, scheduler, loop, rhythm=rhythm)
         self.engine, self.source, self.scheduler = engine, source, scheduler
         self._install_signals(loop)
+        if early.stop is not None:
+            self.request_stop(early.stop)
+        if early.reload:
+            loop.call_soon(self._reload)
         status = 0
         # What start-up made (numba, the model, the config: some 100,000 objects) stays for
         # the whole run: out of the collector's way, or each full collection walks all of

@@ -1,0 +1,90 @@
+"""Stop and reload signals while the daemon starts (before its loop handles them).
+
+The daemon runs as a program, under a simulated systemd: a datagram socket at
+$NOTIFY_SOCKET tells the test when start-up has reached the model's loading, and the
+signal is sent then (it ended the process by the signal's default action: -15, -1).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[tuple[socket.socket, dict[str, str]]]:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(120)  # a first start compiles the kernels
+    (tmp_path / "empty.toml").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "WATCHDOG_USEC")}
+    env.update(NOTIFY_SOCKET=str(path), STREAMSONIC_CONFIG=str(tmp_path / "empty.toml"))
+    yield sock, env
+    sock.close()
+
+
+def _until(sock: socket.socket, first: str) -> list[str]:
+    """The datagrams' lines up to and including the one that starts with ``first``."""
+    seen: list[str] = []
+    while True:
+        lines = sock.recv(4096).decode().split("\n")
+        seen += lines
+        if any(line.startswith(first) for line in lines):
+            return seen
+
+
+def _start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "streamsonic", "run", "--output", "events",
+                             *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+
+
+def test_sigterm_while_the_model_loads_stops_it_cleanly(
+        notify: tuple[socket.socket, dict[str, str]]) -> None:
+    """SIGTERM as the model starts loading (the temporal model: torch's import alone takes
+    a second): exit 0 and one line, no traceback (-15 before). Its input stays open: the
+    stop, not the input's end, ends it."""
+    sock, env = notify
+    proc = _start(env, "--rhythm", "model")
+    try:
+        _until(sock, "STATUS=loading the model")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.stderr is not None
+        text = proc.stderr.read().decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text
+    assert "SIGTERM while starting: stopped before playing anything" in text, text
+
+
+def test_sighup_while_the_model_loads_reloads_once_running(
+        notify: tuple[socket.socket, dict[str, str]]) -> None:
+    """SIGHUP as the model starts loading: the daemon starts, then reloads (the file may
+    have changed after it was read), and plays on: every note, exit 0 (-1 before)."""
+    sock, env = notify
+    proc = _start(env)
+    try:
+        _until(sock, "STATUS=loading the model")
+        proc.send_signal(signal.SIGHUP)
+        after = _until(sock, "READY=1")
+        after += _until(sock, "RELOADING=1")
+        _until(sock, "READY=1")
+        out, err = proc.communicate(b"1\n2\n3\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert len(out.decode().splitlines()) >= 3
