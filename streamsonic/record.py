@@ -56,6 +56,12 @@ MAX_LINE = 65536
 #: Samples that arrived at once that a replay feeds in a row before it gives the event loop
 #: a turn (a count, not a time: a --fast replay must not depend on the machine's speed).
 YIELD_EVERY = 256
+#: A gap between two arrivals longer than this (seconds: a week) is no pause the daemon saw
+#: but a break (recordings of separate runs replayed together, or a corrupt arrival such as
+#: 1e308): it is left out, the replay going on at once (the clock's timers, the stats line
+#: each ``daemon.stats_interval``, would otherwise run through it: a week of them under
+#: ``--fast`` took 13 s, 1e308 seconds never ended).
+MAX_GAP = 7 * 86400.0
 
 
 class Recorder:
@@ -317,7 +323,8 @@ class ReplaySource:
 
     @property
     def stats(self) -> dict[str, int]:
-        """``records`` read, ``samples`` fed, ``skipped.malformed`` lines."""
+        """``records`` read, ``samples`` fed, ``skipped.malformed`` lines, ``gaps`` left out
+        (longer than MAX_GAP)."""
         counts = {"records": 0, "samples": 0}
         counts.update(self._counters.snapshot())
         return counts
@@ -366,9 +373,17 @@ class ReplaySource:
         origin: float | None = None
         start = loop.time()
         burst = 0
+        previous = math.nan
         for sample, arrival in self._records():
             if origin is None:
-                origin = arrival
+                origin = previous = arrival
+            if arrival - previous > MAX_GAP:
+                self._counters.add("gaps")
+                self._warn.warning("gap", "a gap of %.6g s between two arrivals (more than %g "
+                                   "s: a break, not a pause) is left out of the replay",
+                                   arrival - previous, MAX_GAP)
+                origin += arrival - previous
+            previous = arrival
             delay = start + (arrival - origin) / self.speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -270,6 +270,42 @@ def test_fast_refuses_real_time_outputs_and_record_refuses_a_bad_path(
     assert res.returncode == 69 and "does not exist" in res.stderr
 
 
+@pytest.mark.parametrize("output", ["file:{}.mid", "{}.mid", "wav:{}.wav"])
+def test_record_refuses_the_path_an_output_writes(tmp_path: Path, env: dict[str, str],
+                                                  output: str) -> None:
+    """``--record`` onto the file an output writes: both wrote it, each over the other's
+    bytes (exit 0, a file neither mido nor replay could read). Refused before anything
+    starts: exit 64, one line, nothing written."""
+    target = output.format(tmp_path / "same")
+    path = target.partition(":")[2] or target
+    res = cli(["run", "--output", target, "--record", path], env, "1\n2\n")
+    assert res.returncode == 64, res.stderr
+    assert "same file" in res.stderr and res.stderr.strip().count("\n") == 0
+    assert not list(tmp_path.glob("same*"))
+
+
+def test_fast_replay_leaves_out_a_break_in_the_arrivals(
+        tmp_path: Path, env: dict[str, str], random_pitch_checkpoint: Path) -> None:
+    """An arrival far beyond the last one (a corrupt 1e308, or separate runs' recordings
+    replayed together, 8 days apart) is a break, not a pause: left out, counted and warned,
+    the replay playing on at once (under --fast, the 1e308 one never ended: the stats
+    timer ran through the gap; the 8 days took seconds of stats lines)."""
+    rec = tmp_path / "rec.jsonl"
+    lines = [{"stream": "a", "time": float(i), "value": float(i % 5), "arrival": 100.0 + i}
+             for i in range(6)]
+    lines.append({"stream": "a", "time": 6.0, "value": 2.0, "arrival": 8 * 86400.0})
+    lines.append({"stream": "a", "time": 7.0, "value": 3.0, "arrival": 8 * 86400.0 + 1})
+    lines.append({"stream": "a", "time": 8.0, "value": 4.0, "arrival": 1e308})
+    rec.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    res = cli(["replay", str(rec), "--fast", "--output", "events", "--weights",
+               str(random_pitch_checkpoint)], env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(x)["value"] for x in res.stdout.splitlines()] == [
+        float(line["value"]) for line in lines]
+    assert "gaps=2" in res.stderr and "left out of the replay" in res.stderr
+    assert res.stderr.count("stats:") <= 1
+
+
 # -- the pieces ----------------------------------------------------------------------------
 
 def test_read_record_round_trips_exact_floats() -> None:

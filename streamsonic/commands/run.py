@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 from streamsonic.commands.common import (
@@ -113,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
     _check_network_flags(config, args)
     setup_logging(config.daemon.log_level)
     source = _input(config, args.file, args.play_notes)  # a missing FILE fails now (66)
+    _check_record_path(args.record, list(args.output) or list(config.output.targets))
     recorder = _recorder(config, args.record, args.play_notes)
     from streamsonic.daemon import run_daemon  # noqa: PLC0415 - keeps --help light
 
@@ -174,6 +176,21 @@ def _input(config: Config, path: str | None, play_notes: bool) -> Source | None:
     from streamsonic.sources.stdin import StdinSource  # noqa: PLC0415 - lazy backend
 
     return StdinSource.open_file(config, path)
+
+
+def _check_record_path(path: str | None, outputs: list[str]) -> None:
+    """``--record FILE`` must not be a file an output writes: both would write it, each
+    over the other's bytes (a file of JSON lines and MIDI that neither can read)."""
+    if path is None:
+        return
+    from streamsonic.outputs import parse_output  # noqa: PLC0415
+
+    mine = os.path.realpath(path)
+    for text in outputs:
+        spec = parse_output(text)
+        if spec.kind in ("file", "wav") and spec.arg and os.path.realpath(spec.arg) == mine:
+            raise UsageError(f"--record {path} and the output {spec} are the same file: both "
+                             "would write it; give --record another path")
 
 
 def _recorder(config: Config, path: str | None, play_notes: bool) -> Recorder | None:
