@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import signal
@@ -138,6 +139,24 @@ async def test_source_decodes_like_mqtt_counts_bad_input_and_reconnects(
         again = await asyncio.wait_for(anext(source), WAIT)
         assert (again.stream, again.value) == ("sensors.a", 7.0)
         assert source.connected and source.waiting_for is None
+
+
+@pytest.mark.nats
+async def test_bad_payloads_on_many_subjects_are_warned_per_reason_and_all_counted(
+        nats_server: NatsServer, caplog: pytest.LogCaptureFixture) -> None:
+    """500 subjects, each with a payload that is no number: every one counted, the log
+    warned once per reason (it was once per subject and reason: a flood of warnings, and
+    a table of them that grew with the subjects)."""
+    config = load_config(None, {"nats.url": nats_server.url, "nats.subjects": ["bad.*"]})
+    caplog.set_level(logging.WARNING, logger="streamsonic.sources.nats")
+    async with NatsSource(config) as source:
+        await publish(nats_server, [(f"bad.s{i}", b"nan") for i in range(500)])
+        deadline = time.monotonic() + WAIT
+        while source.stats.get("skipped.nan", 0) < 500:
+            assert time.monotonic() < deadline, source.stats
+            await asyncio.sleep(0.02)
+    warned = [r for r in caplog.records if "skipped a payload" in r.getMessage()]
+    assert 1 <= len(warned) <= 2, len(warned)
 
 
 @pytest.mark.nats

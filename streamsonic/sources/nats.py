@@ -427,7 +427,7 @@ class NatsSource:
     def _skip(self, subject: str, reason: str, payload: bytes) -> None:
         self._counters.add(f"skipped.{reason}")
         self._counters.add(f"by_subject.{self._subject_keys.key(subject)}.{reason}")
-        self._warn.warning(f"{subject}\0{reason}", "NATS subject %s: skipped a payload (%s): "
+        self._warn.warning(f"skip\0{reason}", "NATS subject %s: skipped a payload (%s): "
                            "%r", subject, reason, payload[:60])
 
     def _push(self, items: list[Item]) -> None:
