@@ -217,6 +217,7 @@ class Engine:
         if rhythm is not None:  # the temporal model's notes count as played too
             rhythm.on_play.append(self._count_played)
         self.dropped_evicted = 0  # waiting samples of evicted streams
+        self.dropped_at_stop = 0  # samples still waiting to play when the daemon stopped
         self.released = 0  # notes of evicted streams ended early
         self.shedding = Shedding(conductor.config.daemon.warn_interval)
         conductor.clock = loop.time
@@ -378,7 +379,8 @@ class Engine:
     @property
     def stats(self) -> dict[str, int]:
         """The stream table's counters (those not zero): evictions by reason, samples
-        dropped with an evicted stream or refused by a full table, notes released early, cues
+        dropped with an evicted stream, refused by a full table or left unplayed by a stop
+        (``dropped.at_stop``, once :meth:`cancel` ran), notes released early, cues
         played late without the model's passing notes, samples folded into another's note
         (more than ``clock.backlog`` waited): so the log explains fewer notes than samples."""
         counts = {
@@ -386,6 +388,7 @@ class Engine:
             "evicted.idle": self.conductor.evictions["idle"],
             "evicted.full": self.conductor.evictions["full"],
             "dropped.evicted": self.dropped_evicted,
+            "dropped.at_stop": self.dropped_at_stop,
             "dropped.streams_full": self.conductor.refused,
             "released.evicted": self.released,
             "shed.phrases": self.shedding.shed,
@@ -582,7 +585,19 @@ class Engine:
             await asyncio.sleep(min(max(end - self.loop.time(), 0.0) + 0.005, 0.25))
 
     def cancel(self) -> None:
-        """Stop scheduling anything new (the daemon then closes the scheduler)."""
+        """Stop scheduling anything new (the daemon then closes the scheduler). What still
+        waits to play (in the queues, for the batch step, in a tick's next slices, for the
+        temporal model's next onset) is dropped unplayed, counted as ``dropped.at_stop``;
+        its receipts stay unsettled (the sender delivers those messages again)."""
+        self.dropped_at_stop += (sum(agg.count for queue in self._queues.values()
+                                     for agg in queue)
+                                 + sum(owed.count if isinstance(owed, Aggregate) else 1
+                                       for _, _, owed, _ in self._batch)
+                                 + sum(agg.count for _, agg, _ in self._slices))
+        self._queues.clear()
+        self._batch.clear()
+        self._batched.clear()
+        self._slices.clear()
         for handle in self._flush.values():
             handle.cancel()
         self._flush.clear()
@@ -597,4 +612,4 @@ class Engine:
             self._slice_handle.cancel()
             self._slice_handle = None
         if self.rhythm is not None:
-            self.rhythm.cancel()
+            self.dropped_at_stop += self.rhythm.cancel()

@@ -111,9 +111,12 @@ class RhythmDriver:
         while self._waiting:
             await asyncio.sleep(0.05)
 
-    def cancel(self) -> None:
-        """Stop every stream's clock."""
+    def cancel(self) -> int:
+        """Stop every stream's clock and drop what waits for the next onsets; returns how
+        many samples were dropped."""
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        dropped = sum(agg.count for agg in self._waiting.values())
         self._waiting.clear()
+        return dropped
