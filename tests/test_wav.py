@@ -115,3 +115,46 @@ def test_invalid_soundfont_file(tmp_path: Path) -> None:
     cfg = Config(audio=AudioConfig(soundfont=str(bogus)))
     with pytest.raises(SoundFontError, match="cannot load SoundFont"):
         wav.open_sink(str(tmp_path / "x.wav"), cfg)
+
+
+# -- a write that fails: one error line, no traceback ----------------------------------------
+
+def limited_writes(size: int) -> None:
+    """In the child (preexec_fn): no file grows past ``size`` bytes; a write past it fails
+    with EFBIG ("File too large"), as a full disk fails one, without root or a mount."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+@pytest.mark.parametrize("command", ["run", "render"])
+def test_a_wav_file_that_fills_up_is_one_error_line(tmp_path: Path, command: str) -> None:
+    """The WAV output fails mid-file: one error line when it fails and one for exit 74, no
+    traceback. Was: the close's note-offs rendered into the given-up file, "silencing notes
+    failed during close" and a chained traceback (ValueError: I/O operation on closed file)."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "series.txt"
+    data.write_text("".join(f"{i % 13}\n" for i in range(40)))
+    out = tmp_path / "out.wav"
+    args = (["run", str(data), "--output", f"wav:{out}", "--output", "events", "--set",
+             "clock.max_rate=1000", "--set", "clock.backlog=100000"] if command == "run"
+            else ["render", str(data), "-o", str(out)])
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSONIC_CONFIG"}
+    res = subprocess.run([sys.executable, "-m", "streamsonic", *args, "--soundfont",
+                          str(SOUNDFONT), "--device", "cpu"], capture_output=True, text=True,
+                         timeout=300, check=False, env=env, cwd=tmp_path,
+                         preexec_fn=lambda: limited_writes(100_000))
+    assert res.returncode == 74, res.stderr
+    assert "Traceback" not in res.stderr and "silencing notes failed" not in res.stderr, \
+        res.stderr
+    errors = [line for line in res.stderr.splitlines() if "ERROR" in line or "error:" in line]
+    assert len(errors) == 2, res.stderr
+    assert all(f"cannot write WAV file {out}: File too large" in e for e in errors)
+    if command == "run":  # the file keeps, valid, what was written up to its last flush
+        with wave.open(str(out)) as f:
+            assert f.getnchannels() == 2

@@ -3,7 +3,9 @@
 Modelled on mido's ports: public ``send``/``panic``/``close``, context-manager use, an
 idempotent ``close``; subclasses fill in ``_send`` and ``_close``. The base class tracks the
 notes that are sounding, so ``panic()`` (and therefore ``close()``) can silence each one
-and then send All Notes Off / All Sound Off on every channel the sink used.
+and then send All Notes Off / All Sound Off on every channel the sink used. An output error
+raised while silencing (a file that could not be written) is raised by ``close`` once the
+output is released, for its closer to report as one line (exit 74 for a write error).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from types import TracebackType
 
 import mido
 
-from streamsonic.errors import OutputError
+from streamsonic.errors import OutputError, StreamsonicError
 from streamsonic.events import NoteEvent
 
 log = logging.getLogger(__name__)
@@ -116,16 +118,23 @@ class Sink(ABC):
                 )
 
     def close(self, time: float | None = None) -> None:
-        """Panic, then release the output. Safe to call more than once."""
+        """Panic, then release the output. Safe to call more than once. An output error
+        while silencing (a file that could not be written) is raised once the output is
+        released; any other failure there is logged."""
         if self.closed:
             return
+        failure: StreamsonicError | None = None
         try:
             self.panic(time)
+        except StreamsonicError as err:  # one line, from whoever closes it
+            failure = err
         except Exception:  # a failing output must still be released
             log.exception("output %s: silencing notes failed during close", self.name)
         finally:
             self.closed = True
             self._close()
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Sink:
         return self

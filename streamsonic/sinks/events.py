@@ -1,53 +1,84 @@
 """The ``events`` output: one JSON object per note on stdout, written as the note starts.
 
-Lines are held by the output and written out together at the running loop's next turn
+Lines are held by the output and handed on together at the running loop's next turn
 (the notes one batch step or one timer made go out in one write), so
 ``streamsonic ... | tail -f``-style readers see each note at once, well within
 :data:`FLUSH_DELAY`, and a busy daemon writes its notes in a few large writes instead of one
 system call per note, whether or not Python buffers stdout (``PYTHONUNBUFFERED``). At most
-:data:`HOLD_CHARS` characters are held: more are written at once. Without a running loop
+:data:`HOLD_CHARS` characters are held: more are handed on at once. Without a running loop
 (``render``) lines go out when that many are held and at the end.
 
-On a file descriptor (stdout as it is, not a Python stream put in its place) the lines go
-out with ``os.write`` in pieces of whole lines of at most :data:`WHOLE_WRITE` bytes (PIPE_BUF):
-the kernel writes each such piece to a pipe in one go, so several writers on one pipe (the
-worker processes of ``daemon.workers``, or ``a | ... & b | ...`` into one reader) never
-cut into each other's lines, and a reader never sees half a line.
+On a file descriptor (stdout as it is, not a Python stream put in its place) a writer thread
+does the writing, so the event loop never waits on stdout: a reader that stops reading does
+not stop the music, the other outputs or the signals. The lines go out in order with
+``os.write`` in pieces of whole lines of at most :data:`WHOLE_WRITE` bytes (PIPE_BUF): the
+kernel writes each such piece to a pipe in one go, so several writers on one pipe (the
+worker processes of ``daemon.workers``, or ``a | ... & b | ...`` into one reader) never cut
+into each other's lines, and a reader never sees half a line. (stdout is never made
+non-blocking: that flag belongs to the open file, which other processes share.)
+
+What waits for the writer is bounded: :data:`QUEUE_BYTES` (about 16,000 notes). While a
+daemon's reader takes nothing and that much waits, newer lines are dropped, counted
+(``dropped`` in the output's counters and metrics) and named in a rate-limited warning. At
+the end the lines still waiting are written as long as the reader takes them; once it has
+taken nothing for :data:`CLOSE_STALL` seconds they are given up, so SIGTERM and SIGINT stop
+the daemon at once even when the reader never reads again, and the log says how many lines
+were not written. ``render`` (no running loop) waits for a slow reader instead: nothing is
+dropped.
 
 When stdout's reader goes away (``streamsonic --output events | head -1``), the output
 behaves like ``head`` and ``yes`` do: no error. The rest of what would have gone to stdout is
 thrown away, and a running daemon is asked to stop the way SIGTERM asks (every note
 released, files written, exit 0); without a daemon (``render``) the other outputs go on.
+
+Any other failed write (a full disk, an I/O error, stdout closed: ``>&-``) is an output write
+error, as for the file outputs: one error line naming the output and the cause, nothing more
+is written (a piece cut short in a regular file is cut back to its last whole line where no
+one wrote after it), the other outputs play on, and the run exits 74.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import logging
 import os
 import select
 import signal
+import stat
 import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 import mido
 
 from streamsonic.config import Config
+from streamsonic.errors import OutputWriteError
 from streamsonic.events import NoteEvent
 from streamsonic.sinks.base import Sink
+from streamsonic.stats import Counters, RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 #: Longest a written note waits in the buffer before it is flushed (seconds): a bound; the
 #: lines go out at the loop's next turn.
 FLUSH_DELAY = 0.05
-#: Characters of lines held before they are written out regardless (about 250 notes).
+#: Characters of lines held before they are handed to the writer regardless (about 250 notes).
 HOLD_CHARS = 65536
 
 #: The most bytes one write holds (POSIX PIPE_BUF on Linux: a pipe takes it whole, without
 #: interleaving another writer's bytes); a single longer line is written alone.
 WHOLE_WRITE = select.PIPE_BUF if hasattr(select, "PIPE_BUF") else 4096
+#: The most bytes of lines waiting for the writer thread (about 16,000 notes); past that, a
+#: daemon drops (and counts) newer lines until the reader takes some.
+QUEUE_BYTES = 4 << 20
+#: At the end, seconds the reader may take nothing before the lines still waiting are given up.
+CLOSE_STALL = 0.5
 
 #: Stream names kept JSON-encoded (:func:`note_line`); the cache starts afresh when full.
 NAME_CACHE = 65536
@@ -89,30 +120,59 @@ class EventsSink(Sink):
     """JSON lines: stream, time, value, normalized, pitch, velocity, duration, channel,
     program, start, ... Written out at the loop's next turn (see the module), so
     ``tail -f | streamsonic --output events`` streams; ``flush_delay <= 0``: each note at
-    once."""
+    once.
+
+    ``stream``: a Python text stream to write to instead of stdout (tests), written in the
+    caller's thread; ``fd``: a file descriptor instead of stdout's (tests), written by the
+    writer thread like stdout's."""
 
     channel_messages = False  # only notes are printed
 
-    def __init__(self, stream: TextIO | None = None, flush_delay: float = FLUSH_DELAY) -> None:
+    def __init__(self, stream: TextIO | None = None, flush_delay: float = FLUSH_DELAY, *,
+                 fd: int | None = None, queue_bytes: int = QUEUE_BYTES,
+                 warn_interval: float = 10.0) -> None:
         super().__init__("events")
-        self._out = stream if stream is not None else sys.stdout
-        self._fd = _fileno(self._out) if stream is None else None  # whole-line writes
         self.flush_delay = flush_delay
+        self.counters = Counters()
+        self._warn = RateLimitedLog(log, warn_interval)
+        if fd is None and stream is None:
+            stdout = sys.stdout  # None when stdout was closed (``>&-``): a write error
+            fd = _fileno(stdout) if stdout is not None else None
+            if fd is None:
+                stream = stdout  # a Python stream without a descriptor in its place (tests)
+            else:
+                _flush_quietly(stdout)  # anything written to it some other way goes first
+        self._stream = stream
+        self._writer = _Writer(fd, queue_bytes, self._gone, self.counters) \
+            if fd is not None else None
         self._flush_due: asyncio.Handle | None = None
-        self._lines: list[str] = []  # held, not yet written
+        self._lines: list[str] = []  # held, not yet handed on
         self._held = 0  # their characters
         #: The reader of the output went away (EPIPE); nothing more is written.
         self.reader_gone = False
+        #: Why writing failed (it is raised once, by ``note``, ``tick`` or ``close``), or None.
+        self.failure: OutputWriteError | None = None
+        self._raised = False
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """``written`` (lines), ``dropped`` (lines a stalled reader did not take)."""
+        return self.counters.snapshot()
 
     def note(self, event: NoteEvent) -> None:
-        """Write the note as one JSON line (out at the loop's next turn, see the module)."""
+        """Write the note as one JSON line (out at the loop's next turn, see the module).
+        Raises OutputWriteError once after a write failed."""
         if self.reader_gone:
+            return
+        if self.failure is not None:
+            self._raise_failure()
             return
         line = note_line(event) + "\n"
         self._lines.append(line)
         self._held += len(line)
         if self._held >= HOLD_CHARS or self.flush_delay <= 0:
             self.flush()
+            self._raise_failure()
         elif self._flush_due is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -120,39 +180,94 @@ class EventsSink(Sink):
                 return
             self._flush_due = loop.call_soon(self.flush)
 
+    def tick(self, now: float) -> None:
+        """Raise OutputWriteError (once) when the writer has failed since the last call."""
+        self._check_writer()
+        self._raise_failure()
+
     def flush(self) -> None:
-        """Write out what is held, and flush the stream."""
+        """Hand what is held to the writer thread (or write it to the stream, and flush it).
+        Never raises: a failure is kept in ``failure``."""
         if self._flush_due is not None:
             self._flush_due.cancel()
             self._flush_due = None
         lines, self._lines, self._held = self._lines, [], 0
-        if self.reader_gone:
+        if self.reader_gone or self.failure is not None:
             return
-        try:
-            if self._fd is not None:
-                self._out.flush()  # anything written to it some other way goes first
-                if lines:
-                    write_lines(self._fd, "".join(lines).encode("utf-8"))
-                return
+        if self._writer is not None:
             if lines:
-                self._out.write("".join(lines))
-            self._out.flush()
-        except BrokenPipeError:
-            self._gone()
+                self._hand_on(self._writer, lines)
+            self._check_writer()
+        elif self._stream is not None:
+            try:
+                if lines:
+                    self._stream.write("".join(lines))
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+            except (OSError, ValueError) as err:  # ValueError: a closed stream
+                self._fail(err if isinstance(err, OSError) else OSError(errno.EBADF, str(err)))
+            else:
+                self.counters.add("written", len(lines))
+        elif lines:  # stdout was closed before we started
+            self._fail(OSError(errno.EBADF, "it is closed"))
+
+    def _hand_on(self, writer: _Writer, lines: list[str]) -> None:
+        running = _loop_running()
+        if writer.put("".join(lines).encode("utf-8"), len(lines), block=not running):
+            return
+        self.counters.add("dropped", len(lines))
+        self._warn.warning("dropped", "output events: stdout's reader is not taking the lines "
+                           "(%d bytes wait); dropped %d lines, %d so far", writer.waiting,
+                           len(lines), self.counters.get("dropped"))
+
+    def _check_writer(self) -> None:
+        writer = self._writer
+        if writer is not None and writer.error is not None and self.failure is None:
+            self._fail(writer.error)
+
+    def _fail(self, err: OSError) -> None:
+        self.failure = OutputWriteError(
+            f"cannot write the events output to stdout: {err.strerror or err}")
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None and not self._raised:
+            self._raised = True
+            raise self.failure
 
     def _close(self) -> None:
         self.flush()
+        writer = self._writer
+        left = 0
+        if writer is not None and self.failure is None:
+            left = writer.finish(CLOSE_STALL if _loop_running() else None)
+        dropped = self.counters.get("dropped")
+        if left:
+            self.counters.add("dropped", left)
+        if (left or dropped) and not self.reader_gone:
+            why = ([f"{dropped} dropped while it was not reading"] if dropped else []) + (
+                [f"{left} given up at the end, when it had taken nothing for "
+                 f"{CLOSE_STALL:g} s"] if left else [])
+            log.warning("output events: %d lines were not written, stdout's reader did not "
+                        "take them (%s)", dropped + left, "; ".join(why))
+        self._check_writer()
+        self._raise_failure()
 
     def _gone(self) -> None:
-        """EPIPE: stop writing, silence the stream's last flush, ask the daemon to stop."""
+        """EPIPE: stop writing, silence the stream's last flush, ask the daemon to stop.
+        (Called in the writer thread, for stdout.)"""
+        if self.reader_gone:
+            return
         self.reader_gone = True
         log.info("events output: the reader of stdout went away; stopping")
-        try:  # what is still buffered for the closed pipe goes nowhere, quietly
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._out.fileno())
-            os.close(devnull)
-        except (OSError, ValueError, AttributeError):  # not a file descriptor (tests)
-            pass
+        fd = self._writer.fd if self._writer is not None else _fileno(self._stream)
+        if fd is not None:  # what is still buffered for the closed pipe goes nowhere, quietly
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            except OSError:
+                pass
         if callable(signal.getsignal(signal.SIGTERM)):  # a daemon is listening for SIGTERM
             signal.raise_signal(signal.SIGTERM)
 
@@ -160,18 +275,146 @@ class EventsSink(Sink):
         """Channel messages are not printed; only notes are."""
 
 
-def _fileno(stream: TextIO) -> int | None:
+class _Writer:
+    """The thread that writes the lines to ``fd``, in order, and the bounded queue of what
+    waits for it (see the module)."""
+
+    def __init__(self, fd: int, limit: int, on_gone: Callable[[], None],
+                 counters: Counters) -> None:
+        self.fd = fd
+        self.limit = limit
+        self._on_gone = on_gone
+        self._counters = counters
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[bytes, int]] = deque()  # (lines, how many); the first is
+        # being written
+        #: Bytes waiting (the batch being written included).
+        self.waiting = 0
+        self._head_done = 0  # bytes of the first batch written so far
+        #: Why a write failed (not EPIPE); nothing more is written.
+        self.error: OSError | None = None
+        self._stopped = False  # failed, the reader went away, or given up
+        self._closing = False
+        self._progress = time.monotonic()  # when a piece was last written
+        self._thread: threading.Thread | None = None
+
+    def put(self, data: bytes, lines: int, block: bool) -> bool:
+        """Queue ``data`` (``lines`` whole lines). False: it does not fit and ``block`` is
+        False (the reader is not taking the lines); with ``block`` wait for room. Once the
+        writer has stopped, it is thrown away (True: the failure is reported on its own)."""
+        with self._cond:
+            while self.waiting and self.waiting + len(data) > self.limit and not self._stopped:
+                if not block:
+                    return False
+                self._cond.wait()
+            if self._stopped:
+                return True
+            self._queue.append((data, lines))
+            self.waiting += len(data)
+            self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="streamsonic-events",
+                                                daemon=True)
+                self._thread.start()
+        return True
+
+    def finish(self, stall: float | None) -> int:
+        """Wait until what waits is written, then end the thread; with ``stall``, give up
+        when the reader has taken nothing for that long. Returns the lines given up."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            start = time.monotonic()
+            while self._queue and not self._stopped:
+                if stall is None:
+                    self._cond.wait()
+                    continue
+                left = max(self._progress, start) + stall - time.monotonic()
+                if left <= 0:  # the reader took nothing for ``stall`` s: give the rest up
+                    self._stopped = True
+                    done = self._queue[0][0].count(b"\n", 0, self._head_done)
+                    self._counters.add("written", done)
+                    lines = sum(n for _, n in self._queue) - done
+                    self._queue.clear()
+                    self.waiting = 0
+                    self._cond.notify_all()
+                    return lines
+                self._cond.wait(left)
+            thread = self._thread
+        if thread is not None:
+            thread.join(1.0)
+        return 0
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._queue and not self._closing and not self._stopped:
+                    cond.wait()
+                if not self._queue or self._stopped:
+                    return
+                data, lines = self._queue[0]
+                self._head_done = 0
+            try:
+                self._write(data)
+            except BrokenPipeError:
+                self._stop()
+                self._on_gone()
+                return
+            except OSError as err:
+                self._counters.add("written", data.count(b"\n", 0, self._head_done))
+                self.error = err
+                self._stop()
+                return
+            with cond:
+                if self._stopped:  # given up meanwhile
+                    return
+                self._queue.popleft()
+                self.waiting -= len(data)
+                self._head_done = 0
+                cond.notify_all()
+            self._counters.add("written", lines)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        for at, cut in whole_pieces(data):
+            if self._stopped:
+                return
+            write_piece(self.fd, view[at:cut])
+            self._head_done = cut
+            self._progress = time.monotonic()
+
+    def _stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._queue.clear()
+            self.waiting = 0
+            self._cond.notify_all()
+
+
+def _loop_running() -> bool:
     try:
-        return stream.fileno()
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _fileno(stream: TextIO | None) -> int | None:
+    try:
+        return stream.fileno()  # type: ignore[union-attr]
     except (OSError, ValueError, AttributeError):  # a stream without a descriptor (tests)
         return None
 
 
-def write_lines(fd: int, data: bytes) -> None:
-    """Write ``data`` (lines, each ending in a newline) to ``fd`` in pieces of whole lines
-    of at most :data:`WHOLE_WRITE` bytes, each piece one ``write`` unless the kernel takes
-    less (a full file system, a signal); a descriptor in non-blocking mode is waited on."""
-    view = memoryview(data)
+def _flush_quietly(stream: TextIO) -> None:
+    with contextlib.suppress(OSError, ValueError):  # reported when the events are written
+        stream.flush()
+
+
+def whole_pieces(data: bytes) -> Iterator[tuple[int, int]]:
+    """The pieces (start, end) of ``data`` (lines, each ending in a newline) to write: whole
+    lines, at most :data:`WHOLE_WRITE` bytes each (a single longer line alone)."""
     at, end = 0, len(data)
     while at < end:
         cut = end
@@ -180,13 +423,49 @@ def write_lines(fd: int, data: bytes) -> None:
             if last < 0:  # one line longer than a whole write: that line alone
                 last = data.find(b"\n", at)
             cut = end if last < 0 else last + 1
-        while at < cut:
-            try:
-                at += os.write(fd, view[at:cut])
-            except BlockingIOError:  # O_NONBLOCK set by whoever gave us stdout
-                select.select([], [fd], [])
+        yield at, cut
+        at = cut
+
+
+def write_piece(fd: int, piece: memoryview) -> None:
+    """Write all of ``piece`` to ``fd`` (one ``write`` unless the kernel takes less: a full
+    file system, a signal); a descriptor in non-blocking mode is waited on. Raises OSError;
+    a piece cut short by the error in a regular file is cut back off it where the file ends
+    with it (no one wrote after it), so the file ends in a whole line."""
+    at, end = 0, len(piece)
+    while at < end:
+        try:
+            at += os.write(fd, piece[at:])
+        except BlockingIOError:  # O_NONBLOCK set by whoever gave us stdout
+            select.select([], [fd], [])
+        except OSError:
+            if at:
+                _cut_back(fd, at)
+            raise
+
+
+def _cut_back(fd: int, partial: int) -> None:
+    """Take the last ``partial`` bytes written back off the regular file ``fd``, if it ends
+    where they were written."""
+    try:
+        info = os.fstat(fd)
+        here = os.lseek(fd, 0, os.SEEK_CUR)
+        if stat.S_ISREG(info.st_mode) and here == info.st_size and here >= partial:
+            os.ftruncate(fd, here - partial)
+            os.lseek(fd, here - partial, os.SEEK_SET)
+    except OSError:  # not a file that can be cut: the line stays cut
+        pass
+
+
+def write_lines(fd: int, data: bytes) -> None:
+    """Write ``data`` (lines, each ending in a newline) to ``fd`` in pieces of whole lines
+    of at most :data:`WHOLE_WRITE` bytes (:func:`whole_pieces`, :func:`write_piece`), in the
+    caller's thread."""
+    view = memoryview(data)
+    for at, cut in whole_pieces(data):
+        write_piece(fd, view[at:cut])
 
 
 def open_sink(arg: str, config: Config) -> EventsSink:
     """``--output events``."""
-    return EventsSink()
+    return EventsSink(warn_interval=config.daemon.warn_interval)

@@ -15,6 +15,10 @@ has died away, at most ``TAIL_MAX`` seconds) and finishes the file. Memory is on
   killed process leaves a valid WAV holding everything up to the last flush. Files rotate on
   ``output.rotate_seconds`` / ``output.rotate_bytes`` at an exact frame (the pieces join into
   the whole), and always before the 4 GiB a WAV header can describe.
+
+A write that fails (a full disk) gives the file up (``OutputWriteError``: one error line and
+exit 74 from the scheduler; ``run`` keeps what was readable at the last flush, ``render``
+leaves the old file): from then on nothing is rendered, the close's note-offs included.
 """
 
 from __future__ import annotations
@@ -154,6 +158,8 @@ class WavSink(Sink):
         return round(max(time - self._t0, 0.0) * self.sample_rate / GRAIN) * GRAIN
 
     def _send(self, msg: mido.Message, time: float) -> None:
+        if self._out.done:  # given up after a write error (reported then): nothing to write
+            return
         if self._t0 is None:
             self._t0 = time  # run: the file starts at the first note
             log.info("%s: audio starts at %s (the first note)", self.name,
@@ -170,7 +176,7 @@ class WavSink(Sink):
     def tick(self, now: float) -> None:
         """``run``: render up to ``MARGIN`` before now; patch the header every
         ``flush_interval``."""
-        if self.live is None or self.closed or self._t0 is None:
+        if self.live is None or self.closed or self._t0 is None or self._out.done:
             return
         target = self._frame_of(now - MARGIN)
         if target > self.frames:

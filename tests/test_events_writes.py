@@ -1,0 +1,306 @@
+"""The events output never blocks the daemon on stdout, and a write that fails is an output
+write error (one error line, the other outputs play on, exit 74), never a traceback.
+
+The real CLI in a subprocess, real pipes: a stalled reader is a pipe nobody reads, a full disk
+is /dev/full or a file size limit (RLIMIT_FSIZE: a write past it fails with EFBIG, as a full
+disk fails one, without root or a mount), a closed stdout is ``>&-``.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mido
+import pytest
+
+from streamsonic.events import NoteEvent
+from streamsonic.sinks import events
+from streamsonic.sinks.events import EventsSink
+
+REPO = Path(__file__).resolve().parents[1]
+EXE = [sys.executable, "-m", "streamsonic"]
+FAST = ["--device", "cpu", "--set", "clock.max_rate=1000", "--set", "clock.backlog=100000"]
+
+
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "STREAMSONIC_CONFIG"}
+
+
+def three_streams(n: int) -> str:
+    """``n`` lines of three streams, a varying value each (every sample a note)."""
+    return "".join(f"a={i % 13} b={(i * 7) % 11} c={(i * 5) % 17}\n" for i in range(n))
+
+
+def limited_writes(size: int) -> None:
+    """In the child (preexec_fn): no file grows past ``size`` bytes; a write past it fails
+    with EFBIG instead of killing the process."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def pipe_bytes(fd: int) -> int:
+    """Bytes waiting in the pipe whose read end is ``fd``."""
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return buf[0]
+
+
+class Pipe:
+    """A pipe of one page (4096 bytes: full after some 16 lines) that the test does not
+    read until it wants to."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        with contextlib.suppress(OSError):  # else the default 64 KiB: it fills a little later
+            fcntl.fcntl(self.w, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)
+        self._open = [self.r, self.w]
+
+    def close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.remove(fd)
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for fd in list(self._open):
+            self.close(fd)
+
+
+@pytest.fixture
+def stalled_pipe() -> Iterator[Pipe]:
+    pipe = Pipe()
+    try:
+        yield pipe
+    finally:
+        pipe.close_all()
+
+
+def parse_lines(data: bytes) -> list[dict[str, object]]:
+    assert data.endswith(b"\n") or not data, data[-200:]
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def drain(fd: int) -> bytes:
+    """What the pipe holds now (it is not waited on)."""
+    os.set_blocking(fd, False)
+    out = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            out += chunk
+    return out
+
+
+# -- a reader that stops reading ---------------------------------------------------------------
+
+def test_sigterm_stops_the_daemon_while_stdout_is_not_read(stalled_pipe: Pipe,
+                                                            tmp_path: Path) -> None:
+    """The audit's hang: with stdout a pipe nobody reads, the daemon sat in write() and
+    ignored SIGTERM for good (its MIDI file kept its bare header). Now the music and the
+    other outputs go on while the reader stalls, SIGTERM stops it, and the log says how
+    many lines were not written."""
+    r, w = stalled_pipe.r, stalled_pipe.w
+    data = tmp_path / "abc.txt"
+    data.write_text(three_streams(3000))
+    mid = tmp_path / "sl.mid"
+    err = tmp_path / "err.txt"
+    with err.open("wb") as err_file:
+        proc = subprocess.Popen([*EXE, "run", str(data), "--output", "events", "--output",
+                                 f"file:{mid}", *FAST], stdout=w, stderr=err_file,
+                                stdin=subprocess.DEVNULL, env=env(), cwd=REPO)
+    stalled_pipe.close(w)
+    try:
+        deadline = time.monotonic() + 120
+        while pipe_bytes(r) < 2048 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, err.read_text()
+        time.sleep(1.0)  # meanwhile the notes go on: far more than the pipe holds
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=10)  # hung forever before
+        except subprocess.TimeoutExpired:
+            pytest.fail("the daemon did not exit within 10 s of SIGTERM with stdout unread")
+        log = err.read_text()
+        assert code == 0, log
+        assert "Traceback" not in log and "ERROR" not in log, log
+        assert "lines were not written, stdout's reader did not take them" in log, log
+        written = parse_lines(drain(r))  # whole lines only
+        notes = [m for m in mido.MidiFile(mid) if m.type == "note_on" and m.velocity > 0]
+        assert len(notes) > len(written) > 0  # the file went on past what stdout took
+        assert len(notes) > 50
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def note(i: int) -> NoteEvent:
+    return NoteEvent("s", float(i), 1.0, 0.5, 60 + i % 12, 90, 0.25, 0, 0, start=float(i))
+
+
+def test_a_stalled_reader_gets_lines_dropped_counted_and_warned(
+        stalled_pipe: Pipe, caplog: pytest.LogCaptureFixture) -> None:
+    """What waits for the reader is bounded: past it, lines are dropped, counted and warned
+    about (rate-limited); the loop is never held up, close gives up on a reader that takes
+    nothing, and what the reader gets is whole lines, in order, from the first."""
+    r, w = stalled_pipe.r, stalled_pipe.w
+    sink = EventsSink(fd=w, queue_bytes=20_000)
+    total = 2000
+
+    async def play() -> float:
+        slowest = 0.0
+        for i in range(0, total, 50):
+            began = time.monotonic()
+            for j in range(i, i + 50):
+                sink.note(note(j))
+            await asyncio.sleep(0.001)  # the loop's turn: the lines go to the writer
+            slowest = max(slowest, time.monotonic() - began)
+        sink.close()
+        return slowest
+
+    caplog.set_level(logging.INFO, logger=events.__name__)
+    asyncio.run(play())
+    stats = sink.stats
+    assert stats["dropped"] > 0
+    assert stats["written"] + stats["dropped"] == total
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("stdout's reader is not taking the lines" in m for m in warnings), warnings
+    assert sum("is not taking the lines" in m for m in warnings) == 1  # rate-limited
+    assert any(f"{stats['dropped']} lines were not written" in m for m in warnings), warnings
+    got = parse_lines(drain(r))  # (drained: a write the writer had begun may end now)
+    assert len(got) >= stats["written"]
+    assert [line["time"] for line in got] == [float(i) for i in range(len(got))]
+
+
+def test_render_waits_for_a_slow_reader_and_drops_nothing(stalled_pipe: Pipe) -> None:
+    """Without a running loop (render) a full queue is waited on, as a blocking write was."""
+    r, w = stalled_pipe.r, stalled_pipe.w
+    sink = EventsSink(fd=w, queue_bytes=4096)
+    got = bytearray()
+
+    def reader() -> None:
+        while chunk := os.read(r, 1000):
+            got.extend(chunk)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(3000):
+        sink.note(note(i))
+    sink.close()
+    stalled_pipe.close(w)
+    thread.join(60)
+    assert sink.stats == {"written": 3000}
+    assert [line["time"] for line in parse_lines(bytes(got))] == [float(i) for i in range(3000)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reader_that_goes_away_is_still_a_quiet_stop(workers: int) -> None:
+    """``| head -1``: EPIPE in the writer thread still stops the daemon as SIGTERM does,
+    exit 0, no error, also with worker processes."""
+    script = (f"set -o pipefail; seq 1 5000 | {sys.executable} -m streamsonic --output events "
+              f"--device cpu --workers {workers} 2>&3 | head -1")
+    res = subprocess.run(["bash", "-c", f"{{ {script}; }} 3>&2"], capture_output=True,
+                         text=True, timeout=120, check=False, env=env(), cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("\n") == 1 and json.loads(res.stdout)["value"] == 1.0
+    assert "ERROR" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert "Exception ignored" not in res.stderr
+    assert "lines were not written" not in res.stderr  # thrown away, as head and yes do
+
+
+# -- a write that fails --------------------------------------------------------------------------
+
+def played(stderr: str) -> int:
+    """The notes the daemon played, from its last log line (``stopped: 3 samples, 6 notes``)."""
+    match = re.search(r"stopped: \d+ samples, (\d+) notes", stderr)
+    assert match, stderr
+    return int(match.group(1))
+
+
+def assert_one_write_error(stderr: str, cause: str) -> None:
+    assert "Traceback" not in stderr and "Exception in callback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if "ERROR" in line or "error:" in line]
+    # one when it fails (the output is closed, the others play on), one for the exit status
+    assert len(errors) == 2, stderr
+    assert all("cannot write the events output to stdout" in e and cause in e for e in errors)
+
+
+def test_a_full_stdout_is_one_error_and_exit_74(tmp_path: Path) -> None:
+    """``> /dev/full``: was a traceback per flush and exit 0."""
+    mid = tmp_path / "out.mid"
+    with Path("/dev/full").open("wb") as full:
+        res = subprocess.run([*EXE, "--output", "events", "--output", f"file:{mid}",
+                              "--device", "cpu"], input=b"1\n2\n3\n", stdout=full,
+                             stderr=subprocess.PIPE, timeout=120, check=False, env=env(),
+                             cwd=REPO)
+    stderr = res.stderr.decode()
+    assert res.returncode == 74, stderr
+    assert_one_write_error(stderr, "No space left on device")
+    notes = [m for m in mido.MidiFile(mid) if m.type == "note_on" and m.velocity > 0]
+    assert len(notes) == played(stderr) >= 3  # the other output played every note
+
+
+def test_a_closed_stdout_is_one_error_and_exit_74(tmp_path: Path) -> None:
+    """``>&-``: was an AttributeError traceback per flush and exit 0."""
+    mid = tmp_path / "out.mid"
+    command = " ".join([*EXE, "--output", "events", "--output", f"file:{mid}", "--device",
+                        "cpu"])
+    res = subprocess.run(["sh", "-c", f"exec {command} >&-"], input=b"1\n2\n3\n",
+                         capture_output=True, timeout=120, check=False, env=env(), cwd=REPO)
+    stderr = res.stderr.decode()
+    assert res.returncode == 74, stderr
+    assert_one_write_error(stderr, "it is closed")
+    notes = [m for m in mido.MidiFile(mid) if m.type == "note_on" and m.velocity > 0]
+    assert len(notes) == played(stderr) >= 3
+
+
+def test_render_to_a_full_stdout_is_one_error_and_exit_74(tmp_path: Path) -> None:
+    data = tmp_path / "series.csv"
+    data.write_text("x\n" + "".join(f"{i % 7}\n" for i in range(20)))
+    with Path("/dev/full").open("wb") as full:
+        res = subprocess.run([*EXE, "render", str(data), "-o", "events"], stdout=full,
+                             stderr=subprocess.PIPE, timeout=120, check=False, env=env(),
+                             cwd=REPO)
+    stderr = res.stderr.decode()
+    assert res.returncode == 74, stderr
+    assert_one_write_error(stderr, "No space left on device")
+
+
+@pytest.mark.parametrize("command", ["run", "render"])
+def test_a_file_that_fills_up_ends_in_a_whole_line(tmp_path: Path, command: str) -> None:
+    """stdout a file on a disk that fills (a file size limit): the write that fails is
+    taken back to the last whole line, nothing is written after it, exit 74. Was: a
+    traceback per flush, exit 0, the last line cut."""
+    data = tmp_path / "series.txt"
+    data.write_text("".join(f"{i % 13}\n" for i in range(300)))
+    out = tmp_path / "events.jsonl"
+    # (run: with a MIDI file too; with no output left the daemon stops, "every output
+    # failed", exit 69)
+    args = ([command, str(data), "--output", "events", "--output",
+             f"file:{tmp_path / 'out.mid'}", *FAST] if command == "run"
+            else [command, str(data), "-o", "events", "--device", "cpu"])
+    with out.open("wb") as stdout:
+        res = subprocess.run([*EXE, *args], stdout=stdout, stderr=subprocess.PIPE,
+                             timeout=300, check=False, env=env(), cwd=REPO,
+                             preexec_fn=lambda: limited_writes(10_000))
+    stderr = res.stderr.decode()
+    assert res.returncode == 74, stderr
+    assert_one_write_error(stderr, "File too large")
+    lines = parse_lines(out.read_bytes())  # ends in a newline; every line whole JSON
+    assert 0 < len(lines) < 300
