@@ -70,7 +70,8 @@ class Recorder:
     def __init__(self, pattern: str, output: OutputConfig) -> None:
         self.pattern = pattern
         self.output = output
-        self.samples = 0  # samples recorded (written or waiting in the buffer)
+        self.samples = 0  # samples recorded: their lines written to the file
+        self.lost = 0  # samples not recorded: their lines lost to a write that failed
         self.failed: OutputWriteError | None = None
         self.files: list[Path] = []
         self._series = FileSeries(pattern, "record file")
@@ -99,6 +100,7 @@ class Recorder:
     def record(self, sample: Sample) -> None:
         """Record ``sample`` as arriving now."""
         if self.failed is not None or self._file is None:
+            self.lost += 1
             return
         arrival = round(self.arrival(), 6)
         line = json.dumps({"stream": sample.stream, "time": sample.time,
@@ -110,38 +112,50 @@ class Recorder:
         if self._series_rotates and rotate and arrival >= self._file_start + rotate:
             periods = math.floor((arrival - self._file_start) / rotate)
             self._rotate(self._file_start + periods * rotate)
+            if self.failed is not None or self._file is None:
+                self.lost += 1
+                return
         self._buffer.append(line)
         self._buffered += len(line.encode("utf-8"))
-        self.samples += 1
         if self._buffered >= FLUSH_BYTES:
             self.flush()
         elif self._flush_handle is None and self._loop is not None:
             self._flush_handle = self._loop.call_later(self.output.flush_interval, self.flush)
 
     def flush(self) -> None:
-        """Write what is buffered (whole lines) and mark it readable."""
+        """Write what is buffered (whole lines) and mark it readable; the lines written
+        count as recorded (``samples``), those a failed write lost as ``lost``."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         if not self._buffer or self._file is None or self.failed is not None:
             return
         lines, self._buffer, self._buffered = self._buffer, [], 0
+        before = self.samples
         limit = self.output.rotate_bytes if self._series_rotates else 0
         chunk = bytearray()
+        pending = 0  # lines in ``chunk``
         try:
             for line in lines:
                 raw = line.encode("utf-8")
                 if limit and self._file.size + len(chunk) + len(raw) > limit \
                         and self._file.size + len(chunk) > 0:
                     self._write(chunk)  # whole lines: the file ends at or under the limit
-                    chunk = bytearray()
+                    self.samples += pending
+                    chunk, pending = bytearray(), 0
                     self._rotate(None)
                     if self._file is None:
                         return
                 chunk += raw
+                pending += 1
             self._write(chunk)
+            self.samples += pending
         except OutputWriteError as err:
             self._fail(err)
+        finally:
+            # a failed write is cut back to the last whole flush: its lines are not in the
+            # file, nor are those after it
+            self.lost += len(lines) - (self.samples - before)
 
     def _write(self, chunk: bytearray) -> None:
         assert self._file is not None
@@ -170,6 +184,7 @@ class Recorder:
     def _fail(self, err: OutputWriteError) -> None:
         self.failed = err
         self._file = None
+        self.lost += len(self._buffer)
         self._buffer.clear()
         log.error("recording stopped (the music plays on): %s", err)
 
@@ -242,8 +257,12 @@ class RecordingSource:
 
     @property
     def stats(self) -> dict[str, int]:
-        """The wrapped source's counters, and ``recorded``."""
-        return {**self.source.stats, "recorded": self.recorder.samples}
+        """The wrapped source's counters, ``recorded`` (samples whose lines are written)
+        and, after a write failed, ``record_lost`` (samples whose lines are not)."""
+        stats = {**self.source.stats, "recorded": self.recorder.samples}
+        if self.recorder.lost:
+            stats["record_lost"] = self.recorder.lost
+        return stats
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.source, name)

@@ -306,6 +306,36 @@ def test_fast_replay_leaves_out_a_break_in_the_arrivals(
     assert res.stderr.count("stats:") <= 1
 
 
+@pytest.mark.parametrize("limit", [0, 150_000])
+def test_recorded_counts_only_the_lines_written(tmp_path: Path, env: dict[str, str],
+                                               random_pitch_checkpoint: Path,
+                                               limit: int) -> None:
+    """A record file that cannot take every line (a full disk: here a file size limit,
+    RLIMIT_FSIZE; 0: not a byte): ``recorded=N`` is the lines the file holds, and the lines
+    lost are counted as ``record_lost``. Before, on a full tmpfs: recorded=772, 0 bytes."""
+    import resource
+
+    rec = tmp_path / "rec.jsonl"
+    lines = 3000
+
+    def cap() -> None:  # Python ignores SIGXFSZ: a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    res = subprocess.run(
+        [*EXE, "run", "--output", "events", "--record", str(rec), "--weights",
+         str(random_pitch_checkpoint), "--device", "cpu"],
+        input="".join(f"a={i % 7}.5\n" for i in range(lines)), capture_output=True,
+        text=True, timeout=180, check=False, env=env, preexec_fn=cap)
+    assert res.returncode == 74, res.stderr
+    assert "recording stopped" in res.stderr
+    stopped = next(x for x in res.stderr.splitlines() if "stopped:" in x)
+    stats = dict(kv.split("=") for kv in stopped.rpartition("input ")[2].split(", "))
+    held = len(rec.read_bytes().splitlines())
+    assert 0 < rec.stat().st_size <= limit if limit else rec.stat().st_size == 0
+    assert int(stats["recorded"]) == held, res.stderr
+    assert int(stats["recorded"]) + int(stats["record_lost"]) == lines, res.stderr
+
+
 # -- the pieces ----------------------------------------------------------------------------
 
 def test_read_record_round_trips_exact_floats() -> None:
