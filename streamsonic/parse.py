@@ -52,7 +52,7 @@ REASONS: dict[str, str] = {
     "bad_json": "line looks like JSON but does not parse as an object or array",
     "bad_pair": "text in a name=value line that is not a name=value pair",
     "bad_prometheus": "not a Prometheus text line (input.format is prometheus)",
-    "bad_csv": "delimited line cannot be split (e.g. a NUL byte)",
+    "bad_csv": "delimited line the csv module cannot split",
     "bad_timestamp": "a time field that is not ISO 8601 or epoch seconds",
     "no_value": "line holds no value (only a timestamp, or an empty JSON object)",
     "header": "header line naming the columns",

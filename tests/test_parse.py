@@ -492,3 +492,43 @@ def test_simple_pair_fast_path_gives_the_general_paths_samples(
             want = slow.parse_line(line, NOW)
         assert (got.samples, got.skipped) == (want.samples, want.skipped), line
         assert fast.header == slow.header
+
+
+def _readme_skip_reasons() -> set[str]:
+    """The reasons the README's "Bad input never stops the daemon" paragraph names."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("Bad input never stops the daemon")
+    paragraph = text[start:text.index("with one rate-limited warning per reason", start)]
+    return set(re.findall(r"`([a-z0-9_]+)`", paragraph))
+
+
+def test_the_readme_names_every_skip_reason() -> None:
+    """Every reason the parser and the MQTT/NATS payload decoder count is in the README's
+    list (it lacked too_large and no_field, bad_csv, bad_prometheus, internal_error...), and
+    the list names no reason the code does not count."""
+    from streamsonic.config import load_config
+    from streamsonic.mqtt.payload import PayloadDecoder
+
+    seen: set[str] = set()
+    for line, config in ((b"", {}), (b"9" * 70000, {}), (b"1,\xff,2", {}), (b"1,abc", {}),
+                         (b"null", {}), (b"nan", {}), (b"1e999", {}), (b'{"a":', {}),
+                         (b"a=1 b", {}), (b"a 1 2 3", {"format": "prometheus"}),
+                         (b'{"a": 1, "ts": "then"}', {}), (b"2024-01-02T03:04:05Z", {})):
+        seen.update(LineParser(InputConfig(**config)).parse_line(line, NOW).skipped)  # type: ignore[arg-type]
+
+    def payload(data: bytes, overrides: dict[str, object], topic: str = "t",
+                notes: bool = False) -> list[str]:
+        decoder = PayloadDecoder(load_config(None, overrides), play_notes=notes)
+        return decoder.decode(topic, data, NOW).skipped
+
+    seen.update(payload(b"1" * 2_000_000, {}))
+    seen.update(payload(b'{"b": 1}', {"mqtt.json_field": "a"}))
+    seen.update(payload(b"1", {"mqtt.stream_name": "{topic[3]}"}, topic="a/b"))
+    seen.update(payload(b"not a note", {}, notes=True))
+    assert {"too_large", "no_field", "stream_name", "bad_note", "bad_prometheus",
+            "bad_timestamp", "no_value", "too_long", "invalid_utf8", "not_numeric"} <= seen
+    documented = _readme_skip_reasons()
+    assert seen - BENIGN_REASONS - documented == set()
+    # every reason the parser has, and the MQTT source's own (retained)
+    counted = (set(REASONS) | seen | {"retained"}) - BENIGN_REASONS
+    assert documented == counted
