@@ -47,8 +47,13 @@ class OutputSpec:
         return f"{self.kind}:{self.arg}" if self.arg else self.kind
 
 
-def parse_output(text: str) -> OutputSpec:
+#: What ``render`` can write, as its errors name it.
+OFFLINE_CHOICES = "OUT.mid, OUT.wav, file:PATH, wav:PATH or events"
+
+
+def parse_output(text: str, offline: bool = False) -> OutputSpec:
     """Parse ``kind[:arg]``; a bare path ending in .mid/.midi/.wav is accepted too.
+    ``offline`` (``render``): an unknown output's error names only what render can write.
 
     An ``mqtt:`` output is checked here (its own broker URL, its topic prefix), so that a
     bad one is refused before anything starts; no message shows a URL's credentials."""
@@ -60,6 +65,9 @@ def parse_output(text: str) -> OutputSpec:
             return OutputSpec("file", raw)
         if lower.endswith(".wav"):
             return OutputSpec("wav", raw)
+        if offline:
+            raise UsageError(f"unknown output {redact(text)!r}; render writes files: use "
+                             f"{OFFLINE_CHOICES}")
         raise UsageError(
             f"unknown output {redact(text)!r}; use one of: events, file:PATH, audio[:DEVICE], "
             "midi:NAME, midi-virtual:NAME, wav:PATH, mqtt:PREFIX"

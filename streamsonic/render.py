@@ -32,8 +32,9 @@ import numpy as np
 from streamsonic.config import Config
 from streamsonic.errors import InputDataError, NoInputError, UsageError
 from streamsonic.events import NoteEvent, Sample
+from streamsonic.mqtt.urls import redact
 from streamsonic.music import seconds_per_beat
-from streamsonic.outputs import OFFLINE_KINDS, OutputSpec, parse_output
+from streamsonic.outputs import OFFLINE_CHOICES, OFFLINE_KINDS, OutputSpec, parse_output
 from streamsonic.parse import TIME_COLUMNS, parse_number
 
 if TYPE_CHECKING:  # the runtime import is deferred (the model's modules)
@@ -170,12 +171,12 @@ def _pick_column(rows: list[list[str]], names: list[str], column: str | None, so
 
 
 def _outputs(outputs: list[str]) -> list[OutputSpec]:
-    specs = [parse_output(o) for o in outputs]
+    specs = [parse_output(o, offline=True) for o in outputs]
     for spec in specs:
         if spec.kind not in OFFLINE_KINDS:
             raise UsageError(
-                f"render writes files: output {str(spec)!r} is live-only; use OUT.mid, OUT.wav, "
-                "file:PATH, wav:PATH or events"
+                f"render writes files: output {redact(str(spec))!r} is live-only; use "
+                f"{OFFLINE_CHOICES}"
             )
     return specs
 

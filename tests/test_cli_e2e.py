@@ -210,6 +210,22 @@ def test_clear_errors_and_exit_statuses(tmp_path: Path) -> None:
     assert res.returncode == 78 and "music.key" in res.stderr
 
 
+def test_render_names_only_what_it_can_write(tmp_path: Path) -> None:
+    """``render x.csv -o foo.txt`` suggested audio, midi and mqtt outputs, which render
+    refuses (live-only); its errors name what it writes, a URL's user name redacted."""
+    csv = tmp_path / "a.csv"
+    csv.write_text("1\n2\n")
+    for output in ("foo.txt", "audio", "midi:x", "mqtt:mqtt://bob@localhost/notes"):
+        res = run(["render", str(csv), "-o", output])
+        assert res.returncode == 64, res.stderr
+        error = res.stderr.strip().splitlines()[-1]
+        assert "OUT.mid, OUT.wav, file:PATH, wav:PATH or events" in error, error
+        for live in ("audio[", "midi:NAME", "mqtt:PREFIX", "bob"):
+            assert live not in error, error
+    res = run(["run", "-o", "foo.txt"], "")  # run's error still names every output
+    assert res.returncode == 64 and "audio[:DEVICE]" in res.stderr and "mqtt:PREFIX" in res.stderr
+
+
 def test_help_does_not_import_heavy_modules() -> None:
     for args in (["--help"], ["run", "--help"], ["render", "--help"], ["train", "--help"]):
         res = subprocess.run([sys.executable, "-X", "importtime", "-m", "streamsonic", *args],
