@@ -332,12 +332,17 @@ def test_daemon_logs_with_journald_priorities(tmp_path: Path) -> None:
 
 # -- no source under systemd ----------------------------------------------------------------
 
+@pytest.mark.parametrize("file", [[], ["-"]])
 @pytest.mark.parametrize("env", [{"INVOCATION_ID": "0123456789abcdef"},
                                  {"NOTIFY_SOCKET": "/run/nothing-listens-here"}])
-def test_refuses_to_start_under_systemd_without_a_source(env: dict[str, str]) -> None:
+def test_refuses_to_start_under_systemd_without_a_source(env: dict[str, str],
+                                                         file: list[str]) -> None:
+    """No FILE, or ``-`` (stdin named): the same refusal. ``run - < /dev/null`` under
+    systemd went on, READY, and ended at once with exit 0 (audit at e309ea4)."""
     base = {k: v for k, v in os.environ.items()
             if k not in ("STREAMSONIC_CONFIG", "NOTIFY_SOCKET", "INVOCATION_ID")}
-    proc = subprocess.run([sys.executable, "-m", "streamsonic", "run", "--output", "events"],
+    proc = subprocess.run([sys.executable, "-m", "streamsonic", "run", *file, "--output",
+                           "events"],
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT,
                           check=False, env={**base, **env})
     lines = proc.stderr.decode().splitlines()

@@ -109,8 +109,13 @@ class StdinSource:
     def open_file(cls, config: Config, path: str) -> StdinSource:
         """A source reading the file at ``path`` (``-``: stdin) instead of stdin, line by
         line as stdin is read: a FIFO or a growing file is read as it comes, up to its end.
-        Raises NoInputError (exit 66) when it cannot be opened."""
+        Raises NoInputError (exit 66) when it cannot be opened; ``-`` is stdin as without
+        FILE, refused the same way under a service manager when it is /dev/null or closed
+        (NoSourceError, exit 78)."""
         if path == "-":
+            from streamsonic.sources import check_stdin  # noqa: PLC0415 - the package imports us
+
+            check_stdin()
             return cls.from_config(config)
         try:
             if Path(path).is_dir():
