@@ -21,12 +21,20 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+usage() {  # the comment block at the top of this file, without its '#'
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
 PROFILE=test
 case "${1:-}" in
     "") ;;
     --demo) PROFILE=demo ;;
-    *) printf 'usage: %s [--demo]\n' "$0" >&2; exit 64 ;;
+    -h|--help) printf 'usage: %s [--demo]\n\n' "$0"; usage; exit 0 ;;
+    *) printf 'usage: %s [--demo] (--help: what it does)\n' "$0" >&2; exit 64 ;;
 esac
+if [ $# -gt 1 ]; then
+    printf 'usage: %s [--demo] (--help: what it does)\n' "$0" >&2; exit 64
+fi
 
 # The demo plays through FluidSynth and PortAudio (or renders MIDI, WAV and a plot).
 DEMO_APT=(libfluidsynth3 timgm6mb-soundfont libportaudio2)

@@ -294,6 +294,20 @@ def test_setup_rejects_unknown_arguments(setup_checkout: SetupCheckout) -> None:
     result = setup_checkout.setup("--everything")
     assert result.returncode == 64
     assert "usage" in result.stderr
+    result = setup_checkout.setup("--demo", "--everything")  # was ignored
+    assert result.returncode == 64 and "usage" in result.stderr
+    assert setup_checkout.logged() == []
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_setup_help_prints_usage_and_exits_0(setup_checkout: SetupCheckout, flag: str) -> None:
+    """``setup.sh --help`` was a usage error (exit 64); it prints what the script does and
+    installs nothing."""
+    result = setup_checkout.setup(flag)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: ") and "--demo" in result.stdout
+    assert "STREAMSONIC_SETUP_CHECK_ONLY=1" in result.stdout and "#" not in result.stdout
+    assert result.stderr == "" and setup_checkout.logged() == []
 
 
 def test_demo_script_sets_up_only_the_demo(tmp_path: Path) -> None:
