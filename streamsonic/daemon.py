@@ -380,6 +380,12 @@ class Daemon:
                 await asyncio.wait({drain, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if drain.done():
                     drain.result()
+                    # what the outputs hold reaches their readers however slow they are
+                    # (a pager, a consumer that takes its time): a stop cuts the wait short
+                    settle = asyncio.create_task(scheduler.settle())
+                    await asyncio.wait({settle, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    if not settle.done():
+                        settle.cancel()
                 else:
                     drain.cancel()
         finally:

@@ -470,6 +470,11 @@ class Scheduler:
             except Exception as err:
                 self._drop(sink, err)
 
+    async def settle(self) -> None:
+        """Wait until every sink has handed on what it holds (:meth:`Sink.settle`)."""
+        for sink in list(self.sinks):
+            await sink.settle()
+
     def close(self) -> None:
         """Cancel what is still scheduled, silence every sink and close it."""
         if self._timer is not None:

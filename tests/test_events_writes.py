@@ -149,6 +149,43 @@ def test_sigterm_stops_the_daemon_while_stdout_is_not_read(stalled_pipe: Pipe,
             proc.wait()
 
 
+def test_at_the_end_of_the_input_a_slow_reader_gets_every_line(stalled_pipe: Pipe,
+                                                                 tmp_path: Path) -> None:
+    """The input ends while stdout's reader takes nothing for seconds (a pager, a consumer
+    that takes its time): the daemon waits for it, however long, and the reader gets every
+    line, then exit 0 (the lines still waiting were given up 0.5 s after the last note)."""
+    r, w = stalled_pipe.r, stalled_pipe.w
+    n = 400
+    err = tmp_path / "err.txt"
+    with err.open("wb") as err_file:
+        proc = subprocess.Popen([*EXE, "run", "--output", "events", *FAST,
+                                 "--set", "model.passing_notes=0"], stdin=subprocess.PIPE,
+                                stdout=w, stderr=err_file, env=env(), cwd=REPO)
+    stalled_pipe.close(w)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("".join(f"{i % 17}\n" for i in range(n)).encode())
+        proc.stdin.close()
+        deadline = time.monotonic() + 120
+        while "input ended" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(6.0)  # every note played (about 2.5 s), then some 3 s more unread
+        assert proc.poll() is None, err.read_text()  # it waits for the reader
+        got = bytearray()
+        os.set_blocking(r, True)
+        while chunk := os.read(r, 65536):
+            got.extend(chunk)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = err.read_text()
+    assert code == 0, log
+    assert len(parse_lines(bytes(got))) == n, log
+    assert "not written" not in log, log
+
+
 def note(i: int) -> NoteEvent:
     return NoteEvent("s", float(i), 1.0, 0.5, 60 + i % 12, 90, 0.25, 0, 0, start=float(i))
 

@@ -117,6 +117,12 @@ class Sink(ABC):
                     when,
                 )
 
+    async def settle(self) -> None:
+        """Wait until what this output holds has been handed on (at the end of the input,
+        before it closes; a stop signal cuts the wait short). Most outputs hand everything
+        on as they take it: nothing to wait for."""
+        return
+
     def close(self, time: float | None = None) -> None:
         """Panic, then release the output. Safe to call more than once. An output error
         while silencing (a file that could not be written) is raised once the output is

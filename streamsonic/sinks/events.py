@@ -20,8 +20,10 @@ non-blocking: that flag belongs to the open file, which other processes share.)
 What waits for the writer is bounded: :data:`QUEUE_BYTES` (about 16,000 notes). While a
 daemon's reader takes nothing and that much waits, newer lines are dropped, counted
 (``dropped`` in the output's counters and metrics) and named in a rate-limited warning. At
-the end the lines still waiting are written as long as the reader takes them; once it has
-taken nothing for :data:`CLOSE_STALL` seconds they are given up, so SIGTERM and SIGINT stop
+the end of the input the daemon waits until the reader has taken every line, however long
+that takes (:meth:`EventsSink.settle`); after a stop the lines still waiting are written as
+long as the reader takes them; once it has taken nothing for :data:`CLOSE_STALL` seconds
+they are given up, so SIGTERM and SIGINT stop
 the daemon at once even when the reader never reads again, and the log says how many lines
 were not written. ``render`` (no running loop) waits for a slow reader instead: nothing is
 dropped.
@@ -77,8 +79,11 @@ WHOLE_WRITE = select.PIPE_BUF if hasattr(select, "PIPE_BUF") else 4096
 #: The most bytes of lines waiting for the writer thread (about 16,000 notes); past that, a
 #: daemon drops (and counts) newer lines until the reader takes some.
 QUEUE_BYTES = 4 << 20
-#: At the end, seconds the reader may take nothing before the lines still waiting are given up.
+#: After a stop, seconds the reader may take nothing before the lines still waiting are
+#: given up.
 CLOSE_STALL = 0.5
+#: How often the end of the input looks whether the writer has written everything (s).
+SETTLE_POLL = 0.02
 
 #: Stream names kept JSON-encoded (:func:`note_line`); the cache starts afresh when full.
 NAME_CACHE = 65536
@@ -234,6 +239,18 @@ class EventsSink(Sink):
         if self.failure is not None and not self._raised:
             self._raised = True
             raise self.failure
+
+    async def settle(self) -> None:
+        """Wait until the writer has written every line (or failed, or the reader went
+        away): at the end of the input the reader gets every line however long it takes to
+        read them; only a stop signal, or a daemon without a running end (``close`` with
+        its CLOSE_STALL), gives lines up."""
+        self.flush()
+        writer = self._writer
+        while (writer is not None and writer.waiting and self.failure is None
+               and not self.reader_gone and writer.error is None):
+            await asyncio.sleep(SETTLE_POLL)
+            self._check_writer()
 
     def _close(self) -> None:
         self.flush()
