@@ -34,7 +34,7 @@ from streamsonic.errors import (
 )
 from streamsonic.events import Arrival, Holding
 from streamsonic.extras import require_extra
-from streamsonic.outputs import OutputSpec, open_output, parse_output
+from streamsonic.outputs import OutputSpec, open_output, parse_output, shown
 from streamsonic.sdnotify import Notifier, watchdog_interval
 from streamsonic.sinks.base import Sink
 from streamsonic.sources import Connecting
@@ -268,13 +268,13 @@ class Daemon:
         else:
             streams = len(self.engine.conductor.streams) if self.engine else 0
             parts.append(f"playing {streams} stream{'' if streams == 1 else 's'} to "
-                         f"{', '.join(self.outputs) or 'no output'}")
+                         f"{shown(self.outputs) or 'no output'}")
         scheduler = self.scheduler
         if scheduler is not None:
             parts += [f"output {sink.name} lost: {sink.lost}"
                       for sink in scheduler.sinks if sink.lost]
             live = {sink.name for sink in scheduler.sinks}
-            parts += [f"output {name} failed" for name, sink in self.outputs.items()
+            parts += [f"output {shown([name])} failed" for name, sink in self.outputs.items()
                       if sink.name not in live]
         return "; ".join(parts)
 
@@ -348,7 +348,7 @@ class Daemon:
             async with source:
                 self.notifier.ready(self.status_text())
                 self._status_sent = self.status_text()
-                log.info("ready: outputs %s, %s clock", ", ".join(self.outputs),
+                log.info("ready: outputs %s, %s clock", shown(self.outputs),
                          self.config.clock.mode)
                 status = await self._run(engine, source, scheduler)
         except StreamsonicError:
@@ -598,7 +598,7 @@ class Daemon:
                 sink.close()
             raise
         if opened or closing:
-            log.info("reload: opening %s; closing %s", ", ".join(opened) or "no output",
+            log.info("reload: opening %s; closing %s", shown(opened) or "no output",
                      ", ".join(sink.name for sink in closing) or "no output")
         return specs, opened, closing
 

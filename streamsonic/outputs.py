@@ -9,6 +9,7 @@ sounddevice), ``midi:NAME`` (existing MIDI port by name or substring),
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streamsonic.config import Config
@@ -77,6 +78,13 @@ def parse_output(text: str, offline: bool = False) -> OutputSpec:
     if kind == "mqtt":
         check_mqtt_output(arg)
     return OutputSpec(kind, arg if sep else "")
+
+
+def shown(specs: Iterable[object]) -> str:
+    """Output specs (``OutputSpec`` or their text) as a log or status line shows them:
+    joined with ", ", each redacted (no URL's user name). Only for display: a spec itself
+    (passed on to a worker process, parsed again) keeps its text."""
+    return ", ".join(redact(str(spec)) for spec in specs)
 
 
 def check_mqtt_output(arg: str) -> None:

@@ -64,7 +64,7 @@ from streamsonic.errors import (
     StreamsonicError,
 )
 from streamsonic.events import Arrival, Holding, NoteEvent, Receipt, Sample, Source
-from streamsonic.outputs import OutputSpec
+from streamsonic.outputs import OutputSpec, shown
 from streamsonic.sdnotify import ENV_SOCKET, Notifier, watchdog_interval
 from streamsonic.sources import Connecting
 
@@ -112,10 +112,10 @@ def worker_of(stream: str, workers: int) -> int:
 def check_workers(config: Config, specs: list[OutputSpec]) -> None:
     """Refuse what several worker processes cannot do (ConfigError, exit 78)."""
     n = config.daemon.workers
-    single = [str(spec) for spec in specs if spec.kind not in SHARED_OUTPUTS]
+    single = [spec for spec in specs if spec.kind not in SHARED_OUTPUTS]
     if single:
         raise ConfigError(
-            f"daemon.workers = {n}: the output(s) {', '.join(single)} take all notes in one "
+            f"daemon.workers = {n}: the output(s) {shown(single)} take all notes in one "
             "process; with several workers use the events or mqtt outputs, or set "
             "daemon.workers = 1 (--workers 1)")
 
@@ -513,7 +513,7 @@ class Router:
         self._serve_metrics(self.config.metrics.listen)
         self.notifier.ready(self.status_text())
         log.info("ready: %d workers, outputs %s", len(self.workers),
-                 ", ".join(map(str, self.specs)))
+                 shown(self.specs))
         housekeeping = asyncio.create_task(self._housekeeping())
         stopper = asyncio.create_task(self._stop.wait())
         try:
@@ -703,7 +703,7 @@ class Router:
         waiting = self.source_waiting_for
         text = (f"waiting for {waiting}" if waiting else
                 f"playing through {running} of {len(self.workers)} workers to "
-                f"{', '.join(map(str, self.specs)) or 'no output'}")
+                f"{shown(self.specs) or 'no output'}")
         if self.reload_error:
             text = (f"reload failed: {self.reload_error} (running the previous "
                     f"configuration); {text}")

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
@@ -267,3 +268,42 @@ async def test_connect_timeout_gives_up_in_about_its_time(
     assert took < 2.8, took  # HEAD: 5 s (a hanging connect), 10 s (no CONNACK)
     said = float(str(err.value).split("could not be reached for ")[1].split(" s")[0])
     assert 2.0 <= said <= took + 0.05
+
+
+# -- a user name in an output URL: never in a log or status line -----------------------------
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_output_urls_user_name_is_shown_redacted(tmp_path: Path, mqtt_broker_factory: Any,
+                                                    workers: int) -> None:
+    """``-o mqtt:mqtt://USER@host/prefix`` (the password in the config file): the "ready:
+    outputs" line and STATUS= showed USER (audit at e309ea4). Now they show ``***``; the
+    spec itself is kept whole: the broker takes only that user (a redacted spec passed to
+    the worker processes would be refused, exit 69)."""
+    broker = mqtt_broker_factory(users={"bobuser": "hunter22"})
+    config = tmp_path / "c.toml"
+    config.write_text('[mqtt]\npassword = "hunter22"\n')
+    config.chmod(0o600)
+    spec = f"mqtt:mqtt://bobuser@127.0.0.1:{broker.port}/notes"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.1)
+    with contextlib.closing(notify):
+        res = subprocess.run(
+            [*STREAMSONIC, "run", "--config", str(config), "-o", "events", "-o", spec,
+             "--workers", str(workers)],
+            check=False, capture_output=True, text=True, timeout=180, input="1\n2\n3\n",
+            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                               "XDG_CONFIG_HOME": str(tmp_path),
+                               "NOTIFY_SOCKET": str(tmp_path / "notify")})
+        messages = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                messages.append(notify.recv(65536).decode())
+    assert res.returncode == 0, res.stderr
+    assert len([line for line in res.stdout.splitlines() if '"source":"data"' in line]) == 3
+    shown = f"mqtt:mqtt://***@127.0.0.1:{broker.port}/notes"
+    ready = [line for line in res.stderr.splitlines() if "ready:" in line]
+    assert ready and all(shown in line for line in ready), res.stderr
+    statuses = [m for m in messages if "STATUS=" in m and "to " in m]
+    assert statuses and any(shown in m for m in statuses), messages
+    assert "bobuser" not in res.stderr and not any("bobuser" in m for m in messages)

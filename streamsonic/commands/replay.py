@@ -67,11 +67,11 @@ def main(args: argparse.Namespace) -> int:
     setup_logging(config.daemon.log_level)
     outputs = list(args.output) or list(config.output.targets)
     if args.fast:
-        from streamsonic.outputs import parse_output  # noqa: PLC0415
+        from streamsonic.outputs import parse_output, shown  # noqa: PLC0415
 
         live = [spec for spec in map(parse_output, outputs) if spec.kind in REAL_TIME_KINDS]
         if live:
-            raise UsageError(f"replay --fast: output {live[0]} plays in real time; give "
+            raise UsageError(f"replay --fast: output {shown(live[:1])} plays in real time; give "
                              "--output events, file:PATH or wav:PATH, or use --speed")
     from streamsonic.record import ReplaySource, VirtualTimeLoop  # noqa: PLC0415
 
