@@ -394,6 +394,10 @@ class Daemon:
             for task in (consume, housekeeping):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self.stop_reason is not None:
+            # while the source is open: what the outputs hold goes out if its reader takes
+            # it now (and what it owed is acknowledged); the rest is given up, still owed
+            await scheduler.settle_stopping()
         if self.stop_reason == "SIGINT":
             return EXIT_INTERRUPTED
         if self.stop_reason == "outputs failed":

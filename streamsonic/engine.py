@@ -536,14 +536,15 @@ class Engine:
             self._slice_handle = self.loop.call_soon(self._play_slice)
 
     def _settle_soon(self, owed: list[Aggregate | Receipt | None]) -> None:
-        """Settle what just-played cues owed at the loop's next turn: after the outputs
-        have written their notes (the events output writes a turn's lines then, queued
-        before this), so a message is not acknowledged while its note is still held in
-        memory: a write that blocks (a full pipe) blocks this too, and a daemon killed
-        meanwhile leaves the message to be delivered again."""
+        """Settle what just-played cues owed once the outputs have written their notes
+        (:meth:`Scheduler.when_written`: the events output's writer thread has written
+        their lines; the others write as they take), so a message is not acknowledged
+        while its note is still held in memory: a reader that does not read holds the
+        acknowledgements back too (and with them, at QoS 1, the broker's next messages),
+        and a daemon killed meanwhile leaves the message to be delivered again."""
         owed = [o for o in owed if o is not None]
-        if owed:  # a timer due now runs after what the loop's turn already queued
-            self.loop.call_at(self.loop.time(), functools.partial(_settle_all, owed))
+        if owed:
+            self.scheduler.when_written(functools.partial(_settle_all, owed))
 
     def _phrases(self) -> bool:
         """Whether cues have passing notes to shed: the conductor plays phrases

@@ -470,6 +470,30 @@ class Scheduler:
             except Exception as err:
                 self._drop(sink, err)
 
+    def when_written(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once every sink has written what it has taken so far: at once
+        where none holds anything back (as a timer due now, after what the loop's turn has
+        queued already: the events output's lines), else when the last one has."""
+        waiting = 0
+
+        def one_written() -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting == 0:
+                callback()
+
+        for sink in list(self.sinks):
+            if sink.when_written(one_written):
+                waiting += 1
+        if waiting == 0:
+            self.clock.call_at(self.clock.time(), callback)
+
+    async def settle_stopping(self) -> None:
+        """A stop: each sink hands on what it holds while its reader takes it, briefly
+        (:meth:`Sink.settle_stopping`)."""
+        for sink in list(self.sinks):
+            await sink.settle_stopping()
+
     async def settle(self) -> None:
         """Wait until every sink has handed on what it holds (:meth:`Sink.settle`)."""
         for sink in list(self.sinks):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from types import TracebackType
 
 import mido
@@ -116,6 +117,17 @@ class Sink(ABC):
                     mido.Message("control_change", channel=channel, control=control, value=0),
                     when,
                 )
+
+    def when_written(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` on the running loop once what this output has taken is
+        written, and return True; False when that is so already (most outputs write as
+        they take: nothing to wait for)."""
+        return False
+
+    async def settle_stopping(self) -> None:
+        """A stop: hand on what this output holds while its reader takes it, briefly;
+        give the rest up. Most outputs hold nothing."""
+        return
 
     async def settle(self) -> None:
         """Wait until what this output holds has been handed on (at the end of the input,

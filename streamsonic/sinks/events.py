@@ -28,6 +28,13 @@ the daemon at once even when the reader never reads again, and the log says how 
 were not written. ``render`` (no running loop) waits for a slow reader instead: nothing is
 dropped.
 
+What the lines of a note owed (a QoS 1 message's acknowledgement) is settled once they
+are written (:meth:`EventsSink.when_written`), not when they are handed to the writer: a
+daemon killed while lines wait leaves their messages to be delivered again, and a stop
+(:meth:`EventsSink.settle_stopping`, while the source is still open) writes what the
+reader takes within :data:`CLOSE_STALL` seconds, acknowledged, and gives up the rest,
+still owed: nothing lost, nothing played twice.
+
 When stdout's reader goes away (``streamsonic --output events | head -1``), the output
 behaves like ``head`` and ``yes`` do: no error. The rest of what would have gone to stdout is
 thrown away, and a running daemon is asked to stop the way SIGTERM asks (every note
@@ -158,6 +165,7 @@ class EventsSink(Sink):
         #: Why writing failed (it is raised once, by ``note``, ``tick`` or ``close``), or None.
         self.failure: OutputWriteError | None = None
         self._raised = False
+        self._given_up = 0  # lines given up at a stop (settle_stopping)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -240,6 +248,38 @@ class EventsSink(Sink):
             self._raised = True
             raise self.failure
 
+    def when_written(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` on the running loop once every line of the notes taken so far
+        has been written to stdout (a QoS 1 message is acknowledged then, not while its
+        line waits for a slow reader: a daemon killed meanwhile leaves it to be delivered
+        again). False: nothing to wait for (written, no writer thread, or failed)."""
+        writer = self._writer
+        if writer is None or self.reader_gone or self.failure is not None:
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # offline: nothing is owed
+            return False
+        return writer.when_done(writer.handed + len(self._lines), loop, callback)
+
+    async def settle_stopping(self, stall: float = CLOSE_STALL) -> None:
+        """A stop: write what waits while the reader takes it; once it has taken nothing
+        for ``stall`` seconds, give the rest up (counted, and what those lines owed stays
+        owed: the source is still open, so what was written is acknowledged, and nothing
+        is written that could not be)."""
+        self.flush()
+        writer = self._writer
+        if writer is None or self.failure is not None or self.reader_gone:
+            return
+        start = time.monotonic()
+        while writer.waiting and writer.error is None and not self.reader_gone:
+            if time.monotonic() - max(writer.progress, start) >= stall:
+                self._given_up += writer.give_up()
+                break
+            await asyncio.sleep(SETTLE_POLL)
+        await asyncio.sleep(0)  # the callbacks of what was written run (acknowledgements)
+        await asyncio.sleep(0)
+
     async def settle(self) -> None:
         """Wait until the writer has written every line (or failed, or the reader went
         away): at the end of the input the reader gets every line however long it takes to
@@ -259,6 +299,8 @@ class EventsSink(Sink):
         if writer is not None and self.failure is None:
             left = writer.finish(CLOSE_STALL if _loop_running() else None)
         dropped = self.counters.get("dropped")
+        left += self._given_up
+        self._given_up = 0
         if left:
             self.counters.add("dropped", left)
         if (left or dropped) and not self.reader_gone:
@@ -312,8 +354,34 @@ class _Writer:
         self.error: OSError | None = None
         self._stopped = False  # failed, the reader went away, or given up
         self._closing = False
-        self._progress = time.monotonic()  # when a piece was last written
+        self.progress = time.monotonic()  # when a piece was last written
         self._thread: threading.Thread | None = None
+        #: Lines queued so far, and of them those written (or failed: see ``when_done``).
+        self.handed = 0
+        self.done = 0
+        # (lines handed when asked, the loop, the callback): run on the loop once written
+        self._waiters: deque[tuple[int, asyncio.AbstractEventLoop, Callable[[], None]]] = (
+            deque())
+
+    def when_done(self, lines: int, loop: asyncio.AbstractEventLoop,
+                  callback: Callable[[], None]) -> bool:
+        """Run ``callback`` on ``loop`` once the first ``lines`` lines queued are written
+        (or the writer failed: an output that failed for good holds nothing back). False:
+        they are already (nothing to wait for). Lines given up at a stop, or left when the
+        reader went away, never call back: what they owed stays owed."""
+        with self._cond:
+            if self.done >= lines or self.error is not None:
+                return False
+            self._waiters.append((lines, loop, callback))
+            return True
+
+    def _call_back(self, everything: bool = False) -> None:
+        """(Holding the lock.) Call back the waiters whose lines are written."""
+        waiters = self._waiters
+        while waiters and (everything or waiters[0][0] <= self.done):
+            _, loop, callback = waiters.popleft()
+            with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits
+                loop.call_soon_threadsafe(callback)
 
     def put(self, data: bytes, lines: int, block: bool) -> bool:
         """Queue ``data`` (``lines`` whole lines). False: it does not fit and ``block`` is
@@ -327,6 +395,7 @@ class _Writer:
             if self._stopped:
                 return True
             self._queue.append((data, lines))
+            self.handed += lines
             self.waiting += len(data)
             self._cond.notify_all()
             if self._thread is None:
@@ -334,6 +403,22 @@ class _Writer:
                                                 daemon=True)
                 self._thread.start()
         return True
+
+    def give_up(self) -> int:
+        """Stop writing: the lines still waiting are given up (their waiters are not called
+        back). Returns how many; the lines of a piece being written may still go out."""
+        with self._cond:
+            if self._stopped or not self._queue:
+                return 0
+            self._stopped = True
+            done = self._queue[0][0].count(b"\n", 0, self._head_done)
+            self._counters.add("written", done)
+            lines = sum(n for _, n in self._queue) - done
+            self._queue.clear()
+            self._waiters.clear()
+            self.waiting = 0
+            self._cond.notify_all()
+            return lines
 
     def finish(self, stall: float | None) -> int:
         """Wait until what waits is written, then end the thread; with ``stall``, give up
@@ -346,16 +431,13 @@ class _Writer:
                 if stall is None:
                     self._cond.wait()
                     continue
-                left = max(self._progress, start) + stall - time.monotonic()
+                left = max(self.progress, start) + stall - time.monotonic()
                 if left <= 0:  # the reader took nothing for ``stall`` s: give the rest up
-                    self._stopped = True
-                    done = self._queue[0][0].count(b"\n", 0, self._head_done)
-                    self._counters.add("written", done)
-                    lines = sum(n for _, n in self._queue) - done
-                    self._queue.clear()
-                    self.waiting = 0
-                    self._cond.notify_all()
-                    return lines
+                    self._cond.release()
+                    try:
+                        return self.give_up()
+                    finally:
+                        self._cond.acquire()
                 self._cond.wait(left)
             thread = self._thread
         if thread is not None:
@@ -380,7 +462,9 @@ class _Writer:
                 return
             except OSError as err:
                 self._counters.add("written", data.count(b"\n", 0, self._head_done))
-                self.error = err
+                with cond:
+                    self.error = err
+                    self._call_back(everything=True)  # failed for good: nothing waits on it
                 self._stop()
                 return
             with cond:
@@ -389,6 +473,8 @@ class _Writer:
                 self._queue.popleft()
                 self.waiting -= len(data)
                 self._head_done = 0
+                self.done += lines
+                self._call_back()
                 cond.notify_all()
             self._counters.add("written", lines)
 
@@ -399,7 +485,7 @@ class _Writer:
                 return
             write_piece(self.fd, view[at:cut])
             self._head_done = cut
-            self._progress = time.monotonic()
+            self.progress = time.monotonic()
 
     def _stop(self) -> None:
         with self._cond:
