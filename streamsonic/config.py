@@ -282,14 +282,16 @@ class OutputConfig:
         _check(len(self.targets) > 0, "output.targets", "name at least one output")
         from streamsonic.errors import UsageError  # noqa: PLC0415
         from streamsonic.mqtt.urls import redact  # noqa: PLC0415 - no paho
-        from streamsonic.outputs import parse_output  # noqa: PLC0415 - avoid a cycle
+        from streamsonic.outputs import (  # noqa: PLC0415 - avoid a cycle
+            check_distinct_files,
+            parse_output,
+        )
 
-        for target in self.targets:  # what the daemon would refuse at start
-            try:
-                parse_output(target)
-            except UsageError as err:
-                raise _Invalid("output.targets", redact(str(err)),
-                               shown=_shown([redact(t) for t in self.targets])) from None
+        try:  # what the daemon would refuse at start
+            check_distinct_files([parse_output(target) for target in self.targets])
+        except UsageError as err:
+            raise _Invalid("output.targets", redact(str(err)),
+                           shown=_shown([redact(t) for t in self.targets])) from None
         _within(self.flush_interval, 0.1, 3600.0, "output.flush_interval", " seconds")
         _check(self.rotate_seconds == 0 or 1.0 <= self.rotate_seconds <= 31_622_400.0,
                "output.rotate_seconds", "must be 0 (off) or 1..31622400 seconds (a year)")

@@ -34,7 +34,13 @@ from streamsonic.errors import (
 )
 from streamsonic.events import Arrival, Holding
 from streamsonic.extras import require_extra
-from streamsonic.outputs import OutputSpec, open_output, parse_output, shown
+from streamsonic.outputs import (
+    OutputSpec,
+    check_distinct_files,
+    open_output,
+    parse_output,
+    shown,
+)
 from streamsonic.sdnotify import Notifier, watchdog_interval
 from streamsonic.sinks.base import Sink
 from streamsonic.sources import Connecting
@@ -106,6 +112,7 @@ def run_daemon(
     ``loop_factory`` the event loop (``replay --fast``: a loop on virtual time).
     """
     specs = [parse_output(o) for o in (outputs or list(config.output.targets))]
+    check_distinct_files(specs)
     if config.metrics.listen:  # before the model loads: a missing extra is one line at once
         require_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
     if config.daemon.workers > 1 and loop_factory is None and not play_notes:

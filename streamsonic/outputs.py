@@ -9,6 +9,7 @@ sounddevice), ``midi:NAME`` (existing MIDI port by name or substring),
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -85,6 +86,21 @@ def shown(specs: Iterable[object]) -> str:
     joined with ", ", each redacted (no URL's user name). Only for display: a spec itself
     (passed on to a worker process, parsed again) keeps its text."""
     return ", ".join(redact(str(spec)) for spec in specs)
+
+
+def check_distinct_files(specs: Iterable[OutputSpec]) -> None:
+    """UsageError when two outputs write one file (``-o file:d.mid -o d.mid``): the second
+    set the first one's open file aside as ``d-1.mid`` while the first went on calling it
+    ``d.mid`` (its "wrote" line named the wrong file), where one output does the job."""
+    seen: dict[str, OutputSpec] = {}
+    for spec in specs:
+        if spec.kind not in ("file", "wav") or not spec.arg:
+            continue
+        path = os.path.realpath(spec.arg)
+        first = seen.setdefault(path, spec)
+        if first is not spec:
+            raise UsageError(f"the outputs {first} and {spec} write the same file; "
+                             "give it once")
 
 
 def check_mqtt_output(arg: str) -> None:

@@ -34,7 +34,13 @@ from streamsonic.errors import InputDataError, NoInputError, UsageError
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.mqtt.urls import redact
 from streamsonic.music import seconds_per_beat
-from streamsonic.outputs import OFFLINE_CHOICES, OFFLINE_KINDS, OutputSpec, parse_output
+from streamsonic.outputs import (
+    OFFLINE_CHOICES,
+    OFFLINE_KINDS,
+    OutputSpec,
+    check_distinct_files,
+    parse_output,
+)
 from streamsonic.parse import TIME_COLUMNS, parse_number
 
 if TYPE_CHECKING:  # the runtime import is deferred (the model's modules)
@@ -172,6 +178,7 @@ def _pick_column(rows: list[list[str]], names: list[str], column: str | None, so
 
 def _outputs(outputs: list[str]) -> list[OutputSpec]:
     specs = [parse_output(o, offline=True) for o in outputs]
+    check_distinct_files(specs)
     for spec in specs:
         if spec.kind not in OFFLINE_KINDS:
             raise UsageError(

@@ -485,3 +485,29 @@ def test_memory_stays_flat_over_a_long_run(tmp_path: Path, daemons: list[Daemon]
     assert growth < 12 * 2**20, growth  # the old sink: ~40 MB between 20,000 and 80,000
     mid = mido.MidiFile(tmp_path / "m.mid")
     assert sum(1 for m in mid if m.type == "note_on" and m.velocity > 0) == count
+
+
+@pytest.mark.parametrize("command", ["run", "render", "config"])
+def test_two_outputs_on_one_file_are_refused(tmp_path: Path, command: str) -> None:
+    """``-o file:d.mid -o d.mid`` (or the same twice in output.targets): the second output
+    set the first one's open file aside as d-1.mid while the first went on calling it d.mid
+    (its "wrote" line named the wrong file). Refused before anything is written: 64 from
+    the command line, 78 from the config file, one line."""
+    out = tmp_path / "d.mid"
+    env = {"STREAMSONIC_CONFIG": str(tmp_path / "c.toml"), "PATH": "/usr/bin:/bin"}
+    (tmp_path / "c.toml").write_text("")
+    (tmp_path / "x.csv").write_text("v\n" + "".join(f"{i % 7}\n" for i in range(40)))
+    exe = [sys.executable, "-m", "streamsonic"]
+    if command == "config":
+        (tmp_path / "c.toml").write_text(f'[output]\ntargets = ["file:{out}", "{out}"]\n')
+        args, status = ["run"], 78
+    elif command == "run":
+        args, status = ["run", "-o", f"file:{out}", "-o", str(tmp_path / "." / "d.mid")], 64
+    else:
+        args, status = ["render", str(tmp_path / "x.csv"), "-o", str(out), "-o",
+                        f"file:{out}"], 64
+    res = subprocess.run([*exe, *args], input="1\n2\n", capture_output=True, text=True,
+                         env=env, timeout=120, check=False)
+    assert res.returncode == status, res.stderr
+    assert "write the same file" in res.stderr and res.stderr.strip().count("\n") == 0
+    assert not list(tmp_path.glob("d*.mid"))
