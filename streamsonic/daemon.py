@@ -408,6 +408,7 @@ class Daemon:
         if self.stop_reason == "SIGINT":
             return EXIT_INTERRUPTED
         if self.stop_reason == "outputs failed":
+            scheduler.check_written()  # a file or stdout that could not be written: 74
             raise OutputError("every output failed; see the errors above")
         if self.stop_reason and self.stop_reason.startswith("device lost: "):
             raise OutputError(f"output {self.stop_reason[13:]}; exiting, as "

@@ -341,3 +341,34 @@ def test_a_file_that_fills_up_ends_in_a_whole_line(tmp_path: Path, command: str)
     assert_one_write_error(stderr, "File too large")
     lines = parse_lines(out.read_bytes())  # ends in a newline; every line whole JSON
     assert 0 < len(lines) < 300
+
+
+def test_events_alone_failing_for_good_exits_74_not_69(tmp_path: Path) -> None:
+    """The events output the only one, stdout /dev/full, the input still coming after the
+    daemon's once-a-second check found every output failed: it stops, and the exit is 74
+    (an output that could not be written), not 69 ("every output failed"), with the cause
+    on the last line."""
+    with Path("/dev/full").open("wb") as full:
+        proc = subprocess.Popen([*EXE, "run", "--output", "events", *FAST],
+                                stdin=subprocess.PIPE, stdout=full, stderr=subprocess.PIPE,
+                                env=env(), cwd=REPO)
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        for i in range(40):
+            try:
+                proc.stdin.write(f"{i % 5}\n".encode())
+                proc.stdin.flush()
+            except BrokenPipeError:  # it stopped reading: done
+                break
+            time.sleep(0.1)
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+        code = proc.wait(timeout=60)
+        log = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 74, log
+    assert log.strip().splitlines()[-1].endswith("No space left on device"), log
+    assert "Traceback" not in log
