@@ -291,8 +291,9 @@ def test_fast_replay_leaves_out_a_break_in_the_arrivals(
     the replay playing on at once (under --fast, the 1e308 one never ended: the stats
     timer ran through the gap; the 8 days took seconds of stats lines)."""
     rec = tmp_path / "rec.jsonl"
-    lines = [{"stream": "a", "time": float(i), "value": float(i % 5), "arrival": 100.0 + i}
-             for i in range(6)]
+    lines: list[dict[str, Any]] = [
+        {"stream": "a", "time": float(i), "value": float(i % 5), "arrival": 100.0 + i}
+        for i in range(6)]
     lines.append({"stream": "a", "time": 6.0, "value": 2.0, "arrival": 8 * 86400.0})
     lines.append({"stream": "a", "time": 7.0, "value": 3.0, "arrival": 8 * 86400.0 + 1})
     lines.append({"stream": "a", "time": 8.0, "value": 4.0, "arrival": 1e308})
