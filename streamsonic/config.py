@@ -361,13 +361,14 @@ class MqttConfig:
 
     def __post_init__(self) -> None:
         from streamsonic.mqtt.naming import check_filter, check_template  # noqa: PLC0415
-        from streamsonic.mqtt.urls import redact, split_url  # noqa: PLC0415 - no paho
+        from streamsonic.mqtt.urls import redact_url, split_url  # noqa: PLC0415 - no paho
 
         if self.url:
             try:
                 split_url(self.url)
             except ValueError as err:
-                raise _Invalid("mqtt.url", str(err), shown=_shown(redact(self.url))) from None
+                raise _Invalid("mqtt.url", str(err), shown=_shown(redact_url(self.url))) \
+                    from None
         for topic_filter in self.topics:
             try:
                 check_filter(topic_filter)

@@ -83,6 +83,32 @@ def test_redact() -> None:
     assert redact("mqtt://h/notes") == "mqtt://h/notes"
 
 
+@pytest.mark.parametrize(("where", "url"), [
+    ("--mqtt", "bob:s3cret@localhost"),  # no scheme: the redaction needed one
+    ("--mqtt", "mqtt://bob:s3 cret@localhost"),  # a blank in the password
+    ("config", "bob:s3cret@localhost"),
+    ("config", 'mqtt://bob:s3"cret@localhost'),  # a quote in it
+    ("--output", "mqtt:mqtt://bob:s3 cret@localhost/notes"),
+])
+def test_a_password_never_shows_however_the_url_is_written(tmp_path: Path, where: str,
+                                                            url: str) -> None:
+    """Refused, and the password in none of the output (it showed twice in the error for a
+    URL without a scheme, and past a blank or a quote)."""
+    if where == "config":
+        conf = tmp_path / "pw.toml"
+        conf.write_text(f"[mqtt]\nurl = {url!r}\ntopics = [\"a\"]\n".replace("'", '"')
+                        if '"' not in url else
+                        f"[mqtt]\nurl = '{url}'\ntopics = [\"a\"]\n")
+        runs = [cli(["check-config", str(conf)], tmp_path), cli(["run", "--config", str(conf)],
+                                                                tmp_path)]
+    else:
+        runs = [cli(["run", where, url], tmp_path)]
+    for res in runs:
+        assert res.returncode in (64, 78), res.stderr
+        assert "password" in res.stderr
+        assert "s3" not in res.stderr + res.stdout, res.stderr
+
+
 # -- 3. MQTT settings are validated with the config (exit 78) -----------------------------
 
 @pytest.mark.parametrize(("mqtt", "words"), [

@@ -169,8 +169,11 @@ def _input(config: Config, path: str | None, play_notes: bool) -> Source | None:
     for key in ("mqtt", "nats"):  # a network source is configured
         url = getattr(getattr(config, key, None), "url", "")
         if url:
-            raise UsageError(f"run {path}: {key}.url is set too ({url}); read either the "
-                             f"file or the network: drop FILE, or --set {key}.url=''")
+            from streamsonic.mqtt.urls import redact_url  # noqa: PLC0415 - no paho
+
+            raise UsageError(f"run {path}: {key}.url is set too ({redact_url(url)}); read "
+                             f"either the file or the network: drop FILE, or --set "
+                             f"{key}.url=''")
     if play_notes:
         raise UsageError("--play-notes reads notes from MQTT; it takes no FILE")
     from streamsonic.sources.stdin import StdinSource  # noqa: PLC0415 - lazy backend

@@ -23,15 +23,28 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 PASSWORD_PLACES = (f"the config file's mqtt.password, mqtt.password_file, ${PASSWORD_ENV} or "
                    f"the systemd credential {CREDENTIAL_NAME!r}")
 
-# ``scheme://`` then everything up to the last '@' of the run of non-blank characters: a
-# password may hold '@', '/', ':' or '#' unencoded, and none of it may show.
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^\s'\"]*@")
+# ``scheme://`` then everything up to the last '@' on the line: a password may hold '@',
+# '/', ':', '#', blanks or quotes unencoded, and none of it may show (what lies between two
+# URLs on one line is hidden with it: more hidden, never less).
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://).*@")
 
 
 def redact(text: str) -> str:
     """``text`` with the user information of every URL in it (``scheme://USER:PASSWORD@``)
     replaced by ``***``: for any message or log line that shows a URL or an output spec."""
     return _USERINFO.sub(r"\1***@", text)
+
+
+def redact_url(url: str) -> str:
+    """A broker URL as a message shows it, with or without its scheme (``--mqtt
+    user:password@host`` is one too): everything before its last '@' after the scheme
+    hidden."""
+    text = url.strip()
+    if "@" not in text:
+        return text
+    if "://" in text:
+        return redact(text)
+    return "***@" + text.rsplit("@", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -59,9 +72,9 @@ def split_url(url: str) -> BrokerUrl:
     password in it (it would show in ``ps`` and in logs), a '#' (MQTT's wildcard; a URL
     would silently cut the topic there)."""
     text = url.strip()
-    shown = repr(redact(text))
     if "://" not in text:
         text = "mqtt://" + text
+    shown = repr(redact(text))  # (with its scheme: a user name and password hide behind it)
     try:
         parts = urlsplit(text)
         port = parts.port

@@ -55,9 +55,11 @@ def open_source(config: Config, play_notes: bool = False) -> Source:
     """
     if config.nats.url:
         if config.mqtt.url:
-            raise ConfigError(f"both mqtt.url ({config.mqtt.url}) and nats.url "
-                              f"({config.nats.url}) are set; a daemon reads one source: "
-                              "leave one of them empty")
+            from streamsonic.mqtt.urls import redact_url  # noqa: PLC0415 - no paho
+
+            raise ConfigError(f"both mqtt.url ({redact_url(config.mqtt.url)}) and nats.url "
+                              f"({redact_url(config.nats.url)}) are set; a daemon reads one "
+                              "source: leave one of them empty")
         try:
             from streamsonic.sources.nats import NatsSource  # noqa: PLC0415 - lazy backend
         except ModuleNotFoundError as err:  # the 'nats' extra is not installed
