@@ -28,11 +28,12 @@ those ends, runs the clock through them as through note-offs).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -163,6 +164,9 @@ class Scheduler:
         # and the clock's timer for it (the clock runs through the notes' ends as through
         # their note-offs)
         self._unowed_end = -math.inf
+        self._logged_until = -math.inf  # the latest time a logging sink is owed a note
+        # when_written's callbacks waiting for notes still to be handed over: (then, call)
+        self._owed_calls: deque[tuple[float, Callable[[], None]]] = deque()
         self._quiet: Handle | None = None
         self._forget_at = SOUNDING_SLACK  # len(_sounding) that has the ended ones forgotten
         self._programs: dict[int, int] = {}
@@ -243,6 +247,7 @@ class Scheduler:
                 self._deliver(sink, None, start, note, None)
             else:
                 self._queue_owed(start - sink.lookahead, (sink, None, start, note, None))
+                self._logged_until = max(self._logged_until, start - sink.lookahead)
         sounding[stream] = _Sounding(channel, pitch, off_time, start, senders, keys)
         if len(sounding) > self._forget_at:
             self._unowed_until(now)
@@ -400,14 +405,19 @@ class Scheduler:
             owed = pending.pop(key, None)
             if owed is not None:
                 self._deliver(*owed)
+        if self._owed_calls:
+            self._owed_calls_due(limit)
         if len(queue) > max(2 * len(pending), COMPACT_SLACK):
             # mostly cancelled note-offs: rebuild the queue from what is still owed
             queue[:] = [entry for entry in queue if entry[1] in pending]
             heapq.heapify(queue)
         while queue and queue[0][1] not in pending:
             heapq.heappop(queue)
+        calls = self._owed_calls
         if queue:
-            self._arm(queue[0][0])
+            self._arm(min(queue[0][0], calls[0][0]) if calls else queue[0][0])
+        elif calls:
+            self._arm(calls[0][0])
         elif not pending and self._quiet is None and self._on_idle is not None:
             self._on_idle()
 
@@ -471,9 +481,28 @@ class Scheduler:
                 self._drop(sink, err)
 
     def when_written(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once every sink has written what it has taken so far: at once
-        where none holds anything back (as a timer due now, after what the loop's turn has
-        queued already: the events output's lines), else when the last one has."""
+        """Run ``callback`` once every note played so far has reached the sinks that log
+        notes (the events output takes a note at its start: a phrase's data note comes
+        after the model's, audio latency puts every start ahead) and every sink has
+        written what it took: as a timer due then, after what that turn has queued
+        already, or, where a sink holds lines back (the events output's writer thread),
+        once the last one has written them. A stop before then leaves it unrun: what
+        the notes owed stays owed, as the notes are not played."""
+        if self._logged_until > self.clock.time():
+            # (run by _run_due once it has handed over the notes due by then)
+            self._owed_calls.append((self._logged_until, callback))
+            if self._logged_until < self._timer_at:
+                self._arm(self._logged_until)
+            return
+        self._when_taken_written(callback)
+
+    def _owed_calls_due(self, limit: float) -> None:
+        """The :meth:`when_written` callbacks whose notes have all been handed over."""
+        calls = self._owed_calls
+        while calls and calls[0][0] <= limit:
+            self._when_taken_written(calls.popleft()[1])
+
+    def _when_taken_written(self, callback: Callable[[], None]) -> None:
         waiting = 0
 
         def one_written() -> None:
@@ -486,13 +515,17 @@ class Scheduler:
             if sink.when_written(one_written):
                 waiting += 1
         if waiting == 0:
-            self.clock.call_at(self.clock.time(), callback)
+            callback()
 
     async def settle_stopping(self) -> None:
         """A stop: each sink hands on what it holds while its reader takes it, briefly
-        (:meth:`Sink.settle_stopping`)."""
+        (:meth:`Sink.settle_stopping`); then what the notes handed over by now owed is
+        settled where their lines were written (the rest stays owed)."""
         for sink in list(self.sinks):
             await sink.settle_stopping()
+        self._owed_calls_due(self.clock.time())
+        for _ in range(2):  # the writer's callbacks, already on the loop, run
+            await asyncio.sleep(0)
 
     async def settle(self) -> None:
         """Wait until every sink has handed on what it holds (:meth:`Sink.settle`)."""
@@ -509,6 +542,7 @@ class Scheduler:
             self._quiet = None
         self._pending.clear()
         self._queue.clear()
+        self._owed_calls.clear()  # (what they owed stays owed: their notes were not played)
         self._sounding.clear()
         for sink in self.sinks:
             self._close_sink(sink)

@@ -29,6 +29,7 @@ import mido
 import pytest
 
 from streamsonic.events import NoteEvent
+from streamsonic.scheduler import Scheduler
 from streamsonic.sinks import events
 from streamsonic.sinks.events import EventsSink
 
@@ -372,3 +373,97 @@ def test_events_alone_failing_for_good_exits_74_not_69(tmp_path: Path) -> None:
     assert code == 74, log
     assert log.strip().splitlines()[-1].endswith("No space left on device"), log
     assert "Traceback" not in log
+
+
+# -- what the notes owed (a QoS 1 message) is settled once their lines are written -------------
+
+def _note_at(start: float, i: int = 0) -> NoteEvent:
+    return NoteEvent("s", float(i), 1.0, 0.5, 60, 90, 0.1, 0, 0, start=start)
+
+
+def test_what_a_note_owed_is_settled_once_its_line_is_written_even_when_it_starts_later(
+) -> None:
+    """A phrase's data note starts after the model's notes (audio latency puts every start
+    ahead): the callback of the notes played so far comes once the later note's line is in
+    the pipe, not at the next turn (0.001 s, the line written 0.3 s later: a SIGKILL
+    between lost the message, a SIGTERM cancelled its note after it was acknowledged)."""
+    r, w = os.pipe()  # (the default 64 KiB: a one-page pipe takes a second piece only
+    # once it is read, when select says it has room)
+
+    async def run() -> tuple[float, int]:
+        loop = asyncio.get_running_loop()
+        sink = EventsSink(fd=w)
+        scheduler = Scheduler(loop, [sink])
+        began = loop.time()
+        settled: asyncio.Future[tuple[float, int]] = loop.create_future()
+        scheduler.play(_note_at(began, 0))
+        scheduler.play(_note_at(began + 0.3, 1))
+        scheduler.when_written(lambda: settled.set_result((loop.time() - began,
+                                                           pipe_bytes(r))))
+        got = await asyncio.wait_for(settled, 10)
+        scheduler.close()
+        return got
+
+    try:
+        after, in_pipe = asyncio.run(run())
+        data = drain(r)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert after >= 0.3
+    lines = parse_lines(data)
+    assert [line["time"] for line in lines] == [0.0, 1.0]
+    assert in_pipe == sum(len(json.dumps(x, separators=(",", ":"))) + 1 for x in lines)
+
+
+def test_an_events_output_closed_while_the_daemon_runs_settles_what_it_held(
+        stalled_pipe: Pipe) -> None:
+    """A reload that removes the events output while its reader takes nothing: the lines it
+    held are given up, and what their notes owed is settled all the same (it waited for
+    good before: a QoS 1 broker stops sending once 20 messages wait)."""
+    w = stalled_pipe.w
+
+    async def run() -> bool:
+        loop = asyncio.get_running_loop()
+        sink = EventsSink(fd=w)
+        scheduler = Scheduler(loop, [sink])
+        settled = loop.create_future()
+        for i in range(400):  # far more than the one-page pipe takes
+            scheduler.play(_note_at(loop.time(), i))
+        scheduler.when_written(lambda: settled.set_result(True))
+        await asyncio.sleep(0.2)
+        assert not settled.done()  # the reader takes nothing: still owed
+        scheduler.remove_sink(sink)  # (close: 0.5 s without progress, then given up)
+        return bool(await asyncio.wait_for(settled, 5))
+
+    assert asyncio.run(run())
+
+
+def test_a_stop_gives_up_what_waits_and_nothing_is_written_after_it(stalled_pipe: Pipe) -> None:
+    """A stop with the reader taking nothing: settle_stopping gives the lines up after 0.5 s,
+    the close that follows does not wait for the writer (it waited a second more), and no
+    line goes out afterwards (a piece the writer was blocked in went out once the reader
+    read again: a line whose message was never acknowledged, played twice later)."""
+    r, w = stalled_pipe.r, stalled_pipe.w
+
+    async def run() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        sink = EventsSink(fd=w)
+        scheduler = Scheduler(loop, [sink])
+        for i in range(400):
+            scheduler.play(_note_at(loop.time(), i))
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        await scheduler.settle_stopping()
+        stopping = time.monotonic() - began
+        began = time.monotonic()
+        scheduler.close()
+        return stopping, time.monotonic() - began
+
+    stopping, closing = asyncio.run(run())
+    assert 0.4 <= stopping < 3.0
+    assert closing < 0.5
+    first = drain(r)  # the reader reads again
+    time.sleep(0.3)
+    assert drain(r) == b""  # nothing more came
+    assert first.endswith(b"\n")

@@ -283,7 +283,7 @@ def persistent_args(broker: Broker, weights: Path, topic: str, client_id: str) -
 
 def play_until_all(daemon: Daemon, wanted: set[float], seen: list[dict]) -> None:
     """Take notes into ``seen`` until every value in ``wanted`` was played."""
-    missing = wanted - {n["value"] for n in seen}
+    missing = wanted - {n["value"] for n in seen if n.get("source", "data") == "data"}
     while missing:
         try:
             note = daemon.notes.get(timeout=WAIT)
@@ -291,7 +291,8 @@ def play_until_all(daemon: Daemon, wanted: set[float], seen: list[dict]) -> None
             pytest.fail(f"{len(missing)} messages never played, e.g. {sorted(missing)[:10]}:\n"
                         + "\n".join(daemon.log))
         seen.append(note)
-        missing.discard(note["value"])
+        if note.get("source", "data") == "data":  # (a phrase's model notes come first)
+            missing.discard(note["value"])
 
 
 def fill_stdout_pipe(daemon: Daemon) -> None:
@@ -406,14 +407,18 @@ def test_samples_waiting_in_a_backlog_are_not_acknowledged_until_played(
     finally:
         assert first.stop() == 0
     played += first.rest()
-    assert 2 <= len(played) < count - 2, f"{len(played)} notes: nothing was left waiting"
+    # What a message plays is its data note (the model's notes before it, a phrase, are
+    # not the message): one whose data note the stop cancelled is not acknowledged, and
+    # the next daemon plays it, its phrase again.
+    played = [n for n in played if n.get("source", "data") == "data"]
+    assert 1 <= len(played) < count - 2, f"{len(played)} notes: nothing was left waiting"
     rate = args.index("--max-rate") + 1
     second = Daemon([*args[:rate], "1000", *args[rate + 1:]])  # no waiting this time
     try:
         play_until_all(second, values, played)
     finally:
         assert second.stop() == 0
-    got = [n["value"] for n in played + second.rest()]
+    got = [n["value"] for n in played + second.rest() if n.get("source", "data") == "data"]
     assert sorted(got) == sorted(values), "\n".join(first.log + second.log)  # none lost or twice
 
 

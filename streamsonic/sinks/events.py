@@ -33,7 +33,12 @@ are written (:meth:`EventsSink.when_written`), not when they are handed to the w
 daemon killed while lines wait leaves their messages to be delivered again, and a stop
 (:meth:`EventsSink.settle_stopping`, while the source is still open) writes what the
 reader takes within :data:`CLOSE_STALL` seconds, acknowledged, and gives up the rest,
-still owed: nothing lost, nothing played twice.
+still owed: nothing lost, nothing played twice. Notes that start later (a phrase's data
+note, audio latency) are waited for too (:meth:`Scheduler.when_written`). Lines dropped
+beyond :data:`QUEUE_BYTES` are settled with the lines after them (counted as dropped, not
+kept owed: with QoS 1 the broker's window of unacknowledged messages keeps the queue far
+below that bound), and so are the lines an output closed while the daemon runs on gives
+up (a reload that removed it).
 
 When stdout's reader goes away (``streamsonic --output events | head -1``), the output
 behaves like ``head`` and ``yes`` do: no error. The rest of what would have gone to stdout is
@@ -91,6 +96,8 @@ QUEUE_BYTES = 4 << 20
 CLOSE_STALL = 0.5
 #: How often the end of the input looks whether the writer has written everything (s).
 SETTLE_POLL = 0.02
+#: How long the writer waits for room in the pipe before it looks whether to go on (s).
+WRITABLE_POLL = 0.05
 
 #: Stream names kept JSON-encoded (:func:`note_line`); the cache starts afresh when full.
 NAME_CACHE = 65536
@@ -404,9 +411,11 @@ class _Writer:
                 self._thread.start()
         return True
 
-    def give_up(self) -> int:
-        """Stop writing: the lines still waiting are given up (their waiters are not called
-        back). Returns how many; the lines of a piece being written may still go out."""
+    def give_up(self, call_back: bool = False) -> int:
+        """Stop writing: the lines still waiting are given up. Their waiters are called
+        back with ``call_back`` (an output closed while the daemon runs on, a reload that
+        removed it: what they owed must not wait for good), else not (a stop: it stays owed,
+        to be delivered again). Returns how many lines."""
         with self._cond:
             if self._stopped or not self._queue:
                 return 0
@@ -415,6 +424,8 @@ class _Writer:
             self._counters.add("written", done)
             lines = sum(n for _, n in self._queue) - done
             self._queue.clear()
+            if call_back:
+                self._call_back(everything=True)
             self._waiters.clear()
             self.waiting = 0
             self._cond.notify_all()
@@ -433,13 +444,9 @@ class _Writer:
                     continue
                 left = max(self.progress, start) + stall - time.monotonic()
                 if left <= 0:  # the reader took nothing for ``stall`` s: give the rest up
-                    self._cond.release()
-                    try:
-                        return self.give_up()
-                    finally:
-                        self._cond.acquire()
+                    return self.give_up(call_back=True)  # (the lock is re-entrant)
                 self._cond.wait(left)
-            thread = self._thread
+            thread = self._thread if not self._stopped else None  # (it ends on its own)
         if thread is not None:
             thread.join(1.0)
         return 0
@@ -481,6 +488,13 @@ class _Writer:
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
         for at, cut in whole_pieces(data):
+            # Each piece waits until the pipe has room (a piece of at most PIPE_BUF then
+            # goes in whole, without blocking), looking every WRITABLE_POLL s whether the
+            # lines were given up meanwhile: a piece is never written after that (its
+            # notes' messages, still owed, would play twice).
+            while not _writable(self.fd):
+                if self._stopped:
+                    return
             if self._stopped:
                 return
             write_piece(self.fd, view[at:cut])
@@ -493,6 +507,15 @@ class _Writer:
             self._queue.clear()
             self.waiting = 0
             self._cond.notify_all()
+
+
+def _writable(fd: int) -> bool:
+    """Whether ``fd`` takes a write now, waiting at most WRITABLE_POLL seconds (a
+    descriptor select cannot watch counts as writable: its write says what is wrong)."""
+    try:
+        return bool(select.select([], [fd], [], WRITABLE_POLL)[1])
+    except (OSError, ValueError):
+        return True
 
 
 def _loop_running() -> bool:
