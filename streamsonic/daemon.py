@@ -403,7 +403,9 @@ class Daemon:
                     await task
         if self.stop_reason is not None:
             # while the source is open: what the outputs hold goes out if its reader takes
-            # it now (and what it owed is acknowledged); the rest is given up, still owed
+            # it now (and what it owed is acknowledged); the rest is given up, still owed.
+            # Nothing new is scheduled meanwhile (what waits to play is dropped, counted).
+            engine.cancel()
             await scheduler.settle_stopping()
         if self.stop_reason == "SIGINT":
             return EXIT_INTERRUPTED

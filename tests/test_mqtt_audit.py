@@ -20,6 +20,7 @@ import pytest
 
 from streamsonic.config import load_config, parse_override
 from streamsonic.errors import ConfigError, MqttError, UsageError
+from streamsonic.model.kernels import numba_cache_dir
 from streamsonic.mqtt.urls import redact
 from streamsonic.outputs import parse_output
 from streamsonic.sources.mqtt import MqttSource
@@ -320,7 +321,10 @@ def test_an_output_urls_user_name_is_shown_redacted(tmp_path: Path, mqtt_broker_
             check=False, capture_output=True, text=True, timeout=180, input="1\n2\n3\n",
             cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                                "XDG_CONFIG_HOME": str(tmp_path),
-                               "NOTIFY_SOCKET": str(tmp_path / "notify")})
+                               "NOTIFY_SOCKET": str(tmp_path / "notify"),
+                               # the kernels compiled already (a new HOME compiled them
+                               # again: 26 s a run)
+                               "NUMBA_CACHE_DIR": numba_cache_dir() or ""})
         messages = []
         with contextlib.suppress(TimeoutError):
             while True:

@@ -94,6 +94,9 @@ QUEUE_BYTES = 4 << 20
 #: After a stop, seconds the reader may take nothing before the lines still waiting are
 #: given up.
 CLOSE_STALL = 0.5
+#: The longest a stop waits for a reader that keeps reading (s): what is left then is given
+#: up (a stop is answered at once, whatever the load).
+STOP_MAX = 2.0
 #: How often the end of the input looks whether the writer has written everything (s).
 SETTLE_POLL = 0.02
 #: How long the writer waits for room in the pipe before it looks whether to go on (s).
@@ -280,7 +283,8 @@ class EventsSink(Sink):
             return
         start = time.monotonic()
         while writer.waiting and writer.error is None and not self.reader_gone:
-            if time.monotonic() - max(writer.progress, start) >= stall:
+            now = time.monotonic()
+            if now - max(writer.progress, start) >= stall or now - start >= STOP_MAX:
                 self._given_up += writer.give_up()
                 break
             await asyncio.sleep(SETTLE_POLL)
