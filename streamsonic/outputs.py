@@ -88,15 +88,20 @@ def shown(specs: Iterable[object]) -> str:
     return ", ".join(redact(str(spec)) for spec in specs)
 
 
+def written_file(spec: OutputSpec) -> str | None:
+    """The file an output writes (its real path), or None (an output that writes none)."""
+    return os.path.realpath(spec.arg) if spec.kind in ("file", "wav") and spec.arg else None
+
+
 def check_distinct_files(specs: Iterable[OutputSpec]) -> None:
     """UsageError when two outputs write one file (``-o file:d.mid -o d.mid``): the second
     set the first one's open file aside as ``d-1.mid`` while the first went on calling it
     ``d.mid`` (its "wrote" line named the wrong file), where one output does the job."""
     seen: dict[str, OutputSpec] = {}
     for spec in specs:
-        if spec.kind not in ("file", "wav") or not spec.arg:
+        path = written_file(spec)
+        if path is None:
             continue
-        path = os.path.realpath(spec.arg)
         first = seen.setdefault(path, spec)
         if first is not spec:
             raise UsageError(f"the outputs {first} and {spec} write the same file; "

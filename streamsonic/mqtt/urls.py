@@ -72,9 +72,9 @@ def split_url(url: str) -> BrokerUrl:
     password in it (it would show in ``ps`` and in logs), a '#' (MQTT's wildcard; a URL
     would silently cut the topic there)."""
     text = url.strip()
+    shown = repr(redact_url(text))
     if "://" not in text:
         text = "mqtt://" + text
-    shown = repr(redact(text))  # (with its scheme: a user name and password hide behind it)
     try:
         parts = urlsplit(text)
         port = parts.port

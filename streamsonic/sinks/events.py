@@ -58,6 +58,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import select
 import signal
@@ -274,34 +275,35 @@ class EventsSink(Sink):
 
     async def settle_stopping(self, stall: float = CLOSE_STALL) -> None:
         """A stop: write what waits while the reader takes it; once it has taken nothing
-        for ``stall`` seconds, give the rest up (counted, and what those lines owed stays
-        owed: the source is still open, so what was written is acknowledged, and nothing
-        is written that could not be)."""
-        self.flush()
-        writer = self._writer
-        if writer is None or self.failure is not None or self.reader_gone:
-            return
-        start = time.monotonic()
-        while writer.waiting and writer.error is None and not self.reader_gone:
-            now = time.monotonic()
-            if now - max(writer.progress, start) >= stall or now - start >= STOP_MAX:
-                self._given_up += writer.give_up()
-                break
-            await asyncio.sleep(SETTLE_POLL)
-        await asyncio.sleep(0)  # the callbacks of what was written run (acknowledgements)
-        await asyncio.sleep(0)
+        for ``stall`` seconds (or after STOP_MAX), give the rest up (counted, and what
+        those lines owed stays owed: the source is still open, so what was written is
+        acknowledged, and nothing is written that could not be)."""
+        writer = await self._written(stall, STOP_MAX)
+        if writer is not None and writer.waiting:
+            self._given_up += writer.give_up()
 
     async def settle(self) -> None:
         """Wait until the writer has written every line (or failed, or the reader went
         away): at the end of the input the reader gets every line however long it takes to
         read them; only a stop signal, or a daemon without a running end (``close`` with
         its CLOSE_STALL), gives lines up."""
+        await self._written(math.inf, math.inf)
+
+    async def _written(self, stall: float, most: float) -> _Writer | None:
+        """Hand on what is held and wait until the writer has written it, failed, or the
+        reader went away or has taken nothing for ``stall`` seconds, at most ``most``
+        seconds in all. The writer, where one is still writing."""
         self.flush()
         writer = self._writer
+        start = time.monotonic()
         while (writer is not None and writer.waiting and self.failure is None
                and not self.reader_gone and writer.error is None):
+            now = time.monotonic()
+            if now - max(writer.progress, start) >= stall or now - start >= most:
+                return writer
             await asyncio.sleep(SETTLE_POLL)
             self._check_writer()
+        return None
 
     def _close(self) -> None:
         self.flush()
