@@ -19,8 +19,8 @@ for _var in ("INVOCATION_ID", "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC"
 # 2 threads on a busy 2-core machine).
 torch.set_num_threads(1)
 
-pytest_plugins = ["tests.components", "tests.fixtures_jack", "tests.fixtures_mqtt",
-                  "tests.fixtures_nats"]
+pytest_plugins = ["tests.alone", "tests.components", "tests.fixtures_jack",
+                  "tests.fixtures_mqtt", "tests.fixtures_nats"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -173,6 +173,7 @@ def test_render_with_the_shipped_model_plays_varied_rhythm_the_data_its_pitch() 
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # fed at its pace: a neighbour's load makes rests of late samples
 def test_live_daemon_with_the_shipped_model_plays_varied_rhythm() -> None:
     """The real daemon, --rhythm model, the 300-sample series fed at up to 25 rows/s (faster
     than most of the model's onsets at 240 bpm): each note plays what arrived since the

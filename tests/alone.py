@@ -1,0 +1,49 @@
+"""Tests that must not share the machine with another test (``@pytest.mark.alone``).
+
+``scripts/test.sh`` runs pytest in two worker processes (pytest-xdist). Most tests wait on
+a daemon or a broker and do not mind a neighbour; a few judge timing that a neighbour's
+load upsets: JACK's dummy driver runs its period on the clock (a busy core makes it miss
+its deadline), the live rhythm test feeds samples at their pace. Each such test takes an
+exclusive lock on a file that every worker's other tests hold shared, so it runs while no
+other test does and no other test starts until it ends. Tests marked ``jack`` are alone
+too. Without workers (``-n 0``) there is no lock: every test is alone already.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("jack") is not None:
+            item.add_marker(pytest.mark.alone)
+
+
+def lock_path() -> Path | None:
+    """The lock file every worker of this run shares (None without workers)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        return None
+    return Path(tempfile.gettempdir()) / f"streamsonic-tests-{run}.lock"
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    path = lock_path()
+    if path is None:
+        yield
+        return
+    alone = request.node.get_closest_marker("alone") is not None
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
