@@ -352,11 +352,20 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="100, 1000, 2000 streams, 3 s each (about 2 minutes)")
-    parser.add_argument("--streams", default="100,500,1000,2000,3000,5000")
-    parser.add_argument("--sources", default="stdin,mqtt")
-    parser.add_argument("--targets", default="bare,daemon")
+    parser.add_argument("--streams", default="100,500,1000,2000,3000,5000",
+                        help="stream counts to try, comma-separated, in this order "
+                             "(default: %(default)s; --quick: 100,1000,2000)")
+    parser.add_argument("--sources", default="stdin,mqtt",
+                        help="inputs to measure, comma-separated: stdin, mqtt (a mosquitto "
+                             "started here, one topic per stream) (default: %(default)s)")
+    parser.add_argument("--targets", default="bare,daemon",
+                        help="what reads the input, comma-separated: bare (a Python process "
+                             "that only parses and prints, the floor), daemon (streamsonic "
+                             "run --output events) (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per row")
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of traffic before each row's measured seconds "
+                             "(default: %(default)s; --quick: 1)")
     parser.add_argument("--daemon-args", default="",
                         help="more arguments for the daemon, e.g. '--set clock.batch_window=0'")
     parser.add_argument("--keep-going", action="store_true",

@@ -184,11 +184,16 @@ def run(kind: str, repo: Path, port: int, topics: int, rate: float, seconds: flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--topics", type=int, default=1000)
+    parser.add_argument("--topics", type=int, default=1000,
+                        help="topics (one per stream) the publisher cycles through "
+                             "(default: %(default)s)")
     parser.add_argument("--rates", default="10000,20000,max",
                         help="messages/s to publish, comma-separated; 'max': unpaced")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--targets", default="source,bare")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="seconds of publishing per row (default: %(default)s)")
+    parser.add_argument("--targets", default="source,bare",
+                        help="subscribers to measure, comma-separated: source (MqttSource), "
+                             "bare (a bare paho subscriber) (default: %(default)s)")
     parser.add_argument("--repo", type=Path, default=REPO,
                         help="the checkout whose streamsonic the source target imports")
     parser.add_argument("--target", nargs=3, help=argparse.SUPPRESS)

@@ -84,9 +84,16 @@ def observe(cls: type, streams: int, values: list[float], rounds: int) -> list[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", default="auto")
-    parser.add_argument("--samples", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--mode", default="auto",
+                        help="normalization mode of the push timings: auto, rank, robust, "
+                             "minmax or zscore (the observe timings keep the configured "
+                             "mode) (default: %(default)s)")
+    parser.add_argument("--samples", type=int, default=20_000,
+                        help="samples in the series of the push timings "
+                             "(default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved rounds of every timing; median (min..max) is "
+                             "printed (default: %(default)s)")
     parser.add_argument("--streams", type=int, default=2000, help="0: skip observe")
     args = parser.parse_args()
     values = series(args.samples)

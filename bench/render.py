@@ -201,10 +201,17 @@ def measure(rows: int, columns: int, notes: int, repeat: int) -> dict[str, float
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=20000)
-    ap.add_argument("--columns", type=int, default=8)
-    ap.add_argument("--notes", type=int, default=20000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=20000,
+                    help="rows of each rendered column (the noise row: a quarter as many) "
+                         "(default: %(default)s)")
+    ap.add_argument("--columns", type=int, default=8,
+                    help="columns of the 'render, N columns' row (default: %(default)s)")
+    ap.add_argument("--notes", type=int, default=20000,
+                    help="notes played through each output for its us/note row "
+                         "(default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each measurement; the best (least CPU time) is shown "
+                         "(default: %(default)s)")
     ap.add_argument("--rev", action="append", default=[],
                     help="also measure this commit, in a worktree (repeatable)")
     ap.add_argument("--no-now", action="store_true",

@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--live", type=float, metavar="RATE",
                         help="the live path, fed RATE rows per second (default: render)")
     parser.add_argument("temperatures", type=float, nargs="*",
-                        default=[0.0, 1.0, 1.2, 1.3, 1.5])
+                        default=[0.0, 1.0, 1.2, 1.3, 1.5],
+                        help="model.rhythm_temperature values to compare, one summary "
+                             "each (default: 0 1 1.2 1.3 1.5)")
     args = parser.parse_args()
     seconds_per_beat = 60.0 / load_config(None).music.tempo
     for temperature in args.temperatures:

@@ -85,9 +85,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rev", default="HEAD", help="the revision to compare with")
     ap.add_argument("--notes", type=int, default=2000, help="notes per batch (one a stream)")
-    ap.add_argument("--batches", type=int, default=30)
+    ap.add_argument("--batches", type=int, default=30,
+                    help="batches played per measurement (default: %(default)s)")
     ap.add_argument("--interval", type=float, default=0.1, help="seconds between batches")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleaved rounds (alternating which revision goes first); "
+                         "medians are shown (default: %(default)s)")
     ap.add_argument("--outputs", default="events,events+file",
                     help="comma-separated output sets (events, file, joined by +)")
     ap.add_argument("--json", metavar="OUTPUTS", help=argparse.SUPPRESS)  # worker mode

@@ -446,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1000, help="topics (default 1000)")
     parser.add_argument("--churn", type=int, default=30,
                         help="streams retired for new names per minute (default 30)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the publisher's random values, spikes, timing and "
+                             "picks (default 0)")
     parser.add_argument("--fill", type=int, default=400,
                         help="samples per stream in a burst before the soak (and per new "
                              "name), so windows are full and memory at steady state; 0: none "

@@ -65,9 +65,15 @@ def timed(fn, n: int) -> list[float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--window", type=int, default=50)
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--samples", type=int, default=2000,
+                    help="timed samples per batch-1 row (the research's rows: a quarter, "
+                         "at least 200) (default: %(default)s)")
+    ap.add_argument("--window", type=int, default=50,
+                    help="steps in the research method's input window, re-run whole for "
+                         "every sample (default: %(default)s)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="where the network runs; cpu adds the compiled NumPy stepper's "
+                         "rows (default: %(default)s)")
     ap.add_argument("--batches", default="1,4,16,64,256,1024,4096",
                     help="batch sizes of the batch table (comma-separated; '' skips it)")
     ap.add_argument("--rounds", type=int, default=7, help="rounds per batch size")

@@ -130,8 +130,13 @@ def validation(kind: str, data: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="corpus folder of the throughput runs, and of the validation "
+                             "where a checkpoint's recorded folder is not there "
+                             "(default: %(default)s)")
+    parser.add_argument("--batches", type=int, default=12,
+                        help="timed training batches (32 windows each) per throughput run, "
+                             "after 2 warm-up (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved repeats; the best is shown (shared machines are noisy)")
     args = parser.parse_args()
