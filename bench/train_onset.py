@@ -1,6 +1,6 @@
 """Which onset encoding trains better: the research's cycle position or the gap in beats?
 
-    .venv/bin/python bench/train_onset.py [--epochs 12] [--seeds 2]
+    .venv/bin/python bench/train_onset.py [--epochs 30] [--seeds 2]
 
 The research encoded each note's onset as its position within a 20 s cycle (80 bins of
 0.25 s); streamsonic encodes the time from one onset to the next in beats (16 log-spaced

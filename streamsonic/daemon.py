@@ -21,6 +21,7 @@ import gc
 import logging
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,9 @@ CONDUCTOR_PREFIXES = ("music.", "normalize.", "clock.", "accent.", "streams.", "
 MQTT_OUTPUT_KEYS = ("mqtt.url", "mqtt.qos", "mqtt.client_id", "mqtt.protocol", "mqtt.username",
                     "mqtt.password", "mqtt.password_file", "mqtt.ca_file", "mqtt.cert_file",
                     "mqtt.key_file", "mqtt.keepalive")
+#: A stop signal that the event loop has not heard this many seconds after Python's handler
+#: saw it was lost on the way (its wake-up pipe was full): the daemon stops then.
+SIGNAL_LOST = 0.5
 _FILE_KEYS = ("output.flush_interval", "output.rotate_seconds", "output.rotate_bytes")
 #: Output kind -> the settings (prefixes of dotted keys) it is opened with: on reload an
 #: output whose settings changed is opened anew (the new one first, then the old closed).
@@ -251,6 +255,7 @@ class Daemon:
         self.reloads: Counter[str] = Counter()
         self.reload_error: str | None = None
         self._status_sent: str | None = None
+        self._signalled: tuple[str, float] | None = None  # (see _signal_seen)
 
     # -- what is shown (STATUS=, metrics) ----------------------------------------------------
     @property
@@ -378,6 +383,7 @@ class Daemon:
         consume = asyncio.create_task(engine.consume(aiter(source), holding, arrival))
         stopper = asyncio.create_task(self._stop.wait())
         housekeeping = asyncio.create_task(self._housekeeping(engine, source, scheduler))
+        signals = asyncio.create_task(self._watch_signals())
         try:
             done, _ = await asyncio.wait({consume, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if consume in done:
@@ -396,9 +402,9 @@ class Daemon:
                 else:
                     drain.cancel()
         finally:
-            for task in (consume, stopper, housekeeping):
+            for task in (consume, stopper, housekeeping, signals):
                 task.cancel()
-            for task in (consume, housekeeping):
+            for task in (consume, housekeeping, signals):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if self.stop_reason is not None:
@@ -450,7 +456,32 @@ class Daemon:
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+            # A second path for a stop: the loop learns of a signal from a byte that the
+            # signal writes to its self-pipe, and a full pipe loses it (every
+            # call_soon_threadsafe writes one too; a few hundred fill it while the loop is
+            # busy). Python's own handler, which the loop leaves a no-op, records it, and
+            # _watch_signals acts on a record the loop has not heard of (SIGNAL_LOST).
+            signal.signal(sig, self._signal_seen)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _signal_seen(self, signum: int, _frame: object) -> None:
+        """(Python's handler of SIGINT and SIGTERM: in the main thread, between two
+        bytecodes.) Remember the first one and when it came."""
+        if self._signalled is None:
+            self._signalled = (signal.Signals(signum).name, time.monotonic())
+
+    async def _watch_signals(self) -> None:
+        """A stop signal that the loop has not heard SIGNAL_LOST seconds after it came
+        (see :meth:`_install_signals`) stops the daemon then."""
+        while True:
+            await asyncio.sleep(SIGNAL_LOST / 2)
+            if self._signalled is None or self.stop_reason is not None:
+                continue
+            name, when = self._signalled
+            if time.monotonic() - when >= SIGNAL_LOST:
+                log.warning("%s came while the event loop's wake-up pipe was full; "
+                            "stopping now", name)
+                self.request_stop(name)
 
     def _calm_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         """While it exits, until its loop closes (which gives the signals back): SIGINT,

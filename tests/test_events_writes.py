@@ -12,6 +12,7 @@ import array
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -467,3 +468,52 @@ def test_a_stop_gives_up_what_waits_and_nothing_is_written_after_it(stalled_pipe
     time.sleep(0.3)
     assert drain(r) == b""  # nothing more came
     assert first.endswith(b"\n")
+
+
+def test_acknowledgements_due_while_the_loop_is_busy_leave_room_for_a_signal(
+        stalled_pipe: Pipe) -> None:
+    """2,000 notes, each with its acknowledgement waiting for its line (QoS 1): the reader
+    takes them all while the event loop is busy. Their callbacks come due on the loop
+    in one wake-up, not one each: each call_soon_threadsafe writes a byte to the loop's
+    self-pipe, where signals wake it too; a few hundred fill it, and a SIGTERM that found it
+    full was lost ("Exception ignored when trying to write to the signal wakeup fd"; a
+    daemon of test_sigkill_with_messages_in_flight_loses_nothing ran on after SIGTERM)."""
+    r, w = stalled_pipe.r, stalled_pipe.w
+    n = 2000
+
+    def read_lines() -> None:
+        os.set_blocking(r, True)
+        got = 0
+        while got < n and (chunk := os.read(r, 65536)):
+            got += chunk.count(b"\n")
+
+    async def run() -> tuple[bool, list[int]]:
+        loop = asyncio.get_running_loop()
+        sink = EventsSink(fd=w)
+        scheduler = Scheduler(loop, [sink])
+        signalled = asyncio.Event()
+        loop.add_signal_handler(signal.SIGUSR1, signalled.set)
+        order: list[int] = []
+        try:
+            for i in range(n):
+                scheduler.play(_note_at(loop.time(), i))
+                scheduler.when_written(functools.partial(order.append, i))
+            await asyncio.sleep(0.3)  # handed over; the writer waits on the full pipe
+            assert not order
+            reader = threading.Thread(target=read_lines, daemon=True)
+            reader.start()
+            reader.join(20)  # (the loop is busy meanwhile: every callback comes due)
+            assert not reader.is_alive()
+            time.sleep(0.2)  # (the writer's last callbacks)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signalled.wait(), 2.0)
+            await asyncio.sleep(0.1)
+            return signalled.is_set(), order
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+            scheduler.close()
+
+    heard, order = asyncio.run(run())
+    assert heard, "the signal was lost"
+    assert order == list(range(n))  # every acknowledgement, in the order of the lines

@@ -51,7 +51,8 @@ class Daemon:
             self._reading.set()
         self._out_thread = threading.Thread(target=self._read_out, daemon=True)
         self._out_thread.start()
-        threading.Thread(target=self._read_err, daemon=True).start()
+        self._err_thread = threading.Thread(target=self._read_err, daemon=True)
+        self._err_thread.start()
 
     def _read_out(self) -> None:
         assert self.proc.stdout is not None
@@ -101,10 +102,17 @@ class Daemon:
         return out
 
     def stop(self) -> int:
-        """SIGTERM, wait; the exit status."""
+        """SIGTERM, wait; the exit status (a daemon still running after WAIT is killed and
+        the test fails with its log)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=WAIT)
+        try:
+            return self.proc.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self._err_thread.join(WAIT)
+            pytest.fail(f"the daemon did not exit within {WAIT} s of SIGTERM:\n"
+                        + "\n".join(self.log[-60:]))
 
     def kill(self) -> None:
         """SIGKILL, as a crash would, and wait."""

@@ -88,3 +88,65 @@ def test_sighup_while_the_model_loads_reloads_once_running(
             proc.wait()
     assert proc.returncode == 0, err.decode(errors="replace")
     assert len(out.decode().splitlines()) >= 3
+
+
+#: A daemon whose input, at its 50th sample, holds the event loop while another thread
+#: fills the loop's self-pipe with wake-ups and then sends the process SIGTERM (a signal
+#: reaches the loop as one more byte on that pipe: full, it is lost); the input goes on
+#: for 20 s after that.
+FLOODED = """
+import asyncio, os, signal, sys, threading, time
+from streamsonic.config import load_config
+from streamsonic.daemon import run_daemon
+from streamsonic.events import Sample
+
+class Flooded:
+    def __init__(self, config):
+        self.n = 0
+    async def __aenter__(self):
+        return self
+    async def __aexit__(self, *exc):
+        pass
+    def __aiter__(self):
+        return self
+    async def __anext__(self):
+        self.n += 1
+        if self.n == 50:
+            loop = asyncio.get_running_loop()
+            def flood():
+                for _ in range(5000):
+                    loop.call_soon_threadsafe(lambda: None)
+                os.kill(os.getpid(), signal.SIGTERM)
+            thread = threading.Thread(target=flood)
+            thread.start()
+            thread.join()
+            print("SENT", time.monotonic(), file=sys.stderr, flush=True)
+        if self.n > 2050:
+            raise StopAsyncIteration
+        await asyncio.sleep(0.01)
+        return Sample("s", time.time(), float(self.n % 7))
+    @property
+    def stats(self):
+        return {}
+
+status = run_daemon(load_config(None, {"daemon.log_level": "info"}), ["events"],
+                    open_input=Flooded)
+print("EXIT", status, time.monotonic(), file=sys.stderr, flush=True)
+"""
+
+
+def test_sigterm_lost_on_a_full_wake_up_pipe_still_stops_the_daemon(tmp_path: Path) -> None:
+    """The loop never hears the SIGTERM (its self-pipe was full: "Exception ignored when
+    trying to write to the signal wakeup fd"); Python's own handler saw it, and the daemon
+    stops half a second later (it played on to the end of its input before: 20 s)."""
+    (tmp_path / "empty.toml").write_text("")
+    env = {**os.environ, "STREAMSONIC_CONFIG": str(tmp_path / "empty.toml")}
+    proc = subprocess.run([sys.executable, "-c", FLOODED], capture_output=True, text=True,
+                          env=env, timeout=120, check=False, stdin=subprocess.DEVNULL)
+    err = proc.stderr
+    assert proc.returncode == 0, err
+    sent = float(err.split("SENT ", 1)[1].split()[0])
+    exited = float(err.split("EXIT ", 1)[1].split()[-1])
+    assert "signal wakeup fd" in err  # (the way the signal was lost)
+    assert "SIGTERM came while the event loop's wake-up pipe was full" in err
+    assert exited - sent < 5.0, err[-2000:]

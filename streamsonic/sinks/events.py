@@ -375,6 +375,8 @@ class _Writer:
         # (lines handed when asked, the loop, the callback): run on the loop once written
         self._waiters: deque[tuple[int, asyncio.AbstractEventLoop, Callable[[], None]]] = (
             deque())
+        # Callbacks due, per loop, that one pending call_soon_threadsafe runs (_run_ready).
+        self._ready: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
 
     def when_done(self, lines: int, loop: asyncio.AbstractEventLoop,
                   callback: Callable[[], None]) -> bool:
@@ -389,12 +391,35 @@ class _Writer:
             return True
 
     def _call_back(self, everything: bool = False) -> None:
-        """(Holding the lock.) Call back the waiters whose lines are written."""
+        """(Holding the lock.) Call back the waiters whose lines are written: on their
+        loop, all that are due at once in one call (:meth:`_run_ready`), at most one
+        waiting per loop. Each ``call_soon_threadsafe`` writes a byte to the loop's
+        self-pipe, which is also where signals wake it: one byte per acknowledgement filled
+        it while the loop was busy (a few hundred bytes fill a socket pair), and a SIGTERM
+        that found it full was lost ("Exception ignored when trying to write to the signal
+        wakeup fd"), the daemon running on."""
         waiters = self._waiters
         while waiters and (everything or waiters[0][0] <= self.done):
             _, loop, callback = waiters.popleft()
-            with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits
-                loop.call_soon_threadsafe(callback)
+            ready = self._ready.get(loop)
+            if ready is None:
+                try:
+                    loop.call_soon_threadsafe(self._run_ready, loop)
+                except RuntimeError:  # its loop closed: nobody waits
+                    continue
+                ready = self._ready[loop] = []
+            ready.append(callback)
+
+    def _run_ready(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(On ``loop``.) Run the callbacks due on it, in the order their lines were
+        written."""
+        with self._cond:
+            callbacks = self._ready.pop(loop, [])
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # (as the loop does with a handle's: the others still run)
+                log.exception("output events: a callback after a write failed")
 
     def put(self, data: bytes, lines: int, block: bool) -> bool:
         """Queue ``data`` (``lines`` whole lines). False: it does not fit and ``block`` is
