@@ -255,7 +255,7 @@ class Daemon:
         self.reloads: Counter[str] = Counter()
         self.reload_error: str | None = None
         self._status_sent: str | None = None
-        self._signalled: tuple[str, float] | None = None  # (see _signal_seen)
+        self._unheard: dict[str, float] = {}  # signal -> when it came (_signal_seen)
 
     # -- what is shown (STATUS=, metrics) ----------------------------------------------------
     @property
@@ -454,34 +454,39 @@ class Daemon:
                          _fmt_stats(engine.stats), _fmt_stats(source.stats))
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
-            # A second path for a stop: the loop learns of a signal from a byte that the
-            # signal writes to its self-pipe, and a full pipe loses it (every
-            # call_soon_threadsafe writes one too; a few hundred fill it while the loop is
-            # busy). Python's own handler, which the loop leaves a no-op, records it, and
-            # _watch_signals acts on a record the loop has not heard of (SIGNAL_LOST).
+        # The loop learns of a signal from a byte that the signal writes to its self-pipe,
+        # and a full pipe loses it (every call_soon_threadsafe writes one too; a few
+        # hundred fill it while the loop is busy). So Python's own handler, which the loop
+        # leaves a no-op, records each one as well, the loop's handler takes the record
+        # back, and _watch_signals acts on a record the loop has not heard of.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._heard, sig.name)
             signal.signal(sig, self._signal_seen)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _heard(self, name: str) -> None:
+        """The loop's handler of SIGINT and SIGTERM (a stop) and SIGHUP (a reload)."""
+        self._unheard.pop(name, None)
+        if name == "SIGHUP":
+            self._reload()
+        else:
+            self.request_stop(name)
 
     def _signal_seen(self, signum: int, _frame: object) -> None:
-        """(Python's handler of SIGINT and SIGTERM: in the main thread, between two
-        bytecodes.) Remember the first one and when it came."""
-        if self._signalled is None:
-            self._signalled = (signal.Signals(signum).name, time.monotonic())
+        """(Python's handler of the same signals: in the main thread, between two
+        bytecodes.) Remember when it came, until the loop hears of it."""
+        self._unheard.setdefault(signal.Signals(signum).name, time.monotonic())
 
     async def _watch_signals(self) -> None:
-        """A stop signal that the loop has not heard SIGNAL_LOST seconds after it came
-        (see :meth:`_install_signals`) stops the daemon then."""
+        """A signal that the loop has not heard of SIGNAL_LOST seconds after it came (see
+        :meth:`_install_signals`) is acted on then."""
         while True:
             await asyncio.sleep(SIGNAL_LOST / 2)
-            if self._signalled is None or self.stop_reason is not None:
-                continue
-            name, when = self._signalled
-            if time.monotonic() - when >= SIGNAL_LOST:
-                log.warning("%s came while the event loop's wake-up pipe was full; "
-                            "stopping now", name)
-                self.request_stop(name)
+            now = time.monotonic()
+            for name, when in list(self._unheard.items()):
+                if now - when >= SIGNAL_LOST:
+                    log.warning("%s came while the event loop's wake-up pipe was full; "
+                                "acting on it now", name)
+                    self._heard(name)
 
     def _calm_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         """While it exits, until its loop closes (which gives the signals back): SIGINT,

@@ -91,14 +91,17 @@ def test_sighup_while_the_model_loads_reloads_once_running(
 
 
 #: A daemon whose input, at its 50th sample, holds the event loop while another thread
-#: fills the loop's self-pipe with wake-ups and then sends the process SIGTERM (a signal
-#: reaches the loop as one more byte on that pipe: full, it is lost); the input goes on
-#: for 20 s after that.
+#: fills the loop's self-pipe with wake-ups and then sends the process a signal (argv[1]; a
+#: signal reaches the loop as one more byte on that pipe: full, it is lost); the input goes
+#: on for argv[2] samples 10 ms apart after that.
 FLOODED = """
-import asyncio, os, signal, sys, threading, time
+import asyncio, logging, os, signal, sys, threading, time
 from streamsonic.config import load_config
 from streamsonic.daemon import run_daemon
 from streamsonic.events import Sample
+
+SIG, AFTER = getattr(signal, sys.argv[1]), int(sys.argv[2])
+logging.basicConfig(level=logging.INFO)
 
 class Flooded:
     def __init__(self, config):
@@ -116,12 +119,12 @@ class Flooded:
             def flood():
                 for _ in range(5000):
                     loop.call_soon_threadsafe(lambda: None)
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), SIG)
             thread = threading.Thread(target=flood)
             thread.start()
             thread.join()
             print("SENT", time.monotonic(), file=sys.stderr, flush=True)
-        if self.n > 2050:
+        if self.n > 50 + AFTER:
             raise StopAsyncIteration
         await asyncio.sleep(0.01)
         return Sample("s", time.time(), float(self.n % 7))
@@ -135,18 +138,37 @@ print("EXIT", status, time.monotonic(), file=sys.stderr, flush=True)
 """
 
 
+def _flooded(tmp_path: Path, sig: str, after: int) -> str:
+    """Run FLOODED with ``sig``; its stderr (exit 0 asserted)."""
+    config = tmp_path / "streamsonic.toml"
+    config.write_text("")
+    env = {**os.environ, "STREAMSONIC_CONFIG": str(config)}
+    proc = subprocess.run([sys.executable, "-c", FLOODED, sig, str(after)],
+                          capture_output=True, text=True, env=env, timeout=120, check=False,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "signal wakeup fd" in proc.stderr  # (the way the signal was lost)
+    return proc.stderr
+
+
+def _at(err: str, word: str) -> float:
+    """The time printed after ``word`` (the last number on its line)."""
+    return float(err.split(f"{word} ", 1)[1].split("\n", 1)[0].rsplit(maxsplit=1)[-1])
+
+
 def test_sigterm_lost_on_a_full_wake_up_pipe_still_stops_the_daemon(tmp_path: Path) -> None:
     """The loop never hears the SIGTERM (its self-pipe was full: "Exception ignored when
     trying to write to the signal wakeup fd"); Python's own handler saw it, and the daemon
-    stops half a second later (it played on to the end of its input before: 20 s)."""
-    (tmp_path / "empty.toml").write_text("")
-    env = {**os.environ, "STREAMSONIC_CONFIG": str(tmp_path / "empty.toml")}
-    proc = subprocess.run([sys.executable, "-c", FLOODED], capture_output=True, text=True,
-                          env=env, timeout=120, check=False, stdin=subprocess.DEVNULL)
-    err = proc.stderr
-    assert proc.returncode == 0, err
-    sent = float(err.split("SENT ", 1)[1].split()[0])
-    exited = float(err.split("EXIT ", 1)[1].split()[-1])
-    assert "signal wakeup fd" in err  # (the way the signal was lost)
+    stops half a second later (it played on to the end of its input before: 23 s)."""
+    err = _flooded(tmp_path, "SIGTERM", 2000)
     assert "SIGTERM came while the event loop's wake-up pipe was full" in err
-    assert exited - sent < 5.0, err[-2000:]
+    assert "stopped:" in err
+    assert _at(err, "EXIT") - _at(err, "SENT") < 5.0, err[-2000:]
+
+
+def test_sighup_lost_on_a_full_wake_up_pipe_still_reloads(tmp_path: Path) -> None:
+    """The same with SIGHUP: the configuration is reloaded half a second later, once (it
+    was not reloaded at all before)."""
+    err = _flooded(tmp_path, "SIGHUP", 300)
+    assert "SIGHUP came while the event loop's wake-up pipe was full" in err
+    assert err.count("reloaded configuration") == 1, err[-2000:]
