@@ -27,7 +27,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def lock_path() -> Path | None:
-    """The lock file every worker of this run shares (None without workers)."""
+    """The lock file every worker of this run shares (None without workers); its gate is
+    the same path with ``.gate`` added."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if not run:
         return None
@@ -41,9 +42,16 @@ def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     alone = request.node.get_closest_marker("alone") is not None
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+    with path.open("a") as lock, path.with_name(path.name + ".gate").open("a") as gate:
+        # Through the gate one at a time: a test that waits to be alone holds the gate
+        # until it is, so the other worker's next tests wait behind it instead of taking
+        # the shared lock one after another for ever (flock does not queue fairly).
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_UN)
