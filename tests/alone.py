@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,18 +25,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.alone)
 
 
-def lock_path() -> Path | None:
-    """The lock file every worker of this run shares (None without workers); its gate is
-    the same path with ``.gate`` added."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if not run:
+def lock_path(factory: pytest.TempPathFactory) -> Path | None:
+    """The lock file every worker of this run shares (None without workers): in the run's
+    temporary folder, above each worker's own (pytest removes old runs' folders); its gate
+    is the same path with ``.gate`` added."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         return None
-    return Path(tempfile.gettempdir()) / f"streamsonic-tests-{run}.lock"
+    return factory.getbasetemp().parent / "alone.lock"
 
 
 @pytest.fixture(autouse=True)
-def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
-    path = lock_path()
+def _alone_when_marked(request: pytest.FixtureRequest,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    path = lock_path(tmp_path_factory)
     if path is None:
         yield
         return
