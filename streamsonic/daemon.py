@@ -70,8 +70,9 @@ CONDUCTOR_PREFIXES = ("music.", "normalize.", "clock.", "accent.", "streams.", "
 MQTT_OUTPUT_KEYS = ("mqtt.url", "mqtt.qos", "mqtt.client_id", "mqtt.protocol", "mqtt.username",
                     "mqtt.password", "mqtt.password_file", "mqtt.ca_file", "mqtt.cert_file",
                     "mqtt.key_file", "mqtt.keepalive")
-#: A stop signal that the event loop has not heard this many seconds after Python's handler
-#: saw it was lost on the way (its wake-up pipe was full): the daemon stops then.
+#: A SIGINT, SIGTERM or SIGHUP that the event loop has not heard of this many seconds after
+#: Python's handler saw it was lost on the way (its wake-up pipe was full): the daemon acts
+#: on it then (a stop, a reload).
 SIGNAL_LOST = 0.5
 _FILE_KEYS = ("output.flush_interval", "output.rotate_seconds", "output.rotate_bytes")
 #: Output kind -> the settings (prefixes of dotted keys) it is opened with: on reload an

@@ -311,7 +311,7 @@ def rss_kib(pid: int) -> int:
 
 
 #: Distinct names fed to the daemon (STREAMSONIC_TEST_NAMES to change it: 10**6 took 73 s
-#: to evict, 200,000 takes 15; RSS stayed within 2 MiB at 300,000).
+#: to evict, 200,000 about 25; RSS stayed within 2 MiB at 300,000).
 NAMES = int(os.environ.get("STREAMSONIC_TEST_NAMES", "200000"))
 #: After the first tenth of them, RSS may grow by at most this much (a leak of even 100
 #: bytes a name would add 17 MiB).
