@@ -31,6 +31,12 @@ spread: their first change scores 1. Cost per sample: O(n) in a compiled kernel
 (:mod:`streamsonic.anomaly_kernel`: sorted windows of ``history`` residuals, a binary
 search and a move of memory each), a few microseconds. Never NaN, always in 0..1.
 
+**A season** (:mod:`streamsonic.season`): a change that comes back every period (found in
+the stream's changes) at its time, to a level the period holds, is expected: it scores the
+season's z instead; a change the season forecasts that does not come scores that z if
+higher. A positive stream judged on logs that falls to 0 or below lies infinitely far
+below on its own scale: it scores 1.
+
 **Calibrated to the stream's own tail.** How unusual a given z is depends on the stream:
 residuals close to Gaussian exceed 3 robust sigmas in about 1% of samples or fewer, those
 of a stock index or an EEG in 4-8%. Each stream keeps the share of its samples whose
@@ -56,6 +62,7 @@ import math
 from array import array
 
 from streamsonic import anomaly_kernel as kernel
+from streamsonic.season import Season
 
 #: Robust z at which the score is 0.5 (the default accent threshold).
 Z_REF = 5.0
@@ -143,8 +150,8 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_episode", "_kind", "_scale", "_state", "_tail", "_tail_n", "_tail_seen",
-                 "_whole", "history", "z_ref")
+    __slots__ = ("_episode", "_kind", "_scale", "_season", "_state", "_tail", "_tail_n",
+                 "_tail_seen", "_whole", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -163,6 +170,8 @@ class AnomalyScorer:
         self._tail_seen = 0.0
         # Samples left of the current anomaly's episode (not counted in the tail).
         self._episode = 0
+        # The stream's season (a period in its changes: what it explains is expected).
+        self._season = Season()
 
     @property
     def log_scale(self) -> bool:
@@ -185,16 +194,22 @@ class AnomalyScorer:
             return 1.0
         return min(1.0, max(0.0, math.log(rate / RATE_LIGHT) / _LOG_SPAN))
 
-    def update(self, value: float, overflow: float = 0.0) -> tuple[float, int]:
+    def update(self, value: float, overflow: float = 0.0, season: bool = True
+               ) -> tuple[float, int]:
         """Score ``value`` (then remember it): ``(score 0..1, direction -1/0/+1)``.
 
         ``overflow`` is how far the value lies beyond the ordinary range, in range widths
-        (0 inside it; negative below, positive above).
+        (0 inside it; negative below, positive above). ``season``: whether the stream's
+        season judges too (:mod:`streamsonic.season`; it learns either way, so that turning
+        it on takes effect at once).
         """
         whole = self._whole = self._whole and _is_count(value)
+        fell = False  # a positive stream, judged on logs, fell to 0 or below
         if self._kind == LOG and value <= 0.0:
             # a value the log cannot take: a count's 0 on the logs of one more, else raw
-            # values for good
+            # values for good (residuals afresh: this one is judged on the logs, where it
+            # lies infinitely far below)
+            fell = not whole
             self._set_scale(LOG1P if whole else RAW)
         elif self._kind >= LOG1P and not whole:
             self._set_scale(RAW)  # not a count: raw values for good
@@ -227,11 +242,19 @@ class AnomalyScorer:
         if z_level > z_res:
             direction = 1 if overflow > 0 else -1
         z = max(z_res, z_level)
+        if fell:
+            z, direction = math.inf, -1
         # Until the stream's scale is decided its history is short and maybe the wrong
         # kind (a heavy tail seen raw): judge it more cautiously.
         z_ref = self.z_ref * (WARMUP_CAUTION if self._scale.early else 1.0)
-        if z >= EPISODE_Z * z_ref:
-            self._episode = EPISODE
+        if z >= EPISODE_Z * z_ref:  # (the forecasts' surprise: an expected change's
+            self._episode = EPISODE  # aftermath is no more the stream's tail than any)
+        # A change that comes back every period is expected; one that does not come is news.
+        if decided is not None:
+            u = _FORWARD[self._kind](value)  # (on the new scale: its season starts over)
+        judged, seasonal = self._season.judge(u, z)
+        if season:
+            z, direction = judged, seasonal or direction
         return score_of(z, z_ref), direction if z > 0 else 0
 
     def _set_scale(self, kind: int) -> None:
@@ -242,6 +265,7 @@ class AnomalyScorer:
         if kind == RAW:  # (raw for good)
             self._scale.stop()
         self._tail_n = self._tail_seen = 0.0
+        self._season.clear()
         kernel.set_values(self._state, [forward(back(u)) for u in kernel.values(self._state)])
         kernel.clear(self._state)
 

@@ -540,7 +540,7 @@ class Conductor:
         st.samples += 1
         position = self._position(st, value)
         beyond = position - 1.0 if position > 1.0 else min(position, 0.0)
-        anomaly, direction = st.scorer.update(value, beyond)
+        anomaly, direction = st.scorer.update(value, beyond, self.config.accent.season)
         if st.scorer.log_scale and not st.log:
             # A positive stream that varies by multiples (the scorer decided): its pitch
             # follows the log too, so a geometric decline plays as a steady line.

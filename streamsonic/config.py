@@ -225,6 +225,7 @@ class AccentConfig:
     threshold: float = 0.5
     refractory: int = 4
     schedule: int = 0
+    season: bool = True
     velocity: int = 127
     earcon: bool = True
     earcon_channel: int = 10

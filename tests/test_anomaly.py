@@ -340,6 +340,34 @@ def test_a_count_with_rare_zeros_is_not_on_logs_after_a_zero() -> None:
         assert scorer.scale in (LOG1P, ROOT), seed
 
 
+def test_a_positive_stream_that_falls_to_zero_is_accented(
+        random_pitch_checkpoint: Path) -> None:
+    """A positive stream judged on logs (latencies, a price, a machine's load) that reads 0
+    or less: the log cannot take it, so it moves to raw values for good, its residuals
+    start afresh, and the value was judged against none (score 0.02: a sensor's dropout to
+    0, the commonest, was silent). Infinitely far below on the stream's own scale: it
+    scores 1, below what was expected, and is accented; the values after it are judged as
+    ever (raw)."""
+    on_logs = 0
+    for seed in range(6):
+        x = np.random.default_rng(seed).lognormal(3.0, 0.8, 400)
+        x[300:303] = 0.0
+        scorer = AnomalyScorer()
+        scored = [scorer.update(float(v)) for v in x[:300]]
+        if not scorer.log_scale:
+            continue  # (its sample did not lean right enough: judged raw, 0 is ordinary)
+        on_logs += 1
+        scored += [scorer.update(float(v)) for v in x[300:]]
+        assert scored[300] == (1.0, -1), seed
+        assert scorer.scale == RAW
+        conductor = _conductor(random_pitch_checkpoint)
+        readings = [conductor.observe(Sample("load", float(i), float(v)))
+                    for i, v in enumerate(x)]
+        assert readings[300].accent and readings[300].direction == -1, seed
+        assert not any(r.accent for r in readings[301:303])  # (one anomaly, going on)
+    assert on_logs >= 3
+
+
 def test_readings_in_tenths_are_judged_by_their_steps() -> None:
     """A slow drift read to a tenth of a degree mostly repeats its last reading: a step of
     one tenth is ordinary, a jump of 3 degrees is not."""
