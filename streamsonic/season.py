@@ -26,10 +26,10 @@ whose surprise is ``z`` (:meth:`Season.judge`):
   more than ``STEP_Z`` of its sigmas from the last value) to a level it holds for the next
   ``HOLD`` samples, and ``u`` makes it (its seasonal z at most ``EXPLAINED``), ``u`` scores
   its seasonal z; so do the next ``HOLD`` values while they stay where the season says and
-  it forecasts no new change (the short forecasts catch up). A change that the season undoes within ``HOLD`` samples (a
-  spike, a short dropout, at the same time every period) is not explained: an anomaly that
-  recurs on a timetable is accented every time (``accent.schedule`` is the opt-in for
-  those; see :mod:`streamsonic.conductor`).
+  it forecasts no new change (the short forecasts catch up). A change that the season
+  undoes within ``HOLD`` samples (a spike, a short dropout, at the same time every period)
+  is not explained: an anomaly that recurs on a timetable is accented every time
+  (``accent.schedule`` is the opt-in for those; see :mod:`streamsonic.conductor`).
 * **An expected change that does not come is one.** When the season forecasts such a change
   and ``u`` stays where the stream was (not half way there, at none of the three lags),
   ``u`` scores its seasonal z if that is larger: the morning the machine did not start.
