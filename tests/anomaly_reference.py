@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 from streamsonic.anomaly import LOG, LOG1P, RAW, ROOT, ScaleWatch, score_of
+from streamsonic.season import Season
 
 #: Robust z at which the score is 0.5 (the default accent threshold).
 Z_REF = 5.0
@@ -122,7 +123,8 @@ class AnomalyScorer:
     """
 
     __slots__ = ("_anomalies", "_changes", "_episode", "_hist", "_kind", "_moves",
-                 "_recent_z", "_residuals", "_scale", "_tail", "_whole", "history", "z_ref")
+                 "_recent_z", "_residuals", "_scale", "_season", "_tail", "_whole",
+                 "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -139,6 +141,7 @@ class AnomalyScorer:
         self._anomalies = 0.0  # a count of anomalies, decaying over `history` samples
         self._tail = [0.0, 0.0]  # decaying counts: moderately unusual z, samples judged
         self._episode = 0  # samples left of an anomaly's episode (not counted in the tail)
+        self._season = Season()
         # Whether the stream is judged on the log of its values, of one more, or on a
         # count's root (the daemon's own ScaleWatch, decided apart from the arithmetic this
         # file holds the kernel to).
@@ -163,6 +166,7 @@ class AnomalyScorer:
         (0 inside it; negative below, positive above).
         """
         self._whole = self._whole and value >= 0.0 and value == math.floor(value)
+        fell = self._kind == LOG and value <= 0.0 and not self._whole
         if self._kind == LOG and value <= 0.0:
             self._set_scale(LOG1P if self._whole else RAW)  # the log cannot take it
         elif self._kind in (LOG1P, ROOT) and not self._whole:
@@ -236,11 +240,17 @@ class AnomalyScorer:
         if z_level > z_res:
             direction = 1 if overflow > 0 else -1
         z = max(z_res, z_level)
+        if fell:  # infinitely far below on the logs it was judged on
+            z, direction = math.inf, -1
         # Until the stream's scale is decided its history is short and maybe the wrong
         # kind (a heavy tail seen raw): judge it more cautiously.
         z_ref = self.z_ref * (WARMUP_CAUTION if self._scale.early else 1.0)
         if z >= EPISODE_Z * z_ref:
             self._episode = EPISODE  # the samples of an anomaly's episode, uncounted
+        # The season (streamsonic.season, plain Python in both: not what the kernel
+        # replaced), on the values of the scale the stream is judged on now.
+        z, seasonal = self._season.judge(TO_SCALE[self._kind](value), z)
+        direction = seasonal or direction
         return score_of(z, z_ref), direction if z > 0 else 0
 
     def _set_scale(self, kind: int) -> None:
@@ -256,6 +266,7 @@ class AnomalyScorer:
         self._recent_z.clear()
         self._anomalies = 0.0
         self._tail = [0.0, 0.0]
+        self._season.clear()
 
 
 def _surprise(residuals: list[float], spreads: list[tuple[float, float, float]]

@@ -33,6 +33,9 @@ def _series() -> dict[str, np.ndarray]:
         "lognormal (log scale)": rng.lognormal(0, 1, 800),
         "log scale, then a value <= 0": np.concatenate(
             [rng.lognormal(0, 1, 300), [0.0], rng.lognormal(0, 1, 300)]),
+        "a day of steps (the season)": np.tile(
+            np.repeat([20.0, 68.0, 80.0, 32.0, 20.0], [18, 6, 12, 6, 6]), 30)
+        + rng.normal(0, 0.5, 1440),
         "counts": rng.poisson(3, 800).astype(float),
         "sparse counts (mostly 0: the quantum's floor)": rng.poisson(0.1, 1500).astype(float),
         "readings in tenths": np.round(20 + np.cumsum(rng.normal(0, 0.05, 800)), 1),
