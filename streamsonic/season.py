@@ -37,9 +37,10 @@ whose surprise is ``z`` (:meth:`Season.judge`):
 
 Cost per sample: a store into a ring and, with a period, a few medians of three (a few
 microseconds); every ``EVERY_FULL`` samples one FFT of ``2 * WINDOW`` points (82 µs). Memory:
-the ring grows with the stream, at most ``WINDOW`` doubles (8 KiB). Values are finite;
-a residual too large for a float (values near 1e308) disables the season rather than
-giving NaN.
+a few values for a stream of a few samples, ``WINDOW`` doubles (8 KiB) from its
+``EVERY``-th (all at once, so that it does not grow for an hour on a slow stream). Values
+are finite; a residual too large for a float (values near 1e308) disables the season
+rather than giving NaN.
 """
 
 from __future__ import annotations
@@ -174,20 +175,25 @@ class Season:
         self._plain += weight * (plain - self._plain)
 
     def _remember(self, u: float) -> None:
-        ring = self._ring
-        if len(ring) < WINDOW:
+        ring, n = self._ring, self._n
+        if len(ring) == WINDOW:
+            ring[n % WINDOW] = u
+        elif len(ring) < EVERY - 1:  # (a stream of a few samples keeps a few)
             ring.append(u)
-        else:
-            ring[self._n % WINDOW] = u
-        n = self._n = self._n + 1
+        else:  # all of it at once, at the first search: its memory does not grow after
+            full = array("d", bytes(8 * WINDOW))
+            full[:n] = ring
+            full[n] = u
+            self._ring = full
+        n = self._n = n + 1
         if n % (EVERY if n <= WINDOW else EVERY_FULL) == 0 and n >= 6 * PERIOD_MIN:
             self._find_period()
 
     def _find_period(self) -> None:
         """Look for the period in the changes of the values kept (see the module)."""
-        values = np.frombuffer(self._ring, dtype=np.float64)
-        if len(values) == WINDOW:
-            values = np.roll(values, -(self._n % WINDOW))  # oldest first
+        kept = np.frombuffer(self._ring, dtype=np.float64)
+        seen = self._n
+        values = kept[:seen] if seen < WINDOW else np.roll(kept, -(seen % WINDOW))  # oldest first
         found = 0
         with np.errstate(over="ignore", invalid="ignore"):  # (values near 1e308: none)
             changes = np.diff(values)

@@ -164,9 +164,17 @@ def test_a_spike_the_season_forecasts_is_accented_after_an_expected_change(
 
 def test_the_season_keeps_a_bounded_window_and_starts_over_on_a_new_scale() -> None:
     season = Season()
-    for v in days(40):
+    x = days(40)
+    for v in x[:10]:
         season.judge(float(v), 1.0)
-    assert len(season._ring) == WINDOW
+    assert len(season._ring) == 10  # (a stream of a few samples keeps a few)
+    for v in x[10:100]:
+        season.judge(float(v), 1.0)
+    ring = season._ring
+    assert len(ring) == WINDOW  # all of it at once: its memory does not grow after
+    for v in x[100:]:
+        season.judge(float(v), 1.0)
+    assert season._ring is ring and len(ring) == WINDOW
     assert season.period == PERIOD
     season.clear()
     assert season.period == 0 and len(season._ring) == 0
