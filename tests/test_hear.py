@@ -19,6 +19,7 @@ import numpy as np
 from streamsonic.config import load_config
 from streamsonic.outputs import parse_output
 from streamsonic.render import Series, render_notes
+from tests.test_season import CHANGES, PERIOD, days
 
 EXE = [sys.executable, "-m", "streamsonic", "--output", "events"]
 ALL_NOTES = ["--set", "clock.backlog=100000", "--max-rate", "1000"]
@@ -195,3 +196,29 @@ def test_fast_feed_keeps_spike_accents_through_aggregation() -> None:
     spike_values = {float(x[a]) for a in spikes}
     accented = {float(e["value"]) for e in events if e["accent"]} & spike_values
     assert len(accented) >= 15
+
+
+def test_a_machines_day_is_expected_and_the_day_it_does_not_start_is_heard() -> None:
+    """The real CLI, a machine's day 12 times (tests/test_season.py's pattern): once the
+    season has it, its daily changes are not accented (they are with `accent.season =
+    false`); a second stream whose machine does not start on day 10 is accented below what
+    was expected, within 3 samples of the time it should have."""
+    day = days(12)
+    skipped = days(12, seed=4)
+    idle = 9 * PERIOD
+    skipped[idle:idle + PERIOD] = 20.0 + np.random.default_rng(5).normal(0.0, 0.5, PERIOD)
+    rows = [{"day": day[i], "skipped": skipped[i]} for i in range(len(day))]
+    settled = 6 * PERIOD
+
+    def data_notes(args: list[str]) -> dict[str, list[Event]]:
+        notes = by_stream(run_rows(rows, [*ALL_NOTES, "--set", "model.passing_notes=0",
+                                          *args]))
+        assert all(len(v) == len(day) for v in notes.values())
+        return notes
+
+    heard = data_notes([])
+    assert [i for i in range(settled, len(day)) if heard["day"][i]["accent"]] == []
+    start = idle + CHANGES[0]
+    assert any(e["accent"] and e["direction"] == -1 for e in heard["skipped"][start:start + 3])
+    without = data_notes(["--set", "accent.season=false"])
+    assert sum(bool(e["accent"]) for e in without["day"][settled:]) >= 2 * 6
