@@ -6,10 +6,10 @@ nine every morning and stops at five, an hourly job, a weekly report) is a surpr
 every time. A listener who has heard it on three days expects it on the fourth; a day on
 which it does not come is the news. This keeps the stream's last ``WINDOW`` values and,
 every ``EVERY`` samples (``EVERY_FULL`` once they are all kept), looks for a period in their
-changes: the lag (``PERIOD_MIN`` up to
-a third of the values kept) at which the first differences correlate best with themselves,
-taken when that correlation is at least ``PERIOD_CORRELATION`` (the first peak within
-``PERIOD_NEAR`` of the best, so a period's multiples do not replace it). White noise, a
+changes: the lag (``PERIOD_MIN`` up to a third of the values kept) at which the first
+differences correlate best with themselves, taken when that correlation is at least
+``PERIOD_CORRELATION`` (the first peak within ``PERIOD_NEAR`` of the best, so a period's
+multiples do not replace it). White noise, a
 random walk, a trend or a single anomaly have none; a smooth oscillation and a pattern of
 steps have one.
 
@@ -55,7 +55,7 @@ import numpy as np
 #: samples while they fill up, then every EVERY_FULL.
 WINDOW, EVERY, EVERY_FULL = 1024, 64, 256
 #: The shortest period, the least correlation of the changes at it, and how close to the
-#: best lag's correlation a shorter lag must come to be taken instead.
+#: best lag's correlation an earlier peak must come to be taken instead.
 PERIOD_MIN, PERIOD_CORRELATION, PERIOD_NEAR = 4, 0.5, 0.9
 #: The season's scale: the mean |residual| over about SCALE_SAMPLES (each clipped at CLIP
 #: times it), times MEAN_TO_SIGMA (a Gaussian's sigma from its mean absolute value).
