@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 
 from streamsonic.anomaly import AnomalyScorer
 from streamsonic.conductor import Conductor
-from streamsonic.config import load_config
 from streamsonic.events import Sample
-from streamsonic.model.loader import load_pitch_model
 from streamsonic.season import WINDOW, Season
+from tests.test_anomaly import _conductor
 
 PERIOD = 48
 
@@ -38,12 +37,6 @@ def days(n: int, noise: float = 0.5, seed: int = 3) -> np.ndarray:
 
 #: Where each day's changes come: idle to work, the steps up, the steps down.
 CHANGES = (18, 21, 24, 36, 39, 42)
-
-
-def _conductor(weights: Path, **overrides: object) -> Conductor:
-    config = load_config(None, {"model.weights": str(weights), **overrides})
-    stepper, encoding, _ = load_pitch_model(config.model)
-    return Conductor(config, stepper, encoding)
 
 
 def _play(conductor: Conductor, x: np.ndarray) -> list[tuple[bool, float, int]]:
@@ -67,6 +60,7 @@ def test_the_period_is_found_in_a_pattern_and_in_nothing_else() -> None:
     t = np.arange(900, dtype=float)
     assert _period(days(12)) == PERIOD
     assert _period(days(12, noise=0.0)) == PERIOD
+    assert _period(days(12) * 1e180) == PERIOD  # (its changes' squares overflow a float)
     assert _period(10 * np.sin(2 * np.pi * t / 40) + rng.normal(0, 0.2, 900)) == 40
     spiky = rng.normal(0, 1, 900)
     spiky[500] += 50.0
