@@ -4,8 +4,10 @@ Another streamsonic can play them with ``--mqtt URL --topic 'PREFIX/#' --play-no
 (compute on one host, sound on another). The broker is ``mqtt.url`` (with its TLS and
 credential settings), or a URL given in the spec itself: ``mqtt:mqtts://host:8883/notes``,
 which lets a daemon that reads stdin publish its notes. Publishing never blocks the
-engine: paho's own thread sends, and reconnects after a lost connection; notes that
-cannot be queued (QoS 0 while disconnected, or a full queue) are dropped and counted.
+engine: paho's own thread sends, and reconnects after a lost connection; at QoS 1 and 2
+paho holds up to MAX_QUEUED notes (while disconnected too: they go out once reconnected);
+notes that cannot be queued (QoS 0 while disconnected, or a full queue) are dropped and
+counted.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class MqttSink(Sink):
         self._refusal: object | None = None
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._sent = 0  # notes that left (QoS 0: written; 1 and 2: acknowledged)
         self._last: paho.MQTTMessageInfo | None = None
         self._open(mqtt)
 
@@ -112,6 +116,10 @@ class MqttSink(Sink):
             log.warning("output %s: disconnected from %s (%s); reconnecting", self.name,
                         self.url, reason)
 
+    def _on_publish(self, _client: paho.Client, _userdata: object, _mid: int,
+                    _reason: paho.ReasonCode, _props: object) -> None:
+        self._sent += 1  # (paho's thread; read at close, after it has stopped)
+
     @property
     def stats(self) -> dict[str, int]:
         """Counters: published, dropped.<reason>."""
@@ -128,7 +136,11 @@ class MqttSink(Sink):
         except ValueError as err:  # e.g. a topic the broker cannot take
             self._drop("bad_topic", str(err))
             return
-        if info.rc == paho.MQTT_ERR_SUCCESS:
+        # QoS 1 and 2 while disconnected: paho holds the note (up to MAX_QUEUED) and sends
+        # it once reconnected; QoS 0 has nowhere to go.
+        if info.rc == paho.MQTT_ERR_SUCCESS or (info.rc == paho.MQTT_ERR_NO_CONN
+                                                 and self.qos > 0):
+            info.rc = paho.MQTT_ERR_SUCCESS  # (so that waiting for it waits, not raises)
             self.counters.add("published")
             self._last = info
         else:
@@ -142,13 +154,28 @@ class MqttSink(Sink):
     def _send(self, msg: mido.Message, time: float) -> None:
         """Channel messages (note on/off, panic) are not published; notes are."""
 
-    def _close(self) -> None:
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (default FLUSH_TIMEOUT) until every note published
+        so far has left (QoS 0: written to the socket; QoS 1 and 2: acknowledged by the
+        broker); whether it did. Paho sends in order, so the last note published stands
+        for all before it."""
         last = self._last
-        if last is not None and self.qos > 0 and not last.is_published():
-            with contextlib.suppress(RuntimeError, ValueError):
-                last.wait_for_publish(FLUSH_TIMEOUT)
+        if last is None or last.is_published():
+            return True
+        with contextlib.suppress(RuntimeError, ValueError):
+            last.wait_for_publish(FLUSH_TIMEOUT if timeout is None else timeout)
+        return last.is_published()
+
+    def _close(self) -> None:
+        self.drain()
         self._client.disconnect()
         self._client.loop_stop()
+        lost = self.counters.get("published") - self._sent
+        if lost > 0:  # held for a broker that did not come back in time
+            self.counters.add("dropped.at_close", lost)
+            log.warning("output %s: %d notes not delivered by the stop (the broker %s did "
+                        "not take them within %.0f s)", self.name, lost, self.url,
+                        FLUSH_TIMEOUT)
 
 
 def open_sink(arg: str, config: Config) -> MqttSink:
