@@ -273,6 +273,18 @@ def test_output_drain_waits_for_the_broker(mqtt_broker_factory: Callable[[], Bro
     assert sink.stats == {"published": 2002, "dropped.at_close": 1}
 
 
+def test_output_qos0_close_counts_nothing_lost(mqtt_broker: Broker) -> None:
+    """At QoS 0 the stop does not wait for acknowledgements, and what paho held is written
+    before it disconnects: nothing is counted as lost (``dropped.at_close``)."""
+    config = load_config(None, {"mqtt.url": mqtt_broker.url, "mqtt.qos": 0})
+    sink = open_sink("qos0/", config)
+    for i in range(500):
+        sink.note(NoteEvent(stream="s", time=float(i), value=i, normalized=0.5, pitch=60,
+                            velocity=90, duration=0.25, channel=1, program=5, start=0.0))
+    sink.close()
+    assert sink.stats == {"published": 500}
+
+
 async def test_mqtt_311_protocol(mqtt_broker: Broker) -> None:
     async with make_source(mqtt_broker, ["v3/#"], protocol="3.1.1") as source:
         await subscribed(source)

@@ -167,7 +167,8 @@ class MqttSink(Sink):
         return last.is_published()
 
     def _close(self) -> None:
-        self.drain()
+        if self.qos > 0:  # (QoS 0: paho writes what it holds before the DISCONNECT)
+            self.drain()
         self._client.disconnect()
         self._client.loop_stop()
         lost = self.counters.get("published") - self._sent
