@@ -80,6 +80,8 @@ class Broker:
     #: Save the persistence file after every change (subscription, queued message), so
     #: that a SIGKILL loses nothing the broker had accepted; else once a second.
     save_every_change: bool = False
+    #: More lines for mosquitto.conf (e.g. ``max_inflight_messages 5``).
+    extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,6 +132,7 @@ class Broker:
             ]
             if self.require_client_cert:
                 lines.append("require_certificate true")
+        lines += self.extra
         conf = self.workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
@@ -218,15 +221,16 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def mqtt_broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         type[Broker]]:
     """Make (and start) extra brokers: ``factory(certs=..., users={...},
-    save_every_change=True)``; all are stopped when the test ends."""
+    save_every_change=True, extra=[conf lines])``; all are stopped when the test ends."""
     require_mosquitto()
     made: list[Broker] = []
 
     def factory(certs: Certs | None = None, users: dict[str, str] | None = None,
-                require_client_cert: bool = False, save_every_change: bool = False) -> Broker:
+                require_client_cert: bool = False, save_every_change: bool = False,
+                extra: list[str] | None = None) -> Broker:
         broker = Broker(tmp_path_factory.mktemp("mosquitto"), certs=certs, users=users,
                         require_client_cert=require_client_cert,
-                        save_every_change=save_every_change)
+                        save_every_change=save_every_change, extra=extra or [])
         broker.start()
         made.append(broker)
         return broker

@@ -285,6 +285,29 @@ def test_output_qos0_close_counts_nothing_lost(mqtt_broker: Broker) -> None:
     assert sink.stats == {"published": 500}
 
 
+def test_output_keeps_within_the_brokers_receive_maximum(
+        mqtt_broker_factory: Callable[..., Broker]) -> None:
+    """QoS 1 notes in flight at once: an MQTT 5 broker's Receive Maximum (from mosquitto's
+    max_inflight_messages) where it is below the output's INFLIGHT, else INFLIGHT (MQTT
+    3.1.1 states none); every note still arrives."""
+    broker = mqtt_broker_factory(extra=["max_inflight_messages 5"])
+    for protocol, limit in (("5", 5), ("3.1.1", mqtt_sink.INFLIGHT)):
+        config = load_config(None, {"mqtt.url": broker.url, "mqtt.qos": 1,
+                                    "mqtt.protocol": protocol})
+        sink = open_sink("limited/", config)
+        try:
+            assert sink.inflight_limit == limit
+            for i in range(300):
+                sink.note(NoteEvent(stream="s", time=float(i), value=i, normalized=0.5,
+                                    pitch=60, velocity=90, duration=0.25, channel=1,
+                                    program=5, start=0.0))
+            assert sink.drain(WAIT)
+        finally:
+            sink.close()
+        assert sink.stats == {"published": 300}
+    assert mqtt_sink.INFLIGHT > 20  # more than paho's default, where the broker allows it
+
+
 async def test_mqtt_311_protocol(mqtt_broker: Broker) -> None:
     async with make_source(mqtt_broker, ["v3/#"], protocol="3.1.1") as source:
         await subscribed(source)

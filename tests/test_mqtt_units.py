@@ -451,6 +451,32 @@ def test_chunked_client_serves_the_stream_in_order(sizes: list[int], chunk: int,
     assert client._sock_recv(1) == b"z"
 
 
+@pytest.mark.parametrize("read_all", [False, True])
+def test_chunked_client_read_all_uses_the_chunk_up(read_all: bool) -> None:
+    """With ``read_all`` (the output's client, read by paho's own thread, whose select sees
+    the socket alone) one ``loop_read`` handles every packet of the chunk it read; without
+    it paho stops after its ``max_packets`` (the source's loop reads again while
+    ``buffered``)."""
+    from streamsonic.mqtt.chunked import ChunkedClient
+
+    data = b"".join(_publish_packet(b"t", str(i).encode(), 0, False, 0, b"")
+                    for i in range(25))
+    client = build_client(cfg().mqtt, parse_url("mqtt://h"), "x", chunked=True)
+    assert isinstance(client, ChunkedClient)
+    client.read_all = read_all
+    got: list[bytes] = []
+    client.on_message = lambda _c, _u, msg: got.append(bytes(msg.payload))
+    sock = ChunkSocket(data, 1 << 20)
+    client._sock = sock  # type: ignore[assignment]
+    assert client.loop_read() == paho.MQTT_ERR_SUCCESS
+    if read_all:
+        assert got == [str(i).encode() for i in range(25)]
+        assert client.buffered() == 0
+        assert sock.reads == 1  # one recv for all 25
+    else:
+        assert len(got) < 25 and client.buffered() > 0
+
+
 def _publish_packet(topic: bytes, payload: bytes, qos: int, retain: bool, mid: int,
                     props: bytes | None) -> bytes:
     body = len(topic).to_bytes(2, "big") + topic

@@ -8,9 +8,10 @@ serves paho's small reads from one ``recv`` of up to ``READ_CHUNK`` bytes, so a 
 reads every packet that has arrived with one system call, and :meth:`buffered` tells the
 caller's ``select()`` loop that data is waiting although the socket is not readable.
 
-Only the source's own network loop uses it (it calls ``loop_read`` again while
-:meth:`buffered`); paho's ``loop_start`` thread selects on the socket alone and would leave
-buffered packets waiting.
+The source's own network loop calls ``loop_read`` again while :meth:`buffered`; paho's
+``loop_start`` thread (the output's) selects on the socket alone and would leave buffered
+packets waiting, so there :attr:`ChunkedClient.read_all` makes ``loop_read`` go on until
+the chunk is used up.
 
 With :attr:`ChunkedClient.on_fast_publish` set, the commonest packet skips paho's handling
 (its packet dict, ``struct`` formats, an MQTT 5 ``Properties`` object, an ``MQTTMessage``,
@@ -49,6 +50,18 @@ class ChunkedClient(paho.Client):
         # what a read ahead for the fast path met (an error, or b"": the end), and on which
         # socket: paho's next read gets it, as it would have from the socket
         self._deferred: tuple[object, BaseException | bytes] | None = None
+
+    #: Whether :meth:`loop_read` goes on while :meth:`buffered` (for a caller whose
+    #: ``select()`` sees the socket alone: paho's ``loop_start`` thread).
+    read_all = False
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's; with :attr:`read_all`, again while packets wait in the chunk (each
+        call takes at least a byte of it, so this ends)."""
+        rc = super().loop_read(max_packets)
+        while self.read_all and rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self.buffered():
+            rc = super().loop_read(max_packets)
+        return rc
 
     def buffered(self) -> int:
         """Bytes read from the socket that paho has not taken yet."""

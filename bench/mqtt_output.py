@@ -1,0 +1,209 @@
+"""The MQTT output under load: notes published by a busy daemon that reach the broker.
+
+    .venv/bin/python bench/mqtt_output.py [--streams 1000] [--seconds 12] [--qos 1]
+        [--protocols 5,3.1.1] [--broker-inflight 20,100] [--rev REV] [--runs 1]
+
+For each protocol and broker setting: a mosquitto on a free loopback port (its
+``max_inflight_messages``, which an MQTT 5 client is told as its Receive Maximum: 20 is
+mosquitto's default), a paho subscriber counting what arrives on ``notes/#`` (at the same
+QoS), and ``streamsonic run --output events --output mqtt:URL/notes`` fed from stdin by a
+paced generator (every stream one ``name=value`` line every 0.1 s; a Python generator
+reaches about 7,000-8,000 lines a second on 2 cores, so 1,000 streams run a little under
+10 Hz). The notes played are the daemon's own count (its ``stopped:`` line); delivered is
+what the subscriber got; dropped is the difference (the output counts the same,
+``dropped.*``, and warns). ``--rev REV`` runs REV's daemon (a git worktree) beside this
+tree's in the same run. Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parents[1]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mosquitto(inflight: int | None) -> Iterator[int]:
+    """A mosquitto on a free loopback port (``max_inflight_messages`` when given)."""
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        raise SystemExit("bench/mqtt_output.py: mosquitto is not installed "
+                         "(apt-get install mosquitto)")
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "m.conf"
+        lines = [f"listener {port} 127.0.0.1", "allow_anonymous true"]
+        if inflight is not None:
+            lines.append(f"max_inflight_messages {inflight}")
+        conf.write_text("\n".join(lines) + "\n")
+        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+class Counter:
+    """A paho subscriber that counts the messages on ``topic``."""
+
+    def __init__(self, port: int, topic: str, qos: int) -> None:
+        self.count = 0
+        self._ready = threading.Event()
+        self._client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        self._client.on_connect = lambda c, *_: c.subscribe(topic, qos)
+        self._client.on_subscribe = lambda *_: self._ready.set()
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        if not self._ready.wait(10):
+            raise SystemExit("bench/mqtt_output.py: the counting subscriber got no SUBACK")
+
+    def _on_message(self, *_: object) -> None:
+        self.count += 1
+
+    def settle(self, quiet: float = 1.5, most: float = 30.0) -> int:
+        """The count once it stopped growing for ``quiet`` seconds."""
+        end = time.monotonic() + most
+        last, since = -1, time.monotonic()
+        while time.monotonic() < end:
+            if self.count != last:
+                last, since = self.count, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+            time.sleep(0.1)
+        self._client.loop_stop()
+        self._client.disconnect()
+        return self.count
+
+
+def run_once(tree: Path, streams: int, seconds: float, qos: int, protocol: str,
+             inflight: int | None) -> dict[str, float]:
+    """One daemon run: notes played, delivered, and the generator's rate."""
+    with mosquitto(inflight) as port:
+        counter = Counter(port, "notes/#", qos)
+        cmd = [sys.executable, "-m", "streamsonic", "--output", "events", "--output",
+               f"mqtt:mqtt://127.0.0.1:{port}/notes", "--set", f"mqtt.qos={qos}",
+               "--set", f"mqtt.protocol={protocol}"]
+        env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(tree)}
+        daemon = subprocess.Popen(cmd, cwd=tree, env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert daemon.stdin is not None and daemon.stderr is not None
+        err: list[bytes] = []
+        reader = threading.Thread(target=lambda: err.extend(daemon.stderr or []), daemon=True)
+        reader.start()
+        names = [f"s{i}=" for i in range(streams)]
+        lines = 0
+        t0 = time.monotonic()
+        k = 0
+        while time.monotonic() - t0 < seconds:
+            value = f"{(k % 17) * 0.37 - 3.0:.2f}\n"
+            daemon.stdin.write("".join(n + value for n in names).encode())
+            daemon.stdin.flush()
+            lines += streams
+            k += 1
+            wait = t0 + k * 0.1 - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        rate = lines / (time.monotonic() - t0)
+        daemon.stdin.close()
+        daemon.wait(120)
+        reader.join(10)
+        delivered = counter.settle()
+    text = b"".join(err).decode(errors="replace")
+    found = re.search(r"stopped: (\d+) samples, (\d+) notes", text)
+    if daemon.returncode != 0 or found is None:
+        raise SystemExit(f"bench/mqtt_output.py: the daemon failed ({daemon.returncode}):\n"
+                         + text[-2000:])
+    played = int(found.group(2))
+    return {"played": played, "delivered": delivered, "rate": rate}
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """``rev`` checked out in a temporary git worktree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev],
+                       check=True, capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(tree)], check=False, capture_output=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=1000,
+                        help="streams, each a line every 0.1 s (default 1000)")
+    parser.add_argument("--seconds", type=float, default=12.0,
+                        help="seconds of input per run (default 12)")
+    parser.add_argument("--qos", type=int, default=1, choices=(0, 1, 2),
+                        help="the output's QoS, and the counter's (default 1)")
+    parser.add_argument("--protocols", default="5,3.1.1",
+                        help="MQTT versions, comma-separated (default 5,3.1.1)")
+    parser.add_argument("--broker-inflight", default="default",
+                        help="mosquitto max_inflight_messages values, comma-separated "
+                             "('default': mosquitto's own, 20)")
+    parser.add_argument("--rev", action="append", default=[],
+                        help="also run this revision's daemon (repeatable)")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each row (default 1)")
+    args = parser.parse_args()
+    settings = [None if v == "default" else int(v) for v in args.broker_inflight.split(",")]
+    with contextlib.ExitStack() as stack:
+        trees = [(rev, stack.enter_context(worktree(rev))) for rev in args.rev]
+        trees.append(("now", REPO))
+        print(f"MQTT output under load: {args.streams} streams, {args.seconds:g} s, "
+              f"QoS {args.qos}")
+        print("| rev | protocol | broker max_inflight | input lines/s | notes played | "
+              "delivered | dropped |")
+        print("|---|---|---|---|---|---|---|")
+        for protocol in args.protocols.split(","):
+            for inflight in settings:
+                for rev, tree in trees:
+                    for _ in range(args.runs):
+                        r = run_once(tree, args.streams, args.seconds, args.qos, protocol,
+                                     inflight)
+                        lost = r["played"] - r["delivered"]
+                        print(f"| {rev} | {protocol} | {inflight or '20 (default)'} | "
+                              f"{r['rate']:,.0f} | {r['played']:,} | {r['delivered']:,} | "
+                              f"{lost:,} ({100.0 * lost / max(r['played'], 1):.1f}%) |",
+                              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
