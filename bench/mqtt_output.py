@@ -128,17 +128,19 @@ def run_once(tree: Path, streams: int, seconds: float, qos: int, protocol: str,
         lines = 0
         t0 = time.monotonic()
         k = 0
-        while time.monotonic() - t0 < seconds:
+        while time.monotonic() - t0 < seconds and daemon.poll() is None:
             value = f"{(k % 17) * 0.37 - 3.0:.2f}\n"
-            daemon.stdin.write("".join(n + value for n in names).encode())
-            daemon.stdin.flush()
+            with contextlib.suppress(BrokenPipeError):  # (it failed: said below)
+                daemon.stdin.write("".join(n + value for n in names).encode())
+                daemon.stdin.flush()
             lines += streams
             k += 1
             wait = t0 + k * 0.1 - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
         rate = lines / (time.monotonic() - t0)
-        daemon.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            daemon.stdin.close()
         daemon.wait(120)
         reader.join(10)
         delivered = counter.settle()

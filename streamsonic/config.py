@@ -629,7 +629,26 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = raw.strip()
     except RecursionError:
         raise ConfigError(f"--set {key}: the value nests too deeply") from None
+    if not isinstance(value, str) and _takes_text(key):
+        value = raw.strip()  # mqtt.protocol=5 means "5", as written, not the number 5
     return key, value
+
+
+def _takes_text(dotted: str) -> bool:
+    """Whether the setting ``section.key`` takes text and no number (a ``str``, a choice
+    of strings, or either of them or None)."""
+    section, _, key = dotted.partition(".")
+    cls = typing.get_type_hints(Config).get(section)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return False
+    hint = typing.get_type_hints(cls).get(key)
+    if hint is None:
+        return False
+    kinds = get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    texts = [k is str or (get_origin(k) is Literal and all(isinstance(a, str)
+                                                            for a in get_args(k)))
+             for k in kinds if k is not type(None)]
+    return bool(texts) and all(texts)
 
 
 def to_dict(obj: Any) -> Any:

@@ -162,6 +162,22 @@ def test_set_rejects_wrong_type(no_ambient_config: Path) -> None:
         config_from(args, MUSIC_OPTIONS)
 
 
+def test_set_text_settings_take_what_looks_like_a_number(no_ambient_config: Path) -> None:
+    """A setting that takes text gets the text as written (mqtt.protocol=5 is "5", a
+    numeric client id stays digits); one that takes a number still gets the number."""
+    args = parse_run_args("--set", "mqtt.protocol=5", "--set", "mqtt.client_id=0123",
+                          "--set", "music.tempo=90", "--set", "mqtt.qos=0",
+                          "--set", "clock.mode=\"tick\"")
+    config = config_from(args, MUSIC_OPTIONS)
+    assert config.mqtt.protocol == "5"
+    assert config.mqtt.client_id == "0123"
+    assert config.music.tempo == 90.0
+    assert config.mqtt.qos == 0
+    assert config.clock.mode == "tick"
+    args = parse_run_args("--set", "mqtt.protocol=3.1.1")
+    assert config_from(args, MUSIC_OPTIONS).mqtt.protocol == "3.1.1"
+
+
 def test_precedence_config_flag_env_xdg(tmp_path: Path, no_ambient_config: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     xdg_file = write(no_ambient_config / "streamsonic" / "config.toml", "[music]\ntempo = 61.0\n")
