@@ -114,9 +114,10 @@ def run_once(tree: Path, streams: int, seconds: float, qos: int, protocol: str,
     """One daemon run: notes played, delivered, and the generator's rate."""
     with mosquitto(inflight) as port:
         counter = Counter(port, "notes/#", qos)
+        # (the protocol quoted: older revisions took --set mqtt.protocol=5 as a number)
         cmd = [sys.executable, "-m", "streamsonic", "--output", "events", "--output",
                f"mqtt:mqtt://127.0.0.1:{port}/notes", "--set", f"mqtt.qos={qos}",
-               "--set", f"mqtt.protocol={protocol}"]
+               "--set", f'mqtt.protocol="{protocol}"']
         env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(tree)}
         daemon = subprocess.Popen(cmd, cwd=tree, env=env, stdin=subprocess.PIPE,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
