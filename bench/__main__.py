@@ -45,6 +45,7 @@ BENCHES = (
     Bench("mqtt", ("--messages", "5000", "--latency-messages", "200"),
           r"^\s*[01]\s+[\d,]+|ratio p50|publish -> note"),
     Bench("render", ("--rows", "5000", "--notes", "5000", "--repeat", "1"), r"rows/s|notes/s"),
+    Bench("mqtt_output", ("--seconds", "6", "--protocols", "3.1.1"), r"^\| now \|"),
     Bench("latency", ("--lines", "200", "--notes", "10"), r"MIDI latency p99|jitter"),
     Bench("soak", ("--seconds", "60", "--streams", "200"), r"RSS|held|leak|growth"),
     Bench("rhythm", (), r"."),
