@@ -20,6 +20,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -54,6 +55,19 @@ if TYPE_CHECKING:  # the runtime imports are deferred: they load torch
     from streamsonic.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+#: Seconds a thread that wants the GIL waits for the running one to hand it over (Python's
+#: default is 5 ms). The daemon's helper threads (paho's network threads, an audio
+#: callback, MIDI) want it back after every system call while the engine computes; at
+#: 5 ms a busy daemon's MQTT output with 20 notes in flight (mosquitto's default for MQTT
+#: 5) dropped 1.0% and 7.2% of its notes at 1,000 streams, at 1 ms none, with the engine's
+#: CPU per note within noise (bench/mqtt_output.py, bench/capacity.py; README, MQTT).
+SWITCH_INTERVAL = 0.001
+
+
+def prompt_threads() -> None:
+    """Make the process hand the GIL to a waiting thread within SWITCH_INTERVAL."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 #: Settings a reload cannot apply to a running daemon (the model and its device are loaded
 #: once; every stream's state belongs to them).
@@ -116,6 +130,24 @@ def run_daemon(
     ``open_input`` replaces the configured source (``run FILE``, ``--record``, ``replay``);
     ``loop_factory`` the event loop (``replay --fast``: a loop on virtual time).
     """
+    previous = sys.getswitchinterval()
+    prompt_threads()  # (given back at the end, for a caller in the same process)
+    try:
+        return _run_daemon(config, outputs, play_notes, config_path, cli_overrides,
+                           open_input, loop_factory)
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def _run_daemon(
+    config: Config,
+    outputs: list[str] | None,
+    play_notes: bool,
+    config_path: str | None,
+    cli_overrides: dict[str, object] | None,
+    open_input: Callable[[Config], Source] | None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+) -> int:
     specs = [parse_output(o) for o in (outputs or list(config.output.targets))]
     check_distinct_files(specs)
     if config.metrics.listen:  # before the model loads: a missing extra is one line at once

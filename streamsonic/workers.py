@@ -318,10 +318,11 @@ def _read_setup(fd: int) -> Setup:
 
 def worker_main() -> int:
     """A worker process (``python -m streamsonic.worker``): play what the router sends."""
-    from streamsonic.daemon import Daemon  # noqa: PLC0415
+    from streamsonic.daemon import Daemon, prompt_threads  # noqa: PLC0415
     from streamsonic.outputs import parse_output  # noqa: PLC0415
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the daemon handles it: no traceback
+    prompt_threads()  # (the router: run_daemon)
     setup = _read_setup(0)
     logs.set_tag(f"worker {setup.index + 1}/{setup.workers}: ")
     logs.setup_logging(setup.config.daemon.log_level)
