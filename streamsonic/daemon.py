@@ -60,8 +60,9 @@ log = logging.getLogger(__name__)
 #: default is 5 ms). The daemon's helper threads (paho's network threads, an audio
 #: callback, MIDI) want it back after every system call while the engine computes; at
 #: 5 ms a busy daemon's MQTT output with 20 notes in flight (mosquitto's default for MQTT
-#: 5) dropped 1.0% and 7.2% of its notes at 1,000 streams, at 1 ms none, with the engine's
-#: CPU per note within noise (bench/mqtt_output.py, bench/capacity.py; README, MQTT).
+#: 5) dropped 1.0-10.5% of its notes at 1,000 streams (6 runs), at 1 ms none in 4 of 5
+#: runs (6.0% in one), with the engine's CPU per note within noise (bench/mqtt_output.py,
+#: bench/capacity.py; README, MQTT).
 SWITCH_INTERVAL = 0.001
 
 
