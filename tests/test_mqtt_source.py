@@ -246,7 +246,7 @@ def test_output_drain_waits_for_the_broker(mqtt_broker_factory: Callable[[], Bro
     False while the broker that should acknowledge them is gone (bench/render.py relies on
     it to measure the output without dropping notes). A note published while the broker
     is down is held and sent once it is back, not counted as dropped; one still held at
-    the stop is counted (``dropped.at_close``)."""
+    a stop while the broker is gone is counted (``dropped.at_close``), without waiting."""
     monkeypatch.setattr(mqtt_sink, "FLUSH_TIMEOUT", 0.3)
     broker = mqtt_broker_factory()
     config = load_config(None, {"mqtt.url": broker.url, "mqtt.qos": 1,
@@ -267,9 +267,20 @@ def test_output_drain_waits_for_the_broker(mqtt_broker_factory: Callable[[], Bro
         assert sink.drain(WAIT)
         assert sink.stats == {"published": 2001}
         broker.stop()
+        deadline = time.monotonic() + WAIT
+        while sink._client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.02)  # paho saw the broker go
         sink.note(notes[1])
+        waited: list[object] = []  # with the broker gone the stop does not wait for it
+
+        def drain(*args: object) -> bool:
+            waited.append(args)
+            return False
+
+        monkeypatch.setattr(sink, "drain", drain)
     finally:
         sink.close()
+    assert waited == []
     assert sink.stats == {"published": 2002, "dropped.at_close": 1}
 
 

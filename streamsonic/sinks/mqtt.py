@@ -201,7 +201,10 @@ class MqttSink(Sink):
         return last.is_published()
 
     def _close(self) -> None:
-        if self.qos > 0:  # (QoS 0: paho writes what it holds before the DISCONNECT)
+        # QoS 1 and 2: up to FLUSH_TIMEOUT for the acknowledgements, while connected (with
+        # the broker gone the stop does not wait for it); QoS 0: paho writes what it holds
+        # before the DISCONNECT.
+        if self.qos > 0 and self._client.is_connected():
             self.drain()
         self._client.disconnect()
         self._client.loop_stop()
