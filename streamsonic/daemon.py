@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from streamsonic import logs, sources
@@ -66,9 +66,17 @@ log = logging.getLogger(__name__)
 SWITCH_INTERVAL = 0.001
 
 
-def prompt_threads() -> None:
-    """Make the process hand the GIL to a waiting thread within SWITCH_INTERVAL."""
+@contextlib.contextmanager
+def prompt_threads() -> Iterator[None]:
+    """While inside: the process hands the GIL to a waiting thread within SWITCH_INTERVAL
+    (the old interval is given back after, for a caller in the same process)."""
+    previous = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
 
 #: Settings a reload cannot apply to a running daemon (the model and its device are loaded
 #: once; every stream's state belongs to them).
@@ -131,47 +139,30 @@ def run_daemon(
     ``open_input`` replaces the configured source (``run FILE``, ``--record``, ``replay``);
     ``loop_factory`` the event loop (``replay --fast``: a loop on virtual time).
     """
-    previous = sys.getswitchinterval()
-    prompt_threads()  # (given back at the end, for a caller in the same process)
-    try:
-        return _run_daemon(config, outputs, play_notes, config_path, cli_overrides,
-                           open_input, loop_factory)
-    finally:
-        sys.setswitchinterval(previous)
-
-
-def _run_daemon(
-    config: Config,
-    outputs: list[str] | None,
-    play_notes: bool,
-    config_path: str | None,
-    cli_overrides: dict[str, object] | None,
-    open_input: Callable[[Config], Source] | None,
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
-) -> int:
     specs = [parse_output(o) for o in (outputs or list(config.output.targets))]
     check_distinct_files(specs)
     if config.metrics.listen:  # before the model loads: a missing extra is one line at once
         require_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
-    if config.daemon.workers > 1 and loop_factory is None and not play_notes:
-        from streamsonic.workers import run_router  # noqa: PLC0415
+    with prompt_threads():
+        if config.daemon.workers > 1 and loop_factory is None and not play_notes:
+            from streamsonic.workers import run_router  # noqa: PLC0415
 
-        return run_router(config, specs, config_path, cli_overrides or {}, bool(outputs),
-                          open_input)
-    early = StartupSignals()
-    early.install()
-    try:
-        daemon = Daemon(config, specs, play_notes, config_path, cli_overrides or {},
-                        fixed_outputs=bool(outputs))
-        daemon.open_input = open_input
-        daemon.early = early
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(daemon.main())
-    except StoppedDuringStartup as stop:
-        log.info("%s while starting: stopped before playing anything", stop.signal_name)
-        return 0
-    finally:
-        early.uninstall()
+            return run_router(config, specs, config_path, cli_overrides or {},
+                              bool(outputs), open_input)
+        early = StartupSignals()
+        early.install()
+        try:
+            daemon = Daemon(config, specs, play_notes, config_path, cli_overrides or {},
+                            fixed_outputs=bool(outputs))
+            daemon.open_input = open_input
+            daemon.early = early
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                return runner.run(daemon.main())
+        except StoppedDuringStartup as stop:
+            log.info("%s while starting: stopped before playing anything", stop.signal_name)
+            return 0
+        finally:
+            early.uninstall()
 
 
 class StoppedDuringStartup(BaseException):

@@ -322,7 +322,6 @@ def worker_main() -> int:
     from streamsonic.outputs import parse_output  # noqa: PLC0415
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the daemon handles it: no traceback
-    prompt_threads()  # (the router: run_daemon)
     setup = _read_setup(0)
     logs.set_tag(f"worker {setup.index + 1}/{setup.workers}: ")
     logs.setup_logging(setup.config.daemon.log_level)
@@ -348,7 +347,7 @@ def worker_main() -> int:
             back.close()
 
     try:
-        with asyncio.Runner() as runner:
+        with prompt_threads(), asyncio.Runner() as runner:  # (the router's: run_daemon)
             return runner.run(run())
     except StreamsonicError as err:
         print(logs.error_line(f"worker {setup.index + 1}: {err}"), file=sys.stderr)
