@@ -49,11 +49,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_broker(workdir: Path, max_inflight: int | None = 0
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    """A mosquitto on a free loopback port, holding whatever waits for a subscriber, with
+    ``max_inflight_messages`` (0: no limit; None: mosquitto's default, 20), and the port."""
     port = free_port()
     conf = workdir / "mosquitto.conf"
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 0",
-             "max_inflight_messages 0"]
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 0"]
+    if max_inflight is not None:
+        lines.append(f"max_inflight_messages {max_inflight}")
     if os.geteuid() == 0:
         lines.append("user root")
     conf.write_text("\n".join(lines) + "\n")

@@ -23,7 +23,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,47 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # (bench.mqtt's broker; the daemons run their tree's code)
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def mosquitto(inflight: int | None) -> Iterator[int]:
-    """A mosquitto on a free loopback port (``max_inflight_messages`` when given)."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        raise SystemExit("bench/mqtt_output.py: mosquitto is not installed "
-                         "(apt-get install mosquitto)")
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        conf = Path(tmp) / "m.conf"
-        # (no limit on what waits for the counting subscriber: the broker would drop it)
-        lines = [f"listener {port} 127.0.0.1", "allow_anonymous true",
-                 "max_queued_messages 0"]
-        if inflight is not None:
-            lines.append(f"max_inflight_messages {inflight}")
-        conf.write_text("\n".join(lines) + "\n")
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait()
 
 
 class Counter:
@@ -116,39 +76,52 @@ class Counter:
 def run_once(tree: Path, streams: int, seconds: float, qos: int, protocol: str,
              inflight: int | None) -> dict[str, float]:
     """One daemon run: notes played, delivered, and the generator's rate."""
-    with mosquitto(inflight) as port:
-        counter = Counter(port, "notes/#", qos)
-        # (the protocol quoted: older revisions took --set mqtt.protocol=5 as a number)
-        cmd = [sys.executable, "-m", "streamsonic", "--output", "events", "--output",
-               f"mqtt:mqtt://127.0.0.1:{port}/notes", "--set", f"mqtt.qos={qos}",
-               "--set", f'mqtt.protocol="{protocol}"']
-        env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(tree)}
-        daemon = subprocess.Popen(cmd, cwd=tree, env=env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert daemon.stdin is not None and daemon.stderr is not None
-        err: list[bytes] = []
-        reader = threading.Thread(target=lambda: err.extend(daemon.stderr or []), daemon=True)
-        reader.start()
-        names = [f"s{i}=" for i in range(streams)]
-        lines = 0
-        t0 = time.monotonic()
-        k = 0
-        while time.monotonic() - t0 < seconds and daemon.poll() is None:
-            value = f"{(k % 17) * 0.37 - 3.0:.2f}\n"
-            with contextlib.suppress(BrokenPipeError):  # (it failed: said below)
-                daemon.stdin.write("".join(n + value for n in names).encode())
-                daemon.stdin.flush()
-            lines += streams
-            k += 1
-            wait = t0 + k * 0.1 - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-        rate = lines / (time.monotonic() - t0)
-        with contextlib.suppress(BrokenPipeError):
-            daemon.stdin.close()
-        daemon.wait(120)
-        reader.join(10)
-        delivered = counter.settle()
+    from bench.mqtt import start_broker  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        broker, port = start_broker(Path(tmp), inflight)
+        try:
+            return _run(tree, port, streams, seconds, qos, protocol)
+        finally:
+            broker.terminate()
+            broker.wait()
+
+
+def _run(tree: Path, port: int, streams: int, seconds: float, qos: int, protocol: str
+         ) -> dict[str, float]:
+    """One daemon run against the broker on ``port`` (see :func:`run_once`)."""
+    counter = Counter(port, "notes/#", qos)
+    # (the protocol quoted: older revisions took --set mqtt.protocol=5 as a number)
+    cmd = [sys.executable, "-m", "streamsonic", "--output", "events", "--output",
+           f"mqtt:mqtt://127.0.0.1:{port}/notes", "--set", f"mqtt.qos={qos}",
+           "--set", f'mqtt.protocol="{protocol}"']
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(tree)}
+    daemon = subprocess.Popen(cmd, cwd=tree, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert daemon.stdin is not None and daemon.stderr is not None
+    err: list[bytes] = []
+    reader = threading.Thread(target=lambda: err.extend(daemon.stderr or []), daemon=True)
+    reader.start()
+    names = [f"s{i}=" for i in range(streams)]
+    lines = 0
+    t0 = time.monotonic()
+    k = 0
+    while time.monotonic() - t0 < seconds and daemon.poll() is None:
+        value = f"{(k % 17) * 0.37 - 3.0:.2f}\n"
+        with contextlib.suppress(BrokenPipeError):  # (it failed: said below)
+            daemon.stdin.write("".join(n + value for n in names).encode())
+            daemon.stdin.flush()
+        lines += streams
+        k += 1
+        wait = t0 + k * 0.1 - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+    rate = lines / (time.monotonic() - t0)
+    with contextlib.suppress(BrokenPipeError):
+        daemon.stdin.close()
+    daemon.wait(120)
+    reader.join(10)
+    delivered = counter.settle()
     text = b"".join(err).decode(errors="replace")
     found = re.search(r"stopped: (\d+) samples, (\d+) notes", text)
     if daemon.returncode != 0 or found is None:
