@@ -33,10 +33,12 @@ STREAMS = 12
 ROUNDS = 16
 LATE = (10, 12, 13)  # rounds played on a late loop (after the phrases are under way)
 SPIKE = 12  # the round in which stream s0 spikes (an accent)
-#: The margin in these tests: generous, so that a slow machine's loop still keeps up in the
-#: rounds that are not blocked; BLOCK is far beyond it.
-MARGIN = 0.1
-BLOCK = 0.3
+#: The margin in these tests: generous, so that a slow, busy machine's loop still keeps up in
+#: the rounds that are not blocked (a CI run with MARGIN 0.1 shed a round that was not: 12
+#: cues' passing notes took longer than 105 ms while other tests ran beside it); BLOCK is far
+#: beyond it.
+MARGIN = 0.3
+BLOCK = 0.8
 
 
 def value(stream: int, r: int) -> float:
@@ -55,7 +57,8 @@ async def play(shipped: Path, late: tuple[int, ...], costly: int = -1, last: int
     samples of the rounds in ``stale`` reach the daemon on time and the engine BLOCK seconds
     later (they wait in a queue or a pipe, as an MQTT source or a worker's pipe says,
     ``Arrival``; the loop is free meanwhile); from
-    round ``costly`` on, passing notes cost 20 ms per cue as far as the engine knows; the
+    round ``costly`` on, passing notes cost as much per cue as makes about half a round's cues
+    fit in the budget, as far as the engine knows; the
     rounds before ``last``; ``settings`` override the defaults."""
     loop = asyncio.get_running_loop()
     config = load_config(None, {"model.weights": str(shipped), "model.temperature": 0.0,
@@ -73,7 +76,8 @@ async def play(shipped: Path, late: tuple[int, ...], costly: int = -1, last: int
             round_of[value(i, r)] = r
             engine.feed(Sample(f"s{i}", 0.0, value(i, r)), None, arrived)
         if r == costly:
-            engine.shedding.phrase = 0.02  # as if measured
+            # as if measured: about half the round's cues fit in the budget
+            engine.shedding.phrase = (MARGIN + config.clock.batch_window) / (STREAMS / 2)
         if r in late:
             time.sleep(BLOCK)  # the loop is busy elsewhere: the batch's timer runs late
         # each stream may play again (tick clock: the round plays within two ticks)
@@ -91,6 +95,13 @@ def added(notes: list[NoteEvent]) -> int:
     return sum(note.source == "model" for note in notes)
 
 
+def bare(rounds: dict[int, list[NoteEvent]]) -> dict[int, int]:
+    """Per round (after the first), how many streams played no note of the model: what a
+    failed count is compared with."""
+    return {r: STREAMS - len({n.stream for n in notes if n.source == "model"})
+            for r, notes in sorted(rounds.items()) if r > 0}
+
+
 @pytest.fixture
 def margin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(streamsonic.engine, "SHED_AFTER", MARGIN)
@@ -105,7 +116,7 @@ async def test_a_late_loop_plays_data_notes_and_accents_without_the_models_notes
         assert [n.source for n in notes] == ["data"] * STREAMS, r  # one data note each
         assert sorted(n.value for n in notes) == sorted(value(i, r) for i in range(STREAMS))
     assert any(n.accent and n.stream == "s0" for n in rounds[SPIKE])  # accents still play
-    assert engine.stats["shed.phrases"] == STREAMS * len(LATE)
+    assert engine.stats["shed.phrases"] == STREAMS * len(LATE), bare(rounds)
     # the rounds on time still play phrases, the stream's phrase state intact after a shed
     assert all(added(rounds[r]) > 0 for r in (9, 11, 14, 15))
     assert shed_metric(engine) == STREAMS * len(LATE)  # what the metrics endpoint serves
@@ -119,7 +130,7 @@ async def test_samples_that_waited_before_the_engine_play_without_the_models_not
     rounds, engine = await play(shipped, (), stale=LATE)
     for r in LATE:
         assert [n.source for n in rounds[r]] == ["data"] * STREAMS, r
-    assert engine.stats["shed.phrases"] == STREAMS * len(LATE)
+    assert engine.stats["shed.phrases"] == STREAMS * len(LATE), bare(rounds)
     assert all(added(rounds[r]) > 0 for r in (9, 11, 14, 15))
 
 
@@ -216,8 +227,8 @@ def test_passing_notes_are_kept_for_as_many_cues_as_the_budget_holds() -> None:
 
 @pytest.mark.usefixtures("margin")
 async def test_a_step_that_would_run_late_sheds_its_oldest_cues(shipped: Path) -> None:
-    """A step whose passing notes would not all be made in time (as measured, 20 ms per
-    cue, about 100 ms left): the first cues of the batch play without them, the last with."""
+    """A step whose passing notes would not all be made in time (as measured, about half of
+    them fit in the time left): the first cues of the batch play without them, the last with."""
     rounds, engine = await play(shipped, (), costly=2, last=3)
     shed = engine.stats["shed.phrases"]
     assert 0 < shed < STREAMS
