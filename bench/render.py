@@ -5,16 +5,16 @@ commit, in the same run.
                                      [--rev REV] [--repeat 3]
 
 Rows/s is CPU time (``time.process_time``, of every thread), so other work on a shared
-machine counts less; each figure is the best of ``--repeat`` runs. One row is wall-clock
+machine counts less; each figure is the best of ``--repeat`` runs. Two rows are wall-clock
 time: one column's render steps the model in a second thread while the first reads rows and
 schedules notes, so on two free cores it takes less time than CPU. Rows:
 
 * ``render, 1 column``: ``render_notes`` of one column of a random walk into a MIDI file
   (the ``streamsonic render data.csv -o out.mid`` path: normalize, step, choose, schedule,
   encode), at the defaults (phrases: the model adds notes between the data's); then the
-  same with one note per row (``model.passing_notes = 0``), and a quarter as many rows of
-  Gaussian noise at the defaults (every row leaps: the most added notes, phrases' worst
-  case).
+  same with one note per row (``model.passing_notes = 0``; CPU and wall clock), and a
+  quarter as many rows of Gaussian noise at the defaults (every row leaps: the most added
+  notes, phrases' worst case).
 * ``render, N columns``: N columns of the same length; at a revision that steps a row's
   columns as one batch, one call per row, else N one-column renders (the rows/s counts
   every column's rows).
@@ -156,8 +156,9 @@ def measure(rows: int, columns: int, notes: int, repeat: int) -> dict[str, float
         out["render, 1 column, wall clock (rows/s)"] = rows / wall
         plain = load_config(None, {"model.device": "cpu", "daemon.log_level": "warning",
                                    "model.passing_notes": 0})
-        one = best_cpu(lambda: render_notes(plain, table[0], spec), repeat)
+        one, wall = best(lambda: render_notes(plain, table[0], spec), repeat)
         out["render, 1 column, passing_notes 0 (rows/s)"] = rows / one
+        out["render, 1 column, passing_notes 0, wall clock (rows/s)"] = rows / wall
         noise = Series("noise", rng.standard_normal(rows // 4), list(range(rows // 4)), {})
         one = best_cpu(lambda: render_notes(config, noise, spec), repeat)
         out["render, 1 column of noise (rows/s)"] = rows // 4 / one

@@ -318,13 +318,41 @@ class _RunJob:
     end: tuple[np.ndarray, np.ndarray, np.ndarray, Any, np.ndarray] | None = None
 
 
+@dataclass
+class _PlainJob:
+    """What a compiled run of one stream's cues at one note per sample steps
+    (:meth:`Conductor.start_run` without phrases): each cue's reading, the data's network
+    input and pitch, its draw for the choice; where it starts (``begin``: the stream's
+    state; or the end of ``after``, the stream's run before it) and where it ends (``end``:
+    :meth:`NumpyPitchStepper.plain_run`'s result)."""
+
+    cues: list[Cue]
+    readings: list[Reading]
+    data_input: np.ndarray
+    data_pitch: np.ndarray
+    uniform: np.ndarray
+    begin: Any = None
+    after: _PlainJob | None = None
+    end: tuple[np.ndarray, Any] | None = None
+
+    def step(self, stepper: NumpyPitchStepper, chooser: Chooser) -> None:
+        if self.begin is None:  # where the run before it ended
+            before = self.after
+            assert before is not None and before.end is not None, "steps in order"
+            self.begin = before.end[1]
+        self.end = stepper.plain_run(chooser, self.data_input, self.data_pitch, self.uniform,
+                                     self.begin)
+        self.after = None  # (the run before it may go)
+
+
 class Run:
     """One stream's run of cues between :meth:`Conductor.start_run` and its results:
     :meth:`step` (any thread; the compiled part, which releases the GIL), then
     :meth:`results` (the conductor's thread), each once, runs of a stream in order."""
 
     def __init__(self, conductor: Conductor, head: list[StepResult],
-                 st: StreamState | None = None, job: _RunJob | None = None) -> None:
+                 st: StreamState | None = None, job: _RunJob | _PlainJob | None = None,
+                 ) -> None:
         self._conductor = conductor
         self._head = head  # the results played at the start (a stream's first phrase)
         self._st = st
@@ -335,13 +363,18 @@ class Run:
         job = self.job
         if job is None:
             return
+        conductor = self._conductor
+        if isinstance(job, _PlainJob):
+            stepper = conductor.stepper
+            assert isinstance(stepper, NumpyPitchStepper)
+            job.step(stepper, conductor.chooser)
+            return
         if job.begin is None:  # where the run before it ended
             before = job.after
             assert before is not None and before.end is not None, "steps in order"
             chosen, _, _, state, logits = before.end
             last = int(chosen[-1])  # (its data note: the anchor and the last note)
             job.begin = (state, logits, before.pitch_list[-1], last, last)
-        conductor = self._conductor
         stepper, setup = conductor.stepper, conductor._phrase_setup
         assert isinstance(stepper, NumpyPitchStepper) and setup is not None
         state, logits, held, anchor, last = job.begin
@@ -354,6 +387,8 @@ class Run:
         :meth:`step`); the stream keeps the state after the run."""
         if self.job is None or self._st is None:
             return self._head
+        if isinstance(self.job, _PlainJob):
+            return self._head + self._conductor._plain_results(self._st, self.job)
         return self._head + self._conductor._run_results(self._st, self.job)
 
 
@@ -637,10 +672,12 @@ class Conductor:
     def play_run(self, cues: list[Cue]) -> list[StepResult]:
         """:meth:`play` of each of ``cues`` alone, in order, all of one stream (a column
         rendered alone): with phrases on the CPU stepper with the greedy choice, the
-        phrases of the whole run in one compiled call (:meth:`NumpyPitchStepper.run`),
-        the notes, model state and logits that playing them one by one gives
-        (tests/test_fast_paths.py); else one :meth:`play` each. A stream's first phrase
-        takes the general path, alone. :meth:`start_run` in three steps."""
+        phrases of the whole run in one compiled call (:meth:`NumpyPitchStepper.run`);
+        at one note per sample on the CPU stepper, the run's steps and choices in one
+        (:meth:`NumpyPitchStepper.plain_run`): the notes, model state and logits that
+        playing them one by one gives (tests/test_fast_paths.py); else one :meth:`play`
+        each. A stream's first phrase takes the general path, alone. :meth:`start_run` in
+        three steps."""
         run = self.start_run(cues)
         run.step()
         return run.results()
@@ -653,6 +690,9 @@ class Conductor:
         notes (in this thread). ``after``: the stream's run started before this one, not
         finished yet: this one starts from where that one's step ends (steps in the
         order of their runs, results too)."""
+        if (not self.on_step and self.one_path and not self._phrases() and cues
+                and isinstance(self.stepper, NumpyPitchStepper)):
+            return self._start_plain(cues, after)
         if self.on_step or not (self.one_path and self._phrases()
                                 and self._phrase_setup is not None):
             return Run(self, [self.play([cue]) for cue in cues])
@@ -674,11 +714,36 @@ class Conductor:
             np.array([r.accent for r in readings], np.bool_),
             np.array([r.beyond is not None for r in readings], np.bool_),
             np.array([self._limit(c.span or self._span()) for c in cues], np.int64))
-        if after is None or after.job is None:  # the stream as it is now
+        if after is None or not isinstance(after.job, _RunJob):  # the stream as it is now
             job.begin = (st.model_state, self._logits(st), st.held, st.anchor, st.last)
         else:
             job.after = after.job
         return Run(self, head, st, job)
+
+    def _start_plain(self, cues: list[Cue], after: Run | None) -> Run:
+        """:meth:`start_run` at one note per sample (the CPU stepper): what
+        :meth:`_step_one` does cue by cue, the model's part in one compiled call
+        (:meth:`NumpyPitchStepper.plain_run`). The draws of a sampling choice are taken
+        from the stream's generator now, as many and in the order the cues would take
+        them."""
+        st = self.state(cues[0].sample.stream)
+        readings = self._readings(cues)
+        data_pitch, data_input = self.chooser.encode(np.array([r.normalized for r in readings]))
+        uniform = (st.rng.random(len(cues)) if self.chooser.temperature > 0.0
+                   else np.zeros(len(cues)))
+        job = _PlainJob(cues, readings, data_input, data_pitch, uniform)
+        if after is None or not isinstance(after.job, _PlainJob):  # the stream as it is now
+            job.begin = st.model_state
+        else:
+            job.after = after.job
+        return Run(self, [], st, job)
+
+    def _plain_results(self, st: StreamState, job: _PlainJob) -> list[StepResult]:
+        """:meth:`Run.results` of a compiled run at one note per sample: the stream keeps
+        the state after it."""
+        assert job.end is not None, "Run.step first"
+        chosen, st.model_state = job.end
+        return self._results_of_run(st, job.cues, job.readings, chosen, [[]] * len(job.cues))
 
     def _readings(self, cues: list[Cue]) -> list[Reading]:
         """Each cue's reading (the window as it is now where it has none), its place the
@@ -698,19 +763,27 @@ class Conductor:
         st.model_state, st.next_logits = state, logits
         st.held, st.anchor = job.pitch_list[-1], int(chosen[-1])
         st.last = st.anchor
+        starts_list, leads_list = starts.tolist(), leads.tolist()
+        return self._results_of_run(
+            st, job.cues, job.readings, chosen,
+            [leads_list[starts_list[i]:starts_list[i + 1]] for i in range(len(job.cues))])
+
+    def _results_of_run(self, st: StreamState, cues: list[Cue], readings: list[Reading],
+                        chosen: np.ndarray, leads: list[list[int]]) -> list[StepResult]:
+        """Each cue's result after a compiled run of one stream: its data note the
+        candidate ``chosen[i]`` (or the headroom pitch beyond the range), the model's added
+        notes ``leads[i]`` before it."""
         chooser = self.chooser
         pitches, inputs = chooser.candidates[chosen], chooser.cand_inputs[chosen]
         voice = self.allocator.voice(st.name)
-        starts_list, leads_list = starts.tolist(), leads.tolist()
         results = []
-        for i, (cue, r) in enumerate(zip(job.cues, job.readings, strict=True)):
+        for i, (cue, r) in enumerate(zip(cues, readings, strict=True)):
             pitch = pitches[i:i + 1]
             if r.beyond is not None:  # the data alone decides (see _step_batch)
                 pitch[0] = self.beyond[np.abs(self.beyond - r.beyond).argmin()]
             st.notes += 1
             notes = [] if voice.muted else self._notes(
-                cue, st, voice, r, r.normalized, int(pitch[0]),
-                leads_list[starts_list[i]:starts_list[i + 1]], None)
+                cue, st, voice, r, r.normalized, int(pitch[0]), leads[i], None)
             results.append(StepResult(pitch, inputs[i:i + 1], None, notes))
         return results
 

@@ -353,7 +353,12 @@ def test_random_settings_play_alike_on_all_paths(shipped: Any, seed: int) -> Non
     ({"model.passing_notes": 2, "model.influence": 0.5}, False, 1),
     ({"model.passing_notes": 5, "accent.enabled": False}, True, 64),
     ({"model.passing_notes": 3, "model.temperature": 0.7}, False, 64),  # (not compiled)
-    ({"model.passing_notes": 0}, True, 64),  # one note per sample: play() each
+    # one note per sample: compiled runs too (Conductor._start_plain)
+    ({"model.passing_notes": 0}, True, 64),
+    ({"model.passing_notes": 0}, False, 1000),
+    ({"model.passing_notes": 0, "model.temperature": 0.7}, False, 7),  # the draws in order
+    ({"model.passing_notes": 3, "model.influence": 1.0}, False, 64),  # no phrases at 1.0
+    ({"model.passing_notes": 0, "model.influence": 0.3, "accent.enabled": False}, True, 1),
     ({"model.passing_notes": 5, "clock.max_rate": 80.0}, False, 64),  # some spans < MIN_NOTE
     ({"model.passing_notes": 5, "clock.max_rate": 80.0, "accent.enabled": False}, False,
      -64),  # every span < MIN_NOTE: no notes added
@@ -362,23 +367,30 @@ def test_a_run_of_cues_plays_what_they_play_one_by_one(shipped: Any, overrides: 
                                                        given: bool, run: int) -> None:
     """``Conductor.play_run`` (``render``'s one column, ``run`` rows at a time) gives the
     notes, pitches, inputs, model state, logits and phrase marks that ``play`` of each cue
-    alone gives, to the bit; the compiled run steps every phrase after the first. A
-    negative ``run``: as long, every span shorter than MIN_NOTE."""
+    alone gives, to the bit; the compiled run steps every phrase after the first, or
+    (one note per sample) every cue. A negative ``run``: as long, every span shorter than
+    MIN_NOTE."""
     short, run = run < 0, abs(run)
     played = {}
     for together in (True, False):
         config = load_config(None, {"model.device": "cpu", **overrides})
         stepper, encoding, _ = load_pitch_model(config.model)
         assert isinstance(stepper, NumpyPitchStepper)
-        runs = 0
-        compiled_run = stepper.run
+        runs = plain_runs = 0
+        compiled_run, plain_run = stepper.run, stepper.plain_run
 
         def counted(*args: Any, compiled_run: Callable[..., Any] = compiled_run) -> Any:
             nonlocal runs
             runs += 1
             return compiled_run(*args)
 
+        def counted_plain(*args: Any, plain_run: Callable[..., Any] = plain_run) -> Any:
+            nonlocal plain_runs
+            plain_runs += 1
+            return plain_run(*args)
+
         stepper.run = counted  # type: ignore[method-assign,assignment]
+        stepper.plain_run = counted_plain  # type: ignore[method-assign,assignment]
         conductor = Conductor(config, stepper, encoding)
         cues = []
         for n, value in enumerate(VALUES):
@@ -397,31 +409,34 @@ def test_a_run_of_cues_plays_what_they_play_one_by_one(shipped: Any, overrides: 
             [r.inputs.tolist() for r in results], [p.tobytes() for p in st.model_state],
             None if st.next_logits is None else st.next_logits.tobytes(),
             (st.held, st.anchor, st.last, st.notes))
-        compiled = (overrides["model.passing_notes"] > 0
-                    and overrides.get("model.temperature", 0.0) == 0.0)
+        phrasing = (overrides["model.passing_notes"] > 0
+                    and overrides.get("model.influence", 0.8) < 1.0)
+        compiled = phrasing and overrides.get("model.temperature", 0.0) == 0.0
         # (the first phrase takes the general path: a run of it alone compiles nothing)
         expected = -(-len(cues) // run) - (run == 1) if together and compiled else 0
         assert runs == expected
+        assert plain_runs == (-(-len(cues) // run) if together and not phrasing else 0)
     assert played[True] == played[False]
     notes = [n for r in played[True][0] for n in r]
     assert len({n.pitch for n in notes}) > 5
-    if overrides["model.passing_notes"] and not short:
+    if phrasing and not short:
         assert sum(n.source == "model" for n in notes) > len(VALUES) // 4
     if overrides.get("accent.enabled", True):
         assert any(n.accent for n in notes)
 
 
-@pytest.mark.parametrize("run", [1, 7, 400])
+@pytest.mark.parametrize(("run", "passing"), [(1, 5), (7, 5), (400, 5), (7, 0), (400, 0)])
 def test_a_column_rendered_alone_plays_what_it_plays_beside_another(
-        shipped: Any, monkeypatch: pytest.MonkeyPatch, run: int) -> None:
+        shipped: Any, monkeypatch: pytest.MonkeyPatch, run: int, passing: int) -> None:
     """``render`` steps one column in runs of ``render.RUN`` rows (``Conductor.start_run``,
     each run's step in a second thread, starting where the run before it ended), several
     columns row by row as one batch: a column's notes are the same either way (it is the
-    first stream, so its voice is too), across runs' ends in flat stretches too."""
+    first stream, so its voice is too), across runs' ends in flat stretches too; with
+    phrases and at one note per sample (``passing``: ``model.passing_notes``)."""
     from streamsonic import render
 
     monkeypatch.setattr(render, "RUN", run)
-    config = load_config(None, {"model.device": "cpu"})
+    config = load_config(None, {"model.device": "cpu", "model.passing_notes": passing})
     rng = np.random.default_rng(3)
     size = 1300
     walk = np.cumsum(rng.standard_normal(size)) + np.where(rng.random(size) < 0.01, 30.0, 0.0)
@@ -432,7 +447,8 @@ def test_a_column_rendered_alone_plays_what_it_plays_beside_another(
     alone = render.render_notes(config, a, [])
     beside = [n for n in render.render_notes(config, [a, b], []) if n.stream == "a"]
     assert alone == beside
-    assert sum(n.source == "model" for n in alone) > size // 4
+    added = sum(n.source == "model" for n in alone)
+    assert added > size // 4 if passing else added == 0
     assert any(n.accent for n in alone)
 
 

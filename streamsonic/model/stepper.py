@@ -35,6 +35,7 @@ from streamsonic.errors import DeviceError
 if TYPE_CHECKING:
     import torch
 
+    from streamsonic.model.choice import Chooser
     from streamsonic.model.network import PitchLSTM
 
 #: Opaque per-stream (or batched) state: four arrays/tensors (h1, c1, h2, c2), (batch, H).
@@ -217,7 +218,11 @@ class NumpyPitchStepper:
     (:mod:`streamsonic.model.kernels`)."""
 
     def __init__(self, network: PitchLSTM | Weights, dtype: Any = None) -> None:
-        from streamsonic.model import kernels, phrase_kernel  # noqa: PLC0415 - numba, CPU only
+        from streamsonic.model import (  # noqa: PLC0415 - numba, CPU only
+            kernels,
+            phrase_kernel,
+            plain_kernel,
+        )
 
         sd = _arrays(network)
         w_ih1 = sd["lstm1.weight_ih_l0"]
@@ -225,6 +230,7 @@ class NumpyPitchStepper:
             raise ValueError("the pitch stepper needs a network with a scalar input")
         self._k = kernels
         self._pk = phrase_kernel
+        self._plain = plain_kernel
         self.device = "cpu"
         self.dtype = np.float64 if _float64(dtype) else np.float32
         f = self.dtype
@@ -409,6 +415,24 @@ class NumpyPitchStepper:
             self._v1, self._w2, self._v2, self._head, u.cand_class, u.cand_pitch, u.cand_x,
             *new, out, held_a, marks, u.beam, chosen, leads, starts)
         return chosen, leads, starts, new, out
+
+    def plain_run(self, chooser: Chooser, data_input: np.ndarray, data_pitch: np.ndarray,
+                  uniform: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """One stream's consecutive samples, one note each, in one compiled call
+        (:func:`~streamsonic.model.plain_kernel.run`): sample ``i`` steps as :meth:`propose`
+        with ``data_input[i]``, ``chooser``'s choice (with ``uniform[i]`` as its draw where
+        its temperature is above 0), :meth:`commit` with the chosen note's input. Returns
+        each sample's note (a candidate index) and the stream's state after the last (the
+        bits of those calls sample by sample)."""
+        chosen = np.empty(data_input.shape[0], np.int64)
+        new = _state(np.array(a, order="C") for a in state)  # (copies: theirs stay)
+        self._plain.run(
+            self._x(data_input), np.ascontiguousarray(data_pitch, np.float64),
+            np.ascontiguousarray(uniform, np.float64), chooser.influence,
+            chooser.kernel_scale, chooser.temperature, chooser.cand_class,
+            chooser.cand_pitch, chooser.cand_inputs.astype(self.dtype), self._w_hh1_t,
+            self._v1, self._w2, self._v2, self._head, *new, chosen)
+        return chosen, new
 
     def phrases(self, setup: PhraseSetup, plans: np.ndarray, starts: np.ndarray,
                 state: State, logits: np.ndarray, targets: np.ndarray, data_pitch: np.ndarray,
