@@ -5,8 +5,8 @@ commit, in the same run.
                                      [--rev REV] [--repeat 3]
 
 Rows/s is CPU time (``time.process_time``, of every thread), so other work on a shared
-machine counts less; each figure is the best of ``--repeat`` runs. Two rows are wall-clock
-time: one column's render steps the model in a second thread while the first reads rows and
+machine counts less; each figure is the best of ``--repeat`` runs. Three rows are
+wall-clock time: a render steps the model in a second thread while the first reads rows and
 schedules notes, so on two free cores it takes less time than CPU. Rows:
 
 * ``render, 1 column``: ``render_notes`` of one column of a random walk into a MIDI file
@@ -15,9 +15,9 @@ schedules notes, so on two free cores it takes less time than CPU. Rows:
   same with one note per row (``model.passing_notes = 0``; CPU and wall clock), and a
   quarter as many rows of Gaussian noise at the defaults (every row leaps: the most added
   notes, phrases' worst case).
-* ``render, N columns``: N columns of the same length; at a revision that steps a row's
-  columns as one batch, one call per row, else N one-column renders (the rows/s counts
-  every column's rows).
+* ``render, N columns``: N columns of the same length in one render (at a revision that
+  cannot render several columns at once, N one-column renders; the rows/s counts every
+  column's rows).
 * ``output ...``: microseconds of CPU per note through ``Scheduler.play`` into one output
   (the events output writing to /dev/null, the MIDI file output, the MQTT output to a
   real mosquitto when ``mosquitto`` is installed, at QoS 0 and QoS 1: CPU of every
@@ -164,10 +164,11 @@ def measure(rows: int, columns: int, notes: int, repeat: int) -> dict[str, float
         out["render, 1 column of noise (rows/s)"] = rows // 4 / one
         batched = "Sequence" in str(inspect.signature(render_notes).parameters["series"])
         if batched:
-            many = best_cpu(lambda: render_notes(config, table, spec), repeat)
+            many, wall = best(lambda: render_notes(config, table, spec), repeat)
         else:
-            many = best_cpu(lambda: [render_notes(config, s, spec) for s in table], repeat)
+            many, wall = best(lambda: [render_notes(config, s, spec) for s in table], repeat)
         out[f"render, {columns} columns (rows/s, all columns)"] = rows * columns / many
+        out[f"render, {columns} columns, wall clock (rows/s)"] = rows * columns / wall
     out["floor: the model's products alone, 1 column (rows/s)"] = floor_rows_per_s(rows, repeat)
 
     made = [NoteEvent(f"s{i % 50}", float(i), 1.0, 0.5, 48 + i % 40, 60 + i % 60, 0.25,

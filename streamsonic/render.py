@@ -1,11 +1,11 @@
 """``streamsonic render``: CSV columns -> notes, offline, deterministic.
 
-One data note per row in file order (per column: several columns play as several streams,
-the columns of a row stepped as one batch; one column alone in runs of ``RUN`` rows, the
-model stepping in a second thread; the model's added notes, ``model.passing_notes``,
-come between), spaced ``clock.step`` beats apart at ``music.tempo`` (or as the temporal
-model decides, with ``rhythm = "model"``); faster than real time (a :class:`VirtualClock`
-drives the same scheduler and sinks the daemon uses). Values are normalized over the whole
+One data note per row in file order (per column: several columns play as several streams, a
+row's notes together; each column in runs of ``RUN`` rows, the model stepping in a second
+thread; the model's added notes, ``model.passing_notes``, come between), spaced
+``clock.step`` beats apart at ``music.tempo`` (or as the temporal model decides, with
+``rhythm = "model"``); faster than real time (a :class:`VirtualClock` drives the same
+scheduler and sinks the daemon uses). Values are normalized over the whole
 file (``normalize.render_mode``, default ``auto``: quantiles, outliers beyond the range) or,
 with ``--normalize rolling``, exactly as the daemon would. Without ``--column``, the column
 with the most numbers plays; a column named as a time column (``time``, ``timestamp``,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import gc
 import io
+import itertools
 import logging
 import sys
 from collections import deque
@@ -190,9 +191,9 @@ def _outputs(outputs: list[str]) -> list[OutputSpec]:
 
 def render_notes(config: Config, series: Series | Sequence[Series],
                  specs: list[OutputSpec]) -> list[NoteEvent]:
-    """Play ``series`` (one column, or several: each its own stream, the columns of a row
-    stepped as one batch) through the conductor into the sinks of ``specs``; return the
-    notes."""
+    """Play ``series`` (one column, or several: each its own stream, its notes those it
+    plays alone, a row's notes together in time) through the conductor into the sinks of
+    ``specs``; return the notes."""
     from streamsonic.conductor import Conductor, Cue  # noqa: PLC0415
     from streamsonic.daemon import open_outputs  # noqa: PLC0415
     from streamsonic.model.loader import load_pitch_model  # noqa: PLC0415
@@ -204,6 +205,11 @@ def render_notes(config: Config, series: Series | Sequence[Series],
     if rhythm and len(columns) > 1:
         raise UsageError("rhythm = \"model\" renders one column (the model decides when its "
                          "next note starts); render the columns one at a time")
+    if len(columns) > config.streams.max_streams:
+        raise UsageError(f"render plays each column as a stream: {len(columns)} columns are "
+                         f"more than streams.max_streams ({config.streams.max_streams}); "
+                         f"raise it (--set streams.max_streams={len(columns)}) or name fewer "
+                         "columns")
     stepper: Stepper
     if rhythm:
         from streamsonic.rhythm import load_temporal_model  # noqa: PLC0415
@@ -237,25 +243,21 @@ def render_notes(config: Config, series: Series | Sequence[Series],
     # as long as the render; the collector's full passes over it cost about 5% of a render.
     gc.freeze()
     try:
-        if len(columns) == 1 and not rhythm:
-            _play_column(conductor, scheduler, clock, columns[0], normalized[0], step, notes)
-        else:
-            for n, row in enumerate(rows):
+        if rhythm:  # one column, row by row: each row's delay comes from its step
+            column, norm = columns[0], normalized[0]
+            for n, value in enumerate(column.values.tolist()):
                 clock.run_until(start)
-                cues = []
-                for c, i in row:
-                    s, norm = columns[c], normalized[c]
-                    sample = Sample(s.name, float(n), float(s.values[i]))
-                    reading = conductor.observe(sample)
-                    # span: the rows' spacing, which the model's added notes may fill
-                    cues.append(Cue(sample, start, None if norm is None else float(norm[i]),
-                                    reading=reading, span=step))
-                played = conductor.play(cues)  # every column of the row: one batch
+                sample = Sample(column.name, float(n), value)
+                cue = Cue(sample, start, None if norm is None else float(norm[n]),
+                          reading=conductor.observe(sample), span=step)
+                played = conductor.play([cue])
                 for note in played.notes:
                     scheduler.play(note)
                     notes.append(note)
-                # The temporal model says when the next note starts; otherwise the step.
+                # The temporal model says when the next note starts.
                 start += played.timings[0].delay if played.timings else step
+        else:
+            _play_runs(conductor, scheduler, clock, columns, normalized, rows, step, notes)
         clock.run_all()
     finally:
         gc.unfreeze()
@@ -268,47 +270,64 @@ def render_notes(config: Config, series: Series | Sequence[Series],
 RUN = 1024
 
 
-def _play_column(conductor: Conductor, scheduler: Scheduler, clock: VirtualClock,
-                 series: Series, normalized: np.ndarray | None, step: float,
-                 notes: list[NoteEvent]) -> None:
-    """Play one column (the pitch model: a row's note starts ``step`` after the last's):
-    ``RUN`` rows at a time read (:meth:`Conductor.observe`, which the model does not
-    touch) and started (:meth:`Conductor.start_run`), stepped (:meth:`Run.step`) in a
-    second thread while this one reads the next rows and schedules the last ones' notes
-    at their times: the notes, and the clock's order of events, that row by row gives
-    (the model's compiled step releases the GIL: two cores render about 1.5 times as
-    fast as one)."""
+def _play_runs(conductor: Conductor, scheduler: Scheduler, clock: VirtualClock,
+               columns: list[Series], normalized: list[np.ndarray | None],
+               rows: list[list[tuple[int, int]]], step: float,
+               notes: list[NoteEvent]) -> None:
+    """Play the columns (the pitch model: a row's notes start ``step`` after the last
+    row's) in blocks of ``RUN`` rows: each column's values in the block read
+    (:meth:`Conductor.observe`, which the model does not touch) and started as one run
+    (:meth:`Conductor.start_run`), the runs stepped (:meth:`Run.step`) in a second thread
+    while this one reads the next block and schedules the last block's notes, row by row
+    at their times. The notes, and the clock's order of events, that stepping the rows
+    one by one gives (the model's compiled step releases the GIL: two cores render about
+    1.5 times as fast as one): a column's notes are those it plays alone (each stream's
+    steps have their own bits in a batch too; tests/test_fast_paths.py), its voice
+    claimed where its first value is read (:meth:`Conductor.observe`, row by row)."""
     from streamsonic.conductor import Cue  # noqa: PLC0415
 
-    values = series.values.tolist()
-    norms = None if normalized is None else normalized.tolist()
-    name = series.name
-    start = 0.0
-    pending: deque[tuple[list[Cue], Run, Future[None]]] = deque()
-    previous: Run | None = None
+    values = [s.values.tolist() for s in columns]
+    norms = [None if n is None else n.tolist() for n in normalized]
+    starts = list(itertools.accumulate([step] * (len(rows) - 1), initial=0.0))
+    pending: deque[tuple[int, list[Run | None], Future[None]]] = deque()
+    previous: list[Run | None] = [None] * len(columns)
 
     def schedule_oldest() -> None:
-        done_cues, run, future = pending.popleft()
+        first, runs, future = pending.popleft()
         future.result()
-        for cue, played in zip(done_cues, run.results(), strict=True):
-            clock.run_until(cue.start)
-            for note in played.notes:
-                scheduler.play(note)
-                notes.append(note)
+        results = [iter(run.results()) if run is not None else iter(()) for run in runs]
+        for n in range(first, min(first + RUN, len(rows))):
+            clock.run_until(starts[n])
+            for c, _ in rows[n]:
+                for note in next(results[c]).notes:
+                    scheduler.play(note)
+                    notes.append(note)
+
+    def step_all(runs: list[Run | None]) -> None:
+        for run in runs:
+            if run is not None:
+                run.step()
 
     with ThreadPoolExecutor(1, thread_name_prefix="render-step") as pool:
-        for first in range(0, len(values), RUN):
-            cues = []
-            for n in range(first, min(first + RUN, len(values))):
-                sample = Sample(name, float(n), values[n])
-                reading = conductor.observe(sample)
-                # span: the rows' spacing, which the model's added notes may fill
-                cues.append(Cue(sample, start, None if norms is None else norms[n],
-                                reading=reading, span=step))
-                start += step
-            previous = conductor.start_run(cues, after=previous)
-            pending.append((cues, previous, pool.submit(previous.step)))
-            if len(pending) > 1:  # (the run just started steps meanwhile)
+        for first in range(0, len(rows), RUN):
+            cues: list[list[Cue]] = [[] for _ in columns]
+            for n in range(first, min(first + RUN, len(rows))):
+                for c, i in rows[n]:
+                    sample = Sample(columns[c].name, float(n), values[c][i])
+                    reading = conductor.observe(sample)
+                    norm = norms[c]
+                    # span: the rows' spacing, which the model's added notes may fill
+                    cues[c].append(Cue(sample, starts[n], None if norm is None else norm[i],
+                                       reading=reading, span=step))
+            runs: list[Run | None] = []
+            for c, column_cues in enumerate(cues):
+                if column_cues:
+                    previous[c] = conductor.start_run(column_cues, after=previous[c])
+                    runs.append(previous[c])
+                else:
+                    runs.append(None)
+            pending.append((first, runs, pool.submit(step_all, runs)))
+            if len(pending) > 1:  # (the runs just started step meanwhile)
                 schedule_oldest()
         while pending:
             schedule_oldest()

@@ -1,5 +1,6 @@
-"""render plays several columns as several streams, each row's columns stepped as one batch
-through the conductor, with the notes each column plays alone."""
+"""render plays several columns as several streams, each column's rows stepped in runs
+(``Conductor.start_run``, as one column alone), a row's notes scheduled together, with the
+notes each column plays alone."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import mido
 import numpy as np
 import pytest
 
-from streamsonic.conductor import Conductor, Cue, StepResult
-from streamsonic.config import load_config
+from streamsonic import render
+from streamsonic.conductor import Conductor, Cue, Run, StepResult
+from streamsonic.config import Config, load_config
 from streamsonic.errors import InputDataError, UsageError
+from streamsonic.music import seconds_per_beat
 from streamsonic.render import Series, read_table, render_notes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,42 +42,88 @@ def by_stream(notes: list) -> dict[str, list[tuple]]:
     return out
 
 
-def test_columns_step_as_one_batch_and_play_what_each_plays_alone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    config = load_config(None, {"model.device": "cpu", "model.influence": 0.5})
-    table = columns()
-    alone: dict[str, list[tuple]] = {}
-    for series in table:
-        alone.update(by_stream(render_notes(config, series, [])))
+def row_step(config: Config) -> float:
+    """Seconds between rows (``clock.step`` beats)."""
+    return config.clock.step * seconds_per_beat(config.music.tempo)
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[list[str]]]:
+    """Patch the conductor: the size of each :meth:`Conductor.play` batch, and the streams
+    of each run's cues (:meth:`Conductor.start_run`), as they come."""
     batches: list[int] = []
-    real_play = Conductor.play
+    runs: list[list[str]] = []
+    real_play, real_start = Conductor.play, Conductor.start_run
 
     def play(self: Conductor, cues: list[Cue]) -> StepResult:
         batches.append(len(cues))
         return real_play(self, cues)
 
+    def start_run(self: Conductor, cues: list[Cue], after: Run | None = None) -> Run:
+        runs.append([c.sample.stream for c in cues])
+        return real_start(self, cues, after)
+
     monkeypatch.setattr(Conductor, "play", play)
-    together = by_stream(render_notes(config, table, []))
-    assert batches == [3] * 150  # one step per row, every column in it
+    monkeypatch.setattr(Conductor, "start_run", start_run)
+    return batches, runs
+
+
+@pytest.mark.parametrize(("settings", "width"), [
+    ({"model.influence": 0.5}, 3),  # phrases
+    ({"model.passing_notes": 0}, 6),  # one note per row; more columns than FEW_ROWS
+])
+def test_columns_step_in_runs_and_play_what_each_plays_alone(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, object], width: int,
+) -> None:
+    monkeypatch.setattr(render, "RUN", 64)
+    config = load_config(None, {"model.device": "cpu", **settings})
+    table = (columns() * 2)[:width]
+    table = [Series(f"{s.name}{i}", s.values, s.lines, {}) for i, s in enumerate(table)]
+    alone: dict[str, list[tuple]] = {}
+    for series in table:
+        alone.update(by_stream(render_notes(config, series, [])))
+    batches, runs = counting(monkeypatch)
+    played = render_notes(config, table, [])
+    together = by_stream(played)
+    # 150 rows in blocks of 64: a run of each column in each block, in column order
+    assert runs == [[s.name] * size for size in (64, 64, 22) for s in table]
+    assert batches == []  # no row stepped as a batch of its own
     assert together == alone
     assert len({p for notes in together.values() for p, *_ in notes}) > 10  # they play
+    # a row's notes together: each row's data notes within the row's step, in column order
+    data = [n for n in played if n.source == "data"]
+    assert [n.stream for n in data] == [s.name for _ in range(150) for s in table]
+    step = row_step(config)
+    assert [int(n.start / step + 1e-9) for n in data] == [r for r in range(150) for _ in table]
 
 
 def test_a_column_with_gaps_plays_only_on_its_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "a,b\n1,10\n2,x\n3,12\n4,\n5,15\n"
     table = read_table(text, ["a", "b"], "t.csv")
     assert [s.lines for s in table] == [[2, 3, 4, 5, 6], [2, 4, 6]]
-    batches: list[list[str]] = []
-    real_play = Conductor.play
+    _, runs = counting(monkeypatch)
+    config = load_config(None, {"model.device": "cpu", "model.passing_notes": 0})
+    notes = render_notes(config, table, [])
+    assert runs == [["a"] * 5, ["b"] * 3]
+    step = row_step(config)
+    assert [(n.stream, round(n.start / step, 9)) for n in notes] == [
+        ("a", 0), ("b", 0), ("a", 1), ("a", 2), ("b", 2), ("a", 3), ("a", 4), ("b", 4)]
 
-    def play(self: Conductor, cues: list[Cue]) -> StepResult:
-        batches.append([c.sample.stream for c in cues])
-        return real_play(self, cues)
 
-    monkeypatch.setattr(Conductor, "play", play)
-    render_notes(load_config(None, {"model.device": "cpu"}), table, [])
-    assert batches == [["a", "b"], ["a"], ["a", "b"], ["a"], ["a", "b"]]
+def test_a_column_first_seen_later_takes_its_voice_then() -> None:
+    """Voices are claimed in the order in which the columns' first values come (as row by
+    row did), not in the order the columns are named."""
+    text = "a,b,c\n,1,\n,2,2\n3,3,3\n4,4,4\n"  # b first, then c, then a
+    table = read_table(text, ["a", "b", "c"], "t.csv")
+    config = load_config(None, {"model.device": "cpu", "music.program": -1})
+    notes = render_notes(config, table, [])
+    channels = {n.stream: n.channel for n in notes}
+    assert channels["b"] < channels["c"] < channels["a"], channels
+
+
+def test_more_columns_than_streams_are_refused() -> None:
+    config = load_config(None, {"model.device": "cpu", "streams.max_streams": 2})
+    with pytest.raises(UsageError, match="max_streams=3"):
+        render_notes(config, columns(), [])
 
 
 def test_column_choices() -> None:

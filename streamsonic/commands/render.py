@@ -36,8 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="column to play, by header name or 0-based index (default: the "
                              "column with the most numbers, leaving out a time column: time, "
                              "timestamp, ts, date, datetime, epoch); repeat it to play "
-                             "several columns, each as its own stream and voice, a row's "
-                             "columns stepped as one batch")
+                             "several columns, each as its own stream and voice, playing "
+                             "the notes it plays alone, a row's notes together")
     parser.add_argument("--all-columns", action="store_true",
                         help="play every column that holds numbers, except a time column")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
