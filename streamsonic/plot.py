@@ -1,6 +1,7 @@
 """Draw a rendered series and its notes so that loudness and accents are plain to see.
 
-Three panels share the x axis (the row of the input each note was made from):
+Three panels per column, all sharing the x axis (the row of the input each note was made
+from; several columns are stacked, each with its own three):
 
 * **data**: the series as a line, with every accented row starred in red;
 * **notes**: one dot per note at its pitch, coloured by velocity (colourbar
@@ -16,6 +17,7 @@ that nothing else in streamsonic pays for it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +48,8 @@ VELOCITY_LABEL = "velocity (loudness)"
 ACCENT_COLOR = "#d62728"
 VELOCITY_CMAP = "viridis"
 DATA_COLOR = "#4c72b0"
+#: The most columns one figure stacks (three panels each).
+MAX_COLUMNS = 8
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,9 @@ class AnomalyArtists:
 
 
 @dataclass(frozen=True)
-class PlotArtists:
-    """The whole figure and its parts, for :func:`plot_render` and for tests."""
+class ColumnArtists:
+    """One column's panels: its data, its notes and their colourbar, its anomaly strip."""
 
-    figure: Figure
     data: DataArtists
     notes: NoteArtists
     anomaly: AnomalyArtists
@@ -117,9 +120,41 @@ class PlotArtists:
     legends: list[Legend]
 
 
-def draw_data(ax: Axes, series: Series, arrays: NoteArrays) -> DataArtists:
-    """The series as a line, a red star on the value of every accented note."""
-    line = ax.plot(np.arange(len(series.values)), series.values, color=DATA_COLOR, lw=1.2,
+@dataclass(frozen=True)
+class PlotArtists:
+    """The whole figure and each column's parts, for :func:`plot_render` and for tests
+    (``data``, ``notes``, ``anomaly``, ``colorbar``, ``legends``: the first column's)."""
+
+    figure: Figure
+    columns: list[ColumnArtists]
+
+    @property
+    def data(self) -> DataArtists:
+        return self.columns[0].data
+
+    @property
+    def notes(self) -> NoteArtists:
+        return self.columns[0].notes
+
+    @property
+    def anomaly(self) -> AnomalyArtists:
+        return self.columns[0].anomaly
+
+    @property
+    def colorbar(self) -> Colorbar:
+        return self.columns[0].colorbar
+
+    @property
+    def legends(self) -> list[Legend]:
+        return self.columns[0].legends
+
+
+def draw_data(ax: Axes, series: Series, arrays: NoteArrays,
+              rows: np.ndarray | None = None) -> DataArtists:
+    """The series as a line (each value at its row, ``rows``: by default one after the
+    other), a red star on the value of every accented note."""
+    x = np.arange(len(series.values)) if rows is None else rows
+    line = ax.plot(x, series.values, color=DATA_COLOR, lw=1.2,
                    label=f"data: {series.name}", zorder=2)[0]
     hit = arrays.accent
     accents = ax.scatter(arrays.x[hit], arrays.value[hit], marker="*", s=160,
@@ -164,16 +199,28 @@ def draw_anomaly(ax: Axes, arrays: NoteArrays, threshold: float) -> AnomalyArtis
     return AnomalyArtists(scores, accents, line)
 
 
-def _title(series: Series, arrays: NoteArrays, config: Config) -> str:
+def _title(table: Sequence[Series], arrays: list[NoteArrays], config: Config) -> str:
     norm = config.normalize
     method = norm.render_mode if norm.render_scope == "global" else norm.mode
-    accents = int(arrays.accent.sum())
+    accents = sum(int(a.accent.sum()) for a in arrays)
     off = "" if config.accent.enabled else " (accents off)"
+    names = table[0].name if len(table) == 1 else f"{len(table)} columns"
     return (
-        f"{series.name}: {len(arrays)} notes, {accents} accent{'s' * (accents != 1)}{off}\n"
+        f"{names}: {sum(len(a) for a in arrays)} notes, {accents} "
+        f"accent{'s' * (accents != 1)}{off}\n"
         f"{config.music.key} {config.music.scale}, influence {config.model.influence:g}, "
         f"{norm.render_scope} {method} normalization"
     )
+
+
+def _rows(table: Sequence[Series]) -> list[np.ndarray]:
+    """Each column's values' rows as render numbers them (the sorted lines that hold a
+    value in any column)."""
+    if len(table) == 1:
+        return [np.arange(len(table[0].values), dtype=float)]
+    lines = sorted({line for s in table for line in s.lines})
+    row_of = {line: row for row, line in enumerate(lines)}
+    return [np.array([row_of[line] for line in s.lines], dtype=float) for s in table]
 
 
 def _pyplot() -> ModuleType:
@@ -185,41 +232,59 @@ def _pyplot() -> ModuleType:
     return plt
 
 
-def build_figure(series: Series, notes: list[NoteEvent], config: Config) -> PlotArtists:
-    """The figure for ``render --plot``, not yet saved (close it with ``plt.close``). It
-    shows the data's notes (the notes the model adds between them are left out)."""
+def build_figure(series: Series | Sequence[Series], notes: list[NoteEvent],
+                 config: Config) -> PlotArtists:
+    """The figure for ``render --plot``, not yet saved (close it with ``plt.close``): each
+    column's three panels, stacked (at most :data:`MAX_COLUMNS`). It shows the data's notes
+    (the notes the model adds between them are left out)."""
     plt = _pyplot()
-    notes = [n for n in notes if n.source == "data"]
-    arrays = note_arrays(notes)
-    fig = plt.figure(figsize=(12, 7.5), dpi=110)
-    grid = fig.add_gridspec(3, 2, height_ratios=[3, 3, 1.1], width_ratios=[60, 1],
-                            hspace=0.22, wspace=0.03)
-    ax_data = fig.add_subplot(grid[0, 0])
-    ax_notes = fig.add_subplot(grid[1, 0], sharex=ax_data)
-    ax_anomaly = fig.add_subplot(grid[2, 0], sharex=ax_data)
-    for ax in (ax_data, ax_notes):
-        ax.tick_params(labelbottom=False)
-        ax.grid(axis="x", color="0.9", lw=0.6)
+    table = [series] if not isinstance(series, Sequence) else list(series)
+    if not 1 <= len(table) <= MAX_COLUMNS:
+        raise ValueError(f"a figure draws 1 to {MAX_COLUMNS} columns, not {len(table)}")
+    data_notes = [n for n in notes if n.source == "data"]
+    if len(table) == 1:
+        arrays = [note_arrays(data_notes)]
+    else:
+        arrays = [note_arrays([n for n in data_notes if n.stream == s.name]) for s in table]
+    fig = plt.figure(figsize=(12, 1.2 + 6.3 * len(table)), dpi=110)
+    grid = fig.add_gridspec(3 * len(table), 2, height_ratios=[3, 3, 1.1] * len(table),
+                            width_ratios=[60, 1], hspace=0.22, wspace=0.03)
+    columns = []
+    first: Axes | None = None
+    for k, (column, column_arrays, rows) in enumerate(zip(table, arrays, _rows(table),
+                                                          strict=True)):
+        ax_data = fig.add_subplot(grid[3 * k, 0], sharex=first)
+        first = first or ax_data
+        ax_notes = fig.add_subplot(grid[3 * k + 1, 0], sharex=first)
+        ax_anomaly = fig.add_subplot(grid[3 * k + 2, 0], sharex=first)
+        last = k == len(table) - 1
+        for ax in (ax_data, ax_notes) if last else (ax_data, ax_notes, ax_anomaly):
+            ax.tick_params(labelbottom=False)
+        for ax in (ax_data, ax_notes):
+            ax.grid(axis="x", color="0.9", lw=0.6)
+        data = draw_data(ax_data, column, column_arrays, rows)
+        note_artists = draw_notes(ax_notes, column_arrays, config)
+        anomaly = draw_anomaly(ax_anomaly, column_arrays, config.accent.threshold)
+        colorbar = fig.colorbar(note_artists.notes, cax=fig.add_subplot(grid[3 * k + 1, 1]))
+        colorbar.set_label(VELOCITY_LABEL)
+        if last:
+            ax_anomaly.set_xlabel("row of the input (the data point each note was made from)")
+        # Legends sit above their panels, outside the axes, so they never hide a note.
+        legends = [
+            ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=3, fontsize=8,
+                      frameon=False, borderaxespad=0.2, handletextpad=0.4, columnspacing=1.2)
+            for ax in (ax_data, ax_notes, ax_anomaly)
+        ]
+        columns.append(ColumnArtists(data, note_artists, anomaly, colorbar, legends))
+    fig.suptitle(_title(table, arrays, config), fontsize=11)
+    height = fig.get_size_inches()[1]
+    fig.subplots_adjust(left=0.07, right=0.93, top=1.0 - 0.9 / height,
+                        bottom=0.6 / height)
+    return PlotArtists(fig, columns)
 
-    data = draw_data(ax_data, series, arrays)
-    note_artists = draw_notes(ax_notes, arrays, config)
-    anomaly = draw_anomaly(ax_anomaly, arrays, config.accent.threshold)
-    colorbar = fig.colorbar(note_artists.notes, cax=fig.add_subplot(grid[1, 1]))
-    colorbar.set_label(VELOCITY_LABEL)
-    ax_anomaly.set_xlabel("row of the input (the data point each note was made from)")
-    fig.suptitle(_title(series, arrays, config), fontsize=11)
 
-    # Legends sit above their panels, outside the axes, so they never hide a note.
-    legends = [
-        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=3, fontsize=8,
-                  frameon=False, borderaxespad=0.2, handletextpad=0.4, columnspacing=1.2)
-        for ax in (ax_data, ax_notes, ax_anomaly)
-    ]
-    fig.subplots_adjust(left=0.07, right=0.93, top=0.88, bottom=0.08)
-    return PlotArtists(fig, data, note_artists, anomaly, colorbar, legends)
-
-
-def plot_render(series: Series, notes: list[NoteEvent], path: str, config: Config) -> None:
+def plot_render(series: Series | Sequence[Series], notes: list[NoteEvent], path: str,
+                config: Config) -> None:
     """Write the figure of :func:`build_figure` to ``path`` (format from its suffix)."""
     plt = _pyplot()
     artists = build_figure(series, notes, config)

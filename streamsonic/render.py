@@ -266,6 +266,9 @@ def render_notes(config: Config, series: Series | Sequence[Series],
     return notes
 
 
+#: The most columns ``--plot`` draws (:data:`streamsonic.plot.MAX_COLUMNS`; matplotlib is
+#: not imported to check it).
+PLOT_COLUMNS = 8
 #: Rows of a column stepped in one call (:meth:`Conductor.start_run`).
 RUN = 1024
 
@@ -362,13 +365,15 @@ def render_file(
             raise NoInputError(f"cannot read input file {file}: {err.strerror}") from None
     columns = [column] if isinstance(column, str) else column
     table = read_table(text, columns or None, file, every=every_column)
-    if plot and len(table) > 1:
-        raise UsageError("--plot draws one column; render it with one --column")
+    if plot and len(table) > PLOT_COLUMNS:
+        raise UsageError(f"--plot draws at most {PLOT_COLUMNS} columns (three panels each), "
+                         f"not {len(table)}; name at most {PLOT_COLUMNS} with --column, or "
+                         "leave --plot out")
     notes = render_notes(config, table, specs)
     if plot:
         from streamsonic.plot import plot_render  # noqa: PLC0415 - matplotlib import
 
-        plot_render(table[0], notes, plot, config)
+        plot_render(table, notes, plot, config)
     written = [s.arg for s in specs if s.kind != "events"] + ([plot] if plot else [])
     names = ", ".join(repr(s.name) for s in table)
     log.info("rendered %d notes from column%s %s of %s%s", len(notes),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from streamsonic.errors import OutputError
 from streamsonic.events import NoteEvent
 from streamsonic.plot import (
     ACCENT_LABEL,
+    MAX_COLUMNS,
     VELOCITY_LABEL,
     PlotArtists,
     build_figure,
@@ -260,3 +262,69 @@ def test_importing_the_plot_module_does_not_import_matplotlib() -> None:
     code = ("import sys, streamsonic.plot, streamsonic.render; "
             "sys.exit('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_several_columns_stack_their_panels_each_with_its_own_notes() -> None:
+    """Three columns (the second with gaps): three panels each, all on one row axis; each
+    column's data line at its own rows, its notes and accents its stream's alone."""
+    a = Series("a", np.arange(6.0), [2, 3, 4, 5, 6, 7], {})
+    b = Series("b", np.array([10.0, 30.0, 20.0]), [3, 5, 7], {})  # rows 1, 3, 5
+    c = Series("c", -np.arange(6.0), [2, 3, 4, 5, 6, 7], {})
+
+    def of(stream: str, row: int, **kw: object) -> NoteEvent:
+        return dataclasses.replace(note(row, **kw), stream=stream)  # type: ignore[arg-type]
+
+    notes = ([of("a", r, pitch=60 + r) for r in range(6)]
+             + [of("b", r, pitch=70, accent=r == 3, anomaly=0.9 if r == 3 else 0.1)
+                for r in (1, 3, 5)]
+             + [of("c", r, pitch=50, velocity=120) for r in range(6)]
+             + [dataclasses.replace(of("a", 2), source="model")])  # not drawn
+    artists = build_figure([a, b, c], notes, Config())
+    try:
+        assert [col.data.line.get_label() for col in artists.columns] == [
+            "data: a", "data: b", "data: c"]
+        assert np.asarray(artists.columns[1].data.line.get_xdata()).tolist() == [1.0, 3.0, 5.0]
+        assert [len(offsets(col.notes.notes)) for col in artists.columns] == [6, 3, 6]
+        assert offsets(artists.columns[1].notes.accents).tolist() == [[3.0, 70.0]]
+        assert [len(offsets(col.notes.accents)) for col in artists.columns] == [0, 1, 0]
+        assert np.asarray(artists.columns[2].notes.notes.get_array()).tolist() == [120.0] * 6
+        panels = [axes_of(p) for col in artists.columns
+                  for p in (col.data.line, col.notes.notes, col.anomaly.threshold)]
+        assert all(panels[0].get_shared_x_axes().joined(panels[0], ax) for ax in panels)
+        tops = [ax.get_position().y0 for ax in panels]
+        assert tops == sorted(tops, reverse=True)  # column by column, top to bottom
+        # the row axis is labelled once, under the last strip
+        assert [bool(ax.get_xlabel()) for ax in panels] == [False] * 8 + [True]
+        assert "3 columns: 15 notes, 1 accent" in artists.figure.get_suptitle()
+        assert artists.legends is artists.columns[0].legends
+    finally:
+        plt.close(artists.figure)
+
+
+def test_a_figure_takes_one_to_max_columns() -> None:
+    from streamsonic import render
+
+    assert MAX_COLUMNS == render.PLOT_COLUMNS  # what render checks before importing this
+    with pytest.raises(ValueError, match="1 to 8 columns, not 9"):
+        build_figure([series_of([1.0], f"c{i}") for i in range(9)], [], Config())
+
+
+def test_cli_plots_several_columns_and_refuses_too_many(tmp_path: Path,
+                                                       random_pitch_checkpoint: Path) -> None:
+    rng = np.random.default_rng(2)
+    table = rng.standard_normal((80, 9)).cumsum(axis=0)
+    csv = tmp_path / "nine.csv"
+    csv.write_text(",".join(f"c{i}" for i in range(9)) + "\n"
+                   + "".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in table))
+    png = tmp_path / "three.png"
+    args = [*EXE, "render", str(csv), "--weights", str(random_pitch_checkpoint), "--plot"]
+    res = subprocess.run([*args, str(png), "--column", "c0", "--column", "c4", "--column",
+                          "c8"], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    height, width = plt.imread(png).shape[:2]
+    assert 2000 <= height <= 2400 and 1000 <= width <= 1800  # three columns' panels
+    res = subprocess.run([*args, str(tmp_path / "nine.png"), "--all-columns"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 64
+    assert "--plot draws at most 8 columns" in res.stderr and "not 9" in res.stderr
+    assert not (tmp_path / "nine.png").exists()

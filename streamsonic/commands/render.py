@@ -43,7 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                         help="output file (repeatable): OUT.mid, OUT.wav, file:PATH, wav:PATH, "
                              "or events (JSON lines on stdout)")
-    parser.add_argument("--plot", metavar="OUT.png", help="draw the data and the notes")
+    parser.add_argument("--plot", metavar="OUT.png",
+                        help="draw the data and the notes (velocity as colour, accents "
+                             "marked, the anomaly score): three panels per column, at most "
+                             "8 columns stacked")
     parser.add_argument("--normalize", choices=("global", "rolling"), default=None,
                         help="place values over the whole file (default; the method is "
                              "normalize.render_mode) or over a rolling window as the daemon "
