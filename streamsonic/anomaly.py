@@ -252,7 +252,8 @@ class AnomalyScorer:
         # A change that comes back every period is expected; one that does not come is news.
         if decided is not None:
             u = _FORWARD[self._kind](value)  # (on the new scale: its season starts over)
-        judged, seasonal = self._season.judge(u, z)
+        judged, seasonal = self._season.judge(
+            u, z, Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
         if season:
             z, direction = judged, seasonal or direction
         return score_of(z, z_ref), direction if z > 0 else 0

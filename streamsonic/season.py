@@ -34,6 +34,12 @@ whose surprise is ``z`` (:meth:`Season.judge`):
   and ``u`` stays where the stream was (not half way there, at none of the three lags),
   ``u`` scores its seasonal z if that is larger: the morning the machine did not start.
   Once: the values after it are judged as ever until one is again where the season says.
+* **A value far from where the season says is one.** When the season forecasts no change
+  and ``u`` lies further from its forecast, in seasonal sigmas judged against the stream's
+  tail as the short forecasts' are (``tail``), than ``z`` says, ``u`` scores that: a spike
+  on a weekly pattern whose own swings make every short forecast's residuals wide (a day's
+  traffic of one and a half times the busiest day, 8 seasonal sigmas and 4 short-forecast
+  sigmas, was not accented).
 
 Cost per sample: a store into a ring and, with a period, a few medians of three (a few
 microseconds); every ``EVERY_FULL`` samples one FFT of ``2 * WINDOW`` points (82 µs). Memory:
@@ -87,9 +93,11 @@ class Season:
         self._follow = 0  # samples left that an explained change's level still explains
         self._missed = False  # an expected change did not come, and the stream is still off
 
-    def judge(self, u: float, z: float) -> tuple[float, int]:
+    def judge(self, u: float, z: float, tail: float = 1.0) -> tuple[float, int]:
         """``u``'s surprise ``z`` as the season sees it, and its direction (-1/+1 where the
-        season changed it, else 0); then remember ``u``."""
+        season changed it, else 0); then remember ``u``. ``tail``: what the stream's tail
+        divides a z by (:data:`streamsonic.anomaly.Z_REF_LIGHT` .. ``Z_REF_HEAVY``), for
+        the seasonal z of a value the season does not expect."""
         out, direction = z, 0
         if self._follow:
             self._follow -= 1
@@ -124,6 +132,9 @@ class Season:
                     out = zs  # the change did not come (once, until the stream is back)
                     direction = 1 if u > forecast else -1
                     self._missed = True
+                elif not big and zs / tail > z:  # far from where the season says
+                    out = zs / tail
+                    direction = 1 if u > forecast else -1
             self._learn(abs(u - own), abs(u - last))
         self._remember(u)
         return out, direction

@@ -249,7 +249,8 @@ class AnomalyScorer:
             self._episode = EPISODE  # the samples of an anomaly's episode, uncounted
         # The season (streamsonic.season, plain Python in both: not what the kernel
         # replaced), on the values of the scale the stream is judged on now.
-        z, seasonal = self._season.judge(TO_SCALE[self._kind](value), z)
+        z, seasonal = self._season.judge(TO_SCALE[self._kind](value), z,
+                                         Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
         direction = seasonal or direction
         return score_of(z, z_ref), direction if z > 0 else 0
 
