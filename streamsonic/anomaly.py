@@ -100,12 +100,7 @@ def _root(value: float) -> float:
     return 2.0 * math.sqrt(value + 0.375)
 
 
-def _unroot(u: float) -> float:
-    return 0.25 * u * u - 0.375
-
-
 _FORWARD = (float, math.log, math.log1p, _root)
-_BACK = (float, math.exp, math.expm1, _unroot)
 #: The stream's tail: the share of its samples with z above TAIL_Z and both z and the burst
 #: statistic below TAIL_CAP, decaying over TAIL_DECAY samples, starting from TAIL_PRIOR as
 #: if seen over TAIL_PRIOR_SAMPLES samples.
@@ -150,8 +145,8 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_episode", "_kind", "_scale", "_season", "_state", "_tail", "_tail_n",
-                 "_tail_seen", "_whole", "history", "z_ref")
+    __slots__ = ("_episode", "_kind", "_last", "_last_at", "_scale", "_season", "_state",
+                 "_tail", "_tail_n", "_tail_seen", "_whole", "history", "z_ref")
 
     def __init__(self, history: int = 128, z_ref: float = Z_REF) -> None:
         if history < 16:
@@ -172,6 +167,10 @@ class AnomalyScorer:
         self._episode = 0
         # The stream's season (a period in its changes: what it explains is expected).
         self._season = Season()
+        # Its last ``history`` values as they came (a ring, the oldest at _last_at once
+        # full): a new scale's residuals are learnt again from them (_set_scale).
+        self._last: array[float] = array("d")
+        self._last_at = 0
 
     @property
     def log_scale(self) -> bool:
@@ -214,6 +213,7 @@ class AnomalyScorer:
         elif self._kind >= LOG1P and not whole:
             self._set_scale(RAW)  # not a count: raw values for good
         u = _FORWARD[self._kind](value)
+        self._keep(value)
         decided = self._scale.push(value, whole)
         if decided == self._kind:
             decided = None
@@ -258,17 +258,37 @@ class AnomalyScorer:
             z, direction = judged, seasonal or direction
         return score_of(z, z_ref), direction if z > 0 else 0
 
+    def _keep(self, value: float) -> None:
+        """Remember ``value`` among the last ``history`` (the ring for :meth:`_set_scale`)."""
+        last = self._last
+        if len(last) < self.history:
+            last.append(value)
+        else:
+            last[self._last_at] = value
+            self._last_at = (self._last_at + 1) % self.history
+
     def _set_scale(self, kind: int) -> None:
-        """Judge the stream on ``kind`` values from now on (RAW, LOG, LOG1P, ROOT);
-        residuals start afresh."""
-        back, forward = _BACK[self._kind], _FORWARD[kind]
+        """Judge the stream on ``kind`` values from now on (RAW, LOG, LOG1P, ROOT): the
+        forecasts' residuals learnt again from its last ``history`` values on that scale,
+        as if it had always been judged on it (so an anomaly just after the change is
+        judged against them, not against none: the first anomaly of a positive stream
+        near its 64th sample, where the scale is first decided, went unheard); its tail
+        and season start afresh."""
+        forward = _FORWARD[kind]
         self._kind = kind
         if kind == RAW:  # (raw for good)
             self._scale.stop()
         self._tail_n = self._tail_seen = 0.0
         self._season.clear()
-        kernel.set_values(self._state, [forward(back(u)) for u in kernel.values(self._state)])
-        kernel.clear(self._state)
+        at = self._last_at
+        state = kernel.new_state(self.history)
+        for value in (*self._last[at:], *self._last[:at]):
+            try:
+                u = forward(value)
+            except ValueError:  # (one the scale cannot take: left out)
+                continue
+            kernel.step(state, u, self.history, self._tail)
+        self._state = state
 
 
 class ScaleWatch:

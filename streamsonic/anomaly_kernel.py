@@ -93,36 +93,10 @@ def tail_index(history: int) -> np.ndarray:
                     dtype=np.int64)
 
 
-def clear(state: np.ndarray) -> None:
-    """Forget the residuals, the last z and the anomalies (the values stay)."""
-    state[_RZN] = 0.0
-    state[_ANOMALIES] = 0.0
-    size = _block_size(_history(state))
-    for f in range(FORECASTERS):
-        base = _BLOCKS + f * size
-        state[base:base + size] = 0.0
-    state[_BLOCKS + FORECASTERS * size:] = 0.0  # the changes (the values' scale changed)
-    state[_DHEAD] = state[_DN] = state[_MHEAD] = state[_MN] = 0.0
-
-
 def remember_z(state: np.ndarray, z: float) -> None:
     """Make ``z`` the only one the burst statistic remembers."""
     state[_RZ] = z
     state[_RZN] = 1.0
-
-
-def values(state: np.ndarray) -> list[float]:
-    """The last values, oldest first."""
-    return [float(v) for v in state[:int(state[_HN])]]
-
-
-def set_values(state: np.ndarray, new: list[float]) -> None:
-    """Replace the last values (as many as there were)."""
-    state[:len(new)] = new
-
-
-def _history(state: np.ndarray) -> int:
-    return (len(state) - _BLOCKS - 3 * FORECASTERS) // (2 * FORECASTERS + 2)
 
 
 def _median_last_py(s: np.ndarray, hn: int, count: int) -> float:

@@ -122,7 +122,7 @@ class AnomalyScorer:
     of its last step. Each sample is judged by the forecast whose recent residuals are the tightest.
     """
 
-    __slots__ = ("_anomalies", "_changes", "_episode", "_hist", "_kind", "_moves",
+    __slots__ = ("_anomalies", "_changes", "_episode", "_hist", "_kind", "_last", "_moves",
                  "_recent_z", "_residuals", "_scale", "_season", "_tail", "_whole",
                  "history", "z_ref")
 
@@ -148,6 +148,7 @@ class AnomalyScorer:
         self._scale = ScaleWatch()
         self._kind = RAW
         self._whole = True  # every value so far a whole number >= 0
+        self._last: deque[float] = deque(maxlen=history)  # the last values as they came
 
     @property
     def log_scale(self) -> bool:
@@ -176,6 +177,48 @@ class AnomalyScorer:
             self._tail[1] + TAIL_PRIOR_SAMPLES)
         heavy = min(1.0, max(0.0, math.log(share / RATE_LIGHT)
                              / math.log(RATE_HEAVY / RATE_LIGHT)))
+        self._last.append(value)
+        z_res, burst, direction = self._step(u)
+        if self._episode:
+            self._episode -= 1
+        elif z_res > 0.0 or self._tail[1] > 0.0:
+            decay = 1.0 - 1.0 / TAIL_DECAY
+            self._tail[0] = self._tail[0] * decay + (
+                1.0 if z_res > TAIL_Z and burst < TAIL_CAP else 0.0)
+            self._tail[1] = self._tail[1] * decay + 1.0
+        decided = self._scale.push(value, self._whole)
+        if decided is not None and decided != self._kind:
+            self._set_scale(decided)
+            self._recent_z.clear()
+            self._recent_z.append(z_res)  # the burst's memory starts afresh
+            burst = z_res
+        single = z_res
+        z_res = single / (Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
+        if burst > single:
+            z_res = max(z_res, burst)
+        # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
+        z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._kind == LOG
+                                   else LEVEL_Z_PER_WIDTH)
+        if z_level > z_res:
+            direction = 1 if overflow > 0 else -1
+        z = max(z_res, z_level)
+        if fell:  # infinitely far below on the logs it was judged on
+            z, direction = math.inf, -1
+        # Until the stream's scale is decided its history is short and maybe the wrong
+        # kind (a heavy tail seen raw): judge it more cautiously.
+        z_ref = self.z_ref * (WARMUP_CAUTION if self._scale.early else 1.0)
+        if z >= EPISODE_Z * z_ref:
+            self._episode = EPISODE  # the samples of an anomaly's episode, uncounted
+        # The season (streamsonic.season, plain Python in both: not what the kernel
+        # replaced), on the values of the scale the stream is judged on now.
+        z, seasonal = self._season.judge(TO_SCALE[self._kind](value), z,
+                                         Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
+        direction = seasonal or direction
+        return score_of(z, z_ref), direction if z > 0 else 0
+
+    def _step(self, u: float) -> tuple[float, float, int]:
+        """What the kernel's ``step`` does with ``u``: its z, the burst statistic and the
+        direction; the residuals, changes and last values remembered."""
         z_res = 0.0
         direction = 0
         residuals: list[float] = []
@@ -211,13 +254,6 @@ class AnomalyScorer:
         burst = z_res
         if len(self._recent_z) == BURST_SAMPLES:
             burst = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
-        if self._episode:
-            self._episode -= 1
-        elif z_res > 0.0 or self._tail[1] > 0.0:
-            decay = 1.0 - 1.0 / TAIL_DECAY
-            self._tail[0] = self._tail[0] * decay + (
-                1.0 if z_res > TAIL_Z and burst < TAIL_CAP else 0.0)
-            self._tail[1] = self._tail[1] * decay + 1.0
         # An anomaly's residuals enter as ordinary ones while anomalies are rare.
         anomaly = burst >= ANOMALY_Z
         self._anomalies = self._anomalies * (1.0 - 1.0 / self.history) + (
@@ -225,47 +261,27 @@ class AnomalyScorer:
         ordinary = anomaly and self._anomalies <= ANOMALY_SHARE * self.history
         for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=False)):
             window.add(r, None if spreads is None else spreads[i], ordinary)
-        decided = self._scale.push(value, self._whole)
-        if decided is not None and decided != self._kind:
-            self._set_scale(decided)
-            self._recent_z.append(z_res)  # the burst's memory starts afresh
-            burst = z_res
-        single = z_res
-        z_res = single / (Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
-        if burst > single:
-            z_res = max(z_res, burst)
-        # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
-        z_level = abs(overflow) * (LEVEL_Z_PER_WIDTH_LOG if self._kind == LOG
-                                   else LEVEL_Z_PER_WIDTH)
-        if z_level > z_res:
-            direction = 1 if overflow > 0 else -1
-        z = max(z_res, z_level)
-        if fell:  # infinitely far below on the logs it was judged on
-            z, direction = math.inf, -1
-        # Until the stream's scale is decided its history is short and maybe the wrong
-        # kind (a heavy tail seen raw): judge it more cautiously.
-        z_ref = self.z_ref * (WARMUP_CAUTION if self._scale.early else 1.0)
-        if z >= EPISODE_Z * z_ref:
-            self._episode = EPISODE  # the samples of an anomaly's episode, uncounted
-        # The season (streamsonic.season, plain Python in both: not what the kernel
-        # replaced), on the values of the scale the stream is judged on now.
-        z, seasonal = self._season.judge(TO_SCALE[self._kind](value), z,
-                                         Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
-        direction = seasonal or direction
-        return score_of(z, z_ref), direction if z > 0 else 0
+        return z_res, burst, direction
 
     def _set_scale(self, kind: int) -> None:
-        """Judge the stream on ``kind`` values from now on; residuals start afresh."""
-        back, forward = FROM_SCALE[self._kind], TO_SCALE[kind]
+        """Judge the stream on ``kind`` values from now on: the residuals learnt again from
+        its last ``history`` values on that scale; the tail and the season afresh."""
+        forward = TO_SCALE[kind]
         self._kind = kind
         if kind == RAW:
             self._scale.stop()
-        self._hist = deque((forward(back(v)) for v in self._hist), maxlen=self._hist.maxlen)
+        self._hist.clear()
         self._residuals = [_Residuals(self.history) for _ in _FORECASTERS]
         self._changes.clear()
         self._moves.clear()
         self._recent_z.clear()
         self._anomalies = 0.0
+        for value in self._last:
+            try:
+                u = forward(value)
+            except ValueError:  # one the scale cannot take: left out
+                continue
+            self._step(u)
         self._tail = [0.0, 0.0]
         self._season.clear()
 

@@ -720,3 +720,26 @@ def test_an_anomaly_that_goes_on_is_accented_once(random_pitch_checkpoint: Path)
     assert all(r.anomaly >= 0.5 for r in readings[300:316])  # it goes on throughout
     accented = [i for i, r in enumerate(readings) if r.accent]
     assert accented == [300, len(x) - 1], accented
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_spike_just_after_the_stream_moves_to_logs_is_judged(seed: int) -> None:
+    """A positive stream that varies by multiples is judged on logs from about its 64th
+    sample; its residuals are learnt again on logs from its last values, so a spike of 100
+    times its largest value one or two samples later is accented (it scored 0 while the
+    new scale's residuals started from none), and the ordinary values after it are not."""
+    from streamsonic.anomaly import LOG
+
+    rng = np.random.default_rng(seed)
+    x = 100.0 * np.exp(rng.normal(0.0, 1.0, 120))
+    for at in (65, 66):
+        y = x.copy()
+        y[at] = 100.0 * x[:at].max()
+        scorer = AnomalyScorer()
+        scores = []
+        for i, v in enumerate(y):
+            scores.append(scorer.update(float(v))[0])
+            if i == at:
+                assert scorer.scale == LOG  # (moved a sample or two before the spike)
+        assert scores[at] >= 0.5, (at, scores[60:70])
+        assert max(scores[at + 2:at + 12]) < 0.5
