@@ -206,8 +206,8 @@ class AnomalyScorer:
         fell = False  # a positive stream, judged on logs, fell to 0 or below
         if self._kind == LOG and value <= 0.0:
             # a value the log cannot take: a count's 0 on the logs of one more, else raw
-            # values for good (residuals afresh: this one is judged on the logs, where it
-            # lies infinitely far below)
+            # values for good (residuals learnt again on that scale; this one is judged on
+            # the logs, where it lies infinitely far below)
             fell = not whole
             self._set_scale(LOG1P if whole else RAW)
         elif self._kind >= LOG1P and not whole:
@@ -227,7 +227,7 @@ class AnomalyScorer:
             usual = single > TAIL_Z and z_burst < TAIL_CAP  # moderately unusual
             self._tail_n = self._tail_n * keep + (1.0 if usual else 0.0)
             self._tail_seen = self._tail_seen * keep + 1.0
-        if decided is not None:  # residuals start afresh on its values, the burst's too
+        if decided is not None:  # residuals learnt again on its values; the burst afresh
             self._set_scale(decided)
             kernel.remember_z(self._state, z_res)
             z_burst = z_res
