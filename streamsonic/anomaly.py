@@ -168,8 +168,9 @@ class AnomalyScorer:
         # The stream's season (a period in its changes: what it explains is expected).
         self._season = Season()
         # Its last ``history`` values as they came (a ring, the oldest at _last_at once
-        # full): a new scale's residuals are learnt again from them (_set_scale).
-        self._last: array[float] = array("d")
+        # full): a new scale's residuals are learnt again from them (_set_scale). None once
+        # the stream is raw for good (no scale to change to: nothing kept).
+        self._last: array[float] | None = array("d")
         self._last_at = 0
 
     @property
@@ -213,11 +214,15 @@ class AnomalyScorer:
         elif self._kind >= LOG1P and not whole:
             self._set_scale(RAW)  # not a count: raw values for good
         u = _FORWARD[self._kind](value)
-        self._keep(value)
+        if self._last is not None:
+            self._keep(self._last, value)
         decided = self._scale.push(value, whole)
         if decided == self._kind:
             decided = None
+        if decided is None and self._kind == RAW and not self._scale.deciding:
+            self._last = None
         heavy = self.heaviness
+        tail = Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT)
         z_res, z_burst, direction = kernel.step(self._state, u, self.history, self._tail)
         single = z_res
         if self._episode > 0:
@@ -233,7 +238,7 @@ class AnomalyScorer:
             z_burst = z_res
         # The surprise judged against the stream's own tail; the burst statistic where it
         # is what stands out.
-        z_res = z_res / (Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
+        z_res = z_res / tail
         if z_burst > single:
             z_res = max(z_res, z_burst)
         # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
@@ -252,15 +257,14 @@ class AnomalyScorer:
         # A change that comes back every period is expected; one that does not come is news.
         if decided is not None:
             u = _FORWARD[self._kind](value)  # (on the new scale: its season starts over)
-        judged, seasonal = self._season.judge(
-            u, z, Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
+        judged, seasonal = self._season.judge(u, z, tail)
         if season:
             z, direction = judged, seasonal or direction
         return score_of(z, z_ref), direction if z > 0 else 0
 
-    def _keep(self, value: float) -> None:
-        """Remember ``value`` among the last ``history`` (the ring for :meth:`_set_scale`)."""
-        last = self._last
+    def _keep(self, last: array[float], value: float) -> None:
+        """Remember ``value`` among the last ``history`` in ``last`` (the ring for
+        :meth:`_set_scale`)."""
         if len(last) < self.history:
             last.append(value)
         else:
@@ -280,9 +284,9 @@ class AnomalyScorer:
             self._scale.stop()
         self._tail_n = self._tail_seen = 0.0
         self._season.clear()
-        at = self._last_at
+        at, last = self._last_at, self._last if self._last is not None else array("d")
         state = kernel.new_state(self.history)
-        for value in (*self._last[at:], *self._last[:at]):
+        for value in (*last[at:], *last[:at]):
             try:
                 u = forward(value)
             except ValueError:  # (one the scale cannot take: left out)
@@ -384,6 +388,11 @@ class ScaleWatch:
                 self.stop()
             return LOG
         return None
+
+    @property
+    def deciding(self) -> bool:
+        """Whether a decision may still come (False once :meth:`stop` was called)."""
+        return self._values is not None
 
     def stop(self) -> None:
         """No more decisions (the stream's scale is decided, or raw for good)."""

@@ -193,7 +193,8 @@ class AnomalyScorer:
             self._recent_z.append(z_res)  # the burst's memory starts afresh
             burst = z_res
         single = z_res
-        z_res = single / (Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
+        tail = Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT)
+        z_res = single / tail
         if burst > single:
             z_res = max(z_res, burst)
         # A heavy-tailed (log-scale) stream strays further beyond its range by nature.
@@ -211,8 +212,7 @@ class AnomalyScorer:
             self._episode = EPISODE  # the samples of an anomaly's episode, uncounted
         # The season (streamsonic.season, plain Python in both: not what the kernel
         # replaced), on the values of the scale the stream is judged on now.
-        z, seasonal = self._season.judge(TO_SCALE[self._kind](value), z,
-                                         Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT))
+        z, seasonal = self._season.judge(TO_SCALE[self._kind](value), z, tail)
         direction = seasonal or direction
         return score_of(z, z_ref), direction if z > 0 else 0
 

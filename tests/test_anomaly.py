@@ -743,3 +743,15 @@ def test_a_spike_just_after_the_stream_moves_to_logs_is_judged(seed: int) -> Non
                 assert scorer.scale == LOG  # (moved a sample or two before the spike)
         assert scores[at] >= 0.5, (at, scores[60:70])
         assert max(scores[at + 2:at + 12]) < 0.5
+
+
+def test_the_values_kept_for_a_change_of_scale_are_bounded_and_go_once_raw_for_good() -> None:
+    """The ring a change of scale learns from holds at most ``history`` values, and none
+    once no change of scale can come (a stream with values below 0: raw for good)."""
+    positive, signed = AnomalyScorer(history=32), AnomalyScorer(history=32)
+    rng = np.random.default_rng(1)
+    for v in 100.0 + rng.normal(0.0, 1.0, 300):
+        positive.update(float(v))
+        signed.update(float(v) - 100.0)
+    assert positive._last is not None and len(positive._last) == 32
+    assert signed._last is None

@@ -218,11 +218,7 @@ class NumpyPitchStepper:
     (:mod:`streamsonic.model.kernels`)."""
 
     def __init__(self, network: PitchLSTM | Weights, dtype: Any = None) -> None:
-        from streamsonic.model import (  # noqa: PLC0415 - numba, CPU only
-            kernels,
-            phrase_kernel,
-            plain_kernel,
-        )
+        from streamsonic.model import kernels, phrase_kernel  # noqa: PLC0415 - numba, CPU only
 
         sd = _arrays(network)
         w_ih1 = sd["lstm1.weight_ih_l0"]
@@ -230,7 +226,6 @@ class NumpyPitchStepper:
             raise ValueError("the pitch stepper needs a network with a scalar input")
         self._k = kernels
         self._pk = phrase_kernel
-        self._plain = plain_kernel
         self.device = "cpu"
         self.dtype = np.float64 if _float64(dtype) else np.float32
         f = self.dtype
@@ -424,9 +419,12 @@ class NumpyPitchStepper:
         its temperature is above 0), :meth:`commit` with the chosen note's input. Returns
         each sample's note (a candidate index) and the stream's state after the last (the
         bits of those calls sample by sample)."""
+        # (render's alone: not loaded with the stepper, which the daemon builds at start)
+        from streamsonic.model import plain_kernel  # noqa: PLC0415
+
         chosen = np.empty(data_input.shape[0], np.int64)
         new = _state(np.array(a, order="C") for a in state)  # (copies: theirs stay)
-        self._plain.run(
+        plain_kernel.run(
             self._x(data_input), np.ascontiguousarray(data_pitch, np.float64),
             np.ascontiguousarray(uniform, np.float64), chooser.influence,
             chooser.kernel_scale, chooser.temperature, chooser.cand_class,
