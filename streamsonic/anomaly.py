@@ -49,7 +49,10 @@ level does not raise the share either. A light tail
 (a share of at most ``RATE_LIGHT``) judges the surprise against ``Z_REF_LIGHT`` times
 ``z_ref``, a heavy one (``RATE_HEAVY`` or more) against ``Z_REF_HEAVY`` times, between them
 on a log scale. So a shift or a spike of 4-5 sigmas is heard on a quiet stream, and a
-volatile one does not accent its own ordinary swings. The burst statistic keeps one gain:
+volatile one does not accent its own ordinary swings; and a light-tailed stream's sample
+from ``ANOMALY_Z_LIGHT`` robust sigmas on counts as an anomaly (its residuals do not widen
+the spread that judges the next samples) where a heavy one's does from ``ANOMALY_Z`` on
+(:mod:`streamsonic.anomaly_kernel`). The burst statistic keeps one gain:
 a gain that also followed the tail bought bursts with false accents at the rate a higher
 fixed gain does (measured in process, as bench/accents.py does; a burst raises the tail
 share itself).
@@ -115,6 +118,8 @@ EPISODE, EPISODE_Z = 8, 0.8
 RATE_LIGHT, RATE_HEAVY = 0.02, 0.08
 Z_REF_LIGHT, Z_REF_HEAVY = 0.8, 1.2
 _PRIOR_COUNT = TAIL_PRIOR_SAMPLES * TAIL_PRIOR
+_ANOMALY_Z_LIGHT = kernel.ANOMALY_Z_LIGHT
+_ANOMALY_Z_SPAN = kernel.ANOMALY_Z - kernel.ANOMALY_Z_LIGHT
 _LOG_SPAN = math.log(RATE_HEAVY / RATE_LIGHT)
 
 
@@ -223,7 +228,11 @@ class AnomalyScorer:
             self._last = None
         heavy = self.heaviness
         tail = Z_REF_LIGHT + heavy * (Z_REF_HEAVY - Z_REF_LIGHT)
-        z_res, z_burst, direction = kernel.step(self._state, u, self.history, self._tail)
+        # (a light-tailed stream's anomaly from ANOMALY_Z_LIGHT robust sigmas on, so that
+        # a burst's samples do not widen the spread that judges the next burst)
+        anomaly_z = _ANOMALY_Z_LIGHT + heavy * _ANOMALY_Z_SPAN
+        z_res, z_burst, direction = kernel.step(self._state, u, self.history, self._tail,
+                                                anomaly_z)
         single = z_res
         if self._episode > 0:
             self._episode -= 1
@@ -276,8 +285,9 @@ class AnomalyScorer:
         forecasts' residuals learnt again from its last ``history`` values on that scale,
         as if it had always been judged on it (so an anomaly just after the change is
         judged against them, not against none: the first anomaly of a positive stream
-        near its 64th sample, where the scale is first decided, went unheard); its tail
-        and season start afresh."""
+        near its 64th sample, where the scale is first decided, went unheard; their
+        anomalies taken as a heavy-tailed stream's, ANOMALY_Z: its tail is not known on
+        the new scale); its tail and season start afresh."""
         forward = _FORWARD[kind]
         self._kind = kind
         if kind == RAW:  # (raw for good)
@@ -291,7 +301,7 @@ class AnomalyScorer:
                 u = forward(value)
             except ValueError:  # (one the scale cannot take: left out)
                 continue
-            kernel.step(state, u, self.history, self._tail)
+            kernel.step(state, u, self.history, self._tail, kernel.ANOMALY_Z)
         self._state = state
 
 

@@ -33,12 +33,20 @@ WINSOR = 3.0
 FORECAST = 6
 #: A burst: the median |z| of the last BURST_SAMPLES residuals, times BURST_GAIN.
 BURST_SAMPLES, BURST_GAIN = 3, 1.5
-#: A sample whose z (or burst statistic) reaches ANOMALY_Z is an anomaly: its residuals
-#: enter the windows as ordinary ones (each window's median), so anomalies do not widen
-#: the spread that judges the next ones ... unless anomalies have been common lately (a
-#: count of them that decays over ``history`` samples above ANOMALY_SHARE of it): then
-#: they enter clipped like any other, and a lasting change is learned step by step.
-ANOMALY_Z, ANOMALY_SHARE = 8.0, 0.2
+#: A sample whose z (or burst statistic) reaches the caller's ``anomaly_z`` is an anomaly:
+#: its residuals enter the windows as ordinary ones (each window's median), so anomalies
+#: do not widen the spread that judges the next ones ... unless anomalies have been common
+#: lately (a count of the samples whose own z reaches it, decaying over ``history``
+#: samples, above ANOMALY_SHARE of it): then they enter clipped like any other, and a
+#: lasting change is learned step by step. (A burst's quieter samples, and the one after
+#: a dropout's return, are kept out of the spread but not counted: 3-sample dropouts every
+#: 30 samples counted 5 each and came to be learnt as the stream's own.) The scorer
+#: passes ANOMALY_Z_LIGHT for a light-tailed stream (a residual of 5 robust sigmas is no
+#: ordinary value of near-Gaussian noise: the 15 samples of a burst, entered clipped at
+#: WINSOR sigmas, widened the 10% tail that judges the next burst), ANOMALY_Z for a
+#: heavy-tailed one (whose ordinary swings reach 5-8 sigmas and must widen it), between
+#: them by its heaviness.
+ANOMALY_Z_LIGHT, ANOMALY_Z, ANOMALY_SHARE = 5.0, 8.0, 0.2
 #: The forecasters: the last value, the median of the last five, a line through the
 #: trailing medians of three, the last value plus MOMENTUM times the last step.
 FORECASTERS = 4
@@ -209,10 +217,11 @@ def _median_moved_py(s: np.ndarray, moves: int, count: int) -> float:
     return 0.5 * (moved[count // 2 - 1] + moved[count // 2])
 
 
-def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
+def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray, anomaly_z: float
              ) -> tuple[float, float, int]:
     """Judge the value ``u`` (then remember it): ``(z, z with the burst statistic,
-    direction of the residual -1/0/+1)``."""
+    direction of the residual -1/0/+1)``; from ``anomaly_z`` on, the sample is an anomaly
+    whose residuals enter as ordinary ones while anomalies are rare (see ANOMALY_Z)."""
     size = 2 * history + 3
     hn = int(s[_HN])
     z = 0.0
@@ -289,8 +298,8 @@ def _step_py(s: np.ndarray, u: float, history: int, ktab: np.ndarray
         burst = median if median > z else z
     # Anomalies must not widen the spread that judges the next ones (else each burst
     # hides the next); while they are rare, an anomaly's residuals enter as ordinary ones.
-    anomaly = burst >= ANOMALY_Z
-    count = s[_ANOMALIES] * (1.0 - 1.0 / history) + (1.0 if anomaly else 0.0)
+    anomaly = burst >= anomaly_z
+    count = s[_ANOMALIES] * (1.0 - 1.0 / history) + (1.0 if z >= anomaly_z else 0.0)
     s[_ANOMALIES] = count
     ordinary = anomaly and count <= ANOMALY_SHARE * history
     if hn:

@@ -50,10 +50,11 @@ TAIL_PRIOR, TAIL_PRIOR_SAMPLES = 0.03, 32.0
 EPISODE, EPISODE_Z = 8, 0.8
 RATE_LIGHT, RATE_HEAVY = 0.02, 0.08
 Z_REF_LIGHT, Z_REF_HEAVY = 0.8, 1.2
-#: A sample whose z (or burst statistic) reaches ANOMALY_Z is an anomaly: its residuals
+#: A sample whose z (or burst statistic) reaches ANOMALY_Z_LIGHT (a light-tailed stream)
+#: .. ANOMALY_Z (a heavy one; between them by the heaviness) is an anomaly: its residuals
 #: enter the windows as ordinary ones (their median) while anomalies are rare (a count of
 #: them decaying over ``history`` samples at most ANOMALY_SHARE of it).
-ANOMALY_Z, ANOMALY_SHARE = 8.0, 0.2
+ANOMALY_Z_LIGHT, ANOMALY_Z, ANOMALY_SHARE = 5.0, 8.0, 0.2
 #: Once the stream changed at least QUANTUM_CHANGES times (its last ``history`` nonzero
 #: changes, however many repeats lie between them), a change by the smallest of those is at
 #: most QUANTUM_Z robust sigmas.
@@ -178,7 +179,8 @@ class AnomalyScorer:
         heavy = min(1.0, max(0.0, math.log(share / RATE_LIGHT)
                              / math.log(RATE_HEAVY / RATE_LIGHT)))
         self._last.append(value)
-        z_res, burst, direction = self._step(u)
+        z_res, burst, direction = self._step(
+            u, ANOMALY_Z_LIGHT + heavy * (ANOMALY_Z - ANOMALY_Z_LIGHT))
         if self._episode:
             self._episode -= 1
         elif z_res > 0.0 or self._tail[1] > 0.0:
@@ -216,9 +218,10 @@ class AnomalyScorer:
         direction = seasonal or direction
         return score_of(z, z_ref), direction if z > 0 else 0
 
-    def _step(self, u: float) -> tuple[float, float, int]:
+    def _step(self, u: float, anomaly_z: float = ANOMALY_Z) -> tuple[float, float, int]:
         """What the kernel's ``step`` does with ``u``: its z, the burst statistic and the
-        direction; the residuals, changes and last values remembered."""
+        direction; the residuals, changes and last values remembered; an anomaly from
+        ``anomaly_z`` on."""
         z_res = 0.0
         direction = 0
         residuals: list[float] = []
@@ -255,9 +258,9 @@ class AnomalyScorer:
         if len(self._recent_z) == BURST_SAMPLES:
             burst = max(z_res, sorted(self._recent_z)[BURST_SAMPLES // 2] * BURST_GAIN)
         # An anomaly's residuals enter as ordinary ones while anomalies are rare.
-        anomaly = burst >= ANOMALY_Z
+        anomaly = burst >= anomaly_z
         self._anomalies = self._anomalies * (1.0 - 1.0 / self.history) + (
-            1.0 if anomaly else 0.0)
+            1.0 if z_res >= anomaly_z else 0.0)  # (counted: those anomalous alone)
         ordinary = anomaly and self._anomalies <= ANOMALY_SHARE * self.history
         for i, (window, r) in enumerate(zip(self._residuals, residuals, strict=False)):
             window.add(r, None if spreads is None else spreads[i], ordinary)

@@ -86,7 +86,7 @@ def test_the_window_stays_sorted_and_bounded() -> None:
     tail = anomaly_kernel.tail_index(16)
     rng = np.random.default_rng(1)
     for v in rng.normal(0, 1, 200):
-        anomaly_kernel.step(state, float(v), 16, tail)
+        anomaly_kernel.step(state, float(v), 16, tail, anomaly_kernel.ANOMALY_Z)
     start = anomaly_kernel._BLOCKS
     block = state[start:start + 2 * 16 + 3]
     ring, ordered, n = block[:16], block[16:32], int(block[32])
