@@ -10,7 +10,6 @@ batch. It knows nothing about time or outputs: the engine (live) or the renderer
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import math
 import sys
@@ -23,7 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from streamsonic.anomaly import AnomalyScorer, strength
+from streamsonic.accent import Accents
+from streamsonic.anomaly import AnomalyScorer
 from streamsonic.config import Config
 from streamsonic.encoding import PitchEncoding
 from streamsonic.events import NoteEvent, Sample
@@ -52,20 +52,6 @@ if TYPE_CHECKING:  # the temporal model needs torch; the pitch model's CPU path 
 
 log = logging.getLogger(__name__)
 
-#: Within ``accent.refractory`` samples of an accent, another needs this many times its z.
-ACCENT_RENEW = 2.0
-#: The anomaly's end is no new one: within RETURN_SAMPLES samples of an accent, the first
-#: value that comes back over half the accent's move (no further than RETURN_OVERSHOOT times
-#: that move past the value before the accent), and the values after it until one scores
-#: below the accent threshold (the forecasts catching up), are not accented (a job done, an
-#: idle machine idle again; they play at ordinary loudness, carrying their score, since the
-#: end of an anomaly is no new surprise). Once the stream is
-#: ordinary again, an anomaly either way is accented.
-RETURN_SAMPLES, RETURN_OVERSHOOT = 32, 0.5
-#: Onsets keep a schedule when their intervals are equal within this many samples (and
-#: longer than one: ``accent.schedule``).
-SCHEDULE_SLACK = 2
-
 #: The loudness of a note the model adds, as a share of ``music.velocity_min``: below every
 #: note of the data, so the data's notes stand out of the phrase.
 MODEL_VELOCITY = 0.8
@@ -88,19 +74,7 @@ class StreamState:
     notes: int = 0
     samples: int = 0
     log: bool = False  # placed and judged on the log of its values (positive, skewed)
-    accent_at: int = -(2**31)  # the sample count at its last accent
-    accent_score: float = 0.0  # and that accent's score
-    accent_direction: int = 0  # and its direction (+1 above what was expected, -1 below)
-    accent_value: float = math.nan  # and its value
-    accent_from: float = math.nan  # and the value of the sample before it
-    away: bool = False  # not back from the last accent yet (see RETURN_SAMPLES)
-    returning: bool = False  # back, and not yet ordinary again
-    previous: float = math.nan  # the value of the stream's last sample
-    unusual: bool = False  # and whether it scored at or above the accent threshold
-    # every sample since the last accent scored at or above the threshold: that anomaly
-    # goes on (one anomaly, however long: not accented again, see Conductor.observe)
-    ongoing: bool = False
-    onsets: list[int] = field(default_factory=list)  # the last onsets' sample counts
+    accents: Accents = field(default_factory=Accents)  # its last accent and what followed
     seen: float = 0.0  # the conductor's clock at its last sample (LRU order, idle eviction)
     # Phrases (model.passing_notes > 0): the candidate index of the last note played (-1:
     # none, or beyond the range), and the model's logits for the note after it.
@@ -246,54 +220,6 @@ def _widths_out(norm: RollingNormalizer, position: float,
     if position > 1.0:
         return 1.0 + (position - 1.0) * (width / spread)
     return position * (width / spread)
-
-
-def _renews(anomaly: float, accented: float) -> bool:
-    """Whether a score of ``anomaly`` is clearly larger than the ``accented`` one (its z
-    at least ACCENT_RENEW times as large). Nothing is clearly larger than a score of 1 (a
-    z beyond measure: a stream that had not moved at all, now moving), so a stream whose
-    scale is 0 does not accent each of its next samples as a new onset."""
-    before = strength(accented)
-    return math.isfinite(before) and strength(anomaly) >= ACCENT_RENEW * before
-
-
-def _on_schedule(st: StreamState, schedule: int) -> bool:
-    """Whether the onset now keeps the stream's schedule: its last ``schedule`` onsets and
-    this one at intervals equal within SCHEDULE_SLACK samples (a cron job). Remembers it."""
-    if schedule <= 0:
-        return False
-    onsets = st.onsets
-    onsets.append(st.samples)
-    del onsets[:-schedule - 1]  # (at most schedule + 1 kept)
-    if len(onsets) <= schedule:
-        return False
-    gaps = [b - a for a, b in itertools.pairwise(onsets)]
-    return min(gaps) > 1 and max(gaps) - min(gaps) <= SCHEDULE_SLACK
-
-
-def _comes_back(st: StreamState, value: float, unusual: bool) -> bool:
-    """Whether ``value`` is part of the stream's way back from its last accent (see
-    RETURN_SAMPLES): the first value back over half the accent's move, or one after it that
-    still scores ``unusual`` (at the accent threshold) on the way back."""
-    if not (st.away or st.returning):
-        return False
-    if st.samples - st.accent_at > RETURN_SAMPLES:
-        st.away = st.returning = False
-        return False
-    move = st.accent_value - st.accent_from
-    if (value - (st.accent_from + 0.5 * move)) * st.accent_direction > 0.0:
-        if st.returning:  # away again: a new excursion
-            st.returning = False
-        return False
-    if (value - (st.accent_from - RETURN_OVERSHOOT * move)) * st.accent_direction < 0.0:
-        st.away = st.returning = False  # far past where it was: a new anomaly
-        return False
-    if st.away:
-        st.away, st.returning = False, True
-        return True
-    if not unusual:
-        st.returning = False  # ordinary again
-    return st.returning
 
 
 @dataclass
@@ -580,37 +506,9 @@ class Conductor:
             # A positive stream that varies by multiples (the scorer decided): its pitch
             # follows the log too, so a geometric decline plays as a steady line.
             st.normalizer, st.log = st.normalizer.remapped(math.log), True
-        # An accent marks the onset of an anomaly: an anomaly that goes on (every sample
-        # since its accent at the threshold), however long, and for `refractory` samples
-        # after one, are not accented again unless clearly larger (ACCENT_RENEW times its
-        # z) the other way or after the excursion ended; an anomaly that goes on (or grows)
-        # is heard as loudness, not as a string of accents; its end (the way back,
-        # _comes_back) is not accented, nor, with accent.schedule, an onset on a schedule.
-        cfg = self.config.accent
-        unusual = anomaly >= cfg.threshold
-        # (every sample: it follows the way back; accent.refractory = 0 accents them all)
-        back = _comes_back(st, value, unusual) and cfg.refractory > 0
-        ongoing = st.ongoing and unusual and cfg.refractory > 0
-        accent = cfg.enabled and unusual and not back and (
-            (st.samples - st.accent_at > cfg.refractory and not ongoing)
-            or ((direction != st.accent_direction or not st.unusual)
-                and _renews(anomaly, st.accent_score)))
-        st.ongoing = ongoing
-        if accent:
-            st.ongoing = True
-            st.accent_at, st.accent_score, st.accent_direction = st.samples, anomaly, direction
-            st.accent_value, st.accent_from = value, st.previous
-            st.away = direction != 0 and not math.isnan(st.previous)
-            st.returning = False
-            # (an expected onset starts the refractory and the way back as an accent does)
-            accent = not _on_schedule(st, cfg.schedule)
-        elif (unusual and st.unusual and st.away and direction == st.accent_direction
-              and (value - st.accent_value) * direction > 0.0):
-            # The accented excursion goes on, further out: one anomaly, heard as loudness;
-            # its way back counts from here (a new one the same way, clearly larger than
-            # its onset, still renews the accent).
-            st.accent_value = value
-        st.previous, st.unusual = value, unusual
+        # An accent marks the onset of an anomaly, heard once (streamsonic.accent)
+        accent, back = st.accents.judge(st.samples, value, anomaly, direction,
+                                        self.config.accent)
         return self._reading(position, anomaly, direction, accent, back)
 
     def read(self, stream: str, value: float, anomaly: float = 0.0, direction: int = 0,

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamsonic.accent import ACCENT_RENEW
 from streamsonic.anomaly import LOG, LOG1P, RAW, ROOT, AnomalyScorer, score_of, strength
-from streamsonic.conductor import ACCENT_RENEW, Conductor
+from streamsonic.conductor import Conductor
 from streamsonic.config import NormalizeConfig, load_config
 from streamsonic.events import Sample
 from streamsonic.model.loader import load_pitch_model
