@@ -73,6 +73,14 @@ TREND_TAU = 0.7
 #: After an exit, the window's own range is kept when it holds the signal's level at
 #: least this far from its edges.
 EDGE = 0.1
+#: A first exit that drifts across the edge (the level at most DRIFT widths of the
+#: reference past it, and at least DRIFT_MOVES of the last 8 values changed: not a held
+#: gauge's step) widens the reference from its other edge until the level sits DRIFT_LAND
+#: from there, instead of rebuilding it from the window: a slow rise that leaves its
+#: range goes on near the top, not from the middle of a range rebuilt around it (a jump
+#: against the values, which a short series that trends and turns met at every exit). If
+#: it goes on the same way, the next exit is a trend's.
+DRIFT, DRIFT_LAND, DRIFT_MOVES = 0.25, 0.9, 6
 
 #: Mode codes (the order of :data:`streamsonic.normalize.MODES`).
 AUTO, RANK, ROBUST, MINMAX, ZSCORE = 0, 1, 2, 3, 4
@@ -434,6 +442,37 @@ def _warm_trend_py(s: np.ndarray) -> None:
     s[_WARMED] = 1.0
 
 
+def _drift_py(s: np.ndarray, level: float, direction: int) -> bool:
+    """After a first exit: widen the reference for a drift across its ``direction``
+    edge (see DRIFT); whether it did (``_drift`` in tests/normalize_reference.py)."""
+    lo, hi = s[_KNOTS], s[_KNOTS + REF_KNOTS - 1]
+    edge = hi if direction > 0 else lo
+    anchor = lo if direction > 0 else hi
+    if abs(level - edge) > DRIFT * (hi - lo) or _moves(s, 8) < DRIFT_MOVES:
+        return False
+    inner = _knot_value(s, _KNOTS, 0.5 + direction * (DRIFT_LAND - 0.5))
+    if inner == anchor:
+        return False
+    # the far edge no further out than the window's own values reach (a slow decline's
+    # reference must not keep its old top: a spike above the window's values plays
+    # beyond the range)
+    window = np.empty(REF_KNOTS)
+    _quantile_knots(s, _RINGS + 6 * (int(s[_WINDOW]) + 1), int(s[_N]), window)
+    reach = window[0] if direction > 0 else window[REF_KNOTS - 1]
+    near = window[REF_KNOTS - 1] if direction > 0 else window[0]
+    far = anchor
+    if (level - near) * direction > 0.0 and (reach - anchor) * direction > 0.0:
+        far = reach  # a new extreme of the window: its values reach no further back
+    factor = (far - level) / (anchor - inner)
+    knots = np.empty(REF_KNOTS)
+    for k in range(REF_KNOTS):
+        knots[k] = far + factor * (s[_KNOTS + k] - anchor)
+    _set_reference(s, knots)
+    place = _knot_position(knots, 0, level)  # seen from the edge it left by
+    s[_LAND] = place if direction >= 0 else 1.0 - place
+    return True
+
+
 def _zoom_py(s: np.ndarray, value: float) -> None:
     """Zoom the reference in to the last ``2 * RECENT`` values (``_zoom`` in
     tests/normalize_reference.py)."""
@@ -450,6 +489,8 @@ def _zoom_py(s: np.ndarray, value: float) -> None:
     shift = value - _knot_value(knots, 0, place)
     for k in range(REF_KNOTS):
         knots[k] = knots[k] + shift
+    if knots[REF_KNOTS - 1] - knots[0] >= s[_KNOTS + REF_KNOTS - 1] - s[_KNOTS]:
+        return  # three times the recent spread is no narrower: nothing to zoom into
     if abs(_knot_position(knots, 0, value) - place) > 0.5 / (REF_KNOTS - 1):
         lo, hi = s[_KNOTS], s[_KNOTS + REF_KNOTS - 1]
         factor = ZOOM_WIDTH * (spread[REF_KNOTS - 1] - spread[0]) / (hi - lo)
@@ -506,6 +547,9 @@ def _auto_range_py(s: np.ndarray, value: float) -> None:
         s[_CROSSING] = 1.0 if trend else 0.0
         last = _last_sorted(s, exit_after)
         level = last[len(last) // 2]
+        if not trend and _drift(s, level, direction):
+            s[_LAST_EXIT] = direction
+            return
         _snap(s, level, True, land, direction, not trend)
         if trend:
             _stretch_for_trend(s, level, direction)
@@ -696,8 +740,8 @@ if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
     _set_reference, _ring_append, _snap, _stretch_for_trend, _zoom, _auto_range = (
         _set_reference_py, _ring_append_py, _snap_py, _stretch_for_trend_py, _zoom_py,
         _auto_range_py)
-    _warm_trend, _in_order, _going, _pairs, _moves = (
-        _warm_trend_py, _in_order_py, _going_py, _pairs_py, _moves_py)
+    _warm_trend, _in_order, _going, _pairs, _moves, _drift = (
+        _warm_trend_py, _in_order_py, _going_py, _pairs_py, _moves_py, _drift_py)
     _zscore, _percentile, _normalize = _zscore_py, _percentile_py, _normalize_py
     push: Any = _push_py
     position: Any = _position_py
@@ -726,6 +770,7 @@ else:
     _in_order = jit(_in_order_py, fastmath=False)
     _going = jit(_going_py, fastmath=False)
     _moves = jit(_moves_py, fastmath=False)
+    _drift = jit(_drift_py, fastmath=False)
     _warm_trend = jit(_warm_trend_py, fastmath=False)
     _zoom = jit(_zoom_py, fastmath=False)
     _auto_range = jit(_auto_range_py, fastmath=False)

@@ -54,6 +54,10 @@ TREND_TAU = 0.7
 #: After an exit, the window's own range is kept when it holds the signal's level at
 #: least this far from its edges (an oscillation); otherwise the reference moves.
 EDGE = 0.1
+#: A first exit that drifts across the edge (the level at most DRIFT widths past it, at
+#: least DRIFT_MOVES of the last 8 values changed) widens the reference from its other
+#: edge until the level sits DRIFT_LAND from there.
+DRIFT, DRIFT_LAND, DRIFT_MOVES = 0.25, 0.9, 6
 
 
 class RollingNormalizer:
@@ -276,6 +280,9 @@ class RollingNormalizer:
                 self._pace = min(MAX_PACE, max(1.0, self._pace * TREND_PERIOD / crossed))
             self._crossing = trend
             level = self._recent_median(self.exit_after)
+            if not trend and self._drift(level, direction):
+                self._last_exit = direction
+                return
             self._snap(level, centered=True, land=land, direction=direction,
                        widen=not trend)
             if trend:
@@ -366,6 +373,31 @@ class RollingNormalizer:
             self._items, max(0, len(self._items) - count), None))
         return values[len(values) // 2]
 
+    def _drift(self, level: float, direction: int) -> bool:
+        """After a first exit across the ``direction`` edge: a drift (``level`` at most
+        DRIFT widths past it, the last 8 values moving) widens the reference from its
+        other edge until ``level`` sits DRIFT_LAND from there. Whether it did."""
+        knots = self._knots
+        edge, anchor = (knots[-1], knots[0]) if direction > 0 else (knots[0], knots[-1])
+        if abs(level - edge) > DRIFT * (knots[-1] - knots[0]) or self._moves(8) < DRIFT_MOVES:
+            return False
+        inner = knot_value(knots, 0.5 + direction * (DRIFT_LAND - 0.5))
+        if inner == anchor:
+            return False
+        # the far edge no further out than the window's own values reach
+        window = _quantile_knots(self._sorted)
+        reach = window[0] if direction > 0 else window[-1]
+        near = window[-1] if direction > 0 else window[0]
+        far = anchor
+        if (level - near) * direction > 0.0 and (reach - anchor) * direction > 0.0:
+            far = reach  # a new extreme of the window: its values reach no further back
+        factor = (far - level) / (anchor - inner)
+        knots = [far + factor * (k - anchor) for k in knots]
+        self._set_reference(knots)
+        place = knot_position(knots, level)  # seen from the edge it left by
+        self._land = place if direction >= 0 else 1.0 - place
+        return True
+
     def _zoom(self, value: float) -> None:
         """Zoom the reference in to the last ``2 * RECENT`` values: their quantiles,
         ``ZOOM_WIDTH`` times as wide as they spread, with ``value`` kept where it was (a
@@ -382,6 +414,8 @@ class RollingNormalizer:
         knots = [ZOOM_WIDTH * (k - mid) for k in spread]
         shift = value - knot_value(knots, place)
         knots = [k + shift for k in knots]
+        if knots[-1] - knots[0] >= self._knots[-1] - self._knots[0]:
+            return  # three times the recent spread is no narrower: nothing to zoom into
         if abs(knot_position(knots, value) - place) > 0.5 / (REF_KNOTS - 1):
             old = self._knots
             factor = ZOOM_WIDTH * (spread[-1] - spread[0]) / (old[-1] - old[0])
