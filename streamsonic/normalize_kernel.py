@@ -75,8 +75,9 @@ TREND_TAU = 0.7
 EDGE = 0.1
 #: A first exit that drifts across the edge (the level at most DRIFT widths of the
 #: reference past it, and at least DRIFT_MOVES of the last 8 values changed: not a held
-#: gauge's step) widens the reference from its other edge until the level sits DRIFT_LAND
-#: from there, instead of rebuilding it from the window: a slow rise that leaves its
+#: gauge's step) widens the reference from its other edge (from as far as the window's
+#: values reach, when the level is a new extreme of the window) until the level sits
+#: DRIFT_LAND from there, instead of rebuilding it from the window: a slow rise that leaves its
 #: range goes on near the top, not from the middle of a range rebuilt around it (a jump
 #: against the values, which a short series that trends and turns met at every exit). If
 #: it goes on the same way, the next exit is a trend's.
