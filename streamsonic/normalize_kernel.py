@@ -74,14 +74,14 @@ TREND_TAU = 0.7
 #: least this far from its edges.
 EDGE = 0.1
 #: A first exit that drifts across the edge (the level at most DRIFT widths of the
-#: reference past it, and at least DRIFT_MOVES of the last 8 values changed: not a held
-#: gauge's step) widens the reference from its other edge (from as far as the window's
-#: values reach, when the level is a new extreme of the window) until the level sits
-#: DRIFT_LAND from there, instead of rebuilding it from the window: a slow rise that leaves its
-#: range goes on near the top, not from the middle of a range rebuilt around it (a jump
-#: against the values, which a short series that trends and turns met at every exit). If
-#: it goes on the same way, the next exit is a trend's.
-DRIFT, DRIFT_LAND, DRIFT_MOVES = 0.25, 0.9, 6
+#: reference past it, and at least DRIFT_MOVES of the last DRIFT_SAMPLES values changed:
+#: not a held gauge's step) widens the reference from its other edge (from as far as the
+#: window's values reach, when the level is a new extreme of the window) until the level
+#: sits DRIFT_LAND from there, instead of rebuilding it from the window: a slow rise that
+#: leaves its range goes on near the top, not from the middle of a range rebuilt around it
+#: (a jump against the values, which a short series that trends and turns met at every
+#: exit). If it goes on the same way, the next exit is a trend's.
+DRIFT, DRIFT_LAND, DRIFT_MOVES, DRIFT_SAMPLES = 0.25, 0.9, 6, 8
 
 #: Mode codes (the order of :data:`streamsonic.normalize.MODES`).
 AUTO, RANK, ROBUST, MINMAX, ZSCORE = 0, 1, 2, 3, 4
@@ -449,7 +449,7 @@ def _drift_py(s: np.ndarray, level: float, direction: int) -> bool:
     lo, hi = s[_KNOTS], s[_KNOTS + REF_KNOTS - 1]
     edge = hi if direction > 0 else lo
     anchor = lo if direction > 0 else hi
-    if abs(level - edge) > DRIFT * (hi - lo) or _moves(s, 8) < DRIFT_MOVES:
+    if abs(level - edge) > DRIFT * (hi - lo) or _moves(s, DRIFT_SAMPLES) < DRIFT_MOVES:
         return False
     inner = _knot_value(s, _KNOTS, 0.5 + direction * (DRIFT_LAND - 0.5))
     if inner == anchor:

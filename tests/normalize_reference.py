@@ -55,9 +55,9 @@ TREND_TAU = 0.7
 #: least this far from its edges (an oscillation); otherwise the reference moves.
 EDGE = 0.1
 #: A first exit that drifts across the edge (the level at most DRIFT widths past it, at
-#: least DRIFT_MOVES of the last 8 values changed) widens the reference from its other
-#: edge until the level sits DRIFT_LAND from there.
-DRIFT, DRIFT_LAND, DRIFT_MOVES = 0.25, 0.9, 6
+#: least DRIFT_MOVES of the last DRIFT_SAMPLES values changed) widens the reference from
+#: its other edge until the level sits DRIFT_LAND from there.
+DRIFT, DRIFT_LAND, DRIFT_MOVES, DRIFT_SAMPLES = 0.25, 0.9, 6, 8
 
 
 class RollingNormalizer:
@@ -375,11 +375,12 @@ class RollingNormalizer:
 
     def _drift(self, level: float, direction: int) -> bool:
         """After a first exit across the ``direction`` edge: a drift (``level`` at most
-        DRIFT widths past it, the last 8 values moving) widens the reference from its
+        DRIFT widths past it, the last DRIFT_SAMPLES values moving) widens the reference from its
         other edge until ``level`` sits DRIFT_LAND from there. Whether it did."""
         knots = self._knots
         edge, anchor = (knots[-1], knots[0]) if direction > 0 else (knots[0], knots[-1])
-        if abs(level - edge) > DRIFT * (knots[-1] - knots[0]) or self._moves(8) < DRIFT_MOVES:
+        if (abs(level - edge) > DRIFT * (knots[-1] - knots[0])
+                or self._moves(DRIFT_SAMPLES) < DRIFT_MOVES):
             return False
         inner = knot_value(knots, 0.5 + direction * (DRIFT_LAND - 0.5))
         if inner == anchor:
