@@ -7,6 +7,7 @@ import csv
 import email
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -183,6 +184,54 @@ def test_unwritable_cache_directory_means_no_cache(tmp_path: Path,
     blocker.write_text("")
     cache_env.setenv("XDG_CACHE_HOME", str(blocker))  # mkdir fails below a file, even as root
     assert kernels.numba_cache_dir() is None
+
+
+def test_kernel_cache_is_keyed_on_every_compiled_module(tmp_path: Path) -> None:
+    """numba keys a cached function on its own file only, so the cache directory is named
+    for all the compiled modules' sources: a change to any of them (kernels.py alone,
+    which the phrase step calls) is a new directory; a change elsewhere is not."""
+    package = Path(kernels.__file__).resolve().parents[1]
+    called = {str(path.relative_to(package)) for path in package.rglob("*.py")
+              if re.search(r"\bjit\(", path.read_text()) and path.name != "kernels.py"}
+    assert called <= set(kernels.KERNEL_MODULES)  # every module that compiles is keyed
+    assert called | {"model/kernels.py"} == set(kernels.KERNEL_MODULES)
+    copy = tmp_path / "streamsonic"
+    for name in (*kernels.KERNEL_MODULES, "cli.py"):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(package / name, copy / name)
+    key = kernels.kernel_key(copy)
+    assert key == kernels.kernel_key(package) and re.fullmatch(r"k-[0-9a-f]{16}", key)
+    (copy / "cli.py").write_text("# not compiled\n")
+    assert kernels.kernel_key(copy) == key
+    for name in kernels.KERNEL_MODULES:
+        before = kernels.kernel_key(copy)
+        with (copy / name).open("a") as f:
+            f.write("\n# changed\n")
+        assert kernels.kernel_key(copy) != before, name
+
+
+def test_kernel_cache_directory_keeps_the_last_versions(tmp_path: Path,
+                                                        cache_env: pytest.MonkeyPatch) -> None:
+    base = tmp_path / "cache"
+    base.mkdir()
+    olds = []
+    for i in range(kernels.KEEP_VERSIONS + 2):
+        old = base / f"k-{i:016x}"
+        old.mkdir()
+        os.utime(old, (1000 + i, 1000 + i))
+        olds.append(old)
+    (base / "other").mkdir()  # not ours: kept
+    cache_env.setenv("NUMBA_CACHE_DIR", str(base))
+    got = kernels.kernel_cache_dir()
+    assert got == str(base / kernels.kernel_key())
+    assert Path(got).is_dir()
+    kept = sorted(p.name for p in base.iterdir())
+    # the newest KEEP_VERSIONS - 1 old ones, this one, and what is not ours
+    assert kept == sorted([*(p.name for p in olds[-(kernels.KEEP_VERSIONS - 1):]),
+                           kernels.kernel_key(), "other"])
+    # a worker given its parent's directory uses it as it is
+    cache_env.setenv("NUMBA_CACHE_DIR", got)
+    assert kernels.kernel_cache_dir() == got
 
 
 # -- the wheel, installed outside the checkout -------------------------------------------

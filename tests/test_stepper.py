@@ -34,6 +34,35 @@ SAMPLES = 300
 
 # -- the reference: the whole history through the full network, for every sample --------
 
+def fused() -> bool:
+    """Whether the compiled kernels fuse a multiply and an add (``rows_product`` is
+    compiled to contract them): where the CPU has FMA (LLVM's host features), or is an
+    ARM, whose floating-point units always fuse."""
+    import platform
+
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get("fma")) or platform.machine() in (
+        "aarch64", "arm64")
+
+
+def sequential_sum(h: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``h @ w`` (float32) written out one weight row at a time, in order: each step
+    ``acc + h[k] * w[k]`` rounded once (a fused multiply-add, computed in x86's 80-bit long
+    double, where the product of two float32 is exact and the sum as good as exact) where
+    the kernels fuse, else the product and the sum each rounded to float32."""
+    if not fused():
+        acc: np.ndarray = np.zeros(w.shape[1], np.float32)
+        for k in range(w.shape[0]):
+            acc = acc + h[k] * w[k]
+        return acc
+    wide = w.astype(np.longdouble)
+    acc = np.zeros(w.shape[1], np.float32)
+    for k in range(w.shape[0]):
+        acc = (np.longdouble(h[k]) * wide[k] + acc.astype(np.longdouble)).astype(np.float32)
+    return acc
+
+
 def _chooser(config: Config, classes: list[int]) -> Chooser:
     music, model = config.music, config.model
     return Chooser(PitchEncoding(classes), scale_pitches(music.scale, music.key, music.low,
@@ -277,8 +306,8 @@ def test_batched_step_equals_single_streams(net: PitchLSTM) -> None:
 def test_a_search_multiplies_each_distinct_row_as_one_stream_alone(net: PitchLSTM) -> None:
     """Up to ROW_BY_ROW distinct rows, the first layer's recurrent product is a compiled sum
     over the weights' rows in their order, each row alone: the bits of that sum written out
-    in NumPy (float32 products and adds, one weight row at a time), whatever the other rows;
-    more rows go as one BLAS product."""
+    in NumPy (one weight row at a time, fused where the kernels fuse: sequential_sum),
+    whatever the other rows; more rows go as one BLAS product."""
     stepper = NumpyPitchStepper(net)
     rng = np.random.default_rng(5)
     w = stepper._w_hh1_t
@@ -286,9 +315,7 @@ def test_a_search_multiplies_each_distinct_row_as_one_stream_alone(net: PitchLST
         h = rng.standard_normal((n, stepper.h1)).astype(stepper.dtype)
         got = stepper._recurrent(h)
         for i in range(n):
-            want: np.ndarray = np.zeros(w.shape[1], stepper.dtype)
-            for k in range(w.shape[0]):
-                want = want + h[i, k] * w[k]
+            want = sequential_sum(h[i], w)
             assert got[i].tobytes() == want.tobytes(), (n, i)
             assert got[i].tobytes() == stepper._recurrent(h[i : i + 1])[0].tobytes()
     h = rng.standard_normal((ROW_BY_ROW + 1, stepper.h1)).astype(stepper.dtype)
@@ -361,7 +388,4 @@ def test_rows_product_sums_each_row_in_order(depth: int) -> None:
         out = np.empty((len(rows), w.shape[1]), np.float32)
         kernels.rows_product(h, np.array(rows, dtype=np.int64), w, out)
         for i, r in enumerate(rows):
-            want: np.ndarray = np.zeros(w.shape[1], np.float32)
-            for k in range(depth):
-                want = want + h[r, k] * w[k]
-            assert out[i].tobytes() == want.tobytes(), (rows, i)
+            assert out[i].tobytes() == sequential_sum(h[r], w).tobytes(), (rows, i)
