@@ -4,6 +4,7 @@ the pitch model and for the temporal model; and the stepper's own pieces."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -34,6 +35,7 @@ SAMPLES = 300
 
 # -- the reference: the whole history through the full network, for every sample --------
 
+@functools.cache
 def fused() -> bool:
     """Whether the compiled kernels fuse a multiply and an add (``rows_product`` is
     compiled to contract them): where the CPU has FMA (LLVM's host features), or is an
@@ -48,9 +50,10 @@ def fused() -> bool:
 
 def sequential_sum(h: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``h @ w`` (float32) written out one weight row at a time, in order: each step
-    ``acc + h[k] * w[k]`` rounded once (a fused multiply-add, computed in x86's 80-bit long
-    double, where the product of two float32 is exact and the sum as good as exact) where
-    the kernels fuse, else the product and the sum each rounded to float32."""
+    ``acc + h[k] * w[k]`` rounded once where the kernels fuse (a fused multiply-add,
+    computed in NumPy's long double: 80 bits on x86, 128 on Linux on ARM, where the product
+    of two float32 is exact and the sum as good as exact), else the product and the sum
+    each rounded to float32."""
     if not fused():
         acc: np.ndarray = np.zeros(w.shape[1], np.float32)
         for k in range(w.shape[0]):
