@@ -332,25 +332,34 @@ def test_daemon_logs_with_journald_priorities(tmp_path: Path) -> None:
 
 # -- no source under systemd ----------------------------------------------------------------
 
+def _close_stdin() -> None:
+    os.close(0)
+
+
+@pytest.mark.parametrize("stdin", ["/dev/null", "closed"])
 @pytest.mark.parametrize("file", [[], ["-"]])
 @pytest.mark.parametrize("env", [{"INVOCATION_ID": "0123456789abcdef"},
                                  {"NOTIFY_SOCKET": "/run/nothing-listens-here"}])
 def test_refuses_to_start_under_systemd_without_a_source(env: dict[str, str],
-                                                         file: list[str]) -> None:
-    """No FILE, or ``-`` (stdin named): the same refusal. ``run - < /dev/null`` under
-    systemd went on, READY, and ended at once with exit 0 (audit at e309ea4)."""
+                                                         file: list[str], stdin: str) -> None:
+    """No FILE, or ``-`` (stdin named): the same refusal, stdin /dev/null or closed. ``run
+    - < /dev/null`` under systemd went on, READY, and ended at once with exit 0 (audit at
+    e309ea4); a closed stdin ended with exit 69, which the unit restarts (fd 0 was reused
+    by a file the daemon opened before it looked)."""
     base = {k: v for k, v in os.environ.items()
             if k not in ("STREAMSONIC_CONFIG", "NOTIFY_SOCKET", "INVOCATION_ID")}
     proc = subprocess.run([sys.executable, "-m", "streamsonic", "run", *file, "--output",
                            "events"],
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT,
-                          check=False, env={**base, **env})
+                          check=False, env={**base, **env},
+                          preexec_fn=_close_stdin if stdin == "closed" else None)
     lines = proc.stderr.decode().splitlines()
     assert proc.returncode == 78, lines
     errors = [line for line in lines if "error" in line]
     assert len(errors) == 1, lines
     assert "nothing to read" in errors[0] and "mqtt.url" in errors[0]
-    assert "/dev/null" in errors[0]
+    assert "nats.url" in errors[0]
+    assert stdin in errors[0]
     assert not any("pitch model" in line for line in lines)  # refused before loading it
 
 

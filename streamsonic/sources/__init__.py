@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -93,6 +94,10 @@ def under_service_manager() -> bool:
 
 def stdin_without_data() -> str | None:
     """How stdin is sure to give nothing ("/dev/null", "closed"), or None if it may."""
+    if sys.stdin is None:
+        # fd 0 was closed when Python started (it then leaves sys.stdin None); by now a
+        # file opened since may have been given fd 0, so fstat cannot tell.
+        return "closed"
     try:
         st = os.fstat(0)
     except OSError:
@@ -115,6 +120,7 @@ def check_stdin() -> None:
     why = stdin_without_data()
     if why is not None:
         raise NoSourceError(
-            f"nothing to read: no MQTT broker is configured (mqtt.url is empty) and stdin is "
-            f"{why}, as a service's is; set mqtt.url and mqtt.topics in the config file (or "
-            "give the service a socket or file on stdin with StandardInput=)")
+            f"nothing to read: no MQTT broker or NATS server is configured (mqtt.url and "
+            f"nats.url are empty) and stdin is {why}, as a service's is; set mqtt.url and "
+            "mqtt.topics (or nats.url and nats.subjects) in the config file, or give the "
+            "service a socket or file on stdin with StandardInput=")
