@@ -520,7 +520,7 @@ def find_config_file(explicit: str | None) -> Path | None:
     return next((p for p in default_paths() if p.is_file()), None)
 
 
-#: A config file larger than this is refused unread (config.toml is about 12 kB).
+#: A config file larger than this is refused unread (config.toml is about 27 kB).
 MAX_CONFIG_BYTES = 1024 * 1024
 
 

@@ -2,9 +2,9 @@
 
 ``pip install streamsonic`` runs the daemon on stdin and plays through the audio device or
 into MIDI, WAV and events files; training on MIDI files needs nothing more. MIDI ports,
-MQTT, plots, the Prometheus endpoint and training on scores (MusicXML, ABC, Humdrum and
-music21's corpus, through music21) each need an extra (``pip install 'streamsonic[midi]'``,
-``[mqtt]``, ``[plot]``, ``[metrics]``, ``[train]``; ``[all]`` for every one), declared in
+MQTT, NATS, plots, the Prometheus endpoint and training on scores (MusicXML, ABC, Humdrum
+and music21's corpus, through music21) each need an extra (``pip install
+'streamsonic[midi]'``, ``[mqtt]``, ``[nats]``, ``[plot]``, ``[metrics]``, ``[train]``; ``[all]`` for every one), declared in
 pyproject.toml's ``[project.optional-dependencies]``.
 
 Backends import their library only when used; :func:`import_extra` and

@@ -18,7 +18,8 @@ Metric names (all ``streamsonic_``; counters end in ``_total``):
     input_rejected_total{reason}           input skipped as bad, by reason (nan, parse ...)
     input_ignored_total{reason}            header and comment lines
     samples_aggregated_total               samples folded into another's note
-    samples_dropped_total{reason}          queue_full (source), evicted, streams_full
+    samples_dropped_total{reason}          queue_full (source), slow_consumer (NATS), evicted,
+                                           streams_full, at_stop
     streams_evicted_total{reason}          idle, full
     streams                                live streams
     queue_depth                            notes waiting in the engine's queues

@@ -1,8 +1,8 @@
 """The MQTT source: subscribed topics -> samples (or notes, with ``--play-notes``).
 
 paho-mqtt 2.x is used directly rather than through aiomqtt: we need a network thread that
-never blocks, a drop-oldest queue with exact counts, acknowledgements sent only once the
-engine has taken a message, and our own jittered reconnect loop; with aiomqtt each of those
+never blocks, a drop-oldest queue with exact counts, acknowledgements sent only once a
+message's note is scheduled, and our own jittered reconnect loop; with aiomqtt each of those
 would sit behind another layer (its queue is unbounded, and it leaves reconnecting to the
 caller anyway). The shape:
 
