@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
 from streamsonic import __version__, logs
-from streamsonic.errors import EXIT_INTERRUPTED, StreamsonicError, UsageError
+from streamsonic.errors import EXIT_INTERRUPTED, StopSignal, StreamsonicError, UsageError
 
 # One BLAS thread unless the user says otherwise (before anything loads NumPy): the daemon
 # steps its streams as one matrix product per layer from one event loop, and a second BLAS
@@ -141,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("streamsonic: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except StopSignal as stop:
+        print(f"streamsonic: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        return stop.exit_status
     except BrokenPipeError:  # stdout closed by its reader: the end, not an error
         _stdout_gone()
         return 0

@@ -39,6 +39,7 @@ from streamsonic.extras import require_extra
 from streamsonic.outputs import (
     OutputSpec,
     check_distinct_files,
+    check_stdout_shared,
     open_output,
     parse_output,
     shown,
@@ -141,6 +142,7 @@ def run_daemon(
     """
     specs = [parse_output(o) for o in (outputs or list(config.output.targets))]
     check_distinct_files(specs)
+    check_stdout_shared(specs)
     if config.metrics.listen:  # before the model loads: a missing extra is one line at once
         require_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
     with prompt_threads():

@@ -115,6 +115,18 @@ class TrainingError(StreamsonicError):
 
 #: Exit status for an interrupted command (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+
+
+class StopSignal(BaseException):
+    """SIGTERM or SIGHUP to a command that stops by unwinding (``render``, ``demo``): what
+    it was writing is given up, nothing left half-written. Not an :class:`Exception`, so
+    that nothing on the way catches it; the command line prints one line and exits with
+    128 + the signal's number, as a shell reports a process the signal ended."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_status = 128 + signum
 #: Exit status of a daemon whose worker process (``daemon.workers``) was killed by a signal
 #: (EX_SOFTWARE: an internal failure; a supervisor restarts it).
 EXIT_WORKER_KILLED = 70

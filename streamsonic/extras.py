@@ -4,8 +4,8 @@
 into MIDI, WAV and events files; training on MIDI files needs nothing more. MIDI ports,
 MQTT, NATS, plots, the Prometheus endpoint and training on scores (MusicXML, ABC, Humdrum
 and music21's corpus, through music21) each need an extra (``pip install
-'streamsonic[midi]'``, ``[mqtt]``, ``[nats]``, ``[plot]``, ``[metrics]``, ``[train]``; ``[all]`` for every one), declared in
-pyproject.toml's ``[project.optional-dependencies]``.
+'streamsonic[midi]'``, ``[mqtt]``, ``[nats]``, ``[plot]``, ``[metrics]``, ``[train]``;
+``[all]`` for every one), declared in pyproject.toml's ``[project.optional-dependencies]``.
 
 Backends import their library only when used; :func:`import_extra` and
 :func:`missing_extra` turn the ``ModuleNotFoundError`` of a missing extra into a

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from streamsonic.config import Config
 from streamsonic.errors import UsageError
@@ -98,7 +100,12 @@ def check_distinct_files(specs: Iterable[OutputSpec]) -> None:
     set the first one's open file aside as ``d-1.mid`` while the first went on calling it
     ``d.mid`` (its "wrote" line named the wrong file), where one output does the job."""
     seen: dict[str, OutputSpec] = {}
+    events = 0
     for spec in specs:
+        events += spec.kind == "events"
+        if events > 1:
+            raise UsageError("the events output is given twice: each note's line would be "
+                             "written twice to stdout; give it once")
         path = written_file(spec)
         if path is None:
             continue
@@ -106,6 +113,43 @@ def check_distinct_files(specs: Iterable[OutputSpec]) -> None:
         if first is not spec:
             raise UsageError(f"the outputs {first} and {spec} write the same file; "
                              "give it once")
+
+
+def _identity(st: os.stat_result) -> tuple[int, int] | None:
+    """What a file is (device, inode), or None for the null device (any number of writers
+    may share it)."""
+    if stat.S_ISCHR(st.st_mode):
+        try:
+            if st.st_rdev == Path(os.devnull).stat().st_rdev:
+                return None
+        except OSError:
+            pass
+    return st.st_dev, st.st_ino
+
+
+def writes_stdout(path: str) -> bool:
+    """Whether writing ``path`` would write the file, pipe or terminal that standard output
+    is now (``/dev/stdout``, ``/proc/self/fd/1``, or its own name), the null device aside."""
+    try:
+        out = _identity(os.fstat(1))
+        target = _identity(Path(path).stat())
+    except (OSError, ValueError):  # no stdout, or the path does not exist yet
+        return False
+    return out is not None and out == target
+
+
+def check_stdout_shared(specs: Iterable[OutputSpec]) -> None:
+    """UsageError when a file output writes what the events output writes, standard output
+    (``-o events -o file:/dev/stdout``): their bytes would land in the middle of each
+    other's."""
+    specs = list(specs)
+    if not any(spec.kind == "events" for spec in specs):
+        return
+    for spec in specs:
+        # (the name as given: the real path of /proc/self/fd/1 names no file, "pipe:[N]")
+        if written_file(spec) is not None and writes_stdout(spec.arg):
+            raise UsageError(f"the output {spec} writes standard output, where the events "
+                             "output writes its lines; give it another path")
 
 
 def check_mqtt_output(arg: str) -> None:

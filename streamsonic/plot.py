@@ -17,6 +17,7 @@ that nothing else in streamsonic pays for it.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamsonic.config import Config
-from streamsonic.errors import OutputError
+from streamsonic.errors import UsageError
 from streamsonic.events import NoteEvent
 from streamsonic.extras import import_extra
+from streamsonic.sinks.outfile import OutputFile
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -283,14 +285,42 @@ def build_figure(series: Series | Sequence[Series], notes: list[NoteEvent],
     return PlotArtists(fig, columns)
 
 
-def plot_render(series: Series | Sequence[Series], notes: list[NoteEvent], path: str,
-                config: Config) -> None:
-    """Write the figure of :func:`build_figure` to ``path`` (format from its suffix)."""
-    plt = _pyplot()
-    artists = build_figure(series, notes, config)
+def plot_formats() -> list[str]:
+    """The image formats a plot can be written in (matplotlib's: png, svg, pdf ...)."""
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase  # noqa: PLC0415
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def open_plot(path: str) -> OutputFile:
+    """The plot's file, opened before the rendering so that a bad name fails at once: its
+    format from its suffix (a name without a known one is a UsageError), written whole at
+    the end (a hidden temporary file renamed over it: an earlier file stays as it was
+    until then, and if the plot is not made)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = plot_formats()
+    if suffix not in formats:
+        raise UsageError(f"--plot {path}: the name must end in an image format, one of "
+                         + ", ".join(f".{f}" for f in formats) + " (e.g. plot.png)")
+    return OutputFile(path, "plot")
+
+
+def plot_render(series: Series | Sequence[Series], notes: list[NoteEvent],
+                path: str | OutputFile, config: Config) -> None:
+    """Write the figure of :func:`build_figure` to ``path`` (a name, or the file of
+    :func:`open_plot`; the format from its suffix)."""
+    out = open_plot(path) if isinstance(path, str) else path
     try:
-        artists.figure.savefig(Path(path))
-    except OSError as err:
-        raise OutputError(f"cannot write plot {path}: {err.strerror}") from None
-    finally:
-        plt.close(artists.figure)
+        plt = _pyplot()
+        artists = build_figure(series, notes, config)
+        try:
+            image = io.BytesIO()
+            artists.figure.savefig(image, format=out.path.suffix.lower().lstrip("."))
+        finally:
+            plt.close(artists.figure)
+        out.append(image.getbuffer())
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise

@@ -20,6 +20,7 @@ import gc
 import io
 import itertools
 import logging
+import os
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -40,13 +41,17 @@ from streamsonic.outputs import (
     OFFLINE_KINDS,
     OutputSpec,
     check_distinct_files,
+    check_stdout_shared,
     parse_output,
+    writes_stdout,
+    written_file,
 )
 from streamsonic.parse import TIME_COLUMNS, parse_number
 
 if TYPE_CHECKING:  # the runtime import is deferred (the model's modules)
     from streamsonic.conductor import Conductor, Run, Stepper
     from streamsonic.scheduler import Scheduler, VirtualClock
+    from streamsonic.sinks.outfile import OutputFile
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +185,7 @@ def _pick_column(rows: list[list[str]], names: list[str], column: str | None, so
 def _outputs(outputs: list[str]) -> list[OutputSpec]:
     specs = [parse_output(o, offline=True) for o in outputs]
     check_distinct_files(specs)
+    check_stdout_shared(specs)
     for spec in specs:
         if spec.kind not in OFFLINE_KINDS:
             raise UsageError(
@@ -187,6 +193,19 @@ def _outputs(outputs: list[str]) -> list[OutputSpec]:
                 f"{OFFLINE_CHOICES}"
             )
     return specs
+
+
+def _open_plot(plot: str, specs: list[OutputSpec]) -> OutputFile:
+    """``--plot``'s file, opened now (a bad name fails before the rendering), unless an
+    output writes it too."""
+    from streamsonic.plot import open_plot  # noqa: PLC0415 - matplotlib import
+
+    real = os.path.realpath(plot)
+    for spec in specs:
+        if written_file(spec) == real or (spec.kind == "events" and writes_stdout(plot)):
+            raise UsageError(f"--plot {plot} and the output {spec} are the same file: both "
+                             "would write it; give the plot another name")
+    return open_plot(plot)
 
 
 def render_notes(config: Config, series: Series | Sequence[Series],
@@ -242,6 +261,7 @@ def render_notes(config: Config, series: Series | Sequence[Series],
     # What exists now (the model, numba's and NumPy's modules: about 100,000 objects) lives
     # as long as the render; the collector's full passes over it cost about 5% of a render.
     gc.freeze()
+    finished = False
     try:
         if rhythm:  # one column, row by row: each row's delay comes from its step
             column, norm = columns[0], normalized[0]
@@ -259,9 +279,11 @@ def render_notes(config: Config, series: Series | Sequence[Series],
         else:
             _play_runs(conductor, scheduler, clock, columns, normalized, rows, step, notes)
         clock.run_all()
+        finished = True
     finally:
         gc.unfreeze()
-        scheduler.close()
+        # Interrupted (Ctrl-C, SIGTERM) or failed: no file is written, none replaced.
+        scheduler.close(abandon=not finished)
     scheduler.check_written()
     return notes
 
@@ -369,11 +391,16 @@ def render_file(
         raise UsageError(f"--plot draws at most {PLOT_COLUMNS} columns (three panels each), "
                          f"not {len(table)}; name at most {PLOT_COLUMNS} with --column, or "
                          "leave --plot out")
-    notes = render_notes(config, table, specs)
-    if plot:
-        from streamsonic.plot import plot_render  # noqa: PLC0415 - matplotlib import
+    plot_file = _open_plot(plot, specs) if plot else None
+    try:
+        notes = render_notes(config, table, specs)
+        if plot_file is not None:
+            from streamsonic.plot import plot_render  # noqa: PLC0415 - matplotlib import
 
-        plot_render(table, notes, plot, config)
+            plot_render(table, notes, plot_file, config)
+    finally:
+        if plot_file is not None:
+            plot_file.discard()  # (not written: the rendering failed or was interrupted)
     written = [s.arg for s in specs if s.kind != "events"] + ([plot] if plot else [])
     names = ", ".join(repr(s.name) for s in table)
     log.info("rendered %d notes from column%s %s of %s%s", len(notes),

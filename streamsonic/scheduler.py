@@ -532,8 +532,10 @@ class Scheduler:
         for sink in list(self.sinks):
             await sink.settle()
 
-    def close(self) -> None:
-        """Cancel what is still scheduled, silence every sink and close it."""
+    def close(self, abandon: bool = False) -> None:
+        """Cancel what is still scheduled, silence every sink and close it (``abandon``:
+        give each up unfinished, :meth:`Sink.abandon`: a render that did not finish leaves
+        its files as they were)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_at = None, math.inf
@@ -545,7 +547,10 @@ class Scheduler:
         self._owed_calls.clear()  # (what they owed stays owed: their notes were not played)
         self._sounding.clear()
         for sink in self.sinks:
-            self._close_sink(sink)
+            if abandon:
+                sink.abandon()
+            else:
+                self._close_sink(sink)
 
     def _close_sink(self, sink: Sink) -> None:
         """Close ``sink``; a failure is logged and remembered in ``failed``, never raised."""

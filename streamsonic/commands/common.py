@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from streamsonic import logs
 from streamsonic.config import SCALE_NAMES, Config, find_config_file, load_config, parse_override
+from streamsonic.errors import StopSignal
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`StopSignal` in the main thread while inside (as
+    Ctrl-C raises KeyboardInterrupt), so that an offline command unwinds and gives up what
+    it was writing instead of dying with half a file; the handlers from before after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise StopSignal(signum)
+
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 @dataclass(frozen=True)

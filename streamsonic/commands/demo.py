@@ -26,6 +26,7 @@ from streamsonic.commands.common import (
     add_options,
     config_from,
     setup_logging,
+    stop_signals,
 )
 from streamsonic.config import Config
 from streamsonic.errors import MissingExtraError, OutputError, SoundFontError
@@ -85,7 +86,8 @@ def main(args: argparse.Namespace) -> int:
     except OSError as err:
         raise OutputError(f"cannot create the demo's output directory {out_dir}: "
                           f"{err.strerror}; pass another one with --output-dir") from None
-    files = _render(config, args.column, out_dir)
+    with stop_signals():  # SIGTERM, SIGHUP: no file written, none replaced
+        files = _render(config, args.column, out_dir)
     audio = None if args.files else _open_audio(config)
     if audio is None:
         _print_files(files, config, "The demo was rendered to files" if args.files else

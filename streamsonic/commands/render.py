@@ -10,6 +10,7 @@ from streamsonic.commands.common import (
     add_options,
     config_from,
     setup_logging,
+    stop_signals,
 )
 from streamsonic.extras import require_extra
 
@@ -68,5 +69,7 @@ def main(args: argparse.Namespace) -> int:
         from streamsonic.errors import UsageError  # noqa: PLC0415
 
         raise UsageError("--all-columns and --column: give one or the other")
-    return render_file(config, args.file, column=list(args.column), outputs=list(args.output),
-                       plot=args.plot, every_column=args.all_columns)
+    with stop_signals():  # SIGTERM, SIGHUP: no file written, none replaced
+        return render_file(config, args.file, column=list(args.column),
+                           outputs=list(args.output), plot=args.plot,
+                           every_column=args.all_columns)

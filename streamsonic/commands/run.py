@@ -186,12 +186,12 @@ def _check_record_path(path: str | None, outputs: list[str]) -> None:
     over the other's bytes (a file of JSON lines and MIDI that neither can read)."""
     if path is None:
         return
-    from streamsonic.outputs import parse_output, written_file  # noqa: PLC0415
+    from streamsonic.outputs import parse_output, writes_stdout, written_file  # noqa: PLC0415
 
     mine = os.path.realpath(path)
     for text in outputs:
         spec = parse_output(text)
-        if written_file(spec) == mine:
+        if written_file(spec) == mine or (spec.kind == "events" and writes_stdout(path)):
             raise UsageError(f"--record {path} and the output {spec} are the same file: both "
                              "would write it; give --record another path")
 

@@ -154,6 +154,18 @@ class Sink(ABC):
         if failure is not None:
             raise failure
 
+    def abandon(self) -> None:
+        """Give the output up unfinished (a render that was interrupted or failed): an
+        output that writes a file at the end (``render``'s) leaves the file as it was and
+        removes what it wrote; any other closes as :meth:`close` does. Never raises: a
+        failure is logged."""
+        if self.closed:
+            return
+        try:
+            self.close()
+        except Exception:  # the render's own error is the one to report
+            log.exception("output %s: closing it failed", self.name)
+
     def __enter__(self) -> Sink:
         return self
 
