@@ -328,7 +328,6 @@ class Engine:
         else:
             agg = queue[-1]
             fold(agg, sample, reading, self.conductor, self.config.clock.aggregate)
-            self.aggregated += 1
         agg.hold(receipt)
 
     def _take(self, stream: str) -> tuple[Sample, Reading | None, Aggregate] | None:
@@ -382,7 +381,8 @@ class Engine:
         dropped with an evicted stream, refused by a full table or left unplayed by a stop
         (``dropped.at_stop``, once :meth:`cancel` ran), notes released early, cues
         played late without the model's passing notes, samples folded into another's note
-        (more than ``clock.backlog`` waited): so the log explains fewer notes than samples."""
+        that played (more than ``clock.backlog`` waited): so the log explains fewer notes
+        than samples."""
         counts = {
             "folded": self.aggregated,
             "evicted.idle": self.conductor.evictions["idle"],
@@ -482,6 +482,7 @@ class Engine:
             self._play_phrases(cues, self.shedding.keep(len(cues), budget), now - oldest)
         else:
             self._play(cues)
+        self._played_folded([owed for _, _, owed, _ in batch])
         self._settle_soon([owed for _, _, owed, _ in batch])
         self._stepped_at = self.loop.time()
         for stream in streams:
@@ -531,9 +532,16 @@ class Engine:
             self._play_phrases(cues, len(cues) - late, now - chunk[0][2])
         else:
             self._play(cues)
+        self._played_folded([agg for _, agg, _ in chunk])
         self._settle_soon([agg for _, agg, _ in chunk])
         if self._slices:
             self._slice_handle = self.loop.call_soon(self._play_slice)
+
+    def _played_folded(self, owed: list[Aggregate | Receipt | None]) -> None:
+        """Count the samples that just-played aggregates folded into their note (``folded``:
+        counted once played, so that one dropped unplayed counts only as dropped and
+        samples = their own notes + folded + dropped + waiting)."""
+        self.aggregated += sum(o.count - 1 for o in owed if isinstance(o, Aggregate))
 
     def _settle_soon(self, owed: list[Aggregate | Receipt | None]) -> None:
         """Settle what just-played cues owed once the outputs have written their notes

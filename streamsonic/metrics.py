@@ -17,7 +17,7 @@ Metric names (all ``streamsonic_``; counters end in ``_total``):
     input_samples_total                    samples the engine took
     input_rejected_total{reason}           input skipped as bad, by reason (nan, parse ...)
     input_ignored_total{reason}            header and comment lines
-    samples_aggregated_total               samples folded into another's note
+    samples_aggregated_total               samples folded into another's note that played
     samples_dropped_total{reason}          queue_full (source), slow_consumer (NATS), evicted,
                                            streams_full, at_stop
     streams_evicted_total{reason}          idle, full
@@ -151,7 +151,8 @@ class DaemonCollector:
 
         engine_stats: dict[str, int] = _read(lambda: engine.stats, {}) if engine else {}
         aggregated = counter("streamsonic_samples_aggregated",
-                             "Samples folded into another sample's note (clock.backlog).")
+                             "Samples folded into another sample's note that played "
+                             "(clock.backlog).")
         aggregated.add_metric([], engine.aggregated if engine else 0)
         yield aggregated
         dropped = counter("streamsonic_samples_dropped", "Samples dropped unplayed, by reason.",

@@ -99,6 +99,9 @@ class StdinSource:
         self._wakeup: asyncio.Event | None = None
         self._header_logged = False
         self._owned: BinaryIO | None = None  # a file opened for ``run FILE``
+        # Samples of the batch being yielded that are still to come (the loop's thread).
+        self._left = 0
+        self._putting = False  # the reader waits in _put (guarded by _cond)
 
     @classmethod
     def from_config(cls, config: Config) -> StdinSource:
@@ -132,7 +135,8 @@ class StdinSource:
     @property
     def stats(self) -> dict[str, int]:
         """``lines``, ``samples``, ``skipped.<reason>`` (bad input) and ``ignored.<reason>``
-        (header and comment lines) counters."""
+        (header and comment lines) counters; after a stop, ``unread``: samples read and
+        counted that the daemon never took (``samples`` = what the engine took + ``unread``)."""
         counts = {"lines": 0, "samples": 0}
         counts.update(self._counters.snapshot())
         return counts
@@ -146,8 +150,18 @@ class StdinSource:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop reading. A thread blocked in ``read`` is a daemon and ends with the process."""
-        self._stop.set()
+        """Stop reading. A thread blocked in ``read`` is a daemon and ends with the process.
+        Samples read but not taken are counted as ``unread``."""
+        with self._cond:
+            self._stop.set()
+            self._cond.notify_all()
+            # a reader waiting for room counts its samples as unread now, not after the
+            # stop's last line (it wakes at once; the wait is bounded all the same)
+            self._cond.wait_for(lambda: not self._putting, timeout=0.5)
+            unread = len(self._pending) + self._left
+            self._pending, self._pending_lines, self._left = [], 0, 0
+        if unread:
+            self._counters.add("unread", unread)
         if self._owned is not None:  # the reader thread reads a duplicate descriptor
             self._owned.close()
             self._owned = None
@@ -175,7 +189,8 @@ class StdinSource:
                     wakeup.clear()
                     self._waiting = True
             if batch:
-                for sample in batch:
+                for i, sample in enumerate(batch):
+                    self._left = len(batch) - i - 1  # (if the daemon stops at this yield)
                     yield sample
                     if time.monotonic() - last_yield >= YIELD_SECONDS:
                         # The reader may always have more: without this, a firehose keeps
@@ -301,19 +316,15 @@ class StdinSource:
                 else:
                     partial.append(tail)
             self._counters.add("lines", len(lines))
-            if samples:
-                self._counters.add("samples", len(samples))
-                if not self._put(samples, len(lines)):
-                    return False
+            if samples and not self._put(samples, len(lines)):
+                return False
         if partial and not discarding:  # the last line, without a newline
             line = b"".join(partial)
             parsed = parse(line, time.time())
             self._counters.add("lines")
             self._account(parsed, lineno + 1, line)
-            if parsed.samples:
-                self._counters.add("samples", len(parsed.samples))
-                if not self._put(parsed.samples):
-                    return False
+            if parsed.samples and not self._put(parsed.samples):
+                return False
         return True
 
     def _read_line_by_line(self, stream: BinaryIO) -> bool:
@@ -332,8 +343,6 @@ class StdinSource:
             else:
                 parsed = self._parser.parse_line(line, time.time())
             self._counters.add("lines")
-            if parsed.samples:
-                self._counters.add("samples", len(parsed.samples))
             self._account(parsed, lineno, line)
             if parsed.samples and not self._put(parsed.samples):
                 return False
@@ -375,10 +384,18 @@ class StdinSource:
         Returns False when the source was closed meanwhile.
         """
         with self._cond:
-            while self._pending_lines >= QUEUE_LINES:
-                if self._stop.is_set():
-                    return False
-                self._cond.wait(0.1)
+            # (counted here, under the lock aclose takes: samples = taken + unread)
+            self._counters.add("samples", len(samples))
+            self._putting = True
+            try:
+                while self._pending_lines >= QUEUE_LINES or self._stop.is_set():
+                    if self._stop.is_set():  # read, never to be taken
+                        self._counters.add("unread", len(samples))
+                        return False
+                    self._cond.wait(0.1)
+            finally:
+                self._putting = False
+                self._cond.notify_all()
             self._pending.extend(samples)
             self._pending_lines += lines
             wake, self._waiting = self._waiting, False
