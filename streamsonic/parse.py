@@ -309,9 +309,9 @@ class LineParser:
             except csv.Error:
                 return ParsedLine(skipped=["bad_csv"])
 
-        when, rest = self._leading_time(text)
+        when, rest, bad_time = self._leading_time(text)
         if not rest:
-            return ParsedLine(skipped=["no_value"])
+            return ParsedLine(skipped=["bad_timestamp" if bad_time else "no_value"])
         if fmt == "auto":
             if rest[0] in "{[":
                 return self._done(self._json(rest, when, now))
@@ -328,7 +328,9 @@ class LineParser:
         elif fmt == "number":
             out = self._number(rest, when, now)
         else:
-            out = self._delimited(rest, when is not None, when, now)
+            out = self._delimited(rest, when is not None or bad_time, when, now)
+        if bad_time:  # its values keep their streams, timed by their arrival
+            out.skipped.append("bad_timestamp")
         return self._done(out)
 
     def _done(self, out: ParsedLine) -> ParsedLine:
@@ -342,21 +344,23 @@ class LineParser:
         return out
 
     # -- timestamps -------------------------------------------------------------------
-    def _leading_time(self, text: str) -> tuple[float | None, str]:
-        """Strip a leading ISO 8601 or epoch-seconds timestamp: ``(time or None, rest)``."""
+    def _leading_time(self, text: str) -> tuple[float | None, str, bool]:
+        """Strip a leading ISO 8601 or epoch-seconds timestamp: ``(time or None, rest,
+        bad)``; ``bad``: it has the shape of one but names no moment (``2024-13-45``, an
+        offset of +25:00), stripped all the same, so that the values after it keep their
+        columns (and streams) rather than the first of them becoming a second column."""
         if not self._timestamps:
-            return None, text
+            return None, text, False
         match = _LEADING_ISO.match(text)
         if match:
             when = _iso_from_match(match)
-            if when is not None:
-                return when, text[match.end():]
+            return when, text[match.end():], when is None
         # A bare 10-digit number is a time only when no header says column 0 is a value.
         if self.header is None or _is_time_name(self.header[0]):
             match = _LEADING_EPOCH.match(text)
             if match:
-                return float(match.group("epoch")), text[match.end():]
-        return None, text
+                return float(match.group("epoch")), text[match.end():], False
+        return None, text, False
 
     # -- formats ----------------------------------------------------------------------
     def _number(self, text: str, when: float | None, now: float) -> ParsedLine:

@@ -258,6 +258,20 @@ def test_header_with_time_column_iso_and_epoch() -> None:
     assert got[4] == ([("value", NOW, 6.5)], ["bad_timestamp"])
 
 
+def test_a_leading_timestamp_that_names_no_moment_keeps_the_values_streams() -> None:
+    """``2024-13-45T99:99:99Z 4`` has a timestamp's shape but no date: it is stripped and
+    counted as ``bad_timestamp``, the value timed by its arrival on the stream it would
+    have had (a QA pass at 36e50ff: it became ``col1`` and the stamp a ``not_numeric``
+    field, splitting one series into two streams)."""
+    got = parse("2024-01-02T03:04:05Z 3.5", "2024-13-45T99:99:99Z 4",
+                "2024-01-02T03:04:05+25:00 9", "2024-13-45,1,2", "2024-13-45")
+    assert got[0] == ([("value", T0, 3.5)], [])
+    assert got[1] == ([("value", NOW, 4.0)], ["bad_timestamp"])
+    assert got[2] == ([("value", NOW, 9.0)], ["bad_timestamp"])
+    assert got[3] == ([("col0", NOW, 1.0), ("col1", NOW, 2.0)], ["bad_timestamp"])
+    assert got[4] == ([], ["bad_timestamp"])
+
+
 def test_trading_csv_date_column_is_the_time() -> None:
     got = parse("Adj Close,Date", "35457.16016,2018-11-16", "null,2019-01-01")
     assert got[0] == ([], ["header"])
