@@ -107,6 +107,8 @@ _PAIR = re.compile(
 _SIMPLE_PAIR = re.compile(
     r"([A-Za-z_][A-Za-z0-9_.\-/]*)=([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _PAIR_SEPARATORS = re.compile(r"[\s,;]*")
+# A line that names its values: a JSON object, or name=value pairs (``render``'s test).
+_KEYED = re.compile(r"\{|[A-Za-z_][A-Za-z0-9_.\-/]*=")
 _PAIR_JUNK = re.compile(r"[^\s,;]+")
 _QUOTED = re.compile(r"\"(?:[^\"]|\"\")*\"")
 _DELIMITERS = ("\t", ";", ",", "|")
@@ -146,6 +148,12 @@ def parse_number(text: str) -> float | str:
     if REPLACEMENT in t:
         return "invalid_utf8"
     return "not_numeric"
+
+
+def keyed(line: str) -> bool:
+    """Whether ``line`` names its values (a JSON object, ``name=value`` pairs) rather than
+    being a row of a table."""
+    return _KEYED.match(line.strip()) is not None
 
 
 def parse_iso(text: str) -> float | None:

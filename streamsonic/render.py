@@ -46,7 +46,7 @@ from streamsonic.outputs import (
     writes_stdout,
     written_file,
 )
-from streamsonic.parse import TIME_COLUMNS, parse_number
+from streamsonic.parse import TIME_COLUMNS, LineParser, keyed, parse_number
 
 if TYPE_CHECKING:  # the runtime import is deferred (the model's modules)
     from streamsonic.conductor import Conductor, Run, Stepper
@@ -85,7 +85,13 @@ def read_table(text: str, columns: list[str] | None, source: str,
                every: bool = False) -> list[Series]:
     """Parse CSV ``text`` and pick ``columns`` (header names or 0-based indexes; None: the
     column with the most numbers; ``every``: every column with numbers; a time column only
-    by name), each as a :class:`Series` read as :func:`read_series` reads one."""
+    by name), each as a :class:`Series` read as :func:`read_series` reads one. A file of
+    JSON objects or ``name=value`` pairs (as ``run`` reads them) is read as a table whose
+    columns are the names, one row per line (:func:`_read_keyed`)."""
+    first = next((line for line in text.splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")), "")
+    if keyed(first):
+        return _read_keyed(text, columns, source, every)
     sample = text[:4096]
     try:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
@@ -113,7 +119,7 @@ def read_table(text: str, columns: list[str] | None, source: str,
                    and _numeric_count(rows, i) > 0]
         if not indexes:
             raise InputDataError(f"{source} has no numeric column"
-                                 + (" besides its time column" if header else ""))
+                                 + _besides_time(names, header is not None))
     elif columns:
         indexes = [_pick_column(rows, names, c, source) for c in columns]
         if len(set(indexes)) < len(indexes):
@@ -121,6 +127,55 @@ def read_table(text: str, columns: list[str] | None, source: str,
     else:
         indexes = [_pick_column(rows, names, None, source, header is not None)]
     return [_series(rows, names, index, first_line, source) for index in indexes]
+
+
+def _read_keyed(text: str, columns: list[str] | None, source: str,
+                every: bool) -> list[Series]:
+    """JSON lines or ``name=value`` lines as a table: a column per name (in the order the
+    names first come), a row per line, parsed as ``run`` parses them (a ``time`` key is the
+    sample's time there, not a column; nested keys are ``a.b``); fields that are not
+    numbers are skipped and counted by the same reasons."""
+    from streamsonic.config import InputConfig  # noqa: PLC0415
+
+    parser = LineParser(InputConfig())
+    values: dict[str, list[float]] = {}
+    lines: dict[str, list[int]] = {}
+    skipped: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        parsed = parser.parse_line(line, 0.0)
+        for reason in parsed.bad:
+            if reason != "empty":  # (blank lines, as in a CSV file)
+                skipped[reason] = skipped.get(reason, 0) + 1
+        for sample in parsed.samples:
+            row = lines.setdefault(sample.stream, [])
+            if row and row[-1] == n:  # a name twice on one line: its first value
+                continue
+            row.append(n)
+            values.setdefault(sample.stream, []).append(sample.value)
+    if skipped:
+        log.warning("%s: skipped %d field(s) (%s)", source, sum(skipped.values()),
+                    ", ".join(f"{k}: {v}" for k, v in skipped.items()))
+    names = list(values)
+    if not names:
+        raise InputDataError(f"{source} has no numeric values")
+    if every:
+        picked = names
+    elif columns:
+        picked = []
+        for column in columns:
+            if column in values:
+                picked.append(column)
+            elif column.isdigit() and int(column) < len(names):
+                picked.append(names[int(column)])
+            else:
+                raise UsageError(f"{source} has no column {column!r}; its lines name: "
+                                 + ", ".join(f"{i}={n!r}" for i, n in enumerate(names)))
+        if len(set(picked)) < len(picked):
+            raise UsageError(f"{source}: a column is named twice in --column")
+    else:
+        picked = [max(names, key=lambda name: len(values[name]))]
+    return [Series(name, np.asarray(values[name], dtype=np.float64), lines[name], skipped)
+            for name in picked]
 
 
 def _series(rows: list[list[str]], names: list[str], index: int, first_line: int,
@@ -155,6 +210,12 @@ def _is_time(names: list[str], index: int, headed: bool) -> bool:
     return headed and names[index].strip().lower() in TIME_COLUMNS
 
 
+def _besides_time(names: list[str], headed: bool) -> str:
+    """" besides its time column" where the file has one (for a "no numeric column" error)."""
+    timed = any(_is_time(names, i, headed) for i in range(len(names)))
+    return " besides its time column" if timed else ""
+
+
 def _pick_column(rows: list[list[str]], names: list[str], column: str | None, source: str,
                  headed: bool = False) -> int:
     if column is not None:
@@ -177,7 +238,7 @@ def _pick_column(rows: list[list[str]], names: list[str], column: str | None, so
             best, best_count = i, count
     if best_count <= 0:
         raise InputDataError(f"{source} has no numeric column"
-                             + (" besides its time column" if headed else "")
+                             + _besides_time(names, headed)
                              + "; pick one with --column")
     return best
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from streamsonic.config import InputConfig
+from streamsonic.errors import InputDataError, UsageError
 from streamsonic.parse import LineParser
-from streamsonic.render import read_series
+from streamsonic.render import read_series, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,3 +90,48 @@ def test_render_cli_long_field_and_undecodable_stdin(tmp_path: Path,
     data = [json.loads(line) for line in result.stdout.splitlines()]
     assert [n["value"] for n in data if n["source"] == "data"] == [1.0, 3.0, 4.0]
     assert "invalid_utf8: 1" in err
+
+
+def test_json_lines_are_a_table_of_their_keys() -> None:
+    """A file of JSON objects: a column per key, in the order the keys first come, a row per
+    line; a ``time`` key is run's sample time, not a column; nested keys are ``a.b``. (A
+    QA pass at 36e50ff: the first line was taken for a CSV header, "no numeric column".)"""
+    text = ('{"time": 1700000000, "a": 1, "b": {"c": 7}}\n{"a": 5}\n\n'
+            '{"a": 2, "b": {"c": "x"}}\n{"b": {"c": 8}, "a": 3}\n')
+    table = read_table(text, None, "t.jsonl", every=True)
+    assert [s.name for s in table] == ["a", "b.c"]
+    assert list(table[0].values) == [1.0, 5.0, 2.0, 3.0] and table[0].lines == [1, 2, 4, 5]
+    assert list(table[1].values) == [7.0, 8.0] and table[1].lines == [1, 5]
+    assert table[1].skipped == {"not_numeric": 1}
+    assert [s.name for s in read_table(text, None, "t.jsonl")] == ["a"]  # the most numbers
+    assert [s.name for s in read_table(text, ["b.c", "0"], "t.jsonl")] == ["b.c", "a"]
+    names = re.escape("no column 'z'; its lines name: 0='a', 1='b.c'")
+    with pytest.raises(UsageError, match=names):
+        read_table(text, ["z"], "t.jsonl")
+
+
+def test_name_value_lines_are_a_table_of_their_names() -> None:
+    table = read_table("cpu=1 mem=2\ncpu=3 mem=1\n# a comment\ncpu=4\n", None, "t.txt",
+                       every=True)
+    assert [(s.name, list(s.values), s.lines) for s in table] == [
+        ("cpu", [1.0, 3.0, 4.0], [1, 2, 4]), ("mem", [2.0, 1.0], [1, 2])]
+
+
+def test_render_cli_plays_json_lines(tmp_path: Path) -> None:
+    data = tmp_path / "j.jsonl"
+    data.write_text('{"a": 1}\n{"a": 5}\n{"a": 2, "b": 7}\n')
+    res = subprocess.run([sys.executable, "-m", "streamsonic", "render", str(data),
+                          "--all-columns", "-o", "events", "--set", "model.passing_notes=0"],
+                         capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    notes = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [(n["stream"], n["value"]) for n in notes] == [
+        ("a", 1.0), ("a", 5.0), ("a", 2.0), ("b", 7.0)]
+
+
+def test_no_numeric_column_names_a_time_column_only_where_there_is_one() -> None:
+    with pytest.raises(InputDataError) as err:
+        read_table("a\nnan\nNA\n", None, "t.csv")
+    assert "time column" not in str(err.value)
+    with pytest.raises(InputDataError, match="besides its time column"):
+        read_table("time,a\n1,nan\n", None, "t.csv")

@@ -15,7 +15,8 @@ from streamsonic.commands.common import (
 from streamsonic.extras import require_extra
 
 DESCRIPTION = """\
-Render a CSV (or any stdin-format) file offline, one data note per row in file order (with
+Render a CSV file (or JSON lines, or name=value lines, as run reads them: a column per
+name) offline, one data note per row in file order (with
 the notes the model adds before it in between: model.passing_notes, 0 for one note per row),
 faster than real time and deterministic for a given --seed. The tempo and --step decide the
 spacing. By default values are placed over the whole file (normalize.render_mode = "auto":
