@@ -10,6 +10,7 @@ command quietly with status 0. ``--help`` does not import torch.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import signal
@@ -123,12 +124,23 @@ def _with_default_command(argv: list[str]) -> list[str]:
     first = argv[0]
     if first in COMMANDS or first in ("-h", "--help", "--version"):
         return argv
+    if not first.startswith("-") and not os.path.lexists(first):
+        # ``run FILE`` is the default; a misspelt command is no file either
+        close = difflib.get_close_matches(first, COMMANDS, n=1, cutoff=0.75)
+        if close:
+            raise UsageError(f"{first!r} is neither a command nor an existing file; did you "
+                             f"mean 'streamsonic {close[0]}'? (streamsonic --help lists the "
+                             "commands)")
     return ["run", *argv]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
+    except UsageError as err:
+        print(logs.error_line(str(err)), file=sys.stderr)
+        return err.exit_status
     parser = build_parser()
     args, rest = parser.parse_known_args(args_list)
     if rest:  # argparse would blame the top-level parser, with its usage: blame the command

@@ -545,7 +545,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
-            f"config file {origin} does not exist; pass an existing file to --config"
+            f"config file {origin} does not exist; name an existing one ('streamsonic info "
+            "--default-config > FILE' writes the commented defaults)"
         ) from None
     except OSError as err:
         raise ConfigError(f"config file {origin} cannot be read: {err.strerror}") from None

@@ -85,9 +85,10 @@ def find_soundfont(
             continue
         path = Path(value).expanduser()
         if not _usable(path):
+            why = ("is a folder" if path.is_dir() else "is not readable" if path.exists()
+                   else "does not exist")
             raise SoundFontError(
-                f"SoundFont {str(path)!r} (from {origin}) does not exist or is not readable; "
-                "pass an existing .sf2 file"
+                f"SoundFont {str(path)!r} (from {origin}) {why}; pass an existing .sf2 file"
             )
         return path
     for path in candidates(files, directories):

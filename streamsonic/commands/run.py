@@ -200,6 +200,8 @@ def _recorder(config: Config, path: str | None, play_notes: bool) -> Recorder | 
     """The recorder for ``--record`` (its first file is opened now: a bad path is exit 69)."""
     if path is None:
         return None
+    if not path.strip():
+        raise UsageError("--record needs a file name, e.g. --record samples.jsonl")
     if play_notes:
         raise UsageError("--record records samples; --play-notes receives finished notes, "
                          "which it cannot record")

@@ -68,7 +68,15 @@ MAX_GRID = 64
 META_TABLES = ("data", "training", "metrics", "versions")
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
-HINT = "train one with 'streamsonic train pitch DIR -o weights/pitch.pt' or pass --weights"
+def hint_for(kind: str | None) -> str:
+    """What to do about a missing or unusable model file of ``kind`` (None: pitch)."""
+    if kind == "temporal":
+        return ("train one with 'streamsonic train temporal DIR -o weights/temporal.pt' or "
+                "pass --temporal-weights")
+    return "train one with 'streamsonic train pitch DIR -o weights/pitch.pt' or pass --weights"
+
+
+HINT = hint_for(None)
 
 
 def default_weights(kind: str) -> Path:
@@ -294,16 +302,16 @@ def convert(checkpoint: str | Path, out: str | Path | None = None) -> Path:
 
 # -- reading ---------------------------------------------------------------------------------
 
-def _header(npz: Any, p: Path) -> dict[str, Any]:
+def _header(npz: Any, p: Path, hint: str = HINT) -> dict[str, Any]:
     if META_KEY not in npz.files:
-        raise CheckpointError(f"{p} is not a streamsonic weights file (no {META_KEY}); {HINT}")
+        raise CheckpointError(f"{p} is not a streamsonic weights file (no {META_KEY}); {hint}")
     raw = npz[META_KEY]
     try:
         header = json.loads(str(raw[()])) if raw.dtype.kind == "U" and raw.ndim == 0 else None
     except json.JSONDecodeError:
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(f"{p} is not a streamsonic weights file; {HINT}")
+        raise CheckpointError(f"{p} is not a streamsonic weights file; {hint}")
     if header.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{p} was written in weights format {header.get('format_version')}, this "
@@ -335,16 +343,16 @@ def load_arrays(path: str | Path, kind: str | None = None) -> ArrayCheckpoint:
     """Load and check a ``.npz``; ``kind`` ("pitch"/"temporal") must match if given."""
     p = Path(path)
     if not p.is_file():
-        raise missing(p, HINT)
+        raise missing(p, hint_for(kind))
     try:
         with np.load(p, allow_pickle=False) as npz:
-            header = _header(npz, p)
+            header = _header(npz, p, hint_for(kind))
             arrays = {name: npz[name] for name in npz.files if name != META_KEY}
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
         raise CheckpointError(f"{p} is not a streamsonic weights file (cannot be read: "
-                              f"{type(err).__name__}); {HINT}") from None
+                              f"{type(err).__name__}); {hint_for(kind)}") from None
     if kind is not None and header.get("kind") != kind:
         raise CheckpointError(f"{p} holds a {header.get('kind')!r} model, expected a {kind!r} "
                               "model")
@@ -389,7 +397,7 @@ def arrays_for(path: str | Path, kind: str) -> tuple[ArrayCheckpoint | None, str
     if p.suffix == SUFFIX:
         return load_arrays(p, kind=kind), ""
     if not p.is_file():
-        raise missing(p, HINT)
+        raise missing(p, hint_for(kind))
     beside = arrays_path(p)
     if not beside.is_file():
         return None, (f"{p} has no {beside.name} beside it: it was read with torch (slower "

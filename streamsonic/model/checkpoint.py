@@ -44,6 +44,7 @@ from streamsonic.model.arrays import (
     check_weights,
     default_weights,
     expected_shapes,
+    hint_for,
     missing,
     save_arrays,
 )
@@ -157,7 +158,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, arrays: bool = True) -> 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     """Load and check a checkpoint; ``kind`` ("pitch"/"temporal") must match if given."""
     p = Path(path)
-    hint = "train one with 'streamsonic train pitch DIR -o weights/pitch.pt' or pass --weights"
+    hint = hint_for(kind)
     if not p.is_file():
         raise missing(p, hint)
     try:
