@@ -269,6 +269,21 @@ def _open_plot(plot: str, specs: list[OutputSpec]) -> OutputFile:
     return open_plot(plot)
 
 
+def _check_wav_length(rows: int, step: float, sample_rate: int) -> None:
+    """UsageError, before anything is rendered, when ``rows`` rows ``step`` seconds apart
+    make more audio than a WAV file holds (4 GiB: about 6.2 hours at 48 kHz); the sink
+    itself finds it only once it has got that far."""
+    from streamsonic.sinks.wav import FRAME_BYTES, MAX_DATA_BYTES, TAIL_MAX  # noqa: PLC0415
+
+    seconds = rows * step + TAIL_MAX
+    most = MAX_DATA_BYTES / FRAME_BYTES / sample_rate
+    if seconds > most:
+        raise UsageError(f"{rows} rows {step:g} s apart make {seconds / 3600:.1f} hours of "
+                         f"audio, more than a WAV file holds (4 GiB: {most / 3600:.1f} hours "
+                         f"at {sample_rate} Hz); render fewer rows, a shorter --step or a "
+                         "faster --tempo, or leave the WAV output out (MIDI holds it)")
+
+
 def render_notes(config: Config, series: Series | Sequence[Series],
                  specs: list[OutputSpec]) -> list[NoteEvent]:
     """Play ``series`` (one column, or several: each its own stream, its notes those it
@@ -314,6 +329,8 @@ def render_notes(config: Config, series: Series | Sequence[Series],
             for i, line in enumerate(s.lines):
                 by_line.setdefault(line, []).append((c, i))
         rows = [by_line[line] for line in sorted(by_line)]
+    if not rhythm and any(spec.kind == "wav" for spec in specs):
+        _check_wav_length(len(rows), step, config.audio.sample_rate)
     clock = VirtualClock()
     sinks = open_outputs(specs, config)
     scheduler = Scheduler(clock, sinks, earcon=conductor.earcon)

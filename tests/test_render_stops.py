@@ -60,8 +60,10 @@ def test_a_stopped_render_leaves_the_earlier_files_as_they_were(
     old = {name: f"an earlier {name}".encode() for name in ("w.mid", "w.wav", "w.png")}
     for name, content in old.items():
         (tmp_path / name).write_bytes(content)
-    res = _stop_mid_render(["render", str(data), "-o", str(tmp_path / "w.mid"), "-o",
-                            str(tmp_path / "w.wav"), "--plot", str(tmp_path / "w.png")], sig)
+    # (--tempo 1000: 400,000 rows make 3.3 hours of audio, which one WAV file holds)
+    res = _stop_mid_render(["render", str(data), "--tempo", "1000", "-o",
+                            str(tmp_path / "w.mid"), "-o", str(tmp_path / "w.wav"), "--plot",
+                            str(tmp_path / "w.png")], sig)
     assert res.returncode == status, res.stderr
     assert "Traceback" not in res.stderr
     assert "rendered" not in res.stderr and "wrote" not in res.stderr
@@ -161,3 +163,16 @@ def test_the_plot_replaces_an_earlier_one_whole(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "p.svg").read_text().startswith("<?xml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "p.svg"]
+
+
+def test_a_render_too_long_for_a_wav_file_is_refused_before_rendering(tmp_path: Path) -> None:
+    """400,000 rows half a beat apart at 120 bpm are 27.8 hours: more than the 4 GiB of
+    a WAV file. The WAV output found that only once it got there (2.5 minutes into a
+    100,000-row render, in the QA pass at 36e50ff); now the render does not start."""
+    data = _walk(tmp_path / "walk.csv", 400_000)
+    res = subprocess.run([*EXE, "render", str(data), "-o", str(tmp_path / "w.mid"), "-o",
+                          str(tmp_path / "w.wav")], capture_output=True, text=True,
+                         timeout=WAIT, check=False)
+    assert res.returncode == 64, res.stderr
+    assert "more than a WAV file holds" in res.stderr.splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.csv"]
