@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from streamsonic.config import MAX_LINE_BYTES, Config, InputConfig
 from streamsonic.errors import SourceError
 from streamsonic.events import Sample, Source
+from streamsonic.parse import BENIGN_REASONS, LineParser, ParsedLine
 from streamsonic.sources import open_source
 from streamsonic.sources.stdin import QUEUE_LINES, StdinSource
 
@@ -92,6 +93,26 @@ async def test_pipe_yields_each_line_before_eof(pipe: tuple[BinaryIO, WriteEnd])
         with pytest.raises(StopAsyncIteration):
             await _next(it)
     assert source.stats == {"lines": 7, "samples": 8}
+
+
+async def test_lines_end_at_lf_crlf_or_a_lone_cr(pipe: tuple[BinaryIO, WriteEnd]) -> None:
+    """Universal newlines (as Python reads text files): a classic Mac file's lone CRs end
+    lines (``7\\r8`` was one line of two columns, two streams), and a CRLF split between
+    two reads is one line end, not an empty line. (A QA pass at 36e50ff.)"""
+    reader, writer = pipe
+    source = StdinSource(InputConfig(), stream=reader)
+    async with source:
+        it = aiter(source)
+        writer.write(b"7\r8\n")
+        assert [(s.stream, s.value) for s in (await _next(it), await _next(it))] == [
+            ("value", 7.0), ("value", 8.0)]
+        writer.write(b"1\r")  # the CR of a CRLF, its LF in the next read
+        assert (await _next(it)).value == 1.0
+        await asyncio.sleep(0.05)
+        writer.write(b"\n2\r\n3\r")
+        writer.close()
+        assert [s.value async for s in it] == [2.0, 3.0]
+    assert source.stats == {"lines": 5, "samples": 5}
 
 
 async def test_pipe_partial_line_waits_for_its_newline(pipe: tuple[BinaryIO, WriteEnd]) -> None:
@@ -359,9 +380,10 @@ class _Lines:
        cuts=st.lists(st.integers(0, 300), max_size=12), limit=st.integers(16, 24))
 def test_reading_in_chunks_gives_what_reading_line_by_line_gives(
         data: list[bytes], cuts: list[int], limit: int) -> None:
-    """Wherever the reads end (in a line, in an over-long line, at a CR), the chunked
-    reader yields the samples and counts the lines and reasons that a bounded readline
-    per line does."""
+    """Wherever the reads end (in a line, in an over-long line, between a CR and its LF),
+    the reader yields the samples and counts the lines and reasons that the whole input
+    read at once gives (:func:`_whole_lines`), from chunks as from a readline-only
+    stream."""
     raw = b"".join(data)
     bounds = sorted({min(c, len(raw)) for c in cuts} | {0, len(raw)})
     chunks = [raw[a:b] for a, b in itertools.pairwise(bounds) if b > a]
@@ -372,4 +394,28 @@ def test_reading_in_chunks_gives_what_reading_line_by_line_gives(
         samples = asyncio.run(_all(source))
         return [(s.stream, s.value) for s in samples], source.stats
 
-    assert run(io.BufferedReader(_Chunks(chunks))) == run(_Lines(raw))
+    expected = _whole_lines(raw, config)
+    assert run(io.BufferedReader(_Chunks(chunks))) == expected
+    assert run(_Lines(raw)) == expected
+
+
+def _whole_lines(raw: bytes, config: InputConfig
+                 ) -> tuple[list[tuple[str, float]], dict[str, int]]:
+    """What reading ``raw`` must give, from the whole of it at once: lines end at LF, CRLF
+    or a lone CR; a line longer than ``max_line_bytes`` is ``too_long``; the last line
+    counts without its newline too; each line parsed as run parses it."""
+    parser = LineParser(config)
+    lines = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    samples: list[tuple[str, float]] = []
+    stats = {"lines": len(lines), "samples": 0}
+    for line in lines:
+        parsed = (ParsedLine(skipped=["too_long"]) if len(line) > config.max_line_bytes
+                  else parser.parse_line(line, 0.0))
+        samples += [(s.stream, s.value) for s in parsed.samples]
+        stats["samples"] += len(parsed.samples)
+        for reason in parsed.skipped:
+            kind = "ignored" if reason in BENIGN_REASONS else "skipped"
+            stats[f"{kind}.{reason}"] = stats.get(f"{kind}.{reason}", 0) + 1
+    return samples, stats

@@ -270,18 +270,26 @@ class StdinSource:
         """Read what has arrived (up to READ_BYTES at a time) until the end; each chunk's
         whole lines are parsed and handed over together. A line longer than
         ``input.max_line_bytes`` is counted once, as soon as it is known to be, and its
-        bytes are dropped up to its newline. False: the source was closed meanwhile."""
+        bytes are dropped up to its newline. Lines end at LF, CRLF or a lone CR (universal
+        newlines, as Python reads text files: a classic Mac CSV file, a progress bar's
+        carriage returns). False: the source was closed meanwhile."""
         limit = self.config.max_line_bytes
         parse = self._parser.parse_line
         lineno = 0
         partial: list[bytes] = []  # the line read so far, without its newline
         held = 0  # its length
         discarding = False  # inside an over-long line: dropped up to its newline
+        after_cr = False  # the last chunk ended with CR: an LF first in this one is its CRLF
         while not self._stop.is_set():
             data = read(READ_BYTES)
             if not data:
                 break
             now = time.time()
+            if after_cr and data.startswith(b"\n"):
+                data = data[1:]
+            after_cr = data.endswith(b"\r")
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             pieces = data.split(b"\n")
             tail = pieces.pop()
             lines = pieces
@@ -328,33 +336,10 @@ class StdinSource:
         return True
 
     def _read_line_by_line(self, stream: BinaryIO) -> bool:
-        """A stream without ``read1``: read with a bounded ``readline``. False: the
-        source was closed meanwhile."""
-        limit = self.config.max_line_bytes
-        lineno = 0
-        while not self._stop.is_set():
-            line = stream.readline(limit + 1)
-            if not line:
-                break
-            lineno += 1
-            if len(line) > limit and not line.endswith(b"\n"):
-                self._discard_rest(stream)
-                parsed = ParsedLine(skipped=["too_long"])
-            else:
-                parsed = self._parser.parse_line(line, time.time())
-            self._counters.add("lines")
-            self._account(parsed, lineno, line)
-            if parsed.samples and not self._put(parsed.samples):
-                return False
-        return True
-
-    @staticmethod
-    def _discard_rest(stream: BinaryIO) -> None:
-        """Read and drop the rest of an over-long line, a chunk at a time."""
-        while True:
-            chunk = stream.readline(_DISCARD_CHUNK)
-            if not chunk or chunk.endswith(b"\n"):
-                return
+        """A stream without ``read1``: its bounded ``readline`` is the read (what has
+        arrived, up to a newline), the lines then cut as any chunks are. False: the source
+        was closed meanwhile."""
+        return self._read_chunks(stream.readline)
 
     def _account(self, parsed: ParsedLine, lineno: int, line: bytes) -> None:
         """Count a line's skipped fields (and warn); lines and samples are counted by the
