@@ -694,8 +694,9 @@ def _show(kwargs: dict[str, Any], dotted: str) -> str:
 
 
 def _shown(value: object) -> str:
-    """``repr(value)``, cut short: an error message stays one readable line."""
-    text = repr(value)
+    """``repr(value)`` (a tuple as the TOML list it was written as), cut short: an error
+    message stays one readable line."""
+    text = repr(list(value) if isinstance(value, tuple) else value)
     return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from streamsonic.cli import main
-from streamsonic.errors import CheckpointError, SoundFontError
+from streamsonic.config import load_config
+from streamsonic.errors import CheckpointError, ConfigError, SoundFontError
 from streamsonic.model.arrays import load_arrays
 from streamsonic.soundfont import find_soundfont
 
@@ -68,3 +69,9 @@ def test_an_empty_record_name_is_a_usage_error() -> None:
                          check=False)
     assert res.returncode == 64, res.stderr
     assert "--record needs a file name" in res.stderr.splitlines()[-1]
+
+
+def test_an_empty_list_setting_is_shown_as_written() -> None:
+    """``--set output.targets=[]`` was shown as ``output.targets = ()``."""
+    with pytest.raises(ConfigError, match=r"output\.targets = \[\]: name at least one output"):
+        load_config(None, {"output.targets": []})
