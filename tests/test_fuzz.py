@@ -260,8 +260,8 @@ DECODER_REASONS = frozenset({"too_large", "no_field", "stream_name", "bad_note",
 # -- stdin --------------------------------------------------------------------------------
 
 def stdin_lines(data: bytes) -> list[bytes]:
-    """The lines the stdin reader sees (without their LF)."""
-    lines = data.split(b"\n")
+    """The lines the stdin reader sees (without their line ends: LF, CRLF or a lone CR)."""
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
     if lines[-1] == b"":
         lines.pop()
     return lines
