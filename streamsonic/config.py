@@ -50,7 +50,7 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 
 #: Keys whose values are secrets: never taken from the command line (``--set``), never
 #: shown in a message.
-SECRET_KEYS = frozenset({"mqtt.password"})
+SECRET_KEYS = frozenset({"mqtt.password", "nats.password"})
 
 
 class _Invalid(ValueError):
@@ -400,6 +400,9 @@ class NatsConfig:
     mapping, so that several daemons each play their own share of the streams."""
 
     url: str = ""
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
     subjects: tuple[str, ...] = ()
     partitions: tuple[int, ...] = ()
     payload: Literal["auto", "number", "json", "line"] = "auto"
@@ -411,6 +414,13 @@ class NatsConfig:
     reconnect_max: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.url:
+            from streamsonic.sources.nats_url import parse_url  # noqa: PLC0415 - no nats-py
+
+            try:
+                parse_url(self.url)
+            except ConfigError as err:
+                raise _Invalid("nats.url", str(err), shown="") from None
         _check(all(0 <= p <= 65_535 for p in self.partitions)
                and len(set(self.partitions)) == len(self.partitions), "nats.partitions",
                "must list distinct partition numbers 0..65535 (those of this instance)")
@@ -617,11 +627,15 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if key in SECRET_KEYS:
+        section = key.partition(".")[0]
+        places = ("the config file's mqtt.password, mqtt.password_file, "
+                  "$STREAMSONIC_MQTT_PASSWORD or the systemd credential 'mqtt-password'"
+                  if section == "mqtt" else
+                  "the config file's nats.password, nats.password_file or "
+                  "$STREAMSONIC_NATS_PASSWORD")
         raise ConfigError(
             f"--set {key}: a password never comes from the command line (ps and the shell's "
-            "history would show it); put it in the config file's mqtt.password, "
-            "mqtt.password_file, $STREAMSONIC_MQTT_PASSWORD or the systemd credential "
-            "'mqtt-password'")
+            f"history would show it); put it in {places}")
     if not sep or "." not in key:
         raise ConfigError(f"--set {text!r}: write --set section.key=value, e.g. music.scale=minor")
     try:

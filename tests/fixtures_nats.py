@@ -30,6 +30,8 @@ class NatsServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: More of the server's config file (e.g. an ``authorization`` block).
+    extra: str = ""
 
     @property
     def url(self) -> str:
@@ -39,7 +41,8 @@ class NatsServer:
     def start(self) -> None:
         """Start nats-server and wait until it accepts connections."""
         conf = self.workdir / "nats-server.conf"
-        conf.write_text(f"listen: 127.0.0.1:{self.port}\nmappings = {{\n  {MAPPING}\n}}\n")
+        conf.write_text(f"listen: 127.0.0.1:{self.port}\nmappings = {{\n  {MAPPING}\n}}\n"
+                        + self.extra)
         log = (self.workdir / "nats-server.log").open("ab")
         self.proc = subprocess.Popen([NATS_SERVER, "-c", str(conf)], stdout=log, stderr=log)
         try:

@@ -33,7 +33,7 @@ examples:
   streamsonic check-config --quiet my.toml && systemctl reload streamsonic"""
 
 #: Keys whose values are secrets: printed as "<hidden>" when set.
-SECRET_KEYS = frozenset({"mqtt.password"})
+SECRET_KEYS = frozenset({"mqtt.password", "nats.password"})
 
 #: Folders that ProtectHome=yes makes invisible to a service.
 HOME_DIRS = (Path("/home"), Path("/root"), Path("/run/user"))
@@ -128,6 +128,7 @@ def service_warnings(config: Config, path: Path | None) -> list[str]:
         ("model.temporal_weights", config.model.temporal_weights),
         ("audio.soundfont", config.audio.soundfont),
         ("mqtt.password_file", config.mqtt.password_file),
+        ("nats.password_file", config.nats.password_file),
         ("mqtt.ca_file", config.mqtt.ca_file),
         ("mqtt.cert_file", config.mqtt.cert_file),
         ("mqtt.key_file", config.mqtt.key_file),

@@ -43,7 +43,6 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from functools import partial
-from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -55,6 +54,7 @@ from streamsonic.events import NoteEvent, Sample
 from streamsonic.mqtt.naming import Subject, check_template, stream_name
 from streamsonic.mqtt.payload import PayloadDecoder
 from streamsonic.sinks.reconnect import Backoff
+from streamsonic.sources.nats_url import ServerUrl, server_url
 from streamsonic.stats import BoundedKeys, Counters, RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -73,46 +73,8 @@ PENDING_BYTES = 64 * 1024 * 1024
 PARTITION = "{partition}"
 #: Distinct subjects that get their own ``by_subject.*`` skip counters; later ones share one.
 MAX_SUBJECT_COUNTERS = 1000
-DEFAULT_PORT = 4222
 
 Item = Sample | NoteEvent
-
-
-@dataclass(frozen=True)
-class ServerUrl:
-    """A parsed ``nats://`` URL (credentials kept apart, never printed)."""
-
-    host: str
-    port: int
-    username: str = ""
-    password: str = ""
-
-    def __str__(self) -> str:
-        return f"nats://{self.host}:{self.port}"
-
-    @property
-    def connect_url(self) -> str:
-        """The URL nats-py connects to (with the credentials)."""
-        auth = f"{self.username}:{self.password}@" if self.username else ""
-        return f"nats://{auth}{self.host}:{self.port}"
-
-
-def parse_url(url: str) -> ServerUrl:
-    """``nats://[user:password@]host[:port]``, or a ConfigError naming the fix."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as err:
-        raise ConfigError(f"nats.url = {url!r} is not a valid URL ({err}); write "
-                        "nats://host[:port]") from None
-    if parts.scheme != "nats" or not parts.hostname:
-        raise ConfigError(f"nats.url = {url!r}: write nats://host[:port] (e.g. "
-                        "nats://127.0.0.1:4222); TLS (tls://) is not supported yet")
-    if parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"nats.url = {url!r}: a NATS URL has no path or query; write "
-                        "nats://host[:port] and name the subjects in nats.subjects (--subject)")
-    return ServerUrl(parts.hostname, port or DEFAULT_PORT, parts.username or "",
-                     parts.password or "")
 
 
 @dataclass(frozen=True)
@@ -188,7 +150,7 @@ class NatsSource:
         settings = config.nats
         self.config = config
         self.settings = settings
-        self.url = parse_url(settings.url)
+        self.url: ServerUrl = server_url(settings)
         self.subscriptions = subscriptions(settings)
         check_template(settings.stream_name, "nats.stream_name", "subject")
         template = settings.stream_name
@@ -338,7 +300,8 @@ class NatsSource:
         if isinstance(cause, ConnectionRefusedError):
             fix = "is nats-server running there? (apt install nats-server)"
         elif isinstance(cause, nats.errors.AuthorizationError) or "uthoriz" in text:
-            fix = "check the user and password in nats.url (nats://user:password@host)"
+            fix = ("check the user (nats.url's nats://user@host, or nats.username) and the "
+                   "password (nats.password, nats.password_file or $STREAMSONIC_NATS_PASSWORD)")
         elif isinstance(cause, TimeoutError | asyncio.TimeoutError):
             text = f"no answer within {CONNECT_TIMEOUT:g} s"
             fix = "check the host and port, and that it is a NATS server"
