@@ -151,12 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamsonicError as err:
         print(logs.error_line(str(err)), file=sys.stderr)  # <3>error: ... under journald
         return err.exit_status
-    except KeyboardInterrupt:
-        print("streamsonic: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except StopSignal as stop:
         print(f"streamsonic: stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
         return stop.exit_status
+    except KeyboardInterrupt:
+        print("streamsonic: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # stdout closed by its reader: the end, not an error
         _stdout_gone()
         return 0

@@ -117,11 +117,12 @@ class TrainingError(StreamsonicError):
 EXIT_INTERRUPTED = 130
 
 
-class StopSignal(BaseException):
-    """SIGTERM or SIGHUP to a command that stops by unwinding (``render``, ``demo``): what
-    it was writing is given up, nothing left half-written. Not an :class:`Exception`, so
-    that nothing on the way catches it; the command line prints one line and exits with
-    128 + the signal's number, as a shell reports a process the signal ended."""
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to a command that stops by unwinding (``render``, ``demo``,
+    ``train``): taken as Ctrl-C is (what was being written is given up, or, in training,
+    the last epoch kept: every ``except KeyboardInterrupt`` applies), never caught as an
+    :class:`Exception`; the command line prints one line and exits with 128 + the
+    signal's number, as a shell reports a process the signal ended."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)

@@ -16,21 +16,37 @@ from streamsonic.config import SCALE_NAMES, Config, find_config_file, load_confi
 from streamsonic.errors import StopSignal
 
 
+@dataclass
+class Stopped:
+    """The stop signal :func:`stop_signals` raised, if any (``signum`` 0: none)."""
+
+    signum: int = 0
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal, as a shell reports it (0: no signal)."""
+        return 128 + self.signum if self.signum else 0
+
+
 @contextlib.contextmanager
-def stop_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`StopSignal` in the main thread while inside (as
-    Ctrl-C raises KeyboardInterrupt), so that an offline command unwinds and gives up what
-    it was writing instead of dying with half a file; the handlers from before after."""
+def stop_signals() -> Iterator[Stopped]:
+    """SIGTERM and SIGHUP raise :class:`StopSignal` (a KeyboardInterrupt) in the main
+    thread while inside, as Ctrl-C raises KeyboardInterrupt, so that an offline command
+    unwinds, giving up what it was writing or keeping what it finished, instead of dying
+    with half a file; the handlers from before after. What it yields says which signal
+    came (for a command that catches the interrupt itself, as training does)."""
+    stopped = Stopped()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stopped
         return
 
     def stop(signum: int, _frame: FrameType | None) -> None:
+        stopped.signum = signum
         raise StopSignal(signum)
 
     before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        yield
+        yield stopped
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)

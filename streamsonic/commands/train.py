@@ -7,7 +7,7 @@ import argparse
 import shlex
 import sys
 
-from streamsonic.commands.common import setup_logging
+from streamsonic.commands.common import setup_logging, stop_signals
 from streamsonic.errors import EXIT_INTERRUPTED
 
 DESCRIPTION = """\
@@ -90,7 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Train, print the report; 130 when interrupted."""
+    """Train, print the report; 130 when interrupted (143 SIGTERM, 129 SIGHUP)."""
     from streamsonic.train.loop import TrainOptions, train  # noqa: PLC0415 - keeps --help light
     from streamsonic.train.report import report  # noqa: PLC0415
 
@@ -104,6 +104,9 @@ def main(args: argparse.Namespace) -> int:
         transpose=args.transpose, corpus=tuple(args.corpus),
         command=shlex.join(["streamsonic", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "",
     )
-    result = train(opts)
+    with stop_signals() as stopped:  # SIGTERM, SIGHUP: as Ctrl-C, the last epoch kept
+        result = train(opts)
     print(report(result))
-    return EXIT_INTERRUPTED if result.stopped == "interrupted" else 0
+    if result.stopped != "interrupted":
+        return 0
+    return stopped.exit_status or EXIT_INTERRUPTED

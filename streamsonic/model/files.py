@@ -115,29 +115,36 @@ def write_whole(path: str | Path, data: bytes | bytearray | memoryview, what: st
     return shown
 
 
+#: The signals a save holds: Ctrl-C, and SIGTERM and SIGHUP where a command raises on them
+#: (:func:`streamsonic.commands.common.stop_signals`).
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
-    """Hold SIGINT until the block ends: a Ctrl-C meanwhile is raised (by the handler that
-    was in place, KeyboardInterrupt by default) once the block is done, so that a save is
-    never cut in the middle. Outside the main thread, or with SIGINT not handled in Python
-    (ignored), nothing changes."""
+    """Hold SIGINT (and SIGTERM and SIGHUP where Python handles them) until the block ends:
+    one that comes meanwhile is raised (by the handler that was in place, KeyboardInterrupt
+    for Ctrl-C by default) once the block is done, so that a save is never cut in the
+    middle. Outside the main thread, or for a signal not handled in Python (its default
+    action, or ignored), nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if not callable(previous):
-        yield
-        return
-    held: list[FrameType | None] = []
+    previous = {sig: handler for sig in HELD_SIGNALS
+                if callable(handler := signal.getsignal(sig))}
+    held: list[tuple[int, FrameType | None]] = []
 
     def hold(signum: int, frame: FrameType | None) -> None:
-        held.append(frame)
+        held.append((signum, frame))
 
-    signal.signal(signal.SIGINT, hold)
+    for sig in previous:
+        signal.signal(sig, hold)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if held:
-        handler: Any = previous
-        handler(signal.SIGINT, held[0])
+        signum, frame = held[0]
+        first: Any = previous[signal.Signals(signum)]
+        first(signum, frame)

@@ -300,18 +300,22 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
             run.history.append({"epoch": epoch, "train_loss": tr[0], "train_accuracy": tr[1],
                                 **{f"val_{k}": v for k, v in val.items()}})
             run.epoch = epoch
-            if val["loss"] < run.best_loss - 1e-4:
-                run.best_loss, run.best_epoch, run.best_metrics = val["loss"], epoch, val
-                run.best_state = copy.deepcopy({k: v.detach().cpu()
-                                                for k, v in net.state_dict().items()})
-                run.bad_epochs = 0
-                save_best("running")
-                mark = " *best*"
-            else:
-                run.bad_epochs += 1
-                mark = ""
-            run.early_stopped = run.bad_epochs >= opts.patience
-            _save_resume(opts, run, net, optimizer, data_hashes)
+            # An epoch's checkpoint and resume state are saved together: a Ctrl-C (or
+            # SIGTERM) meanwhile comes after both, so "continue with --resume" continues
+            # from this epoch (it came between them and left no resume state).
+            with interrupts_held():
+                if val["loss"] < run.best_loss - 1e-4:
+                    run.best_loss, run.best_epoch, run.best_metrics = val["loss"], epoch, val
+                    run.best_state = copy.deepcopy({k: v.detach().cpu()
+                                                    for k, v in net.state_dict().items()})
+                    run.bad_epochs = 0
+                    save_best("running")
+                    mark = " *best*"
+                else:
+                    run.bad_epochs += 1
+                    mark = ""
+                run.early_stopped = run.bad_epochs >= opts.patience
+                _save_resume(opts, run, net, optimizer, data_hashes)
             progress.epoch(epoch, f"loss {tr[0]:.3f} acc {tr[1]:.1%} | val loss "
                                   f"{val['loss']:.3f} acc {val['accuracy']:.1%}{mark}")
             if on_epoch is not None:
