@@ -405,6 +405,12 @@ class Router:
         self._oldest = 0.0  # when the oldest sample not yet sent was routed
         self._stop = asyncio.Event()
         self.stop_reason: str | None = None
+        # Workers that ended while the input went on and no stop was asked for (a signal
+        # to the worker alone, a crash): their streams went unplayed, a failure whatever
+        # their status; and the workers whose end has been logged (once each).
+        self._ended_early: set[int] = set()
+        self._reported: set[int] = set()
+        self._terminated: set[int] = set()  # workers the daemon sent SIGTERM to
         self.routed = 0
         self._arrival: Arrival | None = None  # the source, when it knows when items came
         # what the metrics endpoint reads (streamsonic.metrics.Observed)
@@ -529,6 +535,10 @@ class Router:
                         worker.stdin.close()
                     await self._wait_workers(watch, stopper)
                 else:
+                    if not self._stop.is_set():
+                        self._ended_early.update(w.index for w, task in
+                                                 zip(self.workers, watch, strict=True)
+                                                 if task.done())
                     route.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await route
@@ -549,10 +559,14 @@ class Router:
             await asyncio.wait({stopper, *running}, return_when=asyncio.FIRST_COMPLETED)
 
     def _status(self, statuses: list[int | None], status: int) -> int:
-        """The daemon's exit status: a stop by SIGINT 130, else the first failed worker's."""
+        """The daemon's exit status: a stop by SIGINT 130, else the first failed worker's
+        (a worker that ended on its own while the input went on failed, whatever its
+        status: 70 where it has none of its own)."""
         if self.stop_reason == "SIGINT":
             return EXIT_INTERRUPTED
-        failed = [s for s in statuses if s not in (0, None, -signal.SIGTERM, -signal.SIGINT)]
+        failed = [s for i, s in enumerate(statuses)
+                  if s not in (0, None, -signal.SIGTERM, -signal.SIGINT)
+                  or (i in self._ended_early and self.stop_reason is None)]
         if failed:
             code = failed[0]
             return code if code is not None and code > 0 else EXIT_WORKER_KILLED
@@ -562,14 +576,26 @@ class Router:
         """Stop every worker still running (SIGTERM), wait for all of them; their statuses."""
         if any(w.process.returncode is None for w in self.workers):
             for worker in self.workers:
+                if worker.process.returncode is None:
+                    self._terminated.add(worker.index)
                 worker.send(signal.SIGTERM)
             waits = [asyncio.create_task(w.process.wait()) for w in self.workers]
             await asyncio.wait(waits, timeout=STOP_GRACE)
         statuses = [w.process.returncode for w in self.workers]
         for worker, code in zip(self.workers, statuses, strict=True):
-            if code not in (0, None) and self.stop_reason is None:
-                log.error("worker %d exited with status %s; stopping the others",
-                          worker.index + 1, code)
+            early = worker.index in self._ended_early
+            ours = worker.index in self._terminated and code in (-signal.SIGTERM,
+                                                                 -signal.SIGINT)
+            if ((code in (0, None) or ours) and not early) or self.stop_reason is not None \
+                    or worker.index in self._reported:
+                continue
+            self._reported.add(worker.index)  # (_finish runs more than once on the way out)
+            if code is not None and code < 0:
+                how = f"was ended by {signal.Signals(-code).name}"
+            else:
+                how = f"exited with status {code}"
+            log.error("worker %d %s while the input went on (its streams were no longer "
+                      "played); the daemon stopped the others", worker.index + 1, how)
         return statuses
 
     async def _kill_all(self) -> None:
