@@ -361,7 +361,7 @@ class MqttConfig:
     connect_timeout: float = 0.0
 
     def __post_init__(self) -> None:
-        from streamsonic.mqtt.naming import check_filter, check_template  # noqa: PLC0415
+        from streamsonic.mqtt.naming import check_filter, template_problem  # noqa: PLC0415
         from streamsonic.mqtt.urls import redact_url, split_url  # noqa: PLC0415 - no paho
 
         if self.url:
@@ -375,10 +375,9 @@ class MqttConfig:
                 check_filter(topic_filter)
             except ConfigError as err:
                 raise _Invalid("mqtt.topics", str(err)) from None
-        try:
-            check_template(self.stream_name)
-        except ConfigError as err:
-            raise _Invalid("mqtt.stream_name", str(err)) from None
+        problem = template_problem(self.stream_name)
+        if problem is not None:
+            raise _Invalid("mqtt.stream_name", problem)
         _check(self.qos in (0, 1, 2), "mqtt.qos", "must be 0, 1 or 2")
         _within(self.connect_timeout, 0.0, 86_400.0, "mqtt.connect_timeout",
                 " seconds (0: keep trying)")
@@ -421,6 +420,11 @@ class NatsConfig:
                 parse_url(self.url)
             except ConfigError as err:
                 raise _Invalid("nats.url", str(err), shown="") from None
+        from streamsonic.mqtt.naming import template_problem  # noqa: PLC0415
+
+        problem = template_problem(self.stream_name, "subject")
+        if problem is not None:
+            raise _Invalid("nats.stream_name", problem)
         _check(all(0 <= p <= 65_535 for p in self.partitions)
                and len(set(self.partitions)) == len(self.partitions), "nats.partitions",
                "must list distinct partition numbers 0..65535 (those of this instance)")

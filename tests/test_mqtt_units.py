@@ -141,10 +141,27 @@ def test_stream_name_templates() -> None:
         stream_name("{topic[9]}", topic)
 
 
-@pytest.mark.parametrize("template", ["{x}", "no fields", "{topic", "{0}"])
+@pytest.mark.parametrize("template", [
+    "{x}", "no fields", "{topic", "{0}",
+    # attributes, conversions and formats (a QA pass at 36e50ff: accepted, then a stream
+    # named after a Python class, every message failing, or every one skipped)
+    "{topic.__class__}", "{topic.nosuch}", "{topic:d}", "{topic[0]!r}", "{topic[1][0]}",
+    "{topic[x]}",
+])
 def test_bad_templates(template: str) -> None:
-    with pytest.raises(ConfigError, match=r"mqtt\.stream_name"):
+    with pytest.raises(ConfigError, match=r"mqtt\.stream_name") as err:
         check_template(template)
+    assert str(err.value).count("mqtt.stream_name") == 1
+    with pytest.raises(ConfigError, match=r"mqtt\.stream_name"):
+        load_config(None, {"mqtt.stream_name": template})
+    with pytest.raises(ConfigError, match=r"nats\.stream_name"):
+        load_config(None, {"nats.stream_name": template.replace("topic", "subject")})
+
+
+@pytest.mark.parametrize("good", ["{topic}", "{topic[1]}", "p{topic[-1]}.{topic[0]}", "x{topic}"])
+def test_good_templates(good: str) -> None:
+    check_template(good)
+    load_config(None, {"mqtt.stream_name": good})
 
 
 @pytest.mark.parametrize("good", ["a", "a/+/b", "#", "a/#", "+", "$share/g/a/+/c", "/a"])

@@ -8,6 +8,7 @@ plant into one voice), and ``"{topic[1]}-{topic[-1]}"`` names it ``7-temperature
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Any, ClassVar
 
@@ -41,27 +42,40 @@ class Subject(Topic):
     SEPARATOR: ClassVar[str] = "."
 
 
-def check_template(template: str, key: str = "mqtt.stream_name", field: str = "topic") -> None:
-    """Raise ConfigError unless ``template`` (config key ``key``) only uses the ``field``
-    field (``topic`` for MQTT, ``subject`` for NATS)."""
+def template_problem(template: str, field: str = "topic") -> str | None:
+    """What is wrong with the stream-name ``template`` (None: nothing): it may hold only
+    ``{field}`` and ``{field[N]}`` (``topic`` for MQTT, ``subject`` for NATS), without
+    attributes, conversions or format specs (``{topic.__class__}`` named streams after
+    Python internals, ``{topic.nosuch}`` failed every message, ``{topic:d}`` skipped every
+    one: a QA pass at 36e50ff), and must hold at least one."""
     example = f'"{{{field}}}" or "{{{field}[1]}}"'
     try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        parts = list(string.Formatter().parse(template))
     except ValueError as err:
-        raise ConfigError(
-            f"{key} = {template!r} is not a valid template ({err}); write e.g. {example}"
-        ) from None
-    for name in fields:
-        if name.partition("[")[0].partition(".")[0] != field:
-            raise ConfigError(
-                f"{key} = {template!r} uses {{{name}}}; only {{{field}}} and "
-                f"{{{field}[N]}} (the N-th level, 0-based; -1 is the last) are known"
-            )
-    if not fields:
-        raise ConfigError(
-            f"{key} = {template!r} does not use {{{field}}}: every {field} would be "
-            f"one stream; write e.g. {example}"
-        )
+        return f"is not a valid template ({err}); write e.g. {example}"
+    used = 0
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        used += 1
+        if not re.fullmatch(rf"{field}(\[-?[0-9]+\])?", name) or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + \
+                (f":{spec}" if spec else "") + "}"
+            return (f"uses {shown}; only {{{field}}} and {{{field}[N]}} (the N-th level, "
+                    "0-based; -1 is the last) are known, without attributes, conversions "
+                    "or formats")
+    if not used:
+        return (f"does not use {{{field}}}: every {field} would be one stream; write e.g. "
+                f"{example}")
+    return None
+
+
+def check_template(template: str, key: str = "mqtt.stream_name", field: str = "topic") -> None:
+    """Raise ConfigError unless ``template`` (config key ``key``) is a stream-name template
+    of ``field`` (:func:`template_problem`)."""
+    problem = template_problem(template, field)
+    if problem is not None:
+        raise ConfigError(f"{key} = {template!r} {problem}")
 
 
 def stream_name(template: str, topic: str, levels: type[Topic] = Topic) -> str:
