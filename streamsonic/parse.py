@@ -179,18 +179,24 @@ def _iso_from_match(match: re.Match[str]) -> float | None:
     return stamp.timestamp()
 
 
+#: The moments a time can name: years 1 to 9999, as ISO 8601 dates (epoch seconds).
+EPOCH_MIN, EPOCH_MAX = -62_135_596_800.0, 253_402_300_799.0
+
+
 def epoch_seconds(value: float) -> float | None:
-    """An epoch number as seconds, guessing the unit by magnitude (s, ms, us, ns)."""
+    """An epoch number as seconds, guessing the unit by magnitude (s, ms, us, ns); None
+    for one that names no moment of years 1..9999 even in nanoseconds (``1e30``: taken
+    as 1e21 s before, a time some 3e13 years away)."""
     if not math.isfinite(value):
         return None
     magnitude = abs(value)
     if magnitude >= 1e17:
-        return value / 1e9
-    if magnitude >= 1e14:
-        return value / 1e6
-    if magnitude >= 1e11:
-        return value / 1e3
-    return value
+        value = value / 1e9
+    elif magnitude >= 1e14:
+        value = value / 1e6
+    elif magnitude >= 1e11:
+        value = value / 1e3
+    return value if EPOCH_MIN <= value <= EPOCH_MAX else None
 
 
 def parse_time_value(value: object) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import replace
@@ -270,6 +271,21 @@ def test_a_leading_timestamp_that_names_no_moment_keeps_the_values_streams() -> 
     assert got[2] == ([("value", NOW, 9.0)], ["bad_timestamp"])
     assert got[3] == ([("col0", NOW, 1.0), ("col1", NOW, 2.0)], ["bad_timestamp"])
     assert got[4] == ([], ["bad_timestamp"])
+
+
+@pytest.mark.parametrize(("stamp", "seconds"), [
+    (1700000000, 1700000000.0), (1700000000123, 1700000000.123),
+    (1700000000123456, 1700000000.123456), (1700000000123456789, 1700000000.123456789),
+    (-5, -5.0), (1e30, None), (-1e30, None), (9e18 * 1e9, None), ("1e30", None),
+])
+def test_epoch_times_name_a_moment_of_years_1_to_9999(stamp: object,
+                                                       seconds: float | None) -> None:
+    """A time field of 1e30 was taken as nanoseconds, 1e21 s: a time 3e13 years away (a
+    QA pass at 36e50ff); now a bad_timestamp, as text that is no time is."""
+    got = parse_time_value(stamp)
+    assert got == pytest.approx(seconds) if seconds is not None else got is None
+    line = parse(json.dumps({"ts": stamp, "v": 1}))[0]
+    assert line[1] == ([] if seconds is not None else ["bad_timestamp"])
 
 
 def test_trading_csv_date_column_is_the_time() -> None:
