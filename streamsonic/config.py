@@ -411,8 +411,11 @@ class NatsConfig:
     queue_size: int = 10000
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
+    connect_timeout: float = 0.0
 
     def __post_init__(self) -> None:
+        _within(self.connect_timeout, 0.0, 86_400.0, "nats.connect_timeout",
+                " seconds (0: keep trying)")
         if self.url:
             from streamsonic.sources.nats_url import parse_url  # noqa: PLC0415 - no nats-py
 

@@ -27,11 +27,12 @@ The shape (all on the asyncio loop; nats-py is asyncio-native):
     the OLDEST item is dropped and counted) -> wake the consumer
     ``async for item in source`` drains the deque
 
-Startup connects once and raises a one-line :class:`NatsError` when the server cannot be
-reached or refuses us. After that, a lost connection is retried with jittered exponential
-backoff (``nats.reconnect_min`` .. ``nats.reconnect_max``) and the subjects are subscribed
-again on every connect (nats-py's own reconnection is off: one loop, ours, with the
-same behaviour as the MQTT source's).
+A server that cannot be reached at start is waited for, as an MQTT broker is (the daemon
+shows it in STATUS=), or for at most ``nats.connect_timeout`` seconds; one that refuses the
+login raises a one-line :class:`NatsError` at once. A lost connection is retried with
+jittered exponential backoff (``nats.reconnect_min`` .. ``nats.reconnect_max``) and the
+subjects are subscribed again on every connect (nats-py's own reconnection is off: one
+loop, ours, with the same behaviour as the MQTT source's).
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ class NatsSource:
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
         self._last_error: BaseException | None = None
+        self._unreachable = True  # the last failed connect: waiting may help
 
     @classmethod
     def from_config(cls, config: Config, play_notes: bool = False) -> NatsSource:
@@ -211,9 +213,38 @@ class NatsSource:
     async def __aenter__(self) -> NatsSource:
         self._wake_event = asyncio.Event()
         self._lost = asyncio.Event()
-        await self._connect()
+        try:
+            await self._connect()
+        except NatsError as err:
+            if not self._unreachable:  # a refused login: retrying cannot fix it
+                raise
+            limit = self.settings.connect_timeout
+            if limit:
+                await self._connect_within(limit, err)
+            else:  # as MQTT: a server down at start is waited for, not an exit
+                log.warning("%s; waiting for it (nats.connect_timeout gives up after a "
+                            "while instead)", err)
+                self._lost.set()
         self._supervisor = asyncio.create_task(self._reconnect_loop())
         return self
+
+    async def _connect_within(self, limit: float, first: NatsError) -> None:
+        """Retry the first connect with backoff for ``limit`` seconds; a NatsError saying
+        how long it waited, or the one of a refused login, when it did not connect."""
+        deadline = time.monotonic() + limit
+        backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)
+        err = first
+        log.warning("%s; waiting for it, for at most %g s (nats.connect_timeout)", err, limit)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(backoff.next(), max(deadline - time.monotonic(), 0.0)))
+            try:
+                await self._connect()
+                return
+            except NatsError as again:
+                if not self._unreachable:
+                    raise
+                err = again
+        raise NatsError(f"{err} (waited {limit:g} s: nats.connect_timeout)")
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -294,9 +325,13 @@ class NatsSource:
                  ", ".join(repr(s.filter) for s in self.subscriptions))
 
     def _explain(self, err: BaseException) -> NatsError:
-        """A one-line error for a failed connect (nats-py reports the cause to error_cb)."""
+        """A one-line error for a failed connect (nats-py reports the cause to error_cb);
+        ``_unreachable`` says whether waiting may help (no server there, no answer), not a
+        refused login."""
         cause = self._last_error or err
         text = str(cause) or type(cause).__name__
+        self._unreachable = not (isinstance(cause, nats.errors.AuthorizationError)
+                                 or "uthoriz" in text)
         if isinstance(cause, ConnectionRefusedError):
             fix = "is nats-server running there? (apt install nats-server)"
         elif isinstance(cause, nats.errors.AuthorizationError) or "uthoriz" in text:
