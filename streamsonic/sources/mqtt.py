@@ -267,7 +267,8 @@ class MqttSource:
         sent), acks.stale (not sent: the message came on an earlier connection),
         dropped.queue_full, skipped.<reason> (bad input), by_topic.<topic>.<reason> (the
         same per topic), ignored.<reason> (header/comment lines), skipped.retained,
-        connects, disconnects, subscribed, takeovers."""
+        connects, disconnects, subscribed, takeovers; once closed, unread (items received
+        and never taken)."""
         counts = self._counters.snapshot()
         for name, n in self._yielded.items():
             if n:
@@ -369,6 +370,14 @@ class MqttSource:
             await asyncio.to_thread(thread.join, 5.0)
         if thread is None or not thread.is_alive():
             self._close_wake_sockets()
+            # What was received and never taken: counted (``unread``), not lost unseen (at
+            # QoS 1 with a persistent session the broker delivers it again)
+            if self._received:
+                self._counters.add("received", self._received)
+                self._received = 0
+            unread = len(self._queue) + len(self._batch)
+            if unread:
+                self._counters.add("unread", unread)
 
     def __aiter__(self) -> MqttSource:
         return self

@@ -184,7 +184,8 @@ class NatsSource:
         """Counters: received, samples/notes (yielded), dropped.queue_full (our queue was
         full: the oldest went), dropped.slow_consumer (nats-py's buffer overflowed),
         skipped.<reason> (bad input), by_subject.<subject>.<reason>, ignored.<reason>
-        (header and comment lines), connects, disconnects, subscribed, errors."""
+        (header and comment lines), connects, disconnects, subscribed, errors; once
+        closed, unread (items received and never taken)."""
         return self._counters.snapshot()
 
     @property
@@ -262,6 +263,8 @@ class NatsSource:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._supervisor
         await self._close_client()
+        if self._queue:  # received, never taken: counted, not lost unseen
+            self._counters.add("unread", len(self._queue))
 
     def __aiter__(self) -> NatsSource:
         return self
