@@ -343,7 +343,7 @@ class ReplaySource:
     @property
     def stats(self) -> dict[str, int]:
         """``records`` read, ``samples`` fed, ``skipped.malformed`` lines, ``gaps`` left out
-        (longer than MAX_GAP)."""
+        (longer than MAX_GAP, or backwards: an arrival before the one before it)."""
         counts = {"records": 0, "samples": 0}
         counts.update(self._counters.snapshot())
         return counts
@@ -389,21 +389,32 @@ class ReplaySource:
 
     async def _samples(self) -> AsyncIterator[Sample]:
         loop = asyncio.get_running_loop()
-        origin: float | None = None
         start = loop.time()
         burst = 0
+        # Where the replay is (seconds of the recording's time from its first arrival): the
+        # arrival it counts from and the position there, moved at a break so that what
+        # follows keeps its own gaps (the differences of arrivals, exact: no running sum).
+        anchor: float | None = None
+        at_anchor = elapsed = 0.0
         previous = math.nan
         for sample, arrival in self._records():
-            if origin is None:
-                origin = previous = arrival
-            if arrival - previous > MAX_GAP:
+            if anchor is None:
+                anchor = previous = arrival
+            gap = arrival - previous
+            if gap > MAX_GAP or gap < 0.0:
                 self._counters.add("gaps")
-                self._warn.warning("gap", "a gap of %.6g s between two arrivals (more than %g "
-                                   "s: a break, not a pause) is left out of the replay",
-                                   arrival - previous, MAX_GAP)
-                origin += arrival - previous
+                if gap > MAX_GAP:
+                    self._warn.warning("gap", "a gap of %.6g s between two arrivals (more "
+                                       "than %g s: a break, not a pause) is left out of the "
+                                       "replay", gap, MAX_GAP)
+                else:  # a clock set back, or a corrupt arrival before it
+                    self._warn.warning("back", "an arrival %.6g s before the one before it "
+                                       "(a clock set back, or a corrupt record): the replay "
+                                       "goes on from there with no gap", -gap)
+                anchor, at_anchor = arrival, elapsed
             previous = arrival
-            delay = start + (arrival - origin) / self.speed - loop.time()
+            elapsed = at_anchor + (arrival - anchor)
+            delay = start + elapsed / self.speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
                 burst = 0
@@ -414,7 +425,7 @@ class ReplaySource:
                     burst = 0
             self._counters.add("samples")
             yield sample
-        if origin is None:
+        if anchor is None:
             raise InputDataError(f"{', '.join(self.paths)}: no recorded samples; is it a file "
                                  "written by 'streamsonic run --record'?")
 

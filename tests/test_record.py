@@ -307,6 +307,39 @@ def test_fast_replay_leaves_out_a_break_in_the_arrivals(
     assert res.stderr.count("stats:") <= 1
 
 
+@pytest.mark.parametrize(("at", "how", "gaps"), [
+    (5, "corrupt", 2), (5, "back", 1), (5, "back a month", 1)])
+def test_a_break_keeps_the_gaps_that_follow(tmp_path: Path, env: dict[str, str],
+                                            random_pitch_checkpoint: Path, at: int, how: str,
+                                            gaps: int) -> None:
+    """After a corrupt arrival (1e300: a break, then the next arrival is before it) or a
+    clock set back, the samples that follow keep their recorded gaps (0.5 s here). A QA
+    pass at 36e50ff: every later sample was taken as already due and played at once,
+    aggregated (66 data notes became 34), a backward jump without a word."""
+    rec = tmp_path / "rec.jsonl"
+    arrivals = [1_700_000_000.0 + 0.5 * i for i in range(12)]
+    if how == "corrupt":
+        arrivals[at] = 1e300
+    else:
+        shift = 100.0 if how == "back" else 30 * 86400.0
+        arrivals[at:] = [a - shift for a in arrivals[at:]]
+    rec.write_text("".join(json.dumps({"stream": "a", "time": float(i), "value": float(i % 4),
+                                       "arrival": arrival}) + "\n"
+                           for i, arrival in enumerate(arrivals)))
+    res = cli(["replay", str(rec), "--fast", "--output", "events", "--weights",
+               str(random_pitch_checkpoint), "--set", "model.passing_notes=0"], env,
+              timeout=60)
+    assert res.returncode == 0, res.stderr
+    notes = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(notes) == 12, res.stdout  # none folded into another
+    spacing = [round(b["start"] - a["start"], 3) for a, b in itertools.pairwise(notes)]
+    # (the one or two without a gap wait for the rate cap; from the next on, the recording's)
+    assert spacing[at + 2:] == [0.5] * (11 - at - 2), spacing
+    assert f"gaps={gaps}" in res.stderr, res.stderr
+    if how != "corrupt":
+        assert "before the one before it" in res.stderr
+
+
 @pytest.mark.parametrize("limit", [0, 150_000])
 def test_recorded_counts_only_the_lines_written(tmp_path: Path, env: dict[str, str],
                                                random_pitch_checkpoint: Path,
