@@ -343,7 +343,8 @@ class ReplaySource:
     @property
     def stats(self) -> dict[str, int]:
         """``records`` read, ``samples`` fed, ``skipped.malformed`` lines, ``gaps`` left out
-        (longer than MAX_GAP, or backwards: an arrival before the one before it)."""
+        (longer than MAX_GAP, or backwards: an arrival before the one before it), and after
+        a stop ``unread``: the record read that was waiting for its moment."""
         counts = {"records": 0, "samples": 0}
         counts.update(self._counters.snapshot())
         return counts
@@ -416,7 +417,11 @@ class ReplaySource:
             elapsed = at_anchor + (arrival - anchor)
             delay = start + elapsed / self.speed - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except (asyncio.CancelledError, GeneratorExit):
+                    self._counters.add("unread")  # read, waiting for its moment: a stop
+                    raise
                 burst = 0
             else:
                 burst += 1

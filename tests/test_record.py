@@ -13,6 +13,7 @@ import inspect
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -508,3 +509,30 @@ def test_record_an_mqtt_run(tmp_path: Path, env: dict[str, str], mqtt_broker: Br
     recorded = [json.loads(line) for line in rec.read_text().splitlines()]
     assert [(r["stream"], r["value"]) for r in recorded] == [("rec/a", 1.0), ("rec/a", 2.0),
                                                              ("rec/a", 3.0)]
+
+
+def test_a_stopped_replay_counts_the_record_it_was_waiting_on(
+        tmp_path: Path, env: dict[str, str], random_pitch_checkpoint: Path) -> None:
+    """SIGTERM while the replay waits for a record's moment: that record is ``unread``, so
+    records = samples + unread (a QA pass at 36e50ff: records was always one more)."""
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text("".join(json.dumps({"stream": s, "time": i * 0.05, "value": float(i % 7),
+                                       "arrival": 1.7e9 + i * 0.05}) + "\n"
+                           for i in range(400) for s in ("a", "b")))
+    err = tmp_path / "err"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen([*EXE, "replay", str(rec), "--output", "events", "--weights",
+                                 str(random_pitch_checkpoint), "--device", "cpu"],
+                                stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        deadline = time.monotonic() + 60
+        while "ready:" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    stopped = re.search(r"stopped: (\d+) samples.*input records=(\d+), samples=(\d+)"
+                        r"(?:, unread=(\d+))?", err.read_text())
+    assert stopped is not None, err.read_text()
+    engine, records, samples, unread = (int(g or 0) for g in stopped.groups())
+    assert engine == samples and records == samples + unread, stopped.group(0)
+    assert 0 < samples < 800
