@@ -382,7 +382,8 @@ class Engine:
         (``dropped.at_stop``, once :meth:`cancel` ran), notes released early, cues
         played late without the model's passing notes, samples folded into another's note
         that played (more than ``clock.backlog`` waited): so the log explains fewer notes
-        than samples."""
+        than samples; and the notes counted as played that had not started when a stop
+        closed the outputs (``unsent.at_stop``: no output got them)."""
         counts = {
             "folded": self.aggregated,
             "evicted.idle": self.conductor.evictions["idle"],
@@ -392,6 +393,7 @@ class Engine:
             "dropped.streams_full": self.conductor.refused,
             "released.evicted": self.released,
             "shed.phrases": self.shedding.shed,
+            "unsent.at_stop": self.scheduler.unsent,
         }
         return {k: v for k, v in counts.items() if v}
 

@@ -175,6 +175,9 @@ class Scheduler:
         # included (skipped when they come up); one clock timer for the earliest.
         self._pending: dict[int, _Owed] = {}
         self._queue: list[tuple[float, int]] = []
+        #: Notes scheduled (``play``) that had not started when the scheduler closed: no
+        #: output got them (a stop; the engine counted them as played).
+        self.unsent = 0
         self._timer: Handle | None = None
         self._timer_at = math.inf
         self._ids = itertools.count()
@@ -542,6 +545,9 @@ class Scheduler:
         if self._quiet is not None:
             self._quiet.cancel()
             self._quiet = None
+        # notes scheduled to start later, which no output will now get (counted)
+        self.unsent += len({id(owed[3]) for owed in self._pending.values()
+                            if owed[3] is not None})
         self._pending.clear()
         self._queue.clear()
         self._owed_calls.clear()  # (what they owed stays owed: their notes were not played)

@@ -514,16 +514,17 @@ def test_record_an_mqtt_run(tmp_path: Path, env: dict[str, str], mqtt_broker: Br
 def test_a_stopped_replay_counts_the_record_it_was_waiting_on(
         tmp_path: Path, env: dict[str, str], random_pitch_checkpoint: Path) -> None:
     """SIGTERM while the replay waits for a record's moment: that record is ``unread``, so
-    records = samples + unread (a QA pass at 36e50ff: records was always one more)."""
+    records = samples + unread (a QA pass at 36e50ff: records was always one more); the
+    notes the events output wrote = the notes played less those a stop left unsent."""
     rec = tmp_path / "rec.jsonl"
     rec.write_text("".join(json.dumps({"stream": s, "time": i * 0.05, "value": float(i % 7),
                                        "arrival": 1.7e9 + i * 0.05}) + "\n"
                            for i in range(400) for s in ("a", "b")))
-    err = tmp_path / "err"
-    with err.open("w") as stderr:
+    err, out = tmp_path / "err", tmp_path / "out"
+    with err.open("w") as stderr, out.open("w") as stdout:
         proc = subprocess.Popen([*EXE, "replay", str(rec), "--output", "events", "--weights",
                                  str(random_pitch_checkpoint), "--device", "cpu"],
-                                stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+                                stdout=stdout, stderr=stderr, env=env)
         deadline = time.monotonic() + 60
         while "ready:" not in err.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -536,3 +537,10 @@ def test_a_stopped_replay_counts_the_record_it_was_waiting_on(
     engine, records, samples, unread = (int(g or 0) for g in stopped.groups())
     assert engine == samples and records == samples + unread, stopped.group(0)
     assert 0 < samples < 800
+    # notes scheduled to start after the stop reach no output: counted as unsent.at_stop
+    # (they were counted as played and missing from the outputs: 124 notes, 122 lines)
+    notes = re.search(r"stopped: \d+ samples, (\d+) notes", err.read_text())
+    unsent = re.search(r"unsent\.at_stop=(\d+)", err.read_text())
+    assert notes is not None
+    lines = len(out.read_text().splitlines())
+    assert lines == int(notes[1]) - (int(unsent[1]) if unsent else 0), err.read_text()
