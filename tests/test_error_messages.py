@@ -75,3 +75,24 @@ def test_an_empty_list_setting_is_shown_as_written() -> None:
     """``--set output.targets=[]`` was shown as ``output.targets = ()``."""
     with pytest.raises(ConfigError, match=r"output\.targets = \[\]: name at least one output"):
         load_config(None, {"output.targets": []})
+
+
+def test_a_resume_state_is_no_checkpoint_name(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``train -o out/a.pt.resume`` was taken, writing over another run's resume state."""
+    (tmp_path / "data").mkdir()
+    assert main(["train", "pitch", str(tmp_path / "data"), "-o",
+                 str(tmp_path / "a.pt.resume")]) == 64
+    assert "resume state" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_file_input_is_named_in_its_warnings(tmp_path: Path) -> None:
+    """``run FILE``: the skipped lines' warnings name the file (they said "stdin line 2")."""
+    data = tmp_path / "in.txt"
+    data.write_text("1\nx\n2\n")
+    res = subprocess.run([sys.executable, "-m", "streamsonic", "run", str(data), "-o",
+                          "events"], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert f"{data} line 2: skipped not_numeric" in res.stderr
+    assert "stdin line" not in res.stderr

@@ -71,9 +71,10 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 def hint_for(kind: str | None) -> str:
     """What to do about a missing or unusable model file of ``kind`` (None: pitch)."""
     if kind == "temporal":
-        return ("train one with 'streamsonic train temporal DIR -o weights/temporal.pt' or "
-                "pass --temporal-weights")
-    return "train one with 'streamsonic train pitch DIR -o weights/pitch.pt' or pass --weights"
+        return ("train one with 'streamsonic train temporal DIR -o weights/temporal.pt' (run "
+                "and render take it with --temporal-weights)")
+    return ("train one with 'streamsonic train pitch DIR -o weights/pitch.pt' (run and render "
+            "take it with --weights)")
 
 
 HINT = hint_for(None)

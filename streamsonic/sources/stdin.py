@@ -99,6 +99,8 @@ class StdinSource:
         self._wakeup: asyncio.Event | None = None
         self._header_logged = False
         self._owned: BinaryIO | None = None  # a file opened for ``run FILE``
+        #: What the log calls the input: "stdin", or the file of ``run FILE``.
+        self.name = "stdin"
         # Samples of the batch being yielded that are still to come (the loop's thread).
         self._left = 0
         self._putting = False  # the reader waits in _put (guarded by _cond)
@@ -130,6 +132,7 @@ class StdinSource:
                                "(or - for stdin)") from None
         source = cls(config.input, stream=stream)
         source._owned = stream
+        source.name = path
         return source
 
     @property
@@ -167,7 +170,7 @@ class StdinSource:
             self._owned = None
         skipped = {k: v for k, v in self.stats.items() if k.startswith("skipped.")}
         if skipped:
-            log.info("stdin: %d lines, %d samples; skipped %s", self.stats["lines"],
+            log.info("%s: %d lines, %d samples; skipped %s", self.name, self.stats["lines"],
                      self.stats["samples"], ", ".join(f"{k[8:]}={v}" for k, v in
                                                       sorted(skipped.items())))
 
@@ -350,15 +353,15 @@ class StdinSource:
         for reason in parsed.skipped:
             if reason not in BENIGN_REASONS:
                 counters.add(f"skipped.{reason}")
-                self._warn.warning(reason, "stdin line %d: skipped %s (%s): %.60r", lineno,
-                                   reason, REASONS.get(reason, reason), line[:60])
+                self._warn.warning(reason, "%s line %d: skipped %s (%s): %.60r", self.name,
+                                   lineno, reason, REASONS.get(reason, reason), line[:60])
                 continue
             counters.add(f"ignored.{reason}")
             if reason == "header" and not self._header_logged and self._parser.header:
                 self._header_logged = True
                 names = self._parser.header
                 more = len(names) - _HEADER_NAMES_SHOWN
-                log.info("stdin: header line names %d columns: %s%s", len(names),
+                log.info("%s: header line names %d columns: %s%s", self.name, len(names),
                          ", ".join(names[:_HEADER_NAMES_SHOWN]),
                          f" and {more} more" if more > 0 else "")
 

@@ -150,10 +150,19 @@ def resume_path(out: str | Path) -> Path:
     return Path(str(out) + ".resume")
 
 
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
 def check_outputs(out: str | Path) -> None:
     """The files a run writes (the checkpoint, its ``.npz``, the resume state) can be
     written: none is a folder, their folder exists or can be made and takes files. Checked
-    before any data is read, so a bad ``-o`` is one line (exit 69), not a lost epoch."""
+    before any data is read, so a bad ``-o`` is one line (exit 69), not a lost epoch. A
+    name that is another run's resume state (``.resume``) is a usage error (64): that run's
+    state would be overwritten."""
+    if str(out).endswith(".resume"):
+        raise UsageError(f"-o {out}: that name is a run's resume state (OUT.pt.resume, "
+                         "written beside OUT.pt); give the checkpoint's name, e.g. model.pt")
     check_writable(out, "checkpoint")
     if Path(out).suffix != SUFFIX:
         check_writable(arrays_path(out), "weights file", option="-o (its .npz, beside it)")
@@ -281,8 +290,8 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     n_batches = (len(w_train) + opts.batch_size - 1) // opts.batch_size
     progress = Progress(opts.epochs, n_batches, first_epoch=run.epoch + 1, stream=stream)
     progress.message(
-        f"training {opts.kind} model on {len(train_m)} files ({len(w_train)} windows), "
-        f"validating on {len(val_m)} files ({len(w_val)} windows); {n_params:,} parameters; "
+        f"training {opts.kind} model on {_files(len(train_m))} ({len(w_train)} windows), "
+        f"validating on {_files(len(val_m))} ({len(w_val)} windows); {n_params:,} parameters; "
         f"device {device}"
     )
     stopped = "completed"
