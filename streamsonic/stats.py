@@ -98,6 +98,14 @@ class RateLimitedLog:
 
         Returns whether it was logged.
         """
+        return self.log(logging.WARNING, key, msg, *args)
+
+    def error(self, key: str, msg: str, *args: object) -> bool:
+        """As :meth:`warning`, at ERROR level (a failure that repeats while it lasts)."""
+        return self.log(logging.ERROR, key, msg, *args)
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
+        """As :meth:`warning`, at ``level``."""
         now = self._clock()
         with self._lock:
             last = self._last.get(key)
@@ -113,7 +121,7 @@ class RateLimitedLog:
         if suppressed:
             msg += " (%d more like this suppressed)"
             args = (*args, suppressed)
-        self.logger.warning(msg, *args)
+        self.logger.log(level, msg, *args)
         return True
 
     def _prune(self, now: float) -> None:

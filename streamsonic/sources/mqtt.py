@@ -720,8 +720,9 @@ class MqttSource:
             elif self._generation == 0:  # never connected: as final as at startup
                 self._failure = explain_refusal(reason, self.url, self._username())
                 self._wake_consumer()
-            else:
-                log.error("%s", explain_refusal(reason, self.url, self._username()))
+            else:  # (each retry is refused the same way while it lasts: once per interval)
+                self._warn.error("refused", "%s",
+                                 explain_refusal(reason, self.url, self._username()))
             self._connack.set()
             return
         self._connack.set()
