@@ -161,10 +161,18 @@ class Sink(ABC):
         failure is logged."""
         if self.closed:
             return
+        if self._discard_unfinished():
+            self.closed = True
+            return
         try:
             self.close()
         except Exception:  # the render's own error is the one to report
             log.exception("output %s: closing it failed", self.name)
+
+    def _discard_unfinished(self) -> bool:
+        """:meth:`abandon`'s hook: give up what this output has written, if it writes a
+        file only at the end (``render``'s); whether it did (else it is closed as usual)."""
+        return False
 
     def __enter__(self) -> Sink:
         return self

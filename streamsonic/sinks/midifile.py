@@ -287,15 +287,14 @@ class MidiFileSink(Sink):
             if boundary is not None and now >= boundary:  # nothing played across it
                 self._rotate(self._next_start(boundary, now))
 
-    def abandon(self) -> None:
+    def _discard_unfinished(self) -> bool:
         """``render``: the file is left as it was (the temporary one removed); ``run``:
         closed as usual (what is written is kept, the file valid)."""
-        if self.live is not None or self.closed:
-            super().abandon()
-            return
-        self.closed = True
+        if self.live is not None:
+            return False
         self._pending.clear()
         self._out.discard()
+        return True
 
     def _close(self) -> None:
         if self._out.done:  # given up after a write error: what was readable stays

@@ -187,17 +187,16 @@ class WavSink(Sink):
             self._last_flush = now
             self._patch_sizes()
 
-    def abandon(self) -> None:
+    def _discard_unfinished(self) -> bool:
         """``render``: the file is left as it was (the temporary one removed); ``run``:
         closed as usual (what is written is kept, the file valid)."""
-        if self.live is not None or self.closed:
-            super().abandon()
-            return
-        self.closed = True
+        if self.live is not None:
+            return False
         try:
             self._out.discard()
         finally:
             self.synth.delete()
+        return True
 
     def _close(self) -> None:
         if self._out.done:  # given up after a write error: what was readable stays
