@@ -273,13 +273,18 @@ def test_output_drain_waits_for_the_broker(mqtt_broker_factory: Callable[[], Bro
         for note in notes:
             sink.note(note)
         assert sink.drain(WAIT)
-        assert sink.stats == {"published": 2000}
+        assert sink.stats == {"published": 2000, "sent": 2000}
+        assert sink.lost is None
         broker.stop()
         sink.note(notes[0])  # held by paho until it reconnects: not acknowledged yet
         assert not sink.drain(0.5)
+        # away: output_up 0 (it stayed 1 through an outage), the held note not sent
+        assert sink.lost is not None and "held" in sink.lost
+        assert sink.stats == {"published": 2001, "sent": 2000}
         broker.start()  # the held note goes out once paho has reconnected: not dropped
         assert sink.drain(WAIT)
-        assert sink.stats == {"published": 2001}
+        assert sink.stats == {"published": 2001, "sent": 2001}
+        assert sink.lost is None
         broker.stop()
         deadline = time.monotonic() + WAIT
         while sink._client.is_connected() and time.monotonic() < deadline:
@@ -295,7 +300,7 @@ def test_output_drain_waits_for_the_broker(mqtt_broker_factory: Callable[[], Bro
     finally:
         sink.close()
     assert waited == []
-    assert sink.stats == {"published": 2002, "dropped.at_close": 1}
+    assert sink.stats == {"published": 2002, "sent": 2001, "dropped.at_close": 1}
 
 
 def test_output_qos0_close_counts_nothing_lost(mqtt_broker: Broker) -> None:
@@ -307,7 +312,7 @@ def test_output_qos0_close_counts_nothing_lost(mqtt_broker: Broker) -> None:
         sink.note(NoteEvent(stream="s", time=float(i), value=i, normalized=0.5, pitch=60,
                             velocity=90, duration=0.25, channel=1, program=5, start=0.0))
     sink.close()
-    assert sink.stats == {"published": 500}
+    assert sink.stats == {"published": 500, "sent": 500}
 
 
 def test_output_keeps_within_the_brokers_receive_maximum(
@@ -329,7 +334,7 @@ def test_output_keeps_within_the_brokers_receive_maximum(
             assert sink.drain(WAIT)
         finally:
             sink.close()
-        assert sink.stats == {"published": 300}
+        assert sink.stats == {"published": 300, "sent": 300}
     assert mqtt_sink.INFLIGHT > 20  # more than paho's default, where the broker allows it
 
 

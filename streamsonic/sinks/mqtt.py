@@ -155,9 +155,24 @@ class MqttSink(Sink):
         return self._client.max_inflight_messages
 
     @property
+    def lost(self) -> str | None:
+        """While the broker is not connected: where the notes are (``output_up`` 0 and the
+        daemon's STATUS= say so; a QA pass at 36e50ff found it 1 through an outage)."""
+        if self.closed or self._client.is_connected():
+            return None
+        held = (f"held for it, up to {MAX_QUEUED}" if self.qos > 0
+                else "dropped (QoS 0)")
+        return f"not connected to the MQTT broker {self.url}: notes are {held}"
+
+    @property
     def stats(self) -> dict[str, int]:
-        """Counters: published, dropped.<reason>."""
-        return self.counters.snapshot()
+        """Counters: published (handed to the MQTT client: sent, or held for the broker),
+        sent (QoS 0: written to the socket; QoS 1 and 2: acknowledged by the broker),
+        dropped.<reason>."""
+        counts = self.counters.snapshot()
+        if self._sent:
+            counts["sent"] = self._sent
+        return counts
 
     def note(self, event: NoteEvent) -> None:
         """Publish ``event`` to ``PREFIX/<stream>`` (never blocks)."""
@@ -204,16 +219,18 @@ class MqttSink(Sink):
         # QoS 1 and 2: up to FLUSH_TIMEOUT for the acknowledgements, while connected (with
         # the broker gone the stop does not wait for it); QoS 0: paho writes what it holds
         # before the DISCONNECT.
-        if self.qos > 0 and self._client.is_connected():
+        connected = self._client.is_connected()
+        if self.qos > 0 and connected:
             self.drain()
         self._client.disconnect()
         self._client.loop_stop()
         lost = self.counters.get("published") - self._sent
         if lost > 0:  # held for a broker that did not come back in time
             self.counters.add("dropped.at_close", lost)
-            log.warning("output %s: %d notes not delivered by the stop (the broker %s did "
-                        "not take them within %.0f s)", self.name, lost, self.url,
-                        FLUSH_TIMEOUT)
+            why = (f"the broker {self.url} did not take them within {FLUSH_TIMEOUT:g} s"
+                   if connected else f"the broker {self.url} was not connected at the stop")
+            log.warning("output %s: %d notes not delivered by the stop (%s)", self.name, lost,
+                        why)
 
 
 def open_sink(arg: str, config: Config) -> MqttSink:
