@@ -138,6 +138,17 @@ def writes_stdout(path: str) -> bool:
     return out is not None and out == target
 
 
+def writer_of(path: str, specs: Iterable[OutputSpec]) -> OutputSpec | None:
+    """The output of ``specs`` that writes the file at ``path`` (the same real path, or
+    standard output where the events output writes), or None: what ``--record`` and
+    ``--plot`` must not write too."""
+    real = os.path.realpath(path)
+    for spec in specs:
+        if written_file(spec) == real or (spec.kind == "events" and writes_stdout(path)):
+            return spec
+    return None
+
+
 def check_stdout_shared(specs: Iterable[OutputSpec]) -> None:
     """UsageError when a file output writes what the events output writes, standard output
     (``-o events -o file:/dev/stdout``): their bytes would land in the middle of each

@@ -20,7 +20,6 @@ import gc
 import io
 import itertools
 import logging
-import os
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -43,8 +42,7 @@ from streamsonic.outputs import (
     check_distinct_files,
     check_stdout_shared,
     parse_output,
-    writes_stdout,
-    written_file,
+    writer_of,
 )
 from streamsonic.parse import TIME_COLUMNS, LineParser, keyed, parse_number
 
@@ -261,11 +259,10 @@ def _open_plot(plot: str, specs: list[OutputSpec]) -> OutputFile:
     output writes it too."""
     from streamsonic.plot import open_plot  # noqa: PLC0415 - matplotlib import
 
-    real = os.path.realpath(plot)
-    for spec in specs:
-        if written_file(spec) == real or (spec.kind == "events" and writes_stdout(plot)):
-            raise UsageError(f"--plot {plot} and the output {spec} are the same file: both "
-                             "would write it; give the plot another name")
+    spec = writer_of(plot, specs)
+    if spec is not None:
+        raise UsageError(f"--plot {plot} and the output {spec} are the same file: both "
+                         "would write it; give the plot another name")
     return open_plot(plot)
 
 

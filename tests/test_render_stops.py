@@ -139,19 +139,27 @@ def test_stdout_to_the_null_device_is_shared_freely(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.parametrize("plot", ["p.txt", "noext", "w.mid", "/dev/stdout"])
-def test_a_bad_plot_name_is_refused_before_rendering(tmp_path: Path, plot: str) -> None:
+@pytest.mark.parametrize(("plot", "says"), [
+    ("p.txt", "image format"), ("noext", "image format"), ("/dev/stdout", "same file"),
+    # an image name that an output writes too: the MIDI file's own, or stdout through a link
+    ("w.png", "same file"), ("stdout.png", "same file"),
+])
+def test_a_bad_plot_name_is_refused_before_rendering(tmp_path: Path, plot: str,
+                                                     says: str) -> None:
     data = tmp_path / "d.csv"
     data.write_text("1\n5\n3\n")
-    (tmp_path / "w.mid").write_bytes(b"an earlier take")
+    (tmp_path / "w.png").write_bytes(b"an earlier take")
+    (tmp_path / "stdout.png").symlink_to("/dev/stdout")
     with (tmp_path / "out").open("w") as out:
-        res = _run(["render", str(data), "-o", "w.mid", "-o", "events", "--plot", plot],
+        res = _run(["render", str(data), "-o", "file:w.png", "-o", "events", "--plot", plot],
                    stdout=out, cwd=tmp_path)
     assert res.returncode == 64, res.stderr
     assert "Traceback" not in res.stderr and "pitch model" not in res.stderr
-    assert "--plot" in res.stderr.splitlines()[-1]
-    assert (tmp_path / "w.mid").read_bytes() == b"an earlier take"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "out", "w.mid"]
+    last = res.stderr.splitlines()[-1]
+    assert "--plot" in last and says in last, last
+    assert (tmp_path / "w.png").read_bytes() == b"an earlier take"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "out", "stdout.png", "w.png"]
+    assert (tmp_path / "out").read_text() == ""
 
 
 def test_the_plot_replaces_an_earlier_one_whole(tmp_path: Path) -> None:

@@ -127,3 +127,20 @@ def test_close_silences_sounding_notes() -> None:
     assert ("control_change", None, 123) in sent and ("control_change", None, 120) in sent
     assert rec.closed and not rec.sounding
     rec.close()  # idempotent
+
+
+def test_close_counts_the_notes_no_output_got() -> None:
+    """A note scheduled to start after the close reaches no output: counted as ``unsent``
+    (the engine had counted it as played: a stopped replay's events output had 1-2 lines
+    fewer than its stop line's notes). One note is one, whatever the sinks and messages."""
+    clock = VirtualClock()
+    recs = [Recorder(clock), Recorder(clock)]
+    sched = Scheduler(clock, list[Sink](recs))
+    sched.play(note("a", 0.0))
+    sched.play(note("b", 5.0, pitch=62, channel=1))
+    sched.play(note("c", 6.0, pitch=64, channel=2))
+    clock.run_until(1.0)
+    sched.close()
+    assert sched.unsent == 2
+    for rec in recs:
+        assert [n for _, k, n in types(rec) if k == "note_on"] == [60]

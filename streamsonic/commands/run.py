@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING
 
 from streamsonic.commands.common import (
@@ -186,14 +185,12 @@ def _check_record_path(path: str | None, outputs: list[str]) -> None:
     over the other's bytes (a file of JSON lines and MIDI that neither can read)."""
     if path is None:
         return
-    from streamsonic.outputs import parse_output, writes_stdout, written_file  # noqa: PLC0415
+    from streamsonic.outputs import parse_output, writer_of  # noqa: PLC0415
 
-    mine = os.path.realpath(path)
-    for text in outputs:
-        spec = parse_output(text)
-        if written_file(spec) == mine or (spec.kind == "events" and writes_stdout(path)):
-            raise UsageError(f"--record {path} and the output {spec} are the same file: both "
-                             "would write it; give --record another path")
+    spec = writer_of(path, [parse_output(text) for text in outputs])
+    if spec is not None:
+        raise UsageError(f"--record {path} and the output {spec} are the same file: both "
+                         "would write it; give --record another path")
 
 
 def _recorder(config: Config, path: str | None, play_notes: bool) -> Recorder | None:

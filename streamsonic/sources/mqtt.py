@@ -372,9 +372,7 @@ class MqttSource:
             self._close_wake_sockets()
             # What was received and never taken: counted (``unread``), not lost unseen (at
             # QoS 1 with a persistent session the broker delivers it again)
-            if self._received:
-                self._counters.add("received", self._received)
-                self._received = 0
+            self._count_received()
             unread = len(self._queue) + len(self._batch)
             if unread:
                 self._counters.add("unread", unread)
@@ -905,13 +903,17 @@ class MqttSource:
         self._warn.warning(f"skip\0{reason}", "MQTT topic %s: skipped a payload (%s): %r",
                            topic, reason, payload[:60])
 
+    def _count_received(self) -> None:
+        """Add this turn's messages to ``received`` (network thread, or once it stopped)."""
+        if self._received:
+            self._counters.add("received", self._received)
+            self._received = 0
+
     def _hand_over(self) -> None:
         """Queue what this loop turn decoded, in one step: one count, one wake-up. Each
         item carries its message's receipt, which acknowledges the message once every one
         of its items is settled. A full queue drops its oldest items (counted)."""
-        if self._received:
-            self._counters.add("received", self._received)
-            self._received = 0
+        self._count_received()
         batch = self._batch
         if not batch:
             return

@@ -376,11 +376,11 @@ class StdinSource:
             self._counters.add("samples", len(samples))
             self._putting = True
             try:
-                while self._pending_lines >= QUEUE_LINES or self._stop.is_set():
-                    if self._stop.is_set():  # read, never to be taken
-                        self._counters.add("unread", len(samples))
-                        return False
+                while not self._stop.is_set() and self._pending_lines >= QUEUE_LINES:
                     self._cond.wait(0.1)
+                if self._stop.is_set():  # read, never to be taken
+                    self._counters.add("unread", len(samples))
+                    return False
             finally:
                 self._putting = False
                 self._cond.notify_all()
