@@ -382,6 +382,8 @@ class Conductor:
             kernel_width=config.model.kernel_width,
         )
         self.note_seconds = music.note_length * seconds_per_beat(music.tempo)
+        # The candidates' pitches as ints (a model's note names its candidate's index).
+        self._candidates: list[int] = self.chooser.candidates.tolist()
         self._octave = len(SCALES[music.scale])  # candidates per octave (phrases' leaps)
         # Phrases in compiled calls (the CPU stepper, greedy choice): what they need that
         # stays the same from note to note.
@@ -870,31 +872,24 @@ class Conductor:
         if accent:  # nothing (not the temporal model either) plays an accent softly
             velocity = accent_cfg.velocity
         # Phrases: the model's notes lead in from the cue's start, evenly spaced over its
-        # span (at least MIN_NOTE each), and the data's note ends the figure.
+        # span (at least MIN_NOTE each), and the data's note ends the figure. (Positional
+        # arguments, in NoteEvent's field order: the hot path of every render.)
         unit = (cue.span or self._span()) / (len(leads) + 1)
         sample = cue.sample
-        notes = [NoteEvent(stream=st.name, time=sample.time, value=sample.value,
-                           normalized=norm, pitch=int(self.chooser.candidates[lead]),
-                           velocity=max(1, round(MODEL_VELOCITY * music.velocity_min)),
-                           duration=unit, channel=voice.channel, program=voice.program,
-                           start=cue.start + j * unit, pan=voice.pan, source="model")
-                 for j, lead in enumerate(leads)]
+        name, time, value, start = st.name, sample.time, sample.value, cue.start
+        channel, program, pan = voice.channel, voice.program, voice.pan
+        notes = []
+        if leads:
+            candidates = self._candidates
+            soft = max(1, round(MODEL_VELOCITY * music.velocity_min))
+            notes = [NoteEvent(name, time, value, norm, candidates[lead], soft, unit, channel,
+                               program, start + j * unit, 0.0, False, 0, pan, "model")
+                     for j, lead in enumerate(leads)]
         notes.append(NoteEvent(
-            stream=st.name,
-            time=sample.time,
-            value=sample.value,
-            normalized=norm,
-            pitch=pitch,
-            velocity=int(velocity),
-            duration=float(duration if duration is not None else self.note_seconds),
-            channel=voice.channel,
-            program=voice.program,
-            start=cue.start + len(leads) * unit,
-            anomaly=reading.anomaly,
-            accent=accent,
-            direction=reading.direction if accent else 0,
-            pan=voice.pan,
-        ))
+            name, time, value, norm, pitch, int(velocity),
+            float(duration if duration is not None else self.note_seconds),
+            channel, program, start + len(leads) * unit, reading.anomaly, accent,
+            reading.direction if accent else 0, pan))
         return notes
 
     def _phrases(self) -> bool:
