@@ -2,7 +2,7 @@
 
 Signals become explicit requests handled in one place: SIGINT and SIGTERM stop (every
 sounding note is released on every output, files are written), SIGHUP reloads the config
-file without losing any stream's state (see :meth:`Daemon._reload` for what a reload
+file without losing any stream's state (see :meth:`Daemon._reload_now` for what a reload
 applies). Under systemd it reports READY/RELOADING/STOPPING, keeps STATUS= current (playing
 N streams, waiting for the broker, reload failed) and pets the watchdog
 (``streamsonic.sdnotify``); with ``[metrics] listen`` it serves Prometheus metrics
@@ -283,6 +283,8 @@ class Daemon:
         self.reload_error: str | None = None
         self._status_sent: str | None = None
         self._unheard: dict[str, float] = {}  # signal -> when it came (_signal_seen)
+        self._reloading: asyncio.Task[None] | None = None  # the reload running (_reload)
+        self._reload_again = False  # a SIGHUP came during it: reload once more after it
 
     # -- what is shown (STATUS=, metrics) ----------------------------------------------------
     @property
@@ -394,6 +396,7 @@ class Daemon:
             raise
         finally:
             gc.unfreeze()
+            await self._end_reload()
             self.notifier.stopping("stopping")
             engine.cancel()
             scheduler.close()
@@ -545,7 +548,18 @@ class Daemon:
 
     # -- reload ------------------------------------------------------------------------------
     def _reload(self) -> None:
-        """SIGHUP: re-read the config file and apply it, keeping every stream's state.
+        """SIGHUP: reload the configuration (:meth:`_reload_now`) in a task of its own, as
+        trying a new broker's login takes a moment and the streams play on meanwhile; a
+        SIGHUP that comes during a reload is answered by another one after it (the file may
+        have changed again)."""
+        task = self._reloading
+        if task is not None and not task.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_now())
+
+    async def _reload_now(self) -> None:
+        """Re-read the config file and apply it, keeping every stream's state.
 
         Applied: the musical settings, normalization, clock, accents, voices and the stream
         table (``Conductor.configure``); the outputs (``output.targets`` unless ``--output``
@@ -555,32 +569,50 @@ class Daemon:
         (the connection is closed and made anew); ``metrics.listen``, ``daemon.log_level``
         and ``daemon.stats_interval``. What cannot be applied (the model, the input parser
         of stdin, a switch between stdin and MQTT) is named in one WARNING as needing a
-        restart.
+        restart. Changed broker settings are tried before anything is applied
+        (``check_reconfigure``): a broker that refuses the new login fails the reload, and
+        the running connection stays.
 
         Whatever goes wrong, the running configuration stays, one error line says why,
         STATUS= and the metrics show the failure until a reload succeeds, and READY=1
         follows RELOADING=1 (systemd would otherwise wait for it forever).
         """
-        self.notifier.reloading("reloading the configuration")
-        try:
-            new = load_config(find_config_file(self.config_path), self.cli_overrides)
-            applied, restart = self._apply(new)
-        except StreamsonicError as err:
-            self._reload_failed(str(err))
-        except Exception as err:  # a bug must not leave systemd waiting or kill the daemon
-            self._reload_failed(f"{type(err).__name__}: {err}")
-            log.debug("reload failure", exc_info=True)
-        else:
-            self.reloads["ok"] += 1
-            self.reload_error = None
-            if restart:
-                log.warning("reload: these settings changed but need a restart to take "
-                            "effect (systemctl restart streamsonic): %s", "; ".join(restart))
-            log.info("reloaded configuration (%s)",
-                     ", ".join(applied) if applied else "nothing changed")
-        finally:
-            self._status_sent = self.status_text()
-            self.notifier.ready(self._status_sent)
+        again = True
+        while again:
+            self._reload_again = False
+            self.notifier.reloading("reloading the configuration")
+            try:
+                new = load_config(find_config_file(self.config_path), self.cli_overrides)
+                source = self.source
+                if isinstance(source, Connecting):  # a new broker login is tried first
+                    await source.check_reconfigure(new)
+                applied, restart = self._apply(new)
+            except StreamsonicError as err:
+                self._reload_failed(str(err))
+            except Exception as err:  # a bug must not leave systemd waiting or kill the daemon
+                self._reload_failed(f"{type(err).__name__}: {err}")
+                log.debug("reload failure", exc_info=True)
+            else:
+                self.reloads["ok"] += 1
+                self.reload_error = None
+                if restart:
+                    log.warning("reload: these settings changed but need a restart to take "
+                                "effect (systemctl restart streamsonic): %s",
+                                "; ".join(restart))
+                log.info("reloaded configuration (%s)",
+                         ", ".join(applied) if applied else "nothing changed")
+            finally:
+                self._status_sent = self.status_text()
+                self.notifier.ready(self._status_sent)
+            again = self._reload_again
+
+    async def _end_reload(self) -> None:
+        """Stopping: a reload still running (trying a broker) is given up."""
+        task, self._reloading = self._reloading, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def _reload_failed(self, reason: str) -> None:
         self.reloads["failed"] += 1

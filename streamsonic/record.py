@@ -205,7 +205,8 @@ class Recorder:
 #: The members of a source that the daemon finds through ``isinstance`` with a protocol
 #: (:class:`streamsonic.events.Holding`, :class:`streamsonic.events.Arrival`,
 #: :class:`streamsonic.sources.Connecting`): a recording source offers those its source does.
-_PROTOCOL_MEMBERS = ("hold", "arrived", "connected", "waiting_for", "reconfigure")
+_PROTOCOL_MEMBERS = ("hold", "arrived", "connected", "waiting_for", "check_reconfigure",
+                     "reconfigure")
 _ABSENT = object()
 
 

@@ -421,6 +421,8 @@ class Router:
         self.reload_error: str | None = None
         self.metrics: MetricsServer | None = None
         self.snapshots: dict[int, list[Any]] = {}  # worker index -> its latest metrics
+        self._reloading: asyncio.Task[None] | None = None  # the reload running (_reload)
+        self._reload_again = False  # a SIGHUP came during it: reload once more after it
 
     # -- start and stop ------------------------------------------------------------------
     async def main(self) -> int:
@@ -449,6 +451,11 @@ class Router:
             stopper.cancel()
             return self._status(await self._finish(), status)
         finally:
+            reloading, self._reloading = self._reloading, None
+            if reloading is not None and not reloading.done():  # (trying a broker)
+                reloading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reloading
             self.notifier.stopping("stopping")
             # While the workers stop: a stop signal goes on to them (they take it as the
             # first), SIGHUP changes nothing; the loop's close gives the signals back.
@@ -673,35 +680,61 @@ class Router:
         self._stop.set()
 
     def _reload(self) -> None:
-        """SIGHUP: every worker reloads its config file; the router applies the source's
-        part (an MQTT source's topics and broker)."""
-        self.notifier.reloading("reloading the configuration")
-        for worker in self.workers:
-            worker.send(signal.SIGHUP)
-        try:
-            new = load_config(find_config_file(self.config_path), self.cli_overrides)
-            if new.daemon.workers != self.config.daemon.workers:
-                log.warning("reload: daemon.workers changed but needs a restart to take "
-                            "effect (systemctl restart streamsonic)")
-            check_workers(new, self.specs)
-            if new.metrics.listen != self.config.metrics.listen:
-                self._serve_metrics(new.metrics.listen)
-            source = self.source
-            if isinstance(source, Connecting):  # its topics, payloads, broker
-                restart = source.reconfigure(new)
+        """SIGHUP: reload (:meth:`_reload_now`) in a task of its own, as trying a new
+        broker's login takes a moment; one that comes during a reload is answered by
+        another one after it."""
+        task = self._reloading
+        if task is not None and not task.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_now())
+
+    async def _reload_now(self) -> None:
+        """The router reads the config file and checks its part (the workers' outputs,
+        a new broker's login: ``check_reconfigure``); if that fails, nothing changes
+        anywhere and the workers are not asked to reload. Else every worker reloads its
+        config file, and the router applies the source's part (an MQTT source's topics and
+        broker) and ``metrics.listen``."""
+        again = True
+        while again:
+            self._reload_again = False
+            self.notifier.reloading("reloading the configuration")
+            try:
+                new = load_config(find_config_file(self.config_path), self.cli_overrides)
+                if new.daemon.workers != self.config.daemon.workers:
+                    log.warning("reload: daemon.workers changed but needs a restart to take "
+                                "effect (systemctl restart streamsonic)")
+                check_workers(new, self.specs)
+                source = self.source
+                if isinstance(source, Connecting):  # a new broker login is tried first
+                    await source.check_reconfigure(new)
+                old_listen = self.config.metrics.listen
+                if new.metrics.listen != old_listen:
+                    self._serve_metrics(new.metrics.listen)
+                restart: list[str] = []
+                if isinstance(source, Connecting):  # its topics, payloads, broker
+                    try:  # (checks first: raises having changed nothing)
+                        restart = source.reconfigure(new)
+                    except BaseException:
+                        with contextlib.suppress(StreamsonicError):
+                            self._serve_metrics(old_listen)
+                        raise
+                for worker in self.workers:
+                    worker.send(signal.SIGHUP)
                 if restart:
                     log.warning("reload: these settings changed but need a restart to take "
                                 "effect (systemctl restart streamsonic): %s", "; ".join(restart))
-            self.config = new
-        except StreamsonicError as err:
-            self.reloads["failed"] += 1
-            self.reload_error = " ".join(str(err).split())
-            log.error("reload failed, keeping the running configuration: %s", err)
-        else:
-            self.reloads["ok"] += 1
-            self.reload_error = None
-        finally:
-            self.notifier.ready(self.status_text())
+                self.config = new
+            except StreamsonicError as err:
+                self.reloads["failed"] += 1
+                self.reload_error = " ".join(str(err).split())
+                log.error("reload failed, keeping the running configuration: %s", err)
+            else:
+                self.reloads["ok"] += 1
+                self.reload_error = None
+            finally:
+                self.notifier.ready(self.status_text())
+            again = self._reload_again
 
     def _serve_metrics(self, listen: str) -> None:
         """Serve the merged metrics on ``listen`` ("": stop); made on first use."""

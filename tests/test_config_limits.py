@@ -3,6 +3,7 @@ nested too deeply, too large) are one line and exit status 78, at start-up and o
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
@@ -253,7 +254,7 @@ def test_reload_failure_of_any_kind_keeps_config_and_sends_ready(
     engine = type("FakeEngine", (), {"conductor": _FailingConductor()})()
     daemon.engine = engine
     daemon.scheduler = type("FakeScheduler", (), {"sinks": [], "earcon": None})()
-    daemon._reload()
+    asyncio.run(daemon._reload_now())  # (what a SIGHUP starts, as a task of its own)
     assert next_state(sock) == "RELOADING=1"
     assert next_state(sock) == "READY=1"
     assert daemon.config is old

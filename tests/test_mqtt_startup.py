@@ -4,6 +4,7 @@ NOTIFY_SOCKET and its metrics scraped."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -250,3 +251,82 @@ def test_reload_reconnects_for_broker_settings(mqtt_broker_factory, tmp_path: Pa
     assert len({(n["channel"], n["program"]) for n in played}) == 1
     assert not any("need a restart" in line for line in daemon.log)
     assert not any("WARNING" in line for line in daemon.log), "".join(daemon.log)
+
+
+@pytest.mark.slow
+def test_reload_to_a_broker_that_refuses_the_login_fails_and_keeps_the_connection(
+        mqtt_broker_factory, tmp_path: Path, notify_socket: socket.socket) -> None:
+    """A reload that points the source at a broker refusing its login: before the fix the
+    reload was logged as done, the working connection closed and the source left retrying a
+    login that could never work. Now the new settings are tried first: the reload fails with
+    the broker's reason (log, STATUS=, metrics), the old connection is never dropped and plays
+    on; once the password is right the same reload takes."""
+    first, second = mqtt_broker_factory(), mqtt_broker_factory(users={"alice": "right"})
+    config = tmp_path / "config.toml"
+    config.write_text(config_text(first, ["t/#"]))
+    daemon = Daemon(["--config", str(config)],
+                    env={"NOTIFY_SOCKET": notify_socket.getsockname()})
+    try:
+        next_datagram(notify_socket, "READY=1")
+        daemon.wait_log("subscribed to 't/#'")
+        port = int(daemon.wait_log(r"metrics: serving http://127\.0\.0\.1:(\d+)/metrics")[1])
+        publish(first, "t/a", ["1"])
+        daemon.wait_until("1 note", lambda: len(daemon.played()) >= 1)
+
+        config.write_text(config_text(second, ["t/#"],
+                                      'username = "alice"\npassword = "wrong"\n'))
+        daemon.proc.send_signal(signal.SIGHUP)
+        next_datagram(notify_socket, "RELOADING=1")
+        ready = next_datagram(notify_socket, "READY=1")
+        failed = daemon.wait_log("ERROR: reload failed.*").group(0)
+        assert "refused user 'alice'" in failed and f":{second.port}" in failed, failed
+        assert status_of(ready).startswith("reload failed: MQTT broker"), ready
+        publish(first, "t/a", ["2"])  # the first broker is still read
+        daemon.wait_until("2 notes", lambda: len(daemon.played()) >= 2)
+        got = scrape(port)
+        assert got["streamsonic_reload_failed"] == 1
+        assert got['streamsonic_reloads_total{result="failed"}'] == 1
+        assert got["streamsonic_mqtt_connected"] == 1
+        assert got["streamsonic_mqtt_connects_total"] == 1  # never dropped, never remade
+        assert not any("reloaded configuration" in line for line in daemon.log)
+        assert not any("closing the connection" in line for line in daemon.log)
+
+        config.write_text(config_text(second, ["t/#"],
+                                      'username = "alice"\npassword = "right"\n'))
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reloaded configuration")
+        daemon.wait_log(f"MQTT broker mqtt://127.0.0.1:{second.port}: connected as")
+        daemon.wait_until("resubscribed", lambda: sum("subscribed to 't/#'" in line
+                                                      for line in daemon.log) >= 2)
+        publish(second, "t/a", ["3"], username="alice", password="right")
+        daemon.wait_until("3 notes", lambda: len(daemon.played()) >= 3)
+        assert scrape(port)["streamsonic_reload_failed"] == 0
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.finish() == 0, "".join(daemon.log)
+    finally:
+        daemon.finish()
+    assert [n["value"] for n in daemon.played()] == [1.0, 2.0, 3.0]
+
+
+async def test_reload_check_of_a_broker_that_cannot_be_reached(
+        mqtt_broker_factory, caplog: pytest.LogCaptureFixture) -> None:
+    """A reload to a broker nobody answers at: while the running connection is up it is
+    kept and the reload fails (saying so); while it is down too, the new settings are no
+    worse: a warning, and the reload may go on."""
+    broker = mqtt_broker_factory()
+    nowhere = {"mqtt.url": f"mqtt://127.0.0.1:{free_port()}", "mqtt.topics": ["x"]}
+    config = load_config(None, {"mqtt.url": broker.url, "mqtt.topics": ["x"],
+                                "mqtt.reconnect_min": 0.1, "mqtt.reconnect_max": 0.2})
+    source = MqttSource.from_config(config)
+    async with source:
+        assert source.connected
+        with pytest.raises(MqttError, match=r"refused the connection .*; the new settings are "
+                                            rf"not applied, and the connection to {broker.url} "
+                                            "stays"):
+            await source.check_reconfigure(load_config(None, nowhere))
+        assert source.connected
+        broker.stop()
+        while source.connected:
+            await asyncio.sleep(0.05)
+        await source.check_reconfigure(load_config(None, nowhere))  # no raise: a warning
+    assert any("applying the new settings anyway" in r.getMessage() for r in caplog.records)

@@ -459,6 +459,9 @@ def test_recording_source_is_the_source_it_wraps(tmp_path: Path) -> None:
         def arrived(self) -> float:
             return 12.5
 
+        async def check_reconfigure(self, config: object) -> None:
+            return None
+
         def reconfigure(self, config: object) -> list[str]:
             return ["mqtt.url"]
 
@@ -473,7 +476,8 @@ def test_recording_source_is_the_source_it_wraps(tmp_path: Path) -> None:
     assert wrapped.arrived() == 12.5 and wrapped.connected and wrapped.waiting_for is None
     assert wrapped.stats == {"samples": 1, "recorded": 0}
     # on the class itself, as isinstance with a protocol looks from Python 3.12 on
-    for name in ("hold", "arrived", "connected", "waiting_for", "reconfigure"):
+    for name in ("hold", "arrived", "connected", "waiting_for", "check_reconfigure",
+                 "reconfigure"):
         inspect.getattr_static(wrapped, name)
     plain: Any = RecordingSource(Plain(), recorder)  # type: ignore[arg-type]
     assert [isinstance(plain, kind) for kind in (Holding, Arrival, Connecting)] == [False] * 3

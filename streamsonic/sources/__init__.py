@@ -30,6 +30,13 @@ class Connecting(Protocol):
         not connected yet, or lost the connection); None while connected."""
         ...
 
+    async def check_reconfigure(self, config: Config) -> None:
+        """Before :meth:`reconfigure`: raise (a
+        :class:`~streamsonic.errors.StreamsonicError` saying why) when ``config``'s
+        settings for this source cannot work, e.g. a broker that refuses the new login; the
+        running connection is left as it is either way."""
+        ...
+
     def reconfigure(self, config: Config) -> list[str]:
         """Apply a reloaded configuration where it can (topics, payload decoding, backoff);
         returns the dotted keys that changed but need a restart."""

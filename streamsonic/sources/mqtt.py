@@ -50,7 +50,9 @@ lost connection is retried with jittered exponential backoff (``mqtt.reconnect_m
 ``mqtt.reconnect_max``; the backoff restarts only after a session that lasted), and the
 topics are subscribed again on every connect. A reload (``reconfigure``) subscribes and
 unsubscribes topics on the running connection, and replaces the connection when the broker
-settings changed. With ``mqtt.clean_start = false``, a fixed
+settings changed, once ``check_reconfigure`` has tried them: a broker that refuses the new
+login, TLS or protocol (or, while connected, cannot be reached) fails the reload, and the
+running connection stays. With ``mqtt.clean_start = false``, a fixed
 client id and ``mqtt.session_expiry`` the broker keeps the session while we are away and
 delivers what was published meanwhile (QoS >= 1).
 
@@ -69,6 +71,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -83,7 +86,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from streamsonic.config import Config
+from streamsonic.config import Config, MqttConfig
 from streamsonic.errors import ConfigError, MqttError
 from streamsonic.events import NoteEvent, Sample
 from streamsonic.mqtt.chunked import ChunkedClient
@@ -175,6 +178,17 @@ class _Reconfigured:
 
 class _BrokerDown(MqttError):
     """The broker cannot be reached at startup (retried: it may come up later)."""
+
+
+def _closed_early(url: BrokerUrl, rc: int) -> MqttError:
+    """The broker closed the connection before it answered the login (paho's ``rc``)."""
+    if url.tls:
+        fix = ("if the broker requires a client certificate, set mqtt.cert_file and "
+               "mqtt.key_file; else check the port speaks MQTT over TLS")
+    else:
+        fix = "check the port speaks plain MQTT (a TLS port needs mqtts://)"
+    return MqttError(f"MQTT broker {url} closed the connection before accepting it "
+                     f"({paho.error_string(rc).rstrip('.')}); {fix}")
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -292,15 +306,96 @@ class MqttSource:
             return None
         return f"the broker at {self.url.host}:{self.url.port}"
 
+    async def check_reconfigure(self, config: Config) -> None:
+        """Before a reload applies ``config``: changed broker settings (address,
+        credentials, TLS, protocol...) are tried with a connection of their own, which
+        logs in and leaves at once, while the running connection goes on. A broker that
+        refuses the login, the TLS handshake or the protocol raises that refusal (an
+        :class:`MqttError`, as at startup), and so does one that cannot be reached while
+        the running connection is up: the reload then fails and nothing changes. One that
+        cannot be reached while the running connection is down too is no reason to keep
+        the old settings: a warning, and the reload goes on (the new broker is retried).
+
+        The trial uses a client id of its own (the configured one with ``-check``, or a
+        random one), a clean session and no session expiry, so it neither takes over nor
+        leaves behind a persistent session."""
+        old, new = self.config.mqtt, config.mqtt
+        if config == self.config or all(getattr(new, key) == getattr(old, key)
+                                        for key in BROKER_KEYS):
+            return
+        url = parse_url(new.url)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def settle(outcome: BaseException | None) -> None:
+            if not answer.done():
+                answer.set_result(outcome)
+
+        def trial() -> None:
+            try:
+                self._try_broker(new, url)
+                outcome: BaseException | None = None
+            except BaseException as err:  # handed to the event loop, raised there
+                outcome = err
+            with contextlib.suppress(RuntimeError):  # the loop closed: the daemon is gone
+                loop.call_soon_threadsafe(settle, outcome)
+
+        # A daemon thread, not the loop's executor: a stop during the trial need not wait
+        # for it (it ends within CONNECT_TIMEOUT, or at once once the source is closed).
+        threading.Thread(target=trial, name=f"mqtt-check-{url.host}", daemon=True).start()
+        failure = await answer
+        if isinstance(failure, _BrokerDown):
+            if self.connected:
+                raise MqttError(f"{failure}; the new settings are not applied, and the "
+                                f"connection to {self.url} stays") from None
+            log.warning("%s; applying the new settings anyway (the broker at %s is not "
+                        "connected either): retrying the new one", failure, self.url)
+        elif failure is not None:
+            raise failure
+
+    def _try_broker(self, mqtt: MqttConfig, url: BrokerUrl) -> None:
+        """Log in to ``url`` with ``mqtt``'s settings once and leave (a worker thread):
+        :class:`_BrokerDown` when it cannot be reached, an :class:`MqttError` saying why
+        when it refuses us, nothing when it accepts us."""
+        trial = dataclasses.replace(mqtt, clean_start=True, session_expiry=0)
+        client = build_client(trial, url, client_id_for(trial, "-check"))
+        answers: list[Any] = []
+        client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(reason)
+        try:
+            client.connect(**connect_args(trial, url))
+        except ssl.SSLError as err:
+            raise explain_socket_error(err, url) from None
+        except OSError as err:
+            raise _BrokerDown(str(explain_socket_error(err, url))) from None
+        try:
+            sock = client.socket()
+            if isinstance(sock, socket.socket) and self_connected(sock):
+                raise _BrokerDown(f"MQTT broker {url}: nothing listens on its port (the "
+                                  "connection reached its own port)")
+            deadline = time.monotonic() + CONNECT_TIMEOUT
+            while not answers and not self._stop.is_set():
+                rc = client.loop(timeout=LOOP_TIMEOUT)
+                if rc != paho.MQTT_ERR_SUCCESS and not answers:
+                    raise _closed_early(url, rc)
+                if time.monotonic() > deadline:
+                    raise _BrokerDown(f"MQTT broker {url} did not accept the connection "
+                                      f"within {CONNECT_TIMEOUT:g} s")
+        finally:
+            with contextlib.suppress(Exception):  # leaving: nothing more to learn from it
+                client.disconnect()
+                client.loop_write()
+        if answers and answers[0].is_failure:
+            raise explain_refusal(answers[0], url, mqtt.username or url.username)
+
     def reconfigure(self, config: Config) -> list[str]:
         """A reload, applied in the network thread: new topics are subscribed and old ones
         unsubscribed on the running connection; payload decoding, stream names, queue size
         and backoff apply to what arrives next; changed broker settings (address, client id,
         credentials, TLS, keepalive, session, QoS) make a new client that replaces the
         running connection (closed cleanly first, so a persistent session is not taken
-        over by ourselves). A bad topic filter, stream name rule, URL, TLS file or password
-        file raises here and changes nothing. Returns the settings that need a restart:
-        none."""
+        over by ourselves; :meth:`check_reconfigure` has tried them first). A bad topic
+        filter, stream name rule, URL, TLS file or password file raises here and changes
+        nothing. Returns the settings that need a restart: none."""
         old, new = self.config.mqtt, config.mqtt
         for topic_filter in new.topics:
             check_filter(topic_filter)
@@ -466,15 +561,7 @@ class MqttSource:
         while not self._connack.is_set():
             rc = client.loop(timeout=LOOP_TIMEOUT)
             if rc != paho.MQTT_ERR_SUCCESS and not self._connack.is_set():
-                if self.url.tls:
-                    fix = ("if the broker requires a client certificate, set mqtt.cert_file "
-                           "and mqtt.key_file; else check the port speaks MQTT over TLS")
-                else:
-                    fix = "check the port speaks plain MQTT (a TLS port needs mqtts://)"
-                raise MqttError(
-                    f"MQTT broker {self.url} closed the connection before accepting it "
-                    f"({paho.error_string(rc).rstrip('.')}); {fix}"
-                )
+                raise _closed_early(self.url, rc)
             if time.monotonic() > deadline:
                 client.disconnect()
                 raise _BrokerDown(

@@ -204,6 +204,9 @@ class NatsSource:
         """What it waits for while it cannot deliver; None while connected."""
         return None if self.connected else f"the NATS server at {self.url.host}:{self.url.port}"
 
+    async def check_reconfigure(self, config: Config) -> None:
+        """Nothing to try before a reload: :meth:`reconfigure` applies nothing."""
+
     def reconfigure(self, config: Config) -> list[str]:
         """A reload changes nothing here: every ``[nats]`` key that changed is returned
         (they need a restart)."""
