@@ -29,7 +29,9 @@ What the router does:
 * systemd sees one service: the router reports READY once every worker has loaded its model,
   pets the watchdog and keeps STATUS= current; the workers do not talk to systemd.
 * SIGINT, SIGTERM and SIGHUP are passed on to every worker (each stops cleanly, releasing its
-  notes, or reloads its config file); the workers run in their own process group, so a
+  notes, or reloads its config file: a SIGHUP once the router has read the file and checked
+  its own part, and the router logs one line saying the reload was taken, or that it failed
+  and no worker was asked); the workers run in their own process group, so a
   terminal's Ctrl-C reaches them once, through the router (under systemd ``KillMode=mixed``
   does the same for SIGTERM). The end of the input closes the workers' pipes: each
   plays out what waits and exits. When one worker exits (an error, a lost stdout reader), the
@@ -724,6 +726,7 @@ class Router:
                 if restart:
                     log.warning("reload: these settings changed but need a restart to take "
                                 "effect (systemctl restart streamsonic): %s", "; ".join(restart))
+                own = self._own_keys(new, restart)
                 self.config = new
             except StreamsonicError as err:
                 self.reloads["failed"] += 1
@@ -732,9 +735,23 @@ class Router:
             else:
                 self.reloads["ok"] += 1
                 self.reload_error = None
+                running = sum(w.process.returncode is None for w in self.workers)
+                log.info("reload taken: asked the %d workers to reload (each says what it "
+                         "applied); the daemon itself applied %s", running,
+                         ", ".join(own) if own else "nothing (nothing of its own changed)")
             finally:
                 self.notifier.ready(self.status_text())
             again = self._reload_again
+
+    def _own_keys(self, new: Config, restart: list[str]) -> list[str]:
+        """The changed settings that the router's own process applies on reload: its
+        source's (mqtt.*) and metrics.listen (not those ``restart`` names)."""
+        from streamsonic.daemon import changed_keys  # noqa: PLC0415 - as worker_main does
+
+        unapplied = {k.split(" ", 1)[0] for k in restart}
+        return [k for k in changed_keys(self.config, new) if k not in unapplied
+                and (k == "metrics.listen"
+                     or (k.startswith("mqtt.") and isinstance(self.source, Connecting)))]
 
     def _serve_metrics(self, listen: str) -> None:
         """Serve the merged metrics on ``listen`` ("": stop); made on first use."""

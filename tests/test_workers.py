@@ -241,6 +241,9 @@ def test_outputs_of_one_process_are_refused_with_workers(tmp_path: Path) -> None
 
 
 def test_sighup_reaches_every_worker(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
+    """Each worker reloads and says what it applied; the daemon's own process says once
+    that it took the reload (or, for a file it refuses, that the reload failed: then no
+    worker is asked to reload, and none logs a line of its own)."""
     config = tmp_path / "config.toml"
     config.write_text('[music]\nscale = "major"\n')
     with two_workers(["--config", str(config), "--output", "events", "--weights",
@@ -249,11 +252,23 @@ def test_sighup_reaches_every_worker(tmp_path: Path, random_pitch_checkpoint: Pa
         proc.send_signal(signal.SIGHUP)
         wait_stderr(proc, "reloaded configuration (music.scale)", log)
         wait_stderr(proc, "reloaded configuration (music.scale)", log)
+        config.write_text('[music]\nscale = "nope"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_stderr(proc, "reload failed", log)
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=WAIT)
+        _, err = proc.communicate(timeout=WAIT)
+    log += err.decode().splitlines(keepends=True)
     reloaded = [line for line in log if "reloaded configuration" in line]
     assert sorted(line.split(":")[2].strip() for line in reloaded) == ["worker 1/2",
                                                                        "worker 2/2"]
+    own = [line for line in log if "reload" in line and "worker" not in line.split(":")[2]]
+    assert len(own) == 2, "".join(log)
+    assert own[0].startswith("streamsonic: INFO: reload taken: asked the 2 workers to "
+                             "reload"), own
+    assert own[1].startswith("streamsonic: ERROR: reload failed, keeping the running "
+                             "configuration: "), own
+    assert "music.scale" in own[1]
+    assert not any("worker" in line and "reload failed" in line for line in log), "".join(log)
     assert proc.returncode == 0
 
 
