@@ -567,15 +567,28 @@ class Router:
                 return
             await asyncio.wait({stopper, *running}, return_when=asyncio.FIRST_COMPLETED)
 
+    def _failed(self, index: int, code: int | None) -> bool:
+        """Whether worker ``index``, which ended with ``code`` (None: still running), failed:
+        the one judgement behind both the exit status (:meth:`_status`) and the error lines
+        (:meth:`_finish`), so that they cannot disagree. A worker failed when it ended on
+        its own while the input went on and no stop was asked for (its streams went
+        unplayed), whatever its status; else when it ended with a status other than 0, or
+        by a signal other than the stop (SIGTERM, SIGINT) that the daemon passed on or sent
+        it (a SIGTERM of someone else's, e.g. while the workers start, is a failure)."""
+        if index in self._ended_early and self.stop_reason is None:
+            return True
+        if code in (0, None):
+            return False
+        stopped = index in self._terminated or self.stop_reason is not None
+        return not (stopped and code in (-signal.SIGTERM, -signal.SIGINT))
+
     def _status(self, statuses: list[int | None], status: int) -> int:
         """The daemon's exit status: a stop by SIGINT 130, else the first failed worker's
-        (a worker that ended on its own while the input went on failed, whatever its
-        status: 70 where it has none of its own)."""
+        (:meth:`_failed`; 70 where it has no status of its own: killed by a signal, or a
+        status 0 while the input went on)."""
         if self.stop_reason == "SIGINT":
             return EXIT_INTERRUPTED
-        failed = [s for i, s in enumerate(statuses)
-                  if s not in (0, None, -signal.SIGTERM, -signal.SIGINT)
-                  or (i in self._ended_early and self.stop_reason is None)]
+        failed = [code for index, code in enumerate(statuses) if self._failed(index, code)]
         if failed:
             code = failed[0]
             return code if code is not None and code > 0 else EXIT_WORKER_KILLED
@@ -592,19 +605,21 @@ class Router:
             await asyncio.wait(waits, timeout=STOP_GRACE)
         statuses = [w.process.returncode for w in self.workers]
         for worker, code in zip(self.workers, statuses, strict=True):
-            early = worker.index in self._ended_early
-            ours = worker.index in self._terminated and code in (-signal.SIGTERM,
-                                                                 -signal.SIGINT)
-            if ((code in (0, None) or ours) and not early) or self.stop_reason is not None \
-                    or worker.index in self._reported:
+            if worker.index in self._reported or not self._failed(worker.index, code):
                 continue
             self._reported.add(worker.index)  # (_finish runs more than once on the way out)
             if code is not None and code < 0:
                 how = f"was ended by {signal.Signals(-code).name}"
             else:
                 how = f"exited with status {code}"
-            log.error("worker %d %s while the input went on (its streams were no longer "
-                      "played); the daemon stopped the others", worker.index + 1, how)
+            if self.stop_reason is not None:
+                when = " as the daemon stopped"
+            elif worker.index in self._ended_early:
+                when = (" while the input went on (its streams were no longer played); the "
+                        "daemon stopped the others")
+            else:
+                when = "; the daemon stopped the others"
+            log.error("worker %d %s%s", worker.index + 1, how, when)
         return statuses
 
     async def _kill_all(self) -> None:

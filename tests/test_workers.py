@@ -232,6 +232,34 @@ def test_a_worker_that_dies_stops_the_daemon(random_pitch_checkpoint: Path,
     assert not any(alive(p) for p in workers)
 
 
+def test_a_worker_killed_while_the_workers_start_fails_the_daemon(
+        random_pitch_checkpoint: Path) -> None:
+    """A worker ended by a SIGTERM of someone else's while it loads its model (before it
+    handles signals: -15): the daemon cannot play its streams, so it stops the other one and
+    exits 70, with one error line naming the worker. (Before, the two predicates that judge
+    a worker's end disagreed here: the error line said the worker failed, the exit status was
+    0.) Killed as soon as it exists, it is killed while loading; were it ever later, the
+    daemon must answer the same."""
+    proc = start(["--output", "events", "--weights", str(random_pitch_checkpoint),
+                  "--workers", "2"])
+    try:
+        deadline = time.monotonic() + WAIT
+        while not (workers := children(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert workers, "no worker started"
+        os.kill(workers[0], signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT)  # (stdin kept open: the input goes on)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=WAIT)
+    text = err.decode()
+    assert "ready: 2 workers" not in text, text  # (it was killed while loading)
+    errors = [line for line in text.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "was ended by SIGTERM" in errors[0], text
+    assert proc.returncode == 70, text
+
+
 def test_outputs_of_one_process_are_refused_with_workers(tmp_path: Path) -> None:
     proc = start(["--output", f"file:{tmp_path / 'x.mid'}", "--workers", "2"])
     _, err = proc.communicate(timeout=WAIT)
