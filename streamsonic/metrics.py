@@ -5,8 +5,10 @@ daemon keeps anyway (the engine's, the source's, each output's, the scheduler's 
 output) when Prometheus scrapes. The one exception is the step latency histogram, which the
 conductor feeds through its ``on_step`` hook (two clock reads per batched step).
 
-The HTTP server is prometheus-client's own (a daemon thread); the collector reads the
-daemon's state from that thread without locks. Reads of ints and of ``len()`` are atomic
+The HTTP server (:func:`serve`, threads of its own) answers ``/metrics`` with
+prometheus-client's exposition, ``/`` with a small page that links to it (as
+node_exporter's does) and any other path with 404; the collector reads the
+daemon's state from its threads without locks. Reads of ints and of ``len()`` are atomic
 under the GIL; a dict that changes size while it is copied is read again.
 
 With ``daemon.workers > 1`` the daemon's process serves the endpoint: each worker keeps its
@@ -41,9 +43,12 @@ Metric names (all ``streamsonic_``; counters end in ``_total``):
 from __future__ import annotations
 
 import logging
+import socket
+import socketserver
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from streamsonic.config import parse_listen
 from streamsonic.errors import MetricsError
@@ -51,6 +56,7 @@ from streamsonic.extras import import_extra
 
 if TYPE_CHECKING:
     from collections import Counter
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
     from prometheus_client.registry import CollectorRegistry
 
@@ -66,6 +72,14 @@ STEP_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.
                 0.1, 0.25, 0.5, 1.0, 2.5)
 
 T = TypeVar("T")
+
+#: The path the metrics are served at.
+METRICS_PATH = "/metrics"
+#: What ``/`` answers: a page that points to the metrics.
+LANDING_PAGE = (b"<html><head><title>streamsonic</title></head><body><h1>streamsonic</h1>"
+                b'<p><a href="/metrics">Metrics</a></p></body></html>\n')
+#: What any other path answers (404).
+NOT_FOUND = b"404 page not found; the metrics are at /metrics\n"
 
 
 class Observed(Protocol):
@@ -354,8 +368,7 @@ class MetricsServer:
         if listen:
             host, port = parse_listen(listen)
             try:
-                server, thread = self._client.start_http_server(port, addr=host,
-                                                                registry=self.registry)
+                server, thread = serve(host, port, self._client.make_wsgi_app(self.registry))
             except (OSError, ValueError) as err:
                 reason = getattr(err, "strerror", None) or str(err)
                 raise MetricsError(
@@ -363,7 +376,8 @@ class MetricsServer:
                     "free port on an address of this machine, or \"\" to turn metrics off"
                 ) from None
             self._server, self._thread = server, thread
-            self.address = server.server_address[:2]
+            bound_host, bound_port = server.server_address[:2]
+            self.address = (str(bound_host), int(bound_port))
             log.info("metrics: serving http://%s/metrics", _url_host(*self.address))
         else:
             self._server = self._thread = None
@@ -378,6 +392,50 @@ class MetricsServer:
         self._server = self._thread = None
         self.listen = ""
         _stop(*old)
+
+
+def endpoint(metrics: WSGIApplication) -> WSGIApplication:
+    """The endpoint's WSGI application: ``/metrics`` is ``metrics`` (prometheus-client's
+    application, which itself answers only GET, HEAD and OPTIONS), ``/`` the landing page,
+    anything else 404."""
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == METRICS_PATH:
+            return metrics(environ, start_response)
+        if path == "/":
+            status, kind, body = "200 OK", "text/html; charset=utf-8", LANDING_PAGE
+        else:
+            status, kind, body = "404 Not Found", "text/plain; charset=utf-8", NOT_FOUND
+        start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No line on stderr per request (a scrape every 15 s would fill the journal)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve(host: str, port: int, metrics: WSGIApplication) -> tuple[WSGIServer,
+                                                                   threading.Thread]:
+    """Serve :func:`endpoint` around ``metrics`` on ``host``:``port`` (IPv4 or IPv6, as
+    the address resolves), a thread per request, from a daemon thread; OSError when it
+    cannot listen there."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)[0]
+
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        address_family = family
+        daemon_threads = True
+
+    server = make_server(str(address[0]), port, endpoint(metrics), server_class=Server,
+                         handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    return server, thread
 
 
 def _url_host(host: str, port: int) -> str:

@@ -419,3 +419,40 @@ def test_collector_exports_each_outputs_counters() -> None:
     assert got["streamsonic_output_up{output=audio}"] == 0
     assert got["streamsonic_reloads_total{result=ok}"] == 2
     assert got["streamsonic_streams{}"] == 0
+
+
+def test_the_endpoint_serves_metrics_at_metrics_and_nothing_elsewhere() -> None:
+    """/metrics answers the metrics; / a small page that links to them (as node_exporter's
+    does); any other path 404 (before, every path answered the metrics). The real server,
+    on a real socket, for a unit-level daemon."""
+    import urllib.error
+    from collections import Counter
+
+    from streamsonic.metrics import MetricsServer
+
+    class Observed:
+        engine = None
+        source = None
+        scheduler = None
+        reloads: Counter[str] = Counter()  # noqa: RUF012 - a test double
+        reload_error = None
+        source_waiting_for = None
+        mqtt_connected = None
+
+    server = MetricsServer(Observed())
+    server.start("127.0.0.1:0")
+    try:
+        assert server.address is not None
+        port = server.address[1]
+        assert scrape(port)["streamsonic_reload_failed"] == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/html")
+            assert '<a href="/metrics">' in resp.read().decode()
+        for path in ("/foo", "/metrics/", "/metricsx", "/favicon.ico", "/index.html"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10)
+            assert err.value.code == 404, path
+            assert "/metrics" in err.value.read().decode()
+    finally:
+        server.close()
