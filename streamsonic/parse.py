@@ -14,6 +14,11 @@ Formats, detected per line (``input.format = "auto"``) or fixed by ``input.forma
   (``a.b.c``, ``a.0`` for arrays); a top-level ``time``/``timestamp``/``ts`` field is the
   sample time.
 
+A line that names one stream twice (a JSON key ``"a.b"`` beside ``{"a": {"b": ...}}``, a
+pair repeated, two header columns of one name) keeps the first value in the line; each
+later one is skipped as ``duplicate_name`` (two values of one stream at one time would mix
+two quantities into one melody).
+
 Any non-JSON line may start with a timestamp, used as the sample time: ISO 8601
 (``2024-01-02T03:04:05Z``, with an offset, a space for the ``T``, optionally in ``[...]``;
 naive times are UTC) or epoch seconds (10 integer digits, only when more fields follow).
@@ -55,6 +60,9 @@ REASONS: dict[str, str] = {
     "bad_csv": "delimited line the csv module cannot split",
     "bad_timestamp": "a time field that is not ISO 8601 or epoch seconds",
     "no_value": "line holds no value (only a timestamp, or an empty JSON object)",
+    "duplicate_name": "line names a stream twice (a JSON key 'a.b' beside a nested "
+                      "{'a': {'b': ...}}, a repeated pair or column name); the first value "
+                      "in the line is kept",
     "header": "header line naming the columns",
     "comment": "comment line (# ...)",
     "internal_error": "parser bug; please report the line",
@@ -351,8 +359,11 @@ class LineParser:
         if out.samples:
             self._header_pending = False
             # Names from the input (JSON keys, headers, pairs) must be encodable and short.
-            out.samples = [s if (name := clean_name(s.stream)) is s.stream
-                           else Sample(name, s.time, s.value) for s in out.samples]
+            samples = [s if (name := clean_name(s.stream)) is s.stream
+                       else Sample(name, s.time, s.value) for s in out.samples]
+            if len(samples) > 1 and len({s.stream for s in samples}) < len(samples):
+                samples = _first_of_each(samples, out.skipped)
+            out.samples = samples
         elif not out.skipped:
             out.skipped.append("no_value")
         return out
@@ -568,6 +579,20 @@ class LineParser:
         if names is None and value_columns == 1:
             return self.config.stream
         return f"col{index}"
+
+
+def _first_of_each(samples: list[Sample], skipped: list[str]) -> list[Sample]:
+    """The first sample of each stream name, in order; one ``duplicate_name`` in
+    ``skipped`` for each later one."""
+    seen: set[str] = set()
+    kept: list[Sample] = []
+    for sample in samples:
+        if sample.stream in seen:
+            skipped.append("duplicate_name")
+        else:
+            seen.add(sample.stream)
+            kept.append(sample)
+    return kept
 
 
 def _flatten(prefix: str, value: object) -> list[tuple[str, Any]]:

@@ -229,6 +229,19 @@ def test_line_payloads_keep_a_header_per_topic() -> None:
                                                       Sample("c.col1", 1.0, 4.0)]
 
 
+def test_a_json_payload_that_names_a_stream_twice_keeps_the_first_value() -> None:
+    """As on stdin: ``{"a.b": 1, "a": {"b": 2}}`` flattens to t.a.b twice; the first value
+    plays, the second is skipped as duplicate_name (counted per topic, warned)."""
+    out = decode('{"a.b": 1, "a": {"b": 2}, "c": 3}')
+    assert out.items == [Sample("t.a.b", 100.0, 1.0), Sample("t.c", 100.0, 3.0)]
+    assert out.skipped == ["duplicate_name"]
+    line = decode('x=1 x=2', payload="line")
+    assert line.items == [Sample("t.x", 100.0, 1.0)] and line.skipped == ["duplicate_name"]
+    two_lines = decode("x=1\nx=2", payload="line")  # two lines: two samples in time
+    assert two_lines.items == [Sample("t.x", 100.0, 1.0), Sample("t.x", 100.0, 2.0)]
+    assert two_lines.skipped == []
+
+
 def test_limits_and_encoding() -> None:
     assert decode(b"1" * (65536 * 16 + 1)).skipped == ["too_large"]
     assert decode(b"\xff").skipped == ["invalid_utf8"]

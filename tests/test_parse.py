@@ -181,6 +181,30 @@ def test_line_of_exactly_max_bytes_is_kept() -> None:
     assert one(line) == ([("col0", NOW, 1.0), ("col1", NOW, 2.0)], [])
 
 
+def test_a_name_twice_on_a_line_keeps_its_first_value_and_counts_the_others() -> None:
+    """Nested JSON keys are joined with '.', so ``{"a.b": 1, "a": {"b": 2}}`` names stream
+    a.b twice; before, both values went on as two samples of one stream (two quantities
+    mixed into one melody and one normalizer), uncounted. The first value in the line is
+    kept, each later one skipped as duplicate_name; the same for repeated pairs and header
+    columns."""
+    parser = LineParser(InputConfig())
+    out = parser.parse_line('{"a.b": 1, "a": {"b": 2}, "c": 3}', NOW)
+    assert [(s.stream, s.value) for s in out.samples] == [("a.b", 1.0), ("c", 3.0)]
+    assert out.skipped == ["duplicate_name"]
+    out = parser.parse_line('{"a": {"b": 2}, "a.b": 1}', NOW)
+    assert [(s.stream, s.value) for s in out.samples] == [("a.b", 2.0)]
+    assert out.skipped == ["duplicate_name"]
+    out = parser.parse_line("x=1 y=2 x=3 x=4", NOW)
+    assert [(s.stream, s.value) for s in out.samples] == [("x", 1.0), ("y", 2.0)]
+    assert out.skipped == ["duplicate_name", "duplicate_name"]
+    headed = LineParser(InputConfig())
+    assert headed.parse_line("t,t,u", NOW).skipped == ["header"]
+    out = headed.parse_line("1,2,3", NOW)
+    assert [(s.stream, s.value) for s in out.samples] == [("t", 1.0), ("u", 3.0)]
+    assert out.skipped == ["duplicate_name"]
+    assert "duplicate_name" in REASONS
+
+
 def test_every_reason_is_documented() -> None:
     assert BENIGN_REASONS.issubset(REASONS)
 
@@ -555,8 +579,10 @@ def test_the_readme_names_every_skip_reason() -> None:
     seen.update(payload(b'{"b": 1}', {"mqtt.json_field": "a"}))
     seen.update(payload(b"1", {"mqtt.stream_name": "{topic[3]}"}, topic="a/b"))
     seen.update(payload(b"not a note", {}, notes=True))
+    seen.update(payload(b'{"a.b": 1, "a": {"b": 2}}', {}))
     assert {"too_large", "no_field", "stream_name", "bad_note", "bad_prometheus",
-            "bad_timestamp", "no_value", "too_long", "invalid_utf8", "not_numeric"} <= seen
+            "bad_timestamp", "no_value", "too_long", "invalid_utf8", "not_numeric",
+            "duplicate_name"} <= seen
     documented = _readme_skip_reasons()
     assert seen - BENIGN_REASONS - documented == set()
     # every reason the parser has, and the MQTT source's own (retained)

@@ -419,3 +419,19 @@ def _whole_lines(raw: bytes, config: InputConfig
             kind = "ignored" if reason in BENIGN_REASONS else "skipped"
             stats[f"{kind}.{reason}"] = stats.get(f"{kind}.{reason}", 0) + 1
     return samples, stats
+
+
+async def test_a_name_twice_on_a_line_is_counted_and_warned(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The collision of a dotted JSON key with a nested one reaches the source's counters
+    (and from there the stats lines and metrics) and one rate-limited warning."""
+    path = tmp_path / "collide.jsonl"
+    path.write_bytes(b'{"a.b": 1, "a": {"b": 2}}\n{"a.b": 3, "a": {"b": 4}}\n')
+    caplog.set_level(logging.WARNING, logger="streamsonic.sources.stdin")
+    with path.open("rb") as stream:
+        source = StdinSource(InputConfig(), stream=stream, warn_interval=3600)
+        samples = await _all(source)
+    assert [(s.stream, s.value) for s in samples] == [("a.b", 1.0), ("a.b", 3.0)]
+    assert source.stats == {"lines": 2, "samples": 2, "skipped.duplicate_name": 2}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "line 1: skipped duplicate_name" in warnings[0], warnings

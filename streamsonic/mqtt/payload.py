@@ -9,8 +9,10 @@ seconds, ms, µs or ISO 8601); without it a top-level ``time``/``timestamp``/``t
 used as the stdin JSON format does, else the arrival time.
 
 Skip reasons are those of ``streamsonic.parse.REASONS`` (``not_numeric``, ``nan``,
-``inf``, ``bad_json``, ...) plus ``too_large``, ``no_field`` (``json_field`` absent),
-``stream_name`` (the topic has too few levels for ``mqtt.stream_name``) and ``bad_note``.
+``inf``, ``bad_json``, ``duplicate_name``: a JSON payload, or one line, that names a
+stream twice keeps the first value, as on stdin) plus ``too_large``, ``no_field``
+(``json_field`` absent), ``stream_name`` (the topic has too few levels for
+``mqtt.stream_name``) and ``bad_note``.
 Nothing here raises on bad input: ``decode`` returns the reasons a payload (or part of
 it) was skipped, and the source counts and logs them.
 """
@@ -197,14 +199,20 @@ class PayloadDecoder:
                 _add(out, base, when, number)
             return
         found = False
+        named: set[str] = set()  # a stream named twice (``a.b`` and ``{"a": {"b"}}``)
         for path, value in _leaves(doc):
             if ts_field and path == ts_field:
                 continue
             if isinstance(value, str):
                 out.skipped.append(value)
-            else:
-                found = True
-                _add(out, f"{base}.{path}", when, value)
+                continue
+            name = clean_name(f"{base}.{path}")
+            if name in named:
+                out.skipped.append("duplicate_name")
+                continue
+            named.add(name)
+            found = True
+            _add(out, name, when, value)
         if not found and not out.skipped:
             out.skipped.append("no_value")
 
