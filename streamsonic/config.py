@@ -95,7 +95,8 @@ class InputConfig:
             "input.delimiter",
             'use "auto" or one of "," ";" "\\t" " " "|"',
         )
-        _check(bool(self.stream.strip()), "input.stream", "must be a non-empty name")
+        _check(bool(self.stream.strip()) and "\0" not in self.stream, "input.stream",
+               "must be a non-empty name without NUL characters")
         _within(self.max_line_bytes, 16, MAX_LINE_BYTES, "input.max_line_bytes", " bytes")
 
 

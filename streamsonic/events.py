@@ -21,16 +21,22 @@ MAX_NAME_CHARS = 200
 
 
 def clean_name(name: str) -> str:
-    """A stream name that every output can encode: valid Unicode, at most ``MAX_NAME_CHARS``.
+    """A stream name that every output can encode: valid Unicode without NUL, at most
+    ``MAX_NAME_CHARS``.
 
     JSON can spell lone UTF-16 surrogates (``{"\\ud800": 1}``), which no UTF-8 encoder
-    accepts; they become U+FFFD. Over-long names (a 64 KiB JSON key) are cut, with a CRC-32
-    of the whole name appended so that distinct long names stay distinct streams.
+    accepts; they become U+FFFD. So does NUL (U+0000: ``{"a\\u0000b": 1}``, a byte in a
+    pair's name), which ends a C string (MIDI track names, FluidSynth, file names) and which
+    MQTT forbids in topics. Over-long names (a 64 KiB JSON key) are cut, with a CRC-32 of
+    the whole name appended so that distinct long names stay distinct streams.
     """
     try:
         raw = name.encode("utf-8")
     except UnicodeEncodeError:
         name = name.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        raw = name.encode("utf-8")
+    if "\0" in name:
+        name = name.replace("\0", "\ufffd")
         raw = name.encode("utf-8")
     if len(name) > MAX_NAME_CHARS:
         name = f"{name[: MAX_NAME_CHARS - 9]}~{zlib.crc32(raw):08x}"

@@ -28,7 +28,8 @@ whose field is an ISO 8601 date, is also read as the sample time rather than a s
 Whatever is not a finite number is skipped with one reason per field or line (see
 ``REASONS``); valid fields on the same line are kept. Bytes that are not UTF-8 (and lone
 surrogates in text) become U+FFFD: a field holding one is skipped as ``invalid_utf8``, a
-name holding one keeps it (``render`` reads files the same way).
+name holding one keeps it (``render`` reads files the same way). A NUL in a name becomes
+U+FFFD too (``streamsonic.events.clean_name``, as for every source).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from typing import IO, Any
 
 from streamsonic.config import Config, OutputConfig
 from streamsonic.errors import InputDataError, NoInputError, OutputWriteError
-from streamsonic.events import NoteEvent, Sample, Source
+from streamsonic.events import NoteEvent, Sample, Source, clean_name
 from streamsonic.sinks.outfile import FileSeries, OutputFile
 from streamsonic.stats import Counters, RateLimitedLog
 
@@ -320,7 +320,7 @@ def read_record(line: bytes) -> tuple[Sample, float] | None:
         return None
     if not all(math.isfinite(float(x)) for x in numbers):
         return None
-    return Sample(stream, float(when), float(value)), float(arrival)
+    return Sample(clean_name(stream), float(when), float(value)), float(arrival)
 
 
 class ReplaySource:

@@ -32,7 +32,7 @@ import numpy as np
 
 from streamsonic.config import Config
 from streamsonic.errors import InputDataError, NoInputError, UsageError
-from streamsonic.events import NoteEvent, Sample
+from streamsonic.events import NoteEvent, Sample, clean_name
 from streamsonic.mqtt.urls import redact
 from streamsonic.music import seconds_per_beat
 from streamsonic.outputs import (
@@ -106,7 +106,7 @@ def read_table(text: str, columns: list[str] | None, source: str,
     header: list[str] | None = None
     first_line = 1
     if any(_number(f) is None and f.strip() for f in rows[0]) and len(rows) > 1:
-        header = [f.strip() for f in rows[0]]
+        header = [clean_name(f.strip()) for f in rows[0]]  # as run names its streams
         rows = rows[1:]
         first_line = 2
     width = max(len(r) for r in rows)

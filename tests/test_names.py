@@ -1,4 +1,5 @@
-"""Stream names from untrusted input: lone surrogates and huge keys never crash anything."""
+"""Stream names from untrusted input: lone surrogates, NUL characters and huge keys never
+crash anything or reach an output as they are."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from streamsonic.config import Config
 from streamsonic.events import MAX_NAME_CHARS, Sample, clean_name
@@ -85,3 +88,58 @@ def test_mqtt_keeps_the_valid_fields_of_a_payload_with_bad_utf8() -> None:
     assert decoder.decode("t", b"\xff\xfe", now=0.0).skipped == ["invalid_utf8"]
     line = LineParser(Config().input).parse_line(b'{"a": 1, "b": "\xff", "c": 2}', now=0.0)
     assert [s.value for s in line.samples] == [1.0, 2.0] and line.skipped == ["invalid_utf8"]
+
+
+def test_a_nul_in_a_name_becomes_a_replacement_character_from_every_source(
+        tmp_path: Path) -> None:
+    """U+0000 in a stream name (a JSON key, a pair's or a Prometheus line's name, a CSV
+    header, an MQTT/NATS payload's key, a recording, a published note) passed through into
+    stream names and every output (a C string ends there: MIDI track names, FluidSynth, a
+    file name). It becomes U+FFFD, as a lone surrogate does, the same way for each."""
+    from streamsonic.config import InputConfig
+    from streamsonic.mqtt.payload import note_from_dict
+    from streamsonic.record import read_record
+    from streamsonic.render import read_table
+
+    assert clean_name("a\x00b") == "a\ufffdb"
+    assert clean_name("\x00") == "\ufffd"
+    parser = LineParser(InputConfig())
+    for line, name in (('{"a\\u0000b": 1}', "a\ufffdb"), ("x\x00y=2", "x\ufffdy"),
+                       ('cpu{l="a\x00"} 3', 'cpu{l="a\ufffd"}')):
+        assert [s.stream for s in parser.parse_line(line, now=0.0).samples] == [name], line
+    headed = LineParser(InputConfig())
+    headed.parse_line("t\x00a,b", now=0.0)
+    assert [s.stream for s in headed.parse_line("1,2", now=0.0).samples] == ["t\ufffda", "b"]
+    decoder = PayloadDecoder(Config())
+    out = decoder.decode("t", b'{"k\\u0000": 1}', now=0.0)
+    assert [s.stream for s in out.items if isinstance(s, Sample)] == ["t.k\ufffd"]
+    record = read_record(b'{"stream": "r\\u0000", "time": 1.0, "value": 2.0, "arrival": 1.0}')
+    assert record is not None and record[0].stream == "r\ufffd"
+    note = note_from_dict({"stream": "n\x00", "time": 1.0, "value": 2.0, "normalized": 0.5,
+                           "pitch": 60, "velocity": 80, "duration": 0.25, "channel": 0,
+                           "program": 0})
+    assert note is not None and note.stream == "n\ufffd"
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("time,p\x00q\n1,5\n2,6\n")
+    assert [series.name for series in read_table(csv_file.read_text(), None,
+                                                 str(csv_file))] == ["p\ufffdq"]
+
+
+def test_a_nul_in_input_stream_is_a_config_error() -> None:
+    from streamsonic.config import load_config
+    from streamsonic.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"input\.stream"):
+        load_config(None, {"input.stream": "a\x00b"})
+
+
+def test_the_daemon_never_prints_a_nul_in_a_stream_name(random_pitch_checkpoint: Path) -> None:
+    res = subprocess.run(
+        [*EXE, "--output", "events", "--weights", str(random_pitch_checkpoint)],
+        input='{"a\\u0000b": 1}\nx\x00y=2\n', capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "\\u0000" not in res.stdout and "\x00" not in res.stdout
+    assert [json.loads(line)["stream"] for line in res.stdout.splitlines()] == [
+        "a\ufffdb", "x\ufffdy"]
