@@ -56,6 +56,16 @@ class Sample:
     value: float
 
 
+class NoteFieldError(ValueError):
+    """A NoteEvent field out of its range: ``field``, its ``value`` and the ``problem``
+    (the message, as before, is "FIELD VALUE PROBLEM")."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        super().__init__(f"{field} {value} {problem}")
+        self.field = field
+        self.problem = problem
+
+
 @dataclass(frozen=True, slots=True)
 class NoteEvent:
     """One note that a stream played.
@@ -89,24 +99,24 @@ class NoteEvent:
 
     def __post_init__(self) -> None:
         if not 0 <= self.pitch <= 127:
-            raise ValueError(f"pitch {self.pitch} outside MIDI range 0..127")
+            raise NoteFieldError("pitch", self.pitch, "outside MIDI range 0..127")
         if not 1 <= self.velocity <= 127:
-            raise ValueError(f"velocity {self.velocity} outside 1..127")
+            raise NoteFieldError("velocity", self.velocity, "outside 1..127")
         if not 0 <= self.channel <= 15:
-            raise ValueError(f"channel {self.channel} outside 0..15")
+            raise NoteFieldError("channel", self.channel, "outside 0..15")
         if not 0 <= self.program <= 127:
-            raise ValueError(f"program {self.program} outside 0..127")
+            raise NoteFieldError("program", self.program, "outside 0..127")
         if not 0 < self.duration <= MAX_NOTE_SECONDS:
-            raise ValueError(f"duration {self.duration} must be > 0 and at most "
-                             f"{MAX_NOTE_SECONDS:g} seconds")
+            raise NoteFieldError("duration", self.duration,
+                                 f"must be > 0 and at most {MAX_NOTE_SECONDS:g} seconds")
         if not 0.0 <= self.normalized <= 1.0:
-            raise ValueError(f"normalized {self.normalized} outside 0..1")
+            raise NoteFieldError("normalized", self.normalized, "outside 0..1")
         if not 0.0 <= self.anomaly <= 1.0:
-            raise ValueError(f"anomaly {self.anomaly} outside 0..1")
+            raise NoteFieldError("anomaly", self.anomaly, "outside 0..1")
         if not 0 <= self.pan <= 127:
-            raise ValueError(f"pan {self.pan} outside 0..127")
+            raise NoteFieldError("pan", self.pan, "outside 0..127")
         if self.source not in ("data", "model"):
-            raise ValueError(f"source {self.source!r} is neither 'data' nor 'model'")
+            raise NoteFieldError("source", repr(self.source), "is neither 'data' nor 'model'")
 
     def to_dict(self) -> dict[str, Any]:
         """The note as a JSON-ready dict (the ``events`` output format), fields in order.

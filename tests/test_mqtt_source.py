@@ -4,6 +4,7 @@ persistent sessions, TLS and auth, shared subscriptions."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -236,7 +237,10 @@ async def test_each_item_says_when_it_was_handed_over(mqtt_broker: Broker) -> No
             assert came is not None and before <= came <= queued
 
 
-async def test_play_notes_roundtrip_through_mqtt_output(mqtt_broker: Broker) -> None:
+async def test_play_notes_roundtrip_through_mqtt_output(
+        mqtt_broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    """Notes published by the mqtt: output play as they are; a bad one is counted and the
+    warning names the field that was wrong and its value (it said only bad_note)."""
     config = load_config(None, {"mqtt.url": mqtt_broker.url})
     notes = [NoteEvent(stream="plant/1/t", time=1.5 + i, value=i, normalized=0.5, pitch=60 + i,
                        velocity=90, duration=0.25, channel=1, program=5, start=2.0)
@@ -248,10 +252,15 @@ async def test_play_notes_roundtrip_through_mqtt_output(mqtt_broker: Broker) -> 
             sink.note(note)
         sink.close()
         assert sink.stats["published"] == 3
-        await pub(mqtt_broker, "notes/bad", ['{"pitch": 999}', "not json"])
+        await pub(mqtt_broker, "notes/bad", [json.dumps({**notes[0].to_dict(), "pitch": 999}),
+                                             "not json"])
         got = await take(source, 3)
         await until(lambda: source.stats.get("skipped.bad_note", 0) == 2, "bad notes counted")
     assert got == notes
+    warned = [r.getMessage() for r in caplog.records if "bad_note" in r.getMessage()]
+    assert len(warned) == 1, warned  # (rate-limited: one per reason and interval)
+    assert "notes/bad" in warned[0]
+    assert "field 'pitch' = 999: outside MIDI range 0..127" in warned[0], warned
 
 
 def test_output_drain_waits_for_the_broker(mqtt_broker_factory: Callable[[], Broker],

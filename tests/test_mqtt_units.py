@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -260,6 +261,36 @@ def test_notes() -> None:
                 {**note.to_dict(), "duration": float("nan")}):
         assert note_from_dict(bad) is None
     assert decode("[]", play_notes=True).skipped == ["bad_note"]
+
+
+def test_a_bad_note_says_which_field_and_what_value() -> None:
+    """--play-notes: what is wrong with a note that is refused, by field and value (cut to
+    40 characters), for the warning; the reason counted stays bad_note."""
+    from streamsonic.mqtt.payload import read_note
+
+    note = NoteEvent("s", 1.0, 2.0, 0.5, 60, 90, 0.5, 3, 4).to_dict()
+    assert read_note(note) == NoteEvent("s", 1.0, 2.0, 0.5, 60, 90, 0.5, 3, 4)
+    long = "x" * 1000
+    for doc, problem in (
+            ({**note, "pitch": 200}, "field 'pitch' = 200: outside MIDI range 0..127"),
+            ({**note, "pitch": 60.5}, "field 'pitch' = 60.5: not an integer"),
+            ({**note, "velocity": True}, "field 'velocity' = true: not an integer"),
+            ({**note, "duration": 0}, "field 'duration' = 0.0: must be > 0 and at most "
+                                      "600 seconds"),
+            ({**note, "time": "soon"}, "field 'time' = \"soon\": not a finite number"),
+            ({**note, "stream": 7}, "field 'stream' = 7: not a string"),
+            ({**note, "accent": 1}, "field 'accent' = 1: not true or false"),
+            ({**note, "source": long}, f"field 'source' = \"{'x' * 39}...: neither "
+                                       "'data' nor 'model'"),
+            ({k: v for k, v in note.items() if k != "pitch"}, "field 'pitch' is missing"),
+            ([1], "a JSON array, not an object with a note's fields"),
+            (None, "a JSON null, not an object with a note's fields")):
+        assert read_note(doc) == problem, doc
+    out = decode(json.dumps({**note, "pitch": 200}), play_notes=True)
+    assert out.skipped == ["bad_note"]
+    assert out.detail == "field 'pitch' = 200: outside MIDI range 0..127"
+    out = decode("not json", play_notes=True)
+    assert out.skipped == ["bad_note"] and out.detail == "not JSON"
 
 
 # -- reconnect backoff and the queue ------------------------------------------------------

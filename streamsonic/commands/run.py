@@ -90,7 +90,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                               "melody between daemons: see README, \"Scaling out\"")
     network.add_argument("--play-notes", action="store_true",
                          help="MQTT input carries notes published by another streamsonic "
-                              "(--output mqtt:PREFIX); play them as they are")
+                              "(--output mqtt:PREFIX); play them as they are (a bad one is "
+                              "skipped, counted as bad_note, and the warning names the field "
+                              "and its value)")
     network.add_argument("--subject", action="append", default=[], metavar="SUBJECT",
                          help="NATS subject to subscribe to (repeatable; wildcards * and >; "
                               "{partition} stands for each of this instance's partitions)")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 from streamsonic.config import Config
-from streamsonic.events import NoteEvent, Sample, clean_name
+from streamsonic.events import NoteEvent, NoteFieldError, Sample, clean_name
 from streamsonic.mqtt.naming import stream_name
 from streamsonic.parse import (
     _NUMBER,
@@ -52,12 +52,14 @@ _OPTIONAL_FIELDS = {"start", "anomaly", "accent", "direction", "pan", "source"}
 
 @dataclass
 class Decoded:
-    """What one payload gave: samples or notes, skip reasons (bad input), and ignored
-    reasons (not bad: header and comment lines)."""
+    """What one payload gave: samples or notes, skip reasons (bad input), ignored reasons
+    (not bad: header and comment lines), and ``detail``: what was wrong, where the decoder
+    can say more than the reason (a bad note's field and value), for the warning."""
 
     items: list[Sample | NoteEvent] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    detail: str = ""
 
 
 class PayloadSettings(Protocol):
@@ -254,10 +256,12 @@ class PayloadDecoder:
             doc = json.loads(text)
         except (ValueError, RecursionError):
             out.skipped.append("bad_note")
+            out.detail = "not JSON"
             return
-        note = note_from_dict(doc)
-        if note is None:
+        note = read_note(doc)
+        if isinstance(note, str):
             out.skipped.append("bad_note")
+            out.detail = note
         else:
             out.items.append(note)
 
@@ -329,36 +333,67 @@ def _leaves(node: Any) -> list[tuple[str, float | str]]:
 
 
 def note_from_dict(doc: Any) -> NoteEvent | None:
-    """A NoteEvent from the JSON the ``mqtt:`` output publishes, or None if it is not one."""
+    """A NoteEvent from the JSON the ``mqtt:`` output publishes, or None if it is not one
+    (:func:`read_note` says why)."""
+    note = read_note(doc)
+    return None if isinstance(note, str) else note
+
+
+#: How much of a bad field's value a message shows (as JSON), at most.
+SHOWN_CHARS = 40
+_JSON_KINDS = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+               float: "number", type(None): "null"}
+
+
+def _shown(value: Any) -> str:
+    """``value`` as JSON for a message, cut to ``SHOWN_CHARS`` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+
+
+def read_note(doc: Any) -> NoteEvent | str:
+    """A NoteEvent from the JSON the ``mqtt:`` output publishes, or what is wrong with it:
+    the first field that is missing or wrong, with its value (``field 'pitch' = 200:
+    outside MIDI range 0..127``), for the warning about the skipped payload."""
     if not isinstance(doc, dict):
-        return None
+        return f"a JSON {_JSON_KINDS.get(type(doc), 'value')}, not an object with a note's fields"
     kwargs: dict[str, Any] = {}
     for name in _NOTE_FIELDS:
         if name not in doc:
             if name in _OPTIONAL_FIELDS:
                 continue
-            return None
+            return f"field {name!r} is missing"
         value = doc[name]
+        problem = None
         if name == "accent":
             if not isinstance(value, bool):
-                return None
+                problem = "not true or false"
         elif name == "stream":
             if not isinstance(value, str):
-                return None
-            value = clean_name(value)
+                problem = "not a string"
+            else:
+                value = clean_name(value)
         elif name == "source":
             if value not in ("data", "model"):
-                return None
+                problem = "neither 'data' nor 'model'"
         elif name in _INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int):
-                return None
+                problem = "not an integer"
         else:
             number = _as_number(value)
             if number is None or not math.isfinite(number):
-                return None
-            value = number
+                problem = "not a finite number"
+            else:
+                value = number
+        if problem is not None:
+            return f"field {name!r} = {_shown(doc[name])}: {problem}"
         kwargs[name] = value
     try:
         return NoteEvent(**kwargs)
-    except (TypeError, ValueError):
-        return None
+    except NoteFieldError as err:
+        return f"field {err.field!r} = {_shown(kwargs.get(err.field))}: {err.problem}"
+    except (TypeError, ValueError) as err:
+        return f"not a note: {err}"

@@ -969,7 +969,7 @@ class MqttSource:
             return True
         decoded = self._decoder.decode(topic, payload, now)
         for reason in decoded.skipped:
-            self._skip(topic, reason, payload)
+            self._skip(topic, reason, payload, decoded.detail)
         for reason in decoded.ignored:
             self._counters.add(f"ignored.{reason}")
         if not decoded.items:
@@ -980,15 +980,17 @@ class MqttSource:
             batch.append((item, receipt))
         return True
 
-    def _skip(self, topic: str, reason: str, payload: bytes | bytearray) -> None:
+    def _skip(self, topic: str, reason: str, payload: bytes | bytearray,
+              detail: str = "") -> None:
         """Count a bad payload (per reason exactly, per topic for the first
         ``MAX_TOPIC_COUNTERS`` topics) and warn, rate-limited per reason over all topics:
         thousands of topics sending bad payloads give one warning per reason and interval
-        (naming one of them and how many more were suppressed), not one per topic."""
+        (naming one of them and how many more were suppressed), not one per topic.
+        ``detail`` says what was wrong where the decoder could tell (a bad note's field)."""
         self._counters.add(f"skipped.{reason}")
         self._counters.add(f"by_topic.{self._topic_keys.key(topic)}.{reason}")
-        self._warn.warning(f"skip\0{reason}", "MQTT topic %s: skipped a payload (%s): %r",
-                           topic, reason, payload[:60])
+        self._warn.warning(f"skip\0{reason}", "MQTT topic %s: skipped a payload (%s%s): %r",
+                           topic, reason, f": {detail}" if detail else "", payload[:60])
 
     def _count_received(self) -> None:
         """Add this turn's messages to ``received`` (network thread, or once it stopped)."""

@@ -422,17 +422,18 @@ class NatsSource:
         subject = sub.stream_subject(subject)
         decoded = self._decoder.decode(subject, data, time.time())
         for reason in decoded.skipped:
-            self._skip(subject, reason, data)
+            self._skip(subject, reason, data, decoded.detail)
         for reason in decoded.ignored:
             self._counters.add(f"ignored.{reason}")
         if decoded.items:
             self._push(decoded.items)
 
-    def _skip(self, subject: str, reason: str, payload: bytes) -> None:
+    def _skip(self, subject: str, reason: str, payload: bytes, detail: str = "") -> None:
         self._counters.add(f"skipped.{reason}")
         self._counters.add(f"by_subject.{self._subject_keys.key(subject)}.{reason}")
-        self._warn.warning(f"skip\0{reason}", "NATS subject %s: skipped a payload (%s): "
-                           "%r", subject, reason, payload[:60])
+        self._warn.warning(f"skip\0{reason}", "NATS subject %s: skipped a payload (%s%s): "
+                           "%r", subject, reason, f": {detail}" if detail else "",
+                           payload[:60])
 
     def _push(self, items: list[Item]) -> None:
         queue = self._queue
