@@ -36,6 +36,7 @@ from streamsonic.errors import (
 )
 from streamsonic.events import Arrival, Holding
 from streamsonic.extras import require_extra
+from streamsonic.mqtt.urls import check_password_file
 from streamsonic.outputs import (
     OutputSpec,
     check_distinct_files,
@@ -145,6 +146,9 @@ def run_daemon(
     check_stdout_shared(specs)
     if config.metrics.listen:  # before the model loads: a missing extra is one line at once
         require_extra("prometheus_client", "the metrics endpoint (metrics.listen)")
+    # a password file that cannot be read: a configuration error (78) at once, not a failed
+    # connection once the model has loaded
+    check_password_file(config, [spec.kind for spec in specs])
     with prompt_threads():
         if config.daemon.workers > 1 and loop_factory is None and not play_notes:
             from streamsonic.workers import run_router  # noqa: PLC0415

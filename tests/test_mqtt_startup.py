@@ -330,3 +330,53 @@ async def test_reload_check_of_a_broker_that_cannot_be_reached(
             await asyncio.sleep(0.05)
         await source.check_reconfigure(load_config(None, nowhere))  # no raise: a warning
     assert any("applying the new settings anyway" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("problem", ["missing", "a folder"])
+@pytest.mark.parametrize("use", ["source", "output"])
+def test_a_password_file_that_cannot_be_read_is_exit_78_before_the_model_loads(
+        tmp_path: Path, problem: str, use: str) -> None:
+    """mqtt.password_file is read when the daemon starts, before the model loads: a file
+    that is missing or cannot be read is one line naming the key, the path and why, and
+    the configuration error status (before: the model loaded first, then the connection
+    failed with exit 69)."""
+    secret = tmp_path / "mqtt-password"
+    if problem == "a folder":
+        secret.mkdir()
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[mqtt]\nusername = "alice"\npassword_file = "{secret}"\n'
+                      + (f'url = "{url}"\ntopics = ["x"]\n' if use == "source" else ""))
+    output = "events" if use == "source" else f"mqtt:{url}/notes"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("STREAMSONIC_CONFIG", "STREAMSONIC_MQTT_PASSWORD")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamsonic", "run", "--config", str(config), "--output",
+         output, "--device", "cpu"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=WAIT, check=False,
+        env=env)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 78, lines
+    assert len(lines) == 1, lines  # one line, and no "pitch model ... on cpu" before it
+    assert "mqtt.password_file" in lines[0] and str(secret) in lines[0], lines
+    assert ("No such file or directory" if problem == "missing" else "Is a directory") \
+        in lines[0], lines
+
+
+def test_check_config_refuses_a_password_file_that_cannot_be_read(tmp_path: Path) -> None:
+    """check-config (which `systemctl reload` runs first) says what start-up would refuse."""
+    secret = tmp_path / "nope"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[mqtt]\nurl = "mqtt://127.0.0.1:1"\ntopics = ["x"]\n'
+                      f'username = "alice"\npassword_file = "{secret}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSONIC_MQTT_PASSWORD"}
+    proc = subprocess.run([sys.executable, "-m", "streamsonic", "check-config", str(config)],
+                          capture_output=True, text=True, timeout=WAIT, check=False, env=env)
+    assert proc.returncode == 78, proc.stderr
+    assert f"{config}: cannot read the MQTT password from {secret} (mqtt.password_file)" \
+        in proc.stderr
+    secret.write_text("s3cret\n")
+    proc = subprocess.run([sys.executable, "-m", "streamsonic", "check-config", "-q",
+                           str(config)], capture_output=True, text=True, timeout=WAIT,
+                          check=False, env=env)
+    assert proc.returncode == 0, proc.stderr

@@ -91,8 +91,9 @@ def test_empty_or_missing_credential_is_no_password_and_quiet(tmp_path, monkeypa
 
 
 def test_unreadable_password_file_names_it(tmp_path, monkeypatch) -> None:
+    """A configuration error (exit 78), wherever it is found: it was asked for."""
     monkeypatch.delenv("STREAMSONIC_MQTT_PASSWORD", raising=False)
-    with pytest.raises(MqttError, match=r"cannot read the MQTT password from .*missing"):
+    with pytest.raises(ConfigError, match=r"cannot read the MQTT password from .*missing"):
         resolve_password(cfg(password_file=str(tmp_path / "missing")).mqtt)
 
 

@@ -7,7 +7,6 @@ Everything that can go wrong before the first CONNACK is turned into one-line
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
 import uuid
@@ -27,6 +26,7 @@ from streamsonic.mqtt.urls import (
     DEFAULT_PORTS,
     PASSWORD_ENV,
     BrokerUrl,
+    resolve_password,
     split_url,
 )
 
@@ -44,43 +44,6 @@ def parse_url(url: str) -> BrokerUrl:
         return split_url(url)
     except ValueError as err:
         raise MqttError(str(err)) from None
-
-
-def resolve_password(config: MqttConfig) -> tuple[str | None, str]:
-    """The password and where it came from, first found of: ``mqtt.password``,
-    ``$STREAMSONIC_MQTT_PASSWORD``, ``mqtt.password_file``,
-    ``$CREDENTIALS_DIRECTORY/mqtt-password``; ``(None, "")`` when none is set.
-
-    An empty file (or one holding only a line break) means no password: the unit's
-    ``LoadCredential=`` needs the file to exist, and a broker without passwords gets an
-    empty one. A missing credential file is no password either; a missing
-    ``mqtt.password_file`` is an error (it was asked for)."""
-    if config.password:
-        return config.password, "mqtt.password"
-    env = os.environ.get(PASSWORD_ENV)
-    if env:
-        return env, f"${PASSWORD_ENV}"
-    if config.password_file:
-        secret = _read_secret(Path(config.password_file), "mqtt.password_file")
-        return (secret or None), (str(config.password_file) if secret else "")
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        path = Path(cred_dir) / CREDENTIAL_NAME
-        if path.is_file():
-            secret = _read_secret(path, "the systemd credential")
-            if secret:
-                return secret, f"credential {CREDENTIAL_NAME}"
-    return None, ""
-
-
-def _read_secret(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as err:
-        raise MqttError(
-            f"cannot read the MQTT password from {path} ({what}): {err.strerror}; "
-            "check the path and its permissions"
-        ) from None
 
 
 def _check_file(path: str, key: str) -> str:

@@ -1,5 +1,7 @@
 """Broker URLs without paho: parsing and checking (``mqtt.url``, ``--mqtt``, an ``mqtt:``
-output's own broker) and keeping the credentials in them out of every message.
+output's own broker) and keeping the credentials in them out of every message; where the
+password comes from (:func:`resolve_password`, which the daemon calls before the model
+loads, so that a password file it cannot read is exit 78 at once).
 
 Used by config validation (``streamsonic.config``, so ``check-config`` and start-up refuse
 the same URLs, exit 78) and by ``--output`` parsing (``streamsonic.outputs``), neither of
@@ -8,9 +10,19 @@ which may import paho (the ``mqtt`` extra).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
+
+from streamsonic.errors import ConfigError, MqttError
+
+if TYPE_CHECKING:  # (config imports this module)
+    from collections.abc import Iterable
+
+    from streamsonic.config import Config, MqttConfig
 
 #: Environment variable that may hold the broker password.
 PASSWORD_ENV = "STREAMSONIC_MQTT_PASSWORD"
@@ -113,3 +125,53 @@ def split_url(url: str) -> BrokerUrl:
         username=unquote(parts.username or ""),
         path=parts.path.strip("/"),
     )
+
+
+def resolve_password(config: MqttConfig) -> tuple[str | None, str]:
+    """The password and where it came from, first found of: ``mqtt.password``,
+    ``$STREAMSONIC_MQTT_PASSWORD``, ``mqtt.password_file``,
+    ``$CREDENTIALS_DIRECTORY/mqtt-password``; ``(None, "")`` when none is set.
+
+    An empty file (or one holding only a line break) means no password: the unit's
+    ``LoadCredential=`` needs the file to exist, and a broker without passwords gets an
+    empty one. A missing credential file is no password either; a ``mqtt.password_file``
+    that is missing or cannot be read is a :class:`ConfigError` (it was asked for; exit
+    78)."""
+    if config.password:
+        return config.password, "mqtt.password"
+    env = os.environ.get(PASSWORD_ENV)
+    if env:
+        return env, f"${PASSWORD_ENV}"
+    if config.password_file:
+        secret = _read_secret(Path(config.password_file), "mqtt.password_file", ConfigError)
+        return (secret or None), (str(config.password_file) if secret else "")
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        path = Path(cred_dir) / CREDENTIAL_NAME
+        if path.is_file():
+            secret = _read_secret(path, "the systemd credential", MqttError)
+            if secret:
+                return secret, f"credential {CREDENTIAL_NAME}"
+    return None, ""
+
+
+def check_password_file(config: Config, output_kinds: Iterable[str]) -> None:
+    """Where MQTT is used (the source: ``mqtt.url`` without ``nats.url``; or an ``mqtt``
+    output among ``output_kinds``), read the password now: a ``mqtt.password_file`` that
+    cannot be read is a :class:`ConfigError` before anything slow (the model) starts, and
+    ``check-config`` says so too."""
+    if (config.mqtt.url and not config.nats.url) or "mqtt" in output_kinds:
+        resolve_password(config.mqtt)
+
+
+def _read_secret(path: Path, what: str, error: type[MqttError | ConfigError]) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as err:
+        raise error(
+            f"cannot read the MQTT password from {path} ({what}): {err.strerror}; "
+            f"check the path and its permissions (read as user id {os.getuid()})"
+        ) from None
+    except UnicodeDecodeError:
+        raise error(f"cannot read the MQTT password from {path} ({what}): it is not "
+                    "UTF-8 text; write the password in it as text") from None
