@@ -6,6 +6,7 @@ Networks are tiny (hidden 24/12) and windows short so the whole file runs in sec
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
@@ -725,7 +726,8 @@ def listing(folder: Path) -> dict[str, bytes | None]:
     return {p.name: p.read_bytes() if p.is_file() else None for p in folder.iterdir()}
 
 
-@pytest.mark.parametrize("where", ["folder", "under a file", "npz is a folder", "fifo"])
+@pytest.mark.parametrize("where", ["folder", "under a file", "npz is a folder", "fifo",
+                                   "in /proc"])
 def test_cli_train_unusable_output_fails_before_any_epoch(where: str, midi_dir: Path,
                                                           tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]):
@@ -737,7 +739,8 @@ def test_cli_train_unusable_output_fails_before_any_epoch(where: str, midi_dir: 
     out_dir.mkdir()
     (out_dir / "afile").write_text("a file")
     out = {"folder": out_dir, "under a file": out_dir / "afile" / "x.pt",
-           "npz is a folder": out_dir / "m.pt", "fifo": out_dir / "f.pt"}[where]
+           "npz is a folder": out_dir / "m.pt", "fifo": out_dir / "f.pt",
+           "in /proc": Path("/proc/x.pt")}[where]
     if where == "npz is a folder":
         (out_dir / "m.npz").mkdir()
     if where == "fifo":  # not a regular file, such as /dev/null: never replaced by one
@@ -752,9 +755,35 @@ def test_cli_train_unusable_output_fails_before_any_epoch(where: str, midi_dir: 
     assert {"folder": "is a folder; give -o a file name",
             "under a file": f"{out_dir / 'afile'} is a file, not a folder",
             "npz is a folder": "m.npz: it is a folder",
-            "fifo": "it is not a regular file"}[where] in err
+            "fifo": "it is not a regular file",
+            # (was "folder /proc cannot be written: No such file or directory", of a folder
+            # that is there)
+            "in /proc": "cannot write checkpoint /proc/x.pt: folder /proc cannot be written: "
+                        "it takes no new files (a virtual file system, such as /proc or "
+                        "/sys); give -o a path in a writable folder"}[where] in err
     assert listing(out_dir) == before
     assert where != "fifo" or stat.S_ISFIFO(out.stat().st_mode)
+
+
+@pytest.mark.parametrize(("code", "says"), [
+    (errno.EACCES, f"permission denied (to user id {os.getuid()})"),
+    (errno.EROFS, "it is on a read-only file system"),
+])
+def test_an_output_folder_that_refuses_files_says_why(code: int, says: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reasons a test running as root cannot meet for real (a folder without write
+    permission, a read-only file system): the probe's error, as the message words it."""
+    from streamsonic.errors import OutputError
+    from streamsonic.model import files
+
+    def refuse(*_args: object, **_kwargs: object) -> tuple[int, str]:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputError) as err:
+        files.check_writable(tmp_path / "x.pt", "checkpoint")
+    assert str(err.value) == (f"cannot write checkpoint {tmp_path / 'x.pt'}: folder {tmp_path} "
+                              f"cannot be written: {says}; give -o a path in a writable folder")
 
 
 def test_train_failed_save_removes_its_temporary_file_and_exits_74(midi_dir: Path,

@@ -14,6 +14,7 @@ then the interrupt is raised as usual.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -49,7 +50,7 @@ def check_writable(path: str | Path, what: str, option: str = "-o") -> None:
     except (FileNotFoundError, NotADirectoryError):  # a file on the way: found below
         st = None
     except OSError as err:  # EACCES, ELOOP...
-        raise OutputError(f"cannot write {what} {shown}: {err.strerror}; give {option} a "
+        raise OutputError(f"cannot write {what} {shown}: {_why(err)}; give {option} a "
                           "path in a writable folder") from None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputError(f"cannot write {what} {shown}: it is a folder; give {option} a file "
@@ -71,11 +72,23 @@ def check_writable(path: str | Path, what: str, option: str = "-o") -> None:
         except OSError as err:
             where = "" if existing == folder else f" (to make {folder} in it)"
             raise OutputError(f"cannot write {what} {shown}: folder {existing} cannot be "
-                              f"written{where}: {err.strerror}; give {option} a path in a "
-                              "writable folder") from None
+                              f"written{where}: {_why(err, existing)}; give {option} a path "
+                              "in a writable folder") from None
         os.close(fd)
         with contextlib.suppress(OSError):
             Path(name).unlink()
+
+
+def _why(err: OSError, folder: Path | None = None) -> str:
+    """Why a path cannot be written, as a message says it: the system's words where they
+    are plain, clearer ones where they mislead (ENOENT for a folder that is there: /proc)."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied (to user id {os.getuid()})"
+    if err.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    if err.errno == errno.ENOENT and folder is not None and folder.is_dir():
+        return "it takes no new files (a virtual file system, such as /proc or /sys)"
+    return err.strerror or str(err)
 
 
 def write_whole(path: str | Path, data: bytes | bytearray | memoryview, what: str) -> Path:
