@@ -214,8 +214,9 @@ class Engine:
         self._tick_origin = 0.0
         self.samples = 0
         self.played = 0
-        if rhythm is not None:  # the temporal model's notes count as played too
-            rhythm.on_play.append(self._count_played)
+        if rhythm is not None:  # the temporal model's notes count as played too, and
+            rhythm.on_play.append(self._count_played)  # the samples folded into them
+            rhythm.on_folded.append(self._count_folded)
         self.dropped_evicted = 0  # waiting samples of evicted streams
         self.dropped_at_stop = 0  # samples still waiting to play when the daemon stopped
         self.released = 0  # notes of evicted streams ended early
@@ -544,6 +545,9 @@ class Engine:
         counted once played, so that one dropped unplayed counts only as dropped and
         samples = their own notes + folded + dropped + waiting)."""
         self.aggregated += sum(o.count - 1 for o in owed if isinstance(o, Aggregate))
+
+    def _count_folded(self, count: int) -> None:
+        self.aggregated += count
 
     def _settle_soon(self, owed: list[Aggregate | Receipt | None]) -> None:
         """Settle what just-played cues owed once the outputs have written their notes

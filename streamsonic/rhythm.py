@@ -57,6 +57,9 @@ class RhythmDriver:
         self.played = 0
         #: told each note as it is scheduled (the engine counts them with its own)
         self.on_play: list[Callable[[NoteEvent], object]] = []
+        #: told how many samples a note that played folded in besides its own (the
+        #: engine's ``folded``: samples = notes + folded + dropped)
+        self.on_folded: list[Callable[[int], object]] = []
 
     def feed(self, sample: Sample, reading: Reading) -> None:
         """A sample arrives: it waits for its stream's next onset, or plays now if idle.
@@ -91,6 +94,9 @@ class RhythmDriver:
             self.played += 1
             for listener in self.on_play:
                 listener(note)
+        if agg.count > 1:
+            for folded in self.on_folded:
+                folded(agg.count - 1)
         if not played.timings:  # __init__ made sure of the temporal model
             raise TypeError("rhythm = 'model' needs a conductor built on the temporal model")
         nxt = start + played.timings[0].delay

@@ -213,3 +213,23 @@ def test_live_daemon_with_the_shipped_model_plays_varied_rhythm() -> None:
     spike_values = {float(values[a]) for a in SPIKES}
     accented = {float(e["value"]) for e in events if e["accent"]}
     assert len(accented & spike_values) >= 4
+
+
+def test_live_model_rhythm_counts_the_samples_it_folds() -> None:
+    """The stop line adds up with ``--rhythm model`` too: samples = notes + folded (the
+    temporal model's gaps fold the samples that arrive meanwhile into its next note; they
+    had been in no count)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "streamsonic", "run", "--rhythm", "model", "--output",
+         "events", "--device", "cpu"],
+        input="".join(f"{i}\n" for i in range(1, 41)), capture_output=True, text=True,
+        timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    notes = len(res.stdout.splitlines())
+    stop = next(line for line in res.stderr.splitlines() if "stopped:" in line)
+    assert "40 samples" in stop, stop
+    counts = dict(kv.split("=") for kv in stop.split("streams ")[1].split(";")[0].split(", ")
+                  if "=" in kv)
+    assert notes < 40  # (the model's gaps folded samples)
+    assert notes + int(counts.get("folded", 0)) + sum(
+        int(v) for k, v in counts.items() if k.startswith("dropped.")) == 40, stop
