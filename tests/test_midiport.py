@@ -210,3 +210,40 @@ def test_closing_waits_out_the_last_client_change(monkeypatch) -> None:
     with jackclient.closing():
         pass
     assert slept[-1] == pytest.approx(jackclient.SETTLE - 0.05)
+
+
+@pytest.mark.parametrize("returns", [True, False])
+def test_a_dead_client_is_freed_only_once_its_callbacks_returned(
+        jack_server: object, monkeypatch: pytest.MonkeyPatch, returns: bool) -> None:
+    """Freeing a client cancels its JACK threads; one cancelled inside our Python callback
+    (the server's shutdown notice, still running) never gave the GIL back, and the whole
+    daemon froze. So a dead client's close waits until its callbacks have returned (at
+    most CALLBACK_WAIT seconds: a callback that never returns does not hold the close)."""
+    monkeypatch.setattr(jackclient, "CALLBACK_WAIT", 0.5 if returns else 0.2)
+    client = jackclient.JackClient("streamsonic-guard")
+    running, release = threading.Event(), threading.Event()
+    returned: list[float] = []
+
+    def callback() -> None:  # (a JACK thread's callback in flight)
+        running.set()
+        release.wait(5.0)
+        returned.append(time.monotonic())
+
+    jack_thread = threading.Thread(target=client._guarded(callback))
+    jack_thread.start()
+    assert running.wait(5.0)
+    client.dead.set()  # (the server "died": only this client is told, not the process)
+    closed: list[float] = []
+    closer = threading.Thread(target=lambda: (client.close(), closed.append(time.monotonic())))
+    closer.start()
+    if returns:
+        time.sleep(0.1)
+        assert closed == []  # waits for the callback
+        release.set()
+        closer.join(5.0)
+        assert closed and returned and closed[0] >= returned[0]
+    else:
+        closer.join(5.0)  # the callback still runs: closed after CALLBACK_WAIT all the same
+        assert closed and not returned
+        release.set()
+    jack_thread.join(5.0)

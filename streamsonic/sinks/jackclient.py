@@ -30,9 +30,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 JackNoStartServer = 0x01
 JackPortIsInput = 0x1
@@ -185,6 +186,9 @@ def opening() -> Iterator[int]:
 # JACK test files. Clients of other processes can still race; that needs a fix in libjack.
 SETTLE = 0.1
 _last_change = 0.0
+#: A dead client is closed once none of our Python callbacks runs on its threads (waiting
+#: at most CALLBACK_WAIT seconds), and CALLBACK_GRACE seconds after that.
+CALLBACK_WAIT, CALLBACK_GRACE = 1.0, 0.02
 
 
 def _mark_change() -> None:
@@ -240,12 +244,37 @@ class JackClient:
         self.dead = threading.Event()
         self.reason = ""
         self._callbacks: list[Any] = []  # ctypes callbacks must outlive the client
-        shutdown = _InfoShutdownCallback(self._shutdown)
+        # Our Python callbacks running now on JACK threads (see close)
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        shutdown = _InfoShutdownCallback(self._guarded(self._shutdown))
         self._callbacks.append(shutdown)
         self._jack.jack_on_info_shutdown(handle, shutdown, None)
         self.name = (self._jack.jack_get_client_name(handle) or b"").decode()
         self.sample_rate = int(self._jack.jack_get_sample_rate(handle))
         self.active = False
+
+    def _guarded(self, callback: Callable[..., _T]) -> Callable[..., _T]:
+        """``callback`` counted in :attr:`_busy` while it runs (on a JACK thread)."""
+
+        def guarded(*args: Any) -> _T:
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                return callback(*args)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+
+        return guarded
+
+    def _wait_callbacks(self) -> None:
+        """Wait (at most CALLBACK_WAIT seconds) until none of our callbacks runs, then
+        CALLBACK_GRACE more, so that the ctypes trampoline has returned too."""
+        deadline = time.monotonic() + CALLBACK_WAIT
+        while self._busy and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(CALLBACK_GRACE)
 
     def _shutdown(self, code: int, reason: bytes | None, arg: object) -> None:
         self.reason = (reason or b"").decode(errors="replace") or f"status 0x{code:x}"
@@ -268,7 +297,7 @@ class JackClient:
 
     def set_process_callback(self, callback: Callable[[int], int]) -> None:
         """``callback(nframes) -> 0`` runs in JACK's process thread every period."""
-        func = _ProcessCallback(lambda frames, _arg: callback(frames))
+        func = _ProcessCallback(self._guarded(lambda frames, _arg: callback(frames)))
         self._callbacks.append(func)
         if self._jack.jack_set_process_callback(self.handle, func, None):
             raise JackError("cannot set the JACK process callback")
@@ -280,7 +309,7 @@ class JackClient:
             callback()
             return 0
 
-        func = _XrunCallback(xrun)
+        func = _XrunCallback(self._guarded(xrun))
         self._callbacks.append(func)
         self._jack.jack_set_xrun_callback(self.handle, func, None)
 
@@ -352,6 +381,13 @@ class JackClient:
                 return
             untrack(self._token)
             dead = self.dead.is_set() or is_dead(self.generation)  # only freed: no threads
+            if dead:
+                # ... but closing a client cancels its threads, and one cancelled inside
+                # our Python callback (the shutdown notice, still running when the server
+                # died, on its notification thread) never gives the GIL back: every thread
+                # of the daemon then waited for it (3 of 10 restarts of the server with
+                # the audio output beside a midi-virtual one)
+                self._wait_callbacks()
             with nullcontext() if dead else closing():
                 if self.active and not dead:
                     self._jack.jack_deactivate(client)
