@@ -7,10 +7,13 @@ which CI has) and the real CLI in a subprocess.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import mido
 import pytest
 
 from streamsonic.errors import OutputError, OutputWriteError
+from streamsonic.sinks import outfile
 from streamsonic.sinks.outfile import OutputFile
 
 EXE = [sys.executable, "-m", "streamsonic"]
@@ -100,6 +104,65 @@ def test_fifo_is_written_in_place_not_replaced(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still the FIFO, not a regular file
     assert got and got[0].startswith(b"MThd")
+
+
+def _notify_env(tmp_path: Path) -> tuple[socket.socket, dict[str, str]]:
+    """A datagram socket at $NOTIFY_SOCKET (a simulated systemd) and the daemon's env."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(120)  # a first start compiles the kernels
+    (tmp_path / "empty.toml").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "WATCHDOG_USEC")}
+    env.update(NOTIFY_SOCKET=str(path), STREAMSONIC_CONFIG=str(tmp_path / "empty.toml"))
+    return sock, env
+
+
+def test_fifo_without_reader_does_not_block_start_and_gets_the_file_at_exit(
+        tmp_path: Path) -> None:
+    """A FIFO that no process reads: start-up goes on (its plain open() blocked for ever, and
+    SIGTERM with it); a reader that comes later gets the whole file at exit."""
+    fifo = tmp_path / "pipe.mid"
+    os.mkfifo(fifo)
+    sock, env = _notify_env(tmp_path)
+    proc = subprocess.Popen([*EXE, "run", "--output", f"file:{fifo}", "--output", "events"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"1\n5\n3\n")
+        proc.stdin.flush()  # the input stays open: the stop ends the run
+        while "READY=1" not in sock.recv(4096).decode().split("\n"):
+            pass
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+        reader.start()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        reader.join(timeout=30)
+    finally:
+        sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert "no process reads the FIFO yet" in err.decode()
+    assert got and got[0].startswith(b"MThd")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_fifo_never_read_fails_after_a_bounded_wait(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outfile, "FIFO_WAIT", 0.3)
+    fifo = tmp_path / "pipe.mid"
+    os.mkfifo(fifo)
+    out = OutputFile(fifo, "MIDI file", live=True)  # returns at once: no reader needed
+    out.append(b"MThd")
+    started = time.monotonic()
+    with pytest.raises(OutputWriteError, match=r"no process opened the FIFO for reading "
+                       r"within 0.3 s; start its reader"):
+        out.commit()
+    assert time.monotonic() - started < 5
 
 
 def test_render_to_full_disk_fails_with_74_and_keeps_old_file(full_fs: Path,

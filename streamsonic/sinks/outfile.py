@@ -18,7 +18,9 @@ errors such as a missing folder or a read-only directory surface before any data
   it is opened and written in place; it is never replaced by a regular file. One that cannot
   seek (a pipe, a FIFO, a terminal) gets the whole file at ``commit()``: until then the data is
   spooled to an unnamed temporary file (on disk, not in memory), since a header can only be
-  patched in a file that can seek.
+  patched in a file that can seek. A FIFO is opened without waiting: one that no process reads
+  yet is opened only at ``commit()``, which then waits up to :data:`FIFO_WAIT` seconds for a
+  reader (opening never blocks start-up, so a stop signal is answered).
 
 :class:`FileSeries` names the files of one ``run`` output: ``{start}`` in the path becomes the
 UTC time the file was started (``20250314T093000Z``), ``{n}`` its number in the run (1, 2, ...),
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 START_FORMAT = "%Y%m%dT%H%M%SZ"
 PLACEHOLDERS = ("{start}", "{n}")
 _COPY_CHUNK = 1 << 20
+#: Seconds ``commit()`` waits for a process to open a FIFO target for reading when none had
+#: by then; past it the file is not written (an OutputWriteError that says so).
+FIFO_WAIT = 10.0
+_FIFO_POLL = 0.05
 
 
 def wall_time(at: float) -> datetime:
@@ -89,6 +95,19 @@ def keep_aside(target: Path, first: int = 1) -> Path:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _open_fifo(path: Path) -> BinaryIO | None:
+    """Open the FIFO at ``path`` for writing without waiting: None while no process has it open
+    for reading (a plain open() would block until one does). Raises OSError."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno == errno.ENXIO:
+            return None
+        raise
+    os.set_blocking(fd, True)  # writes wait for a slow reader, as a pipe's do
+    return os.fdopen(fd, "wb", buffering=0)
+
+
 class OutputFile:
     """One output file: appended to, patched in place, then committed (see the module doc)."""
 
@@ -113,12 +132,22 @@ class OutputFile:
         self.target = target
         self._tmp: Path | None = None
         self._dest: BinaryIO | None = None  # a target that cannot seek, written at commit
+        self._fifo = False  # the target is a FIFO: ``_dest`` may be opened only at commit
         try:
-            if self.in_place:
-                self.file: BinaryIO = self.path.open("wb", buffering=0)
+            if self.in_place and st is not None and stat.S_ISFIFO(st.st_mode):
+                # Never block here: a FIFO's plain open() waits for a reader, for ever.
+                self._dest = _open_fifo(self.path)
+                if self._dest is None:
+                    log.info("%s %s: no process reads the FIFO yet; the file is spooled and "
+                             "written to it at exit, once a reader opens it (waiting up to "
+                             "%g s then)", what, self.path, FIFO_WAIT)
+                self._fifo = True
+                self.file: BinaryIO = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115
+            elif self.in_place:
+                self.file = self.path.open("wb", buffering=0)
                 try:
                     os.lseek(self.file.fileno(), 0, os.SEEK_CUR)
-                except OSError:  # a pipe, FIFO or terminal: spool, write it all at commit
+                except OSError:  # a pipe or terminal: spool, write it all at commit
                     self._dest = self.file
                     self.file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115
             else:
@@ -190,6 +219,8 @@ class OutputFile:
         if self.done:
             return
         try:
+            if self._fifo and self._dest is None:
+                self._dest = self._wait_for_reader()
             if self._dest is not None:
                 self._copy_spool(self._dest)
             elif not self.in_place:
@@ -203,6 +234,20 @@ class OutputFile:
         except OSError as err:
             raise self.fail(err) from None
         self.done = True
+
+    def _wait_for_reader(self) -> BinaryIO:
+        """Open the FIFO once a process reads it, waiting at most :data:`FIFO_WAIT` seconds.
+        Raises OSError."""
+        log.warning("%s %s: waiting up to %g s for a process to read the FIFO", self.what,
+                    self.path, FIFO_WAIT)
+        deadline = time.monotonic() + FIFO_WAIT
+        while (dest := _open_fifo(self.path)) is None:
+            if time.monotonic() >= deadline:
+                raise OSError(errno.ENXIO, f"no process opened the FIFO for reading within "
+                              f"{FIFO_WAIT:g} s; start its reader (such as `cat {self.path} "
+                              "> out`) before the run ends")
+            time.sleep(_FIFO_POLL)
+        return dest
 
     def _copy_spool(self, dest: BinaryIO) -> None:
         os.lseek(self.file.fileno(), 0, os.SEEK_SET)
