@@ -42,11 +42,9 @@ import mido
 from streamsonic.errors import OutputWriteError, StreamsonicError
 from streamsonic.events import NoteEvent
 from streamsonic.music import Earcon
-from streamsonic.sinks.base import Sink
+from streamsonic.sinks.base import CC_PAN, Sink
 
 log = logging.getLogger(__name__)
-
-CC_PAN = 10
 
 
 class Handle(Protocol):

@@ -101,6 +101,43 @@ def test_existing_port_by_substring_and_reconnect(jack_server) -> None:
 
 
 @pytest.mark.jack
+def test_port_back_gets_programs_and_pans_again(jack_server) -> None:
+    """A synth that restarts starts from its defaults: the port that comes back gets every
+    used channel's program and pan again before the next note (it got none before)."""
+    rx = Receiver("setup-rx")
+    sink = midiport.open_sink("setup-rx", jack_config())
+    try:
+        sink.send(mido.Message("program_change", channel=0, program=5), 0.0)
+        sink.send(mido.Message("control_change", channel=0, control=10, value=30), 0.0)
+        sink.send(mido.Message("program_change", channel=1, program=40), 0.0)
+        sink.send(mido.Message("control_change", channel=1, control=10, value=90), 0.0)
+        sink.send(note_on(60), 0.0)
+        assert len(rx.take(5)) == 5
+        rx.close()
+        sink.check()
+        assert not sink.connected
+        # dropped while away, still remembered: the latest program is the one sent again
+        sink.send(mido.Message("program_change", channel=1, program=41), 1.0)
+        rx = Receiver("setup-rx")
+        sink.check()
+        assert sink.connected
+        sink.send(note_on(64, channel=1), 2.0)
+        got = [m for _, m in rx.take(7)]
+        assert len(got) == 7, got  # 2 x all notes off, 2 x (program, pan), the note
+        assert [(m.type, m.channel) for m in got[:2]] == [("control_change", 0),
+                                                          ("control_change", 1)]
+        assert [m.control for m in got[:2]] == [123, 123]
+        setup = [(m.channel, m.type, m.program if m.type == "program_change" else m.value)
+                 for m in got[2:6]]
+        assert setup == [(0, "program_change", 5), (0, "control_change", 30),
+                         (1, "program_change", 41), (1, "control_change", 90)]
+        assert (got[6].type, got[6].note, got[6].channel) == ("note_on", 64, 1)
+    finally:
+        sink.close()
+        rx.close()
+
+
+@pytest.mark.jack
 def test_background_thread_reconnects(jack_server) -> None:
     rx = Receiver("auto-rx")
     sink = midiport.open_sink("auto-rx", jack_config(interval=0.05))

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 CC_ALL_SOUND_OFF = 120
 CC_ALL_NOTES_OFF = 123
+CC_PAN = 10
 
 
 class Sink(ABC):

@@ -9,7 +9,9 @@ An existing port is chosen by exact name, else by case-insensitive substring. Wh
 disappears the sink keeps the daemon alive: it logs (rate-limited), drops and counts the
 messages while the port is away, and a background thread that looks every
 ``midi.reconnect_interval`` seconds reopens it when it returns. Notes that were sounding
-when the port went away are forgotten (the synth on the other side is gone with them).
+when the port went away are forgotten (the synth on the other side is gone with them); the
+port that returns gets all notes off, then each used channel's last program change and pan
+(CC 10) again, before any later note (a restarted synth starts from its defaults).
 
 On JACK the same thread also watches the server (rtmidi reports nothing when it dies and
 keeps accepting messages for a port that no longer exists): a small watcher client's
@@ -34,7 +36,7 @@ from streamsonic.config import Config
 from streamsonic.errors import MidiPortError
 from streamsonic.extras import missing_extra
 from streamsonic.sinks import jackclient
-from streamsonic.sinks.base import CC_ALL_NOTES_OFF, Sink
+from streamsonic.sinks.base import CC_ALL_NOTES_OFF, CC_PAN, Sink
 from streamsonic.sinks.reconnect import Backoff
 from streamsonic.stats import Counters, RateLimitedLog
 
@@ -133,6 +135,9 @@ class MidiPortSink(Sink):
         self._api_id = api_id
         self._client = client
         self._lock = threading.Lock()
+        # Each channel's last program change and pan (CC 10) as sent (or dropped): a port
+        # that comes back (a restarted synth) gets them again before the next note.
+        self._setup: dict[tuple[int, int], list[int]] = {}
         self._connected = True
         self._lost_reason: str | None = None
         self._warn = RateLimitedLog(log, interval=warn_interval)
@@ -184,6 +189,9 @@ class MidiPortSink(Sink):
     def _send(self, msg: mido.Message, time: float) -> None:
         data = msg.bytes()
         with self._lock:
+            status = data[0] & 0xF0
+            if status == 0xC0 or (status == 0xB0 and data[1] == CC_PAN):
+                self._setup[status, data[0] & 0x0F] = data
             if self._connected and self._out is not None and not self._server_gone.is_set() \
                     and not (self._jack and jackclient.is_dead(self._gen or 0)):
                 try:
@@ -272,6 +280,11 @@ class MidiPortSink(Sink):
         for channel in sorted(self._channels):  # nothing of ours should sound there
             with suppress(Exception):
                 self._out.send_message([0xB0 | channel, CC_ALL_NOTES_OFF, 0])
+        # A restarted synth starts from its defaults: each channel's program (first) and pan
+        # again, before any later note (``_send`` waits for the lock held here).
+        for key in sorted(self._setup, key=lambda k: (k[1], k[0] != 0xC0)):
+            with suppress(Exception):
+                self._out.send_message(self._setup[key])
 
     def _server_lost(self) -> None:
         """The JACK server went away: one error line, then drop until it returns."""
