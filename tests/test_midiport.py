@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -135,6 +136,48 @@ def test_port_back_gets_programs_and_pans_again(jack_server) -> None:
     finally:
         sink.close()
         rx.close()
+
+
+@pytest.mark.jack
+def test_reconnects_only_to_its_own_port_not_another_match(jack_server, caplog) -> None:
+    """``midi:twin`` matches ``twin:in`` and ``twin-b:in``: it sends to the first (with a
+    warning naming the other) and, when that one goes, waits for it instead of taking the
+    other (it did); a port that appears meanwhile and matches (a synth back under a new
+    name) is taken, with a warning."""
+    caplog.set_level(logging.INFO, logger="streamsonic.sinks.midiport")
+    rx = Receiver("twin")
+    other = Receiver("twin-b")
+    sink = midiport.open_sink("twin", jack_config())
+    renamed: Receiver | None = None
+    try:
+        assert sink.port == "twin:in"
+        assert "'twin' also matches 'twin-b:in'; sending to 'twin:in' only" in caplog.text
+        rx.close()
+        sink.check()
+        assert not sink.connected
+        sink.check()
+        assert not sink.connected  # twin-b:in was there beside it: not ours
+        assert sink.port == "twin:in"
+        rx = Receiver("twin")
+        sink.check()
+        assert sink.connected
+        assert sink.port == "twin:in"
+        sink.send(note_on(60), 0.0)
+        assert ("note_on", 60) in kinds(rx.take(2))
+        assert other.drain() == []
+
+        rx.close()
+        sink.check()
+        renamed = Receiver("twin-new")  # not listed beside ours: ours, renamed
+        sink.check()
+        assert sink.port == "twin-new:in"
+        assert "MIDI port 'twin:in' is back as 'twin-new:in'" in caplog.text
+    finally:
+        sink.close()
+        rx.close()
+        other.close()
+        if renamed is not None:
+            renamed.close()
 
 
 @pytest.mark.jack

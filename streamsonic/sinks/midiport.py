@@ -5,13 +5,16 @@ Messages are mido messages sent as raw bytes the moment the scheduler hands them
 compiled APIs in rtmidi's order, ALSA first on Linux, skipping one that cannot start, e.g.
 ALSA without a sequencer).
 
-An existing port is chosen by exact name, else by case-insensitive substring. When it
-disappears the sink keeps the daemon alive: it logs (rate-limited), drops and counts the
-messages while the port is away, and a background thread that looks every
-``midi.reconnect_interval`` seconds reopens it when it returns. Notes that were sounding
-when the port went away are forgotten (the synth on the other side is gone with them); the
-port that returns gets all notes off, then each used channel's last program change and pan
-(CC 10) again, before any later note (a restarted synth starts from its defaults).
+An existing port is chosen by exact name, else by case-insensitive substring (the first
+listed; a warning names the others that match too). When it disappears the sink keeps the
+daemon alive: it logs (rate-limited), drops and counts the messages while the port is away,
+and a background thread that looks every ``midi.reconnect_interval`` seconds reopens it when
+it returns: the port of the exact name it had, else a port that matches NAME and was not
+listed beside it (a synth restarted under a new name, as ALSA's client numbers make it),
+never another device that merely matches. Notes that were sounding when the port went away
+are forgotten (the synth on the other side is gone with them); the port that returns gets
+all notes off, then each used channel's last program change and pan (CC 10) again, before
+any later note (a restarted synth starts from its defaults).
 
 On JACK the same thread also watches the server (rtmidi reports nothing when it dies and
 keeps accepting messages for a port that no longer exists): a small watcher client's
@@ -131,6 +134,9 @@ class MidiPortSink(Sink):
         self.counters = Counters()
         self._out: Any = out
         self._wanted = wanted
+        # The other ports listed while ours was there: another device that merely matches
+        # ``wanted`` is never taken for ours coming back.
+        self._beside: set[str] = set()
         self._virtual = virtual
         self._api_id = api_id
         self._client = client
@@ -253,11 +259,13 @@ class MidiPortSink(Sink):
                 self._warn.warning("list", "output %s: cannot list MIDI ports: %s", self.name,
                                    err)
                 return self._interval
-            index = match_port(ports, self._wanted)
             if self._connected:
-                if index is None or ports[index] != self.port:
+                if self.port in ports:
+                    self.beside(ports)
+                else:
                     self._lost("no longer listed")
                 return self._interval
+            index = self.find(ports)
             if index is None:
                 return self._interval
             try:
@@ -267,10 +275,28 @@ class MidiPortSink(Sink):
                 self._warn.warning("reopen", "output %s: reopening MIDI port %r failed: %s",
                                    self.name, ports[index], err)
                 return self._interval
-            self.port = ports[index]
+            was, self.port = self.port, ports[index]
             self._reconnected()
-        log.info("output %s: MIDI port %r is back; sending again", self.name, self.port)
+        if self.port == was:
+            log.info("output %s: MIDI port %r is back; sending again", self.name, self.port)
+        else:
+            log.warning("output %s: MIDI port %r is back as %r (a new port matching %r); "
+                        "sending again", self.name, was, self.port, self._wanted)
         return self._interval
+
+    def beside(self, ports: list[str]) -> None:
+        """Remember the ports listed beside ours (``ports`` lists ours too)."""
+        self._beside = {p for p in ports if p != self.port}
+
+    def find(self, ports: list[str]) -> int | None:
+        """Index in ``ports`` of our port come back: by the exact name it had, else (a synth
+        restarted under a new name, e.g. an ALSA client number) the first port matching
+        ``wanted`` that was not listed beside ours."""
+        if self.port in ports:
+            return ports.index(self.port)
+        new = [p for p in ports if p not in self._beside]
+        index = match_port(new, self._wanted or self.port)
+        return None if index is None else ports.index(new[index])
 
     def _reconnected(self) -> None:
         """The port is open again (caller holds the lock)."""
@@ -350,7 +376,7 @@ class MidiPortSink(Sink):
             return f"{self._client}:{VIRTUAL_PORT}"
         assert self._wanted is not None
         ports = list(out.get_ports())
-        index = match_port(ports, self._wanted)
+        index = self.find(ports)
         if index is None:
             return None
         out.open_port(index)
@@ -454,10 +480,17 @@ def open_sink(arg: str, config: Config) -> MidiPortSink:
                     f"MIDI port {ports[index]!r} ({label}) cannot be opened: {err}"
                 ) from None
             log.info("output midi:%s: sending to %r (%s)", arg, ports[index], label)
-            return MidiPortSink(f"midi:{arg}", out, api=label, port=ports[index], wanted=arg,
+            others = [p for p in ports if p != ports[index] and arg.lower() in p.lower()]
+            if others and ports[index] != arg:
+                log.warning("output midi:%s: %r also matches %s; sending to %r only (also "
+                            "when it comes back); give the full port name to choose",
+                            arg, arg, ", ".join(map(repr, others)), ports[index])
+            sink = MidiPortSink(f"midi:{arg}", out, api=label, port=ports[index], wanted=arg,
                                 reconnect_interval=config.midi.reconnect_interval,
                                 warn_interval=config.daemon.warn_interval, api_id=api,
                                 client=CLIENT_NAME, generation=gen)
+            sink.beside(ports)
+            return sink
     available = "; ".join(listing) if listing else "none"
     why = f" (unavailable: {'; '.join(failures)})" if failures else ""
     raise MidiPortError(
