@@ -72,6 +72,25 @@ def test_virtual_port_delivers_and_close_silences(jack_server) -> None:
 
 
 @pytest.mark.jack
+def test_virtual_port_renamed_by_jack_is_named_right(jack_server, caplog) -> None:
+    """A client ``vdup`` exists: JACK names ours ``vdup-01``; the log and ``port`` say so
+    (they said ``vdup:out``, a port that does not exist)."""
+    caplog.set_level(logging.INFO, logger="streamsonic.sinks.midiport")
+    rx = Receiver("vdup")
+    sink = midiport.open_virtual_sink("vdup", jack_config())
+    try:
+        assert sink.port == "vdup-01:out"
+        assert "opened virtual port vdup-01:out (jack)" in caplog.text
+        subprocess.run(["jack_connect", sink.port, "vdup:in"], check=True,
+                       capture_output=True, timeout=10)  # the port of that name exists
+        sink.send(note_on(60), 0.0)
+        assert kinds(rx.take(1)) == [("note_on", 60)]
+    finally:
+        sink.close()
+        rx.close()
+
+
+@pytest.mark.jack
 def test_existing_port_by_substring_and_reconnect(jack_server) -> None:
     rx = Receiver("synth-rx")
     sink = midiport.open_sink("synth-rx", jack_config())

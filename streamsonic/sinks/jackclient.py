@@ -40,6 +40,7 @@ JackPortIsInput = 0x1
 JackPortIsOutput = 0x2
 JackPlaybackLatency = 1
 AUDIO_TYPE = b"32 bit float mono audio"
+MIDI_TYPE = b"8 bit raw midi"
 
 _ProcessCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
 _InfoShutdownCallback = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)

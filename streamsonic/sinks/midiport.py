@@ -26,6 +26,7 @@ with jittered exponential backoff. The outputs never start a JACK server.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from contextlib import nullcontext, suppress
@@ -127,7 +128,8 @@ class MidiPortSink(Sink):
                  wanted: str | None = None, reconnect_interval: float = 1.0,
                  warn_interval: float = 10.0, api_id: int | None = None,
                  client: str = CLIENT_NAME, virtual: bool = False,
-                 generation: int | None = None) -> None:
+                 generation: int | None = None,
+                 watch_client: jackclient.JackClient | None = None) -> None:
         super().__init__(name)
         self.api = api
         self.port = port
@@ -162,7 +164,8 @@ class MidiPortSink(Sink):
             assert generation is not None
             self._token = jackclient.track(generation, partial(self._release, out))
             try:
-                self._watch_client = self._new_watch_client()
+                self._watch_client = self._adopt(watch_client) if watch_client is not None \
+                    else self._new_watch_client()
             except jackclient.JackError as err:
                 self._release(out)
                 jackclient.untrack(self._token)
@@ -230,6 +233,13 @@ class MidiPortSink(Sink):
 
     def _new_watch_client(self) -> jackclient.JackClient:
         return jackclient.JackClient(WATCH_CLIENT, on_shutdown=self._on_shutdown)
+
+    def _adopt(self, watch: jackclient.JackClient) -> jackclient.JackClient:
+        """Make ``watch`` (opened before our port, to name it) our watch client."""
+        watch.on_shutdown = self._on_shutdown
+        if watch.dead.is_set():  # the server went away before it was ours
+            self._on_shutdown(watch.reason)
+        return watch
 
     def _release(self, out: Any) -> None:
         """Free an rtmidi client (of a dead server, or at close); idempotent."""
@@ -335,7 +345,7 @@ class MidiPortSink(Sink):
             with jackclient.opening() as gen:  # frees our dead clients (and others') first
                 watch = self._new_watch_client()  # first: fails quietly while it is away
                 out = _new_out(self._api_id, self._client)
-                port = self._open_on(out)
+                port = self._open_on(out, watch)
                 token = jackclient.track(gen, partial(self._release, out))
                 with self._lock:
                     if self.closed:
@@ -369,11 +379,10 @@ class MidiPortSink(Sink):
                      self.name, self._wanted)
         return self._interval
 
-    def _open_on(self, out: Any) -> str | None:
+    def _open_on(self, out: Any, watch: jackclient.JackClient) -> str | None:
         """Open our port on a fresh rtmidi client: the virtual port, or the wanted one."""
         if self._virtual:
-            out.open_virtual_port(VIRTUAL_PORT)
-            return f"{self._client}:{VIRTUAL_PORT}"
+            return _open_virtual(out, self._client, watch)
         assert self._wanted is not None
         ports = list(out.get_ports())
         index = self.find(ports)
@@ -450,6 +459,31 @@ def _delete(out: Any) -> None:
             out.delete()
 
 
+def _virtual_ports(watch: jackclient.JackClient, client: str) -> set[str]:
+    """JACK MIDI output ports ``CLIENT:out``, or ``CLIENT-NN:out``: JACK renames a client
+    whose name is taken."""
+    name = re.compile(rf"{re.escape(client)}(-[0-9]+)?:{VIRTUAL_PORT}")
+    return {p for p in watch.ports("", jackclient.MIDI_TYPE, jackclient.JackPortIsOutput)
+            if name.fullmatch(p)}
+
+
+def _open_virtual(out: Any, client: str, watch: jackclient.JackClient | None) -> str:
+    """Open the virtual port ``out`` on ``out``; return its real name. On JACK (``watch``
+    given) that is the one port of ours listed after and not before: JACK renames a client
+    whose name is taken (``NAME-01``), and rtmidi does not say so. Raises what rtmidi does."""
+    before = _virtual_ports(watch, client) if watch is not None else set()
+    out.open_virtual_port(VIRTUAL_PORT)
+    if watch is None:
+        return f"{client}:{VIRTUAL_PORT}"
+    new = _virtual_ports(watch, client) - before
+    if len(new) == 1:
+        return new.pop()
+    log.warning("virtual MIDI port %s:%s: cannot tell its name on JACK (%s); JACK may have "
+                "renamed the client (%s-01, ...): see jack_lsp", client, VIRTUAL_PORT,
+                "several new ports" if new else "not listed", client)
+    return f"{client}:{VIRTUAL_PORT}"
+
+
 def _opening(label: str) -> Any:
     """``jackclient.opening()`` for JACK (see there why), nothing for other APIs."""
     return jackclient.opening() if label == "jack" else nullcontext(None)
@@ -501,7 +535,9 @@ def open_sink(arg: str, config: Config) -> MidiPortSink:
 
 
 def open_virtual_sink(arg: str, config: Config) -> MidiPortSink:
-    """Factory for ``midi-virtual:NAME``: a new port ``NAME:out`` that others connect to."""
+    """Factory for ``midi-virtual:NAME``: a new port ``NAME:out`` that others connect to
+    (on JACK ``NAME-01:out``, ... when a client NAME exists: JACK renames ours; the log and
+    ``port`` give the real name)."""
     failures: list[str] = []
     for label, api in api_ids(config.midi.api):
         with _opening(label) as gen:
@@ -510,19 +546,22 @@ def open_virtual_sink(arg: str, config: Config) -> MidiPortSink:
             except Exception as err:
                 failures.append(f"{label}: {err}")
                 continue
+            watch: jackclient.JackClient | None = None
             try:
-                out.open_virtual_port(VIRTUAL_PORT)
+                if label == "jack":  # the sink's watch client; first, to name our port
+                    watch = jackclient.JackClient(WATCH_CLIENT)
+                port = _open_virtual(out, arg, watch)
             except Exception as err:  # e.g. Windows MM has no virtual ports
                 failures.append(f"{label}: {err}")
                 _delete(out)
+                if watch is not None:
+                    watch.close()
                 continue
-            log.info("output midi-virtual:%s: opened virtual port %s:%s (%s)", arg, arg,
-                     VIRTUAL_PORT, label)
-            return MidiPortSink(f"midi-virtual:{arg}", out, api=label,
-                                port=f"{arg}:{VIRTUAL_PORT}",
+            log.info("output midi-virtual:%s: opened virtual port %s (%s)", arg, port, label)
+            return MidiPortSink(f"midi-virtual:{arg}", out, api=label, port=port,
                                 reconnect_interval=config.midi.reconnect_interval,
                                 warn_interval=config.daemon.warn_interval, api_id=api,
-                                client=arg, virtual=True, generation=gen)
+                                client=arg, virtual=True, generation=gen, watch_client=watch)
     raise MidiPortError(
         f"cannot open virtual MIDI port {arg!r} ({'; '.join(failures) or 'no MIDI API'}); "
         "on Linux load the ALSA sequencer (modprobe snd-seq) or start JACK and use "
