@@ -38,6 +38,7 @@ from streamsonic.events import Arrival, Holding
 from streamsonic.extras import require_extra
 from streamsonic.mqtt.urls import check_password_file
 from streamsonic.outputs import (
+    LIVE_FACTORIES,
     OutputSpec,
     check_distinct_files,
     check_stdout_shared,
@@ -644,7 +645,7 @@ class Daemon:
                         if k.startswith("mqtt.") and not _matches(k, MQTT_OUTPUT_KEYS)]
         if self.fixed_outputs and "output.targets" in changed:
             restart.append("output.targets (--output on the command line decides the outputs)")
-        specs, opened, closing = self._open_changed_outputs(new, changed)
+        specs, opened, closing, retuned = self._open_changed_outputs(new, changed)
         try:
             try:
                 engine.conductor.configure(new)
@@ -660,13 +661,33 @@ class Daemon:
                 raise
         except BaseException:
             for sink in opened.values():
-                sink.close()
+                sink.abandon()  # a file output has written and renamed nothing yet
             raise
-        # Nothing can fail from here on: the new outputs play, the old ones are closed.
-        for sink in opened.values():
-            scheduler.add_sink(sink)
+        # Nothing can fail from here on: the new outputs play, the old ones are closed. A
+        # file output is started after the one it replaces is closed (that one's file is
+        # complete, under its name, before the new one keeps it aside).
+        files = {key for key, spec in zip(map(str, specs), specs, strict=True)
+                 if spec.kind in LIVE_FACTORIES}
+        for key, sink in opened.items():
+            if key not in files:
+                scheduler.add_sink(sink)
         for sink in closing:
             scheduler.remove_sink(sink)
+        for sink in retuned:
+            sink.retune(new.output)
+        if retuned:
+            log.info("reload: %s take the new flush and rotation settings",
+                     ", ".join(sink.name for sink in retuned))
+        for key, sink in opened.items():
+            if key in files:
+                try:
+                    sink.start()
+                except StreamsonicError as err:  # the folder went away meanwhile, say
+                    log.error("output %s could not be started (%s); the other outputs play "
+                              "on, a reload tries it again", sink.name, err)
+                    sink.abandon()
+                    continue
+                scheduler.add_sink(sink)
         self.outputs = {key: opened.get(key) or self.outputs[key] for key in map(str, specs)}
         self.specs = specs
         if new.daemon.log_level != old.daemon.log_level:
@@ -679,11 +700,15 @@ class Daemon:
         return applied, restart
 
     def _open_changed_outputs(self, new: Config, changed: list[str]) -> tuple[
-            list[OutputSpec], dict[str, Sink], list[Sink]]:
+            list[OutputSpec], dict[str, Sink], list[Sink], list[Sink]]:
         """The outputs of ``new``: (specs, the sinks opened for it by spec, the running
-        sinks to close). An output is opened when it is new, when its own settings changed
-        or when it had failed; if one cannot be opened, those opened are closed again and
-        the error is raised (the running outputs stay as they are)."""
+        sinks to close, the running file outputs that take new flush and rotation settings
+        in place). An output is opened when it is new, when its own settings changed (a
+        file output's flush and rotation settings aside: it keeps its file) or when it had
+        failed; a file output is opened with its file held back (``defer``), to be started
+        once the reload cannot fail. If one cannot be opened, those opened are abandoned
+        (nothing written, nothing renamed) and the error is raised: the running outputs
+        stay as they are."""
         scheduler = self.scheduler
         assert scheduler is not None
         if self.fixed_outputs:
@@ -692,11 +717,17 @@ class Daemon:
             specs = [parse_output(o) for o in new.output.targets]
         live = {id(sink) for sink in scheduler.sinks}
         wanted: list[OutputSpec] = []
+        retuned: list[Sink] = []
         for spec in specs:
             sink = self.outputs.get(str(spec))
             settings = OUTPUT_SETTINGS.get(spec.kind, ())
-            if (sink is None or id(sink) not in live
-                    or any(_matches(k, settings) for k in changed)):
+            touched = [k for k in changed if _matches(k, settings)]
+            if sink is None or id(sink) not in live:
+                wanted.append(spec)
+            elif touched and spec.kind in LIVE_FACTORIES \
+                    and all(_matches(k, _FILE_KEYS) for k in touched):
+                retuned.append(sink)
+            elif touched:
                 wanted.append(spec)
         keys = {str(spec) for spec in specs}
         closing = [sink for key, sink in self.outputs.items()
@@ -705,15 +736,15 @@ class Daemon:
         opened: dict[str, Sink] = {}
         try:
             for spec in wanted:
-                opened[str(spec)] = open_output(spec, new, live=True)
+                opened[str(spec)] = open_output(spec, new, live=True, defer=True)
         except BaseException:
             for sink in opened.values():
-                sink.close()
+                sink.abandon()
             raise
         if opened or closing:
             log.info("reload: opening %s; closing %s", shown(opened) or "no output",
                      ", ".join(sink.name for sink in closing) or "no output")
-        return specs, opened, closing
+        return specs, opened, closing, retuned
 
 
 def _fmt_stats(stats: dict[str, int]) -> str:

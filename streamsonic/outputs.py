@@ -190,10 +190,14 @@ def check_mqtt_output(arg: str) -> None:
                          "mqtt:mqtt://HOST[:PORT]/notes")
 
 
-def open_output(spec: OutputSpec, config: Config, live: bool = False) -> Sink:
+def open_output(spec: OutputSpec, config: Config, live: bool = False,
+                defer: bool = False) -> Sink:
     """Open the sink for ``spec`` (``live``: for ``run``, else for ``render``); errors are
-    OutputError subclasses with a fix in the text."""
+    OutputError subclasses with a fix in the text. ``defer`` (a reload): an output that
+    writes files checks its path but creates, renames or writes nothing until its
+    ``start()``."""
     module_name, factory, _ = BACKENDS[spec.kind]
+    deferrable = live and spec.kind in LIVE_FACTORIES
     if live:
         factory = LIVE_FACTORIES.get(spec.kind, factory)
     try:
@@ -203,5 +207,8 @@ def open_output(spec: OutputSpec, config: Config, live: bool = False) -> Sink:
         if error is None:
             raise
         raise error from None
-    sink: Sink = getattr(module, factory)(spec.arg, config)
+    if deferrable and defer:
+        sink: Sink = getattr(module, factory)(spec.arg, config, defer=True)
+    else:
+        sink = getattr(module, factory)(spec.arg, config)
     return sink

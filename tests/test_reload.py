@@ -223,3 +223,87 @@ def test_sighup_opens_new_outputs_and_names_what_needs_a_restart(tmp_path: Path)
     programs = [m.program for m in mido.MidiFile(midi) if m.type == "program_change"]
     assert programs[:1] == [events[first]["program"]]
     assert {(e["stream"], e["channel"]) for e in events} == {("s", events[0]["channel"])}
+
+
+@pytest.mark.slow
+def test_failed_reload_changes_no_file_and_a_retuned_file_output_keeps_its_file(
+        tmp_path: Path) -> None:
+    """A reload that fails (an output that cannot be opened) leaves every file as it was: the
+    running file output is not set aside, an added one creates nothing and renames nothing
+    (an earlier run's file at its name stays). A reload that changes only the flush and
+    rotation settings keeps the running file open: one file holds the whole session and the
+    exit line names it."""
+    import mido
+
+    from tests.test_health import Daemon as Run
+
+    session = tmp_path / "s.mid"
+    added = tmp_path / "g.mid"
+    earlier = b"an earlier run's file"
+    added.write_bytes(earlier)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[output]\ntargets = ["events", "file:{session}"]\n')
+    daemon = Run(["--config", str(config), "--set", "clock.backlog=100000", "--log-level",
+                  "info"], output=False)
+    try:
+        daemon.send("".join(f"s={v}\n" for v in wave(0, 30)))
+        daemon.wait_until("30 notes", lambda: len(daemon.played()) >= 30)
+        files = sorted(p.name for p in tmp_path.iterdir())
+
+        config.write_text(f'[output]\ntargets = ["events", "file:{session}", "file:{added}", '
+                          '"midi:doesnotexist"]\nrotate_seconds = 3600\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reload failed, keeping the running configuration")
+        assert sorted(p.name for p in tmp_path.iterdir()) == files
+        assert added.read_bytes() == earlier
+
+        config.write_text(f'[output]\ntargets = ["events", "file:{session}"]\n'
+                          'rotate_seconds = 3600\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reloaded configuration")
+        daemon.send("".join(f"s={v}\n" for v in wave(30, 20)))
+        daemon.wait_until("50 notes", lambda: len(daemon.played()) >= 50)
+        assert daemon.finish() == 0, "".join(daemon.log)
+    finally:
+        daemon.finish()
+    log = "".join(daemon.log)
+    assert sorted(p.name for p in tmp_path.iterdir()) == files, log
+    assert "kept the earlier file" not in log and "0 messages" not in log, log
+    assert f"wrote {session} (" in log, log
+    ons = [m for m in mido.MidiFile(session) if m.type == "note_on" and m.velocity > 0]
+    assert len(ons) == len(daemon.played()) == 50
+
+
+@pytest.mark.slow
+def test_reload_that_reopens_a_wav_output_names_the_files_it_wrote(tmp_path: Path) -> None:
+    """A reload that changes a wav: output's audio settings opens it anew: the running one
+    finishes its file first (its line names it), then the new one sets it aside (a line
+    names where) and writes the path again; both files are valid and hold audio."""
+    import wave as wavefile
+
+    from tests.test_health import Daemon as Run
+
+    out = tmp_path / "a.wav"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[output]\ntargets = ["events", "wav:{out}"]\n')
+    daemon = Run(["--config", str(config), "--set", "clock.backlog=100000", "--log-level",
+                  "info"], output=False)
+    try:
+        daemon.send("".join(f"s={v}\n" for v in wave(0, 10)))
+        daemon.wait_until("10 notes", lambda: len(daemon.played()) >= 10)
+        config.write_text(f'[output]\ntargets = ["events", "wav:{out}"]\n[audio]\ngain = 0.3\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reloaded configuration")
+        daemon.send("".join(f"s={v}\n" for v in wave(10, 10)))
+        daemon.wait_until("20 notes", lambda: len(daemon.played()) >= 20)
+        assert daemon.finish() == 0, "".join(daemon.log)
+    finally:
+        daemon.finish()
+    log = "".join(daemon.log)
+    aside = tmp_path / "a-1.wav"
+    first = log.index(f"wrote {out} (")
+    assert first < log.index(f"kept the earlier file as {aside}") < log.rindex(
+        f"wrote {out} ("), log
+    for path in (aside, out):
+        with wavefile.open(str(path)) as wav:
+            assert wav.getnframes() > 0

@@ -14,11 +14,15 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import mido
 
 from streamsonic.errors import OutputError, StreamsonicError
 from streamsonic.events import NoteEvent
+
+if TYPE_CHECKING:
+    from streamsonic.config import OutputConfig
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +173,15 @@ class Sink(ABC):
             self.close()
         except Exception:  # the render's own error is the one to report
             log.exception("output %s: closing it failed", self.name)
+
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Begin writing: an output opened with its file held back (a reload opens it so,
+        and starts it only once the reload cannot fail any more) opens its file now.
+        Raises OutputError as opening would have."""
+
+    def retune(self, output: OutputConfig) -> None:  # noqa: B027 - optional hook
+        """A reload changed the ``[output]`` settings (flush and rotation): apply them to
+        this running output in place. Outputs that write no file ignore them."""
 
     def _discard_unfinished(self) -> bool:
         """:meth:`abandon`'s hook: give up what this output has written, if it writes a

@@ -70,7 +70,7 @@ class MidiFileSink(Sink):
     makes it ``run``'s incremental, rotating file, else ``render``'s atomic one."""
 
     def __init__(self, path: str | Path, tempo: float = 120.0,
-                 live: OutputConfig | None = None) -> None:
+                 live: OutputConfig | None = None, defer: bool = False) -> None:
         super().__init__(f"file:{path}")
         self.path = Path(path)
         self.tempo = tempo
@@ -90,9 +90,34 @@ class MidiFileSink(Sink):
         self._controls: dict[tuple[int, int], int] = {}
         self._on: dict[tuple[int, int], int] = {}  # (channel, note) -> velocity
         self._series = FileSeries(path, "MIDI file") if live is not None else None
-        self._out = self._open_file()  # fails now, not after the music
+        self._file: OutputFile | None = None
+        if defer and self._series is not None:  # a reload: checked now, opened by start()
+            self._series.check()
+        else:
+            self.start()  # fails now, not after the music
+
+    def start(self) -> None:
+        """Open the (first) file, if not yet open (``defer``: a reload opens it once it
+        cannot fail any more)."""
+        if self._file is not None or self.closed:
+            return
+        self._file = self._open_file()
         if self._series is not None and self._out.in_place:
             self._series = None  # a device or FIFO: one file, never rotated
+
+    def retune(self, output: OutputConfig) -> None:
+        """A reload's new flush and rotation settings, from the current file on."""
+        if self.live is not None:
+            self.live = output
+
+    @property
+    def _out(self) -> OutputFile:
+        assert self._file is not None, "start() opens the file"
+        return self._file
+
+    @_out.setter
+    def _out(self, out: OutputFile) -> None:
+        self._file = out
 
     # -- the file ---------------------------------------------------------------------
     def _open_file(self, started: datetime | None = None) -> OutputFile:
@@ -290,6 +315,9 @@ class MidiFileSink(Sink):
     def _discard_unfinished(self) -> bool:
         """``render``: the file is left as it was (the temporary one removed); ``run``:
         closed as usual (what is written is kept, the file valid)."""
+        if self._file is None:  # a reload that failed opened it: it never wrote a file
+            self.closed = True
+            return True
         if self.live is not None:
             return False
         self._pending.clear()
@@ -297,6 +325,8 @@ class MidiFileSink(Sink):
         return True
 
     def _close(self) -> None:
+        if self._file is None:  # never started (a reload that failed): no file to write
+            return
         if self._out.done:  # given up after a write error: what was readable stays
             return
         try:
@@ -332,6 +362,7 @@ def open_sink(arg: str, config: Config) -> MidiFileSink:
     return MidiFileSink(arg, tempo=config.music.tempo)
 
 
-def open_live_sink(arg: str, config: Config) -> MidiFileSink:
-    """``--output file:PATH`` in ``run``: written as it goes, flushed, rotated."""
-    return MidiFileSink(arg, tempo=config.music.tempo, live=config.output)
+def open_live_sink(arg: str, config: Config, defer: bool = False) -> MidiFileSink:
+    """``--output file:PATH`` in ``run``: written as it goes, flushed, rotated (``defer``:
+    the path checked, the file opened by ``start()``)."""
+    return MidiFileSink(arg, tempo=config.music.tempo, live=config.output, defer=defer)

@@ -108,6 +108,32 @@ def _open_fifo(path: Path) -> BinaryIO | None:
     return os.fdopen(fd, "wb", buffering=0)
 
 
+def check_writable(path: str | Path, what: str = "file") -> None:
+    """OutputError where :class:`OutputFile` (``live``) could not open ``path``: a folder, a
+    missing folder, a folder or file we may not write. Touches nothing on disk (a reload
+    checks its new outputs so, and opens their files only once it cannot fail)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        raise OutputError(f"cannot write {what} {path}: {err.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"cannot write {what} {path}: it is a folder; give a file name")
+    target = path.resolve() if path.is_symlink() else path
+    if st is not None and not stat.S_ISREG(st.st_mode):  # a device or FIFO: written in place
+        writable = os.access(path, os.W_OK)
+    else:
+        if not target.parent.is_dir():
+            raise OutputError(f"cannot write {what} {path}: folder {target.parent} does "
+                              "not exist")
+        writable = os.access(target.parent, os.W_OK | os.X_OK)
+    if not writable:
+        raise OutputError(f"cannot write {what} {path}: {os.strerror(errno.EACCES)}; "
+                          "choose a writable path")
+
+
 class OutputFile:
     """One output file: appended to, patched in place, then committed (see the module doc)."""
 
@@ -300,6 +326,11 @@ class FileSeries:
         """The file name for file number ``n`` started at ``started``."""
         stamp = started.astimezone(UTC).strftime(START_FORMAT)
         return Path(self.pattern.replace("{start}", stamp).replace("{n}", str(n)))
+
+    def check(self) -> None:
+        """OutputError where the first file could not be opened (:func:`check_writable`);
+        nothing on disk changes."""
+        check_writable(self.name(datetime.now(UTC), self.count + 1), self.what)
 
     def open(self, started: datetime | None = None) -> OutputFile:
         """Open the next file (``started``: when it starts; default now)."""

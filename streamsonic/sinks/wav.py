@@ -67,7 +67,8 @@ class WavSink(Sink):
     """Renders timed messages through FluidSynth into a WAV file (``live``: the ``[output]``
     settings of ``run``; None: ``render``'s atomic file)."""
 
-    def __init__(self, path: Path, synth: FluidSynth, live: OutputConfig | None = None) -> None:
+    def __init__(self, path: Path, synth: FluidSynth, live: OutputConfig | None = None,
+                 defer: bool = False) -> None:
         super().__init__(f"wav:{path}")
         self.path = path
         self.synth = synth
@@ -85,14 +86,41 @@ class WavSink(Sink):
         self.peak = 0.0
         self.clipped = 0
         self._series = FileSeries(path, "WAV file") if live is not None else None
+        self._file: OutputFile | None = None
         try:
-            self._out = self._open_file()
+            if defer and self._series is not None:  # a reload: checked now, opened by start()
+                self._series.check()
+            else:
+                self.start()
         except OutputError:
             synth.delete()
             raise
-        if self._series is not None and self._out.in_place:
+        self._max_frames = self._file_limit()
+
+    def start(self) -> None:
+        """Open the (first) file, if not yet open (``defer``: a reload opens it once it
+        cannot fail any more)."""
+        if self._file is not None or self.closed:
+            return
+        self._file = self._open_file()
+        if self._series is not None and self._file.in_place:
             self._series = None  # a device or FIFO: one file, never rotated
         self._max_frames = self._file_limit()
+
+    def retune(self, output: OutputConfig) -> None:
+        """A reload's new flush and rotation settings, from the current file on."""
+        if self.live is not None:
+            self.live = output
+            self._max_frames = self._file_limit()
+
+    @property
+    def _out(self) -> OutputFile:
+        assert self._file is not None, "start() opens the file"
+        return self._file
+
+    @_out.setter
+    def _out(self, out: OutputFile) -> None:
+        self._file = out
 
     # -- the file ---------------------------------------------------------------------
     def _open_file(self, started: datetime | None = None) -> OutputFile:
@@ -190,6 +218,10 @@ class WavSink(Sink):
     def _discard_unfinished(self) -> bool:
         """``render``: the file is left as it was (the temporary one removed); ``run``:
         closed as usual (what is written is kept, the file valid)."""
+        if self._file is None:  # a reload that failed opened it: it never wrote a file
+            self.closed = True
+            self.synth.delete()
+            return True
         if self.live is not None:
             return False
         try:
@@ -199,6 +231,9 @@ class WavSink(Sink):
         return True
 
     def _close(self) -> None:
+        if self._file is None:  # never started (a reload that failed): no file to write
+            self.synth.delete()
+            return
         if self._out.done:  # given up after a write error: what was readable stays
             self.synth.delete()
             return
@@ -224,7 +259,8 @@ class WavSink(Sink):
             raise
         finally:
             self.synth.delete()
-        log.info("%s: wrote %.1f s of audio%s", self.name, self.frames / self.sample_rate,
+        log.info("%s: wrote %s (%.1f s of audio%s)", self.name, self.files[-1],
+                 self.frames / self.sample_rate,
                  f" in {self.file_count} files" if self.file_count > 1 else "")
 
 
@@ -239,6 +275,7 @@ def open_sink(path: str, config: Config) -> WavSink:
     return WavSink(Path(path), _synth(config))
 
 
-def open_live_sink(path: str, config: Config) -> WavSink:
-    """``wav:PATH`` in ``run``: from the first note, in real time, flushed, rotated."""
-    return WavSink(Path(path), _synth(config), live=config.output)
+def open_live_sink(path: str, config: Config, defer: bool = False) -> WavSink:
+    """``wav:PATH`` in ``run``: from the first note, in real time, flushed, rotated
+    (``defer``: the path checked, the file opened by ``start()``)."""
+    return WavSink(Path(path), _synth(config), live=config.output, defer=defer)
