@@ -28,7 +28,8 @@ Metric names (all ``streamsonic_``; counters end in ``_total``):
     phrases_shed_total                     samples played without passing notes (overload)
     notes_played_total                     notes the engine scheduled
     notes_total{output}                    notes handed to each output
-    output_up{output}                      0 while an output's device is away
+    output_up{output}                      0 while an output's device is away, and from
+                                           its failure (a full disk) until the daemon stops
     output_events_total{output,event}      each output's own counters (dropped, late ...)
     audio_underruns_total{output}          audio callbacks that ran too late
     earcons_total{result}                  accent earcons played, dropped (past max lag)
@@ -212,7 +213,8 @@ class DaemonCollector:
         core = self._core
         counter, gauge = core.CounterMetricFamily, core.GaugeMetricFamily
         notes = counter("streamsonic_notes", "Notes handed to each output.", labels=["output"])
-        up = gauge("streamsonic_output_up", "0 while an output's device is away.",
+        up = gauge("streamsonic_output_up", "0 while an output's device is away, and once "
+                   "it failed (until the daemon stops or a reload opens it again).",
                    labels=["output"])
         events = counter("streamsonic_output_events", "Each output's own counters.",
                          labels=["output", "event"])
@@ -228,8 +230,15 @@ class DaemonCollector:
             empty: dict[str, int] = {}
             for name, value in sorted(_read(lambda: dict(scheduler.notes_out), empty).items()):
                 notes.add_metric([name], value)
-            for sink in list(scheduler.sinks):
-                up.add_metric([sink.name], 0 if sink.lost else 1)
+            running = list(scheduler.sinks)
+            names = {sink.name for sink in running}
+            failed: list[Sink] = []  # closed after a failure: up 0, its counters stay
+            for sink, _ in list(scheduler.failed):
+                if sink.name not in names:  # (not opened again by a reload)
+                    names.add(sink.name)
+                    failed.append(sink)
+            for sink in running + failed:
+                up.add_metric([sink.name], 0 if sink.lost or sink in failed else 1)
                 stats = _sink_stats(sink)
                 for event, value in sorted(stats.items()):
                     if event == "underruns":

@@ -421,6 +421,69 @@ def test_collector_exports_each_outputs_counters() -> None:
     assert got["streamsonic_streams{}"] == 0
 
 
+def test_a_failed_outputs_series_stay_and_read_up_0() -> None:
+    """An output that failed (a full disk: the scheduler closed it and went on) keeps its
+    series: output_up reads 0 and its counters stay, until the daemon stops; they vanished
+    before. An output a reload opened again under the same name reads its new self, once."""
+    from collections import Counter
+
+    from streamsonic.errors import OutputWriteError
+    from streamsonic.metrics import DaemonCollector
+    from streamsonic.scheduler import Scheduler, VirtualClock
+    from streamsonic.sinks.base import Sink
+
+    class Disk(Sink):
+        def _send(self, msg: object, time: float) -> None:
+            pass
+
+        def tick(self, now: float) -> None:
+            raise OutputWriteError("cannot write WAV file x.wav: No space left on device")
+
+        @property
+        def stats(self) -> dict[str, int]:
+            return {"dropped": 4}
+
+    class Events(Sink):
+        def _send(self, msg: object, time: float) -> None:
+            pass
+
+    scheduler = Scheduler(VirtualClock(), [Events("events"), Disk("wav:x.wav")])
+
+    class Observed:
+        def __init__(self) -> None:
+            self.engine = None
+            self.source = None
+            self.scheduler = scheduler
+            self.reloads: Counter[str] = Counter()
+            self.reload_error = None
+            self.source_waiting_for = None
+            self.mqtt_connected = None
+
+    def scrape() -> dict[str, float]:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(DaemonCollector(Observed()))
+        got: dict[str, float] = {}
+        for family in text_string_to_metric_families(generate_latest(registry).decode()):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                key = f"{sample.name}{{{labels}}}"
+                assert key not in got, f"{key} twice"
+                got[key] = sample.value
+        return got
+
+    assert scrape()["streamsonic_output_up{output=wav:x.wav}"] == 1
+    scheduler.tick()  # the disk is full
+    assert [sink.name for sink in scheduler.sinks] == ["events"]
+    got = scrape()
+    assert got["streamsonic_output_up{output=wav:x.wav}"] == 0
+    assert got["streamsonic_output_events_total{event=dropped,output=wav:x.wav}"] == 4
+    assert got["streamsonic_output_up{output=events}"] == 1
+    scheduler.add_sink(Events("wav:x.wav"))  # a reload opened it again
+    assert scrape()["streamsonic_output_up{output=wav:x.wav}"] == 1
+
+
 def test_the_endpoint_serves_metrics_at_metrics_and_nothing_elsewhere() -> None:
     """/metrics answers the metrics; / a small page that links to them (as node_exporter's
     does); any other path 404 (before, every path answered the metrics). The real server,
