@@ -39,15 +39,23 @@ Metric names (all ``streamsonic_``; counters end in ``_total``):
     mqtt_connects_total, mqtt_reconnects_total, mqtt_disconnects_total, mqtt_takeovers_total
     reloads_total{result}                  SIGHUP reloads: ok, failed
     reload_failed                          1 while the last reload failed
+
+and the usual ``process_*`` metrics (:class:`ProcessMetrics`: memory, CPU time, file
+descriptors, start time), which read only this process's own ``/proc/self`` files, so that
+they are there under the systemd unit's ``ProcSubset=pid`` too.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -314,6 +322,86 @@ def merge_families(own: list[Any], others: list[list[Any]]) -> list[Any]:
     return list(merged.values())
 
 
+class ProcessMetrics:
+    """The ``process_*`` metrics of this process, as prometheus-client's ProcessCollector
+    names them: from ``PROC/self/stat`` (memory, CPU time, start), ``PROC/self/fd`` and
+    :func:`resource.getrlimit`. That collector needs ``/proc/stat`` (the boot time) and
+    exports nothing without it, which is what the systemd unit's ``ProcSubset=pid`` hides;
+    here the start time comes from the boot time where it can be read, else from the time
+    since boot (``CLOCK_BOOTTIME``, the clock of the start field in ``stat``), else from
+    psutil where it is installed. A file that cannot be read leaves out only its metrics."""
+
+    def __init__(self, proc: str | Path = "/proc") -> None:
+        self._core = import_extra("prometheus_client.core", "the metrics endpoint")
+        self.proc = Path(proc)
+        try:
+            self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        except (ValueError, OSError):
+            self._ticks = 100.0
+        self._pagesize = resource.getpagesize()
+        self._started: float | None = None  # the start time, once known
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def _start_time(self, since_boot: float) -> float | None:
+        """Seconds since the epoch when this process started (``since_boot``: its start
+        in seconds after boot), or None."""
+        try:
+            with (self.proc / "stat").open("rb") as stat:
+                for line in stat:
+                    if line.startswith(b"btime "):
+                        return float(line.split()[1]) + since_boot
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - since_boot)
+        except (AttributeError, OSError):  # not Linux
+            pass
+        try:
+            import psutil  # type: ignore[import-untyped]  # noqa: PLC0415 - optional
+        except ImportError:
+            return None
+        return float(psutil.Process().create_time())
+
+    def collect(self) -> Iterable[Any]:
+        """Every metric this process's files give now."""
+        gauge, counter = self._core.GaugeMetricFamily, self._core.CounterMetricFamily
+        own = self.proc / "self"
+        try:
+            parts = (own / "stat").read_bytes().rsplit(b")", 1)[-1].split()
+            cpu = (float(parts[11]) + float(parts[12])) / self._ticks
+            vmem, rss, since_boot = float(parts[20]), float(parts[21]), float(parts[19])
+        except (OSError, ValueError, IndexError):
+            times = os.times()
+            yield counter("process_cpu_seconds_total",
+                          "Total user and system CPU time spent in seconds.",
+                          value=times.user + times.system)
+        else:
+            yield gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                        value=vmem)
+            yield gauge("process_resident_memory_bytes", "Resident memory size in bytes.",
+                        value=rss * self._pagesize)
+            if self._started is None:
+                self._started = self._start_time(since_boot / self._ticks)
+            if self._started is not None:
+                yield gauge("process_start_time_seconds",
+                            "Start time of the process since unix epoch in seconds.",
+                            value=self._started)
+            yield counter("process_cpu_seconds_total",
+                          "Total user and system CPU time spent in seconds.", value=cpu)
+        try:
+            fds = sum(1 for _ in (own / "fd").iterdir())
+        except OSError:
+            pass
+        else:
+            yield gauge("process_open_fds", "Number of open file descriptors.", value=fds)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY:
+            yield gauge("process_max_fds", "Maximum number of open file descriptors.",
+                        value=float(soft))
+
+
 class _Merged:
     """A collector: the registry's own families merged with the workers' snapshots."""
 
@@ -346,7 +434,7 @@ class MetricsServer:
             self.registry.register(_Merged(self.own, workers))
         self.collector = DaemonCollector(observed)
         self.own.register(self.collector)
-        client.ProcessCollector(registry=self.own)
+        self.own.register(ProcessMetrics())
         self.step_seconds = client.Histogram(
             "streamsonic_step_seconds", "Duration of one batched model step (all its streams).",
             buckets=STEP_BUCKETS, registry=self.own)

@@ -192,6 +192,9 @@ def test_metrics_endpoint_counts_what_the_daemon_did(tmp_path: Path) -> None:
         assert got['streamsonic_step_seconds_bucket{le="+Inf"}'] == \
             got["streamsonic_step_seconds_count"]
         assert got["process_resident_memory_bytes"] > 0
+        for name in ("process_virtual_memory_bytes", "process_cpu_seconds_total",
+                     "process_open_fds", "process_max_fds", "process_start_time_seconds"):
+            assert got[name] > 0, name
         assert not any(k.startswith("streamsonic_mqtt_") for k in got)  # stdin: no broker
 
         # A reload that fails is counted and flagged until one succeeds.
@@ -482,6 +485,42 @@ def test_a_failed_outputs_series_stay_and_read_up_0() -> None:
     assert got["streamsonic_output_up{output=events}"] == 1
     scheduler.add_sink(Events("wav:x.wav"))  # a reload opened it again
     assert scrape()["streamsonic_output_up{output=wav:x.wav}"] == 1
+
+
+def test_process_metrics_without_proc_stat(tmp_path: Path) -> None:
+    """The systemd unit's ProcSubset=pid hides /proc/stat: prometheus-client's
+    ProcessCollector then exports no process_* metric at all (it needs the boot time).
+    Ours reads this process's own files only: a /proc with self/stat and self/fd and no
+    stat gives every one, the start time the same as read with /proc/stat."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+    from streamsonic.metrics import ProcessMetrics
+
+    proc = tmp_path / "proc"
+    (proc / "self" / "fd").mkdir(parents=True)
+    (proc / "self" / "stat").write_bytes(Path("/proc/self/stat").read_bytes())
+    for fd in range(3):
+        (proc / "self" / "fd" / str(fd)).touch()
+
+    def scrape(collector: object) -> dict[str, float]:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)  # type: ignore[arg-type]
+        return {sample.name: sample.value
+                for family in text_string_to_metric_families(generate_latest(registry).decode())
+                for sample in family.samples}
+
+    assert scrape(ProcessCollector(proc=str(proc), registry=None)) == {}  # the cause
+    got = scrape(ProcessMetrics(proc))
+    real = scrape(ProcessCollector(registry=None))  # with /proc/stat
+    assert set(got) == {"process_resident_memory_bytes", "process_virtual_memory_bytes",
+                        "process_cpu_seconds_total", "process_open_fds", "process_max_fds",
+                        "process_start_time_seconds"}
+    assert got["process_open_fds"] == 3
+    assert got["process_max_fds"] == real["process_max_fds"]
+    assert got["process_resident_memory_bytes"] > 0
+    assert abs(got["process_start_time_seconds"] - real["process_start_time_seconds"]) < 2
+    assert scrape(ProcessMetrics())["process_start_time_seconds"] == \
+        real["process_start_time_seconds"]
 
 
 def test_the_endpoint_serves_metrics_at_metrics_and_nothing_elsewhere() -> None:
