@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,11 +96,49 @@ def written_file(spec: OutputSpec) -> str | None:
     return os.path.realpath(spec.arg) if spec.kind in ("file", "wav") and spec.arg else None
 
 
-def check_distinct_files(specs: Iterable[OutputSpec]) -> None:
+#: What each placeholder of a ``run`` file output's name can become (see
+#: :class:`~streamsonic.sinks.outfile.FileSeries`), and a value it takes.
+_PLACEHOLDER_PATTERNS = {"{n}": (r"[1-9][0-9]*", "1"),
+                         "{start}": (r"[0-9]{8}T[0-9]{6}Z", "20250314T093000Z")}
+
+
+def _name_pattern(path: str) -> re.Pattern[str]:
+    """A regular expression for every name a ``run`` output's ``path`` can write."""
+    parts = re.split(r"(\{n\}|\{start\})", path)
+    return re.compile("".join(_PLACEHOLDER_PATTERNS[p][0] if p in _PLACEHOLDER_PATTERNS
+                              else re.escape(p) for p in parts))
+
+
+def _some_names(path: str) -> list[str]:
+    """Names ``path`` writes: its placeholders filled with examples (``{n}`` 1 to 12)."""
+    stamp = _PLACEHOLDER_PATTERNS["{start}"][1]
+    return [path.replace("{start}", stamp).replace("{n}", str(n)) for n in range(1, 13)]
+
+
+def _shared_name(first: str, second: str) -> str | None:
+    """A file that two ``run`` outputs' paths (real paths, with placeholders) can both
+    write, or None. A name of one that the other's pattern matches is found; two patterns
+    that meet only at names neither example gives are not (``{n}`` 1 to 12 covers the
+    templates that differ by a digit or two)."""
+    if first == second:
+        return first
+    for name in _some_names(second):
+        if _name_pattern(first).fullmatch(name):
+            return name
+    for name in _some_names(first):
+        if _name_pattern(second).fullmatch(name):
+            return name
+    return None
+
+
+def check_distinct_files(specs: Iterable[OutputSpec], templates: bool = True) -> None:
     """UsageError when two outputs write one file (``-o file:d.mid -o d.mid``): the second
     set the first one's open file aside as ``d-1.mid`` while the first went on calling it
-    ``d.mid`` (its "wrote" line named the wrong file), where one output does the job."""
-    seen: dict[str, OutputSpec] = {}
+    ``d.mid`` (its "wrote" line named the wrong file), where one output does the job.
+    ``templates`` (``run``): a path's ``{n}`` and ``{start}`` are the names it rotates
+    through, so ``file:a{n}.mid`` and ``file:a1.mid`` write one file too; ``render`` writes
+    such a name as it is."""
+    seen: list[tuple[str, OutputSpec]] = []
     events = 0
     for spec in specs:
         events += spec.kind == "events"
@@ -109,10 +148,18 @@ def check_distinct_files(specs: Iterable[OutputSpec]) -> None:
         path = written_file(spec)
         if path is None:
             continue
-        first = seen.setdefault(path, spec)
-        if first is not spec:
-            raise UsageError(f"the outputs {first} and {spec} write the same file; "
-                             "give it once")
+        for earlier, first in seen:
+            shared = _shared_name(earlier, path) if templates else \
+                earlier if earlier == path else None
+            if shared is None:
+                continue
+            if shared == path == earlier:
+                raise UsageError(f"the outputs {first} and {spec} write the same file; "
+                                 "give it once")
+            raise UsageError(f"the outputs {first} and {spec} can write the same file "
+                             f"({shared}, as a file is named in turn); give names that no "
+                             "other output's can become")
+        seen.append((path, spec))
 
 
 def _identity(st: os.stat_result) -> tuple[int, int] | None:

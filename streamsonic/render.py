@@ -243,7 +243,7 @@ def _pick_column(rows: list[list[str]], names: list[str], column: str | None, so
 
 def _outputs(outputs: list[str]) -> list[OutputSpec]:
     specs = [parse_output(o, offline=True) for o in outputs]
-    check_distinct_files(specs)
+    check_distinct_files(specs, templates=False)  # render names a file as it is given
     check_stdout_shared(specs)
     for spec in specs:
         if spec.kind not in OFFLINE_KINDS:

@@ -487,6 +487,40 @@ def test_memory_stays_flat_over_a_long_run(tmp_path: Path, daemons: list[Daemon]
     assert sum(1 for m in mid if m.type == "note_on" and m.velocity > 0) == count
 
 
+@pytest.mark.parametrize(("first", "second"), [
+    ("file:a{n}.mid", "file:a1.mid"), ("wav:w{n}.wav", "wav:w1.wav"),
+    ("file:a1.mid", "file:./a{n}.mid"), ("file:a{n}.mid", "file:a1{n}.mid"),
+    ("file:s-{start}.mid", "file:s-{start}.mid")])
+def test_a_name_template_that_can_become_another_outputs_file_is_refused(
+        tmp_path: Path, first: str, second: str) -> None:
+    """``-o 'file:a{n}.mid' -o file:a1.mid``: the template's first file is the other output's
+    file; one output's data ended up in a1-1.mid. Refused with 64 and one line, as two
+    outputs on one named file are; nothing is written. Names that cannot meet are not."""
+    import os
+
+    (tmp_path / "c.toml").write_text("")
+    cwd = tmp_path / "out"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSONIC_CONFIG"}
+    res = subprocess.run([sys.executable, "-m", "streamsonic", "run", "-o", first, "-o",
+                          second], input="1\n2\n", capture_output=True, text=True, cwd=cwd,
+                         env={**env, "STREAMSONIC_CONFIG": str(tmp_path / "c.toml")},
+                         timeout=120, check=False)
+    assert res.returncode == 64, res.stderr
+    assert "write the same file" in res.stderr and res.stderr.strip().count("\n") == 0
+    assert not list(cwd.iterdir())
+
+
+def test_name_templates_that_cannot_meet_are_accepted() -> None:
+    from streamsonic.outputs import check_distinct_files, parse_output
+
+    check_distinct_files([parse_output(o) for o in (
+        "file:a{n}.mid", "file:b1.mid", "file:x-{start}.mid", "file:x-{n}.mid",
+        "wav:a{n}.wav", "file:a.mid")])
+    # render writes a name as it is given: a{n}.mid is that file, not a1.mid
+    check_distinct_files([parse_output(o) for o in ("a{n}.mid", "a1.mid")], templates=False)
+
+
 @pytest.mark.parametrize("command", ["run", "render", "config"])
 def test_two_outputs_on_one_file_are_refused(tmp_path: Path, command: str) -> None:
     """``-o file:d.mid -o d.mid`` (or the same twice in output.targets): the second output
