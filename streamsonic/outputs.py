@@ -134,11 +134,13 @@ def _shared_name(first: str, second: str) -> str | None:
 def check_distinct_files(specs: Iterable[OutputSpec], templates: bool = True) -> None:
     """UsageError when two outputs write one file (``-o file:d.mid -o d.mid``): the second
     set the first one's open file aside as ``d-1.mid`` while the first went on calling it
-    ``d.mid`` (its "wrote" line named the wrong file), where one output does the job.
-    ``templates`` (``run``): a path's ``{n}`` and ``{start}`` are the names it rotates
-    through, so ``file:a{n}.mid`` and ``file:a1.mid`` write one file too; ``render`` writes
-    such a name as it is."""
+    ``d.mid`` (its "wrote" line named the wrong file), where one output does the job; and
+    when an output that plays on a device or port or publishes (``audio``, ``midi:X``,
+    ``midi-virtual:X``, ``mqtt:X``) or ``events`` is given twice. ``templates`` (``run``):
+    a path's ``{n}`` and ``{start}`` are the names it rotates through, so ``file:a{n}.mid``
+    and ``file:a1.mid`` write one file too; ``render`` writes such a name as it is."""
     seen: list[tuple[str, OutputSpec]] = []
+    devices: set[tuple[str, str]] = set()
     events = 0
     for spec in specs:
         events += spec.kind == "events"
@@ -147,6 +149,14 @@ def check_distinct_files(specs: Iterable[OutputSpec], templates: bool = True) ->
                              "written twice to stdout; give it once")
         path = written_file(spec)
         if path is None:
+            device = (spec.kind, spec.arg.strip())
+            if spec.kind != "events" and device in devices:
+                twice = ("published twice" if spec.kind == "mqtt" else
+                         "played twice (two clients on one device or port)")
+                raise UsageError(f"the output {redact(str(spec))} is given twice: every note "
+                                 f"would be {twice} and counted twice in the metrics; give "
+                                 "it once")
+            devices.add(device)
             continue
         for earlier, first in seen:
             shared = _shared_name(earlier, path) if templates else \

@@ -511,12 +511,42 @@ def test_a_name_template_that_can_become_another_outputs_file_is_refused(
     assert not list(cwd.iterdir())
 
 
+@pytest.mark.parametrize("outputs", [
+    ["midi-virtual:dup", "events", "midi-virtual:dup"], ["audio", "audio"],
+    ["midi:X", "midi:X"], ["mqtt:notes", "mqtt:notes"]])
+def test_a_device_port_or_topic_given_twice_is_refused(tmp_path: Path,
+                                                       outputs: list[str]) -> None:
+    """``-o midi-virtual:dup -o midi-virtual:dup`` (or ``audio`` twice, ``midi:X`` twice)
+    made two clients on one port or device and played every note twice, with duplicate
+    series on the metrics page. Refused with 64 and one line before anything opens, as
+    ``events`` twice is; from output.targets with 78."""
+    import os
+
+    (tmp_path / "c.toml").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSONIC_CONFIG"}
+    env["STREAMSONIC_CONFIG"] = str(tmp_path / "c.toml")
+    args = [a for o in outputs for a in ("-o", o)]
+    res = subprocess.run([sys.executable, "-m", "streamsonic", "run", *args],
+                         input="1\n2\n", capture_output=True, text=True, env=env,
+                         timeout=120, check=False)
+    assert res.returncode == 64, res.stderr
+    assert "is given twice" in res.stderr and res.stderr.strip().count("\n") == 0
+
+    targets = ", ".join(f'"{o}"' for o in outputs)
+    (tmp_path / "c.toml").write_text(f"[output]\ntargets = [{targets}]\n")
+    res = subprocess.run([sys.executable, "-m", "streamsonic", "run"], input="1\n",
+                         capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert res.returncode == 78, res.stderr
+    assert "is given twice" in res.stderr
+
+
 def test_name_templates_that_cannot_meet_are_accepted() -> None:
     from streamsonic.outputs import check_distinct_files, parse_output
 
     check_distinct_files([parse_output(o) for o in (
         "file:a{n}.mid", "file:b1.mid", "file:x-{start}.mid", "file:x-{n}.mid",
-        "wav:a{n}.wav", "file:a.mid")])
+        "wav:a{n}.wav", "file:a.mid", "audio", "audio:hw:1", "midi:X", "midi-virtual:X",
+        "mqtt:a", "mqtt:b")])
     # render writes a name as it is given: a{n}.mid is that file, not a1.mid
     check_distinct_files([parse_output(o) for o in ("a{n}.mid", "a1.mid")], templates=False)
 
