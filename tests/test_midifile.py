@@ -60,3 +60,28 @@ def test_written_atomically_and_only_on_close(tmp_path: Path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="does not exist"):
         MidiFileSink(tmp_path / "nope" / "x.mid")
+
+
+def test_a_deferred_live_file_checks_its_path_and_touches_nothing_until_started(
+        tmp_path: Path) -> None:
+    """A reload opens a file output with its file held back (``defer``): a bad path fails
+    then, a good one creates and renames nothing, abandoning it leaves no file and no
+    "wrote" line; ``start()`` opens it then as at startup (an earlier file set aside)."""
+    from streamsonic.config import OutputConfig
+
+    with pytest.raises(OutputError, match="does not exist"):
+        MidiFileSink(tmp_path / "no" / "x.mid", live=OutputConfig(), defer=True)
+    with pytest.raises(OutputError, match="is a folder"):
+        MidiFileSink(tmp_path, live=OutputConfig(), defer=True)
+    path = tmp_path / "x.mid"
+    path.write_bytes(b"an earlier run's file")
+    sink = MidiFileSink(path, live=OutputConfig(), defer=True)
+    sink.abandon()
+    assert sorted(tmp_path.iterdir()) == [path] and path.read_bytes() == b"an earlier run's file"
+
+    sink = MidiFileSink(path, live=OutputConfig(), defer=True)
+    sink.start()
+    sink.send(mido.Message("note_on", note=60, velocity=90), 1.0)
+    sink.close(2.0)
+    assert (tmp_path / "x-1.mid").read_bytes() == b"an earlier run's file"
+    assert [m.note for m in mido.MidiFile(path) if m.type == "note_on" and m.velocity] == [60]
