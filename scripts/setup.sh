@@ -9,10 +9,16 @@
 #                             test tools
 #   scripts/setup.sh --demo   only what the demo needs (demo.sh): FluidSynth's library, a
 #                             SoundFont and PortAudio; the 'plot' extra
+#   scripts/setup.sh --service  only what the daemon needs to run (systemd/README.md): the
+#                             libraries of the outputs (FluidSynth, a SoundFont, PortAudio,
+#                             ALSA, libjack) and the extras of the daemon's sources and
+#                             outputs (midi, mqtt, nats, metrics); no broker, JACK server,
+#                             test tools or plotting
 #
 # A second run is fast: apt is skipped when every package is installed, pip when the stamp
 # in .venv matches pyproject.toml (and this script's pins, the profile's extras and the
-# checkout's path). A current test set-up also satisfies --demo (it installs more).
+# checkout's path). A current test set-up also satisfies --demo and --service (it
+# installs more).
 #
 # Environment: PYTHON (default python3, must be >= 3.11); STREAMSONIC_FORCE_SETUP=1
 # reinstalls the Python packages even when the stamp matches; STREAMSONIC_SETUP_CHECK_ONLY=1
@@ -29,11 +35,12 @@ PROFILE=test
 case "${1:-}" in
     "") ;;
     --demo) PROFILE=demo ;;
-    -h|--help) printf 'usage: %s [--demo]\n\n' "$0"; usage; exit 0 ;;
-    *) printf 'usage: %s [--demo] (--help: what it does)\n' "$0" >&2; exit 64 ;;
+    --service) PROFILE=service ;;
+    -h|--help) printf 'usage: %s [--demo | --service]\n\n' "$0"; usage; exit 0 ;;
+    *) printf 'usage: %s [--demo | --service] (--help: what it does)\n' "$0" >&2; exit 64 ;;
 esac
 if [ $# -gt 1 ]; then
-    printf 'usage: %s [--demo] (--help: what it does)\n' "$0" >&2; exit 64
+    printf 'usage: %s [--demo | --service] (--help: what it does)\n' "$0" >&2; exit 64
 fi
 
 # The demo plays through FluidSynth and PortAudio (or renders MIDI, WAV and a plot).
@@ -41,11 +48,20 @@ DEMO_APT=(libfluidsynth3 timgm6mb-soundfont libportaudio2)
 # The tests add the brokers (MQTT, NATS), a JACK server, the fluidsynth program and openssl
 # (TLS certs).
 TEST_APT=("${DEMO_APT[@]}" mosquitto mosquitto-clients nats-server jackd2 fluidsynth openssl)
-declare -A PIP_TARGET=([demo]='.[plot]' [test]='.[test]')
+# The service (systemd/streamsonic.service) runs the daemon on a production host: the audio
+# output's libraries (FluidSynth, a SoundFont, PortAudio) and the MIDI ports' (ALSA, libjack,
+# which python-rtmidi and the JACK outputs load); the broker runs elsewhere or is installed
+# on purpose, never as a side effect (Debian starts mosquitto when it is installed).
+SERVICE_APT=("${DEMO_APT[@]}" libasound2 libjack-jackd2-0)
+declare -A PIP_TARGET=([demo]='.[plot]' [service]='.[midi,mqtt,nats,metrics]' [test]='.[test]')
 TORCH_VERSION=2.13.0
 VENV=.venv
 stamp_file() { echo "$VENV/.streamsonic-setup-$1"; }
-if [ "$PROFILE" = demo ]; then APT_PACKAGES=("${DEMO_APT[@]}"); else APT_PACKAGES=("${TEST_APT[@]}"); fi
+case $PROFILE in
+    demo) APT_PACKAGES=("${DEMO_APT[@]}") ;;
+    service) APT_PACKAGES=("${SERVICE_APT[@]}") ;;
+    *) APT_PACKAGES=("${TEST_APT[@]}") ;;
+esac
 
 CHECK_ONLY=${STREAMSONIC_SETUP_CHECK_ONLY:-0}
 
@@ -134,7 +150,7 @@ current() {  # current PROFILE: true when PROFILE's stamp is there and up to dat
 }
 target=${PIP_TARGET[$PROFILE]}
 if [ "${STREAMSONIC_FORCE_SETUP:-0}" != 1 ] && [ -x "$VENV/bin/streamsonic" ] \
-        && { current "$PROFILE" || { [ "$PROFILE" = demo ] && current test; }; }; then
+        && { current "$PROFILE" || { [ "$PROFILE" != test ] && current test; }; }; then
     say "Python packages up to date ($VENV)"
 else
     would "install the Python packages into $VENV: torch==$TORCH_VERSION, -e '$target'"

@@ -187,6 +187,7 @@ case "$1" in
 esac
 """
 DEMO_APT = ["libfluidsynth3", "timgm6mb-soundfont", "libportaudio2"]
+SERVICE_ONLY_APT = ["libasound2", "libjack-jackd2-0"]
 TEST_ONLY_APT = ["mosquitto", "mosquitto-clients", "nats-server", "jackd2", "fluidsynth",
                  "openssl"]
 
@@ -254,6 +255,42 @@ def test_demo_setup_installs_only_what_the_demo_needs(setup_checkout: SetupCheck
     assert not {"pytest", "hypothesis", "ruff", "paho-mqtt"} & {
         req.split(">")[0] for req in extras["plot"]}
     assert setup_checkout.logged() == []  # check-only installed nothing
+
+
+def test_service_setup_installs_what_the_daemon_runs_on(setup_checkout: SetupCheckout) -> None:
+    """--service (systemd/README.md's install on a production host): the outputs' libraries
+    and the daemon's extras; no broker (Debian starts mosquitto when it is installed), JACK
+    server, fluidsynth program, openssl, test tools or plotting. The service's install ran
+    the test profile."""
+    service = setup_checkout.setup("--service", check_only=True)
+    assert service.returncode == 3, service.stdout + service.stderr
+    assert f"would install system packages: {' '.join(DEMO_APT + SERVICE_ONLY_APT)}\n" \
+        in service.stdout
+    service = setup_checkout.setup("--service", check_only=True,
+                                   installed=DEMO_APT + SERVICE_ONLY_APT)
+    assert "system packages already installed" in service.stdout
+    assert "would install the Python packages into .venv: torch==2.13.0, " \
+        "-e '.[midi,mqtt,nats,metrics]'" in service.stdout
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for extra in ("midi", "mqtt", "nats", "metrics"):
+        assert extra in extras, extra
+    assert setup_checkout.logged() == []
+
+    first = setup_checkout.setup("--service", installed=DEMO_APT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    calls = setup_checkout.logged()
+    apt = [c for c in calls if "apt-get install" in c]
+    assert len(apt) == 1 and apt[0].endswith(" " + " ".join(SERVICE_ONLY_APT)), apt
+    assert calls[-1] == \
+        "python -m pip --disable-pip-version-check install -q -e .[midi,mqtt,nats,metrics]"
+    again = setup_checkout.setup("--service", installed=DEMO_APT + SERVICE_ONLY_APT)
+    assert "Python packages up to date" in again.stdout
+    assert setup_checkout.logged() == []
+
+    unit_readme = (REPO / "systemd" / "README.md").read_text()
+    assert "PYTHON=/usr/bin/python3 ./scripts/setup.sh --service" in unit_readme
+    assert "setup.sh --service" in (REPO / "README.md").read_text()
 
 
 def test_setup_installs_once_then_skips(setup_checkout: SetupCheckout) -> None:
