@@ -20,7 +20,8 @@
 # checkout's path). A current test set-up also satisfies --demo and --service (it
 # installs more).
 #
-# Environment: PYTHON (default python3, must be >= 3.11); STREAMSONIC_FORCE_SETUP=1
+# Environment: PYTHON (default python3, must be >= 3.11; when it is set and .venv was made
+# with another interpreter, .venv is made again with PYTHON); STREAMSONIC_FORCE_SETUP=1
 # reinstalls the Python packages even when the stamp matches; STREAMSONIC_SETUP_CHECK_ONLY=1
 # installs nothing and exits 3 if anything would be installed (0 if all is current).
 set -euo pipefail
@@ -90,6 +91,7 @@ new_enough() {  # new_enough PYTHON: true for Python 3.11 or newer
 }
 
 # The interpreter for the venv: $PYTHON, else the first Python >= 3.11 on PATH.
+PYTHON_GIVEN=${PYTHON:+1}
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=python3
     for candidate in python3 python3.13 python3.12 python3.11; do
@@ -128,9 +130,26 @@ new_enough "$PYTHON" || die "$PYTHON is $("$PYTHON" -V 2>&1); streamsonic needs 
 newer: install one (Ubuntu 22.04: apt-get install python3.11 python3.11-venv) or set PYTHON=..."
 
 # -- 2. virtual environment -----------------------------------------------------------------
+base_of() {  # base_of PYTHON: the real path of the interpreter (a venv's: the one it links to)
+    "$1" -c 'import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))'
+}
+venv_base() {  # the real path of the interpreter .venv was made with (pyvenv.cfg), or nothing
+    local made_with
+    made_with=$(sed -n 's/^executable *= *//p' "$VENV/pyvenv.cfg" 2>/dev/null | head -n 1)
+    [ -z "$made_with" ] || realpath -m "$made_with"
+}
 if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
     would "create $VENV"
     say "creating $VENV"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+elif [ -n "$PYTHON_GIVEN" ] && [ "$(base_of "$PYTHON")" != "$(venv_base)" ]; then
+    # PYTHON=/usr/bin/python3 for the service: a venv left on another Python (one under
+    # /root, which ProtectHome= hides) must not pass as ready.
+    made_with=$(venv_base)
+    would "make $VENV again with PYTHON=$PYTHON ($(base_of "$PYTHON")); it was made with \
+${made_with:-an unknown Python}"
+    say "making $VENV again with PYTHON=$PYTHON (it was made with ${made_with:-an unknown Python})"
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
 fi

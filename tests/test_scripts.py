@@ -228,6 +228,10 @@ def setup_checkout(tmp_path: Path) -> SetupCheckout:
     for path, body in stubs.items():
         path.write_text(body)
         path.chmod(0o755)
+    # made with the PYTHON below (setup.sh makes the venv again for another one)
+    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    (root / ".venv" / "pyvenv.cfg").write_text(f"home = {Path(base).parent}\n"
+                                               f"executable = {base}\n")
     log = tmp_path / "calls.log"
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "PYTHON": sys.executable, "STUB_LOG": str(log)}
@@ -325,6 +329,58 @@ def test_setup_installs_once_then_skips(setup_checkout: SetupCheckout) -> None:
     assert changed.returncode == 0
     assert "python -m pip --disable-pip-version-check install -q -e .[plot]" in \
         setup_checkout.logged()
+
+
+STUB_BASE_PYTHON = """\
+#!/usr/bin/env bash
+# a system Python: new enough, with venv; `-m venv DIR` makes a stub venv on it
+case "$1" in
+    -c) case "$2" in *realpath*) realpath "$0" ;; esac ;;
+    -m) echo "$(basename "$0") $*" >> "$STUB_LOG"
+        mkdir -p "$3/bin" && cp "$STUB_VENV_PYTHON" "$3/bin/python"
+        cp "$STUB_VENV_PYTHON" "$3/bin/streamsonic"  # as pip install -e would
+        printf 'executable = %s\\n' "$(realpath "$0")" > "$3/pyvenv.cfg" ;;
+esac
+"""
+
+
+def test_setup_makes_the_venv_again_for_another_python(setup_checkout: SetupCheckout,
+                                                        tmp_path: Path) -> None:
+    """PYTHON=/usr/bin/python3 (systemd/README.md) with a .venv made on another Python (one
+    under /root, which the unit's ProtectHome= hides) said "ready" and kept the old one."""
+    system = tmp_path / "usr" / "bin" / "python3"
+    system.parent.mkdir(parents=True)
+    system.write_text(STUB_BASE_PYTHON)
+    system.chmod(0o755)
+    venv = setup_checkout.root / ".venv"
+    keep = tmp_path / "venv-python"
+    shutil.copy2(venv / "bin" / "python", keep)
+    setup_checkout.env["STUB_VENV_PYTHON"] = str(keep)
+    setup_checkout.env["PYTHON"] = str(system)
+    setup_checkout.setup("--demo", installed=DEMO_APT)  # a current demo set-up, on another
+    setup_checkout.logged()                            # Python (the fixture's)
+    (venv / "pyvenv.cfg").write_text("executable = /home/u/.pyenv/versions/3.11.7/bin/python3\n")
+
+    check = setup_checkout.setup("--demo", check_only=True, installed=DEMO_APT)
+    assert check.returncode == 3, check.stdout + check.stderr
+    assert f"would make .venv again with PYTHON={system} ({system}); it was made with " \
+        "/home/u/.pyenv/versions/3.11.7/bin/python3\n" in check.stdout
+    assert "setup: ready" not in check.stdout
+    assert setup_checkout.logged() == []
+
+    again = setup_checkout.setup("--demo", installed=DEMO_APT)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert setup_checkout.logged() == [
+        "python3 -m venv .venv",
+        "python -m pip --disable-pip-version-check install -q torch==2.13.0",
+        "python -m pip --disable-pip-version-check install -q -e .[plot]",
+    ]
+    assert (venv / "pyvenv.cfg").read_text() == f"executable = {system}\n"
+    current = setup_checkout.setup("--demo", check_only=True, installed=DEMO_APT)
+    assert current.returncode == 0, current.stdout + current.stderr
+    del setup_checkout.env["PYTHON"]  # unset: the venv's own Python is fine
+    (venv / "pyvenv.cfg").write_text("executable = /home/u/.pyenv/versions/3.11.7/bin/python3\n")
+    assert setup_checkout.setup("--demo", check_only=True, installed=DEMO_APT).returncode == 0
 
 
 def test_setup_rejects_unknown_arguments(setup_checkout: SetupCheckout) -> None:
