@@ -17,7 +17,7 @@
 #
 # A second run is fast: apt is skipped when every package is installed, pip when the stamp
 # in .venv matches pyproject.toml (and this script's pins, the profile's extras and the
-# checkout's path). A current test set-up also satisfies --demo and --service (it
+# checkout's physical path). A current test set-up also satisfies --demo and --service (it
 # installs more).
 #
 # Environment: PYTHON (default python3, must be >= 3.11; when it is set and .venv was made
@@ -161,7 +161,7 @@ stamp_of() {  # stamp_of PROFILE: what a current install of PROFILE has in its s
         echo "torch==$TORCH_VERSION"
         echo "${PIP_TARGET[$1]}"
         "$VENV/bin/python" -V
-        pwd
+        pwd -P  # the physical path: a symlink to the same checkout is the same set-up
     } | sha256sum | cut -d' ' -f1
 }
 current() {  # current PROFILE: true when PROFILE's stamp is there and up to date

@@ -383,6 +383,23 @@ def test_setup_makes_the_venv_again_for_another_python(setup_checkout: SetupChec
     assert setup_checkout.setup("--demo", check_only=True, installed=DEMO_APT).returncode == 0
 
 
+def test_setup_through_a_symlink_is_the_same_checkout(setup_checkout: SetupCheckout,
+                                                     tmp_path: Path) -> None:
+    """The stamp hashed the logical path: a run through a symlink to the same checkout
+    reinstalled every Python package."""
+    first = setup_checkout.setup("--demo", installed=DEMO_APT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    setup_checkout.logged()
+    link = tmp_path / "link"
+    link.symlink_to(setup_checkout.root)
+    again = subprocess.run([str(link / "scripts" / "setup.sh"), "--demo"], capture_output=True,
+                           text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+                           env={**setup_checkout.env, "STUB_INSTALLED": " ".join(DEMO_APT)})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Python packages up to date" in again.stdout
+    assert setup_checkout.logged() == []
+
+
 def test_setup_rejects_unknown_arguments(setup_checkout: SetupCheckout) -> None:
     result = setup_checkout.setup("--everything")
     assert result.returncode == 64
