@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -78,6 +79,26 @@ def test_reload_checks_the_config_then_signals() -> None:
     start = lines("ExecStart")[0]
     assert reload[0].split()[0] == start.split()[0]  # the same installed streamsonic
     assert "--config /etc/streamsonic/config.toml" in start
+
+
+def test_the_install_instructions_put_streamsonic_where_the_unit_runs_it() -> None:
+    """README's package install made /opt/streamsonic/bin/streamsonic while the unit runs
+    /opt/streamsonic/.venv/bin/streamsonic (203/EXEC): both installs end where it looks."""
+    binary = lines("ExecStart")[0].split()[0]
+    assert binary == "/opt/streamsonic/.venv/bin/streamsonic"
+    readme = (REPO / "README.md").read_text()
+    package = readme.split("## Installing it as a package", 1)[1].split("\n## ", 1)[0]
+    venvs = re.findall(r"-m venv (\S+)", package)
+    assert venvs and all(f"{venv}/bin/streamsonic" == binary for venv in venvs), venvs
+    for pip in re.findall(r"(\S+)/pip install", package):
+        assert pip == str(Path(binary).parent), pip
+    unit_readme = (UNIT.parent / "README.md").read_text()
+    install = unit_readme.split("## Install", 1)[1].split("\n## ", 1)[0]
+    checkout = re.search(r"git clone .* (/\S+)\n", install)
+    assert checkout is not None and f"{checkout[1]}/.venv/bin/streamsonic" == binary
+    assert "./scripts/setup.sh" in install  # which makes .venv in the checkout
+    for used in re.findall(r"(/\S+/bin/streamsonic) ", install):
+        assert used in (binary, "/srv/venv/bin/streamsonic"), used
 
 
 def test_hardening_the_readme_explains() -> None:
