@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from streamsonic import __version__, logs
 from streamsonic.errors import EXIT_INTERRUPTED, StopSignal, StreamsonicError, UsageError
@@ -72,6 +72,12 @@ class Parser(argparse.ArgumentParser):
 
     #: The subcommands' parsers, by name (the top-level parser's only).
     commands: dict[str, argparse.ArgumentParser]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: `demo --output audio:NAME` was taken as `--output-dir` and
+        # rendered into a folder named "audio:NAME"; an option is spelt out or refused.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)

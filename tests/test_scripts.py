@@ -132,6 +132,32 @@ def test_demo_plays_live_on_jack(tmp_path: Path, random_pitch_checkpoint: Path,
     check_demo_files(out_dir)
 
 
+def test_demo_output_plays_live_and_is_no_abbreviation(tmp_path: Path,
+                                                      random_pitch_checkpoint: Path) -> None:
+    """The demo's no-device warning says "pick a device with --output audio:NAME": argparse
+    took it for --output-dir and rendered into a folder named "audio:NAME", exit 0. Now
+    --output names the live output (one that cannot open is an error, after the files), and
+    no option may be abbreviated."""
+    out_dir = tmp_path / "demo-output"
+    result = run_demo(out_dir, random_pitch_checkpoint, "--output", "audio:no-such-device")
+    assert result.returncode == 69, result.stderr  # AudioError: EX_UNAVAILABLE
+    assert "no-such-device" in result.stderr and "Traceback" not in result.stderr
+    assert "The demo was rendered to files" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-output"]
+    check_demo_files(out_dir)
+
+    for args in (["--output-d", str(tmp_path / "x")], ["--col", "cpu"]):
+        abbreviated = run_demo(tmp_path / "out", random_pitch_checkpoint, *args)
+        assert abbreviated.returncode == 64, abbreviated.stderr
+        assert f"unrecognized arguments: {args[0]}" in abbreviated.stderr
+    for spec in ("wav:x.wav", "events"):
+        refused = run_demo(tmp_path / "out", random_pitch_checkpoint, "--output", spec)
+        assert refused.returncode == 64 and "plays the demo live" in refused.stderr
+    both = run_demo(tmp_path / "out", random_pitch_checkpoint, "--files", "--output", "audio")
+    assert both.returncode == 64 and "--files plays nothing" in both.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-output"]
+
+
 def test_demo_rejects_unknown_column(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
     result = run_demo(tmp_path / "out", random_pitch_checkpoint, "--column", "memory")
     assert result.returncode == 64  # a usage error (EX_USAGE), as the README documents

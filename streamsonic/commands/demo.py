@@ -29,13 +29,14 @@ from streamsonic.commands.common import (
     stop_signals,
 )
 from streamsonic.config import Config
-from streamsonic.errors import MissingExtraError, OutputError, SoundFontError
+from streamsonic.errors import MissingExtraError, OutputError, SoundFontError, UsageError
 from streamsonic.events import NoteEvent
 from streamsonic.extras import require_extra
 from streamsonic.sinks.base import Sink
 
 if TYPE_CHECKING:
     from streamsonic.music import Earcon
+    from streamsonic.outputs import OutputSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,21 @@ a crash at 20:00. Listen for the high, loud run and the sudden drop.
 
 It renders MIDI, WAV, a plot and the event log into the output directory, then plays
 the notes live through FluidSynth when there is an audio device; without one it prints
-how to play the files. The music and model options are those of
+how to play the files. --output plays them live elsewhere: another audio device
+(audio:NAME, see 'streamsonic devices') or a MIDI port (midi:NAME, midi-virtual:NAME);
+one that cannot be opened is an error. The music and model options are those of
 'streamsonic render'.
 
 examples:
   streamsonic demo
+  streamsonic demo --output audio:USB
+  streamsonic demo --output midi-virtual:streamsonic
   streamsonic demo --column requests --scale minor-pentatonic --influence 0.5
   streamsonic demo --files --output-dir /tmp/demo"""
 
 COLUMNS = ("cpu", "requests")
+#: What ``demo --output`` may name: outputs that play live (the files are rendered anyway).
+LIVE_KINDS = ("audio", "midi", "midi-virtual")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -72,12 +79,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="where the files go (default ./demo-output)")
     parser.add_argument("--files", action="store_true",
                         help="render to files even when an audio device exists; play nothing")
+    parser.add_argument("-o", "--output", metavar="SPEC",
+                        help="where to play the demo live: audio[:DEVICE] (default: the "
+                             "default audio device, files only when there is none), "
+                             "midi:NAME, midi-virtual:NAME")
     add_options(parser, RENDER_OPTIONS, "music and model")
     add_config_options(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     """Play the demo, or render it to files when there is no audio device."""
+    from streamsonic.outputs import parse_output  # noqa: PLC0415 - lazy backend
+
+    if args.files and args.output is not None:
+        raise UsageError("--files plays nothing: drop --output, or --files to play live")
+    live = parse_output(args.output) if args.output is not None else None
+    if live is not None and live.kind not in LIVE_KINDS:
+        raise UsageError(f"demo --output plays the demo live: audio[:DEVICE], midi:NAME or "
+                         f"midi-virtual:NAME, not {args.output!r}; the MIDI, WAV and events "
+                         "files are written to --output-dir anyway")
     config = config_from(args, RENDER_OPTIONS)
     setup_logging(config.daemon.log_level)
     out_dir = Path(args.output_dir)
@@ -88,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
                           f"{err.strerror}; pass another one with --output-dir") from None
     with stop_signals():  # SIGTERM, SIGHUP: no file written, none replaced
         files = _render(config, args.column, out_dir)
-    audio = None if args.files else _open_audio(config)
+    audio = None if args.files else _open_audio(config, live, files)
     if audio is None:
         _print_files(files, config, "The demo was rendered to files" if args.files else
                      "No usable audio device, so the demo was rendered to files")
@@ -114,13 +134,19 @@ def demo_series() -> Iterator[Path]:
         yield path
 
 
-def _open_audio(config: Config) -> Sink | None:
-    """The live audio output, or None (with the reason logged) when there is none."""
+def _open_audio(config: Config, live: OutputSpec | None,
+                files: dict[str, Path]) -> Sink | None:
+    """The live output: ``live`` (``--output``; an error, after the files are listed, when
+    it cannot be opened), else the default audio device or None (with the reason logged)
+    when there is none."""
     from streamsonic.outputs import open_output, parse_output  # noqa: PLC0415 - lazy backend
 
     try:
-        return open_output(parse_output("audio"), config)
+        return open_output(live or parse_output("audio"), config)
     except OutputError as err:
+        if live is not None:
+            _print_files(files, config, "The demo was rendered to files")
+            raise
         log.warning("no live audio: %s", err)
         return None
 
