@@ -183,6 +183,28 @@ def test_closed_stdout_of_check_config_is_quiet(env: dict[str, str]) -> None:
     assert res.returncode == 0 and res.stderr == "", res.stderr
 
 
+@pytest.mark.parametrize("args", [["devices"], ["devices", "--json"], ["info"]])
+def test_stdout_that_cannot_be_written_is_one_line_and_74(args: list[str],
+                                                          env: dict[str, str]) -> None:
+    """``devices > /dev/full`` ended in an OSError traceback (exit 1) and ``devices >&-``
+    exited 0 printing nothing, ``info >&-`` in an AttributeError traceback: both are a
+    write failure, one line and exit 74 (as ``info > /dev/full`` was)."""
+    with Path("/dev/full").open("w") as full:
+        res = subprocess.run([*EXE, *args], stdout=full, stderr=subprocess.PIPE, text=True,
+                             timeout=120, check=False, env=env)
+    assert res.returncode == 74, res.stderr
+    assert res.stderr.endswith(
+        "streamsonic: error: cannot write to standard output: No space left on device\n")
+    assert "Traceback" not in res.stderr
+    closed = subprocess.run(["bash", "-c", f"{sys.executable} -m streamsonic {' '.join(args)} "
+                             ">&-"], stderr=subprocess.PIPE, text=True, timeout=120,
+                            check=False, env=env)
+    assert closed.returncode == 74, closed.stderr
+    assert closed.stderr.endswith(
+        "streamsonic: error: cannot write to standard output: it is closed\n")
+    assert "Traceback" not in closed.stderr
+
+
 # -- check-config ----------------------------------------------------------------------------
 
 def test_check_config_prints_every_key_as_toml_that_loads_back(

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -156,6 +157,43 @@ def test_demo_output_plays_live_and_is_no_abbreviation(tmp_path: Path,
     both = run_demo(tmp_path / "out", random_pitch_checkpoint, "--files", "--output", "audio")
     assert both.returncode == 64 and "--files plays nothing" in both.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-output"]
+
+
+@pytest.mark.slow
+def test_demo_write_errors_are_one_line_and_74(tmp_path: Path,
+                                               random_pitch_checkpoint: Path) -> None:
+    """A full stdout, a folder that cannot be written and a full disk were tracebacks, or
+    blamed "the events output to stdout" and left a partial demo.jsonl: now one line, exit
+    74 (EX_IOERR), and no partial events log (an earlier one is kept)."""
+    out_dir = tmp_path / "demo-output"
+    with Path("/dev/full").open("w") as full:
+        stdout_full = subprocess.run(
+            [sys.executable, "-m", "streamsonic", "demo", "--files", "--output-dir",
+             str(out_dir), "--weights", str(random_pitch_checkpoint), "--tempo", "1000"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=300, check=False,
+            stdin=subprocess.DEVNULL)
+    assert stdout_full.returncode == 74, stdout_full.stderr
+    assert stdout_full.stderr.endswith(
+        "error: cannot write to standard output: No space left on device\n")
+    check_demo_files(out_dir)  # the files were written; only the listing failed
+    earlier = (out_dir / "demo.jsonl").read_text()
+
+    def small_files() -> None:  # a full disk: writes past 20 kB fail (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    full_disk = subprocess.run(
+        [sys.executable, "-m", "streamsonic", "demo", "--files", "--output-dir", str(out_dir),
+         "--weights", str(random_pitch_checkpoint), "--tempo", "1000", "--column", "requests"],
+        capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL,
+        preexec_fn=small_files)
+    assert full_disk.returncode == 74, full_disk.stderr
+    assert "Traceback" not in full_disk.stderr
+    assert f"cannot write the events output to {out_dir / 'demo.jsonl'}: File too large" \
+        in full_disk.stderr
+    assert "stdout" not in full_disk.stderr
+    assert (out_dir / "demo.jsonl").read_text() == earlier
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "demo.jsonl", "demo.mid", "demo.png", "demo.wav"]
 
 
 def test_demo_rejects_unknown_column(tmp_path: Path, random_pitch_checkpoint: Path) -> None:

@@ -13,8 +13,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import io
 import json
 import logging
+import tempfile
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -28,8 +30,15 @@ from streamsonic.commands.common import (
     setup_logging,
     stop_signals,
 )
+from streamsonic.commands.printing import write_stdout
 from streamsonic.config import Config
-from streamsonic.errors import MissingExtraError, OutputError, SoundFontError, UsageError
+from streamsonic.errors import (
+    MissingExtraError,
+    OutputError,
+    OutputWriteError,
+    SoundFontError,
+    UsageError,
+)
 from streamsonic.events import NoteEvent
 from streamsonic.extras import require_extra
 from streamsonic.sinks.base import Sink
@@ -113,13 +122,13 @@ def main(args: argparse.Namespace) -> int:
         _print_files(files, config, "The demo was rendered to files" if args.files else
                      "No usable audio device, so the demo was rendered to files")
         if not args.files:
-            print("On a machine with speakers, 'streamsonic demo' plays it live.")
+            write_stdout("On a machine with speakers, 'streamsonic demo' plays it live.\n")
         return 0
     with audio:
         notes = _read_events(files["events"])
         end = max(n.start + n.duration for n in notes)
-        print(f"streamsonic demo: playing {len(notes)} notes of the {args.column!r} series "
-              f"live ({end:.0f} s); Ctrl-C stops.", flush=True)
+        write_stdout(f"streamsonic demo: playing {len(notes)} notes of the {args.column!r} "
+                     f"series live ({end:.0f} s); Ctrl-C stops.\n")
         from streamsonic.music import earcon_for  # noqa: PLC0415 - numpy import
 
         asyncio.run(_play(notes, audio, earcon_for(config.accent)))
@@ -174,16 +183,38 @@ def _render(config: Config, column: str, out_dir: Path) -> dict[str, Path]:
 
 
 def _render_files(config: Config, column: str, files: dict[str, Path]) -> None:
-    """``render_file`` on the embedded series; the events log goes to ``files["events"]``."""
+    """``render_file`` on the embedded series; the events log goes to ``files["events"]``.
+
+    The events log is written beside it under a temporary name and renamed when complete,
+    like the other files: a failed or stopped render leaves no partial log and an earlier
+    one as it was. A failed write is one OutputWriteError (exit 74) naming the file.
+    """
     from streamsonic.render import render_file  # noqa: PLC0415 - torch import
 
     outputs = [f"file:{files['mid']}", "events"]
     if "wav" in files:
         outputs.append(f"wav:{files['wav']}")
-    with demo_series() as series, files["events"].open("w", encoding="utf-8") as events, \
-            contextlib.redirect_stdout(events):
-        render_file(config, str(series), column=column, outputs=outputs,
-                    plot=str(files["png"]) if "png" in files else None)
+    path = files["events"]
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise OutputWriteError(f"cannot write the demo's events file {path}: "
+                               f"{err.strerror}; pass another folder with --output-dir"
+                               ) from None
+    tmp = Path(tmp_name)
+    raw = io.FileIO(fd, "w")
+    raw.name = str(path)  # the events output's messages name the file, not stdout
+    try:
+        with demo_series() as series, io.TextIOWrapper(raw, encoding="utf-8") as events, \
+                contextlib.redirect_stdout(events):
+            render_file(config, str(series), column=column, outputs=outputs,
+                        plot=str(files["png"]) if "png" in files else None)
+        tmp.replace(path)
+    except OSError as err:  # closing (the last flush) or renaming the log
+        raise OutputWriteError(f"cannot write the demo's events file {path}: "
+                               f"{err.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_events(path: Path) -> list[NoteEvent]:
@@ -236,6 +267,7 @@ def _print_files(files: dict[str, Path], config: Config, head: str) -> None:
     soundfont = _soundfont_hint(config)
     shown = {kind: _shown(path) for kind, path in files.items()}
     width = max(map(len, shown.values()))
-    print(f"{head} (in {_shown(files['mid'].parent)}/):")
-    for kind, text in shown.items():
-        print(f"  {text:<{width}}  " + labels[kind].format(path=text, soundfont=soundfont))
+    lines = [f"{head} (in {_shown(files['mid'].parent)}/):"]
+    lines.extend(f"  {text:<{width}}  " + labels[kind].format(path=text, soundfont=soundfont)
+                 for kind, text in shown.items())
+    write_stdout("".join(line + "\n" for line in lines))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from streamsonic.errors import StreamsonicError
@@ -73,29 +72,30 @@ def midi_ports() -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Print the listing."""
+    """Print the listing (a failed write to stdout: one line, exit 74)."""
+    from streamsonic.commands.printing import write_stdout  # noqa: PLC0415
+
     audio = audio_devices()
     midi = midi_ports()
     if args.json:
-        json.dump({"audio": audio, "midi": midi}, sys.stdout, indent=2)
-        print()
+        write_stdout(json.dumps({"audio": audio, "midi": midi}, indent=2) + "\n")
         return 0
-    print("audio output devices (--output audio:NAME):")
+    lines = ["audio output devices (--output audio:NAME):"]
     if "error" in audio:
-        print(f"  unavailable: {audio['error']}")
+        lines.append(f"  unavailable: {audio['error']}")
     elif not audio["devices"]:
-        print("  none")
+        lines.append("  none")
     for dev in audio.get("devices", []):
         mark = "*" if dev["name"] == audio["default"] else " "
-        print(f" {mark}{dev['index']:3d}  {dev['name']}  ({dev['api']}, {dev['channels']} ch, "
-              f"{dev['sample_rate']:.0f} Hz)")
-    print("MIDI output ports (--output midi:NAME --midi-api API):")
+        lines.append(f" {mark}{dev['index']:3d}  {dev['name']}  ({dev['api']}, "
+                     f"{dev['channels']} ch, {dev['sample_rate']:.0f} Hz)")
+    lines.append("MIDI output ports (--output midi:NAME --midi-api API):")
     for label, info in midi.items():
         if "error" in info:
-            print(f"  {label}: unavailable: {info['error']}")
+            lines.append(f"  {label}: unavailable: {info['error']}")
         elif not info["ports"]:
-            print(f"  {label}: none")
+            lines.append(f"  {label}: none")
         else:
-            for port in info["ports"]:
-                print(f"  {label}: {port}")
+            lines.extend(f"  {label}: {port}" for port in info["ports"])
+    write_stdout("".join(line + "\n" for line in lines))
     return 0

@@ -16,7 +16,10 @@ from streamsonic.errors import OutputWriteError
 
 
 def write_stdout(text: str) -> None:
-    """Write ``text`` to stdout and flush it; OutputWriteError if that fails."""
+    """Write ``text`` to stdout and flush it; OutputWriteError if that fails (or stdout was
+    closed before the start, ``>&-``: Python has no stdout then)."""
+    if sys.stdout is None:
+        raise OutputWriteError("cannot write to standard output: it is closed")
     try:
         sys.stdout.write(text)
         sys.stdout.flush()

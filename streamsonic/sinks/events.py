@@ -155,11 +155,18 @@ class EventsSink(Sink):
                  fd: int | None = None, queue_bytes: int = QUEUE_BYTES,
                  warn_interval: float = 10.0) -> None:
         super().__init__("events")
+        #: What the output writes to, for messages: stdout, or the file stdout was pointed
+        #: at (``contextlib.redirect_stdout`` to a file whose name is a path: the demo's log).
+        self.target = "stdout"
         self.flush_delay = flush_delay
         self.counters = Counters()
         self._warn = RateLimitedLog(log, warn_interval)
         if fd is None and stream is None:
             stdout = sys.stdout  # None when stdout was closed (``>&-``): a write error
+            name = getattr(stdout, "name", None)
+            if stdout is not sys.__stdout__ and isinstance(name, str) \
+                    and not name.startswith("<"):
+                self.target = name
             fd = _fileno(stdout) if stdout is not None else None
             if fd is None:
                 stream = stdout  # a Python stream without a descriptor in its place (tests)
@@ -252,7 +259,7 @@ class EventsSink(Sink):
 
     def _fail(self, err: OSError) -> None:
         self.failure = OutputWriteError(
-            f"cannot write the events output to stdout: {err.strerror or err}")
+            f"cannot write the events output to {self.target}: {err.strerror or err}")
 
     def _raise_failure(self) -> None:
         if self.failure is not None and not self._raised:
