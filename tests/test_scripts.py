@@ -8,8 +8,10 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 import wave
 from dataclasses import dataclass
@@ -194,6 +196,42 @@ def test_demo_write_errors_are_one_line_and_74(tmp_path: Path,
     assert (out_dir / "demo.jsonl").read_text() == earlier
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "demo.jsonl", "demo.mid", "demo.png", "demo.wav"]
+
+
+@pytest.mark.slow
+@pytest.mark.jack
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_demo_stopped_by_a_signal_while_playing(tmp_path: Path, random_pitch_checkpoint: Path,
+                                                jack_server: JackServer,
+                                                signum: signal.Signals) -> None:
+    """SIGTERM or SIGHUP during the live playback killed the demo by the default action
+    (-15, -1: the output not closed, the files never listed); now as Ctrl-C and render: the
+    output closes, the files are listed, one line names the signal, exit 128 + signal."""
+    out_dir = tmp_path / "demo-output"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamsonic", "demo", "--output-dir", str(out_dir),
+         "--weights", str(random_pitch_checkpoint), "--step", "0.1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=jack_server.env(), cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "live" in first, first + proc.communicate(timeout=60)[1]
+        time.sleep(1.0)  # notes are sounding
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signum, err
+    assert time.monotonic() - sent < 15  # stopped, not played to the end
+    assert ("streamsonic: interrupted" if signum == signal.SIGINT
+            else f"streamsonic: stopped by {signum.name}") in err
+    assert "Traceback" not in err
+    assert "The demo's files" in out and "demo.mid" in out, out
+    assert all((out_dir / f"demo.{ext}").stat().st_size for ext in ("jsonl", "mid", "wav"))
 
 
 def test_demo_rejects_unknown_column(tmp_path: Path, random_pitch_checkpoint: Path) -> None:

@@ -124,14 +124,21 @@ def main(args: argparse.Namespace) -> int:
         if not args.files:
             write_stdout("On a machine with speakers, 'streamsonic demo' plays it live.\n")
         return 0
-    with audio:
-        notes = _read_events(files["events"])
-        end = max(n.start + n.duration for n in notes)
-        write_stdout(f"streamsonic demo: playing {len(notes)} notes of the {args.column!r} "
-                     f"series live ({end:.0f} s); Ctrl-C stops.\n")
-        from streamsonic.music import earcon_for  # noqa: PLC0415 - numpy import
+    try:
+        # Ctrl-C, SIGTERM and SIGHUP (StopSignal, exit 130, 143, 129) end the playback alike:
+        # the scheduler and the output close (the notes sounding are silenced), the files
+        # are listed, and the CLI names the signal.
+        with stop_signals(), audio:
+            notes = _read_events(files["events"])
+            end = max(n.start + n.duration for n in notes)
+            write_stdout(f"streamsonic demo: playing {len(notes)} notes of the "
+                         f"{args.column!r} series live ({end:.0f} s); Ctrl-C stops.\n")
+            from streamsonic.music import earcon_for  # noqa: PLC0415 - numpy import
 
-        asyncio.run(_play(notes, audio, earcon_for(config.accent)))
+            asyncio.run(_play(notes, audio, earcon_for(config.accent)))
+    except KeyboardInterrupt:
+        _print_files(files, config, "The demo's files")
+        raise
     _print_files(files, config, "The demo's files")
     return 0
 
