@@ -333,7 +333,12 @@ def test_a_dead_client_is_freed_only_once_its_callbacks_returned(
     assert running.wait(5.0)
     client.dead.set()  # (the server "died": only this client is told, not the process)
     closed: list[float] = []
-    closer = threading.Thread(target=lambda: (client.close(), closed.append(time.monotonic())))
+
+    def close() -> None:
+        client.close()
+        closed.append(time.monotonic())
+
+    closer = threading.Thread(target=close)
     closer.start()
     if returns:
         time.sleep(0.1)
