@@ -49,6 +49,7 @@ from streamsonic.outputs import (
 from streamsonic.sdnotify import Notifier, watchdog_interval
 from streamsonic.sinks.base import Sink
 from streamsonic.sources import Connecting
+from streamsonic.sources.nats_url import check_password_file as check_nats_password_file
 
 if TYPE_CHECKING:  # the runtime imports are deferred: they load torch
     from streamsonic.conductor import Stepper
@@ -150,6 +151,7 @@ def run_daemon(
     # a password file that cannot be read: a configuration error (78) at once, not a failed
     # connection once the model has loaded
     check_password_file(config, [spec.kind for spec in specs])
+    check_nats_password_file(config.nats)
     with prompt_threads():
         if config.daemon.workers > 1 and loop_factory is None and not play_notes:
             from streamsonic.workers import run_router  # noqa: PLC0415

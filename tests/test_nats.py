@@ -184,6 +184,35 @@ async def test_a_login_with_the_password_from_a_file(tmp_path: Path,
         server.stop()
 
 
+
+@pytest.mark.parametrize("command", ["run", "check-config"])
+@pytest.mark.parametrize("problem", ["missing", "a folder"])
+def test_a_password_file_that_cannot_be_read_is_exit_78_before_the_model_loads(
+        tmp_path: Path, problem: str, command: str) -> None:
+    """nats.password_file is read when the daemon starts (and by check-config), before the
+    model loads: a file that is missing or cannot be read is one line naming the key, the
+    path and why, and the configuration error status (before: the model loaded first, then
+    the connection failed with exit 69). No server is needed to find that out."""
+    secret = tmp_path / "nats-password"
+    if problem == "a folder":
+        secret.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[nats]\nurl = "nats://bob@127.0.0.1:1"\nsubjects = ["in.*"]\n'
+                      f'password_file = "{secret}"\n')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("STREAMSONIC_CONFIG", PASSWORD_ENV)}
+    args = (["run", "--config", str(config), "--output", "events", "--device", "cpu"]
+            if command == "run" else ["check-config", str(config)])
+    proc = subprocess.run([sys.executable, "-m", "streamsonic", *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60, check=False, env=env)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 78, lines
+    assert len(lines) == 1, lines  # one line, and no "pitch model ... on cpu" before it
+    assert "nats.password_file" in lines[0] and str(secret) in lines[0], lines
+    assert ("No such file or directory" if problem == "missing" else "Is a directory") \
+        in lines[0], lines
+
 # -- against a real nats-server -----------------------------------------------------------
 
 async def publish(server: NatsServer, messages: list[tuple[str, bytes]]) -> None:

@@ -14,11 +14,12 @@ from streamsonic.commands.printing import write_stdout
 from streamsonic.config import Config, find_config_file, load_config, source_problem
 from streamsonic.errors import ConfigError, UsageError
 from streamsonic.mqtt.urls import check_password_file
+from streamsonic.sources.nats_url import check_password_file as check_nats_password_file
 
 DESCRIPTION = """\
 Validate a config file exactly as 'run' does at start-up (and on SIGHUP): every key known,
 every type right, every value in its range, every output in output.targets understood,
-mqtt.password_file readable where MQTT is used.
+mqtt.password_file readable where MQTT is used, nats.password_file where NATS logs in.
 On success print the effective configuration (the file over the built-in defaults: every
 key, TOML that --config accepts back; a password is shown as "<hidden>") and exit 0;
 otherwise print one error line naming the key, the value and the file, and exit 78.
@@ -80,6 +81,7 @@ def check(path: Path | None) -> Config:
             raise ConfigError(f"{where}: output.targets: {err}") from None
     try:  # a password file the daemon could not read at start
         check_password_file(config, [spec.kind for spec in specs])
+        check_nats_password_file(config.nats)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     if config.daemon.workers > 1:  # what the daemon would refuse at start

@@ -70,20 +70,34 @@ def server_url(settings: NatsConfig) -> ServerUrl:
     return ServerUrl(url.host, url.port, user, secret)
 
 
-def password(settings: NatsConfig) -> str:
+def password(settings: NatsConfig, error: type[NatsError | ConfigError] = NatsError) -> str:
     """The first found of ``nats.password`` (the config file: ``--set`` refuses it),
     ``$STREAMSONIC_NATS_PASSWORD``, ``nats.password_file`` (its first line; a file that
-    cannot be read is a NatsError, exit 69); "" for none."""
+    cannot be read raises ``error``: :func:`check_password_file` reads it at start, as a
+    configuration error); "" for none."""
     if settings.password:
         return settings.password
     env = os.environ.get(PASSWORD_ENV)
     if env:
         return env
     if settings.password_file:
+        path = settings.password_file
         try:
-            return Path(settings.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as err:
-            raise NatsError(f"cannot read the NATS password from {settings.password_file} "
-                            f"(nats.password_file): {err.strerror}; check the path and its "
-                            "permissions") from None
+            raise error(f"cannot read the NATS password from {path} (nats.password_file): "
+                        f"{err.strerror}; check the path and its permissions (read as user "
+                        f"id {os.getuid()})") from None
+        except UnicodeDecodeError:
+            raise error(f"cannot read the NATS password from {path} (nats.password_file): "
+                        "it is not UTF-8 text; write the password in it as text") from None
     return ""
+
+
+def check_password_file(settings: NatsConfig) -> None:
+    """Where the NATS source logs in (``nats.url`` with a user), read its password now: a
+    ``nats.password_file`` that cannot be read is a :class:`ConfigError` (exit 78) before
+    anything slow (the model) starts, not a failed connection after it; ``check-config``
+    says so too."""
+    if settings.url and (parse_url(settings.url).username or settings.username):
+        password(settings, ConfigError)
