@@ -46,6 +46,7 @@ from streamsonic.outputs import (
     parse_output,
     shown,
 )
+from streamsonic.reloading import Reloader
 from streamsonic.sdnotify import Notifier, watchdog_interval
 from streamsonic.sinks.base import Sink
 from streamsonic.sources import Connecting
@@ -290,8 +291,7 @@ class Daemon:
         self.reload_error: str | None = None
         self._status_sent: str | None = None
         self._unheard: dict[str, float] = {}  # signal -> when it came (_signal_seen)
-        self._reloading: asyncio.Task[None] | None = None  # the reload running (_reload)
-        self._reload_again = False  # a SIGHUP came during it: reload once more after it
+        self._reloader = Reloader(self._reload_now)  # SIGHUP's reloads, one at a time
 
     # -- what is shown (STATUS=, metrics) ----------------------------------------------------
     @property
@@ -403,7 +403,7 @@ class Daemon:
             raise
         finally:
             gc.unfreeze()
-            await self._end_reload()
+            await self._reloader.cancel()  # (a reload trying a broker: given up)
             self.notifier.stopping("stopping")
             engine.cancel()
             scheduler.close()
@@ -555,15 +555,10 @@ class Daemon:
 
     # -- reload ------------------------------------------------------------------------------
     def _reload(self) -> None:
-        """SIGHUP: reload the configuration (:meth:`_reload_now`) in a task of its own, as
-        trying a new broker's login takes a moment and the streams play on meanwhile; a
-        SIGHUP that comes during a reload is answered by another one after it (the file may
-        have changed again)."""
-        task = self._reloading
-        if task is not None and not task.done():
-            self._reload_again = True
-            return
-        self._reloading = asyncio.get_running_loop().create_task(self._reload_now())
+        """SIGHUP: reload the configuration (:meth:`_reload_now`) in a task of its own
+        (:class:`streamsonic.reloading.Reloader`), as trying a new broker's login takes a
+        moment and the streams play on meanwhile."""
+        self._reloader.request()
 
     async def _reload_now(self) -> None:
         """Re-read the config file and apply it, keeping every stream's state.
@@ -584,42 +579,29 @@ class Daemon:
         STATUS= and the metrics show the failure until a reload succeeds, and READY=1
         follows RELOADING=1 (systemd would otherwise wait for it forever).
         """
-        again = True
-        while again:
-            self._reload_again = False
-            self.notifier.reloading("reloading the configuration")
-            try:
-                new = load_config(find_config_file(self.config_path), self.cli_overrides)
-                source = self.source
-                if isinstance(source, Connecting):  # a new broker login is tried first
-                    await source.check_reconfigure(new)
-                applied, restart = self._apply(new)
-            except StreamsonicError as err:
-                self._reload_failed(str(err))
-            except Exception as err:  # a bug must not leave systemd waiting or kill the daemon
-                self._reload_failed(f"{type(err).__name__}: {err}")
-                log.debug("reload failure", exc_info=True)
-            else:
-                self.reloads["ok"] += 1
-                self.reload_error = None
-                if restart:
-                    log.warning("reload: these settings changed but need a restart to take "
-                                "effect (systemctl restart streamsonic): %s",
-                                "; ".join(restart))
-                log.info("reloaded configuration (%s)",
-                         ", ".join(applied) if applied else "nothing changed")
-            finally:
-                self._status_sent = self.status_text()
-                self.notifier.ready(self._status_sent)
-            again = self._reload_again
-
-    async def _end_reload(self) -> None:
-        """Stopping: a reload still running (trying a broker) is given up."""
-        task, self._reloading = self._reloading, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self.notifier.reloading("reloading the configuration")
+        try:
+            new = load_config(find_config_file(self.config_path), self.cli_overrides)
+            source = self.source
+            if isinstance(source, Connecting):  # a new broker login is tried first
+                await source.check_reconfigure(new)
+            applied, restart = self._apply(new)
+        except StreamsonicError as err:
+            self._reload_failed(str(err))
+        except Exception as err:  # a bug must not leave systemd waiting or kill the daemon
+            self._reload_failed(f"{type(err).__name__}: {err}")
+            log.debug("reload failure", exc_info=True)
+        else:
+            self.reloads["ok"] += 1
+            self.reload_error = None
+            if restart:
+                log.warning("reload: these settings changed but need a restart to take "
+                            "effect (systemctl restart streamsonic): %s", "; ".join(restart))
+            log.info("reloaded configuration (%s)",
+                     ", ".join(applied) if applied else "nothing changed")
+        finally:
+            self._status_sent = self.status_text()
+            self.notifier.ready(self._status_sent)
 
     def _reload_failed(self, reason: str) -> None:
         self.reloads["failed"] += 1

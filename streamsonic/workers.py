@@ -67,6 +67,7 @@ from streamsonic.errors import (
 )
 from streamsonic.events import Arrival, Holding, NoteEvent, Receipt, Sample, Source
 from streamsonic.outputs import OutputSpec, shown
+from streamsonic.reloading import Reloader
 from streamsonic.sdnotify import ENV_SOCKET, Notifier, watchdog_interval
 from streamsonic.sources import Connecting
 
@@ -423,8 +424,7 @@ class Router:
         self.reload_error: str | None = None
         self.metrics: MetricsServer | None = None
         self.snapshots: dict[int, list[Any]] = {}  # worker index -> its latest metrics
-        self._reloading: asyncio.Task[None] | None = None  # the reload running (_reload)
-        self._reload_again = False  # a SIGHUP came during it: reload once more after it
+        self._reloader = Reloader(self._reload_now)  # SIGHUP's reloads, one at a time
 
     # -- start and stop ------------------------------------------------------------------
     async def main(self) -> int:
@@ -438,7 +438,7 @@ class Router:
         self.notifier.status(f"starting {self.config.daemon.workers} workers")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGHUP, self._reloader.request)
         try:
             await self._start()
             watch = [asyncio.create_task(w.process.wait()) for w in self.workers]
@@ -453,11 +453,7 @@ class Router:
             stopper.cancel()
             return self._status(await self._finish(), status)
         finally:
-            reloading, self._reloading = self._reloading, None
-            if reloading is not None and not reloading.done():  # (trying a broker)
-                reloading.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reloading
+            await self._reloader.cancel()  # (a reload trying a broker: given up)
             self.notifier.stopping("stopping")
             # While the workers stop: a stop signal goes on to them (they take it as the
             # first), SIGHUP changes nothing; the loop's close gives the signals back.
@@ -696,67 +692,54 @@ class Router:
             worker.send(sig)
         self._stop.set()
 
-    def _reload(self) -> None:
-        """SIGHUP: reload (:meth:`_reload_now`) in a task of its own, as trying a new
-        broker's login takes a moment; one that comes during a reload is answered by
-        another one after it."""
-        task = self._reloading
-        if task is not None and not task.done():
-            self._reload_again = True
-            return
-        self._reloading = asyncio.get_running_loop().create_task(self._reload_now())
-
     async def _reload_now(self) -> None:
         """The router reads the config file and checks its part (the workers' outputs,
         a new broker's login: ``check_reconfigure``); if that fails, nothing changes
         anywhere and the workers are not asked to reload. Else every worker reloads its
         config file, and the router applies the source's part (an MQTT source's topics and
-        broker) and ``metrics.listen``."""
-        again = True
-        while again:
-            self._reload_again = False
-            self.notifier.reloading("reloading the configuration")
-            try:
-                new = load_config(find_config_file(self.config_path), self.cli_overrides)
-                if new.daemon.workers != self.config.daemon.workers:
-                    log.warning("reload: daemon.workers changed but needs a restart to take "
-                                "effect (systemctl restart streamsonic)")
-                check_workers(new, self.specs)
-                source = self.source
-                if isinstance(source, Connecting):  # a new broker login is tried first
-                    await source.check_reconfigure(new)
-                old_listen = self.config.metrics.listen
-                if new.metrics.listen != old_listen:
-                    self._serve_metrics(new.metrics.listen)
-                restart: list[str] = []
-                if isinstance(source, Connecting):  # its topics, payloads, broker
-                    try:  # (checks first: raises having changed nothing)
-                        restart = source.reconfigure(new)
-                    except BaseException:
-                        with contextlib.suppress(StreamsonicError):
-                            self._serve_metrics(old_listen)
-                        raise
-                for worker in self.workers:
-                    worker.send(signal.SIGHUP)
-                if restart:
-                    log.warning("reload: these settings changed but need a restart to take "
-                                "effect (systemctl restart streamsonic): %s", "; ".join(restart))
-                own = self._own_keys(new, restart)
-                self.config = new
-            except StreamsonicError as err:
-                self.reloads["failed"] += 1
-                self.reload_error = " ".join(str(err).split())
-                log.error("reload failed, keeping the running configuration: %s", err)
-            else:
-                self.reloads["ok"] += 1
-                self.reload_error = None
-                running = sum(w.process.returncode is None for w in self.workers)
-                log.info("reload taken: asked the %d workers to reload (each says what it "
-                         "applied); the daemon itself applied %s", running,
-                         ", ".join(own) if own else "nothing (nothing of its own changed)")
-            finally:
-                self.notifier.ready(self.status_text())
-            again = self._reload_again
+        broker) and ``metrics.listen``. (One pass: SIGHUP runs it through a
+        :class:`streamsonic.reloading.Reloader`, one at a time.)"""
+        self.notifier.reloading("reloading the configuration")
+        try:
+            new = load_config(find_config_file(self.config_path), self.cli_overrides)
+            if new.daemon.workers != self.config.daemon.workers:
+                log.warning("reload: daemon.workers changed but needs a restart to take "
+                            "effect (systemctl restart streamsonic)")
+            check_workers(new, self.specs)
+            source = self.source
+            if isinstance(source, Connecting):  # a new broker login is tried first
+                await source.check_reconfigure(new)
+            old_listen = self.config.metrics.listen
+            if new.metrics.listen != old_listen:
+                self._serve_metrics(new.metrics.listen)
+            restart: list[str] = []
+            if isinstance(source, Connecting):  # its topics, payloads, broker
+                try:  # (checks first: raises having changed nothing)
+                    restart = source.reconfigure(new)
+                except BaseException:
+                    with contextlib.suppress(StreamsonicError):
+                        self._serve_metrics(old_listen)
+                    raise
+            for worker in self.workers:
+                worker.send(signal.SIGHUP)
+            if restart:
+                log.warning("reload: these settings changed but need a restart to take "
+                            "effect (systemctl restart streamsonic): %s", "; ".join(restart))
+            own = self._own_keys(new, restart)
+            self.config = new
+        except StreamsonicError as err:
+            self.reloads["failed"] += 1
+            self.reload_error = " ".join(str(err).split())
+            log.error("reload failed, keeping the running configuration: %s", err)
+        else:
+            self.reloads["ok"] += 1
+            self.reload_error = None
+            running = sum(w.process.returncode is None for w in self.workers)
+            log.info("reload taken: asked the %d workers to reload (each says what it "
+                     "applied); the daemon itself applied %s", running,
+                     ", ".join(own) if own else "nothing (nothing of its own changed)")
+        finally:
+            self.notifier.ready(self.status_text())
 
     def _own_keys(self, new: Config, restart: list[str]) -> list[str]:
         """The changed settings that the router's own process applies on reload: its
