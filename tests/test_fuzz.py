@@ -361,6 +361,24 @@ def skip_reason(leaf: object, replacement: str) -> str | None:
     return None if math.isfinite(value) else "inf"
 
 
+def expect_leaves(leaves: list[tuple[str, Any]], prefix: str, names: list[str],
+                  skipped: collections.Counter[str]) -> None:
+    """What one line's (or payload's) JSON leaves should give: the first value of each
+    cleaned name plays (appended to ``names``), every other leaf is counted in
+    ``skipped`` (its skip reason; ``duplicate_name`` for two keys that clean to one name)."""
+    named: set[str] = set()
+    for path, leaf in leaves:
+        reason = skip_reason(leaf, replacement="invalid_utf8")
+        name = clean_name(prefix + path)
+        if reason is None and name in named:
+            reason = "duplicate_name"
+        if reason is None:
+            named.add(name)
+            names.append(name)
+        else:
+            skipped[reason] += 1
+
+
 @fuzz_settings(default=40)
 @given(docs=st.lists(st.tuples(JSON_DOCS, st.booleans()), min_size=1, max_size=6))
 def test_stdin_json_fields_are_each_played_or_counted(
@@ -380,12 +398,7 @@ def test_stdin_json_fields_are_each_played_or_counted(
         leaves = list(json_leaves(None, json.loads(line.decode("utf-8", "replace"))))
         if not leaves:
             skipped["no_value"] += 1
-        for path, leaf in leaves:
-            reason = skip_reason(leaf, replacement="invalid_utf8")
-            if reason is None:
-                names.append(clean_name(path))
-            else:
-                skipped[reason] += 1
+        expect_leaves(leaves, "", names, skipped)
     assert [s.stream for s in played.samples] == names
     got = {k[8:]: v for k, v in stats.items() if k.startswith("skipped.") and v}
     assert got == {k: v for k, v in skipped.items() if v}
@@ -558,12 +571,7 @@ def test_mqtt_json_fields_are_each_played_or_counted(
         elif not leaves:
             skipped["no_value"] += 1
         else:
-            for path, leaf in leaves:
-                reason = skip_reason(leaf, replacement="invalid_utf8")
-                if reason is None:
-                    names.append(clean_name(f"{base}.{path}"))
-                else:
-                    skipped[reason] += 1
+            expect_leaves(leaves, f"{base}.", names, skipped)
     assert [s.stream for s in played.samples] == names
     got = {k[8:]: v for k, v in delta.items() if k.startswith("skipped.") and v}
     assert got == {k: v for k, v in skipped.items() if v}
