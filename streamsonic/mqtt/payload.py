@@ -208,6 +208,9 @@ class PayloadDecoder:
             if isinstance(value, str):
                 out.skipped.append(value)
                 continue
+            if not math.isfinite(value):  # (skipped before it takes the name: the
+                out.skipped.append("nan" if math.isnan(value) else "inf")  # next value
+                continue  # of that name is no duplicate of it)
             name = clean_name(f"{base}.{path}")
             if name in named:
                 out.skipped.append("duplicate_name")
