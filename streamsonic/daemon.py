@@ -465,9 +465,10 @@ class Daemon:
         stopping when every output failed."""
         interval = watchdog_interval()
         ping = interval / 2 if interval else 1.0
-        loop = asyncio.get_running_loop()
+        # The stats line follows the wall clock (the loop's may be replay --fast's virtual
+        # one: a 10-hour recording replayed in a minute gave 600 lines).
         stats_every = self.config.daemon.stats_interval
-        next_stats = loop.time() + stats_every if stats_every > 0 else float("inf")
+        next_stats = time.monotonic() + stats_every if stats_every > 0 else float("inf")
         while True:
             await asyncio.sleep(min(ping, 1.0))
             self.notifier.watchdog()
@@ -482,9 +483,13 @@ class Daemon:
             self._update_status()
             if self.config.daemon.stats_interval != stats_every:  # a reload changed it
                 stats_every = self.config.daemon.stats_interval
-                next_stats = loop.time() + stats_every if stats_every > 0 else float("inf")
-            if loop.time() >= next_stats:
+                next_stats = (time.monotonic() + stats_every if stats_every > 0
+                              else float("inf"))
+            now = time.monotonic()
+            if now >= next_stats:
                 next_stats += stats_every
+                if next_stats <= now:  # (a long pause: no burst of lines to catch up)
+                    next_stats = now + stats_every
                 log.info("stats: %d samples, %d notes, %d streams, %d waiting; streams %s; "
                          "input %s", engine.samples, engine.played,
                          len(engine.conductor.streams), engine.waiting,

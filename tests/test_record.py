@@ -308,6 +308,23 @@ def test_fast_replay_leaves_out_a_break_in_the_arrivals(
     assert res.stderr.count("stats:") <= 1
 
 
+def test_fast_replay_logs_stats_on_the_wall_clock(
+        tmp_path: Path, env: dict[str, str], random_pitch_checkpoint: Path) -> None:
+    """The stats line comes every daemon.stats_interval seconds of real time: a fast
+    replay of 10 hours of arrivals (a sample every 30 minutes) took a second and logged a
+    stats line for every virtual minute (600) before 2026-12-06."""
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text("".join(json.dumps({"stream": "a", "time": 1800.0 * i, "value": i % 7,
+                                       "arrival": 1e9 + 1800.0 * i}) + "\n"
+                           for i in range(21)))
+    res = cli(["replay", str(rec), "--fast", "--output", "events", "--weights",
+               str(random_pitch_checkpoint), "--set", "daemon.stats_interval=60"],
+              env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert len(events(res.stdout)) == 21
+    assert res.stderr.count("stats:") <= 1, res.stderr
+
+
 @pytest.mark.parametrize(("at", "how", "gaps"), [
     (5, "corrupt", 2), (5, "back", 1), (5, "back a month", 1)])
 def test_a_break_keeps_the_gaps_that_follow(tmp_path: Path, env: dict[str, str],
