@@ -242,6 +242,12 @@ def test_a_json_payload_that_names_a_stream_twice_keeps_the_first_value() -> Non
     two_lines = decode("x=1\nx=2", payload="line")  # two lines: two samples in time
     assert two_lines.items == [Sample("t.x", 100.0, 1.0), Sample("t.x", 100.0, 2.0)]
     assert two_lines.skipped == []
+    # A value that is not finite is skipped before it takes the name (as on stdin): the
+    # next value of that name plays (CI's fuzz run, two lone surrogates that clean to
+    # U+FFFD, the first 1e999; 5b3ed48).
+    out = decode('{"\\ud800": 1e999, "\\udc00": 2, "b": 3}')
+    assert out.items == [Sample("t.\ufffd", 100.0, 2.0), Sample("t.b", 100.0, 3.0)]
+    assert out.skipped == ["inf"]
 
 
 def test_limits_and_encoding() -> None:
