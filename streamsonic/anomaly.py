@@ -134,9 +134,10 @@ def score_of(z: float, z_ref: float = Z_REF) -> float:
     """Map a non-negative z onto 0..1 (0.5 at ``z_ref``); inf -> 1, NaN -> 0."""
     if math.isnan(z) or z <= 0.0:
         return 0.0
-    if math.isinf(z):
+    r = z / z_ref
+    if r > 1e150:  # (inf, or a square that would overflow)
         return 1.0
-    q = (z / z_ref) ** 2
+    q = r * r
     return q / (1.0 + q)
 
 

@@ -69,6 +69,15 @@ from streamsonic.normalize_kernel import (  # noqa: F401 - the constants are doc
 )
 
 MODES = ("auto", "rank", "robust", "minmax", "zscore")
+#: Values are placed (pushed into a window, mapped) clipped to this magnitude, so that
+#: every difference of two and its multiples stay finite: -1e308 and 1e308 in one window
+#: spanned more than a float holds, and both played the middle of the range. A value this
+#: far out plays at the edge of the headroom either way; events keep the value itself.
+PLACE_LIMIT = 1e300
+
+
+def _placed(value: float) -> float:
+    return value if -PLACE_LIMIT <= value <= PLACE_LIMIT else math.copysign(PLACE_LIMIT, value)
 
 
 class RollingNormalizer:
@@ -149,13 +158,14 @@ class RollingNormalizer:
     def push(self, time: float, value: float) -> None:
         """Add a sample (finite ``value``), evict what fell out of the window and (auto
         mode) keep, move or rebuild the reference."""
-        if kernel.push(self._state, time, value):
+        if kernel.push(self._state, time, _placed(value)):
             self._refresh_sums()
 
     def _refresh_sums(self) -> None:
-        """Re-sum the window around its mean (every ``4 * window`` samples), so that the
-        running sums do not drift."""
-        _, values = kernel.window_values(self._state)
+        """Re-sum the window around its mean (every ``4 * window`` samples, and when a
+        value that held most of its squares left it), so that the running sums do not
+        drift (values clipped as the sums take them: ``kernel.SUM_LIMIT``)."""
+        values = [kernel.clip(v) for v in kernel.window_values(self._state)[1]]
         shift = sum(values) / len(values) if values else 0.0
         kernel.set_sums(self._state, shift, sum(v - shift for v in values),
                         sum((v - shift) ** 2 for v in values))
@@ -202,7 +212,7 @@ class RollingNormalizer:
 
         0 with fewer than two samples; +-inf for a departure from a constant window.
         """
-        return float(kernel.zscore(self._state, value))
+        return float(kernel.zscore(self._state, _placed(value)))
 
     # -- auto-ranging --------------------------------------------------------------------
     def edges(self) -> tuple[float, float] | None:
@@ -212,12 +222,12 @@ class RollingNormalizer:
     def position(self, value: float) -> float:
         """Where ``value`` lies in the ordinary range: 0..1 inside it; beyond it (auto mode
         only), 1 + the excess in range widths above, minus the excess below."""
-        return float(kernel.position(self._state, value))
+        return float(kernel.position(self._state, _placed(value)))
 
     # -- mapping -------------------------------------------------------------------------
     def normalize(self, value: float) -> float:
         """``value`` mapped into 0..1 relative to the current window."""
-        return float(kernel.normalize(self._state, value))
+        return float(kernel.normalize(self._state, _placed(value)))
 
     def update(self, time: float, value: float) -> tuple[float, float]:
         """Push the sample, then return ``(normalized, zscore)`` of its value."""
@@ -260,7 +270,7 @@ def _tiny(a: float, b: float) -> float:
 
 def normalize_global(values: np.ndarray, mode: str, config: NormalizeConfig) -> np.ndarray:
     """Normalize a whole series at once (``render``'s default): 0..1 per value."""
-    v = np.asarray(values, dtype=np.float64)
+    v = np.clip(np.asarray(values, dtype=np.float64), -PLACE_LIMIT, PLACE_LIMIT)
     if v.size == 0:
         return v
     if mode == "auto":
@@ -283,6 +293,7 @@ def normalize_global(values: np.ndarray, mode: str, config: NormalizeConfig) -> 
         counts = np.bincount(inverse)
         return (sums / counts)[inverse] / (v.size - 1)
     if mode == "zscore":
+        v = np.clip(v, -kernel.SUM_LIMIT, kernel.SUM_LIMIT)  # (squares that stay finite)
         sd = v.std()
         if sd <= _tiny(v.mean(), v.mean()):
             return np.full(v.size, MIDDLE)

@@ -11,8 +11,9 @@ arrays, compiled by numba (``STREAMSONIC_NO_JIT=1`` runs them as they are); ever
 the one the plain-Python normalizer took, in the same order (the same deques, insertion
 and deletion points, sorts that keep equal values in arrival order), without fastmath, so
 the positions are the same to the bit as the reference implementation in the tests. The
-periodic re-summing of the window (every ``4 * window`` samples) is left to the caller:
-:func:`push` says when (Python's ``sum``, which the caller runs, is the reference's).
+periodic re-summing of the window (every ``4 * window`` samples, and when a value that
+leaves the window held most of its squares) is left to the caller: :func:`push` says when
+(Python's ``sum``, which the caller runs, is the reference's).
 """
 
 # The explicit comparisons are Python's min/max (the first of equals, NaN kept where Python
@@ -28,6 +29,11 @@ from typing import Any
 import numpy as np
 
 MIDDLE = 0.5
+#: The window's running sums (its mean and standard deviation: the zscore mode) take values
+#: clipped to this magnitude: their squares, a window of them and their differences stay
+#: finite (a value of 1e200 overflowed them: the window's statistics were lost for good, and
+#: the re-summing raised OverflowError, which stopped the daemon).
+SUM_LIMIT = 1e150
 #: Quantile knots of the auto-ranging reference: from its lowest to its highest.
 REF_LOW_Q, REF_HIGH_Q, REF_KNOTS = 0.02, 0.98, 17
 #: Samples for which auto-ranging rebuilds its reference every time (the window is young).
@@ -149,6 +155,11 @@ def sums(state: np.ndarray) -> tuple[float, float, float]:
 def set_sums(state: np.ndarray, shift: float, total: float, sumsq: float) -> None:
     """Replace the sums (a re-summing of the window) and restart the count to the next."""
     state[_SHIFT], state[_SUM], state[_SUMSQ], state[_SINCE_REFRESH] = shift, total, sumsq, 0.0
+
+
+def clip(value: float) -> float:
+    """``value`` as the running sums take it (within +-SUM_LIMIT)."""
+    return _clip_py(value)
 
 
 def sorted_values(state: np.ndarray) -> np.ndarray:
@@ -596,7 +607,7 @@ def _push_py(s: np.ndarray, time: float, value: float) -> bool:
     sorts = s[_SORTS] != 0.0
     head, n = int(s[_HEAD]), int(s[_N])
     if n == 0:
-        s[_SHIFT] = value
+        s[_SHIFT] = _clip(value)
     seq = s[_SEQ] + 1.0
     s[_SEQ] = seq
     slot = (head + n) % c
@@ -624,9 +635,10 @@ def _push_py(s: np.ndarray, time: float, value: float) -> bool:
         s[srt + a] = value
         count += 1
     shift = s[_SHIFT]
-    d = value - shift
+    d = _clip(value) - shift
     total = s[_SUM] + d
     sumsq = s[_SUMSQ] + d * d
+    evicted = 0.0  # the largest square that left the sums
     # evict what fell out of the window: by count, and by age when window_seconds is set
     oldest_seq = seq - window + 1
     wseconds = s[_WSECONDS]
@@ -647,9 +659,11 @@ def _push_py(s: np.ndarray, time: float, value: float) -> bool:
             for j in range(a, count - 1):
                 s[srt + j] = s[srt + j + 1]
             count -= 1
-        d = old - shift
+        d = _clip(old) - shift
         total -= d
         sumsq -= d * d
+        if d * d > evicted:
+            evicted = d * d
     s[_HEAD], s[_N] = head, n
     s[_MINH], s[_MINN], s[_MAXH], s[_MAXN] = mh, mn, xh, xn
     s[_SUM], s[_SUMSQ] = total, sumsq
@@ -657,7 +671,17 @@ def _push_py(s: np.ndarray, time: float, value: float) -> bool:
     s[_SINCE_REFRESH] = since
     if int(s[_MODE]) == AUTO:
         _auto_range(s, value)
-    return since >= 4 * window
+    # (a value that held most of the squares left: what remains lost its digits to it)
+    return since >= 4 * window or evicted > sumsq
+
+
+def _clip_py(value: float) -> float:
+    """``value`` as the running sums take it: within +-SUM_LIMIT."""
+    if value > SUM_LIMIT:
+        return SUM_LIMIT
+    if value < -SUM_LIMIT:
+        return -SUM_LIMIT
+    return value
 
 
 # -- mapping -------------------------------------------------------------------------------
@@ -733,8 +757,8 @@ def _position_py(s: np.ndarray, value: float) -> float:
 
 
 if os.environ.get("STREAMSONIC_NO_JIT"):  # for debugging: the plain Python
-    _tiny, _clip01, _knot_position, _knot_value = (
-        _tiny_py, _clip01_py, _knot_position_py, _knot_value_py)
+    _tiny, _clip01, _clip, _knot_position, _knot_value = (
+        _tiny_py, _clip01_py, _clip_py, _knot_position_py, _knot_value_py)
     _bisect_left, _bisect_right = _bisect_left_py, _bisect_right_py
     _quantile_knots, _ring_sorted, _last_sorted, _sorted4_third = (
         _quantile_knots_py, _ring_sorted_py, _last_sorted_py, _sorted4_third_py)
@@ -754,6 +778,7 @@ else:
     # Each piece is its own compiled function (inlined by LLVM where it pays; numba's
     # inline="always" ran no faster here and compiled push 0.6 s slower, without a cache).
     _tiny, _clip01 = jit(_tiny_py, fastmath=False), jit(_clip01_py, fastmath=False)
+    _clip = jit(_clip_py, fastmath=False)
     _bisect_left = jit(_bisect_left_py, fastmath=False)
     _bisect_right = jit(_bisect_right_py, fastmath=False)
     _knot_position = jit(_knot_position_py, fastmath=False)

@@ -14,6 +14,21 @@ from collections.abc import Callable
 from streamsonic.config import NormalizeConfig
 
 MIDDLE = 0.5
+#: The running sums take values clipped to this magnitude (their squares stay finite).
+SUM_LIMIT = 1e150
+
+
+def _clip(value: float) -> float:
+    return min(max(value, -SUM_LIMIT), SUM_LIMIT)
+
+
+#: Values are placed (pushed, mapped) clipped to this magnitude: their differences stay finite.
+PLACE_LIMIT = 1e300
+
+
+def _placed(value: float) -> float:
+    return min(max(value, -PLACE_LIMIT), PLACE_LIMIT)
+
 
 MODES = ("auto", "rank", "robust", "minmax", "zscore")
 #: Quantile knots of the auto-ranging reference: from its lowest to its highest.
@@ -148,8 +163,9 @@ class RollingNormalizer:
     # -- window maintenance --------------------------------------------------------------
     def push(self, time: float, value: float) -> None:
         """Add a sample (finite ``value``) and evict what fell out of the window."""
+        value = _placed(value)
         if not self._items:
-            self._shift = value
+            self._shift = _clip(value)
         self._seq += 1
         seq = self._seq
         self._items.append((seq, time, value))
@@ -161,17 +177,19 @@ class RollingNormalizer:
         self._max.append((seq, value))
         if self._sorts:
             bisect.insort(self._sorted, value)
-        d = value - self._shift
+        d = _clip(value) - self._shift
         self._sum += d
         self._sumsq += d * d
-        self._evict(seq, time)
+        evicted = self._evict(seq, time)
         self._since_refresh += 1
-        if self._since_refresh >= 4 * self.window:
+        if self._since_refresh >= 4 * self.window or evicted > self._sumsq:
             self._refresh_sums()
         if self.mode == "auto":
             self._auto_range(value)
 
-    def _evict(self, newest_seq: int, newest_time: float) -> None:
+    def _evict(self, newest_seq: int, newest_time: float) -> float:
+        """Drop what fell out of the window; the largest square that left the sums."""
+        evicted = 0.0
         oldest_seq = newest_seq - self.window + 1
         oldest_time = newest_time - self.window_seconds if self.window_seconds > 0 else -math.inf
         items = self._items
@@ -183,12 +201,14 @@ class RollingNormalizer:
                 self._max.popleft()
             if self._sorts:
                 del self._sorted[bisect.bisect_left(self._sorted, value)]
-            d = value - self._shift
+            d = _clip(value) - self._shift
             self._sum -= d
             self._sumsq -= d * d
+            evicted = max(evicted, d * d)
+        return evicted
 
     def _refresh_sums(self) -> None:
-        values = [v for _, _, v in self._items]
+        values = [_clip(v) for _, _, v in self._items]
         self._shift = sum(values) / len(values) if values else 0.0
         self._sum = sum(v - self._shift for v in values)
         self._sumsq = sum((v - self._shift) ** 2 for v in values)
@@ -234,6 +254,7 @@ class RollingNormalizer:
 
         0 with fewer than two samples; +-inf for a departure from a constant window.
         """
+        value = _placed(value)
         if len(self._items) < 2:
             return 0.0
         sd = self.std
@@ -474,6 +495,7 @@ class RollingNormalizer:
     def position(self, value: float) -> float:
         """Where ``value`` lies in the ordinary range: 0..1 inside it; beyond it (auto mode
         only), 1 + the excess in range widths above, minus the excess below."""
+        value = _placed(value)
         if self.mode != "auto":
             return self.normalize(value)
         return knot_position(self._knots, value) if self._knots else MIDDLE
@@ -481,6 +503,7 @@ class RollingNormalizer:
     # -- mapping -------------------------------------------------------------------------
     def normalize(self, value: float) -> float:
         """``value`` mapped into 0..1 relative to the current window."""
+        value = _placed(value)
         if not self._items:
             return MIDDLE
         if self.mode == "auto":

@@ -783,3 +783,10 @@ def test_the_values_kept_for_a_change_of_scale_are_bounded_and_go_once_raw_for_g
         signed.update(float(v) - 100.0)
     assert positive._last is not None and len(positive._last) == 32
     assert signed._last is None
+
+
+def test_a_score_of_a_far_z_is_one() -> None:
+    """A z whose square overflows a float (a value of 1e200 against a spread of 1) scores 1,
+    where squaring it raised OverflowError."""
+    assert score_of(1e200) == 1.0 and score_of(math.inf) == 1.0
+    assert score_of(5.0) == 0.5 and score_of(math.nan) == 0.0

@@ -302,3 +302,21 @@ def test_a_spike_does_not_flatten_the_other_values(random_pitch_checkpoint: Path
     after = [pitches[v + 0.5] for v in wave]
     assert len(set(after)) >= 8  # still the same melody after the spike, not one pitch
     assert spearman([float(v) for v in wave], after) >= 0.9
+
+
+def test_a_far_value_does_not_stop_the_daemon(random_pitch_checkpoint: Path) -> None:
+    """One value of 1e200 on stdin: 100 samples later the window's periodic re-summing
+    squared it and raised OverflowError, a traceback that stopped the daemon (every
+    normalization mode). It plays, far above, and so do the samples after it."""
+    values = [50 + 10 * math.sin(i / 7) for i in range(1000)]
+    values[700] = 1e200
+    res = run(["--output", "events", "--weights", str(random_pitch_checkpoint),
+               "--set", "clock.backlog=100000", "--max-rate", "1000",
+               "--set", "model.passing_notes=0"],
+              stdin="".join(f"{v!r}\n" for v in values))
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    notes = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [n["value"] for n in notes] == values
+    far = notes[700]
+    assert far["pitch"] > max(n["pitch"] for n in notes[600:700]), far

@@ -275,3 +275,46 @@ def test_auto_range_keeps_a_stuck_value_in_the_middle_after_one_spike(spike: flo
     assert np.all(placed[:200] == 0.5)
     assert placed[200] == (1.0 if spike > 3.0 else 0.0)
     assert np.all(placed[201:] == 0.5)
+
+
+@pytest.mark.parametrize("mode", ["auto", "rank", "robust", "minmax", "zscore"])
+def test_a_far_value_neither_overflows_nor_spoils_the_window(mode: str) -> None:
+    """A value of 1e200 among ordinary ones: its square overflowed the running sums, the
+    re-summing (every 4 windows) raised OverflowError while it was in the window (the
+    daemon stopped), and once it left the sums were NaN (zscore: every note at the middle)
+    until the next. Now the sums take it clipped, and are re-summed as it leaves."""
+    rng = random.Random(5)
+    ordinary = [50 + 10 * math.sin(i / 7) + rng.gauss(0, 1) for i in range(1000)]
+    values = list(ordinary)
+    values[650] = 1e200  # in the window at the re-summing after sample 800
+    norm = RollingNormalizer(window=200, mode=mode)
+    clean = RollingNormalizer(window=200, mode=mode)  # the same stream without it
+    for i, (v, c) in enumerate(zip(values, ordinary, strict=True)):
+        norm.push(float(i), v)
+        clean.push(float(i), c)
+        assert 0.0 <= norm.normalize(v) <= 1.0
+        if i >= 850:  # it left the window
+            assert norm.std == pytest.approx(clean.std, rel=1e-9), i
+            assert norm.position(c) == pytest.approx(clean.position(c), abs=1e-9), i
+
+
+@pytest.mark.parametrize("mode", ["minmax", "zscore", "rank", "robust"])
+def test_a_window_wider_than_a_float_still_orders_its_values(mode: str) -> None:
+    """-1e308 and 1e308 in one window: their difference overflowed (1e308 played the
+    middle, 0 and 5 the bottom in minmax)."""
+    norm = RollingNormalizer(window=10, mode=mode)
+    for i, v in enumerate([-1e308, 1e308, 0.0, 5.0]):
+        norm.push(float(i), v)
+    placed = [norm.normalize(v) for v in (-1e308, 0.0, 1e308)]
+    assert placed[0] < placed[1] < placed[2], placed
+    assert all(not math.isnan(p) for p in placed)
+
+
+def test_far_values_placed_over_a_whole_file() -> None:
+    """render's global placement: no overflow warnings, the far values at the ends."""
+    values = np.array([-1e308, 1e308, 0.0, 5.0, 1e200])
+    for mode in ("auto", "rank", "robust", "minmax", "zscore"):
+        with np.errstate(all="raise"):
+            placed = normalize_global(values, mode, NormalizeConfig())
+        assert placed[0] <= placed[2] <= placed[3] <= placed[4] <= placed[1], (mode, placed)
+        assert placed[0] < placed[1], (mode, placed)

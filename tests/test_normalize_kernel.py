@@ -78,6 +78,9 @@ def _series() -> dict[str, np.ndarray]:
         "large offset": 1e12 + rng.integers(0, 5, 800).astype(float),
         "tiny": rng.normal(0, 1e-200, 500),
         "a gauge held between updates": np.repeat(np.cumsum(rng.normal(0, 1, 40)), 40) + 100,
+        # far values: a window spanning more than a float holds, squares that overflow
+        "far values": np.where(rng.random(n) < 0.01, rng.choice([1e200, -1e308, 1e308], n),
+                               rng.normal(50, 10, n)),
     }
 
 
