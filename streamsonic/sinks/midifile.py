@@ -51,12 +51,14 @@ END_OF_TRACK = b"\x00\xff\x2f\x00"
 #: Overwrites an End of Track that is no longer the last event: delta 0, sequencer-specific
 #: meta event with no data (same length, ignored by players and by mido's timing).
 FILLER = b"\x00\xff\x7f\x00"
+#: The one-byte quantities (most deltas), made once.
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
 
 
 def _vlq(value: int) -> bytes:
     """A MIDI variable-length quantity."""
     if value < 0x80:  # most deltas
-        return bytes((value,))
+        return _ONE_BYTE[value]
     out = [value & 0x7F]
     value >>= 7
     while value:
@@ -187,7 +189,8 @@ class MidiFileSink(Sink):
     def _encode(self, msg: mido.Message, tick: int, out: bytearray) -> None:
         raw = _raw(msg)
         status = raw[0]
-        out += _vlq(tick - self._last_tick)
+        delta = tick - self._last_tick
+        out += _ONE_BYTE[delta] if delta < 0x80 else _vlq(delta)  # (most: one byte, no call)
         self._last_tick = tick
         if status == self._running:
             out += raw[1:]
@@ -228,24 +231,30 @@ class MidiFileSink(Sink):
         rotate_bytes = self._rotate_bytes()
         room = 2 * len(END_OF_TRACK) + 64
         boundary = self._boundary()  # changes only when a file ends
+        # The buffer's size at which the file would outgrow rotate_bytes (the file's size
+        # changes only where the buffer is written: taken then, not once per message)
+        full = rotate_bytes - room - self._out.size
         for time, _, msg in events:
             if boundary is not None and time >= boundary:
                 self._commit(data)
                 data = bytearray()
                 self._rotate(self._next_start(boundary, time))
                 boundary = self._boundary()
+                full = rotate_bytes - room - self._out.size
             if self._stamp:
                 self._stamp_time(data)
             self._encode(msg, self._tick_of(time), data)
             self.messages += 1
-            if self._out.size + len(data) + room >= rotate_bytes:
+            if len(data) >= full:
                 self._commit(data)
                 data = bytearray()
                 self._rotate(time)
                 boundary = self._boundary()
+                full = rotate_bytes - room - self._out.size
             elif len(data) >= WRITE_CHUNK:  # what fits goes in, even if the disk fills up
                 self._commit(data)
                 data = bytearray()
+                full = rotate_bytes - room - self._out.size
         self._commit(data)
 
     # -- rotation ---------------------------------------------------------------------
