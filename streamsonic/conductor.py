@@ -382,6 +382,8 @@ class Conductor:
             kernel_width=config.model.kernel_width,
         )
         self.note_seconds = music.note_length * seconds_per_beat(music.tempo)
+        # the loudness of the notes the model adds (MODEL_VELOCITY)
+        self._model_velocity = max(1, round(MODEL_VELOCITY * music.velocity_min))
         # The candidates' pitches as ints (a model's note names its candidate's index).
         self._candidates: list[int] = self.chooser.candidates.tolist()
         self._octave = len(SCALES[music.scale])  # candidates per octave (phrases' leaps)
@@ -492,9 +494,12 @@ class Conductor:
             self.evict(name, "full")
         return True
 
-    def observe(self, sample: Sample) -> Reading:
+    def observe(self, sample: Sample, place: float | None = None) -> Reading:
         """Add a sample to its stream's rolling window (every sample, played or not) and
-        return where its value stands in the window."""
+        return where its value stands in the window; ``place``: where it stands in the
+        ordinary range instead (``render``'s whole-file normalization; the window still
+        decides its anomaly score), the reading a cue with ``normalized=place`` would
+        play (:meth:`_readings`), made once."""
         st = self.state(sample.stream)
         value = sample.value
         if st.log and value <= 0.0:  # the log cannot take it: back to raw values for good
@@ -511,7 +516,8 @@ class Conductor:
         # An accent marks the onset of an anomaly, heard once (streamsonic.accent)
         accent, back = st.accents.judge(st.samples, value, anomaly, direction,
                                         self.config.accent)
-        return self._reading(position, anomaly, direction, accent, back)
+        return self._reading(position if place is None else place, anomaly, direction,
+                             accent, back)
 
     def read(self, stream: str, value: float, anomaly: float = 0.0, direction: int = 0,
              accent: bool = False, back: bool = False) -> Reading:
@@ -880,8 +886,7 @@ class Conductor:
         channel, program, pan = voice.channel, voice.program, voice.pan
         notes = []
         if leads:
-            candidates = self._candidates
-            soft = max(1, round(MODEL_VELOCITY * music.velocity_min))
+            candidates, soft = self._candidates, self._model_velocity
             notes = [NoteEvent(name, time, value, norm, candidates[lead], soft, unit, channel,
                                program, start + j * unit, 0.0, False, 0, pan, "model")
                      for j, lead in enumerate(leads)]

@@ -386,6 +386,7 @@ def _play_runs(conductor: Conductor, scheduler: Scheduler, clock: VirtualClock,
     claimed where its first value is read (:meth:`Conductor.observe`, row by row)."""
     from streamsonic.conductor import Cue  # noqa: PLC0415
 
+    names = [s.name for s in columns]
     values = [s.values.tolist() for s in columns]
     norms = [None if n is None else n.tolist() for n in normalized]
     starts = list(itertools.accumulate([step] * (len(rows) - 1), initial=0.0))
@@ -413,12 +414,12 @@ def _play_runs(conductor: Conductor, scheduler: Scheduler, clock: VirtualClock,
             cues: list[list[Cue]] = [[] for _ in columns]
             for n in range(first, min(first + RUN, len(rows))):
                 for c, i in rows[n]:
-                    sample = Sample(columns[c].name, float(n), values[c][i])
-                    reading = conductor.observe(sample)
+                    sample = Sample(names[c], float(n), values[c][i])
                     norm = norms[c]
+                    # placed over the whole file (norm), the reading plays that place
+                    reading = conductor.observe(sample, None if norm is None else norm[i])
                     # span: the rows' spacing, which the model's added notes may fill
-                    cues[c].append(Cue(sample, starts[n], None if norm is None else norm[i],
-                                       reading=reading, span=step))
+                    cues[c].append(Cue(sample, starts[n], reading=reading, span=step))
             runs: list[Run | None] = []
             for c, column_cues in enumerate(cues):
                 if column_cues:

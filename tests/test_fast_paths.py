@@ -11,6 +11,7 @@ bits of its stream stepped alone. Several cues with phrases (CPU, greedy) step t
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -423,6 +424,34 @@ def test_a_run_of_cues_plays_what_they_play_one_by_one(shipped: Any, overrides: 
         assert sum(n.source == "model" for n in notes) > len(VALUES) // 4
     if overrides.get("accent.enabled", True):
         assert any(n.accent for n in notes)
+
+
+@pytest.mark.parametrize("passing", [5, 0])
+def test_a_reading_placed_by_observe_plays_what_the_cues_place_plays(shipped: Any,
+                                                                     passing: int) -> None:
+    """``Conductor.observe(sample, place)`` (``render``'s whole-file place, read once) gives
+    the reading, and the notes, that a cue with ``normalized=place`` beside the window's
+    reading gives; places beyond 0..1 (the headroom) and NaN included."""
+    played = []
+    for placed in (True, False):
+        config = load_config(None, {"model.device": "cpu", "model.passing_notes": passing})
+        stepper, encoding, _ = load_pitch_model(config.model)
+        conductor = Conductor(config, stepper, encoding)
+        cues, readings = [], []
+        for n, value in enumerate(VALUES):
+            sample = Sample("s", float(n), value)
+            place = math.nan if n == 40 else (n % 17) / 12.0 - 0.2
+            if placed:
+                cue = Cue(sample, 0.25 * n, reading=conductor.observe(sample, place),
+                          span=0.25)
+            else:
+                cue = Cue(sample, 0.25 * n, place, reading=conductor.observe(sample),
+                          span=0.25)
+            cues.append(cue)
+            readings.append(conductor._readings([cue])[0])
+        played.append((readings, [r.notes for r in conductor.play_run(cues)]))
+    assert played[0] == played[1]
+    assert any(r.beyond is not None for r in played[0][0])
 
 
 @pytest.mark.parametrize(("run", "passing"), [(1, 5), (7, 5), (400, 5), (7, 0), (400, 0)])
