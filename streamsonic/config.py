@@ -55,7 +55,8 @@ SECRET_KEYS = frozenset({"mqtt.password", "nats.password"})
 
 class _Invalid(ValueError):
     """Raised inside ``__post_init__``; the loader adds the file name. ``shown``: how the
-    value is shown in the message, where not its ``repr`` (a URL's credentials redacted)."""
+    value is shown in the message, where not its ``repr`` (a URL's credentials redacted;
+    "": the message names the key and its value itself)."""
 
     def __init__(self, key: str, message: str, shown: str | None = None) -> None:
         super().__init__(f"{key}: {message}")
@@ -701,6 +702,8 @@ def _build(cls: type, data: Any, prefix: str, origin: _Origin) -> Any:
     try:
         built = cls(**kwargs)
     except _Invalid as err:
+        if err.shown == "":  # the detail names the key and its value itself
+            raise ConfigError(f"{origin.of(err.key)}: {err.detail}") from None
         shown = _show(kwargs, err.key) if err.shown is None else f"{err.shown}:"
         raise ConfigError(f"{origin.of(err.key)}: {err.key} = {shown} {err.detail}") from None
     for name, value in kwargs.items():  # a safety net: every number key has its own range

@@ -138,6 +138,8 @@ def test_a_password_never_comes_from_the_command_line(tmp_path: Path,
     with pytest.raises(ConfigError, match="contains a password") as err:
         load_config(None, {"nats.url": "nats://bob:pw123@example.org"})
     assert "pw123" not in str(err.value)
+    # one key = value, not "nats.url = : nats.url = ..." (a QA pass, 2026-12-06)
+    assert str(err.value).count("nats.url =") == 1, err.value
     with pytest.raises(ConfigError, match="never comes from the command line"):
         parse_override("nats.password=pw123")
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
