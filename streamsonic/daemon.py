@@ -271,6 +271,7 @@ class Daemon:
         config_path: str | None,
         cli_overrides: dict[str, object],
         fixed_outputs: bool = False,
+        routed: bool = False,
     ) -> None:
         self.config = config
         self.specs = specs
@@ -278,6 +279,9 @@ class Daemon:
         self.config_path = config_path
         self.cli_overrides = cli_overrides
         self.fixed_outputs = fixed_outputs  # --output given: output.targets does not apply
+        # A worker of daemon.workers: the router reads the input and names, once, what of
+        # daemon.workers and input.* a reload cannot change (each worker said it too).
+        self.routed = routed
         self.notifier = Notifier()
         self.stop_reason: str | None = None
         self._stop = asyncio.Event()
@@ -634,6 +638,9 @@ class Daemon:
                         if k.startswith("mqtt.") and not _matches(k, MQTT_OUTPUT_KEYS)]
         if self.fixed_outputs and "output.targets" in changed:
             restart.append("output.targets (--output on the command line decides the outputs)")
+        routed = [k for k in restart if self.routed and (k == "daemon.workers"
+                                                         or k.startswith("input."))]
+        restart = [k for k in restart if k not in routed]  # (the router says so)
         specs, opened, closing, retuned = self._open_changed_outputs(new, changed)
         try:
             try:
@@ -682,7 +689,7 @@ class Daemon:
         if new.daemon.log_level != old.daemon.log_level:
             logs.set_level(new.daemon.log_level)
         self.config = new
-        unapplied = {k.split(" ", 1)[0] for k in restart}
+        unapplied = {k.split(" ", 1)[0] for k in restart} | set(routed)
         applied = [k for k in changed if k not in unapplied
                    and (_matches(k, CONDUCTOR_PREFIXES) or k in LIVE_KEYS
                         or k.startswith(("output.", "audio.", "midi.", "mqtt.", "input.")))]

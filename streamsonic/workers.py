@@ -330,7 +330,8 @@ def worker_main() -> int:
     logs.setup_logging(setup.config.daemon.log_level)
     back = BackChannel(setup.back_fd)
     daemon = Daemon(setup.config, [parse_output(s) for s in setup.specs], False,
-                    setup.config_path, setup.cli_overrides, fixed_outputs=setup.fixed_outputs)
+                    setup.config_path, setup.cli_overrides, fixed_outputs=setup.fixed_outputs,
+                    routed=True)
     snapshots: list[Snapshots] = []
 
     def started() -> None:
@@ -702,9 +703,6 @@ class Router:
         self.notifier.reloading("reloading the configuration")
         try:
             new = load_config(find_config_file(self.config_path), self.cli_overrides)
-            if new.daemon.workers != self.config.daemon.workers:
-                log.warning("reload: daemon.workers changed but needs a restart to take "
-                            "effect (systemctl restart streamsonic)")
             check_workers(new, self.specs)
             source = self.source
             if isinstance(source, Connecting):  # a new broker login is tried first
@@ -712,10 +710,14 @@ class Router:
             old_listen = self.config.metrics.listen
             if new.metrics.listen != old_listen:
                 self._serve_metrics(new.metrics.listen)
-            restart: list[str] = []
+            from streamsonic.daemon import changed_keys  # noqa: PLC0415 - as worker_main does
+
+            # (said here, once: the workers leave these out of their own reload lines)
+            restart = [k for k in changed_keys(self.config, new) if k == "daemon.workers"
+                       or (k.startswith("input.") and not isinstance(source, Connecting))]
             if isinstance(source, Connecting):  # its topics, payloads, broker
                 try:  # (checks first: raises having changed nothing)
-                    restart = source.reconfigure(new)
+                    restart += source.reconfigure(new)
                 except BaseException:
                     with contextlib.suppress(StreamsonicError):
                         self._serve_metrics(old_listen)

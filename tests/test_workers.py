@@ -268,6 +268,39 @@ def test_outputs_of_one_process_are_refused_with_workers(tmp_path: Path) -> None
     assert not (tmp_path / "x.mid").exists()
 
 
+def test_what_a_reload_cannot_change_is_said_once(tmp_path: Path,
+                                                   random_pitch_checkpoint: Path) -> None:
+    """daemon.workers and the input's parsing (input.*) changed in the file: the daemon's
+    own process says once that they need a restart (the daemon and each worker said so,
+    three lines for two workers: a QA pass, 2026-12-06); the workers apply the rest."""
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\nworkers = 2\n[music]\nscale = "major"\n')
+    proc = start(["--config", str(config), "--output", "events", "--weights",
+                  str(random_pitch_checkpoint)])
+    log: list[str] = []
+    try:
+        wait_stderr(proc, "ready: 2 workers", log)
+        config.write_text('[daemon]\nworkers = 3\n[music]\nscale = "minor"\n'
+                          '[input]\nstream = "x"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_stderr(proc, "reloaded configuration (music.scale)", log)
+        wait_stderr(proc, "reloaded configuration (music.scale)", log)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=WAIT)
+    log += err.decode().splitlines(keepends=True)
+    restart = [line for line in log if "need a restart" in line]
+    assert len(restart) == 1, "".join(log)
+    assert "daemon.workers" in restart[0] and "input.stream" in restart[0], restart
+    assert "worker" not in restart[0].split(":")[2], restart
+    reloaded = [line for line in log if "reloaded configuration" in line]
+    assert len(reloaded) == 2 and all("(music.scale)" in line for line in reloaded), reloaded
+    assert proc.returncode == 0
+
+
 def test_sighup_reaches_every_worker(tmp_path: Path, random_pitch_checkpoint: Path) -> None:
     """Each worker reloads and says what it applied; the daemon's own process says once
     that it took the reload (or, for a file it refuses, that the reload failed: then no
