@@ -184,6 +184,57 @@ def _identity(st: os.stat_result) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _input_identity(path: str) -> tuple[int, int] | None:
+    """What an input file is (``-``: standard input), or None (none, or the null device)."""
+    try:
+        return _identity(os.fstat(0) if path == "-" else Path(path).stat())
+    except (OSError, ValueError):
+        return None
+
+
+def _same_as_input(written: str, real: str, identity: tuple[int, int] | None,
+                   templates: bool) -> tuple[str, str] | None:
+    """How an output that writes ``written`` (a real path; ``templates``: with
+    ``{n}``/``{start}`` standing for the names it rotates through) writes the input whose
+    real path is ``real`` and whose (device, inode) is ``identity`` (the words for an
+    error message: a verb, a note), or None where it does not."""
+    if written == real:
+        return "would write over", ""
+    if templates and _name_pattern(written).fullmatch(real):
+        return "can write over", " (as its file is named in turn)"
+    if identity is None or (templates and any(p in written for p in _PLACEHOLDER_PATTERNS)):
+        return None
+    try:
+        same = _identity(Path(written).stat()) == identity
+    except (OSError, ValueError):  # it does not exist yet: another file
+        return None
+    return ("would write over", " (the same file under another name)") if same else None
+
+
+def check_not_input(inputs: Iterable[str], specs: Iterable[OutputSpec],
+                    others: Iterable[tuple[str, str]] = (), templates: bool = True) -> None:
+    """UsageError when an output writes a file that is read as input (``render in.csv -o
+    file:in.csv``: the MIDI file replaced the data; ``replay REC -o file:REC``: the
+    recording was set aside as ``REC-1`` before it was read): the same real path, or the
+    same file (device and inode: a hard link; ``-``: what standard input is). ``others``:
+    more files written, as (what the message calls it, its path): ``--plot``,
+    ``--record``. ``templates`` (``run``, ``replay``): an output's ``{n}`` and ``{start}``
+    are the names it rotates through, so ``file:rec-{start}.jsonl`` can become the input
+    ``rec-20250314T093000Z.jsonl``."""
+    inputs = list(inputs)
+    written = [(f"the output {spec}", path) for spec in specs
+               if (path := written_file(spec)) is not None]
+    written += [(name, os.path.realpath(path)) for name, path in others]
+    for source in inputs:
+        real = "" if source == "-" else os.path.realpath(source)
+        identity = _input_identity(source)
+        for name, path in written:
+            how = _same_as_input(path, real, identity, templates)
+            if how is not None:
+                what = "standard input" if source == "-" else f"the input file {source}"
+                raise UsageError(f"{name} {how[0]} {what}{how[1]}; give it another name")
+
+
 def writes_stdout(path: str) -> bool:
     """Whether writing ``path`` would write the file, pipe or terminal that standard output
     is now (``/dev/stdout``, ``/proc/self/fd/1``, or its own name), the null device aside."""

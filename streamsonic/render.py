@@ -40,6 +40,7 @@ from streamsonic.outputs import (
     OFFLINE_KINDS,
     OutputSpec,
     check_distinct_files,
+    check_not_input,
     check_stdout_shared,
     parse_output,
     writer_of,
@@ -453,6 +454,8 @@ def render_file(
         raise UsageError("render needs at least one output: -o OUT.mid, -o OUT.wav, "
                          "-o events or --plot OUT.png")
     specs = _outputs(outputs or [])
+    # (an output on the input replaced the data with its notes)
+    check_not_input([file], specs, [(f"--plot {plot}", plot)] if plot else [], templates=False)
     if file == "-":
         # As files are read: undecodable bytes become U+FFFD, universal newlines.
         wrapper = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -135,3 +136,46 @@ def test_no_numeric_column_names_a_time_column_only_where_there_is_one() -> None
     assert "time column" not in str(err.value)
     with pytest.raises(InputDataError, match="besides its time column"):
         read_table("time,a\n1,nan\n", None, "t.csv")
+
+
+# -- an output that is an input ------------------------------------------------------------------
+
+def cli(args: list[str], cwd: Path,
+        stdin: Path | None = None) -> subprocess.CompletedProcess[str]:
+    with (stdin or Path(os.devnull)).open("rb") as source:
+        return subprocess.run([sys.executable, "-m", "streamsonic", *args], stdin=source,
+                              capture_output=True, text=True, timeout=120, check=False,
+                              cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.mark.parametrize("args", [
+    ["render", "in.csv", "-o", "file:in.csv"],
+    ["render", "in.csv", "-o", "wav:./in.csv"],
+    ["render", "in.mid", "-o", "in.mid"],  # a plain path
+    ["render", "in.csv", "-o", "file:link.csv"],  # a hard link: the same inode
+    ["render", "in.csv", "-o", "events", "--plot", "in.csv"],
+    ["render", "-", "-o", "file:in.csv"],  # standard input is in.csv
+    ["replay", "rec.jsonl", "--fast", "-o", "file:rec.jsonl"],
+    ["replay", "rec.jsonl", "--fast", "-o", "wav:rec.jsonl"],
+    ["replay", "rec-20250314T093000Z.jsonl", "--fast", "-o", "file:rec-{start}.jsonl"],
+    ["run", "in.csv", "-o", "file:in.csv"],
+    ["run", "in.csv", "-o", "events", "--record", "in.csv"],
+])
+def test_an_output_that_writes_an_input_is_refused(tmp_path: Path, args: list[str]) -> None:
+    """Before: ``render in.csv -o file:in.csv`` replaced the data with the MIDI file (exit
+    0); ``replay REC -o file:REC`` set the recording aside as REC-1, then found "no recorded
+    samples" (exit 65); ``run FILE -o file:FILE`` played FILE-1. Now one line, exit 64,
+    before anything is written."""
+    data = "v\n" + "".join(f"{i % 7}\n" for i in range(50))
+    record = '{"stream":"a","time":1.0,"value":2.0,"arrival":1.0}\n'
+    files = {"in.csv": data, "in.mid": data, "rec.jsonl": record,
+             "rec-20250314T093000Z.jsonl": record}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    os.link(tmp_path / "in.csv", tmp_path / "link.csv")
+    res = cli(args, tmp_path, stdin=tmp_path / "in.csv")
+    assert res.returncode == 64, res.stderr
+    assert res.stderr.count("\n") == 1 and "error: " in res.stderr, res.stderr
+    assert "would write over" in res.stderr or "can write over" in res.stderr, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*files, "link.csv"])
+    assert all((tmp_path / name).read_text() == text for name, text in files.items())

@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="play every column that holds numbers, except a time column")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
                         help="output file (repeatable): OUT.mid, OUT.wav, file:PATH, wav:PATH, "
-                             "or events (JSON lines on stdout)")
+                             "or events (JSON lines on stdout); not the input FILE")
     parser.add_argument("--plot", metavar="OUT.png",
                         help="draw the data and the notes (velocity as colour, accents "
                              "marked, the anomaly score): three panels per column, at most "

@@ -54,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", action="append", default=[], metavar="SPEC",
                         help="where notes go (repeatable), as for run: events, file:PATH, "
                              "audio[:DEVICE], midi:NAME, midi-virtual:NAME, wav:PATH, "
-                             "mqtt:PREFIX")
+                             "mqtt:PREFIX; a file output may not write a FILE replayed")
     add_options(parser, MUSIC_OPTIONS, "music and model")
     add_config_options(parser)
 
@@ -76,6 +76,10 @@ def main(args: argparse.Namespace) -> int:
     from streamsonic.record import ReplaySource, VirtualTimeLoop  # noqa: PLC0415
 
     source = ReplaySource.open(list(args.files), speed=1.0 if args.fast else args.speed)
+    from streamsonic.outputs import check_not_input, parse_output  # noqa: PLC0415
+
+    # (an output on a recording set it aside as REC-1 before it was read)
+    check_not_input(args.files, [parse_output(text) for text in outputs])
     from streamsonic.daemon import run_daemon  # noqa: PLC0415 - keeps --help light
 
     def open_input(config: Config) -> Source:

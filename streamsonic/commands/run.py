@@ -74,7 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the run options."""
     parser.add_argument("file", nargs="?", metavar="FILE",
                         help="read FILE instead of stdin ('-' or none: stdin); a FIFO or a "
-                             "growing file is read as it comes, up to its end")
+                             "growing file is read as it comes, up to its end (no output "
+                             "or --record may write it)")
     parser.add_argument("--record", metavar="FILE",
                         help="record every sample taken in, with its arrival time, to FILE "
                              "(JSON lines; see 'streamsonic replay')")
@@ -115,7 +116,9 @@ def main(args: argparse.Namespace) -> int:
     _check_network_flags(config, args)
     setup_logging(config.daemon.log_level)
     source = _input(config, args.file, args.play_notes)  # a missing FILE fails now (66)
-    _check_record_path(args.record, list(args.output) or list(config.output.targets))
+    outputs = list(args.output) or list(config.output.targets)
+    _check_record_path(args.record, outputs)
+    _check_not_input(args.file, args.record, outputs)
     recorder = _recorder(config, args.record, args.play_notes)
     from streamsonic.daemon import run_daemon  # noqa: PLC0415 - keeps --help light
 
@@ -193,6 +196,17 @@ def _check_record_path(path: str | None, outputs: list[str]) -> None:
     if spec is not None:
         raise UsageError(f"--record {path} and the output {spec} are the same file: both "
                          "would write it; give --record another path")
+
+
+def _check_not_input(path: str | None, record: str | None, outputs: list[str]) -> None:
+    """``run FILE``: no output (nor ``--record``) may write FILE, which it would set aside
+    as ``FILE-1`` while it is read (as ``replay`` and ``render`` refuse it)."""
+    if path is None:
+        return
+    from streamsonic.outputs import check_not_input, parse_output  # noqa: PLC0415
+
+    check_not_input([path], [parse_output(text) for text in outputs],
+                    [(f"--record {record}", record)] if record else [])
 
 
 def _recorder(config: Config, path: str | None, play_notes: bool) -> Recorder | None:
