@@ -50,6 +50,7 @@ from streamsonic.parse import TIME_COLUMNS, LineParser, keyed, parse_number
 if TYPE_CHECKING:  # the runtime import is deferred (the model's modules)
     from streamsonic.conductor import Conductor, Run, Stepper
     from streamsonic.scheduler import Scheduler, VirtualClock
+    from streamsonic.sinks.base import Sink
     from streamsonic.sinks.outfile import OutputFile
 
 log = logging.getLogger(__name__)
@@ -283,10 +284,11 @@ def _check_wav_length(rows: int, step: float, sample_rate: int) -> None:
 
 
 def render_notes(config: Config, series: Series | Sequence[Series],
-                 specs: list[OutputSpec]) -> list[NoteEvent]:
+                 specs: list[OutputSpec], notes_wanted: bool = True) -> list[NoteEvent]:
     """Play ``series`` (one column, or several: each its own stream, its notes those it
     plays alone, a row's notes together in time) through the conductor into the sinks of
-    ``specs``; return the notes."""
+    ``specs``; return the notes. Without ``notes_wanted`` (no plot), a render whose only
+    output is ``events`` ends when stdout's reader goes away (:class:`ReaderGone`)."""
     from streamsonic.conductor import Conductor, Cue  # noqa: PLC0415
     from streamsonic.daemon import open_outputs  # noqa: PLC0415
     from streamsonic.model.loader import load_pitch_model  # noqa: PLC0415
@@ -331,6 +333,7 @@ def render_notes(config: Config, series: Series | Sequence[Series],
         _check_wav_length(len(rows), step, config.audio.sample_rate)
     clock = VirtualClock()
     sinks = open_outputs(specs, config)
+    _when_reader_gone(sinks, halt=not notes_wanted)
     scheduler = Scheduler(clock, sinks, earcon=conductor.earcon)
     notes: list[NoteEvent] = []
     start = 0.0
@@ -362,6 +365,17 @@ def render_notes(config: Config, series: Series | Sequence[Series],
         scheduler.close(abandon=not finished)
     scheduler.check_written()
     return notes
+
+
+def _when_reader_gone(sinks: list[Sink], halt: bool) -> None:
+    """stdout's reader going away (``render ... -o events | head -1``) stops no render as
+    SIGTERM does (no file written, exit 143): the other outputs go on and are written;
+    with none (``halt``: and no plot), the render ends there. Exit 0 either way."""
+    from streamsonic.sinks.events import EventsSink  # noqa: PLC0415
+
+    for sink in sinks:
+        if isinstance(sink, EventsSink):
+            sink.when_gone = "halt" if halt and len(sinks) == 1 else "go_on"
 
 
 #: The most columns ``--plot`` draws (:data:`streamsonic.plot.MAX_COLUMNS`; matplotlib is
@@ -476,12 +490,17 @@ def render_file(
                          f"not {len(table)}; name at most {PLOT_COLUMNS} with --column, or "
                          "leave --plot out")
     plot_file = _open_plot(plot, specs) if plot else None
+    from streamsonic.sinks.events import ReaderGone  # noqa: PLC0415
+
     try:
-        notes = render_notes(config, table, specs)
+        notes = render_notes(config, table, specs, notes_wanted=plot_file is not None)
         if plot_file is not None:
             from streamsonic.plot import plot_render  # noqa: PLC0415 - matplotlib import
 
             plot_render(table, notes, plot_file, config)
+    except ReaderGone:  # (the events output was the only one: nothing more to do)
+        log.info("stopped: the reader of stdout went away")
+        return 0
     finally:
         if plot_file is not None:
             plot_file.discard()  # (not written: the rendering failed or was interrupted)

@@ -184,3 +184,38 @@ def test_a_render_too_long_for_a_wav_file_is_refused_before_rendering(tmp_path: 
     assert res.returncode == 64, res.stderr
     assert "more than a WAV file holds" in res.stderr.splitlines()[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.csv"]
+
+
+def _shell(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in bash with pipefail (the exit status is streamsonic's, not head's), in
+    the repository (``-m streamsonic`` runs this checkout)."""
+    return subprocess.run(["bash", "-c", f"set -o pipefail; {script}"], capture_output=True,
+                          text=True, timeout=WAIT, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+def test_a_reader_that_goes_away_ends_a_render_quietly_with_its_files(tmp_path: Path) -> None:
+    """``render -o events -o h.mid | head -1``. Before: the events output raised SIGTERM in
+    the render's own process ("stopped by SIGTERM", exit 143, no h.mid), though no one had
+    sent one. Now the other outputs go on and are written whole (the same file as without
+    the events output), exit 0; with events alone the render ends there, exit 0; a closed
+    stdout (``>&-``) is still a write error (exit 74), the MIDI file written."""
+    data = _walk(tmp_path / "big.csv", 2000)  # some 600 KB of lines: more than a pipe holds
+    exe = " ".join(EXE)
+    alone = _shell(f"{exe} render {data} -o {tmp_path / 'ref.mid'}")
+    assert alone.returncode == 0, alone.stderr
+    res = _shell(f"{exe} render {data} -o events -o {tmp_path / 'h.mid'} | head -1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("\n") == 1
+    assert "SIGTERM" not in res.stderr and "ERROR" not in res.stderr, res.stderr
+    assert "the reader of stdout went away" in res.stderr, res.stderr
+    assert (tmp_path / "h.mid").read_bytes() == (tmp_path / "ref.mid").read_bytes()
+
+    res = _shell(f"{exe} render {data} -o events | head -1")
+    assert res.returncode == 0, res.stderr
+    assert "SIGTERM" not in res.stderr and "ERROR" not in res.stderr, res.stderr
+
+    res = _shell(f"{exe} render {data} -o events -o {tmp_path / 'closed.mid'} >&-")
+    assert res.returncode == 74, res.stderr
+    assert "cannot write the events output to stdout: it is closed" in res.stderr
+    assert (tmp_path / "closed.mid").read_bytes() == (tmp_path / "ref.mid").read_bytes()

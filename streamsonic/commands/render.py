@@ -22,7 +22,8 @@ faster than real time and deterministic for a given --seed. The tempo and --step
 spacing. By default values are placed over the whole file (normalize.render_mode = "auto":
 ordinary values spread by their quantiles, the few beyond the 2nd/98th percentiles play
 beyond the range), so heavy-tailed data stays audible; --normalize rolling plays it exactly
-as the daemon would.
+as the daemon would. When the reader of -o events goes away (... | head -1), the other
+outputs are still written whole, exit 0.
 
 examples:
   streamsonic render data.csv --column population -o out.mid --plot out.png

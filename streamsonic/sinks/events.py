@@ -43,7 +43,9 @@ up (a reload that removed it).
 When stdout's reader goes away (``streamsonic --output events | head -1``), the output
 behaves like ``head`` and ``yes`` do: no error. The rest of what would have gone to stdout is
 thrown away, and a running daemon is asked to stop the way SIGTERM asks (every note
-released, files written, exit 0); without a daemon (``render``) the other outputs go on.
+released, files written, exit 0). ``render`` (:attr:`EventsSink.when_gone`) is not stopped
+by a signal: its other outputs (files, a plot) go on to the end and are written, exit 0; a
+render that has no other output ends at the next note (:class:`ReaderGone`), exit 0.
 
 Any other failed write (a full disk, an I/O error, stdout closed: ``>&-``) is an output write
 error, as for the file outputs: one error line naming the output and the cause, nothing more
@@ -139,6 +141,13 @@ def note_line(event: NoteEvent) -> str:
     return _encode(e.to_dict())
 
 
+class ReaderGone(BaseException):
+    """Raised by :meth:`EventsSink.note` after stdout's reader went away, where the sink's
+    ``when_gone`` is ``"halt"`` (a render whose only output it is): the render ends there,
+    exit 0 (not an Exception: the scheduler's ``except Exception`` for a failing output
+    does not keep it)."""
+
+
 class EventsSink(Sink):
     """JSON lines: stream, time, value, normalized, pitch, velocity, duration, channel,
     program, start, ... Written out at the loop's next turn (see the module), so
@@ -180,6 +189,11 @@ class EventsSink(Sink):
         self._held = 0  # their characters
         #: The reader of the output went away (EPIPE); nothing more is written.
         self.reader_gone = False
+        #: What else the reader going away does: ``"stop"`` asks a running daemon to stop
+        #: as SIGTERM does; ``"go_on"`` nothing (a render: its other outputs go on);
+        #: ``"halt"`` the next note raises :class:`ReaderGone` (a render with no other
+        #: output: nothing more to do).
+        self.when_gone = "stop"
         #: Why writing failed (it is raised once, by ``note``, ``tick`` or ``close``), or None.
         self.failure: OutputWriteError | None = None
         self._raised = False
@@ -194,6 +208,8 @@ class EventsSink(Sink):
         """Write the note as one JSON line (out at the loop's next turn, see the module).
         Raises OutputWriteError once after a write failed."""
         if self.reader_gone:
+            if self.when_gone == "halt":
+                raise ReaderGone
             return
         if self.failure is not None:
             self._raise_failure()
@@ -338,7 +354,8 @@ class EventsSink(Sink):
         if self.reader_gone:
             return
         self.reader_gone = True
-        log.info("events output: the reader of stdout went away; stopping")
+        log.info("events output: the reader of stdout went away; %s",
+                 "the other outputs go on" if self.when_gone == "go_on" else "stopping")
         fd = self._writer.fd if self._writer is not None else _fileno(self._stream)
         if fd is not None:  # what is still buffered for the closed pipe goes nowhere, quietly
             try:
@@ -347,7 +364,8 @@ class EventsSink(Sink):
                 os.close(devnull)
             except OSError:
                 pass
-        if callable(signal.getsignal(signal.SIGTERM)):  # a daemon is listening for SIGTERM
+        if self.when_gone == "stop" and callable(signal.getsignal(signal.SIGTERM)):
+            # a daemon is listening for SIGTERM
             signal.raise_signal(signal.SIGTERM)
 
     def _send(self, msg: mido.Message, time: float) -> None:
