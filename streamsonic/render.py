@@ -87,7 +87,9 @@ def read_table(text: str, columns: list[str] | None, source: str,
     column with the most numbers; ``every``: every column with numbers; a time column only
     by name), each as a :class:`Series` read as :func:`read_series` reads one. A file of
     JSON objects or ``name=value`` pairs (as ``run`` reads them) is read as a table whose
-    columns are the names, one row per line (:func:`_read_keyed`)."""
+    columns are the names, one row per line (:func:`_read_keyed`). A UTF-8 byte order mark
+    before the first line is no part of it, as for ``run``."""
+    text = text.removeprefix("\ufeff")
     first = next((line for line in text.splitlines()
                   if line.strip() and not line.lstrip().startswith("#")), "")
     if keyed(first):

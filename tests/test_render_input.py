@@ -179,3 +179,15 @@ def test_an_output_that_writes_an_input_is_refused(tmp_path: Path, args: list[st
     assert "would write over" in res.stderr or "can write over" in res.stderr, res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*files, "link.csv"])
     assert all((tmp_path / name).read_text() == text for name, text in files.items())
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_name() -> None:
+    """Before: a CSV file saved with a BOM (Excel's "CSV UTF-8") named its first column
+    '\\ufeffa', so ``--column a`` was "no column 'a'", and a JSON-lines file with one was
+    read as a CSV table. ``run`` strips it (streamsonic.parse); render reads it the same."""
+    table = read_table("\ufeffa,b\n1,2\n3,4\n", ["a"], "bom.csv")
+    assert [(s.name, list(s.values)) for s in table] == [("a", [1.0, 3.0])]
+    keyed = read_table('\ufeff{"a": 1}\n{"a": 2}\n', None, "bom.jsonl")
+    assert [(s.name, list(s.values)) for s in keyed] == [("a", [1.0, 2.0])]
+    kept, _ = run_counts("\ufeffa,b\n1,2\n3,4\n".encode())
+    assert kept == {"a": 2, "b": 2}
