@@ -109,7 +109,7 @@ def read_table(text: str, columns: list[str] | None, source: str,
         raise InputDataError(f"{source} has no rows")
     header: list[str] | None = None
     first_line = 1
-    if any(_number(f) is None and f.strip() for f in rows[0]) and len(rows) > 1:
+    if _is_header(rows[0]) and len(rows) > 1:
         header = [clean_name(f.strip()) for f in rows[0]]  # as run names its streams
         rows = rows[1:]
         first_line = 2
@@ -199,6 +199,13 @@ def _series(rows: list[list[str]], names: list[str], index: int, first_line: int
         log.warning("%s: skipped %s row(s) of column %r (%s)", source, sum(skipped.values()),
                     names[index], ", ".join(f"{k}: {v}" for k, v in skipped.items()))
     return Series(names[index], np.asarray(values, dtype=np.float64), lines, skipped)
+
+
+def _is_header(row: list[str]) -> bool:
+    """Whether a first row names the columns: a field of it is text. A row of numbers,
+    ``nan``, ``inf``, ones too large for a float (``1e309``) and empty or ``NA`` fields is
+    data, its fields skipped and counted as ``run`` counts them."""
+    return any(parse_number(f) in ("not_numeric", "invalid_utf8") for f in row)
 
 
 def _numeric_count(rows: list[list[str]], i: int) -> int:

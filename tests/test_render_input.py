@@ -191,3 +191,22 @@ def test_a_byte_order_mark_is_no_part_of_the_first_name() -> None:
     assert [(s.name, list(s.values)) for s in keyed] == [("a", [1.0, 2.0])]
     kept, _ = run_counts("\ufeffa,b\n1,2\n3,4\n".encode())
     assert kept == {"a": 2, "b": 2}
+
+
+@pytest.mark.parametrize(("first", "reason"), [("nan", "nan"), ("1e309", "inf"),
+                                              ("-inf", "inf"), ("NA", "missing")])
+def test_a_first_row_of_numbers_is_data_not_a_header(first: str, reason: str) -> None:
+    """Before: a headerless file whose first row was ``nan`` or ``1e309`` played a stream
+    named after it, the row not counted. Now a first row with no text in it is data, its
+    fields skipped and counted by run's reasons (skipped.nan, skipped.inf)."""
+    text = f"{first}\n2\n3\n"
+    series = read_series(text, None, "h.csv")
+    assert (series.name, list(series.values), series.lines) == ("value", [2.0, 3.0], [2, 3])
+    assert series.skipped == {reason: 1}
+    kept, skipped = run_counts(text.encode())
+    assert kept == {"value": 2} and skipped == {reason: 1}
+    table = read_table(f"{first},1\n2,nan\n3,4\n", None, "h.csv", every=True)
+    assert [(s.name, list(s.values)) for s in table] == [("col0", [2.0, 3.0]),
+                                                          ("col1", [1.0, 4.0])]
+    assert [s.name for s in read_table("a,nan\n1,2\n", None, "h.csv", every=True)] == [
+        "a", "nan"]  # a row with a name in it is still a header
