@@ -114,7 +114,8 @@ def read_table(text: str, columns: list[str] | None, source: str,
         rows = rows[1:]
         first_line = 2
     width = max(len(r) for r in rows)
-    names = header or ([f"col{i}" for i in range(width)] if width > 1 else ["value"])
+    names = _distinct(header) if header else (
+        [f"col{i}" for i in range(width)] if width > 1 else ["value"])
     if every:
         indexes = [i for i in range(len(names))
                    if not _is_time(names, i, header is not None)
@@ -123,12 +124,33 @@ def read_table(text: str, columns: list[str] | None, source: str,
             raise InputDataError(f"{source} has no numeric column"
                                  + _besides_time(names, header is not None))
     elif columns:
-        indexes = [_pick_column(rows, names, c, source) for c in columns]
+        indexes = [_pick_column(rows, names, c, source, given=header) for c in columns]
         if len(set(indexes)) < len(indexes):
             raise UsageError(f"{source}: a column is named twice in --column")
     else:
         indexes = [_pick_column(rows, names, None, source, header is not None)]
+    for index in indexes:
+        if header is not None and names[index] != header[index]:
+            log.warning("%s: column %d is named %r as column %d is; it plays as %r", source,
+                        index, header[index], header.index(header[index]), names[index])
     return [_series(rows, names, index, first_line, source) for index in indexes]
+
+
+def _distinct(header: list[str]) -> list[str]:
+    """The header's names, a later column of a name already taken named ``NAME#2``
+    (``#3``...: a name no column has), so that each column plays as a stream of its own
+    (two of one name would share a channel and program, their notes merged)."""
+    names: list[str] = []
+    taken = set(header)
+    for name in header:
+        if name in names:
+            k = 2
+            while clean_name(f"{name}#{k}") in taken:
+                k += 1
+            name = clean_name(f"{name}#{k}")  # noqa: PLW2901
+            taken.add(name)
+        names.append(name)
+    return names
 
 
 def _read_keyed(text: str, columns: list[str] | None, source: str,
@@ -226,8 +248,18 @@ def _besides_time(names: list[str], headed: bool) -> str:
 
 
 def _pick_column(rows: list[list[str]], names: list[str], column: str | None, source: str,
-                 headed: bool = False) -> int:
+                 headed: bool = False, given: list[str] | None = None) -> int:
+    """The index of ``column`` (a name of ``names``, or an index; None: the column with the
+    most numbers). UsageError where ``given`` (the header as written) names more than one
+    column so."""
     if column is not None:
+        if given is not None and given.count(column) > 1:
+            same = [i for i, name in enumerate(given) if name == column]
+            raise UsageError(
+                f"{source}: columns {', '.join(map(str, same[:-1]))} and {same[-1]} are "
+                f"named {column!r}; "
+                f"pick one by its index (--column {same[0]}) or by the name it plays as ("
+                + ", ".join(f"{i}={names[i]!r}" for i in same) + ")")
         if column in names:
             return names.index(column)
         if column.lstrip("-").isdigit():

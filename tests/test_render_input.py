@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from streamsonic.config import InputConfig
+from streamsonic.config import Config, InputConfig
 from streamsonic.errors import InputDataError, UsageError
 from streamsonic.parse import LineParser
-from streamsonic.render import read_series, read_table
+from streamsonic.render import read_series, read_table, render_notes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,3 +210,25 @@ def test_a_first_row_of_numbers_is_data_not_a_header(first: str, reason: str) ->
                                                           ("col1", [1.0, 4.0])]
     assert [s.name for s in read_table("a,nan\n1,2\n", None, "h.csv", every=True)] == [
         "a", "nan"]  # a row with a name in it is still a header
+
+
+def test_columns_of_one_name_play_as_distinct_streams(caplog: pytest.LogCaptureFixture) -> None:
+    """Before: ``x,x`` with ``--column x`` silently took the first, and ``--all-columns``
+    played two streams both named "x" (one channel and program, merged in the MIDI file).
+    Now a later column of a name plays as ``x#2`` (warned), and ``--column x`` is an error
+    naming the columns to choose from."""
+    text = "x,x,x#2,y\n1,2,3,4\n5,6,7,8\n"
+    with caplog.at_level("WARNING", logger="streamsonic.render"):
+        table = read_table(text, None, "dup.csv", every=True)
+    assert [(s.name, list(s.values)) for s in table] == [
+        ("x", [1.0, 5.0]), ("x#3", [2.0, 6.0]), ("x#2", [3.0, 7.0]), ("y", [4.0, 8.0])]
+    assert "column 1 is named 'x' as column 0 is; it plays as 'x#3'" in caplog.text
+    notes = render_notes(Config(), table[:2], [])  # each its own voice: channel and program
+    channels = {(n.stream, n.channel) for n in notes}
+    assert len(channels) == 2 and len({c for _, c in channels}) == 2, channels
+    with pytest.raises(UsageError, match=re.escape(
+            "dup.csv: columns 0 and 1 are named 'x'; pick one by its index (--column 0) or "
+            "by the name it plays as (0='x', 1='x#3')")):
+        read_table(text, ["x"], "dup.csv")
+    assert [s.name for s in read_table(text, ["1"], "dup.csv")] == ["x#3"]
+    assert [s.name for s in read_table(text, ["x#3", "y"], "dup.csv")] == ["x#3", "y"]

@@ -36,7 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the render options."""
     parser.add_argument("file", metavar="FILE", help="CSV file (or '-' for stdin)")
     parser.add_argument("--column", metavar="NAME|INDEX", action="append", default=[],
-                        help="column to play, by header name or 0-based index (default: the "
+                        help="column to play, by header name or 0-based index (a later "
+                             "column of a name taken plays as NAME#2; default: the "
                              "column with the most numbers, leaving out a time column: time, "
                              "timestamp, ts, date, datetime, epoch); repeat it to play "
                              "several columns, each as its own stream and voice, playing "
