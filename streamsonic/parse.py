@@ -159,6 +159,19 @@ def parse_number(text: str) -> float | str:
     return "not_numeric"
 
 
+def parse_field(text: str, delimiter: str) -> float | str:
+    """A field of a delimited line as :func:`parse_number` reads it, except that a decimal
+    comma (``1,5``) is a number where the delimiter is ``;`` or a tab."""
+    if delimiter in ";\t" and _DECIMAL_COMMA.fullmatch(text.strip()):
+        return parse_number(text.replace(",", "."))
+    return parse_number(text)
+
+
+def decimal_comma(text: str) -> bool:
+    """Whether ``text`` looks like a number written with a decimal comma (``-1,5``)."""
+    return _DECIMAL_COMMA.fullmatch(text.strip()) is not None
+
+
 def keyed(line: str) -> bool:
     """Whether ``line`` names its values (a JSON object, ``name=value`` pairs) rather than
     being a row of a table."""
@@ -561,10 +574,7 @@ class LineParser:
                     when = stamp
                     continue
             value_columns += 1
-            if delimiter in ";\t" and _DECIMAL_COMMA.fullmatch(text_field):
-                value = parse_number(text_field.replace(",", "."))
-            else:
-                value = parse_number(text_field)
+            value = parse_field(text_field, delimiter)
             if isinstance(value, str):
                 out.skipped.append(value)
             else:

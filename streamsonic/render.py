@@ -20,6 +20,7 @@ import gc
 import io
 import itertools
 import logging
+import re
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -45,7 +46,13 @@ from streamsonic.outputs import (
     parse_output,
     writer_of,
 )
-from streamsonic.parse import TIME_COLUMNS, LineParser, keyed, parse_number
+from streamsonic.parse import (
+    TIME_COLUMNS,
+    LineParser,
+    decimal_comma,
+    keyed,
+    parse_number,
+)
 
 if TYPE_CHECKING:  # the runtime import is deferred (the model's modules)
     from streamsonic.conductor import Conductor, Run, Stepper
@@ -99,6 +106,9 @@ def read_table(text: str, columns: list[str] | None, source: str,
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
+    delimiter = _run_delimiter(sample, dialect.delimiter)
+    if delimiter != dialect.delimiter:
+        dialect = _with_delimiter(dialect, delimiter)
     reader = csv.reader(io.StringIO(text), dialect)
     try:
         rows = [r for r in reader if any(f.strip() for f in r)]
@@ -109,6 +119,9 @@ def read_table(text: str, columns: list[str] | None, source: str,
         raise InputDataError(f"{source} has no rows")
     header: list[str] | None = None
     first_line = 1
+    if delimiter in ";\t":  # as run reads such a file: 1,5 is 1.5
+        rows = [[f.replace(",", ".") if "," in f and decimal_comma(f) else f for f in r]
+                for r in rows]
     if _is_header(rows[0]) and len(rows) > 1:
         header = [clean_name(f.strip()) for f in rows[0]]  # as run names its streams
         rows = rows[1:]
@@ -122,7 +135,8 @@ def read_table(text: str, columns: list[str] | None, source: str,
                    and _numeric_count(rows, i) > 0]
         if not indexes:
             raise InputDataError(f"{source} has no numeric column"
-                                 + _besides_time(names, header is not None))
+                                 + _besides_time(names, header is not None)
+                                 + _decimal_comma_hint(rows))
     elif columns:
         indexes = [_pick_column(rows, names, c, source, given=header) for c in columns]
         if len(set(indexes)) < len(indexes):
@@ -216,7 +230,8 @@ def _series(rows: list[list[str]], names: list[str], index: int, first_line: int
         values.append(value)
         lines.append(n)
     if not values:
-        raise InputDataError(f"{source}: column {names[index]!r} has no numeric values")
+        raise InputDataError(f"{source}: column {names[index]!r} has no numeric values"
+                             + _decimal_comma_hint(rows, index))
     if skipped:
         log.warning("%s: skipped %s row(s) of column %r (%s)", source, sum(skipped.values()),
                     names[index], ", ".join(f"{k}: {v}" for k, v in skipped.items()))
@@ -228,6 +243,41 @@ def _is_header(row: list[str]) -> bool:
     ``nan``, ``inf``, ones too large for a float (``1e309``) and empty or ``NA`` fields is
     data, its fields skipped and counted as ``run`` counts them."""
     return any(parse_number(f) in ("not_numeric", "invalid_utf8") for f in row)
+
+
+def _run_delimiter(sample: str, sniffed: str) -> str:
+    """The delimiter of a CSV file: the sniffed one, except that a file whose every line
+    holds a tab or ';' (outside quotes) is delimited by it, as ``run`` reads a line (the
+    sniffer takes ``1,5;2,25`` for three fields by ',')."""
+    lines = [re.sub(r'"[^"]*"', "", line) for line in sample.splitlines()[:-1] or
+             sample.splitlines()]
+    lines = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    for delimiter in ("\t", ";"):
+        if lines and sniffed not in ("\t", ";") and all(delimiter in line for line in lines):
+            return delimiter
+    return sniffed
+
+
+def _with_delimiter(dialect: type[csv.Dialect] | csv.Dialect,
+                    delimiter: str) -> type[csv.Dialect]:
+    """``dialect`` with another delimiter."""
+    return type("Dialect", (csv.excel,), {"delimiter": delimiter,
+                                          "quotechar": dialect.quotechar or '"',
+                                          "skipinitialspace": dialect.skipinitialspace})
+
+
+def _decimal_comma_hint(rows: list[list[str]], index: int | None = None) -> str:
+    """A hint for a "no numbers" error where fields (of column ``index``, else any) look
+    like numbers with decimal commas (``"1,5"`` in a file delimited by ','), which are not
+    read as numbers there."""
+    for row in rows[:200]:
+        fields = row if index is None else row[index:index + 1]
+        example = next((f.strip() for f in fields if decimal_comma(f)), None)
+        if example is not None:
+            return (f"; fields such as {example!r} have a decimal comma, a number only in a "
+                    "file delimited by ';' or tabs: convert them to decimal points ("
+                    f"{example.strip().replace(',', '.')})")
+    return ""
 
 
 def _numeric_count(rows: list[list[str]], i: int) -> int:
@@ -280,7 +330,7 @@ def _pick_column(rows: list[list[str]], names: list[str], column: str | None, so
     if best_count <= 0:
         raise InputDataError(f"{source} has no numeric column"
                              + _besides_time(names, headed)
-                             + "; pick one with --column")
+                             + "; pick one with --column" + _decimal_comma_hint(rows))
     return best
 
 

@@ -232,3 +232,26 @@ def test_columns_of_one_name_play_as_distinct_streams(caplog: pytest.LogCaptureF
         read_table(text, ["x"], "dup.csv")
     assert [s.name for s in read_table(text, ["1"], "dup.csv")] == ["x#3"]
     assert [s.name for s in read_table(text, ["x#3", "y"], "dup.csv")] == ["x#3", "y"]
+
+
+def test_decimal_commas_are_read_as_run_reads_them_or_hinted_at() -> None:
+    """Before: ``a;b / 1,5;2,25`` was "has no numeric column" and nothing more, though
+    ``run`` reads a decimal comma as a number in a line delimited by ';' or tabs. Now render
+    reads them the same (also where the sniffer took ',' for the delimiter), and where they
+    cannot be numbers (a file delimited by ',') the error says what to do."""
+    for text in ("a;b\n1,5;2,25\n3;-4,5\n", "a\tb\n1,5\t2,25\n3\t-4,5\n"):
+        table = read_table(text, None, "dc.csv", every=True)
+        assert [(s.name, list(s.values)) for s in table] == [("a", [1.5, 3.0]),
+                                                              ("b", [2.25, -4.5])]
+        assert run_counts(text.encode()) == ({"a": 2, "b": 2}, {})
+    headerless = read_table("1,5;2,25\n3,5;4,1\n", None, "dc.csv", every=True)
+    assert [list(s.values) for s in headerless] == [[1.5, 3.5], [2.25, 4.1]]
+    hint = re.escape("fields such as '1,5' have a decimal comma, a number only in a file "
+                     "delimited by ';' or tabs: convert them to decimal points (1.5)")
+    with pytest.raises(InputDataError, match="has no numeric column.*" + hint):
+        read_table('a,b\n"1,5","2,25"\n', None, "dc.csv")
+    with pytest.raises(InputDataError, match="column 'a' has no numeric values.*" + hint):
+        read_table('a,b\n"1,5",2\n', ["a"], "dc.csv")
+    with pytest.raises(InputDataError) as err:
+        read_table("a,b\nx,y\n", None, "t.csv")
+    assert "decimal" not in str(err.value)
