@@ -63,6 +63,13 @@ class OutputWriteError(OutputError):
     exit_status = 74
 
 
+class OutputExistsError(OutputError):
+    """An output file is already there and the command does not replace it unless told to
+    (``train -o`` without ``--overwrite`` or ``--resume``; EX_CANTCREAT)."""
+
+    exit_status = 73
+
+
 class AudioError(OutputError):
     """No usable audio device, or the audio stream failed."""
 
@@ -111,6 +118,14 @@ class TrainingError(StreamsonicError):
     """Training cannot run: no usable MIDI files, bad options (EX_DATAERR)."""
 
     exit_status = 65
+
+
+class TrainingDivergedError(TrainingError):
+    """The training loss became NaN or infinite (the learning rate is too high, as a rule):
+    the run stops without saving that state (EX_SOFTWARE: the computation itself failed,
+    not the data or the command line)."""
+
+    exit_status = 70
 
 
 #: Exit status for an interrupted command (128 + SIGINT), as shells report it.

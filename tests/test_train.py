@@ -22,7 +22,12 @@ import torch
 
 from streamsonic.cli import main as cli_main
 from streamsonic.commands.common import stop_signals
-from streamsonic.errors import CheckpointError, NoInputError, TrainingError
+from streamsonic.errors import (
+    CheckpointError,
+    NoInputError,
+    TrainingError,
+    UsageError,
+)
 from streamsonic.model.checkpoint import load_checkpoint
 from streamsonic.model.stepper import make_stepper
 from streamsonic.model.temporal import TemporalStepper
@@ -608,8 +613,51 @@ def test_resume_refuses_other_options_and_missing_state(midi_dir, tmp_path):
     with pytest.raises(CheckpointError, match="no resume state"):
         train(tiny("pitch", midi_dir, out, resume=True))
     train(tiny("pitch", midi_dir, out, epochs=1))
-    with pytest.raises(TrainingError, match=r"seq_len=12 \(now 10\)"):
+    with pytest.raises(UsageError, match=r"seq_len=12 \(now 10\)"):  # 64, as README says
         train(tiny("pitch", midi_dir, out, epochs=2, seq_len=10, resume=True))
+
+
+def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_finite_epoch(midi_dir, tmp_path,
+                                                                      monkeypatch):
+    """Epochs 1 and 2 finite, epoch 3's validation loss NaN: TrainingDivergedError (exit 70)
+    naming the cause and the fix; OUT.pt keeps the best epoch (2), the resume state the last
+    finite one (2) with no NaN in it. Was: a NaN epoch counted as "no better", its state
+    saved for --resume, exit 0."""
+    from streamsonic.errors import TrainingDivergedError
+
+    script_val_loss(monkeypatch, [2.0, 1.0, float("nan"), 0.5])
+    out = tmp_path / "n.pt"
+    with pytest.raises(TrainingDivergedError) as err:
+        train(tiny("pitch", midi_dir, out, epochs=4))
+    assert err.value.exit_status == 70
+    assert str(err.value) == (
+        "training diverged: the validation loss of epoch 3 became nan; the learning rate "
+        "is too high: start again with a lower --lr and --overwrite (now 0.01; the default "
+        f"is 0.003); {out} keeps the best epoch before it (2), n.pt.resume the last "
+        "finished one (2)")
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["training"]["best_epoch"] == 2
+    assert ckpt.meta["training"]["stopped"] == "diverged"
+    state = torch.load(resume_path(out), weights_only=True)
+    assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
+    assert all(bool(torch.isfinite(v).all()) for v in state["model"].values())
+
+
+def test_cli_a_diverging_run_is_one_line_and_saves_nothing(midi_dir, tmp_path, capsys):
+    """`--lr 1e9` (one window a batch): the loss is no longer finite within the first
+    epoch. Was: "no epoch
+    finished, nothing was saved", exit 0, and OUT.pt.resume left with NaN weights."""
+    out = tmp_path / "opt" / "p.pt"
+    status = cli_main(["train", "pitch", str(midi_dir), "-o", str(out), *TINY_CLI,
+                       "--lr", "1e9", "--batch-size", "1"])  # 52 steps in epoch 1
+    captured = capsys.readouterr()
+    assert status == 70, captured.err
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("streamsonic: error: training diverged: the training loss became ")
+    assert ", batch " in last and "start again with a lower --lr (now 1e+09" in last
+    assert last.endswith("no epoch finished, nothing was saved")
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
 def test_early_stopping(midi_dir, tmp_path):
@@ -765,6 +813,57 @@ def test_cli_train_unusable_output_fails_before_any_epoch(where: str, midi_dir: 
     assert where != "fifo" or stat.S_ISFIFO(out.stat().st_mode)
 
 
+@pytest.mark.parametrize("name", ["x.npz", "x", "x.pth", "x.pt.resume"])
+def test_cli_train_output_must_be_a_pt_name(name: str, midi_dir: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """-o x.npz was the checkpoint and its own .npz at once: "saved x.npz", exit 0, and a
+    torch file nothing could load under that name; -o x wrote x.npz beside x. Now any name
+    but NAME.pt is a usage error, before any data is read, and nothing is written."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    status = cli_main(["train", "pitch", str(midi_dir), "-o", str(out_dir / name), *TINY_CLI])
+    err = capsys.readouterr().err
+    assert status == 64, err
+    assert err.count("\n") == 1 and "give the checkpoint's name, NAME.pt" in err
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("there", ["p.pt", "p.npz", "p.pt.resume"])
+def test_cli_train_refuses_to_replace_an_earlier_run(there: str, midi_dir: Path,
+                                                      tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]):
+    """An earlier run's checkpoint, .npz or resume state is never replaced without
+    --overwrite (or continued without --resume): exit 73, one line, before any data is read
+    (the data folder here does not even exist), the file as it was. Was: all three
+    replaced silently, also by a worse model."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / there).write_bytes(b"an earlier run's")
+    status = cli_main(["train", "pitch", str(tmp_path / "nodata"), "-o", str(out_dir / "p.pt"),
+                       *TINY_CLI])
+    err = capsys.readouterr().err
+    assert status == 73, err
+    assert err == (f"streamsonic: error: -o {out_dir / 'p.pt'}: {out_dir / there} already "
+                   "exists (an earlier run's); pass --overwrite to replace it, --resume to "
+                   "continue that run, or give -o another name\n")
+    assert listing(out_dir) == {there: b"an earlier run's"}
+
+
+def test_cli_train_overwrite_replaces_an_earlier_run(midi_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "p.pt"
+    for name in ("p.pt", "p.npz", "p.pt.resume"):
+        (tmp_path / name).write_bytes(b"old")
+    status = cli_main(["train", "pitch", str(midi_dir), "-o", str(out), "--overwrite",
+                       *TINY_CLI])
+    assert status == 0, capsys.readouterr().err
+    assert load_checkpoint(out).meta["training"]["epochs_run"] == 2
+    assert torch.load(resume_path(out), weights_only=True)["epoch"] == 2
+    from streamsonic.model.arrays import arrays_for
+
+    assert arrays_for(out, kind="pitch")[0] is not None
+
+
 @pytest.mark.parametrize(("code", "says"), [
     (errno.EACCES, f"permission denied (to user id {os.getuid()})"),
     (errno.EROFS, "it is on a read-only file system"),
@@ -797,8 +896,9 @@ def test_train_failed_save_removes_its_temporary_file_and_exits_74(midi_dir: Pat
     out = out_dir / "x.pt"
     out.write_bytes(b"the previous checkpoint")
     res = subprocess.run([sys.executable, "-m", "streamsonic", "train", "pitch", str(midi_dir),
-                          "-o", str(out), *TINY_CLI], capture_output=True, text=True,
-                         timeout=120, check=False, preexec_fn=lambda: limited_writes(4096))
+                          "-o", str(out), "--overwrite", *TINY_CLI], capture_output=True,
+                         text=True, timeout=120, check=False,
+                         preexec_fn=lambda: limited_writes(4096))
     assert res.returncode == 74, res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert "Traceback" not in res.stderr

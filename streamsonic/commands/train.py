@@ -18,16 +18,18 @@ source: another folder, or music21's bundled corpus as music21:NAME[:FORMAT]. Sc
 need music21 (pip install 'streamsonic[train]'). The melody of a MIDI file is its highest
 note per onset; of a score, its part named Soprano or Melody, else its highest voice
 (--tracks). Pieces (every tune of an ABC collection is one) are split into training and
-validation by PIECE (seeded). The best
-model by validation loss is written to OUT as soon as it improves; Ctrl-C stops cleanly
-and --resume continues from the last finished epoch (state in OUT.resume). No config file
-is read or written.
+validation by PIECE (seeded). The best model by validation loss is written to OUT.pt as
+soon as it improves, with OUT.npz beside it; Ctrl-C stops cleanly and --resume continues
+from the last finished epoch (state in OUT.pt.resume). An earlier run's files are never
+replaced without --overwrite (exit 73). A loss that becomes NaN or infinite stops the run
+(exit 70: lower --lr); nothing of that state is saved. No config file is read or written.
 
 examples:
   streamsonic train pitch ./midi -o weights/mine.pt
   streamsonic train temporal ./midi -o weights/mine-temporal.pt --epochs 30
   streamsonic train temporal --corpus music21:bach:musicxml -o weights/bach-temporal.pt
   streamsonic train pitch ./midi -o weights/mine.pt --resume
+  streamsonic train pitch ./midi -o weights/mine.pt --overwrite --lr 0.001
   streamsonic --weights weights/mine.pt            play with it
   streamsonic info weights/mine.pt                 what is inside"""
 
@@ -43,14 +45,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "music21:bach, music21:ryansMammoth:abc; FORMAT is musicxml, "
                              "abc, humdrum or midi)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.pt",
-                        help="checkpoint to write (the best epoch by validation loss)")
+                        help="checkpoint to write (the best epoch by validation loss); the "
+                             "name must end in .pt: OUT.npz (the same weights for the "
+                             "torch-free player) and OUT.pt.resume go beside it")
     g = parser.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=60, metavar="N",
                    help="most epochs to run (default 60; early stopping usually ends sooner)")
     g.add_argument("--patience", type=int, default=6, metavar="N",
                    help="stop after N epochs without a better validation loss (default 6)")
     g.add_argument("--resume", action="store_true",
-                   help="continue the run saved in OUT.resume (same options and data)")
+                   help="continue the run saved in OUT.pt.resume (same options and data)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run's OUT.pt, OUT.npz and OUT.pt.resume (without "
+                        "it, or --resume, train refuses to start when any of them exists: "
+                        "exit 73)")
     g.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the split, initial weights and batch order (default 0)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -101,6 +109,7 @@ def main(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, clip=args.clip, val_fraction=args.val_fraction,
         seed=args.seed, device=args.device, tracks=args.tracks, patience=args.patience,
         hidden1=args.hidden1, hidden2=args.hidden2, resume=args.resume, threads=args.threads,
+        overwrite=args.overwrite,
         transpose=args.transpose, corpus=tuple(args.corpus),
         command=shlex.join(["streamsonic", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "",
     )

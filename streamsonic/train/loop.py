@@ -22,6 +22,7 @@ import datetime as dt
 import importlib.metadata
 import io
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -34,7 +35,13 @@ import torch
 from torch import nn
 
 from streamsonic import __version__
-from streamsonic.errors import CheckpointError, TrainingError, UsageError
+from streamsonic.errors import (
+    CheckpointError,
+    OutputExistsError,
+    TrainingDivergedError,
+    TrainingError,
+    UsageError,
+)
 from streamsonic.model.arrays import SUFFIX, arrays_path
 from streamsonic.model.checkpoint import Checkpoint, save_checkpoint
 from streamsonic.model.files import check_writable, interrupts_held, write_whole
@@ -82,6 +89,7 @@ class TrainOptions:
     hidden2: int | None = None
     transpose: int = 0
     resume: bool = False
+    overwrite: bool = False  # replace an earlier run's OUT.pt, .npz and .resume
     threads: int = 0
     command: str = ""
     corpus: tuple[str, ...] = ()  # more sources: folders or music21:NAME selectors
@@ -154,19 +162,50 @@ def _files(n: int) -> str:
     return f"{n} file" if n == 1 else f"{n} files"
 
 
-def check_outputs(out: str | Path) -> None:
+#: The suffix ``-o`` must have: the ``.npz`` beside it takes the name with ``.npz`` instead.
+CHECKPOINT_SUFFIX = ".pt"
+
+
+def output_files(out: str | Path) -> list[Path]:
+    """The files a run writes: the checkpoint, its ``.npz`` and the resume state."""
+    return [Path(out), arrays_path(out), resume_path(out)]
+
+
+def check_outputs(out: str | Path, replace: bool = False) -> None:
     """The files a run writes (the checkpoint, its ``.npz``, the resume state) can be
-    written: none is a folder, their folder exists or can be made and takes files. Checked
-    before any data is read, so a bad ``-o`` is one line (exit 69), not a lost epoch. A
-    name that is another run's resume state (``.resume``) is a usage error (64): that run's
-    state would be overwritten."""
-    if str(out).endswith(".resume"):
-        raise UsageError(f"-o {out}: that name is a run's resume state (OUT.pt.resume, "
-                         "written beside OUT.pt); give the checkpoint's name, e.g. model.pt")
-    check_writable(out, "checkpoint")
-    if Path(out).suffix != SUFFIX:
-        check_writable(arrays_path(out), "weights file", option="-o (its .npz, beside it)")
+    written and may be: none is a folder, their folder exists or can be made and takes
+    files (else exit 69), and unless ``replace`` (``--overwrite``, ``--resume``) none of
+    them is there already (exit 73: an earlier run's files are never replaced by
+    accident). Checked before any data is read, so a bad ``-o`` is one line, not a lost
+    epoch. ``out`` must end in ``.pt`` (a usage error, 64, otherwise): ``x.npz`` would
+    be the checkpoint and its own ``.npz`` at once, ``x.pt.resume`` another run's resume
+    state, and ``x`` would write ``x.npz`` under a name that says nothing of it."""
+    name = str(out)
+    if name.endswith(".resume"):
+        raise UsageError(f"-o {out}: that name is a run's resume state (NAME.pt.resume, "
+                         "written beside NAME.pt); give the checkpoint's name, NAME.pt")
+    check_writable(out, "checkpoint")  # first: a folder is "a folder", not "not .pt"
+    if Path(out).suffix != CHECKPOINT_SUFFIX:
+        try:
+            stem = Path(out).with_suffix(CHECKPOINT_SUFFIX)
+        except ValueError:  # no name to put a suffix on ("/")
+            stem = Path("model.pt")
+        why = (f"that is the name of the {SUFFIX} written beside the checkpoint"
+               if Path(out).suffix == SUFFIX else "the checkpoint's name must end in .pt")
+        raise UsageError(f"-o {out}: {why}; give the checkpoint's name, NAME.pt (e.g. "
+                         f"{stem}: train writes NAME.pt, NAME{SUFFIX} beside it and "
+                         "NAME.pt.resume)")
+    check_writable(arrays_path(out), "weights file", option="-o (its .npz, beside it)")
     check_writable(resume_path(out), "resume state", option="-o (its .resume, beside it)")
+    if replace:
+        return
+    there = [p for p in output_files(out) if os.path.lexists(p)]
+    if there:
+        raise OutputExistsError(
+            f"-o {out}: {', '.join(map(str, there))} already "
+            f"{'exists' if len(there) == 1 else 'exist'} (an earlier run's); pass "
+            f"--overwrite to replace {'it' if len(there) == 1 else 'them'}, --resume to "
+            "continue that run, or give -o another name")
 
 
 def versions() -> dict[str, str]:
@@ -220,7 +259,7 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
           on_epoch: Callable[[int], None] | None = None) -> TrainResult:
     """Train one model as ``opts`` says; see the module docstring."""
     opts.check()
-    check_outputs(opts.out)
+    check_outputs(opts.out, replace=opts.resume or opts.overwrite)
     device = resolve_device(opts.device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -308,6 +347,7 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
             run.seconds = base_seconds + time.monotonic() - resumed_at
             run.history.append({"epoch": epoch, "train_loss": tr[0], "train_accuracy": tr[1],
                                 **{f"val_{k}": v for k, v in val.items()}})
+            _check_finite(epoch, tr[0], val, net)
             run.epoch = epoch
             # An epoch's checkpoint and resume state are saved together: a Ctrl-C (or
             # SIGTERM) meanwhile comes after both, so "continue with --resume" continues
@@ -337,6 +377,11 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     except KeyboardInterrupt:
         stopped = "interrupted"
         run.seconds = base_seconds + time.monotonic() - resumed_at
+    except _Diverged as why:
+        progress.end_line()
+        run.seconds = base_seconds + time.monotonic() - resumed_at
+        save_best("diverged")  # the last finite best, its metadata saying how the run ended
+        raise TrainingDivergedError(_diverged_message(str(why), opts, run)) from None
     if stopped != "already-finished":
         save_best(stopped)
     return TrainResult(
@@ -364,6 +409,9 @@ def _train_epoch(epoch: int, opts: TrainOptions, task: Task, net: nn.Module,
                              windows.mask[idx], device)
         out, _ = net(x)
         loss = task.loss(net, out, y, m)
+        if not torch.isfinite(loss):  # before the step: NaN would spread to every weight
+            raise _Diverged(f"the training loss became {float(loss.detach())} at epoch "
+                            f"{epoch}, batch {b}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), opts.clip)
@@ -378,6 +426,37 @@ def _train_epoch(epoch: int, opts: TrainOptions, task: Task, net: nn.Module,
     run.train_seconds += time.perf_counter() - t0
     n = max(sums["n"], 1.0)
     return sums["loss"] / n, sums["pitch_correct"] / n
+
+
+class _Diverged(Exception):
+    """The loss (or a weight) is no longer a finite number; the text says where."""
+
+
+def _check_finite(epoch: int, train_loss: float, val: dict[str, float], net: nn.Module) -> None:
+    """Raise :class:`_Diverged` unless the epoch's losses and every weight are finite, so
+    no NaN state is ever saved (the per-batch check catches most runs sooner)."""
+    if not math.isfinite(train_loss):
+        raise _Diverged(f"the training loss of epoch {epoch} became {train_loss}")
+    bad = sorted(k for k, v in val.items() if not math.isfinite(v))
+    if bad:
+        raise _Diverged(f"the validation {bad[0].replace('_', ' ')} of epoch {epoch} became "
+                        f"{val[bad[0]]}")
+    with torch.no_grad():
+        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+            raise _Diverged(f"the weights held NaN or infinity after epoch {epoch}")
+
+
+def _diverged_message(why: str, opts: TrainOptions, run: _Run) -> str:
+    """One line: what diverged, the fix, and what is on disk."""
+    if run.best_state is not None:
+        kept = (f"{opts.out} keeps the best epoch before it ({run.best_epoch}), "
+                f"{resume_path(opts.out).name} the last finished one ({run.epoch})")
+    else:
+        kept = "no epoch finished, nothing was saved"
+    again = " and --overwrite" if any(os.path.lexists(p) for p in output_files(opts.out)) \
+        else ""
+    return (f"training diverged: {why}; the learning rate is too high: start again with a "
+            f"lower --lr{again} (now {opts.lr:g}; the default is 0.003); {kept}")
 
 
 def _save_resume(opts: TrainOptions, run: _Run, net: nn.Module,
@@ -419,12 +498,12 @@ def _load_resume(opts: TrainOptions, run: _Run, net: nn.Module,
     diff = [k for k in FINGERPRINT_KEYS if saved.get(k) != getattr(opts, k)]
     if diff:
         shown = ", ".join(f"{k}={saved.get(k)!r} (now {getattr(opts, k)!r})" for k in diff)
-        raise TrainingError(f"--resume: the saved run used different options: {shown}; "
-                            "pass the same options or start without --resume")
+        raise UsageError(f"--resume: the saved run used different options: {shown}; "
+                         "pass the same options, or start again with --overwrite")
     if list(data["data"]) != data_hashes:
         raise TrainingError(f"--resume: the training files of {', '.join(opts.sources())} "
-                            "changed since the "
-                            "saved run; start without --resume")
+                            "changed since the saved run; start again with --overwrite "
+                            "instead of --resume")
     net.load_state_dict(data["model"])
     optimizer.load_state_dict(data["optimizer"])
     run.epoch = int(data["epoch"])

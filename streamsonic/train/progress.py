@@ -63,8 +63,15 @@ class Progress:
         self.stream.write(f"{prefix}epoch {epoch}/{self.epochs} {line}  ({eta} left at most)\n")
         self.stream.flush()
 
+    def end_line(self) -> None:
+        """Clear the bar's line on a terminal (before an error line is printed)."""
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
     def message(self, text: str) -> None:
         """A line of its own."""
         prefix = "\r\033[K" if self.tty else ""
         self.stream.write(f"{prefix}{text}\n")
         self.stream.flush()
+
