@@ -151,6 +151,50 @@ def test_no_usable_files_is_a_clear_error(tmp_path):
         load_corpus(tmp_path / "missing")
 
 
+def test_dangling_symlink_and_empty_file_are_skipped_with_a_reason(tmp_path, caplog):
+    """A symlink that leads nowhere was left out silently (not in the skipped list), and
+    an empty file's reason was "(EOFError: )"."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    write_midi(folder / "good.mid", [scale_piece(60, 10)])
+    write_midi(folder / "other.mid", [scale_piece(62, 10)])
+    (folder / "ghost.mid").symlink_to(tmp_path / "gone.mid")
+    (folder / "text.mid").write_bytes(b"")
+    corpus = load_corpus(folder)
+    reasons = dict(corpus.skipped)
+    assert sorted(reasons) == ["ghost.mid", "text.mid"]
+    assert reasons["ghost.mid"] == f"a symbolic link to {tmp_path / 'gone.mid'}, which does " \
+                                   "not exist"
+    assert reasons["text.mid"] == "not a readable MIDI file (EOFError: the file ends early)"
+    assert "skipping ghost.mid" in caplog.text
+
+
+def test_missing_folder_names_every_suffix(tmp_path):
+    with pytest.raises(NoInputError, match=r"\.mid, \.midi, \.mxl, \.musicxml, \.xml, \.abc or "
+                                           r"\.krn"):
+        load_corpus(tmp_path / "missing")
+
+
+def test_the_same_file_twice_is_read_once(midi_dir, tmp_path, caplog):
+    """A folder given twice (here also through a symlink) or a copy of a file: each piece
+    once, one warning with the count. Was: every file twice (info: 16 files, 8 exist), the
+    same piece in training and validation."""
+    link = tmp_path / "link"
+    link.symlink_to(midi_dir)
+    (midi_dir / "copy.mid").write_bytes((midi_dir / "arp_0.mid").read_bytes())
+    corpus = load_corpus([midi_dir, link, midi_dir])
+    assert len(corpus.melodies) == 8
+    assert len({m.sha256 for m in corpus.melodies}) == 8
+    assert len(corpus.duplicates) == 1 + 9 + 9
+    assert (f"{midi_dir}/copy.mid", f"{midi_dir}/arp_0.mid") in corpus.duplicates
+    warnings = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("left out 19 files with the same "
+                                                         "contents as another")
+    assert corpus.summary()["n_files"] == 8
+    train_m, val_m = split_by_file(corpus.melodies, 0.25, 0)
+    assert not {m.sha256 for m in train_m} & {m.sha256 for m in val_m}
+
+
 def test_split_is_by_file_seeded_and_disjoint(midi_dir):
     corpus = load_corpus(midi_dir)
     train_a, val_a = split_by_file(corpus.melodies, 0.25, seed=3)
@@ -359,6 +403,31 @@ def test_melodies_are_cached_by_content(m21, tmp_path, melody_cache, monkeypatch
     (folder / "tunes.abc").write_text(ABC.replace("e3 d3", "e3 c3"))  # changed: parse again
     with pytest.raises(AssertionError, match="parsed again"):
         load_corpus(folder)
+
+
+def test_reading_a_collection_tells_its_progress_per_piece(m21, tmp_path, melody_cache):
+    """Parsing a collection takes minutes (music21:airdsAirs: 6 files, 2 minutes) and
+    printed nothing; now LoadProgress hears every piece (here every line is let through)."""
+    import io
+
+    from streamsonic.train.progress import LoadProgress
+
+    folder = tmp_path / "abc"
+    folder.mkdir()
+    (folder / "tunes.abc").write_text(ABC)
+    out = io.StringIO()
+    progress = LoadProgress(stream=out, interval=0.0)
+    load_corpus(folder, progress=progress)
+    progress.done()
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["reading training data: 0/1 files, 1 pieces, 0:00 so far",
+                         "reading training data: 0/1 files, 2 pieces, 0:00 so far"]
+    assert lines[-1] == "reading training data: 1/1 files, 2 pieces in 0:00"
+    quiet = io.StringIO()  # a quick read (cached now) with the default interval: no line
+    progress = LoadProgress(stream=quiet)
+    load_corpus(folder, progress=progress)
+    progress.done()
+    assert quiet.getvalue() == ""
 
 
 def test_unreadable_score_is_skipped_by_name(m21, tmp_path, melody_cache):
@@ -862,6 +931,24 @@ def test_cli_train_overwrite_replaces_an_earlier_run(midi_dir: Path, tmp_path: P
     from streamsonic.model.arrays import arrays_for
 
     assert arrays_for(out, kind="pitch")[0] is not None
+
+
+def test_cli_train_says_pieces_and_reading_progress(midi_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch):
+    """Reading the data says how it goes (every line let through here; by default one each
+    5 s, so none for these files), and the counts are of pieces (a tune collection is one
+    file of many). Was: nothing while music21 parsed for minutes, and "training ... on 944
+    files" of 6 files."""
+    monkeypatch.setattr(loop, "LOAD_PROGRESS_SECONDS", 0.0)
+    status = cli_main(["train", "pitch", str(midi_dir), "-o", str(tmp_path / "p.pt"),
+                       *TINY_CLI])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "reading training data: 3/8 files, 3 pieces, " in err
+    assert "reading training data: 8/8 files, 8 pieces in " in err
+    assert "training pitch model on 6 pieces (" in err
+    assert "validating on 2 pieces (" in err and "; 8 pieces from 8 files; " in err
 
 
 @pytest.mark.parametrize(("code", "says"), [

@@ -22,7 +22,9 @@ validation by PIECE (seeded). The best model by validation loss is written to OU
 soon as it improves, with OUT.npz beside it; Ctrl-C stops cleanly and --resume continues
 from the last finished epoch (state in OUT.pt.resume). An earlier run's files are never
 replaced without --overwrite (exit 73). A loss that becomes NaN or infinite stops the run
-(exit 70: lower --lr); nothing of that state is saved. No config file is read or written.
+(exit 70: lower --lr); nothing of that state is saved. Files with the same contents (a
+folder given twice, also through a symlink; a copy) are read once, and while scores are
+parsed a line every 5 seconds says how far it is. No config file is read or written.
 
 examples:
   streamsonic train pitch ./midi -o weights/mine.pt

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import mido
 import numpy as np
@@ -68,6 +68,8 @@ class Corpus:
     root: str
     melodies: list[Melody] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+    #: Files left out for having the same bytes as one read before: (name, that one's name)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def n_notes(self) -> int:
@@ -86,6 +88,7 @@ class Corpus:
             "root": self.root,
             "files": [{"name": m.name, "sha256": m.sha256, "notes": len(m)} for m in self.melodies],
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
+            "duplicates": [{"name": n, "same_as": same} for n, same in self.duplicates],
             "n_files": len(self.melodies),
             "n_notes": self.n_notes,
         }
@@ -101,10 +104,13 @@ def find_training_files(root: str | Path) -> list[Path]:
     base = Path(root)
     if not base.is_dir():
         raise NoInputError(f"training data folder {base} does not exist or is not a folder; "
-                            "pass a folder of .mid, .mxl, .musicxml, .xml, .abc or .krn files, "
+                            "pass a folder of .mid, .midi, .mxl, .musicxml, .xml, .abc or .krn "
+                            "files, "
                             "or music21:NAME for music21's corpus")
     suffixes = (*MIDI_SUFFIXES, *scores.SCORE_SUFFIXES)
-    return sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    # a symlink that leads nowhere is listed too: reading it fails, and it is skipped by name
+    return sorted(p for p in base.rglob("*") if p.suffix.lower() in suffixes
+                  and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 def extract_melody(mid: mido.MidiFile, tracks: Tracks = "auto") -> tuple[np.ndarray, ...]:
@@ -160,18 +166,31 @@ def load_melody(path: Path, name: str, tracks: Tracks = "auto", min_notes: int =
     try:
         mid = mido.MidiFile(file=io.BytesIO(data))
     except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as err:
-        raise ValueError(f"not a readable MIDI file ({type(err).__name__}: {err})") from None
+        why = str(err) or ("the file ends early" if isinstance(err, EOFError)
+                           else "no reason given")
+        raise ValueError(f"not a readable MIDI file ({type(err).__name__}: {why})") from None
     pitches, gaps, durations, velocities = extract_melody(mid, tracks)
     if pitches.size < min_notes:
         raise ValueError(f"has {pitches.size} notes, need at least {min_notes}")
     return Melody(name, hashlib.sha256(data).hexdigest(), pitches, gaps, durations, velocities)
 
 
+class LoadProgress(Protocol):
+    """Told how reading the training data goes (:class:`streamsonic.train.progress.
+    LoadProgress` prints it, rate-limited)."""
+
+    def update(self, files: int, total: int, pieces: int) -> None: ...
+
+
 def load_corpus(sources: str | Path | Sequence[str | Path], tracks: Tracks = "auto",
-                min_notes: int = 2) -> Corpus:
+                min_notes: int = 2, progress: LoadProgress | None = None) -> Corpus:
     """Every usable melody of ``sources`` (folders, ``music21:NAME`` selectors); bad files
-    and pieces go to ``skipped`` with a reason. Scores need music21 (the ``train`` extra):
-    its absence is a MissingExtraError before any file is read."""
+    and pieces go to ``skipped`` with a reason. A file with the same bytes as one read
+    before it (a folder given twice, or through a symlink; a copy) is left out, named in
+    ``duplicates`` and counted in one warning: its pieces would otherwise count twice and
+    could land in training and validation both. Scores need music21 (the ``train``
+    extra): its absence is a MissingExtraError before any file is read. ``progress``
+    hears the files done and pieces read so far, also while a score collection is parsed."""
     roots = [str(sources)] if isinstance(sources, str | Path) else [str(s) for s in sources]
     if not roots:
         raise TrainingError("no training data: pass a folder of MIDI or score files, or "
@@ -185,30 +204,62 @@ def load_corpus(sources: str | Path | Sequence[str | Path], tracks: Tracks = "au
     if any(p.suffix.lower() in scores.SCORE_SUFFIXES for _, paths in listed for p in paths):
         require_extra("music21", "training on MusicXML, ABC or Humdrum scores")
     corpus = Corpus(root=", ".join(roots))
+    seen: dict[str, str] = {}  # sha256 of a file's bytes -> the name it was read under
+    done, total = 0, sum(len(paths) for _, paths in listed)
+
+    def tell(pieces_now: int = 0) -> None:
+        if progress is not None:
+            progress.update(done, total, len(corpus.melodies) + pieces_now)
+
     for root, (base, paths) in zip(roots, listed, strict=True):
         prefix = "music21:" if scores.is_selector(root) else (f"{root}/" if len(roots) > 1
                                                               else "")
         for path in paths:
             rel = prefix + str(path.relative_to(base))
+            found: list[Melody] = []
+            skipped: list[tuple[str, str]] = []
             try:
-                if path.suffix.lower() in MIDI_SUFFIXES:
-                    corpus.melodies.append(load_melody(path, rel, tracks, min_notes))
-                    continue
-                found, skipped = scores.load_score_melodies(path, rel, tracks, min_notes)
+                sha = _file_sha256(path)
+                if sha in seen:
+                    corpus.duplicates.append((rel, seen[sha]))
+                else:
+                    seen[sha] = rel
+                    if path.suffix.lower() in MIDI_SUFFIXES:
+                        found = [load_melody(path, rel, tracks, min_notes)]
+                    else:
+                        found, skipped = scores.load_score_melodies(path, rel, tracks,
+                                                                    min_notes, on_piece=tell)
             except (ValueError, OSError) as err:
                 log.warning("skipping %s: %s", rel, err)
                 corpus.skipped.append((rel, str(err)))
-                continue
             corpus.melodies.extend(found)
             for name, why in skipped:
                 log.debug("skipping %s: %s", name, why)
             corpus.skipped.extend(skipped)
+            done += 1
+            tell()
+    if corpus.duplicates:
+        name, same = corpus.duplicates[0]
+        log.warning("left out %s with the same contents as another file read before it "
+                    "(e.g. %s, the same as %s): each is read once",
+                    _count(len(corpus.duplicates), "file"), name, same)
     if not corpus.melodies:
         why = f" ({len(corpus.skipped)} skipped: see the warnings above)" if corpus.skipped else ""
         raise TrainingError(f"no usable MIDI or score files in {corpus.root}{why}; pass a "
                             "folder that holds .mid, .midi, .mxl, .musicxml, .xml, .abc or "
                             ".krn files with notes")
     return corpus
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes; a symlink that leads nowhere is an OSError saying so."""
+    if path.is_symlink() and not path.exists():
+        raise OSError(f"a symbolic link to {path.readlink()}, which does not exist")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def split_by_file(melodies: Sequence[Melody], val_fraction: float,

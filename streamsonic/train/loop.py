@@ -55,11 +55,15 @@ from streamsonic.train.dataset import (
     split_by_file,
     transposed,
 )
-from streamsonic.train.progress import Progress
+from streamsonic.train.progress import LoadProgress, Progress
 from streamsonic.train.tasks import Task, TemporalTask, make_task, metrics_from, to_tensors
 
 RESUME_FORMAT = "streamsonic-resume"
 RESUME_VERSION = 1
+
+#: Seconds between the lines that say how reading the training data goes (parsing a
+#: music21 collection takes minutes; a quick read prints none).
+LOAD_PROGRESS_SECONDS = 5.0
 
 #: Options that must be the same for ``--resume`` to continue a run.
 FINGERPRINT_KEYS = ("kind", "seq_len", "stride", "batch_size", "lr", "weight_decay", "clip",
@@ -147,6 +151,7 @@ class TrainResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (name, same as)
     n_params: int = 0
     train_windows: int = 0
     val_windows: int = 0
@@ -158,8 +163,8 @@ def resume_path(out: str | Path) -> Path:
     return Path(str(out) + ".resume")
 
 
-def _files(n: int) -> str:
-    return f"{n} file" if n == 1 else f"{n} files"
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}" if n == 1 else f"{n:,} {what}s"
 
 
 #: The suffix ``-o`` must have: the ``.npz`` beside it takes the name with ``.npz`` instead.
@@ -264,7 +269,9 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     if opts.threads:
         torch.set_num_threads(opts.threads)
     started = time.monotonic()
-    corpus = load_corpus(opts.sources(), opts.tracks)
+    reading = LoadProgress(stream=stream, interval=LOAD_PROGRESS_SECONDS)
+    corpus = load_corpus(opts.sources(), opts.tracks, progress=reading)
+    reading.done()
     train_m, val_m = split_by_file(corpus.melodies, opts.val_fraction, opts.seed)
     classes = corpus.classes()
     if len(classes) < 2:
@@ -329,9 +336,11 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
     n_batches = (len(w_train) + opts.batch_size - 1) // opts.batch_size
     progress = Progress(opts.epochs, n_batches, first_epoch=run.epoch + 1, stream=stream)
     progress.message(
-        f"training {opts.kind} model on {_files(len(train_m))} ({len(w_train)} windows), "
-        f"validating on {_files(len(val_m))} ({len(w_val)} windows); {n_params:,} parameters; "
-        f"device {device}"
+        f"training {opts.kind} model on {_count(len(train_m), 'piece')} ({len(w_train):,} "
+        f"windows), validating on {_count(len(val_m), 'piece')} ({len(w_val):,} windows); "
+        f"{_count(len(corpus.melodies), 'piece')} from "
+        f"{_count(len({m.sha256 for m in corpus.melodies}), 'file')}; {n_params:,} "
+        f"parameters; device {device}"
     )
     stopped = "completed"
     if run.early_stopped or run.epoch >= opts.epochs:
@@ -388,7 +397,8 @@ def train(opts: TrainOptions, stream: TextIO | None = None,
         out=Path(opts.out), kind=task.kind, stopped=stopped, epochs_run=run.epoch,
         best_epoch=run.best_epoch, best=dict(run.best_metrics), baselines=base,
         seconds=run.seconds if run.seconds else time.monotonic() - started,
-        history=list(run.history), skipped=list(corpus.skipped), n_params=n_params,
+        history=list(run.history), skipped=list(corpus.skipped),
+        duplicates=list(corpus.duplicates), n_params=n_params,
         train_windows=len(w_train), val_windows=len(w_val),
         windows_per_second=run.windows_seen / max(run.train_seconds, 1e-9),
     )

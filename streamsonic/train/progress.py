@@ -75,3 +75,39 @@ class Progress:
         self.stream.write(f"{prefix}{text}\n")
         self.stream.flush()
 
+
+class LoadProgress:
+    """Rate-limited lines while the training data is read: nothing for a quick read, then
+    one line every ``interval`` seconds ("reading training data: 2/6 files, 310 pieces,
+    0:45 so far") and one at the end, so a music21 collection parsed for minutes is seen
+    to move. (Once parsed, scores are cached and read at once.)"""
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 5.0) -> None:
+        self.total = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.start = time.monotonic()
+        self._last = self.start
+        self.printed = False
+        self.files = 0
+        self.pieces = 0
+
+    def update(self, files: int, total: int, pieces: int) -> None:
+        """Files finished (of ``total``) and pieces read so far."""
+        self.files, self.total, self.pieces = files, total, pieces
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._line(f"{self.files}/{self.total} files, {self.pieces} pieces, "
+                       f"{format_seconds(now - self.start)} so far")
+
+    def done(self) -> None:
+        """The closing line, when any line was written."""
+        if self.printed:
+            self._line(f"{self.files}/{self.total} files, {self.pieces} pieces in "
+                       f"{format_seconds(time.monotonic() - self.start)}")
+
+    def _line(self, text: str) -> None:
+        self.printed = True
+        self.stream.write(f"reading training data: {text}\n")
+        self.stream.flush()

@@ -72,9 +72,13 @@ def report(result: Any) -> str:
                  f"{result.n_params:,} parameters")
     lines.append(f"saved {result.out}")
     if result.skipped:
-        lines.append(f"skipped {len(result.skipped)} files: "
+        n = len(result.skipped)
+        lines.append(f"skipped {n} file{'' if n == 1 else 's'}: "
                      + ", ".join(name for name, _ in result.skipped))
-    lines.append("validation (held-out files):")
+    if getattr(result, "duplicates", None):
+        lines.append(f"left out {len(result.duplicates)} duplicate files (the same contents "
+                     "as another file read before them)")
+    lines.append("validation (held-out pieces):")
     lines.append(metrics_table(result.best, result.baselines))
     short = shortfalls(result.best, result.baselines)
     if short:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -208,11 +208,13 @@ def extract_score_melody(score: Any, tracks: ScoreTracks = "auto") -> tuple[np.n
     return pitches, gaps, durations, velocities
 
 
-def parse_score_file(path: Path, tracks: ScoreTracks = "auto"
+def parse_score_file(path: Path, tracks: ScoreTracks = "auto",
+                     on_piece: Callable[[int], None] | None = None
                      ) -> list[tuple[str, tuple[np.ndarray, ...]]]:
     """Every piece of one score file: ``[(label, arrays)]``; the label is empty for a file
     of one piece, the tune's number (``X:``) or position for a collection. Raises
-    ``ValueError`` with a reason when music21 cannot read it."""
+    ``ValueError`` with a reason when music21 cannot read it. ``on_piece`` hears the
+    number of pieces extracted so far (a collection of a few hundred tunes takes minutes)."""
     m21 = music21_module()
     try:
         parsed = m21.converter.parse(str(path))
@@ -224,19 +226,23 @@ def parse_score_file(path: Path, tracks: ScoreTracks = "auto"
         for i, sc in enumerate(scores, start=1):
             number = getattr(getattr(sc, "metadata", None), "number", None)
             out.append((f"#{number or i}", extract_score_melody(sc, tracks)))
+            if on_piece is not None:
+                on_piece(i)
         return out
     return [("", extract_score_melody(parsed, tracks))]
 
 
 def load_score_melodies(path: Path, name: str, tracks: ScoreTracks = "auto",
-                        min_notes: int = 2) -> tuple[list[Melody], list[tuple[str, str]]]:
-    """The melodies of one score file (cached) and the pieces skipped, with reasons."""
+                        min_notes: int = 2, on_piece: Callable[[int], None] | None = None
+                        ) -> tuple[list[Melody], list[tuple[str, str]]]:
+    """The melodies of one score file (cached) and the pieces skipped, with reasons;
+    ``on_piece`` as for :func:`parse_score_file` (not called on a cache hit)."""
     from streamsonic.train.dataset import Melody  # noqa: PLC0415 - dataset imports this module
 
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     pieces = _read_cache(sha, tracks)
     if pieces is None:
-        pieces = parse_score_file(path, tracks)
+        pieces = parse_score_file(path, tracks, on_piece)
         _write_cache(sha, tracks, pieces)
     melodies: list[Melody] = []
     skipped: list[tuple[str, str]] = []
