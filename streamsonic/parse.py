@@ -15,9 +15,11 @@ Formats, detected per line (``input.format = "auto"``) or fixed by ``input.forma
   sample time.
 
 A line that names one stream twice (a JSON key ``"a.b"`` beside ``{"a": {"b": ...}}``, a
-pair repeated, two header columns of one name) keeps the first value in the line; each
-later one is skipped as ``duplicate_name`` (two values of one stream at one time would mix
-two quantities into one melody).
+JSON key repeated in one object, a pair repeated, two header columns of one name) keeps the
+first value in the line; each later one is skipped as ``duplicate_name`` (two values of one
+stream at one time would mix two quantities into one melody); a key that one JSON object
+repeats with an object both times names the streams under both (``{"a": {"b": 1}, "a":
+{"c": 2}}``: ``a.b`` and ``a.c``).
 
 Any non-JSON line may start with a timestamp, used as the sample time: ISO 8601
 (``2024-01-02T03:04:05Z``, with an offset, a space for the ``T``, optionally in ``[...]``;
@@ -62,8 +64,8 @@ REASONS: dict[str, str] = {
     "bad_timestamp": "a time field that is not ISO 8601 or epoch seconds",
     "no_value": "line holds no value (only a timestamp, or an empty JSON object)",
     "duplicate_name": "line names a stream twice (a JSON key 'a.b' beside a nested "
-                      "{'a': {'b': ...}}, a repeated pair or column name); the first value "
-                      "in the line is kept",
+                      "{'a': {'b': ...}}, a key repeated in one JSON object, a repeated "
+                      "pair or column name); the first value in the line is kept",
     "header": "header line naming the columns",
     "comment": "comment line (# ...)",
     "internal_error": "parser bug; please report the line",
@@ -278,6 +280,7 @@ class LineParser:
     def __init__(self, config: InputConfig) -> None:
         self.config = config
         self._timestamps = config.timestamp != "none"
+        self._json_reader = JsonReader()
         self.header: list[str] | None = None
         self._header_delimiter: str | None = None
         self._header_pending = config.header != "no"
@@ -411,7 +414,7 @@ class LineParser:
 
     def _json(self, text: str, when: float | None, now: float) -> ParsedLine:
         try:
-            doc = json.loads(text)
+            doc = self._json_reader.loads(text)
         except (ValueError, RecursionError):
             return ParsedLine(skipped=["bad_json"])
         out = ParsedLine()
@@ -604,6 +607,44 @@ def _first_of_each(samples: list[Sample], skipped: list[str]) -> list[Sample]:
             seen.add(sample.stream)
             kept.append(sample)
     return kept
+
+
+class JsonReader:
+    """``json.loads`` for one JSON document at a time that keeps every value of a key an
+    object repeats (``json.loads`` keeps the last, and says nothing): a repeated key is a
+    :class:`_Again`, a key of its own that reads as the key, so its leaves are flattened
+    like any others and a name met twice is ``duplicate_name`` (``{"a": 1, "a": 2}``: a=1
+    plays) while objects under one key name their own leaves (``{"a": {"b": 1}, "a":
+    {"c": 2}}``: a.b and a.c). One decoder, made once (a new one per line costs more than
+    the parse)."""
+
+    def __init__(self) -> None:
+        self._decoder = json.JSONDecoder(object_pairs_hook=_object)
+
+    def loads(self, text: str) -> Any:
+        """The document in ``text`` (ValueError or RecursionError if it is not JSON)."""
+        return self._decoder.decode(text)
+
+
+class _Again(str):
+    """A key that its object repeats: equal only to itself (a dict key beside the first),
+    read and formatted as the key."""
+
+    __slots__ = ()
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        out[_Again(key) if key in out else key] = value
+    return out
 
 
 def _flatten(prefix: str, value: object) -> list[tuple[str, Any]]:

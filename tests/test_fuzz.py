@@ -330,11 +330,22 @@ def test_stdin_any_bytes_are_played_or_counted(data: bytes, tmp_path: Path, conf
     check_stdin(data, tmp_path / "input", config, model)
 
 
+class JsonPairs(list[tuple[str, Any]]):
+    """A JSON object as its key-value pairs, a repeated key's included (json.loads would
+    keep its last value only): ``object_pairs_hook=JsonPairs``."""
+
+
+def load_pairs(text: str) -> object:
+    """The JSON document in ``text``, its objects as :class:`JsonPairs`."""
+    return json.loads(text, object_pairs_hook=JsonPairs)
+
+
 def json_leaves(prefix: str | None, node: object) -> Iterator[tuple[str, object]]:
-    """The leaves of a JSON document by dotted path (independent of the parser); the
+    """The leaves of a JSON document (objects as :class:`JsonPairs`: every value of a key
+    an object repeats) by dotted path, in document order (independent of the parser); the
     document itself has the prefix None."""
-    if isinstance(node, dict):
-        for key, value in node.items():
+    if isinstance(node, JsonPairs):
+        for key, value in node:
             yield from json_leaves(key if prefix is None else f"{prefix}.{key}", value)
     elif isinstance(node, list):
         for i, value in enumerate(node):
@@ -395,7 +406,7 @@ def test_stdin_json_fields_are_each_played_or_counted(
             continue
         # as the daemon reads the line: bytes that are not UTF-8 (a raw lone surrogate)
         # become U+FFFD, in names and values alike
-        leaves = list(json_leaves(None, json.loads(line.decode("utf-8", "replace"))))
+        leaves = list(json_leaves(None, load_pairs(line.decode("utf-8", "replace"))))
         if not leaves:
             skipped["no_value"] += 1
         expect_leaves(leaves, "", names, skipped)
@@ -565,7 +576,7 @@ def test_mqtt_json_fields_are_each_played_or_counted(
     max_bytes = PayloadDecoder(mqtt_rig.config).max_bytes
     for payload in payloads:
         # as on stdin: bytes that are not UTF-8 become U+FFFD, in names and values alike
-        leaves = list(json_leaves(None, json.loads(payload.decode("utf-8", "replace"))))
+        leaves = list(json_leaves(None, load_pairs(payload.decode("utf-8", "replace"))))
         if len(payload) > max_bytes:
             skipped["too_large"] += 1
         elif not leaves:

@@ -248,6 +248,11 @@ def test_a_json_payload_that_names_a_stream_twice_keeps_the_first_value() -> Non
     out = decode('{"\\ud800": 1e999, "\\udc00": 2, "b": 3}')
     assert out.items == [Sample("t.\ufffd", 100.0, 2.0), Sample("t.b", 100.0, 3.0)]
     assert out.skipped == ["inf"]
+    # A key one object repeats: its first value (json.loads kept the last, uncounted).
+    out = decode('{"a": 1, "a": 2, "b": {"c": 1}, "b": {"d": 2}}')
+    assert out.items == [Sample("t.a", 100.0, 1.0), Sample("t.b.c", 100.0, 1.0),
+                         Sample("t.b.d", 100.0, 2.0)]
+    assert out.skipped == ["duplicate_name"]
 
 
 def test_limits_and_encoding() -> None:

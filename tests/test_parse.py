@@ -205,6 +205,29 @@ def test_a_name_twice_on_a_line_keeps_its_first_value_and_counts_the_others() ->
     assert "duplicate_name" in REASONS
 
 
+def test_a_key_one_json_object_repeats_keeps_its_first_value() -> None:
+    """json.loads keeps the last value of a repeated key and says nothing: ``{"a": 1,
+    "a": 2}`` played a=2 uncounted, ``{"a": {"b": 1}, "a": {"c": 2}}`` lost a.b without a
+    word (a QA pass, 2026-12-06). Every value of a repeated key is flattened as any other:
+    the first of a name plays, each later one is duplicate_name, one that is no number is
+    skipped for its own reason first (it takes no name), at any depth."""
+    parser = LineParser(InputConfig())
+    out = parser.parse_line('{"a": 1, "a": 2}', NOW)
+    assert [(s.stream, s.value) for s in out.samples] == [("a", 1.0)]
+    assert out.skipped == ["duplicate_name"]
+    out = parser.parse_line('{"a": {"b": 1}, "a": {"c": 2, "b": 5}}', NOW)
+    assert [(s.stream, s.value) for s in out.samples] == [("a.b", 1.0), ("a.c", 2.0)]
+    assert out.skipped == ["duplicate_name"]
+    out = parser.parse_line('{"a": null, "a": 2}', NOW)
+    assert [(s.stream, s.value) for s in out.samples] == [("a", 2.0)]
+    assert out.skipped == ["missing"]
+    out = parser.parse_line('{"x": 1, "x": {"y": 2}, "w": {"v": {"u": 1}, "v": {"u": 9, '
+                            '"t": 8}}, "x": 7}', NOW)
+    assert [(s.stream, s.value) for s in out.samples] == [("x", 1.0), ("x.y", 2.0),
+                                                          ("w.v.u", 1.0), ("w.v.t", 8.0)]
+    assert out.skipped == ["duplicate_name", "duplicate_name"]
+
+
 def test_every_reason_is_documented() -> None:
     assert BENIGN_REASONS.issubset(REASONS)
 

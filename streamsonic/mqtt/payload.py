@@ -34,6 +34,7 @@ from streamsonic.parse import (
     BENIGN_REASONS,
     REPLACEMENT,
     TIME_KEYS,
+    JsonReader,
     LineParser,
     parse_number,
     parse_time_value,
@@ -97,6 +98,7 @@ class PayloadDecoder:
         # topic -> (stream name, the name cleaned for a sample of its own)
         self._names: dict[str, tuple[str, str]] = {}
         self._fast = not play_notes and self.mqtt.payload in ("auto", "number")
+        self._json_reader = JsonReader()
 
     def fast(self, topic: str, payload: bytes | bytearray, now: float) -> Sample | None:
         """The sample of the commonest payload, a bare finite number on a topic whose
@@ -166,7 +168,7 @@ class PayloadDecoder:
 
     def _decode_json(self, base: str, text: str, now: float, out: Decoded) -> None:
         try:
-            doc = json.loads(text)
+            doc = self._json_reader.loads(text)  # (a key an object repeats: every value)
         except (ValueError, RecursionError):
             out.skipped.append("bad_json")
             return
