@@ -516,7 +516,10 @@ class LineParser:
         delimiter = self._delimiter(text)
         if delimiter == " " and '"' not in text:
             return text.split(), delimiter
-        row = next(csv.reader([text], delimiter=delimiter, skipinitialspace=True), [])
+        # (strict: a quote left open or closed mid-field is bad_csv, not a field of its own:
+        # '"unterminated,3' read as the one field 'unterminated,3' passed for a new header)
+        row = next(csv.reader([text], delimiter=delimiter, skipinitialspace=True,
+                              strict=True), [])
         return [f.strip() for f in row], delimiter
 
     def _take_header(self, split: tuple[list[str], str]) -> ParsedLine:

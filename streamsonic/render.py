@@ -109,11 +109,18 @@ def read_table(text: str, columns: list[str] | None, source: str,
     delimiter = _run_delimiter(sample, dialect.delimiter)
     if delimiter != dialect.delimiter:
         dialect = _with_delimiter(dialect, delimiter)
-    reader = csv.reader(io.StringIO(text), dialect)
+    # (strict: a quote left open is an error naming its line, where it took the rest of
+    # the file into one field, its rows lost)
+    reader = csv.reader(io.StringIO(text), dialect, strict=True)
+    rows: list[list[str]] = []
+    start = 1  # the line the next row starts on
     try:
-        rows = [r for r in reader if any(f.strip() for f in r)]
+        for row in reader:
+            if any(f.strip() for f in row):
+                rows.append(row)
+            start = reader.line_num + 1
     except csv.Error as err:
-        raise InputDataError(f"{source} line {reader.line_num}: cannot be read as CSV ({err}); "
+        raise InputDataError(f"{source} line {start}: cannot be read as CSV ({err}); "
                              "check the quoting on that line") from None
     if not rows:
         raise InputDataError(f"{source} has no rows")

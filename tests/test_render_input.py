@@ -255,3 +255,18 @@ def test_decimal_commas_are_read_as_run_reads_them_or_hinted_at() -> None:
     with pytest.raises(InputDataError) as err:
         read_table("a,b\nx,y\n", None, "t.csv")
     assert "decimal" not in str(err.value)
+
+
+def test_a_quote_left_open_is_bad_csv_not_a_header_or_lost_rows() -> None:
+    """'"unterminated,3' on stdin was read as the one field 'unterminated,3', taken for a
+    new header line (ignored.header, the value gone); in a file given to render it took
+    the rest of the file into one field, its rows lost with one not_numeric. Now: run
+    skips the line as bad_csv and plays the rest; render names the line and stops (65)."""
+    parser = LineParser(InputConfig())
+    got = [parser.parse_line(line, 0.0) for line in ("x,y", "1,2", '"unterminated,3', "4,5")]
+    assert got[2].skipped == ["bad_csv"] and not got[2].samples
+    assert [(s.stream, s.value) for s in got[3].samples] == [("x", 4.0), ("y", 5.0)]
+    with pytest.raises(InputDataError, match=r"f\.csv line 3: cannot be read as CSV"):
+        read_table('x,y\n1,2\n"unterminated,3\n4,5\n', None, "f.csv", every=True)
+    table = read_table('x,y\n1,"2"\n"3",4\n', None, "f.csv", every=True)  # quotes closed
+    assert [list(s.values) for s in table] == [[1.0, 3.0], [2.0, 4.0]]
