@@ -274,6 +274,9 @@ class Daemon:
         routed: bool = False,
     ) -> None:
         self.config = config
+        #: The configuration the daemon started with: what a reload cannot change (the
+        #: model, the input's parser) still runs as it says.
+        self.started = config
         self.specs = specs
         self.play_notes = play_notes
         self.config_path = config_path
@@ -626,17 +629,22 @@ class Daemon:
         changed = changed_keys(old, new)
         if not changed:
             return [], []
-        restart = [k for k in changed if k in RESTART_KEYS]
+        # What needs a restart differs from what runs since the start, not from the last
+        # file read (a file that named other weights, then the running ones again, was
+        # warned about twice).
+        started = self.started
+        running = changed_keys(started, new)
+        restart = [k for k in running if k in RESTART_KEYS]
         source = self.source
         network = isinstance(source, Connecting)
         if not network:  # stdin (or a command's own input): its parser is made once
-            restart += [k for k in changed if k.startswith("input.")]
-        if "mqtt.url" in changed and bool(old.mqtt.url) != bool(new.mqtt.url):
+            restart += [k for k in running if k.startswith("input.")]
+        if "mqtt.url" in running and bool(started.mqtt.url) != bool(new.mqtt.url):
             restart.append("mqtt.url (switching between stdin and MQTT)")
-        elif old.mqtt.url and not network:  # an MQTT source behind a wrapper (run --record)
-            restart += [f"{k} (the MQTT source)" for k in changed
+        elif started.mqtt.url and not network:  # an MQTT source behind a wrapper (--record)
+            restart += [f"{k} (the MQTT source)" for k in running
                         if k.startswith("mqtt.") and not _matches(k, MQTT_OUTPUT_KEYS)]
-        if self.fixed_outputs and "output.targets" in changed:
+        if self.fixed_outputs and "output.targets" in running:
             restart.append("output.targets (--output on the command line decides the outputs)")
         routed = [k for k in restart if self.routed and (k == "daemon.workers"
                                                          or k.startswith("input."))]
@@ -689,7 +697,9 @@ class Daemon:
         if new.daemon.log_level != old.daemon.log_level:
             logs.set_level(new.daemon.log_level)
         self.config = new
-        unapplied = {k.split(" ", 1)[0] for k in restart} | set(routed)
+        unapplied = {k.split(" ", 1)[0] for k in restart} | set(routed) | {
+            k for k in changed  # (back to what runs: nothing to apply either)
+            if k in RESTART_KEYS or (not network and k.startswith("input."))}
         applied = [k for k in changed if k not in unapplied
                    and (_matches(k, CONDUCTOR_PREFIXES) or k in LIVE_KEYS
                         or k.startswith(("output.", "audio.", "midi.", "mqtt.", "input.")))]

@@ -394,6 +394,7 @@ class Router:
                  cli_overrides: dict[str, object], fixed_outputs: bool,
                  open_input: Callable[[Config], Source] | None) -> None:
         self.config = config
+        self.started = config  # (what a reload cannot change runs as it says)
         self.specs = specs
         self.config_path = config_path
         self.cli_overrides = cli_overrides
@@ -713,7 +714,7 @@ class Router:
             from streamsonic.daemon import changed_keys  # noqa: PLC0415 - as worker_main does
 
             # (said here, once: the workers leave these out of their own reload lines)
-            restart = [k for k in changed_keys(self.config, new) if k == "daemon.workers"
+            restart = [k for k in changed_keys(self.started, new) if k == "daemon.workers"
                        or (k.startswith("input.") and not isinstance(source, Connecting))]
             if isinstance(source, Connecting):  # its topics, payloads, broker
                 try:  # (checks first: raises having changed nothing)

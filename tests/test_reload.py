@@ -225,6 +225,31 @@ def test_sighup_opens_new_outputs_and_names_what_needs_a_restart(tmp_path: Path)
     assert {(e["stream"], e["channel"]) for e in events} == {("s", events[0]["channel"])}
 
 
+def test_a_setting_back_to_what_runs_needs_no_restart(tmp_path: Path) -> None:
+    """What needs a restart is what differs from what runs, not from the last file read:
+    a file that named other weights (warned), then the running ones again, was warned about
+    a second time (a QA pass, 2026-12-06)."""
+    from tests.test_health import Daemon as Run
+
+    config = tmp_path / "config.toml"
+    config.write_text('[music]\nscale = "major"\n')
+    daemon = Run(["--config", str(config)])
+    try:
+        daemon.wait_log("ready")
+        config.write_text(f'[music]\nscale = "minor"\n[model]\nweights = "{tmp_path}/o.pt"\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log(r"reloaded configuration \(music.scale\)")
+        daemon.wait_log("need a restart.*model.weights")
+        config.write_text('[music]\nscale = "major"\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_until("two reloads", lambda: sum(
+            "reloaded configuration (music.scale)" in line for line in daemon.log) == 2)
+        assert daemon.finish() == 0, "".join(daemon.log)
+    finally:
+        daemon.finish()
+    assert sum("need a restart" in line for line in daemon.log) == 1, "".join(daemon.log)
+
+
 @pytest.mark.slow
 def test_failed_reload_changes_no_file_and_a_retuned_file_output_keeps_its_file(
         tmp_path: Path) -> None:
