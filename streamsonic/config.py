@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import select
+import stat
 import tomllib
 import types
 import typing
@@ -556,12 +558,43 @@ class _Origin:
         return f"{self.name} ({option})" if option else self.name
 
 
+#: Seconds a config file that is a FIFO may take to be written to (a process substitution,
+#: ``--config <(...)``, writes at once; a FIFO nobody writes to hung the command for good).
+FIFO_WAIT = 10.0
+
+
+def _read_head(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``; a FIFO is opened without waiting for a writer
+    and given up (ConfigError) when none writes within FIFO_WAIT."""
+    if not stat.S_ISFIFO(path.stat().st_mode):
+        with path.open("rb") as fh:
+            return fh.read(limit)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        poll = select.poll()
+        poll.register(fd, select.POLLIN | select.POLLHUP)
+        if not poll.poll(FIFO_WAIT * 1000):
+            raise ConfigError(f"config file {path} is a FIFO that no process wrote to in "
+                              f"{FIFO_WAIT:g} s; give the config file itself")
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The TOML tables of ``path``; every way it can be unusable is a ``ConfigError``."""
     origin = str(path)
     try:
-        with Path(path).open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        raw = _read_head(Path(path), MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"config file {origin} does not exist; name an existing one ('streamsonic info "
@@ -573,11 +606,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {origin} is larger than {MAX_CONFIG_BYTES} bytes; "
                           "is it the right file?")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # (a BOM, as editors may write)
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         raise ConfigError(f"config file {origin} is not UTF-8 text (byte {raw[err.start]:#04x} "
                           f"on line {line}); save it as UTF-8") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ConfigError(f"config file {origin} holds a NUL byte (on line {line}): it is no "
+                          "text file; is it the right file?")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

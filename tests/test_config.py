@@ -198,3 +198,51 @@ def test_precedence_config_flag_env_xdg(tmp_path: Path, no_ambient_config: Path,
 def test_defaults_without_any_file(no_ambient_config: Path) -> None:
     assert find_config_file(None) is None
     assert config_from(parse_run_args(), MUSIC_OPTIONS) == Config()
+
+
+def test_a_config_file_with_a_bom_a_nul_or_as_a_fifo(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A QA pass (2026-12-06): a byte order mark (as Windows editors write) gave "Invalid
+    statement (at line 1, column 1)", a NUL byte "Invalid statement (at line 3...)", and a
+    FIFO nobody writes to (check-config f.toml) hung for good."""
+    import threading
+
+    from streamsonic import config as config_module
+    from streamsonic.config import read_config_file
+
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b'\xef\xbb\xbf[music]\nscale = "minor"\n')
+    assert read_config_file(bom) == {"music": {"scale": "minor"}}
+    nul = tmp_path / "nul.toml"
+    nul.write_bytes(b'[music]\nscale = "minor"\n\x00\n')
+    with pytest.raises(ConfigError, match=r"NUL byte \(on line 3\)"):
+        read_config_file(nul)
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(config_module, "FIFO_WAIT", 0.2)
+    failed: list[BaseException] = []
+
+    def read_alone() -> None:
+        try:
+            read_config_file(fifo)
+        except BaseException as err:  # (what it raised is the result)
+            failed.append(err)
+    reader = threading.Thread(target=read_alone, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # (hung in open(): a writer that comes lets it go)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO that nobody writes to hung")
+    assert len(failed) == 1 and isinstance(failed[0], ConfigError), failed
+    assert "FIFO that no process wrote to" in str(failed[0])
+
+    def write() -> None:
+        with fifo.open("w") as fh:
+            fh.write('[music]\nkey = "D"\n')
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        monkeypatch.setattr(config_module, "FIFO_WAIT", 10.0)
+        assert read_config_file(fifo) == {"music": {"key": "D"}}
+    finally:
+        writer.join(timeout=10)
