@@ -73,10 +73,10 @@ class Recorder:
         self.samples = 0  # samples recorded: their lines written to the file
         self.lost = 0  # samples not recorded: their lines lost to a write that failed
         self.failed: OutputWriteError | None = None
-        self.files: list[Path] = []
+        self._outs: list[OutputFile] = []  # the files started, in order
         self._series = FileSeries(pattern, "record file")
         self._file: OutputFile | None = self._series.open()  # fails now (exit 69), not later
-        self.files.append(self._file.path)
+        self._outs.append(self._file)
         if self._file.in_place:  # a device or FIFO: one file, never rotated
             self._series_rotates = False
         else:
@@ -87,6 +87,12 @@ class Recorder:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._anchor: tuple[float, float] | None = None  # (wall clock, loop clock) at start
         self._file_start: float | None = None  # arrival of the current file's first line
+
+    @property
+    def files(self) -> list[Path]:
+        """The files written, in order, under their names now (one kept aside since, by the
+        next file at its name or by another process, as ``NAME-N.jsonl``)."""
+        return [out.final_path() for out in self._outs]
 
     def arrival(self) -> float:
         """Now, as an arrival time: epoch seconds that advance with the loop's clock."""
@@ -175,7 +181,7 @@ class Recorder:
             log.info("record: wrote %s, next file from here", self._file.path)
             started = datetime.fromtimestamp(start, UTC) if start is not None else None
             self._file = self._series.open(started)
-            self.files.append(self._file.path)
+            self._outs.append(self._file)
         except OutputWriteError as err:
             self._fail(err)
             return
@@ -197,9 +203,19 @@ class Recorder:
             except OutputWriteError as err:
                 self._fail(err)
                 return
-            log.info("recorded %d samples to %s", self.samples,
-                     ", ".join(str(p) for p in self.files[-3:]))
+            log.info("recorded %d samples to %s", self.samples, _names(self.files))
             self._file = None
+
+
+#: Files named one by one in the log line that ends a recording; more are counted, with the
+#: first and the last named.
+_NAMED_FILES = 4
+
+
+def _names(files: list[Path]) -> str:
+    if len(files) <= _NAMED_FILES:
+        return ", ".join(str(path) for path in files)
+    return f"{len(files)} files, {files[0]} ... {files[-1]}"
 
 
 #: The members of a source that the daemon finds through ``isinstance`` with a protocol

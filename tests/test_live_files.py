@@ -245,6 +245,32 @@ def test_series_names_and_keeps_earlier_files(tmp_path: Path) -> None:
     assert out.kept is None and empty.read_bytes() == b"x"
 
 
+def test_two_writers_of_one_name_never_share_a_file(tmp_path: Path) -> None:
+    """Two daemons that start a file of the same name at once (``{start}`` in the same
+    second): the second finds the first one's new file still empty, and keeps it aside like
+    one that holds data; it used to write into it too, both from offset 0 (data lost)."""
+    started = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
+    pattern = tmp_path / "st-{start}.jsonl"
+    first = FileSeries(pattern, "record file").open(started)
+    second = FileSeries(pattern, "record file").open(started)
+    first.append(b"1\n2\n")
+    first.readable()
+    second.append(b"3\n")
+    second.readable()
+    first.commit()
+    second.commit()
+    path = tmp_path / "st-20250314T093000Z.jsonl"
+    assert second.final_path() == path and path.read_bytes() == b"3\n"
+    assert first.final_path() == tmp_path / "st-20250314T093000Z-1.jsonl"
+    assert first.final_path().read_bytes() == b"1\n2\n"
+    assert sorted(tmp_path.iterdir()) == [first.final_path(), path]
+    # an empty file that no writer holds is still simply used
+    (tmp_path / "free.jsonl").touch()
+    fourth = OutputFile(tmp_path / "free.jsonl", live=True)
+    assert fourth.kept is None and fourth.final_path() == tmp_path / "free.jsonl"
+    fourth.commit()
+
+
 def test_live_write_error_keeps_what_was_readable(full_fs: Path) -> None:  # noqa: F811
     path = full_fs / "x.mid"
     out = OutputFile(path, "MIDI file", live=True)
@@ -345,6 +371,34 @@ def daemons() -> Iterator[list[Daemon]]:
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+def test_two_daemons_on_one_file_name_write_two_files(tmp_path: Path,
+                                                      daemons: list[Daemon]) -> None:
+    """A second daemon writing the name of a running one's file keeps that file aside, as
+    NAME-1, and each daemon names the file it really wrote (the first one named PATH,
+    where the second one's file is). A MIDI file holds its header from the start: the
+    moment it is still empty is the two-writer test's above."""
+    mid = tmp_path / "same.mid"
+    slow = ["--output", f"file:{mid}", "--set", "output.flush_interval=60"]
+    first = Daemon(slow, tmp_path / "first.log")
+    daemons.append(first)
+    first.note("1")  # the file starts at the first note
+    deadline = time.monotonic() + 60
+    while not mid.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    second = Daemon(slow, tmp_path / "second.log")
+    daemons.append(second)
+    second.note("9")
+    assert second.stop() == 0
+    first.note("5")
+    assert first.stop() == 0
+    aside = tmp_path / "same-1.mid"
+    assert sorted(tmp_path.glob("*.mid")) == [aside, mid]
+    assert len(onsets(mid)) == 1 and len(onsets(aside)) == 2
+    assert f"wrote {aside} (" in first.log.read_text()
+    assert f"wrote {mid} (" in second.log.read_text()
 
 
 def test_sigkill_leaves_valid_midi_and_wav(tmp_path: Path, daemons: list[Daemon]) -> None:

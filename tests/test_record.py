@@ -229,6 +229,37 @@ def test_sigkill_leaves_whole_lines_up_to_the_last_flush(tmp_path: Path, env: di
     assert values == [float(i) for i in range(200)]
 
 
+def test_two_runs_recording_one_name_never_share_a_file(
+        tmp_path: Path, env: dict[str, str], random_pitch_checkpoint: Path) -> None:
+    """A second run recording to the name a running one has just started (its file still
+    empty: nothing flushed yet) keeps that file aside; it used to write into it too, and the
+    first run's lines then overwrote its line (a sample lost, both exiting 0)."""
+    rec = tmp_path / "same.jsonl"
+    args = [*EXE, "run", "--output", "events", "--weights", str(random_pitch_checkpoint),
+            "--device", "cpu", "--record", str(rec), "--set", "output.flush_interval=60"]
+    first = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not rec.exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = subprocess.run(args, input=b"3\n", capture_output=True, timeout=180,
+                                check=False, env=env)
+        assert second.returncode == 0, second.stderr
+        _, err = first.communicate(b"1\n2\n", timeout=180)
+        assert first.returncode == 0, err
+    finally:
+        first.kill()
+        first.wait()
+    aside = tmp_path / "same-1.jsonl"
+    assert sorted(tmp_path.glob("same*.jsonl")) == [aside, rec]
+    assert [json.loads(line)["value"] for line in rec.read_text().splitlines()] == [3.0]
+    assert [json.loads(line)["value"] for line in aside.read_text().splitlines()] == [1.0, 2.0]
+    assert f"recorded 1 samples to {rec}\n" in second.stderr.decode()
+    assert f"recorded 2 samples to {aside}\n" in err.decode()
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 def test_replay_skips_malformed_lines_and_refuses_missing_files(
@@ -418,6 +449,48 @@ def test_recorder_flush_delay_is_bounded(tmp_path: Path) -> None:
     finally:
         loop.close()
     assert sizes[0] == 0 and sizes[1] == 0 and sizes[2] > 0
+
+
+def _record_every_tenth_second(pattern: Path, count: int,
+                               caplog: pytest.LogCaptureFixture) -> tuple[list[Path], str]:
+    """Record ``count`` samples 0.1 s apart with files of 1 s: the files, and the log line
+    that ends the recording."""
+    loop = VirtualTimeLoop()
+    try:
+        async def go() -> list[Path]:
+            recorder = Recorder(str(pattern), OutputConfig(rotate_seconds=1.0))
+            for i in range(count):
+                recorder.record(Sample("a", float(i), float(i)))
+                await asyncio.sleep(0.1)
+            recorder.close()
+            return recorder.files
+
+        with caplog.at_level("INFO", logger="streamsonic.record"):
+            files = loop.run_until_complete(go())
+    finally:
+        loop.close()
+    ended = [r.getMessage() for r in caplog.records if r.getMessage().startswith("recorded")]
+    caplog.clear()
+    return files, ended[-1]
+
+
+def test_the_last_log_line_names_the_files_as_they_are_named_now(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every file (or, when many, their count and the first and the last), under its final
+    name: a plain name's earlier parts are kept aside as NAME-N; it used to name only the
+    last three files, by their names before that."""
+    files, line = _record_every_tenth_second(tmp_path / "rot-{n}.jsonl", 40, caplog)
+    names = [tmp_path / f"rot-{n}.jsonl" for n in (1, 2, 3, 4)]
+    assert files == names and sorted(tmp_path.iterdir()) == names
+    assert line == f"recorded 40 samples to {', '.join(map(str, names))}"
+    plain = tmp_path / "plain" / "plainrot.jsonl"
+    plain.parent.mkdir()
+    files, line = _record_every_tenth_second(plain, 60, caplog)
+    names = [plain.with_name(f"plainrot-{n}.jsonl") for n in (1, 2, 3, 4, 5)] + [plain]
+    assert files == names and sorted(plain.parent.iterdir()) == sorted(names)
+    assert [json.loads(f.read_text().splitlines()[0])["value"] for f in files] == \
+        [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+    assert line == f"recorded 60 samples to 6 files, {names[0]} ... {plain}"
 
 
 def _note(seen: list[tuple[str, float]], name: str, loop: asyncio.AbstractEventLoop,

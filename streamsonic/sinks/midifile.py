@@ -344,7 +344,7 @@ class MidiFileSink(Sink):
         except BaseException:
             self._out.discard()
             raise
-        log.info("wrote %s (%d messages%s)", self.files[-1], self.messages,
+        log.info("wrote %s (%d messages%s)", self._out.final_path(), self.messages,
                  f" in {self.file_count} files" if self.file_count > 1 else "")
 
 

@@ -11,8 +11,12 @@ errors such as a missing folder or a read-only directory surface before any data
   comes; the format's writer patches its header (``patch``) and marks the file readable
   (``readable``) at each flush, so a killed process leaves a valid file. An earlier file that
   holds data is never written over: it is first renamed to ``NAME-1.EXT`` (the first free
-  number), so ``PATH`` is always the newest file. A failed write keeps what was readable at the
-  last flush (the file is cut back to it).
+  number), so ``PATH`` is always the newest file; the new file is then created exclusively
+  (``O_EXCL``). While it is written it holds an exclusive advisory lock (``flock``), so an
+  empty file at ``PATH`` is used only when no other process holds it: another daemon's new
+  file, still empty, is kept aside like one that holds data, and two processes never write
+  one file. :meth:`OutputFile.final_path` says where a file went once it was kept aside. A
+  failed write keeps what was readable at the last flush (the file is cut back to it).
 * a symlink: the same, at the symlink's final target (the link itself stays a link).
 * anything else that exists (a device such as ``/dev/null`` or ``/dev/stdout``, a FIFO):
   it is opened and written in place; it is never replaced by a regular file. One that cannot
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import itertools
 import logging
 import os
@@ -95,6 +100,21 @@ def keep_aside(target: Path, first: int = 1) -> Path:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _lock(fd: int) -> bool | None:
+    """Take the exclusive advisory lock that a ``run`` file holds while it is written (it
+    goes with the descriptor). True: taken; False: another open file holds it (another
+    process writes this file); None: the file system has no such locks. Raises OSError."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as err:
+        if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            return None
+        raise
+    return True
+
+
 def _open_fifo(path: Path) -> BinaryIO | None:
     """Open the FIFO at ``path`` for writing without waiting: None while no process has it open
     for reading (a plain open() would block until one does). Raises OSError."""
@@ -144,6 +164,8 @@ class OutputFile:
         self.live = live
         #: Where an earlier file at this name was moved (``run`` only), else None.
         self.kept: Path | None = None
+        #: (device, inode) of the file written at ``path`` (``run``, a regular file), else None
+        self._ident: tuple[int, int] | None = None
         target = self.path.resolve() if self.path.is_symlink() else self.path
         try:
             st = self.path.stat()  # follows symlinks: what would be written
@@ -202,18 +224,70 @@ class OutputFile:
 
     def _open_live(self, target: Path, st: os.stat_result | None, aside_from: int) -> BinaryIO:
         flags = os.O_WRONLY | os.O_CLOEXEC
+        fd = None
         if st is not None and st.st_size == 0:  # empty (`touch`, a shell's `>`): nothing to keep
-            with contextlib.suppress(FileNotFoundError):
-                return os.fdopen(os.open(target, flags), "wb", buffering=0)
+            fd = self._take_empty(target, flags)
         for _ in range(100):
+            if fd is not None:
+                break
             if target.exists():
                 self.kept = keep_aside(target, aside_from)
             try:
-                return os.fdopen(os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o666), "wb",
-                                 buffering=0)
+                fd = os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:  # another process made it meanwhile: keep that one too
                 continue
-        raise OSError(errno.EEXIST, "the name is taken again and again")
+            if _lock(fd) is False:
+                # Another process took our new, still empty file as one to use (it locked it
+                # first): it is theirs now; keep it aside too and make another.
+                os.close(fd)
+                fd = None
+        if fd is None:
+            raise OSError(errno.EEXIST, "the name is taken again and again")
+        st = os.fstat(fd)
+        self._ident = (st.st_dev, st.st_ino)
+        return os.fdopen(fd, "wb", buffering=0)
+
+    @staticmethod
+    def _take_empty(target: Path, flags: int) -> int | None:
+        """The descriptor of the empty file at ``target``, opened and locked, when no other
+        process writes it (else None: it is kept aside as a file that holds data is).
+        Raises OSError (a file we may not write)."""
+        try:
+            fd = os.open(target, flags)
+        except FileNotFoundError:
+            return None
+        try:
+            if _lock(fd):  # (None, no locks here: it could be another daemon's new file)
+                st, now = os.fstat(fd), target.stat()
+                if st.st_size == 0 and (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                    return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return None
+
+    def final_path(self) -> Path:
+        """Where the file is now: ``path``, or, for a ``run`` file kept aside since (by this
+        output's next file at the same name, or by another process), its ``NAME-N.EXT``.
+        ``path`` when it cannot be found."""
+        if self._ident is None:
+            return self.path
+        with contextlib.suppress(OSError):
+            st = self.target.stat()
+            if (st.st_dev, st.st_ino) == self._ident:
+                return self.path
+        folder, stem, suffix = self.target.parent, self.target.stem + "-", self.target.suffix
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if not (name.startswith(stem) and name.endswith(suffix)
+                        and name[len(stem):len(name) - len(suffix)].isdigit()):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if (st.st_dev, st.st_ino) == self._ident:
+                    return folder / name
+        return self.path
 
     # -- writing --------------------------------------------------------------------------
     def append(self, data: bytes | bytearray | memoryview) -> None:

@@ -259,7 +259,7 @@ class WavSink(Sink):
             raise
         finally:
             self.synth.delete()
-        log.info("%s: wrote %s (%.1f s of audio%s)", self.name, self.files[-1],
+        log.info("%s: wrote %s (%.1f s of audio%s)", self.name, self._out.final_path(),
                  self.frames / self.sample_rate,
                  f" in {self.file_count} files" if self.file_count > 1 else "")
 
