@@ -377,8 +377,33 @@ class ReplaySource:
     def __aiter__(self) -> AsyncIterator[Sample]:
         return self._samples()
 
+    def _in_time_order(self) -> list[str]:
+        """The recordings by the arrival of their first sample (a stable sort: a file with
+        none comes last, files that start together keep their order), so rotated files
+        play in the order they were written whatever order they are named in (a shell sorts
+        ``NAME-10`` before ``NAME-2``, and the newest, ``NAME``, after both); logged when it
+        is not the order given. Raises NoInputError."""
+        firsts = [self._first_arrival(path) for path in self.paths]
+        order = sorted(range(len(self.paths)), key=lambda i: firsts[i])
+        paths = [self.paths[i] for i in order]
+        if paths != self.paths:
+            log.info("replay: playing the recordings in the order of their first arrivals, "
+                     "not as given: %s", ", ".join(paths))
+        return paths
+
+    def _first_arrival(self, path: str) -> float:
+        """The arrival of ``path``'s first recorded sample; infinity when it holds none."""
+        try:
+            with Path(path).open("rb") as file:
+                for line in self._lines(file):
+                    if (record := read_record(line)) is not None:
+                        return record[1]
+        except OSError as err:
+            raise NoInputError(f"cannot read recording {path}: {err.strerror}") from None
+        return math.inf
+
     def _records(self) -> Iterator[tuple[Sample, float]]:
-        for path in self.paths:
+        for path in self._in_time_order():
             try:
                 self._file = Path(path).open("rb")  # noqa: SIM115 - closed below or at exit
             except OSError as err:

@@ -531,6 +531,45 @@ def test_replay_source_counts(tmp_path: Path) -> None:
     assert source.stats == {"records": 2, "samples": 2}
 
 
+def test_replay_plays_rotated_files_in_time_order_whatever_the_order_given(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A plain name rotated 12 times leaves rb-1 .. rb-11 and the newest at rb.jsonl; the
+    shell's rb*.jsonl gives rb-1, rb-10, rb-11, rb-2, ... rb.jsonl. The replay orders them by
+    their first arrivals (one line says so): every sample in order, no backward arrival;
+    it used to play them as given, each jump back a break without its gap."""
+    names = [f"rb-{n}.jsonl" for n in range(1, 12)] + ["rb.jsonl"]
+    for part, name in enumerate(names):
+        (tmp_path / name).write_text("not a sample\n")  # (the first valid line counts)
+        with (tmp_path / name).open("a") as file:
+            file.write("".join(json.dumps({"stream": "a", "time": t, "value": t,
+                                           "arrival": t}) + "\n"
+                               for t in (part * 10.0, part * 10.0 + 5.0)))
+    given = sorted(str(p) for p in tmp_path.glob("rb*.jsonl"))
+    assert given[1].endswith("rb-10.jsonl")
+    source = ReplaySource.open(given)
+    loop = VirtualTimeLoop()
+    try:
+        async def go() -> tuple[list[Sample], float]:
+            start = asyncio.get_running_loop().time()
+            async with source:
+                got = [s async for s in source]
+            return got, asyncio.get_running_loop().time() - start
+
+        with caplog.at_level("INFO", logger="streamsonic.record"):
+            got, took = loop.run_until_complete(go())
+    finally:
+        loop.close()
+    assert [s.value for s in got] == [t for part in range(12) for t in (part * 10.0,
+                                                                         part * 10.0 + 5.0)]
+    assert "gaps" not in source.stats and took == pytest.approx(115.0)
+    ordered = ", ".join(str(tmp_path / name) for name in names)
+    assert f"playing the recordings in the order of their first arrivals, not as given: " \
+        f"{ordered}" in caplog.text
+    caplog.clear()
+    in_order = ReplaySource.open([str(tmp_path / name) for name in names])
+    assert in_order._in_time_order() == in_order.paths and not caplog.text
+
+
 def test_recording_source_is_the_source_it_wraps(tmp_path: Path) -> None:
     """The daemon asks the source for receipts (MQTT acknowledgements), its connection and
     reconfiguration; through the recorder it gets the wrapped source's answers."""

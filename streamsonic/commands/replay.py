@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 DESCRIPTION = """\
 Play a recording made with 'streamsonic run --record FILE' again, through the same engine
 as 'run', with the samples arriving with their original gaps: with the same config and
---seed the notes are the same as in the recorded run. Rotated recordings are played one
-after another in the order given.
+--seed the notes are the same as in the recorded run. Several recordings (rotated files)
+are played one after another in the order of their first samples' arrivals, whatever
+order they are named in (a shell sorts session-10 before session-2).
 
   --speed X   X times as fast (0.5: half as fast); audio and MIDI outputs play along
   --fast      as fast as it can be computed, on a virtual clock: the engine sees exactly
@@ -44,7 +45,8 @@ REAL_TIME_KINDS = ("audio", "midi", "midi-virtual")
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the replay options."""
     parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="recording(s) written by 'run --record', played in this order")
+                        help="recording(s) written by 'run --record', played in the order of "
+                             "their first arrivals")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, metavar="X",
                       help="play X times as fast as recorded (0.001..1000; default 1)")
