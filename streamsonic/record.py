@@ -329,7 +329,7 @@ def read_record(line: bytes) -> tuple[Sample, float] | None:
     if not isinstance(data, dict) or any(k not in data for k in KEYS):
         return None
     stream, when, value, arrival = (data[k] for k in KEYS)
-    if not isinstance(stream, str) or not stream:
+    if not isinstance(stream, str):  # ("" is a name: a JSON key "" is a stream run records)
         return None
     numbers = (when, value, arrival)
     if any(isinstance(x, bool) or not isinstance(x, int | float) for x in numbers):

@@ -269,7 +269,7 @@ def test_replay_skips_malformed_lines_and_refuses_missing_files(
             for v in (1.0, 2.0)]
     rec.write_text("\n".join([good[0], "not json", '{"stream": "a"}', "[1, 2]",
                               '{"stream": "a", "time": 1, "value": "x", "arrival": 2}',
-                              '{"stream": "", "time": 1, "value": 1, "arrival": 2}',
+                              '{"stream": 5, "time": 1, "value": 1, "arrival": 2}',
                               good[1], '{"stream": "a", "time": 1, "val']))  # cut by a kill
     res = cli(["replay", str(rec), "--fast", "--output", "events", "--weights",
                str(random_pitch_checkpoint)], env)
@@ -420,6 +420,24 @@ def test_recorded_counts_only_the_lines_written(tmp_path: Path, env: dict[str, s
 
 
 # -- the pieces ----------------------------------------------------------------------------
+
+def test_every_stream_name_run_records_replays(tmp_path: Path, env: dict[str, str],
+                                               random_pitch_checkpoint: Path) -> None:
+    """The empty name (a JSON key "") is a stream that run plays and records; the replay
+    used to skip its lines as not recorded samples."""
+    rec = tmp_path / "w.jsonl"
+    common = ["--output", "events", *EVERY, "--weights", str(random_pitch_checkpoint)]
+    original = cli(["run", *common, "--record", str(rec)], env, '{"":1,"a":2}\n{"":3}\n')
+    assert original.returncode == 0, original.stderr
+    assert [json.loads(line)["stream"] for line in rec.read_text().splitlines()] == \
+        ["", "a", ""]
+    replay = cli(["replay", str(rec), *common, "--fast"], env)
+    assert replay.returncode == 0, replay.stderr
+    assert "skipped" not in replay.stderr and "malformed" not in replay.stderr
+    assert by_stream(events(replay.stdout)) == by_stream(events(original.stdout))
+    assert read_record(b'{"stream":"","time":1,"value":2,"arrival":3}') == \
+        (Sample("", 1.0, 2.0), 3.0)
+
 
 def test_read_record_round_trips_exact_floats() -> None:
     line = json.dumps({"stream": "é", "time": 0.1 + 0.2, "value": 1e-300, "arrival": 5})
