@@ -104,6 +104,7 @@ class StdinSource:
         # Samples of the batch being yielded that are still to come (the loop's thread).
         self._left = 0
         self._putting = False  # the reader waits in _put (guarded by _cond)
+        self._busy = False  # the reader parses and counts what it read (guarded by _cond)
 
     @classmethod
     def from_config(cls, config: Config) -> StdinSource:
@@ -160,7 +161,9 @@ class StdinSource:
             self._cond.notify_all()
             # a reader waiting for room counts its samples as unread now, not after the
             # stop's last line (it wakes at once; the wait is bounded all the same)
-            self._cond.wait_for(lambda: not self._putting, timeout=0.5)
+            # (and one parsing what it had read counts it first: the counts logged below
+            # and in the daemon's stopped: line are then the same, final ones)
+            self._cond.wait_for(lambda: not (self._putting or self._busy), timeout=0.5)
             unread = len(self._pending) + self._left
             self._pending, self._pending_lines, self._left = [], 0, 0
         if unread:
@@ -287,56 +290,81 @@ class StdinSource:
             data = read(READ_BYTES)
             if not data:
                 break
-            now = time.time()
-            if after_cr and data.startswith(b"\n"):
-                data = data[1:]
-            after_cr = data.endswith(b"\r")
-            if b"\r" in data:
-                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            pieces = data.split(b"\n")
-            tail = pieces.pop()
-            lines = pieces
-            if pieces:  # the partial line ends here
-                if discarding:
-                    discarding = False
-                    lines = pieces[1:]
-                elif partial:
-                    partial.append(pieces[0])
-                    pieces[0] = b"".join(partial)
-                partial, held = [], 0
-            samples: list[Sample] = []
-            for line in lines:
-                lineno += 1
-                if len(line) > limit:
-                    parsed = ParsedLine(skipped=["too_long"])
-                else:
-                    parsed = parse(line, now)
-                    if parsed.samples:
-                        samples.extend(parsed.samples)
-                        if not parsed.skipped:
-                            continue
-                self._account(parsed, lineno, line)
-            if not discarding and tail:
-                held += len(tail)
-                if held > limit:
+            if not self._begin_chunk():
+                return False
+            try:
+                now = time.time()
+                if after_cr and data.startswith(b"\n"):
+                    data = data[1:]
+                after_cr = data.endswith(b"\r")
+                if b"\r" in data:
+                    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                pieces = data.split(b"\n")
+                tail = pieces.pop()
+                lines = pieces
+                if pieces:  # the partial line ends here
+                    if discarding:
+                        discarding = False
+                        lines = pieces[1:]
+                    elif partial:
+                        partial.append(pieces[0])
+                        pieces[0] = b"".join(partial)
+                    partial, held = [], 0
+                samples: list[Sample] = []
+                for line in lines:
                     lineno += 1
-                    self._counters.add("lines")
-                    head = b"".join(partial)[:60] + tail[:60]
-                    self._account(ParsedLine(skipped=["too_long"]), lineno, head)
-                    partial, held, discarding = [], 0, True
-                else:
-                    partial.append(tail)
-            self._counters.add("lines", len(lines))
-            if samples and not self._put(samples, len(lines)):
-                return False
+                    if len(line) > limit:
+                        parsed = ParsedLine(skipped=["too_long"])
+                    else:
+                        parsed = parse(line, now)
+                        if parsed.samples:
+                            samples.extend(parsed.samples)
+                            if not parsed.skipped:
+                                continue
+                    self._account(parsed, lineno, line)
+                if not discarding and tail:
+                    held += len(tail)
+                    if held > limit:
+                        lineno += 1
+                        self._counters.add("lines")
+                        head = b"".join(partial)[:60] + tail[:60]
+                        self._account(ParsedLine(skipped=["too_long"]), lineno, head)
+                        partial, held, discarding = [], 0, True
+                    else:
+                        partial.append(tail)
+                self._counters.add("lines", len(lines))
+                if samples and not self._put(samples, len(lines)):
+                    return False
+            finally:
+                self._end_chunk()
         if partial and not discarding:  # the last line, without a newline
-            line = b"".join(partial)
-            parsed = parse(line, time.time())
-            self._counters.add("lines")
-            self._account(parsed, lineno + 1, line)
-            if parsed.samples and not self._put(parsed.samples):
+            if not self._begin_chunk():
                 return False
+            try:
+                line = b"".join(partial)
+                parsed = parse(line, time.time())
+                self._counters.add("lines")
+                self._account(parsed, lineno + 1, line)
+                if parsed.samples and not self._put(parsed.samples):
+                    return False
+            finally:
+                self._end_chunk()
         return True
+
+    def _begin_chunk(self) -> bool:
+        """The reader starts on what it has read (parsing, counting, handing over): marked,
+        so that a stop waits for it and the counts it logs are final. False when the source
+        was closed meanwhile: what was read is dropped, not parsed nor counted."""
+        with self._cond:
+            if self._stop.is_set():
+                return False
+            self._busy = True
+            return True
+
+    def _end_chunk(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
 
     def _read_line_by_line(self, stream: BinaryIO) -> bool:
         """A stream without ``read1``: its bounded ``readline`` is the read (what has
