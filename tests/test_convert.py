@@ -3,6 +3,7 @@ write that fails leaves no partial file (README: exit statuses, Training)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from streamsonic.cli import main as cli_main
+from streamsonic.model.arrays import load_arrays
+from streamsonic.model.checkpoint import load_checkpoint
 from tests.test_train import limited_writes, listing
 
 
@@ -58,3 +61,52 @@ def test_convert_write_failure_keeps_the_old_file_and_exits_74(checkpoint: Path,
     assert res.stderr == (f"streamsonic: error: cannot write weights file {out}: File too "
                           f"large; {out} was left as it was\n")
     assert listing(out_dir) == {"x.npz": b"the previous weights"}
+
+
+@pytest.mark.parametrize("how", ["-o a symlink to it", "the default .npz a symlink to it",
+                                 "-o a hard link to it"])
+def test_convert_refuses_an_output_that_is_its_checkpoint(how: str, checkpoint: Path,
+                                                          capsys: pytest.CaptureFixture[str]):
+    """Was: "wrote link.npz", exit 0, and the checkpoint behind the link replaced by the
+    .npz's bytes (the .pt lost). Refused before anything is read or written, exit 64."""
+    before = checkpoint.read_bytes()
+    out = checkpoint.with_name("link.npz")
+    if how == "the default .npz a symlink to it":
+        out = checkpoint.with_suffix(".npz")  # ok.npz -> ok.pt
+    if "hard link" in how:
+        out.hardlink_to(checkpoint)
+    else:
+        out.symlink_to(checkpoint.name)
+    argv = ["convert", str(checkpoint)] + ([] if "default" in how else ["-o", str(out)])
+    status = cli_main(argv)
+    err = capsys.readouterr().err
+    assert status == 64, err
+    kind = "hard link" if "hard link" in how else "symlink"
+    where = (f"{out} (where its .npz goes by default)" if "default" in how else f"-o {out}")
+    fix = f"remove {out} or give -o another name" if "default" in how else "give -o another name"
+    assert err == (f"streamsonic: error: {where} is the checkpoint {checkpoint} itself (a "
+                   f"{kind} to it): writing it would replace the checkpoint; {fix}\n")
+    assert checkpoint.read_bytes() == before
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == sorted(["ok.pt", out.name])
+    assert out.is_symlink() == (kind == "symlink")
+
+
+def test_convert_replaces_a_symlink_at_its_output_never_writes_through_it(
+        checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A symlink at the output's name that leads to another file (here another checkpoint):
+    the link is replaced by the .npz, what it led to is left as it was. Was: written
+    through, the other checkpoint replaced by the .npz's bytes."""
+    other = tmp_path / "other.pt"
+    other.write_bytes(checkpoint.read_bytes() + b"another")
+    out = checkpoint.with_suffix(".npz")
+    out.symlink_to(other)
+    assert cli_main(["convert", str(checkpoint)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"wrote {out} (pitch model, ")
+    assert printed.endswith(f"; it replaces a symlink to {other}, left as it was\n")
+    assert not out.is_symlink() and out.is_file()
+    assert other.read_bytes() == checkpoint.read_bytes() + b"another"
+    assert load_arrays(out).weights_sha256 == load_checkpoint(checkpoint).weights_sha256
+    mask = os.umask(0)
+    os.umask(mask)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~mask)  # a new file's, not the link's

@@ -32,6 +32,7 @@ import io
 import itertools
 import json
 import math
+import os
 import re
 import zipfile
 from collections.abc import Mapping
@@ -42,8 +43,8 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from streamsonic.errors import CheckpointError
-from streamsonic.model.files import check_writable, interrupts_held, write_whole
+from streamsonic.errors import CheckpointError, UsageError
+from streamsonic.model.files import check_writable, interrupts_held, same_file, write_whole
 
 if TYPE_CHECKING:
     from streamsonic.model.checkpoint import Checkpoint
@@ -267,9 +268,9 @@ def arrays_path(checkpoint: str | Path) -> Path:
 
 
 def save_arrays(path: str | Path, ckpt: Checkpoint | ArrayCheckpoint,
-                source_sha256: str | None = None) -> Path:
+                source_sha256: str | None = None, follow: bool = True) -> Path:
     """Write ``ckpt`` as a ``.npz`` atomically (temp file + rename); ``source_sha256`` names
-    the ``.pt`` file it comes from."""
+    the ``.pt`` file it comes from; ``follow``: as :func:`write_whole` takes it."""
     from streamsonic.model.checkpoint import plain  # noqa: PLC0415 - metadata made plain
 
     target = Path(path)
@@ -286,19 +287,33 @@ def save_arrays(path: str | Path, ckpt: Checkpoint | ArrayCheckpoint,
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **{META_KEY: np.array(json.dumps(header))}, **arrays)
     with interrupts_held():
-        return write_whole(target, buffer.getbuffer(), "weights file")
+        return write_whole(target, buffer.getbuffer(), "weights file", follow)
 
 
 def convert(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     """Write the ``.npz`` of a ``.pt`` checkpoint (checked as :func:`load_checkpoint` checks
-    it) beside it, or at ``out``; returns where it went."""
+    it) beside it, or at ``out``; returns where it went.
+
+    The output is never the checkpoint itself (a symlink or hard link to it, under the
+    ``.npz``'s name): that is a :class:`UsageError`, before anything is read or written.
+    A symlink at the output's name is replaced by the new file, never written through: what
+    it led to (another checkpoint, say) is left as it was."""
     from streamsonic.model.checkpoint import load_checkpoint  # noqa: PLC0415 - torch
 
     source = Path(checkpoint)
     target = Path(out) if out else arrays_path(source)
+    if same_file(source, target):
+        where = f"-o {target}" if out else f"{target} (where its {SUFFIX} goes by default)"
+        how = (" (a symlink to it)" if target.is_symlink() else
+               "" if os.path.realpath(source) == os.path.realpath(target) else
+               " (a hard link to it)")
+        fix = "give -o another name" if out else f"remove {target} or give -o another name"
+        raise UsageError(f"{where} is the checkpoint {source} itself{how}: writing it would "
+                         f"replace the checkpoint; {fix}")
     ckpt = load_checkpoint(source)
-    check_writable(target, "weights file")  # a folder, a read-only one: 69, nothing written
-    return save_arrays(target, ckpt, file_digest(source))
+    # a folder, a read-only one: 69, nothing written
+    check_writable(target, "weights file", follow=False)
+    return save_arrays(target, ckpt, file_digest(source), follow=False)
 
 
 # -- reading ---------------------------------------------------------------------------------

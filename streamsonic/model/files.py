@@ -34,19 +34,34 @@ def _umask() -> int:
     return mask
 
 
-def _target(path: Path) -> Path:
-    """What writing ``path`` replaces: a symlink's final target (the link stays a link)."""
-    return path.resolve() if path.is_symlink() else path
+def _target(path: Path, follow: bool = True) -> Path:
+    """What writing ``path`` replaces: a symlink's final target (the link stays a link), or
+    with ``follow`` false the path itself (a symlink there is replaced by the file)."""
+    return path.resolve() if follow and path.is_symlink() else path
 
 
-def check_writable(path: str | Path, what: str, option: str = "-o") -> None:
+def same_file(first: str | Path, second: str | Path) -> bool:
+    """Whether two paths are one file: the same real path, or the same device and inode (a
+    hard link; a symlink to it)."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        a, b = Path(first).stat(), Path(second).stat()
+    except (OSError, ValueError):  # one of them does not exist (yet): two files
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_writable(path: str | Path, what: str, option: str = "-o", follow: bool = True) -> None:
     """Raise :class:`OutputError` unless ``path`` can be written as a regular file: it is not
     a folder or a device, and its folder exists (or can be made) and takes new files (tried
-    with a temporary file, so a read-only file system is found as well)."""
+    with a temporary file, so a read-only file system is found as well). ``follow``: as
+    :func:`write_whole` takes it (false: a symlink at ``path`` is replaced, so where it
+    leads does not matter)."""
     shown = Path(path)
-    p = _target(shown)
+    p = _target(shown, follow)
     try:
-        st = p.stat()
+        st = None if not follow and p.is_symlink() else p.stat()
     except (FileNotFoundError, NotADirectoryError):  # a file on the way: found below
         st = None
     except OSError as err:  # EACCES, ELOOP...
@@ -91,17 +106,22 @@ def _why(err: OSError, folder: Path | None = None) -> str:
     return err.strerror or str(err)
 
 
-def write_whole(path: str | Path, data: bytes | bytearray | memoryview, what: str) -> Path:
+def write_whole(path: str | Path, data: bytes | bytearray | memoryview, what: str,
+                follow: bool = True) -> Path:
     """Write ``data`` as the file at ``path`` atomically (temporary file, fsync, rename),
     making its folder if need be; returns ``path``. On failure nothing is left behind and an
     earlier file at ``path`` is as it was: :class:`OutputWriteError` for an OSError, else the
-    exception itself (KeyboardInterrupt...)."""
+    exception itself (KeyboardInterrupt...). A symlink at ``path`` is written through (its
+    final target is replaced, the link stays) or, with ``follow`` false, replaced itself by
+    the new file (where it led is left as it was)."""
     shown = Path(path)
-    target = _target(shown)
+    target = _target(shown, follow)
     tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if target.is_symlink():  # not followed: the new file gets the usual mode
+                raise FileNotFoundError
             mode = stat.S_IMODE(target.stat().st_mode)
         except FileNotFoundError:
             mode = 0o666 & ~_umask()
