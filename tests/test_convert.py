@@ -110,3 +110,35 @@ def test_convert_replaces_a_symlink_at_its_output_never_writes_through_it(
     mask = os.umask(0)
     os.umask(mask)
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~mask)  # a new file's, not the link's
+
+
+def test_convert_of_a_weights_file_says_it_is_one(checkpoint: Path,
+                                                  capsys: pytest.CaptureFixture[str]):
+    """Was: "ok.npz is not a streamsonic checkpoint (cannot be loaded safely:
+    RuntimeError)", exit 66, for the .npz convert itself wrote. Now a usage error (64)
+    saying convert takes the .pt, and nothing written."""
+    npz = checkpoint.with_suffix(".npz")
+    assert cli_main(["convert", str(checkpoint)]) == 0
+    capsys.readouterr()
+    before = npz.read_bytes()
+    assert cli_main(["convert", str(npz), "-o", str(checkpoint.with_name("again.npz"))]) == 64
+    assert capsys.readouterr().err == (
+        f"streamsonic: error: {npz} is already a torch-free weights file (.npz): convert takes "
+        f"a .pt checkpoint and writes its .npz; --weights and info read {npz} as it is\n")
+    assert npz.read_bytes() == before
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["ok.npz", "ok.pt"]
+
+
+@pytest.mark.parametrize("command", ["convert", "info"])
+def test_a_weights_file_named_pt_is_named_as_one(command: str, checkpoint: Path,
+                                                 capsys: pytest.CaptureFixture[str]):
+    """A .npz under a .pt name (what the symlink bug above left behind): was "x.pt is not a
+    streamsonic checkpoint (cannot be loaded safely: RuntimeError)"."""
+    assert cli_main(["convert", str(checkpoint)]) == 0
+    capsys.readouterr()
+    renamed = checkpoint.with_name("x.pt")
+    checkpoint.with_suffix(".npz").rename(renamed)
+    assert cli_main([command, str(renamed)]) == 66
+    assert capsys.readouterr().err == (
+        f"streamsonic: error: {renamed} is a torch-free weights file (the .npz format), not a "
+        f".pt checkpoint; name it x.npz: --weights and info read a .npz as it is\n")

@@ -294,6 +294,7 @@ def convert(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     """Write the ``.npz`` of a ``.pt`` checkpoint (checked as :func:`load_checkpoint` checks
     it) beside it, or at ``out``; returns where it went.
 
+    A ``.npz`` given as the checkpoint is a :class:`UsageError` (it is converted already).
     The output is never the checkpoint itself (a symlink or hard link to it, under the
     ``.npz``'s name): that is a :class:`UsageError`, before anything is read or written.
     A symlink at the output's name is replaced by the new file, never written through: what
@@ -301,6 +302,10 @@ def convert(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     from streamsonic.model.checkpoint import load_checkpoint  # noqa: PLC0415 - torch
 
     source = Path(checkpoint)
+    if source.suffix == SUFFIX:
+        raise UsageError(f"{source} is already a torch-free weights file ({SUFFIX}): convert "
+                         f"takes a .pt checkpoint and writes its {SUFFIX}; --weights "
+                         f"and info read {source} as it is")
     target = Path(out) if out else arrays_path(source)
     if same_file(source, target):
         where = f"-o {target}" if out else f"{target} (where its {SUFFIX} goes by default)"
@@ -345,6 +350,16 @@ def read_header(path: str | Path) -> dict[str, Any]:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise CheckpointError(f"{p} is not a streamsonic weights file (cannot be read: "
                               f"{type(err).__name__}); {HINT}") from None
+
+
+def arrays_inside(p: Path) -> bool:
+    """Whether the file at ``p`` (whatever its name) is a streamsonic ``.npz``: for the error
+    about a checkpoint that torch cannot load."""
+    try:
+        read_header(p)
+    except CheckpointError:
+        return False
+    return True
 
 
 def missing(p: Path, hint: str) -> CheckpointError:

@@ -35,8 +35,10 @@ from streamsonic.model.arrays import (
     MAX_SEQ_LEN,
     META_TABLES,
     SHA256,
+    SUFFIX,
     WEIGHTS_DIR,
     Malformed,
+    arrays_inside,
     arrays_path,
     check_classes,
     check_meta,
@@ -164,6 +166,11 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types (KeyError, UnpicklingError, ...)
+        if arrays_inside(p):  # a .npz under another name: torch cannot read it
+            raise CheckpointError(
+                f"{p} is a torch-free weights file (the {SUFFIX} format), not a .pt "
+                f"checkpoint; name it {p.stem}{SUFFIX}: --weights and info read a {SUFFIX} "
+                "as it is") from None
         raise CheckpointError(
             f"{p} is not a streamsonic checkpoint (cannot be loaded safely: "
             f"{type(err).__name__}); {hint}"
