@@ -23,7 +23,7 @@ from streamsonic.config import Config
 from streamsonic.encoding import PitchEncoding
 from streamsonic.engine import Aggregate, fold
 from streamsonic.events import NoteEvent, Sample
-from streamsonic.model.checkpoint import default_weights, load_checkpoint
+from streamsonic.model.checkpoint import default_weights, load_weights
 from streamsonic.model.stepper import resolve_device
 from streamsonic.model.temporal import TemporalStepper
 from streamsonic.scheduler import Handle, Scheduler
@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def load_temporal_model(config: Config) -> tuple[TemporalStepper, PitchEncoding]:
-    """The temporal checkpoint (``model.temporal_weights``, default shipped) as a stepper."""
+    """The temporal model (``model.temporal_weights``: a ``.pt`` checkpoint or its ``.npz``;
+    default shipped) as a stepper (torch, either way)."""
     path = config.model.temporal_weights or default_weights("temporal")
-    ckpt = load_checkpoint(path, kind="temporal")
+    ckpt = load_weights(path, kind="temporal")
     device = resolve_device(config.model.device)
     stepper = TemporalStepper.from_checkpoint(ckpt, device, tempo=config.music.tempo,
                                               temperature=config.model.rhythm_temperature)

@@ -3,6 +3,7 @@ write that fails leaves no partial file (README: exit statuses, Training)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,10 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from streamsonic.cli import main as cli_main
 from streamsonic.model.arrays import load_arrays
-from streamsonic.model.checkpoint import load_checkpoint
+from streamsonic.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from streamsonic.model.network import TemporalLSTM
+from streamsonic.model.temporal import TimingEncoding
+from tests.conftest import CLASSES
 from tests.test_train import limited_writes, listing
 
 
@@ -124,7 +129,8 @@ def test_convert_of_a_weights_file_says_it_is_one(checkpoint: Path,
     assert cli_main(["convert", str(npz), "-o", str(checkpoint.with_name("again.npz"))]) == 64
     assert capsys.readouterr().err == (
         f"streamsonic: error: {npz} is already a torch-free weights file (.npz): convert takes "
-        f"a .pt checkpoint and writes its .npz; --weights and info read {npz} as it is\n")
+        f"a .pt checkpoint and writes its .npz; --weights, --temporal-weights and info read "
+        f"{npz} as it is\n")
     assert npz.read_bytes() == before
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["ok.npz", "ok.pt"]
 
@@ -141,4 +147,33 @@ def test_a_weights_file_named_pt_is_named_as_one(command: str, checkpoint: Path,
     assert cli_main([command, str(renamed)]) == 66
     assert capsys.readouterr().err == (
         f"streamsonic: error: {renamed} is a torch-free weights file (the .npz format), not a "
-        f".pt checkpoint; name it x.npz: --weights and info read a .npz as it is\n")
+        f".pt checkpoint; name it x.npz: --weights, --temporal-weights and info read a .npz "
+        "as it is\n")
+
+
+def test_a_converted_temporal_model_plays_from_its_npz(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]):
+    """convert temporal.pt wrote temporal.npz and info read it, but --temporal-weights
+    temporal.npz said "temporal.npz is not a streamsonic checkpoint" (exit 66). Now the
+    .npz plays the same notes, rhythm included, as its checkpoint."""
+    timing = TimingEncoding()
+    torch.manual_seed(7)
+    net = TemporalLSTM(len(CLASSES), timing.n_gap, timing.n_duration, timing.input_size,
+                       hidden1=16, hidden2=12)
+    arch = {**net.arch(), **timing.to_dict(),
+            "default_timing": {"gap": 0.5, "duration": 1.0, "velocity": 90.0}}
+    pt = tmp_path / "t.pt"
+    save_checkpoint(pt, Checkpoint(kind="temporal", arch=arch, classes=CLASSES,
+                                   state_dict=net.state_dict()), arrays=False)
+    assert cli_main(["convert", str(pt)]) == 0
+    data = tmp_path / "in.csv"
+    data.write_text("".join(f"{(i * 7) % 11}\n" for i in range(40)))
+    played = {}
+    for weights in ("t.pt", "t.npz"):
+        capsys.readouterr()
+        assert cli_main(["render", str(data), "--rhythm", "model", "--temporal-weights",
+                         str(tmp_path / weights), "-o", "events", "--seed", "3"]) == 0, \
+            capsys.readouterr().err
+        played[weights] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(played["t.npz"]) == 40
+    assert played["t.npz"] == played["t.pt"]

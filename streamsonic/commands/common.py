@@ -75,7 +75,8 @@ MUSIC_OPTIONS: tuple[Option, ...] = (
            "pitch model checkpoint (default: weights/pitch.pt shipped with streamsonic)",
            metavar="PATH"),
     Option(("--temporal-weights",), "model.temporal_weights", str,
-           "temporal model checkpoint for --rhythm model (default: weights/temporal.pt)",
+           "temporal model for --rhythm model: a checkpoint or its .npz (default: "
+           "weights/temporal.pt)",
            metavar="PATH"),
     Option(("--rhythm",), "model.rhythm", str,
            "who decides note timing: the clock (default), or the temporal model",

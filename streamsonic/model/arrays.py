@@ -304,8 +304,8 @@ def convert(checkpoint: str | Path, out: str | Path | None = None) -> Path:
     source = Path(checkpoint)
     if source.suffix == SUFFIX:
         raise UsageError(f"{source} is already a torch-free weights file ({SUFFIX}): convert "
-                         f"takes a .pt checkpoint and writes its {SUFFIX}; --weights "
-                         f"and info read {source} as it is")
+                         f"takes a .pt checkpoint and writes its {SUFFIX}; --weights, "
+                         f"--temporal-weights and info read {source} as it is")
     target = Path(out) if out else arrays_path(source)
     if same_file(source, target):
         where = f"-o {target}" if out else f"{target} (where its {SUFFIX} goes by default)"

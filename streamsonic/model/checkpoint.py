@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from streamsonic.errors import CheckpointError
@@ -47,6 +48,7 @@ from streamsonic.model.arrays import (
     default_weights,
     expected_shapes,
     hint_for,
+    load_arrays,
     missing,
     save_arrays,
 )
@@ -54,8 +56,8 @@ from streamsonic.model.files import interrupts_held, write_whole
 from streamsonic.model.network import PitchLSTM
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_GRID", "MAX_HIDDEN", "MAX_SEQ_LEN", "META_TABLES",
-           "WEIGHTS_DIR", "Checkpoint", "default_weights", "load_checkpoint", "plain",
-           "save_checkpoint", "weights_digest"]
+           "WEIGHTS_DIR", "Checkpoint", "default_weights", "load_checkpoint", "load_weights",
+           "plain", "save_checkpoint", "weights_digest"]
 
 FORMAT = "streamsonic-checkpoint"
 FORMAT_VERSION = 1
@@ -157,6 +159,21 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint, arrays: bool = True) -> 
             save_arrays(arrays_path(target), ckpt, hashlib.sha256(data).hexdigest())
 
 
+def load_weights(path: str | Path, kind: str | None = None) -> Checkpoint:
+    """A checkpoint from a ``.pt`` or from its ``.npz`` (the one file given; read and
+    checked by :func:`load_checkpoint` or :func:`~streamsonic.model.arrays.load_arrays`),
+    with tensors either way: what the torch models (the temporal one) are built from."""
+    p = Path(path)
+    if p.suffix != SUFFIX:
+        return load_checkpoint(p, kind=kind)
+    loaded = load_arrays(p, kind=kind)
+    return Checkpoint(kind=loaded.kind, arch=loaded.arch, classes=loaded.classes,
+                      state_dict={k: torch.from_numpy(np.array(v))
+                                  for k, v in loaded.arrays.items()},
+                      seq_len=loaded.seq_len, meta=loaded.meta, path=loaded.path,
+                      weights_sha256=loaded.weights_sha256)
+
+
 def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
     """Load and check a checkpoint; ``kind`` ("pitch"/"temporal") must match if given."""
     p = Path(path)
@@ -169,8 +186,8 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
         if arrays_inside(p):  # a .npz under another name: torch cannot read it
             raise CheckpointError(
                 f"{p} is a torch-free weights file (the {SUFFIX} format), not a .pt "
-                f"checkpoint; name it {p.stem}{SUFFIX}: --weights and info read a {SUFFIX} "
-                "as it is") from None
+                f"checkpoint; name it {p.stem}{SUFFIX}: --weights, --temporal-weights and "
+                f"info read a {SUFFIX} as it is") from None
         raise CheckpointError(
             f"{p} is not a streamsonic checkpoint (cannot be loaded safely: "
             f"{type(err).__name__}); {hint}"
