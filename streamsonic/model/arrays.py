@@ -363,10 +363,16 @@ def arrays_inside(p: Path) -> bool:
 
 
 def missing(p: Path, hint: str) -> CheckpointError:
-    """The error for a weights file ``p`` that is not a file: a folder, or nothing."""
+    """The error for a weights file ``p`` that is not a regular file: a folder, something
+    else that is there (a device, a FIFO, a socket: never opened, so a FIFO cannot hang the
+    command), or nothing."""
     if p.is_dir():
         return CheckpointError(f"weights file {p} is a folder; give a weights file (a .pt "
                                f"checkpoint or its {SUFFIX}), e.g. {p / 'pitch.pt'}")
+    if p.exists():
+        return CheckpointError(f"weights file {p} is not a regular file (a device, a pipe or "
+                               f"a socket); give a weights file (a .pt checkpoint or its "
+                               f"{SUFFIX})")
     return CheckpointError(f"weights file {p} does not exist; {hint}")
 
 
