@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from streamsonic.errors import CheckpointError
+from streamsonic.model.arrays import arrays_path, file_digest, save_arrays
 from streamsonic.model.checkpoint import (
     Checkpoint,
     default_weights,
@@ -252,3 +253,34 @@ def test_corruption_of_a_temporal_copy_is_refused(tmp_path: Path) -> None:
     corrupt_middle(default_weights("temporal"), bad)
     with pytest.raises(CheckpointError, match="do not match their sha256 checksum"):
         load_checkpoint(bad, kind="temporal")
+
+
+def test_run_names_the_weights_file_given_not_the_npz_read_for_it(tmp_path: Path) -> None:
+    """``run --weights temporal.pt`` said "temporal.npz holds a 'temporal' model", a file
+    the user never named. Now the one given, the .npz read in its place, and where a
+    temporal model goes; without the .npz (read with torch) the same, less the .npz."""
+    path = temporal_file(tmp_path / "temporal.pt")
+    assert path.with_suffix(".npz").is_file()  # written beside it, as train does
+    result = cli("run", "--output", "events", "--weights", str(path), stdin=b"1\n")
+    assert result.returncode == 66, result.stderr
+    fix = "a temporal model goes to --temporal-weights (with --rhythm model)"
+    assert result.stderr == (f"streamsonic: error: {path} (read as the temporal.npz beside "
+                             f"it) holds a 'temporal' model, expected a 'pitch' model; {fix}\n")
+    path.with_suffix(".npz").unlink()
+    result = cli("run", "--output", "events", "--weights", str(path), stdin=b"1\n")
+    assert result.returncode == 66, result.stderr
+    assert result.stderr == (f"streamsonic: error: {path} holds a 'temporal' model, expected "
+                             f"a 'pitch' model; {fix}\n")
+
+
+def test_a_bad_npz_read_for_a_checkpoint_is_named_with_it(tmp_path: Path) -> None:
+    """A broken .npz beside the checkpoint given (its source checksum right, a weight NaN):
+    was named alone ("p.npz: malformed weights file"), now as the one beside p.pt."""
+    path = pitch_file(tmp_path / "p.pt")
+    ckpt = load_checkpoint(path)
+    ckpt.state_dict["head.bias"][0] = math.nan
+    save_arrays(arrays_path(path), ckpt, file_digest(path))
+    result = cli("run", "--output", "events", "--weights", str(path), stdin=b"1\n")
+    assert result.returncode == 66, result.stderr
+    assert result.stderr.startswith(f"streamsonic: error: the p.npz beside {path}: malformed "
+                                    "weights file: weight head.bias holds NaN or infinite values")

@@ -323,7 +323,7 @@ def convert(checkpoint: str | Path, out: str | Path | None = None) -> Path:
 
 # -- reading ---------------------------------------------------------------------------------
 
-def _header(npz: Any, p: Path, hint: str = HINT) -> dict[str, Any]:
+def _header(npz: Any, p: Path | str, hint: str = HINT) -> dict[str, Any]:
     if META_KEY not in npz.files:
         raise CheckpointError(f"{p} is not a streamsonic weights file (no {META_KEY}); {hint}")
     raw = npz[META_KEY]
@@ -341,14 +341,16 @@ def _header(npz: Any, p: Path, hint: str = HINT) -> dict[str, Any]:
     return header
 
 
-def read_header(path: str | Path) -> dict[str, Any]:
-    """The metadata of a ``.npz`` (no weights read, nothing checked but the format)."""
+def read_header(path: str | Path, shown: str | None = None) -> dict[str, Any]:
+    """The metadata of a ``.npz`` (no weights read, nothing checked but the format);
+    ``shown``: what errors call the file (default: its path)."""
     p = Path(path)
+    name = shown or p
     try:
         with np.load(p, allow_pickle=False) as npz:
-            return _header(npz, p)
+            return _header(npz, name)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise CheckpointError(f"{p} is not a streamsonic weights file (cannot be read: "
+        raise CheckpointError(f"{name} is not a streamsonic weights file (cannot be read: "
                               f"{type(err).__name__}); {HINT}") from None
 
 
@@ -376,31 +378,46 @@ def missing(p: Path, hint: str) -> CheckpointError:
     return CheckpointError(f"weights file {p} does not exist; {hint}")
 
 
-def load_arrays(path: str | Path, kind: str | None = None) -> ArrayCheckpoint:
-    """Load and check a ``.npz``; ``kind`` ("pitch"/"temporal") must match if given."""
+#: Where each kind of model is given to run and render.
+OPTION = {"pitch": "--weights", "temporal": "--temporal-weights (with --rhythm model)"}
+
+
+def wrong_kind(shown: str | Path, got: object, kind: str) -> CheckpointError:
+    """The error for a weights file (as the message names it: ``shown``) that holds a model
+    of another kind than ``kind``, with the option that takes the kind it holds."""
+    fix = f"; a {got} model goes to {OPTION[got]}" if isinstance(got, str) and got in OPTION \
+        else ""
+    return CheckpointError(f"{shown} holds a {got!r} model, expected a {kind!r} model{fix}")
+
+
+def load_arrays(path: str | Path, kind: str | None = None,
+                shown: str | None = None) -> ArrayCheckpoint:
+    """Load and check a ``.npz``; ``kind`` ("pitch"/"temporal") must match if given;
+    ``shown``: what errors call the file (default: its path)."""
     p = Path(path)
+    name = shown or p
     if not p.is_file():
         raise missing(p, hint_for(kind))
     try:
         with np.load(p, allow_pickle=False) as npz:
-            header = _header(npz, p, hint_for(kind))
-            arrays = {name: npz[name] for name in npz.files if name != META_KEY}
+            header = _header(npz, name, hint_for(kind))
+            arrays = {key: npz[key] for key in npz.files if key != META_KEY}
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
-        raise CheckpointError(f"{p} is not a streamsonic weights file (cannot be read: "
+        raise CheckpointError(f"{name} is not a streamsonic weights file (cannot be read: "
                               f"{type(err).__name__}); {hint_for(kind)}") from None
     if kind is not None and header.get("kind") != kind:
-        raise CheckpointError(f"{p} holds a {header.get('kind')!r} model, expected a {kind!r} "
-                              "model")
+        raise wrong_kind(name, header.get("kind"), kind)
     try:
-        return _checked(header, arrays, p)
+        return _checked(header, arrays, p, name)
     except Malformed as err:
-        raise CheckpointError(f"{p}: malformed weights file: {err}; convert its checkpoint "
+        raise CheckpointError(f"{name}: malformed weights file: {err}; convert its checkpoint "
                               "again ('streamsonic convert') or restore a good copy") from None
 
 
-def _checked(header: dict[str, Any], arrays: dict[str, np.ndarray], p: Path) -> ArrayCheckpoint:
+def _checked(header: dict[str, Any], arrays: dict[str, np.ndarray], p: Path,
+             name: Path | str) -> ArrayCheckpoint:
     kind = header.get("kind")
     if kind not in ("pitch", "temporal"):
         raise Malformed(f"kind is {kind!r}, not 'pitch' or 'temporal'")
@@ -413,7 +430,7 @@ def _checked(header: dict[str, Any], arrays: dict[str, np.ndarray], p: Path) -> 
     if not isinstance(stored, str) or not SHA256.fullmatch(stored):
         raise Malformed(f"weights_sha256 is {stored!r}, not a sha256 hex digest")
     if weights_digest(arrays) != stored:
-        raise CheckpointError(f"{p}: the weights do not match their sha256 checksum: the file "
+        raise CheckpointError(f"{name}: the weights do not match their sha256 checksum: the file "
                               "is corrupted; convert its checkpoint again or restore a good copy")
     expected = expected_shapes(kind, arch, len(classes))
     check_weights({k: a.shape for k, a in arrays.items()}, expected,
@@ -439,11 +456,15 @@ def arrays_for(path: str | Path, kind: str) -> tuple[ArrayCheckpoint | None, str
     if not beside.is_file():
         return None, (f"{p} has no {beside.name} beside it: it was read with torch (slower "
                       f"start, more memory); 'streamsonic convert {p}' writes one")
-    if read_header(beside).get("source_sha256") != file_digest(p):
+    shown = f"the {beside.name} beside {p}"  # read in its place: errors name both
+    header = read_header(beside, shown)
+    if header.get("source_sha256") != file_digest(p):
         return None, (f"{beside} was not converted from this {p.name} (it changed since): the "
                       f"checkpoint was read with torch; 'streamsonic convert {p}' brings it "
                       "up to date")
-    return load_arrays(beside, kind=kind), ""
+    if header.get("kind") != kind:  # named as the user gave it, with the file read
+        raise wrong_kind(f"{p} (read as the {beside.name} beside it)", header.get("kind"), kind)
+    return load_arrays(beside, kind=kind, shown=shown), ""
 
 
 def pitch_network_from(arrays: Mapping[str, Any]) -> PitchLSTM:

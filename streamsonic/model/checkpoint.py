@@ -51,6 +51,7 @@ from streamsonic.model.arrays import (
     load_arrays,
     missing,
     save_arrays,
+    wrong_kind,
 )
 from streamsonic.model.files import interrupts_held, write_whole
 from streamsonic.model.network import PitchLSTM
@@ -201,7 +202,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> Checkpoint:
             f"format {FORMAT_VERSION}; retrain it or use a matching streamsonic version"
         )
     if kind is not None and data.get("kind") != kind:
-        raise CheckpointError(f"{p} holds a {data.get('kind')!r} model, expected a {kind!r} model")
+        raise wrong_kind(p, data.get("kind"), kind)
     try:
         return _checked(data, p)
     except Malformed as err:
