@@ -12,6 +12,8 @@ Write the torch-free weights file (.npz) of a checkpoint (.pt), beside it by def
 (pitch.pt -> pitch.npz). The CPU player reads the .npz and never imports torch: it starts
 in well under a second and uses less than half the memory. 'streamsonic train' writes one
 with every checkpoint; use this for checkpoints from older versions or copied without it.
+A temporal model's .npz is read by --temporal-weights too, but that model still runs on
+torch. CHECKPOINT is the .pt: a .npz given is converted already (exit 64).
 A .npz is used only while its checkpoint is the file it was converted from: after
 replacing a .pt, convert it again (until then the player reads the .pt with torch).
 The .npz is never the checkpoint itself (a symlink or hard link to it is refused, exit 64);
