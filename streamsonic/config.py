@@ -268,6 +268,9 @@ class VoiceRule:
     mute: bool = False
 
     def __post_init__(self) -> None:
+        _check(self.match != "", "voices.match",
+               "an empty glob matches no stream; give stream names as a glob ('cpu*'), or "
+               "'*' (or no match key) for every stream")
         _check(-1 <= self.program <= 127, "voices.program", "0..127, or -1 for music.program")
         _check(self.channel == -1 or 1 <= self.channel <= 16, "voices.channel",
                "1..16 (10 is General MIDI percussion), or -1 for automatic")

@@ -54,6 +54,18 @@ def test_voices_array_parses(tmp_path: Path) -> None:
     )
 
 
+def test_a_voices_rule_without_match_is_every_stream_and_an_empty_one_is_refused(
+        tmp_path: Path) -> None:
+    """No match key: '*' (as config.toml says); match = "" matched no stream without a
+    word (a QA pass, 2026-12-06)."""
+    path = tmp_path / "voices.toml"
+    path.write_text('[[voices]]\nprogram = 5\n')
+    assert load_config(path).voices == (VoiceRule(match="*", program=5),)
+    path.write_text('[[voices]]\nmatch = ""\nprogram = 5\n')
+    with pytest.raises(ConfigError, match="voices.match = '': an empty glob matches no stream"):
+        load_config(path)
+
+
 def test_uncommented_voices_example_parses(tmp_path: Path) -> None:
     """The commented example at the end of config.toml is valid when uncommented."""
     text = SHIPPED.read_text()
