@@ -62,7 +62,7 @@ def test_a_voices_rule_without_match_is_every_stream_and_an_empty_one_is_refused
     path.write_text('[[voices]]\nprogram = 5\n')
     assert load_config(path).voices == (VoiceRule(match="*", program=5),)
     path.write_text('[[voices]]\nmatch = ""\nprogram = 5\n')
-    with pytest.raises(ConfigError, match="voices.match = '': an empty glob matches no stream"):
+    with pytest.raises(ConfigError, match=r"voices\.match = '': an empty glob matches no stream"):
         load_config(path)
 
 
