@@ -599,9 +599,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         raw = _read_head(Path(path), MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
+        # (a stale $STREAMSONIC_CONFIG is easily forgotten: say where the name came from)
+        named = (" (named by $STREAMSONIC_CONFIG)"
+                 if os.environ.get("STREAMSONIC_CONFIG") == origin else "")
         raise ConfigError(
-            f"config file {origin} does not exist; name an existing one ('streamsonic info "
-            "--default-config > FILE' writes the commented defaults)"
+            f"config file {origin}{named} does not exist; name an existing one ('streamsonic "
+            "info --default-config > FILE' writes the commented defaults)"
         ) from None
     except OSError as err:
         raise ConfigError(f"config file {origin} cannot be read: {err.strerror}") from None

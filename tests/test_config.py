@@ -206,6 +206,12 @@ def test_precedence_config_flag_env_xdg(tmp_path: Path, no_ambient_config: Path,
     args = parse_run_args("--config", str(flag_file))
     assert config_from(args, MUSIC_OPTIONS).music.tempo == 63.0
 
+    # A stale $STREAMSONIC_CONFIG: the error says where the name came from.
+    monkeypatch.setenv("STREAMSONIC_CONFIG", str(tmp_path / "gone.toml"))
+    with pytest.raises(ConfigError, match=r"gone\.toml \(named by \$STREAMSONIC_CONFIG\) "
+                                          "does not exist"):
+        config_from(parse_run_args(), MUSIC_OPTIONS)
+
 
 def test_defaults_without_any_file(no_ambient_config: Path) -> None:
     assert find_config_file(None) is None
