@@ -505,6 +505,10 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+#: General MIDI's percussion channel (1-based, as the config counts channels).
+PERCUSSION_MIDI_CHANNEL = 10
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration."""
@@ -630,6 +634,32 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                           "streamsonic config; see config.toml for its shape") from None
 
 
+def earcon_problem(config: Config) -> str | None:
+    """Why the earcon would not sound like nothing else (README, "What you hear"), or
+    None. Two QA finds (2026-12-06): a [[voices]] rule's stream on the earcon's channel
+    played its notes as the earcon's drums (the earcon's program change took the rule's
+    program away), and an earcon moved to a melodic channel kept program 0, a stream's
+    piano. Checked on the whole configuration (the file and the command line together)."""
+    accent = config.accent
+    if not (accent.enabled and accent.earcon):
+        return None
+    channel = accent.earcon_channel
+    for rule in config.voices:
+        if rule.channel == channel and not rule.mute:
+            return (f"the [[voices]] rule for {rule.match!r} plays on channel {channel}, the "
+                    "accent earcon's (accent.earcon_channel): the stream would sound like the "
+                    "earcon; give it another channel, or move the earcon "
+                    "(accent.earcon_channel) or turn it off (accent.earcon = false)")
+    program = accent.earcon_program
+    if channel != PERCUSSION_MIDI_CHANNEL and (program in config.music.palette
+                                               or program == config.music.program):
+        return (f"accent.earcon_program = {program} on channel {channel} "
+                f"(accent.earcon_channel, not the percussion channel {PERCUSSION_MIDI_CHANNEL}) "
+                "is a timbre streams play too (music.palette, music.program): the earcon would "
+                "sound like a stream; pick a program no stream uses (e.g. 115, Woodblock)")
+    return None
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 given: Mapping[str, str] | None = None) -> Config:
     """Load ``path`` (None: defaults only) and apply dotted-key ``overrides``.
@@ -645,6 +675,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     config = _build(Config, data, "", _Origin(origin))
     if overrides:
         config = apply_overrides(config, overrides, given)
+    problem = earcon_problem(config)
+    if problem is not None:
+        raise ConfigError(f"{origin if path is not None else 'the command line'}: {problem}")
     return config
 
 

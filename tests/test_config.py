@@ -264,3 +264,21 @@ def test_a_config_file_with_a_bom_a_nul_or_as_a_fifo(tmp_path: Path,
         assert read_config_file(fifo) == {"music": {"key": "D"}}
     finally:
         writer.join(timeout=10)
+
+
+def test_the_earcon_keeps_a_sound_of_its_own(tmp_path: Path) -> None:
+    """A QA pass (2026-12-06): a [[voices]] rule on channel 10 played its stream as the
+    earcon's drums (its program taken away by the earcon's program change), and an earcon
+    moved to a melodic channel kept program 0, the piano a stream plays. Both are refused
+    while the earcon is on; a muted rule, or the earcon off, or a program of its own, pass."""
+    path = tmp_path / "v.toml"
+    path.write_text('[[voices]]\nmatch = "s01"\nprogram = 33\nchannel = 10\n')
+    with pytest.raises(ConfigError, match="plays on channel 10, the accent earcon's"):
+        load_config(path)
+    assert load_config(path, {"accent.earcon": False}).voices[0].channel == 10
+    path.write_text('[[voices]]\nmatch = "s01"\nchannel = 10\nmute = true\n')
+    assert load_config(path).voices[0].mute
+    with pytest.raises(ConfigError, match=r"accent\.earcon_program = 0 on channel 16"):
+        load_config(None, {"accent.earcon_channel": 16})
+    moved = load_config(None, {"accent.earcon_channel": 16, "accent.earcon_program": 115})
+    assert (moved.accent.earcon_channel, moved.accent.earcon_program) == (16, 115)
