@@ -224,6 +224,8 @@ class VoiceAllocator:
     _pan: dict[int, int] = field(default_factory=dict)
     _warned: bool = False
     _claims: int = 0  # channels given a program so far (the palette's next index)
+    #: The rules (by match) warned of: a program that their channel cannot play
+    _unplayable: set[str] = field(default_factory=set)
 
     def voice(self, stream: str) -> Voice:
         """The voice of ``stream``, allocating one on first use."""
@@ -246,6 +248,14 @@ class VoiceAllocator:
         if channel not in self._program:
             self._program[channel] = program
             self._claims += 1
+        elif (rule is not None and rule.program >= 0 and self._program[channel] != rule.program
+              and rule.match not in self._unplayable):  # (said once a rule: not silently)
+            self._unplayable.add(rule.match)
+            log.warning("stream %r: its [[voices]] rule (match = %r) gives program %d on "
+                        "channel %d, but that channel already plays program %d (a channel "
+                        "plays one program: its first stream's); it plays program %d: give "
+                        "the rule a channel of its own", stream, rule.match, rule.program,
+                        channel + 1, self._program[channel], self._program[channel])
         program = self._program[channel]
         pan = self._pan.setdefault(channel, pan_for(len(self._pan), self.pan_spread))
         self._load[channel] = self._load.get(channel, 0) + 1

@@ -115,3 +115,25 @@ def test_more_streams_than_channels_never_crashes(overflow: str,
     if overflow == "share":
         loads = [sum(v.channel == c for v in voices) for c in range(16) if c != 9]
         assert max(loads) - min(loads) <= 1
+
+
+def test_a_rules_program_that_its_channel_cannot_play_is_said(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A channel plays one program: a rule that gives another one on a channel a stream
+    already plays played the first stream's program without a word (a QA pass,
+    2026-12-06). It still does (the first stream keeps its sound), and a warning says so."""
+    alloc = VoiceAllocator(rules=(VoiceRule(match="s03", channel=1, program=5),),
+                           default_program=0)
+    first = alloc.voice("s00")
+    assert first.channel == 0
+    with caplog.at_level(logging.WARNING):
+        third = alloc.voice("s03")
+    assert (third.channel, third.program) == (0, 0)
+    assert "gives program 5 on channel 1, but that channel already plays program 0" \
+        in caplog.text
+    alloc.rules = (VoiceRule(match="s0*", channel=1, program=5),)
+    with caplog.at_level(logging.WARNING):
+        caplog.clear()
+        for i in range(4, 9):
+            alloc.voice(f"s0{i}")
+    assert caplog.text.count("already plays program") == 1  # once a rule, not a stream
