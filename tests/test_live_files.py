@@ -324,6 +324,25 @@ def test_wav_rotates_at_exact_frames(tmp_path: Path) -> None:
     assert sum(frames) == sink.frames
 
 
+def test_a_retuned_wav_output_rotates_by_its_new_settings(tmp_path: Path) -> None:
+    """A reload's rotate_seconds reaches a running WAV output from its current file on
+    (retune: the file's frame limit follows the new settings)."""
+    if not SOUNDFONT.is_file():
+        pytest.skip("no SoundFont")
+    config = Config(audio=AudioConfig(soundfont=str(SOUNDFONT), sample_rate=8000),
+                    output=live(flush_interval=1.0))
+    sink = wav.open_live_sink(str(tmp_path / "r-{n}.wav"), config)
+    sink.retune(live(rotate_seconds=1.0, flush_interval=1.0))
+    clock = VirtualClock(start=77.0)
+    sched = play([sink], [note(60 + i, 78.0 + 0.6 * i) for i in range(5)], clock)
+    sched.close()
+    frames = []
+    for path in sink.files:
+        with wave.open(str(path)) as w:
+            frames.append(w.getnframes())
+    assert len(frames) >= 4 and frames[:-1] == [8000] * (len(frames) - 1)
+
+
 # -- the real daemon ------------------------------------------------------------------------
 class Daemon:
     """The CLI in a subprocess: lines in, events out; stderr kept in a file."""

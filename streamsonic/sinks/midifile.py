@@ -33,7 +33,7 @@ import mido
 from streamsonic import __version__
 from streamsonic.config import Config, OutputConfig
 from streamsonic.sinks.base import Sink
-from streamsonic.sinks.outfile import FileSeries, OutputFile, wall_time
+from streamsonic.sinks.outfile import FileSeries, OutputFile, SeriesOutput, wall_time
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _vlq(value: int) -> bytes:
     return bytes(reversed(out))
 
 
-class MidiFileSink(Sink):
+class MidiFileSink(SeriesOutput, Sink):
     """Timed messages -> one MIDI track at ``tempo``; ``live`` (the ``[output]`` settings)
     makes it ``run``'s incremental, rotating file, else ``render``'s atomic one."""
 
@@ -97,29 +97,6 @@ class MidiFileSink(Sink):
             self._series.check()
         else:
             self.start()  # fails now, not after the music
-
-    def start(self) -> None:
-        """Open the (first) file, if not yet open (``defer``: a reload opens it once it
-        cannot fail any more)."""
-        if self._file is not None or self.closed:
-            return
-        self._file = self._open_file()
-        if self._series is not None and self._out.in_place:
-            self._series = None  # a device or FIFO: one file, never rotated
-
-    def retune(self, output: OutputConfig) -> None:
-        """A reload's new flush and rotation settings, from the current file on."""
-        if self.live is not None:
-            self.live = output
-
-    @property
-    def _out(self) -> OutputFile:
-        assert self._file is not None, "start() opens the file"
-        return self._file
-
-    @_out.setter
-    def _out(self, out: OutputFile) -> None:
-        self._file = out
 
     # -- the file ---------------------------------------------------------------------
     def _open_file(self, started: datetime | None = None) -> OutputFile:

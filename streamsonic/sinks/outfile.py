@@ -45,9 +45,12 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from streamsonic.errors import OutputError, OutputWriteError
+
+if TYPE_CHECKING:
+    from streamsonic.config import OutputConfig
 
 log = logging.getLogger(__name__)
 
@@ -425,3 +428,47 @@ class FileSeries:
 def _aside_number(kept: Path, target: Path) -> int:
     tail = kept.stem[len(target.stem) + 1:]
     return int(tail) if tail.isdigit() else 1
+
+
+class SeriesOutput:
+    """What the ``file:`` and ``wav:`` sinks share about their file: ``start`` opens the
+    first one (at once, or, for a reload, once the reload cannot fail any more: ``defer``),
+    ``retune`` takes a reload's flush and rotation settings from the current file on, and
+    ``_out`` is the open file. A subclass sets ``_file``, ``_series`` and ``live`` and
+    makes each file (``_open_file``); ``_limits_changed`` follows new settings."""
+
+    _file: OutputFile | None
+    _series: FileSeries | None
+    live: OutputConfig | None
+    closed: bool
+
+    def _open_file(self, started: datetime | None = None) -> OutputFile:
+        raise NotImplementedError
+
+    def _limits_changed(self) -> None:
+        """The file's size limits follow ``live`` (or the open file) anew."""
+
+    def start(self) -> None:
+        """Open the (first) file, if not yet open (``defer``: a reload opens it once it
+        cannot fail any more)."""
+        if self._file is not None or self.closed:
+            return
+        self._file = self._open_file()
+        if self._series is not None and self._file.in_place:
+            self._series = None  # a device or FIFO: one file, never rotated
+        self._limits_changed()
+
+    def retune(self, output: OutputConfig) -> None:
+        """A reload's new flush and rotation settings, from the current file on."""
+        if self.live is not None:
+            self.live = output
+            self._limits_changed()
+
+    @property
+    def _out(self) -> OutputFile:
+        assert self._file is not None, "start() opens the file"
+        return self._file
+
+    @_out.setter
+    def _out(self, out: OutputFile) -> None:
+        self._file = out

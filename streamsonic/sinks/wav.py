@@ -36,7 +36,7 @@ import numpy as np
 from streamsonic.config import Config, OutputConfig
 from streamsonic.errors import OutputError
 from streamsonic.sinks.base import CC_ALL_SOUND_OFF, Sink
-from streamsonic.sinks.outfile import FileSeries, OutputFile, wall_time
+from streamsonic.sinks.outfile import FileSeries, OutputFile, SeriesOutput, wall_time
 from streamsonic.sinks.synth import GRAIN, FluidSynth
 from streamsonic.soundfont import find_soundfont
 
@@ -63,7 +63,7 @@ def wav_header(sample_rate: int, data_bytes: int) -> bytes:
                        8 * SAMPLE_BYTES, b"data", data_bytes)
 
 
-class WavSink(Sink):
+class WavSink(SeriesOutput, Sink):
     """Renders timed messages through FluidSynth into a WAV file (``live``: the ``[output]``
     settings of ``run``; None: ``render``'s atomic file)."""
 
@@ -97,30 +97,8 @@ class WavSink(Sink):
             raise
         self._max_frames = self._file_limit()
 
-    def start(self) -> None:
-        """Open the (first) file, if not yet open (``defer``: a reload opens it once it
-        cannot fail any more)."""
-        if self._file is not None or self.closed:
-            return
-        self._file = self._open_file()
-        if self._series is not None and self._file.in_place:
-            self._series = None  # a device or FIFO: one file, never rotated
+    def _limits_changed(self) -> None:
         self._max_frames = self._file_limit()
-
-    def retune(self, output: OutputConfig) -> None:
-        """A reload's new flush and rotation settings, from the current file on."""
-        if self.live is not None:
-            self.live = output
-            self._max_frames = self._file_limit()
-
-    @property
-    def _out(self) -> OutputFile:
-        assert self._file is not None, "start() opens the file"
-        return self._file
-
-    @_out.setter
-    def _out(self, out: OutputFile) -> None:
-        self._file = out
 
     # -- the file ---------------------------------------------------------------------
     def _open_file(self, started: datetime | None = None) -> OutputFile:
